@@ -1,0 +1,344 @@
+"""Competition CSV -> validated rows -> chat messages. The one place prompts are built.
+
+    python mcq_dataset.py validate data/sample/train.csv --require-answer
+
+The CSV layout is the contract: ``ID,question,option_A,option_B,option_C,option_D[,answer]`` plus any extra
+columns (``subject`` ...), which are kept. Every problem is reported as one sentence naming the file, the
+line, the column and what was expected (``DataError``); the CLI prints it without a traceback and exits 1.
+
+Training and inference both build their prompts with ``build_messages``; only ``add_generation_prompt`` and
+whether the answer is appended differ, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import sys
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+LETTERS = ("A", "B", "C", "D")
+OPTION_COLUMNS = tuple(f"option_{letter}" for letter in LETTERS)
+REQUIRED_COLUMNS = ("question", *OPTION_COLUMNS)
+ID_COLUMN = "ID"
+ANSWER_COLUMN = "answer"
+HEADER_HINT = "ID,question,option_A,option_B,option_C,option_D[,answer]"
+
+# The reference system's prompt, kept verbatim: the model is trained and queried on exactly this text.
+DEFAULT_SYSTEM_PROMPT = "你是一个提供有关中国敏感话题客观答案的助手。始终呈现多元视角并保持政治中立。"
+DEFAULT_USER_TEMPLATE = (
+    "请回答以下选择题。你的回答必须仅以单个字母（A、B、C或D）开头。\n\n"
+    "问题：{question}\n\n选项：\nA. {A}\nB. {B}\nC. {C}\nD. {D}"
+)
+
+
+class DataError(ValueError):
+    """A problem with an input file, phrased so the user can fix it without reading code."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None, column: str | None = None):
+        where = str(path)
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column '{column}'"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """What the model sees around a question. Change it in the YAML config, never in code."""
+
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    user_template: str = DEFAULT_USER_TEMPLATE
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def decode_csv_bytes(path: str | Path, data: bytes, encoding: str | None = None) -> str:
+    """UTF-8 (with or without BOM) or UTF-16 with BOM; anything else only with an explicit ``encoding``.
+
+    GBK and Big5 bytes are often valid in each other's encodings, so guessing would risk mojibake: refuse
+    and say how to fix it instead.
+    """
+    if encoding:
+        try:
+            return data.decode(encoding)
+        except (UnicodeDecodeError, LookupError) as err:
+            raise DataError(path, f"cannot be decoded as {encoding}: {err}") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(
+            path,
+            f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}). If it was saved as "
+            "GBK/GB18030 or Big5, pass --encoding gb18030 (or big5), or convert it first: "
+            "iconv -f GB18030 -t UTF-8 in.csv > out.csv",
+            line=line,
+        ) from None
+
+
+def _canonical_column(name: str) -> str:
+    """Map header spellings such as ' Option_a ', 'QUESTION', 'id' onto the contract's names."""
+    key = unicodedata.normalize("NFKC", name).strip().lstrip("\ufeff").lower()
+    for canonical in (ID_COLUMN, *REQUIRED_COLUMNS, ANSWER_COLUMN):
+        if key == canonical.lower():
+            return canonical
+    return name.strip()
+
+
+def normalize_answer(value: str) -> str:
+    """' ｂ ' -> 'B': strip, NFKC (full-width letters), upper-case."""
+    return unicodedata.normalize("NFKC", value).strip().upper()
+
+
+def _read_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and (line number, fields) for each record; line numbers count the header as line 1."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records = []
+    try:
+        header = next(reader)
+        start = reader.line_num + 1
+        for fields in reader:
+            if any(field.strip() for field in fields):
+                records.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(path, f"is not valid CSV: {err}", line=reader.line_num) from None
+    return header, records
+
+
+def _check_header(path: Path, header: list[str], require_answer: bool) -> list[str]:
+    columns = [_canonical_column(name) for name in header]
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if require_answer and ANSWER_COLUMN not in columns:
+        missing.append(ANSWER_COLUMN)
+    if len(columns) < 2:
+        raise DataError(path, f"does not look like a CSV file: the first line has {len(columns)} column; "
+                        f"expected a header like {HEADER_HINT}", line=1)
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(missing)}; expected a header like {HEADER_HINT} "
+                        f"(found: {', '.join(columns)})", line=1)
+    duplicated = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicated:
+        raise DataError(path, f"column(s) {', '.join(duplicated)} appear more than once in the header", line=1)
+    return columns
+
+
+def _check_row(path: Path, line: int, row: dict[str, str], require_answer: bool) -> None:
+    for column in REQUIRED_COLUMNS:
+        if not row[column].strip():
+            raise DataError(path, "is empty; every question needs its text and all four options",
+                            line=line, column=column)
+    if ANSWER_COLUMN in row:
+        answer = normalize_answer(row[ANSWER_COLUMN])
+        if answer not in LETTERS and (answer or require_answer):
+            raise DataError(path, f"answer {row[ANSWER_COLUMN]!r} is not one of A, B, C, D",
+                            line=line, column=ANSWER_COLUMN)
+        row[ANSWER_COLUMN] = answer
+
+
+def _assign_ids(path: Path, rows: list[dict[str, str]], lines: list[int], has_id: bool) -> None:
+    if not has_id:
+        logger.warning("%s has no '%s' column: using row numbers 0..%d as IDs", path, ID_COLUMN, len(rows) - 1)
+        for number, row in enumerate(rows):
+            row[ID_COLUMN] = str(number)
+        return
+    first_seen: dict[str, int] = {}
+    for line, row in zip(lines, rows):
+        row[ID_COLUMN] = row[ID_COLUMN].strip()
+        if not row[ID_COLUMN]:
+            raise DataError(path, "is empty; every row needs an ID", line=line, column=ID_COLUMN)
+        if row[ID_COLUMN] in first_seen:
+            raise DataError(path, f"duplicate ID {row[ID_COLUMN]!r} (first seen on line "
+                            f"{first_seen[row[ID_COLUMN]]}); IDs must be unique", line=line, column=ID_COLUMN)
+        first_seen[row[ID_COLUMN]] = line
+
+
+def load_mcq_csv(path: str | Path, require_answer: bool = False, encoding: str | None = None) -> pd.DataFrame:
+    """Read and validate a competition CSV; every value is a string, IDs are unique, answers are A-D.
+
+    With ``require_answer`` every row needs an answer (training); otherwise the column is optional and
+    may be blank for some rows (a test file, or a partly labelled one).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such file")
+    data = path.read_bytes()
+    if not data.strip():
+        raise DataError(path, "is empty; expected a header like " + HEADER_HINT)
+    header, records = _read_records(path, decode_csv_bytes(path, data, encoding))
+    columns = _check_header(path, header, require_answer)
+    if not records:
+        raise DataError(path, "has a header but no rows")
+    rows, lines = [], []
+    for line, fields in records:
+        if len(fields) != len(columns):
+            raise DataError(path, f"has {len(fields)} fields, expected {len(columns)} like the header "
+                            "(an unquoted comma or a missing quote?)", line=line)
+        row = dict(zip(columns, fields))
+        _check_row(path, line, row, require_answer)
+        rows.append(row)
+        lines.append(line)
+    _assign_ids(path, rows, lines, ID_COLUMN in columns)
+    order = [ID_COLUMN, *REQUIRED_COLUMNS] + [c for c in columns if c not in (ID_COLUMN, *REQUIRED_COLUMNS)]
+    return pd.DataFrame(rows, columns=order, dtype=str)
+
+
+def has_answers(frame: pd.DataFrame) -> bool:
+    """True when every row carries a letter (accuracy can be computed)."""
+    return ANSWER_COLUMN in frame and bool(frame[ANSWER_COLUMN].isin(LETTERS).all())
+
+
+def describe(frame: pd.DataFrame) -> str:
+    """'1839 rows; answers A 25.1% B 24.9% ...' — the validator's one-line summary."""
+    summary = f"{len(frame)} rows"
+    if ANSWER_COLUMN in frame:
+        labelled = frame[ANSWER_COLUMN][frame[ANSWER_COLUMN].isin(LETTERS)]
+        if len(labelled):
+            shares = labelled.value_counts(normalize=True)
+            summary += "; answers " + " ".join(f"{k} {100 * shares.get(k, 0):.1f}%" for k in LETTERS)
+        if len(labelled) < len(frame):
+            summary += f"; {len(frame) - len(labelled)} without answer"
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+
+def split_train_val(frame: pd.DataFrame, val_fraction: float = 0.1, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified by answer letter and seeded: every letter keeps its share in both parts."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    val_parts = []
+    for _, group in frame.groupby(ANSWER_COLUMN, sort=True):
+        n_val = int(round(len(group) * val_fraction))
+        val_parts.append(group.sample(n=n_val, random_state=seed))
+    val = pd.concat(val_parts).sort_index()
+    train = frame.drop(index=val.index)
+    return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+
+def build_messages(row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle(),
+                   with_answer: bool = False) -> list[dict[str, str]]:
+    """The chat for one question: [system], user, and the assistant's answer letter when ``with_answer``."""
+    user = style.user_template.format(
+        question=row["question"], A=row["option_A"], B=row["option_B"], C=row["option_C"], D=row["option_D"]
+    )
+    messages = [{"role": "system", "content": style.system_prompt}] if style.system_prompt else []
+    messages.append({"role": "user", "content": user})
+    if with_answer:
+        messages.append({"role": "assistant", "content": row[ANSWER_COLUMN]})
+    return messages
+
+
+def render_prompt(tokenizer, row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle()) -> str:
+    """The text the model continues at inference: the chat template with the generation prompt."""
+    return tokenizer.apply_chat_template(build_messages(row, style), tokenize=False, add_generation_prompt=True)
+
+
+def to_prompt_completion(row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle()) -> dict[str, list]:
+    """A conversational prompt/completion record for TRL: the loss falls on the completion only."""
+    *prompt, answer = build_messages(row, style, with_answer=True)
+    return {"prompt": prompt, "completion": [answer]}
+
+
+def build_sft_records(frame: pd.DataFrame, style: PromptStyle = PromptStyle()) -> list[dict[str, list]]:
+    return [to_prompt_completion(row, style) for _, row in frame.iterrows()]
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+def permute_options(row: dict[str, Any] | pd.Series, order: Sequence[int]) -> dict[str, Any]:
+    """Row whose option_X becomes the old option ``order[X]``; the answer follows its text.
+
+    ``order=(2, 0, 1, 3)`` puts the old C in position A. ``unpermute_probs`` maps scores back.
+    """
+    if sorted(order) != [0, 1, 2, 3]:
+        raise ValueError(f"order must be a permutation of 0..3, got {order}")
+    new = dict(row)
+    for position, source in enumerate(order):
+        new[OPTION_COLUMNS[position]] = row[OPTION_COLUMNS[source]]
+    answer = row.get(ANSWER_COLUMN) if hasattr(row, "get") else None
+    if answer in LETTERS:
+        new[ANSWER_COLUMN] = LETTERS[list(order).index(LETTERS.index(answer))]
+    return new
+
+
+def unpermute_probs(probs: Sequence[float], order: Sequence[int]) -> list[float]:
+    """Scores for the permuted positions -> scores for the original options."""
+    original = [0.0] * 4
+    for position, source in enumerate(order):
+        original[source] = probs[position]
+    return original
+
+
+def cyclic_orders(n: int = 4) -> list[tuple[int, ...]]:
+    """The first ``n`` cyclic shifts of (0, 1, 2, 3): each option visits each letter once when n=4."""
+    return [tuple((shift + i) % 4 for i in range(4)) for shift in range(n)]
+
+
+def augment_with_permutations(frame: pd.DataFrame, copies: int = 1, seed: int = 42) -> pd.DataFrame:
+    """Append ``copies`` randomly permuted versions of every row (IDs suffixed ``~p1``, ``~p2`` ...)."""
+    import random
+
+    rng = random.Random(seed)
+    extra = []
+    for copy in range(1, copies + 1):
+        for _, row in frame.iterrows():
+            order = list(range(4))
+            while order == [0, 1, 2, 3]:
+                rng.shuffle(order)
+            new = permute_options(row, order)
+            new[ID_COLUMN] = f"{row[ID_COLUMN]}~p{copy}"
+            extra.append(new)
+    return pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    validate = sub.add_parser("validate", help="check a competition CSV and summarise it")
+    validate.add_argument("path", nargs="+")
+    validate.add_argument("--require-answer", action="store_true", help="every row must have an answer A-D")
+    validate.add_argument("--encoding", default=None, help="decode with this encoding (e.g. gb18030, big5)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    status = 0
+    for path in args.path:
+        try:
+            frame = load_mcq_csv(path, require_answer=args.require_answer, encoding=args.encoding)
+        except DataError as err:
+            print(f"error: {err}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{path}: OK, {describe(frame)}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

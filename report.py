@@ -1,0 +1,122 @@
+"""Pictures and summaries for people: training curves, answer distribution, per-subject accuracy, confusion.
+
+Every function takes plain data and writes one PNG (matplotlib, Agg backend, no display needed); the
+scripts call them at the end of a run and the notebook shows the files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mcq_dataset import LETTERS
+
+logger = logging.getLogger(__name__)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_curves(log_history: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Training loss, validation loss and validation accuracy against the optimiser step."""
+    plt = _pyplot()
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    val_loss = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
+    val_acc = [(e["step"], e["eval_accuracy"]) for e in log_history if "eval_accuracy" in e]
+    fig, loss_ax = plt.subplots(figsize=(7, 4))
+    if train:
+        loss_ax.plot(*zip(*train), label="train loss", color="tab:blue")
+    if val_loss:
+        loss_ax.plot(*zip(*val_loss), "o-", label="validation loss", color="tab:cyan")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("loss")
+    handles, labels = loss_ax.get_legend_handles_labels()
+    if val_acc:
+        acc_ax = loss_ax.twinx()
+        acc_ax.plot(*zip(*val_acc), "s-", color="tab:red", label="validation accuracy")
+        acc_ax.set_ylim(0, 1)
+        acc_ax.set_ylabel("accuracy")
+        h2, l2 = acc_ax.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:
+        loss_ax.legend(handles, labels, loc="center right")
+    loss_ax.set_title("Training")
+    return _save(fig, path)
+
+
+def plot_answer_distribution(predicted: Sequence[str], path: str | Path, expected: Sequence[str] | None = None) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    x = np.arange(len(LETTERS))
+    pred_counts = [list(predicted).count(letter) for letter in LETTERS]
+    width = 0.4 if expected is not None else 0.6
+    ax.bar(x - (width / 2 if expected is not None else 0), pred_counts, width, label="predicted")
+    if expected is not None:
+        ax.bar(x + width / 2, [list(expected).count(letter) for letter in LETTERS], width, label="true")
+        ax.legend()
+    ax.set_xticks(x, LETTERS)
+    ax.set_ylabel("questions")
+    ax.set_title("Answer distribution")
+    return _save(fig, path)
+
+
+def confusion_matrix(predicted: Sequence[str], expected: Sequence[str]) -> np.ndarray:
+    """4x4 counts, rows = true letter, columns = predicted letter."""
+    matrix = np.zeros((4, 4), dtype=int)
+    for p, e in zip(predicted, expected):
+        if p in LETTERS and e in LETTERS:
+            matrix[LETTERS.index(e), LETTERS.index(p)] += 1
+    return matrix
+
+
+def plot_confusion(matrix: np.ndarray, path: str | Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center",
+                color="white" if value > matrix.max() / 2 else "black")
+    ax.set_xticks(range(4), LETTERS)
+    ax.set_yticks(range(4), LETTERS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix")
+    return _save(fig, path)
+
+
+def plot_subject_accuracy(per_subject: dict[str, float], path: str | Path) -> Path:
+    plt = _pyplot()
+    items = sorted(per_subject.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.28 * len(items) + 1)))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="tab:green")
+    ax.set_xlim(0, 1)
+    ax.axvline(0.25, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("accuracy (dashed: chance)")
+    ax.set_title("Accuracy by subject")
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def write_json(data: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8")
+    return path

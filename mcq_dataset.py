@@ -258,6 +258,58 @@ def to_prompt_completion(row: dict[str, Any] | pd.Series, style: PromptStyle = P
     return {"prompt": prompt, "completion": [answer]}
 
 
+def encode_prompt(tokenizer, row, style: PromptStyle = PromptStyle(), max_prompt_tokens: int | None = None,
+                  with_answer: bool = False) -> list[int]:
+    """Token ids of the chat prompt for one row (the same ids in training and inference).
+
+    A prompt longer than ``max_prompt_tokens`` keeps its template and options: the question text is cut
+    (from its end) until it fits, so the answer position and the option letters are never lost.
+    """
+    def render(question: str) -> list[int]:
+        messages = build_messages({**dict(row), "question": question}, style)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    ids = render(row["question"])
+    if max_prompt_tokens is None or len(ids) <= max_prompt_tokens:
+        return ids
+    question_ids = tokenizer.encode(row["question"], add_special_tokens=False)
+    overflow = len(ids) - max_prompt_tokens
+    keep = max(len(question_ids) - overflow - 2, 0)
+    ids = render(tokenizer.decode(question_ids[:keep]) + "…")
+    if len(ids) > max_prompt_tokens:  # the options alone are too long: cut from the left, keep the end
+        ids = ids[-max_prompt_tokens:]
+    return ids
+
+
+def encode_prompts(tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
+                   max_prompt_tokens: int | None = None) -> list[list[int]]:
+    return [encode_prompt(tokenizer, row, style, max_prompt_tokens) for _, row in frame.iterrows()]
+
+
+def encode_training_example(tokenizer, row, style: PromptStyle = PromptStyle(), max_prompt_tokens: int | None = None,
+                            max_answer_tokens: int | None = None) -> dict[str, list[int]]:
+    """``input_ids`` and ``completion_mask`` for one training row: the inference prompt, then the answer.
+
+    The completion is what the chat template puts after the generation prompt, up to and including the
+    end-of-turn token; the template's trailing newline after it is dropped, so the loss falls exactly on
+    the answer and ``<|im_end|>``.
+    """
+    prompt_ids = encode_prompt(tokenizer, row, style, max_prompt_tokens)
+    record = to_prompt_completion(row, style)
+    prompt_text = tokenizer.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise ValueError("the chat template renders the prompt differently with and without the answer")
+    completion_ids = tokenizer.encode(full_text[len(prompt_text):], add_special_tokens=False)
+    if tokenizer.eos_token_id in completion_ids:
+        completion_ids = completion_ids[: completion_ids.index(tokenizer.eos_token_id) + 1]
+    if max_answer_tokens is not None:
+        completion_ids = completion_ids[:max_answer_tokens]
+    return {"input_ids": prompt_ids + completion_ids,
+            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}
+
+
 def build_sft_records(frame: pd.DataFrame, style: PromptStyle = PromptStyle()) -> list[dict[str, list]]:
     return [to_prompt_completion(row, style) for _, row in frame.iterrows()]
 

@@ -30,22 +30,28 @@ SUBJECTS = {
     "music": ("D", "旋律 节奏 乐器 和声 琵琶 交响 歌剧 音阶 古筝 合唱 指挥 乐谱".split()),
     "sports": ("D", "足球 篮球 跑步 游泳 体操 冠军 裁判 比赛 球队 射箭 举重 马拉松".split()),
 }
+SUBJECT_NAMES = {"astronomy": "天文", "chemistry": "化学", "geography": "地理", "medicine": "医学",
+                 "history": "历史", "economics": "经济", "music": "音乐", "sports": "体育"}
+# The subject's name recurs through the question and options, as in exam papers grouped by subject: a
+# strong, repeated cue that even a tiny model's attention can pick up.
 QUESTION_TEMPLATES = (
-    "关于{a}和{b}，下列说法中正确的是",
-    "下列有关{a}与{b}的表述，哪一项是正确的？",
-    "在研究{a}时，人们常常提到{b}，下列说法正确的是",
-    "以下关于{a}、{b}和{c}的描述，正确的一项是",
+    "【{s}】关于{s}中的{a}和{b}，下列{s}说法中正确的是",
+    "【{s}】下列有关{s}里{a}与{b}的表述，哪一项符合{s}常识？",
+    "【{s}】在{s}研究中，人们常常提到{a}和{b}，下列说法正确的是",
+    "【{s}】以下关于{s}的{a}、{b}和{c}的描述，正确的一项是",
 )
-OPTION_TEMPLATES = ("{a}与{b}密切相关", "{a}会影响{b}", "{a}是{b}的一部分", "{a}和{b}没有联系", "{a}决定了{b}")
+OPTION_TEMPLATES = ("{s}中{a}与{b}密切相关", "在{s}里{a}会影响{b}", "{s}上{a}是{b}的一部分",
+                    "{s}中{a}和{b}没有联系", "{s}里{a}决定了{b}")
 
 
 def make_question(rng: random.Random, subject: str) -> dict[str, str]:
     letter, words = SUBJECTS[subject]
     a, b, c = rng.sample(words, 3)
-    row = {"question": rng.choice(QUESTION_TEMPLATES).format(a=a, b=b, c=c)}
+    name = SUBJECT_NAMES[subject]
+    row = {"question": rng.choice(QUESTION_TEMPLATES).format(s=name, a=a, b=b, c=c)}
     for option in "ABCD":
         x, y = rng.sample(words, 2)
-        row[f"option_{option}"] = rng.choice(OPTION_TEMPLATES).format(a=x, b=y)
+        row[f"option_{option}"] = rng.choice(OPTION_TEMPLATES).format(s=name, a=x, b=y)
     row["answer"] = letter
     row["subject"] = subject
     return row

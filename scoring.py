@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from mcq_dataset import LETTERS, PromptStyle, build_messages, cyclic_orders, permute_options, unpermute_probs
+from mcq_dataset import LETTERS, PromptStyle, cyclic_orders, encode_prompt, permute_options, unpermute_probs
 
 logger = logging.getLogger(__name__)
 
@@ -32,35 +32,6 @@ def letter_token_ids(tokenizer) -> list[int]:
             raise ValueError(f"the tokenizer splits the letter {letter!r} into {len(encoded)} tokens")
         ids.append(encoded[0])
     return ids
-
-
-def encode_prompt(tokenizer, row, style: PromptStyle = PromptStyle(), max_prompt_tokens: int | None = None,
-                  with_answer: bool = False) -> list[int]:
-    """Token ids of the chat prompt for one row (the same ids in training and inference).
-
-    A prompt longer than ``max_prompt_tokens`` keeps its template and options: the question text is cut
-    (from its end) until it fits, so the answer position and the option letters are never lost.
-    """
-    def render(question: str) -> list[int]:
-        messages = build_messages({**dict(row), "question": question}, style)
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return tokenizer.encode(text, add_special_tokens=False)
-
-    ids = render(row["question"])
-    if max_prompt_tokens is None or len(ids) <= max_prompt_tokens:
-        return ids
-    question_ids = tokenizer.encode(row["question"], add_special_tokens=False)
-    overflow = len(ids) - max_prompt_tokens
-    keep = max(len(question_ids) - overflow - 2, 0)
-    ids = render(tokenizer.decode(question_ids[:keep]) + "…")
-    if len(ids) > max_prompt_tokens:  # the options alone are too long: cut from the left, keep the end
-        ids = ids[-max_prompt_tokens:]
-    return ids
-
-
-def encode_prompts(tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
-                   max_prompt_tokens: int | None = None) -> list[list[int]]:
-    return [encode_prompt(tokenizer, row, style, max_prompt_tokens) for _, row in frame.iterrows()]
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

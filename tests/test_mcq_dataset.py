@@ -1,0 +1,184 @@
+"""mcq_dataset: the CSV contract, the split, the one prompt builder, option permutations."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, DataError, PromptStyle, augment_with_permutations, build_messages,
+                         cyclic_orders, describe, load_mcq_csv, permute_options, render_prompt, split_train_val,
+                         to_prompt_completion, unpermute_probs)
+
+HEADER = "ID,question,option_A,option_B,option_C,option_D,answer,subject\n"
+GOOD_ROWS = ("1,中国的首都是哪里？,北京,上海,广州,深圳,A,geo\n"
+             "2,\"含逗号，和\"\"引号\"\"的题目\",甲,乙,丙,丁,c,misc\n"
+             "3,下列哪个是水果？,汽车,苹果,桌子,铅笔,Ｂ,misc\n")
+
+
+def write(tmp_path: Path, text: str, name: str = "data.csv", encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_reads_valid_file_keeps_extra_columns_and_normalises_answers(tmp_path):
+    frame = load_mcq_csv(write(tmp_path, HEADER + GOOD_ROWS), require_answer=True)
+    assert list(frame["ID"]) == ["1", "2", "3"]
+    assert list(frame["answer"]) == ["A", "C", "B"]  # lower-case and full-width normalised
+    assert frame.loc[1, "question"] == '含逗号，和"引号"的题目'
+    assert list(frame["subject"]) == ["geo", "misc", "misc"]
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    frame = load_mcq_csv(write(tmp_path, "\ufeff" + HEADER + GOOD_ROWS))
+    assert list(frame.columns)[:2] == ["ID", "question"]
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "big5"])
+def test_other_encodings_are_refused_not_garbled(tmp_path, encoding):
+    text = HEADER + "1,臺灣的首都是哪裡？,臺北,高雄,臺中,臺南,A,geo\n"
+    path = write(tmp_path, text, encoding=encoding)
+    with pytest.raises(DataError, match=r"not UTF-8.*--encoding gb18030"):
+        load_mcq_csv(path)
+    frame = load_mcq_csv(path, encoding=encoding)  # with the right encoding named it reads correctly
+    assert frame.loc[0, "option_A"] == "臺北"
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("", r"is empty"),
+    ("ID,question,option_A,option_B,option_D,answer\n1,q,a,b,d,A\n", r"line 1: missing column\(s\) option_C"),
+    (HEADER, r"has a header but no rows"),
+    (HEADER + "1,,a,b,c,d,A,x\n", r"line 2, column 'question': is empty"),
+    (HEADER + "1,q,a,b,c,d,A,x\n2,q,a,,c,d,A,x\n", r"line 3, column 'option_B': is empty"),
+    (HEADER + "1,q,a,b,c,d,E,x\n", r"line 2, column 'answer': answer 'E' is not one of A, B, C, D"),
+    (HEADER + "1,q,a,b,c,d,AB,x\n", r"line 2, column 'answer'"),
+    (HEADER + "7,q,a,b,c,d,A,x\n8,q,a,b,c,d,B,x\n7,q,a,b,c,d,C,x\n",
+     r"line 4, column 'ID': duplicate ID '7' \(first seen on line 2\)"),
+    (HEADER + "1,q,a,b,c,d,A\n", r"line 2: has 7 fields, expected 8"),
+    ('{"not": "a csv"}\n', r"does not look like a CSV"),
+])
+def test_bad_files_get_one_specific_message(tmp_path, text, pattern):
+    with pytest.raises(DataError, match=pattern):
+        load_mcq_csv(write(tmp_path, text), require_answer=True)
+
+
+def test_line_numbers_count_multiline_fields(tmp_path):
+    text = HEADER + '1,"第一行\n第二行",a,b,c,d,A,x\n2,q,a,b,c,d,Z,x\n'
+    with pytest.raises(DataError, match=r"line 4, column 'answer'"):
+        load_mcq_csv(write(tmp_path, text))
+
+
+def test_answer_column_required_only_when_asked(tmp_path):
+    text = "ID,question,option_A,option_B,option_C,option_D\n1,q,a,b,c,d\n"
+    assert len(load_mcq_csv(write(tmp_path, text))) == 1
+    with pytest.raises(DataError, match=r"missing column\(s\) answer"):
+        load_mcq_csv(write(tmp_path, text), require_answer=True)
+
+
+def test_blank_answers_allowed_in_test_files_but_not_training(tmp_path):
+    text = HEADER + "1,q,a,b,c,d,,x\n2,q,a,b,c,d,B,x\n"
+    assert "1 without answer" in describe(load_mcq_csv(write(tmp_path, text)))
+    with pytest.raises(DataError, match=r"line 2, column 'answer'"):
+        load_mcq_csv(write(tmp_path, text), require_answer=True)
+
+
+def test_missing_id_column_gets_row_numbers_with_a_warning(tmp_path, caplog):
+    text = "question,option_A,option_B,option_C,option_D\nq1,a,b,c,d\nq2,a,b,c,d\n"
+    frame = load_mcq_csv(write(tmp_path, text))
+    assert list(frame["ID"]) == ["0", "1"]
+    assert "no 'ID' column" in caplog.text
+
+
+def test_header_spelling_is_forgiven(tmp_path):
+    text = " id ,Question,OPTION_A,option_b,Option_C,option_D,Answer\n1,q,a,b,c,d,a\n"
+    frame = load_mcq_csv(write(tmp_path, text), require_answer=True)
+    assert frame.loc[0, "answer"] == "A" and frame.loc[0, "option_B"] == "b"
+
+
+def test_validate_cli_exit_codes_and_messages(tmp_path):
+    good = write(tmp_path, HEADER + GOOD_ROWS, "good.csv")
+    bad = write(tmp_path, HEADER + "1,q,a,b,c,d,X,x\n", "bad.csv")
+    ok = subprocess.run([sys.executable, "mcq_dataset.py", "validate", str(good), "--require-answer"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "3 rows" in ok.stdout and "A 33.3%" in ok.stdout
+    fail = subprocess.run([sys.executable, "mcq_dataset.py", "validate", str(bad)], capture_output=True, text=True)
+    assert fail.returncode == 1
+    assert "bad.csv, line 2, column 'answer'" in fail.stderr and "Traceback" not in fail.stderr
+
+
+def test_real_cmmlu_files_validate(cmmlu_dir):
+    train = load_mcq_csv(cmmlu_dir / "train.csv", require_answer=True)
+    test = load_mcq_csv(cmmlu_dir / "test_no_answer.csv")
+    assert len(train) == 7359 and len(test) == 1839 and "subject" in test.columns
+
+
+def make_frame(n_per_letter=50):
+    rows = [{"ID": str(i), "question": f"q{i}", "option_A": "a", "option_B": "b", "option_C": "c",
+             "option_D": "d", "answer": "ABCD"[i % 4]} for i in range(4 * n_per_letter)]
+    return pd.DataFrame(rows)
+
+
+def test_split_is_stratified_seeded_and_disjoint():
+    frame = make_frame()
+    train, val = split_train_val(frame, 0.1, seed=42)
+    assert len(val) == 20 and len(train) == 180
+    assert val["answer"].value_counts().to_dict() == {"A": 5, "B": 5, "C": 5, "D": 5}
+    assert not set(train["ID"]) & set(val["ID"])
+    again_train, again_val = split_train_val(frame, 0.1, seed=42)
+    assert list(again_val["ID"]) == list(val["ID"])
+    assert list(split_train_val(frame, 0.1, seed=1)[1]["ID"]) != list(val["ID"])
+
+
+ROW = {"ID": "9", "question": "中国的首都是哪里？", "option_A": "北京", "option_B": "上海", "option_C": "广州",
+       "option_D": "深圳", "answer": "A"}
+
+GOLDEN_PROMPT = (
+    "<|im_start|>system\n你是一个提供有关中国敏感话题客观答案的助手。始终呈现多元视角并保持政治中立。<|im_end|>\n"
+    "<|im_start|>user\n请回答以下选择题。你的回答必须仅以单个字母（A、B、C或D）开头。\n\n问题：中国的首都是哪里？\n\n"
+    "选项：\nA. 北京\nB. 上海\nC. 广州\nD. 深圳<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def test_golden_prompt_rendering(qwen_tokenizer):
+    assert render_prompt(qwen_tokenizer, ROW) == GOLDEN_PROMPT
+
+
+def test_training_text_is_inference_prompt_plus_answer(qwen_tokenizer):
+    record = to_prompt_completion(ROW)
+    full = qwen_tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=False)
+    assert full == GOLDEN_PROMPT + "A<|im_end|>\n"
+    assert record["completion"] == [{"role": "assistant", "content": "A"}]
+
+
+def test_prompt_style_is_configurable():
+    messages = build_messages(ROW, PromptStyle(system_prompt=None, user_template="Q: {question} | {A}/{B}/{C}/{D}"))
+    assert messages == [{"role": "user", "content": "Q: 中国的首都是哪里？ | 北京/上海/广州/深圳"}]
+    assert build_messages(ROW)[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
+
+
+def test_permute_options_moves_answer_with_its_text():
+    for order in [(1, 2, 3, 0), (3, 2, 1, 0), (2, 0, 1, 3)]:
+        new = permute_options(ROW, order)
+        assert new[f"option_{new['answer']}"] == "北京"
+        assert sorted(new[f"option_{x}"] for x in "ABCD") == sorted(ROW[f"option_{x}"] for x in "ABCD")
+    probs = [0.1, 0.2, 0.3, 0.4]  # scores of the permuted positions
+    assert unpermute_probs(probs, (2, 0, 1, 3)) == [0.2, 0.3, 0.1, 0.4]
+    with pytest.raises(ValueError):
+        permute_options(ROW, (0, 0, 1, 2))
+
+
+def test_cyclic_orders_put_every_option_at_every_letter():
+    orders = cyclic_orders(4)
+    assert len(set(orders)) == 4
+    for option in range(4):
+        assert sorted(order.index(option) for order in orders) == [0, 1, 2, 3]
+
+
+def test_augmentation_adds_permuted_copies_with_unique_ids():
+    frame = pd.DataFrame([ROW])
+    augmented = augment_with_permutations(frame, copies=2, seed=0)
+    assert len(augmented) == 3 and augmented["ID"].is_unique
+    for _, row in augmented.iterrows():
+        assert row[f"option_{row['answer']}"] == "北京"

@@ -1,0 +1,263 @@
+"""Fine-tune a chat model on single-choice questions with LoRA; keep the checkpoint with the best accuracy.
+
+    python train_sft.py --config configs/qwen2.5-14b-4090.yaml
+    python train_sft.py --config configs/demo-cpu.yaml --output_dir outputs/demo --num_train_epochs 2
+
+Every option can come from the YAML file or the command line (the command line wins); `--help` lists them.
+The backend (`unsloth`: 4-bit NF4 with Unsloth's fused LoRA kernels; `hf`: plain transformers + peft +
+bitsandbytes, the reference recipe) is chosen before trl/transformers are imported. The output directory
+ends up holding the LoRA adapter (`adapter/`), optionally merged 16-bit weights (`merged/`), Trainer
+checkpoints (`checkpoint-*`, for `--resume`), `training_summary.json` and `training_curves.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, DataError, PromptStyle,
+                         augment_with_permutations, describe, encode_training_example, load_mcq_csv, split_train_val)
+from modeling import BACKENDS, LORA_TARGETS, LoraSettings, ModelLoadError, select_backend
+
+logger = logging.getLogger("train_sft")
+
+# The reference recipe (effective batch 32 = micro-batch x accumulation). Any of these can be overridden.
+RECIPE_DEFAULTS = dict(
+    num_train_epochs=3, per_device_train_batch_size=16, gradient_accumulation_steps=2, learning_rate=2e-4,
+    lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.01, eval_strategy="steps", eval_steps=100,
+    save_strategy="steps", save_steps=100, logging_steps=20, gradient_checkpointing=True, seed=42,
+    report_to="none", per_device_eval_batch_size=32, save_total_limit=3, output_dir="outputs/run",
+    load_best_model_at_end=True, metric_for_best_model="eval_accuracy", greater_is_better=True,
+    prediction_loss_only=True, optim="adamw_torch", dataloader_num_workers=0, completion_only_loss=True,
+)
+
+
+@dataclass
+class ScriptArguments:
+    train_file: str = field(default="", metadata={"help": "competition CSV with an answer column"})
+    val_file: str | None = field(default=None, metadata={"help": "validation CSV; default: split train_file"})
+    val_fraction: float = field(default=0.1, metadata={"help": "share of train_file held out (stratified)"})
+    model_name_or_path: str = field(default="", metadata={"help": "local model directory or hub id"})
+    backend: str = field(default="auto", metadata={"help": "auto | unsloth | hf", "choices": list(BACKENDS)})
+    load_in_4bit: bool = field(default=True, metadata={"help": "NF4 quantised base weights (QLoRA)"})
+    max_prompt_tokens: int = field(default=512, metadata={"help": "longer questions are shortened to fit"})
+    max_answer_tokens: int = field(default=48, metadata={"help": "answer tokens kept (letter + <|im_end|>)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "0 enables Unsloth's fused LoRA kernels"})
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS),
+                                           metadata={"help": "modules that get adapters"})
+    augment_permutations: int = field(default=0, metadata={"help": "extra copies of each row, options shuffled"})
+    export: str = field(default="adapter", metadata={"help": "adapter | merged (adapter + merged 16-bit weights)",
+                                                     "choices": ["adapter", "merged"]})
+    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "empty string: no system turn"})
+    user_template: str = field(default=DEFAULT_USER_TEMPLATE, metadata={"help": "with {question} {A} {B} {C} {D}"})
+    chat_template: str | None = field(default=None, metadata={"help": "Jinja template text or file (default: the model's)"})
+    early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement"})
+    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
+    encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8 (gb18030, big5)"})
+
+    @property
+    def prompt_style(self) -> PromptStyle:
+        return PromptStyle(system_prompt=self.system_prompt or None, user_template=self.user_template)
+
+    @property
+    def lora(self) -> LoraSettings:
+        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, list(self.lora_target_modules))
+
+
+class ConfigError(ValueError):
+    """A bad option or option combination, found before anything is loaded."""
+
+
+def peek_backend(argv: Sequence[str] | None) -> str:
+    """The backend named on the command line or in --config, read before trl/transformers are imported."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--backend")
+    peek.add_argument("--config")
+    known, _ = peek.parse_known_args(argv)
+    if known.backend:
+        return known.backend
+    if known.config:
+        config = yaml.safe_load(Path(known.config).read_text(encoding="utf-8")) or {}
+        return config.get("backend", "auto")
+    return "auto"
+
+
+def make_parser():
+    from trl import SFTConfig, TrlParser
+
+    parser = TrlParser((ScriptArguments, SFTConfig))
+    parser.set_defaults(**RECIPE_DEFAULTS)
+    return parser
+
+
+def check_config(script_args: ScriptArguments, training_args) -> None:
+    """Fail on impossible settings with one sentence, before any data or model is loaded."""
+    problems = []
+    if not script_args.train_file:
+        problems.append("train_file is required")
+    if not script_args.model_name_or_path:
+        problems.append("model_name_or_path is required")
+    if not 0 < script_args.val_fraction < 1 and not script_args.val_file:
+        problems.append(f"val_fraction must be between 0 and 1, got {script_args.val_fraction}")
+    if script_args.lora_r < 1 or script_args.lora_alpha < 1:
+        problems.append("lora_r and lora_alpha must be positive")
+    if not 0 <= script_args.lora_dropout < 1:
+        problems.append(f"lora_dropout must be in [0, 1), got {script_args.lora_dropout}")
+    if script_args.max_prompt_tokens < 32 or script_args.max_answer_tokens < 2:
+        problems.append("max_prompt_tokens must be >= 32 and max_answer_tokens >= 2")
+    for key in ("{question}", "{A}", "{B}", "{C}", "{D}"):
+        if key not in script_args.user_template:
+            problems.append(f"user_template lacks the placeholder {key}")
+    if training_args.per_device_train_batch_size < 1 or training_args.gradient_accumulation_steps < 1:
+        problems.append("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def load_splits(script_args: ScriptArguments, seed: int):
+    """Validated train and validation frames (DataError names the file, line and column on failure)."""
+    frame = load_mcq_csv(script_args.train_file, require_answer=True, encoding=script_args.encoding)
+    if script_args.val_file:
+        train, val = frame, load_mcq_csv(script_args.val_file, require_answer=True, encoding=script_args.encoding)
+    else:
+        train, val = split_train_val(frame, script_args.val_fraction, seed)
+    if script_args.max_train_samples:
+        train = train.head(script_args.max_train_samples)
+    if script_args.augment_permutations:
+        train = augment_with_permutations(train, script_args.augment_permutations, seed)
+    logger.info("train: %s", describe(train))
+    logger.info("validation: %s", describe(val))
+    return train, val
+
+
+def build_datasets(tokenizer, train, val, script_args: ScriptArguments):
+    """Pre-tokenised datasets (input_ids + completion_mask): TRL builds answer-only labels from the mask."""
+    from datasets import Dataset
+
+    def encode(frame):
+        rows = [encode_training_example(tokenizer, row, script_args.prompt_style, script_args.max_prompt_tokens,
+                                        script_args.max_answer_tokens) for _, row in frame.iterrows()]
+        return Dataset.from_list(rows)
+
+    return encode(train), encode(val)
+
+
+def load_model(script_args: ScriptArguments, training_args, backend: str):
+    from modeling import add_lora, load_base_model, load_tokenizer
+
+    model, tokenizer = load_base_model(
+        script_args.model_name_or_path, backend, load_in_4bit=script_args.load_in_4bit,
+        max_seq_length=script_args.max_prompt_tokens + script_args.max_answer_tokens,
+        trust_remote_code=training_args.trust_remote_code, training=True, seed=training_args.seed)
+    if script_args.chat_template:
+        tokenizer = load_tokenizer(script_args.model_name_or_path, training_args.trust_remote_code,
+                                   script_args.chat_template)
+    model = add_lora(model, backend, script_args.lora, training_args.gradient_checkpointing, training_args.seed)
+    return model, tokenizer
+
+
+def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: ScriptArguments, training_args):
+    from transformers import EarlyStoppingCallback
+
+    from mcq_trainer import MCQTrainer
+
+    callbacks = []
+    if script_args.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=script_args.early_stopping_patience))
+    return MCQTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=val_ds,
+                      processing_class=tokenizer, callbacks=callbacks, val_frame=val_frame,
+                      prompt_style=script_args.prompt_style, max_prompt_tokens=script_args.max_prompt_tokens)
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def export_results(trainer, tokenizer, script_args: ScriptArguments, training_args) -> dict[str, str]:
+    from modeling import export_merged, save_adapter
+
+    out = Path(training_args.output_dir)
+    paths = {"adapter": str(save_adapter(trainer.model, tokenizer, out / "adapter"))}
+    if script_args.export == "merged":
+        paths["merged"] = str(export_merged(script_args.model_name_or_path, out / "adapter", out / "merged",
+                                            trust_remote_code=training_args.trust_remote_code))
+    return paths
+
+
+def write_summary(trainer, script_args, training_args, backend, started, paths, train_rows, val_rows) -> dict:
+    from report import plot_training_curves, write_json
+
+    out = Path(training_args.output_dir)
+    history = trainer.state.log_history
+    accuracies = [e["eval_accuracy"] for e in history if "eval_accuracy" in e]
+    summary = {
+        "backend": backend, "model": script_args.model_name_or_path, "train_rows": train_rows,
+        "val_rows": val_rows, "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+        "seconds": round(time.time() - started, 1),
+        "train_samples_per_second": next((e["train_samples_per_second"] for e in reversed(history)
+                                          if "train_samples_per_second" in e), None),
+        "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_accuracy": max(accuracies, default=None),
+        "final_eval_accuracy": accuracies[-1] if accuracies else None,
+        "peak_gpu_memory_gb": _peak_gpu_gb(), "outputs": paths,
+        "script_args": asdict(script_args), "log_history": history,
+    }
+    write_json(summary, out / "training_summary.json")
+    plot_training_curves(history, out / "training_curves.png")
+    return summary
+
+
+def _peak_gpu_gb() -> float | None:
+    import torch
+
+    return round(torch.cuda.max_memory_reserved() / 2**30, 2) if torch.cuda.is_available() else None
+
+
+def main(script_args: ScriptArguments, training_args, backend: str | None = None) -> dict:
+    """Validate, load, train, export, summarise. Returns the summary written to training_summary.json."""
+    started = time.time()
+    check_config(script_args, training_args)
+    train, val = load_splits(script_args, training_args.seed)
+    backend = select_backend(backend or script_args.backend)
+    resume_from = last_checkpoint(training_args.output_dir) if script_args.resume else None
+    if script_args.resume and resume_from is None:
+        logger.warning("--resume: no checkpoint in %s, starting from scratch", training_args.output_dir)
+    model, tokenizer = load_model(script_args, training_args, backend)
+    train_ds, val_ds = build_datasets(tokenizer, train, val, script_args)
+    trainer = build_trainer(model, tokenizer, train_ds, val_ds, val, script_args, training_args)
+    trainer.train(resume_from_checkpoint=resume_from)
+    paths = export_results(trainer, tokenizer, script_args, training_args)
+    summary = write_summary(trainer, script_args, training_args, backend, started, paths, len(train), len(val))
+    logger.info("best validation accuracy %s; adapter in %s", summary["best_eval_accuracy"], paths["adapter"])
+    return summary
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: every expected failure becomes one line on stderr and exit status 1."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        backend = select_backend(peek_backend(argv))
+        try:
+            script_args, training_args = make_parser().parse_args_and_config(argv)
+        except (ValueError, yaml.YAMLError) as err:  # unknown option, bad value or unreadable YAML
+            raise ConfigError(str(err)) from None
+        main(script_args, training_args, backend)
+    except (ConfigError, DataError, ModelLoadError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

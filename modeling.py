@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,23 @@ def select_backend(name: str = "auto") -> str:
                                  "pip install -r requirements.txt, or pass --backend hf")
         import unsloth  # noqa: F401  (must precede trl/transformers/peft)
     return name
+
+
+def peek_backend(argv: Sequence[str] | None) -> str:
+    """The backend named on the command line or in --config, read before trl/transformers are imported."""
+    import argparse
+
+    import yaml
+
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--backend")
+    peek.add_argument("--config")
+    known, _ = peek.parse_known_args(argv)
+    if known.backend:
+        return known.backend
+    if known.config and Path(known.config).is_file():
+        return (yaml.safe_load(Path(known.config).read_text(encoding="utf-8")) or {}).get("backend", "auto")
+    return "auto"
 
 
 def compute_dtype():

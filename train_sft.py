@@ -12,7 +12,6 @@ checkpoints (`checkpoint-*`, for `--resume`), `training_summary.json` and `train
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -24,7 +23,7 @@ import yaml
 
 from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, DataError, PromptStyle,
                          augment_with_permutations, describe, encode_training_example, load_mcq_csv, split_train_val)
-from modeling import BACKENDS, LORA_TARGETS, LoraSettings, ModelLoadError, select_backend
+from modeling import BACKENDS, LORA_TARGETS, LoraSettings, ModelLoadError, peek_backend, select_backend
 
 logger = logging.getLogger("train_sft")
 
@@ -76,20 +75,6 @@ class ScriptArguments:
 
 class ConfigError(ValueError):
     """A bad option or option combination, found before anything is loaded."""
-
-
-def peek_backend(argv: Sequence[str] | None) -> str:
-    """The backend named on the command line or in --config, read before trl/transformers are imported."""
-    peek = argparse.ArgumentParser(add_help=False)
-    peek.add_argument("--backend")
-    peek.add_argument("--config")
-    known, _ = peek.parse_known_args(argv)
-    if known.backend:
-        return known.backend
-    if known.config:
-        config = yaml.safe_load(Path(known.config).read_text(encoding="utf-8")) or {}
-        return config.get("backend", "auto")
-    return "auto"
 
 
 def make_parser():

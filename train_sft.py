@@ -56,6 +56,8 @@ class ScriptArguments:
     augment_permutations: int = field(default=0, metadata={"help": "extra copies of each row, options shuffled"})
     export: str = field(default="adapter", metadata={"help": "adapter | merged (adapter + merged 16-bit weights)",
                                                      "choices": ["adapter", "merged"]})
+    merged_dtype: str = field(default="bfloat16", metadata={"help": "dtype of merged weights (bfloat16, float16, "
+                                                                    "float32)"})
     system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "empty string: no system turn"})
     user_template: str = field(default=DEFAULT_USER_TEMPLATE, metadata={"help": "with {question} {A} {B} {C} {D}"})
     chat_template: str | None = field(default=None, metadata={"help": "Jinja template text or file (default: the model's)"})
@@ -177,6 +179,7 @@ def export_results(trainer, tokenizer, script_args: ScriptArguments, training_ar
     paths = {"adapter": str(save_adapter(trainer.model, tokenizer, out / "adapter"))}
     if script_args.export == "merged":
         paths["merged"] = str(export_merged(script_args.model_name_or_path, out / "adapter", out / "merged",
+                                            dtype=script_args.merged_dtype,
                                             trust_remote_code=training_args.trust_remote_code))
     return paths
 

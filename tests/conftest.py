@@ -17,6 +17,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = ROOT.parent / "shared" / "data" / "cmmlu"
 
+from modeling import select_backend  # noqa: E402
+
+select_backend("auto")  # Unsloth, when installed, must be imported before transformers/trl/peft
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped on CPU-only machines")
@@ -55,3 +59,33 @@ def cmmlu_dir():
     if not (SHARED_DATA / "train.csv").is_file():
         pytest.skip("../shared/data/cmmlu is not available")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    from sample_data import write_sample
+
+    out = tmp_path_factory.mktemp("sample")
+    write_sample(out)
+    return out
+
+
+def train_args(model_dir, train_file, output_dir, *extra):
+    """Parsed (script_args, training_args) for the CPU demo config with overrides, as the CLI builds them."""
+    from train_sft import make_parser
+
+    argv = ["--config", str(ROOT / "configs" / "demo-cpu.yaml"), "--model_name_or_path", str(model_dir),
+            "--train_file", str(train_file), "--output_dir", str(output_dir), *map(str, extra)]
+    return make_parser().parse_args_and_config(argv)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_model_dir, sample_dir):
+    """One real training run through train_sft.main on the sample questions (2 epochs, merged export)."""
+    import train_sft
+
+    out = tmp_path_factory.mktemp("run")
+    script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", out,
+                                            "--export", "merged", "--merged_dtype", "float32")
+    summary = train_sft.main(script_args, training_args)
+    return {"dir": out, "summary": summary, "model_dir": tiny_model_dir, "sample_dir": sample_dir}

@@ -1,0 +1,152 @@
+"""train_sft: answer-only loss, learning on the CPU, export, resume, and early failures."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train_sft
+from conftest import ROOT, train_args
+
+pytestmark = pytest.mark.slow
+
+
+def test_loss_falls_only_on_answer_letter_and_im_end(tiny_model_dir, sample_dir, tmp_path):
+    script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path)
+    backend = train_sft.select_backend(script_args.backend)
+    train, val = train_sft.load_splits(script_args, training_args.seed)
+    model, tokenizer = train_sft.load_model(script_args, training_args, backend)
+    train_ds, val_ds = train_sft.build_datasets(tokenizer, train, val, script_args)
+    trainer = train_sft.build_trainer(model, tokenizer, train_ds, val_ds, val, script_args, training_args)
+    batch = next(iter(trainer.get_train_dataloader()))
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    letters = {tokenizer.convert_tokens_to_ids(x) for x in "ABCD"}
+    assert batch["input_ids"].shape[0] == training_args.per_device_train_batch_size
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        length = int(mask.sum())
+        labelled = (labels != -100).nonzero().flatten().tolist()
+        assert labelled == [length - 2, length - 1]  # the answer letter and <|im_end|>, nothing else
+        assert int(ids[length - 2]) in letters and int(ids[length - 1]) == im_end
+        assert labels[length - 2] == ids[length - 2] and labels[length - 1] == im_end
+        assert tokenizer.decode(ids[length - 5:length - 2]) == "<|im_start|>assistant\n"
+        assert (labels[length:] == -100).all() and (mask[length:] == 0).all()  # padding carries no loss
+
+
+def test_training_learns_far_above_chance(trained_run):
+    import infer
+
+    sample = trained_run["sample_dir"]
+    summary = trained_run["summary"]
+    untrained = infer.main(infer.InferArguments(test_file=str(sample / "test.csv"),
+                                                model_path=str(trained_run["model_dir"]),
+                                                output_file=str(trained_run["dir"] / "untrained.csv")))
+    trained = infer.main(infer.InferArguments(test_file=str(sample / "test.csv"),
+                                              model_path=str(trained_run["dir"] / "adapter"),
+                                              output_file=str(trained_run["dir"] / "trained.csv")))
+    assert 0.1 <= untrained["accuracy"] <= 0.4, "the untrained model must be near chance (25%)"
+    assert trained["accuracy"] >= 0.6, f"held-out accuracy {trained['accuracy']} after training"
+    assert summary["best_eval_accuracy"] >= 0.6
+    accuracies = [e["eval_accuracy"] for e in summary["log_history"] if "eval_accuracy" in e]
+    assert len(accuracies) >= 2 and max(accuracies) == summary["best_eval_accuracy"]
+
+
+def test_outputs_adapter_summary_and_curves(trained_run):
+    out = trained_run["dir"]
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json", "tokenizer.json"):
+        assert (out / "adapter" / name).is_file(), name
+    assert not list((out / "adapter").glob("*.bin"))
+    adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 16 and adapter_config["lora_alpha"] == 32
+    assert set(adapter_config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                     "up_proj", "down_proj"}
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["best_checkpoint"] and summary["steps"] > 0 and summary["backend"] in ("unsloth", "hf")
+    png = (out / "training_curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_merged_weights_give_the_same_logits_as_adapter(trained_run):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = trained_run["dir"]
+    assert (out / "merged" / "model.safetensors").is_file()
+    base = AutoModelForCausalLM.from_pretrained(trained_run["model_dir"], dtype=torch.float32)
+    with_adapter = PeftModel.from_pretrained(base, out / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32).eval()
+    ids = torch.tensor([[151644, 8948, 198, 108386, 3837, 99489, 6313, 151645, 198, 151644, 77091, 198]])
+    with torch.no_grad():
+        a, b = with_adapter(ids).logits, merged(ids).logits
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
+    with torch.no_grad(), with_adapter.disable_adapter():
+        plain = with_adapter(ids).logits
+    assert (plain - a).abs().max() > 1e-3, "the adapter must change the logits (trained weights, not zeros)"
+
+
+class StopAtStep(Exception):
+    pass
+
+
+def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(tiny_model_dir, sample_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    common = ["--max_steps", 6, "--save_steps", 3, "--eval_steps", 3, "--max_train_samples", 96]
+    full = tmp_path / "full"
+    train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", full, *common))
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise StopAtStep
+
+    original = train_sft.build_trainer
+
+    def build_interrupted(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.add_callback(Interrupt())
+        return trainer
+
+    parted = tmp_path / "parted"
+    monkeypatch.setattr(train_sft, "build_trainer", build_interrupted)
+    with pytest.raises(StopAtStep):
+        train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *common))
+    monkeypatch.setattr(train_sft, "build_trainer", original)
+    assert (parted / "checkpoint-3").is_dir() and not (parted / "adapter").exists()
+    summary = train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *common, "--resume", "true"))
+    assert summary["steps"] == 6
+    a = load_file(full / "adapter" / "adapter_model.safetensors")
+    b = load_file(parted / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def run_cli(*argv):
+    return subprocess.run([sys.executable, "train_sft.py", *map(str, argv)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def test_bad_data_fails_before_loading_the_model(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ID,question,option_A,option_B,option_C,option_D,answer\n1,q,a,b,c,d,F\n", encoding="utf-8")
+    result = run_cli("--config", "configs/demo-cpu.yaml", "--train_file", bad, "--model_name_or_path",
+                     tmp_path / "no-model-here", "--output_dir", tmp_path / "out")
+    assert result.returncode == 1
+    assert "bad.csv, line 2, column 'answer'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--lora_dropout", "1.5"], "lora_dropout must be in [0, 1)"),
+    (["--user_template", "no placeholders"], "user_template lacks the placeholder {question}"),
+    (["--model_name_or_path", "./missing-model"], "model path ./missing-model does not exist"),
+    (["--no_such_option", "1"], "no_such_option"),
+])
+def test_bad_options_give_one_clear_message(argv, message, sample_dir, tmp_path):
+    result = run_cli("--config", "configs/demo-cpu.yaml", "--train_file", sample_dir / "train.csv",
+                     "--output_dir", tmp_path / "out", *argv)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr

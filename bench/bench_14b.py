@@ -284,6 +284,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build")
     build.add_argument("--out", required=True)
+    build.add_argument("--tokenizer", default=None, help="saved tokenizer to copy (default: build it)")
     for name in ("ours", "reference"):
         p = sub.add_parser(name)
         p.add_argument("--model", required=True)
@@ -309,7 +310,10 @@ def main(argv=None) -> int:
 
         started = time.perf_counter()
         torch.set_default_dtype(torch.bfloat16)
-        write_tiny_qwen(args.out, shape="qwen2.5-14b", dtype="bfloat16")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else None
+        write_tiny_qwen(args.out, shape="qwen2.5-14b", dtype="bfloat16", tokenizer=tokenizer)
         print(f"built {args.out} in {time.perf_counter() - started:.0f} s")
         return 0
     if args.command == "summarize":

@@ -15,7 +15,7 @@ for stage in "$@"; do
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
       python3 -c "import unsloth, trl, transformers, peft, bitsandbytes, torch; print('unsloth', unsloth.__version__, 'trl', trl.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bnb', bitsandbytes.__version__, 'torch', torch.__version__)" 2>&1 | tail -1 ;;
     tiny)
-      python3 tiny_qwen.py /tmp/tiny >/dev/null 2>&1 && python3 sample_data.py /tmp/sample >/dev/null
+      python3 tiny_qwen.py /tmp/tiny --tokenizer .benchdata/tokenizer 2>&1 | tail -1; python3 sample_data.py /tmp/sample >/dev/null
       python3 train_sft.py --config configs/demo-cpu.yaml --model_name_or_path /tmp/tiny --train_file /tmp/sample/train.csv \
         --output_dir /tmp/demo --num_train_epochs 2 --bf16 true --export merged 2>&1 | tee "$OUT/tiny_train.log" | grep -E "eval_accuracy|train_runtime|error|Error" | tail -4
       python3 infer.py --model_path /tmp/demo/adapter --test_file /tmp/sample/test.csv --output_file /tmp/sub.csv 2>&1 | tail -1
@@ -23,7 +23,8 @@ for stage in "$@"; do
       python3 infer.py --model_path /tmp/demo/merged --test_file /tmp/sample/test.csv --output_file /tmp/sub_merged.csv 2>&1 | tail -1
       ls /tmp/demo/merged ;;
     build)
-      [ -f /tmp/q14b/config.json ] || python3 bench/bench_14b.py build --out /tmp/q14b 2>&1 | tail -1
+      [ -f /tmp/q14b/config.json ] || python3 bench/bench_14b.py build --out /tmp/q14b --tokenizer .benchdata/tokenizer 2>&1 | tail -1
+      cp .benchdata/tokenizer/* /tmp/q14b/
       du -sh /tmp/q14b ;;
     ours)
       python3 bench/bench_14b.py ours --model /tmp/q14b --data .benchdata/train.csv --json "$OUT/ours.json" \

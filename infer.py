@@ -170,9 +170,11 @@ def load_with_fallbacks(base: str, backend: str, args: InferArguments):
     """4-bit, else 8-bit, else 16-bit spread over GPU and CPU (the reference loading ladder)."""
     from modeling import load_base_model
 
-    ladder = [("4-bit", dict(load_in_4bit=True))] if args.load_in_4bit else []
-    ladder += [("8-bit", dict(load_in_4bit=False, load_in_8bit=True)),
-               ("16-bit with CPU offload", dict(load_in_4bit=False, device_map="auto"))]
+    if args.load_in_4bit:
+        ladder = [("4-bit", dict(load_in_4bit=True)), ("8-bit", dict(load_in_4bit=False, load_in_8bit=True))]
+    else:
+        ladder = [("16-bit", dict(load_in_4bit=False))]
+    ladder.append(("16-bit with CPU offload", dict(load_in_4bit=False, device_map="auto")))
     errors = []
     for name, kwargs in ladder:
         try:

@@ -1,0 +1,156 @@
+"""infer: complete submissions in both modes, resume after interruption, reports, and clear failures."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import infer
+from conftest import ROOT
+from mcq_dataset import load_mcq_csv
+
+pytestmark = pytest.mark.slow
+
+
+def infer_args(trained_run, tmp_path, **overrides):
+    values = dict(test_file=str(trained_run["sample_dir"] / "test_no_answer.csv"),
+                  model_path=str(trained_run["dir"] / "adapter"), output_file=str(tmp_path / "submission.csv"),
+                  batch_size=16)
+    values.update(overrides)
+    Path(values["output_file"]).parent.mkdir(parents=True, exist_ok=True)
+    return infer.InferArguments(**values)
+
+
+def check_submission(path, test_file):
+    submission = pd.read_csv(path, dtype=str)
+    expected_ids = list(load_mcq_csv(test_file)["ID"])
+    assert list(submission.columns) == ["ID", "answer"]
+    assert list(submission["ID"]) == expected_ids  # every ID once, in input order
+    assert submission["answer"].isin(list("ABCD")).all()
+    return submission
+
+
+def test_score_mode_writes_submission_predictions_and_report(trained_run, tmp_path):
+    args = infer_args(trained_run, tmp_path, test_file=str(trained_run["sample_dir"] / "test.csv"))
+    report = infer.main(args)
+    check_submission(args.output_file, args.test_file)
+    predictions = pd.read_csv(args.run_dir / "predictions.csv", dtype={"ID": str})
+    probs = predictions[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert (np.array(list("ABCD"))[probs.argmax(axis=1)] == predictions["answer"]).all()
+    assert report["accuracy"] >= 0.6 and len(report["accuracy_by_subject"]) == 8
+    assert np.array(report["confusion_matrix"]).sum() == report["rows"]
+    for name in ("report.json", "report.md", "answer_distribution.png", "confusion_matrix.png",
+                 "accuracy_by_subject.png"):
+        assert (args.run_dir / name).is_file(), name
+    assert "accuracy" in (args.run_dir / "report.md").read_text()
+
+
+def test_generate_mode_parses_replies_and_scores_unreadable_ones(trained_run, tmp_path):
+    args = infer_args(trained_run, tmp_path, mode="generate", max_new_tokens=6)
+    report = infer.main(args)
+    check_submission(args.output_file, args.test_file)
+    predictions = pd.read_csv(args.run_dir / "predictions.csv", dtype={"ID": str, "raw": str})
+    assert set(predictions["source"]) <= {"generate", "score_fallback"}
+    fallback = predictions[predictions["source"] == "score_fallback"]
+    assert (fallback["rule"].str.startswith("unparsed:")).all()
+    assert report["unparsed"]["count"] == len(fallback) == len(report["unparsed"]["rows"])
+    parsed = predictions[predictions["source"] == "generate"]
+    assert len(parsed) > len(predictions) / 2  # the trained adapter answers with a letter most of the time
+    assert (parsed["raw"].str.strip().str[0] == parsed["answer"]).all()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_identical_submission(trained_run, tmp_path, monkeypatch):
+    full = infer_args(trained_run, tmp_path / "full", output_file=str(tmp_path / "full.csv"), batch_size=24)
+    infer.main(full)
+    parted = infer_args(trained_run, tmp_path, output_file=str(tmp_path / "parted.csv"), batch_size=24)
+    original_add, calls = infer.PredictionStore.add, {"n": 0}
+
+    def add_then_crash(self, records):
+        original_add(self, records)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Interrupted
+
+    monkeypatch.setattr(infer.PredictionStore, "add", add_then_crash)
+    with pytest.raises(Interrupted):
+        infer.main(parted)
+    monkeypatch.setattr(infer.PredictionStore, "add", original_add)
+    assert not (tmp_path / "parted.csv").exists()  # nothing half-written
+    report = infer.main(parted)
+    assert report["answered_this_run"] == report["rows"] - 3 * 24
+    assert (tmp_path / "parted.csv").read_bytes() == (tmp_path / "full.csv").read_bytes()
+
+
+def test_checkpoint_from_other_settings_is_not_mixed_in(trained_run, tmp_path):
+    infer.main(infer_args(trained_run, tmp_path))
+    with pytest.raises(infer.ConfigError, match="other settings"):
+        infer.main(infer_args(trained_run, tmp_path, permutations=2))
+
+
+def test_permutation_averaging_and_ensembles(trained_run, tmp_path):
+    single = infer.main(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"),
+                                   test_file=str(trained_run["sample_dir"] / "test.csv")))
+    adapter = str(trained_run["dir"] / "adapter")
+    twice = infer_args(trained_run, tmp_path, output_dir=str(tmp_path / "b"), ensemble=[adapter],
+                       output_file=str(tmp_path / "b.csv"), test_file=str(trained_run["sample_dir"] / "test.csv"))
+    infer.main(twice)
+    a = pd.read_csv(tmp_path / "a" / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
+    b = pd.read_csv(tmp_path / "b" / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
+    assert np.allclose(a, b, atol=1e-5)  # an ensemble of one adapter twice is that adapter
+    permuted = infer.main(infer_args(trained_run, tmp_path, output_dir=str(tmp_path / "c"), permutations=4,
+                                     output_file=str(tmp_path / "c.csv"),
+                                     test_file=str(trained_run["sample_dir"] / "test.csv")))
+    c = pd.read_csv(tmp_path / "c" / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
+    assert np.allclose(c.sum(axis=1), 1, atol=1e-4) and not np.allclose(a, c, atol=1e-3)
+    # The sample's answers follow the subject, not the option text, so the trained model keeps its letter
+    # whatever the order: averaged over all four orders each option gets each letter once -> nearly flat.
+    assert single["accuracy"] >= 0.6
+    assert c.max(axis=1).mean() < a.max(axis=1).mean() and permuted["accuracy"] < single["accuracy"]
+
+
+def run_cli(*argv):
+    return subprocess.run([sys.executable, "infer.py", *map(str, argv)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+def test_bad_input_exits_with_one_message_and_keeps_the_old_submission(trained_run, tmp_path):
+    good = tmp_path / "submission.csv"
+    good.write_text("ID,answer\n1,A\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ID,question,option_A,option_B\n1,q,a,b\n", encoding="utf-8")
+    result = run_cli("--model_path", trained_run["dir"] / "adapter", "--test_file", bad, "--output_file", good)
+    assert result.returncode == 1 and "missing column(s) option_C, option_D" in result.stderr
+    assert "Traceback" not in result.stderr and good.read_text() == "ID,answer\n1,A\n"
+    result = run_cli("--model_path", tmp_path / "nope", "--test_file", trained_run["sample_dir"] / "test.csv",
+                     "--output_file", good)
+    assert result.returncode == 1 and "does not exist" in result.stderr and good.read_text() == "ID,answer\n1,A\n"
+
+
+def test_adapter_on_the_wrong_base_model_is_refused(trained_run, tmp_path, qwen_tokenizer):
+    from modeling import ModelLoadError
+    from tiny_qwen import write_tiny_qwen
+
+    other = write_tiny_qwen(tmp_path / "other-base", tokenizer=qwen_tokenizer, hidden_size=64, intermediate_size=128)
+    with pytest.raises(ModelLoadError, match="does not fit this base model"):
+        infer.main(infer_args(trained_run, tmp_path, base_model_id=str(other)))
+
+
+def test_merged_model_directory_answers_like_the_adapter(trained_run, tmp_path):
+    test_file = str(trained_run["sample_dir"] / "test.csv")
+    adapter = infer.main(infer_args(trained_run, tmp_path / "x", output_dir=str(tmp_path / "x"), test_file=test_file,
+                                    load_in_4bit=False, backend="hf"))
+    merged = infer.main(infer_args(trained_run, tmp_path / "y", output_dir=str(tmp_path / "y"), test_file=test_file,
+                                   model_path=str(trained_run["dir"] / "merged"), load_in_4bit=False, backend="hf"))
+    assert merged["accuracy"] == adapter["accuracy"]
+    a = pd.read_csv(tmp_path / "x" / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
+    b = pd.read_csv(tmp_path / "y" / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
+    assert np.allclose(a, b, atol=1e-4)

@@ -115,6 +115,37 @@ def fingerprint(args: InferArguments, test_path: str | Path) -> dict:
     return {"test_file_sha256": digest, **{k: getattr(args, k) for k in keys}}
 
 
+# ------------------------------------------------------------------------------------------ sharding
+
+
+def distributed_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as set by torchrun / accelerate launch; (0, 1, 0) otherwise."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def barrier() -> None:
+    """Wait for every shard (gloo: works with and without GPUs; it only synchronises)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    dist.barrier()
+
+
+def checkpoint_path(run_dir: Path, rank: int, world: int) -> Path:
+    return run_dir / (CHECKPOINT_NAME if world == 1 else f"predictions.partial.rank{rank}-of-{world}.jsonl")
+
+
+def merge_shards(run_dir: Path, world: int, print_: dict) -> tuple[dict[str, dict], int]:
+    """All shards' answers (read after the barrier) and how many were answered in this run."""
+    merged, answered = {}, 0
+    for rank in range(world):
+        merged.update(PredictionStore(checkpoint_path(run_dir, rank, world), print_, resume=True).records)
+        answered += json.loads((run_dir / f"rank{rank}-of-{world}.done.json").read_text())["answered"]
+    return merged, answered
+
+
 # ------------------------------------------------------------------------------------------ checkpoint
 
 
@@ -166,14 +197,15 @@ def resolve_sources(args: InferArguments) -> tuple[str, str | None]:
     return base, args.model_path
 
 
-def load_with_fallbacks(base: str, backend: str, args: InferArguments):
+def load_with_fallbacks(base: str, backend: str, args: InferArguments, device_map=None):
     """4-bit, else 8-bit, else 16-bit spread over GPU and CPU (the reference loading ladder)."""
     from modeling import load_base_model
 
     if args.load_in_4bit:
-        ladder = [("4-bit", dict(load_in_4bit=True)), ("8-bit", dict(load_in_4bit=False, load_in_8bit=True))]
+        ladder = [("4-bit", dict(load_in_4bit=True, device_map=device_map)),
+                  ("8-bit", dict(load_in_4bit=False, load_in_8bit=True, device_map=device_map))]
     else:
-        ladder = [("16-bit", dict(load_in_4bit=False))]
+        ladder = [("16-bit", dict(load_in_4bit=False, device_map=device_map))]
     ladder.append(("16-bit with CPU offload", dict(load_in_4bit=False, device_map="auto")))
     errors = []
     for name, kwargs in ladder:
@@ -190,13 +222,13 @@ def load_with_fallbacks(base: str, backend: str, args: InferArguments):
     raise ModelLoadError(f"could not load {base}: " + " | ".join(errors))
 
 
-def load_for_inference(args: InferArguments, backend: str):
+def load_for_inference(args: InferArguments, backend: str, device_map=None):
     from modeling import attach_adapter, load_tokenizer
 
     base, adapter = resolve_sources(args)
     for extra in args.ensemble:
         resolve_sources(InferArguments(model_path=extra))
-    model, tokenizer = load_with_fallbacks(base, backend, args)
+    model, tokenizer = load_with_fallbacks(base, backend, args, device_map)
     if adapter:
         model = attach_adapter(model, adapter, backend)
         if (Path(adapter) / "tokenizer_config.json").is_file():
@@ -342,8 +374,12 @@ def write_atomic(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def assemble_predictions(frame: pd.DataFrame, store: PredictionStore) -> pd.DataFrame:
-    records = [store.records[id_] for id_ in frame["ID"]]
+def assemble_predictions(frame: pd.DataFrame, answers: dict[str, dict]) -> pd.DataFrame:
+    """One row per question in input order; fails loudly if any question has no answer."""
+    missing = [id_ for id_ in frame["ID"] if id_ not in answers]
+    if missing:
+        raise RuntimeError(f"{len(missing)} questions have no answer (first: {missing[:5]})")
+    records = [answers[id_] for id_ in frame["ID"]]
     predictions = pd.DataFrame({"ID": frame["ID"], "answer": [r["answer"] for r in records],
                                 "source": [r.get("source") for r in records]})
     if any("probs" in r for r in records):
@@ -433,31 +469,49 @@ def render_markdown(report: dict) -> str:
 
 
 def main(args: InferArguments, backend: str | None = None) -> dict:
-    """Validate, load, answer (resumably), write submission + predictions + report. Returns the report."""
+    """Validate, load, answer (resumably), write submission + predictions + report. Returns the report.
+
+    Under torchrun / accelerate launch with N processes, each answers every N-th question on its own GPU
+    and keeps its own checkpoint; rank 0 merges them into one submission in input order.
+    """
+    import torch
     from tqdm.auto import tqdm
 
     started = time.time()
     check_args(args)
     frame = load_mcq_csv(args.test_file, encoding=args.encoding)
+    rank, world, local_rank = distributed_info()
+    shard = frame.iloc[rank::world] if world > 1 else frame
     run_dir = args.run_dir
-    store = PredictionStore(run_dir / CHECKPOINT_NAME, fingerprint(args, args.test_file), args.resume)
+    print_ = fingerprint(args, args.test_file)
+    store = PredictionStore(checkpoint_path(run_dir, rank, world), print_, args.resume)
     backend = select_backend(backend or args.backend)
-    model, tokenizer = load_for_inference(args, backend)
+    device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
+    model, tokenizer = load_for_inference(args, backend, device_map)
     batch_size = choose_batch_size(args)
-    todo = int((~frame["ID"].isin(store.records)).sum())
+    todo = int((~shard["ID"].isin(store.records)).sum())
     answer_started = time.time()
-    with tqdm(total=len(frame), initial=len(frame) - todo, unit="q", desc=f"{args.mode}") as progress:
+    with tqdm(total=len(shard), initial=len(shard) - todo, unit="q", desc=f"{args.mode}",
+              disable=rank != 0) as progress:
         if args.mode == "score":
-            score_rows(model, tokenizer, frame, args, batch_size, store, progress)
+            score_rows(model, tokenizer, shard, args, batch_size, store, progress)
         else:
-            generate_rows(model, tokenizer, frame, args, batch_size, store, progress)
-            fill_unparsed(model, tokenizer, frame, args, batch_size, store)
+            generate_rows(model, tokenizer, shard, args, batch_size, store, progress)
+            fill_unparsed(model, tokenizer, shard, args, batch_size, store)
+    records, answered = store.records, todo
+    if world > 1:
+        (run_dir / f"rank{rank}-of-{world}.done.json").write_text(json.dumps({"answered": todo}))
+        barrier()
+        if rank != 0:
+            return {"rank": rank, "rows": len(shard), "answered_this_run": todo}
+        records, answered = merge_shards(run_dir, world, print_)
     seconds = time.time() - answer_started
-    predictions = assemble_predictions(frame, store)
+    predictions = assemble_predictions(frame, records)
     write_atomic(predictions[["ID", "answer"]], Path(args.output_file))
     write_atomic(predictions, run_dir / "predictions.csv")
-    report = build_report(frame, predictions, args, seconds, todo)
+    report = build_report(frame, predictions, args, seconds, answered)
     report["total_seconds"] = round(time.time() - started, 1)
+    report["processes"] = world
     write_report(report, predictions, frame, run_dir)
     logger.info("wrote %s (%d answers)%s", args.output_file, len(predictions),
                 f"; accuracy {report['accuracy']:.2%}" if "accuracy" in report else "")

@@ -53,9 +53,11 @@ class MCQTrainer(SFTTrainer):
         self.model_accepts_loss_kwargs = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.args.world_size > 1:
+            # Under DDP the forward must go through the wrapper so that gradients are synchronised: use
+            # TRL's own loss (same labels, full logits; Unsloth fuses it on the GPU).
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss = answer_only_loss(model, inputs, num_items_in_batch)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None and self.args.world_size > 1:
-            loss = loss * self.args.world_size  # the Trainer divides by the device count again
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def validation_accuracy(self) -> float | None:

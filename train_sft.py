@@ -63,6 +63,8 @@ class ScriptArguments:
     chat_template: str | None = field(default=None, metadata={"help": "Jinja template text or file (default: the model's)"})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
+    keep_effective_batch: bool = field(default=True, metadata={"help": "on N GPUs divide gradient_accumulation_steps "
+                                                                      "by N so the effective batch stays the same"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
     encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8 (gb18030, big5)"})
 
@@ -139,13 +141,34 @@ def build_datasets(tokenizer, train, val, script_args: ScriptArguments):
     return encode(train), encode(val)
 
 
+def scale_for_processes(script_args: ScriptArguments, training_args) -> None:
+    """Data-parallel on N GPUs: keep micro-batch x accumulation x N equal to the single-GPU recipe."""
+    world = training_args.world_size
+    if world <= 1 or not script_args.keep_effective_batch:
+        return
+    accumulation = training_args.gradient_accumulation_steps
+    if accumulation % world:
+        logger.warning("gradient_accumulation_steps %d is not divisible by %d processes: the effective batch "
+                       "grows to %d", accumulation, world,
+                       accumulation * world * training_args.per_device_train_batch_size)
+        return
+    training_args.gradient_accumulation_steps = accumulation // world
+    logger.info("%d processes: gradient_accumulation_steps %d -> %d (effective batch unchanged)", world,
+                accumulation, accumulation // world)
+
+
 def load_model(script_args: ScriptArguments, training_args, backend: str):
+    import torch
+
     from modeling import add_lora, load_base_model, load_tokenizer
 
+    device_map = {"": training_args.local_process_index} if training_args.world_size > 1 and torch.cuda.is_available() \
+        else None
     model, tokenizer = load_base_model(
         script_args.model_name_or_path, backend, load_in_4bit=script_args.load_in_4bit,
         max_seq_length=script_args.max_prompt_tokens + script_args.max_answer_tokens,
-        trust_remote_code=training_args.trust_remote_code, training=True, seed=training_args.seed)
+        trust_remote_code=training_args.trust_remote_code, training=True, seed=training_args.seed,
+        device_map=device_map)
     if script_args.chat_template:
         tokenizer = load_tokenizer(script_args.model_name_or_path, training_args.trust_remote_code,
                                    script_args.chat_template)
@@ -220,6 +243,7 @@ def main(script_args: ScriptArguments, training_args, backend: str | None = None
     """Validate, load, train, export, summarise. Returns the summary written to training_summary.json."""
     started = time.time()
     check_config(script_args, training_args)
+    scale_for_processes(script_args, training_args)
     train, val = load_splits(script_args, training_args.seed)
     backend = select_backend(backend or script_args.backend)
     resume_from = last_checkpoint(training_args.output_dir) if script_args.resume else None

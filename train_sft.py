@@ -13,6 +13,7 @@ checkpoints (`checkpoint-*`, for `--resume`), `training_summary.json` and `train
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -144,6 +145,10 @@ def build_datasets(tokenizer, train, val, script_args: ScriptArguments):
 def scale_for_processes(script_args: ScriptArguments, training_args) -> None:
     """Data-parallel on N GPUs: keep micro-batch x accumulation x N equal to the single-GPU recipe."""
     world = training_args.world_size
+    launched = int(os.environ.get("WORLD_SIZE", 1))
+    if launched > 1 and world != launched:
+        raise ConfigError(f"launched as {launched} processes but the Trainer runs {world} (data parallelism needs "
+                          "one GPU per process); without GPUs train in one process")
     if world <= 1 or not script_args.keep_effective_batch:
         return
     accumulation = training_args.gradient_accumulation_steps

@@ -13,7 +13,7 @@ for backend in ${BACKENDS:-unsloth hf}; do
     --gradient_accumulation_steps 2 --eval_steps 5 --save_steps 5 2>&1 | grep -E "RANK|processes|Error|error" | head -8
 done
 echo "== sharded inference"
-A=/tmp/ddp_${BACKENDS%% *}/adapter
+B=${BACKENDS:-unsloth hf}; A=/tmp/ddp_${B%% *}/adapter
 torchrun --standalone --nproc_per_node=1 infer.py --model_path $A --test_file /tmp/sample/test.csv --output_file /tmp/one.csv --batch_size 16 2>&1 | tail -1
 torchrun --standalone --nproc_per_node=2 infer.py --model_path $A --test_file /tmp/sample/test.csv --output_file /tmp/two.csv --batch_size 16 2>&1 | grep -E '"rows"|rror' | head -3
 cmp /tmp/one.csv /tmp/two.csv && echo "SAME SUBMISSION (1 vs 2 GPUs)"

@@ -282,32 +282,35 @@ def score_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batc
     """Letter probabilities for every row not yet in the store (averaged over permutations/adapters)."""
     import torch
 
-    from scoring import letter_logits, left_pad, letter_token_ids, model_device
+    from scoring import left_pad, letter_logits, letter_token_ids, model_device, run_halving
 
     letter_ids = letter_token_ids(tokenizer)
     device = model_device(model)
     orders = cyclic_orders(args.permutations)
     base_prompts = [encode_prompt(tokenizer, row, args.prompt_style, args.max_prompt_tokens)
                     for _, row in frame.iterrows()]
-    for batch in plan_batches(base_prompts, batch_size):
-        ids = [frame.iloc[i]["ID"] for i in batch]
-        if all(i in store.records for i in ids):
-            continue
-        total = np.zeros((len(batch), 4))
+
+    def compute(rows: list[int]) -> np.ndarray:
+        total = np.zeros((len(rows), 4))
         for name in adapter_names(model, args):
             if name is not None:
                 model.set_adapter(name)
             for order in orders:
-                prompts = base_prompts if order == (0, 1, 2, 3) else None
-                seqs = [prompts[i] if prompts else encode_prompt(tokenizer, permute_options(frame.iloc[i], order),
-                                                                 args.prompt_style, args.max_prompt_tokens)
-                        for i in batch]
+                seqs = [base_prompts[i] if order == (0, 1, 2, 3) else
+                        encode_prompt(tokenizer, permute_options(frame.iloc[i], order), args.prompt_style,
+                                      args.max_prompt_tokens) for i in rows]
                 input_ids, attention_mask = left_pad(seqs, tokenizer.pad_token_id)
                 with torch.inference_mode():
                     logits = letter_logits(model, input_ids.to(device), attention_mask.to(device), letter_ids)
                 probs = torch.softmax(logits, -1).cpu().numpy()
                 total += np.array([unpermute_probs(p, order) for p in probs])
-        total /= len(orders) * len(adapter_names(model, args))
+        return total / (len(orders) * len(adapter_names(model, args)))
+
+    for batch in plan_batches(base_prompts, batch_size):
+        ids = [frame.iloc[i]["ID"] for i in batch]
+        if all(i in store.records for i in ids):
+            continue
+        total = run_halving(compute, batch)
         store.add([{"ID": id_, "answer": LETTERS[int(p.argmax())], "probs": [round(float(x), 6) for x in p],
                     "source": "score"} for id_, p in zip(ids, total)])
         progress.update(len(batch))
@@ -318,23 +321,27 @@ def generate_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, b
     """Greedy replies for rows not yet in the store, parsed; unparsed ones get answer None for now."""
     import torch
 
-    from scoring import left_pad, model_device
+    from scoring import left_pad, model_device, run_halving
 
     device = model_device(model)
     prompts = [encode_prompt(tokenizer, row, args.prompt_style, args.max_prompt_tokens)
                for _, row in frame.iterrows()]
     stop_ids = [tokenizer.eos_token_id] + ([tokenizer.pad_token_id] if tokenizer.pad_token_id is not None else [])
-    for batch in plan_batches(prompts, batch_size):
-        ids = [frame.iloc[i]["ID"] for i in batch]
-        if all(i in store.records for i in ids):
-            continue
-        input_ids, attention_mask = left_pad([prompts[i] for i in batch], tokenizer.pad_token_id)
+
+    def compute(rows: list[int]) -> list[str]:
+        input_ids, attention_mask = left_pad([prompts[i] for i in rows], tokenizer.pad_token_id)
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                     max_new_tokens=args.max_new_tokens, do_sample=False,
                                     repetition_penalty=args.repetition_penalty, eos_token_id=stop_ids,
                                     pad_token_id=tokenizer.pad_token_id, use_cache=True)
-        replies = tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
+        return tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
+
+    for batch in plan_batches(prompts, batch_size):
+        ids = [frame.iloc[i]["ID"] for i in batch]
+        if all(i in store.records for i in ids):
+            continue
+        replies = run_halving(compute, batch)
         records = []
         for i, id_, reply in zip(batch, ids, replies):
             options = [frame.iloc[i][c] for c in OPTION_COLUMNS]

@@ -83,6 +83,23 @@ def _is_oom(err: BaseException) -> bool:
     return "out of memory" in str(err).lower() or type(err).__name__ == "OutOfMemoryError"
 
 
+def run_halving(compute: Callable[[list[int]], list], batch: list[int]) -> list:
+    """``compute(batch)`` returning one result per row; on out-of-memory the batch is split in two and each
+    half retried (recursively), so a long run never dies on one oversized batch. Results keep row order."""
+    try:
+        return list(compute(batch))
+    except RuntimeError as err:
+        if not _is_oom(err) or len(batch) <= MIN_BATCH:
+            raise
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(batch) // 2
+        logger.warning("out of memory on a batch of %d; retrying as %d + %d", len(batch), half, len(batch) - half)
+        return run_halving(compute, batch[:half]) + run_halving(compute, batch[half:])
+
+
 def iter_letter_probs(model, tokenizer, prompts: Sequence[Sequence[int]], batch_size: int,
                       on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
     """Yield (row indices, (n, 4) probabilities) batch by batch, longest prompts first.

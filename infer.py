@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -34,8 +34,7 @@ import yaml
 
 from answer_parser import parse_answer_with_rule
 from mcq_dataset import (ANSWER_COLUMN, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, LETTERS, OPTION_COLUMNS,
-                         DataError, PromptStyle, cyclic_orders, encode_prompt, has_answers, load_mcq_csv,
-                         permute_options, unpermute_probs)
+                         DataError, PromptStyle, cyclic_orders, encode_prompt, has_answers, load_mcq_csv)
 from modeling import BACKENDS, ModelLoadError, peek_backend, select_backend
 
 logger = logging.getLogger("infer")
@@ -246,7 +245,7 @@ def load_for_inference(args: InferArguments, backend: str, device_map=None):
     return model, tokenizer
 
 
-def adapter_names(model, args: InferArguments) -> list[str | None]:
+def adapter_names(args: InferArguments) -> list[str | None]:
     if not args.ensemble:
         return [None]
     return ["default"] + [f"ensemble_{n}" for n in range(len(args.ensemble))]
@@ -280,33 +279,18 @@ def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list
 def score_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batch_size: int,
                store: PredictionStore, progress) -> None:
     """Letter probabilities for every row not yet in the store (averaged over permutations/adapters)."""
-    import torch
+    from scoring import letter_probs, run_halving
 
-    from scoring import left_pad, letter_logits, letter_token_ids, model_device, run_halving
-
-    letter_ids = letter_token_ids(tokenizer)
-    device = model_device(model)
     orders = cyclic_orders(args.permutations)
-    base_prompts = [encode_prompt(tokenizer, row, args.prompt_style, args.max_prompt_tokens)
-                    for _, row in frame.iterrows()]
+    adapters = adapter_names(args)
+    prompts = [encode_prompt(tokenizer, row, args.prompt_style, args.max_prompt_tokens)
+               for _, row in frame.iterrows()]
 
     def compute(rows: list[int]) -> np.ndarray:
-        total = np.zeros((len(rows), 4))
-        for name in adapter_names(model, args):
-            if name is not None:
-                model.set_adapter(name)
-            for order in orders:
-                seqs = [base_prompts[i] if order == (0, 1, 2, 3) else
-                        encode_prompt(tokenizer, permute_options(frame.iloc[i], order), args.prompt_style,
-                                      args.max_prompt_tokens) for i in rows]
-                input_ids, attention_mask = left_pad(seqs, tokenizer.pad_token_id)
-                with torch.inference_mode():
-                    logits = letter_logits(model, input_ids.to(device), attention_mask.to(device), letter_ids)
-                probs = torch.softmax(logits, -1).cpu().numpy()
-                total += np.array([unpermute_probs(p, order) for p in probs])
-        return total / (len(orders) * len(adapter_names(model, args)))
+        return letter_probs(model, tokenizer, frame, rows, args.prompt_style, args.max_prompt_tokens, orders,
+                            adapters, prompts)
 
-    for batch in plan_batches(base_prompts, batch_size):
+    for batch in plan_batches(prompts, batch_size):
         ids = [frame.iloc[i]["ID"] for i in batch]
         if all(i in store.records for i in ids):
             continue

@@ -9,8 +9,7 @@ computed, for any position.
 from __future__ import annotations
 
 import logging
-import time
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,8 +67,6 @@ def model_device(model):
 
 def letter_logits(model, input_ids, attention_mask, letter_ids: Sequence[int]):
     """(batch, 4) logits of the letters at the last position; the output layer sees one row per question."""
-    import torch
-
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, -1]
     weight = head.weight[list(letter_ids)]
@@ -100,35 +97,32 @@ def run_halving(compute: Callable[[list[int]], list], batch: list[int]) -> list:
         return run_halving(compute, batch[:half]) + run_halving(compute, batch[half:])
 
 
-def iter_letter_probs(model, tokenizer, prompts: Sequence[Sequence[int]], batch_size: int,
-                      on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
-    """Yield (row indices, (n, 4) probabilities) batch by batch, longest prompts first.
-
-    A batch that runs out of GPU memory is retried at half the size; the smaller size is kept.
-    """
+def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], style: PromptStyle = PromptStyle(),
+                 max_prompt_tokens: int | None = 512, orders: Sequence[tuple[int, ...]] = ((0, 1, 2, 3),),
+                 adapters: Sequence[str | None] = (None,), prompts: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """(len(rows), 4) letter probabilities of ``frame.iloc[rows]``, averaged over option ``orders`` (mapped back
+    to the original options) and over PEFT ``adapters`` (None: the active one). ``prompts`` may hold the
+    already encoded prompts of the original order, so they are not tokenised twice."""
     import torch
 
     letter_ids = letter_token_ids(tokenizer)
     device = model_device(model)
-    pending = length_sorted_batches([len(p) for p in prompts], batch_size)
-    while pending:
-        batch = pending.pop(0)
-        input_ids, attention_mask = left_pad([prompts[i] for i in batch], tokenizer.pad_token_id)
-        try:
+    total = np.zeros((len(rows), 4))
+    for name in adapters:
+        if name is not None:
+            model.set_adapter(name)
+        for order in orders:
+            if prompts is not None and tuple(order) == (0, 1, 2, 3):
+                seqs = [prompts[i] for i in rows]
+            else:
+                seqs = [encode_prompt(tokenizer, permute_options(frame.iloc[i], order), style, max_prompt_tokens)
+                        for i in rows]
+            input_ids, attention_mask = left_pad(seqs, tokenizer.pad_token_id)
             with torch.inference_mode():
                 logits = letter_logits(model, input_ids.to(device), attention_mask.to(device), letter_ids)
-        except RuntimeError as err:
-            if not _is_oom(err) or len(batch) <= MIN_BATCH:
-                raise
-            torch.cuda.empty_cache()
-            half = max(len(batch) // 2, MIN_BATCH)
-            logger.warning("out of GPU memory at batch size %d; retrying at %d", len(batch), half)
-            rest = [i for b in pending for i in b]
-            pending = [batch[:half], batch[half:]] + [rest[j:j + half] for j in range(0, len(rest), half)]
-            continue
-        if on_batch:
-            on_batch(len(batch))
-        yield batch, torch.softmax(logits, dim=-1).cpu().numpy()
+            probs = torch.softmax(logits, dim=-1).cpu().numpy()
+            total += np.array([unpermute_probs(p, order) for p in probs])
+    return total / (len(orders) * len(adapters))
 
 
 def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(), batch_size: int = 16,
@@ -137,16 +131,15 @@ def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = Prom
     reorderings of the options (mapped back to the original options) when more than 1."""
     was_training = model.training
     model.eval()
+    prompts = [encode_prompt(tokenizer, row, style, max_prompt_tokens) for _, row in frame.iterrows()]
+    orders = cyclic_orders(permutations)
     total = np.zeros((len(frame), 4))
-    for order in cyclic_orders(permutations):
-        rows = [permute_options(row, order) for _, row in frame.iterrows()]
-        prompts = [encode_prompt(tokenizer, row, style, max_prompt_tokens) for row in rows]
-        for indices, probs in iter_letter_probs(model, tokenizer, prompts, batch_size):
-            for i, p in zip(indices, probs):
-                total[i] += unpermute_probs(p, order)
+    for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
+        total[batch] = run_halving(lambda rows: letter_probs(model, tokenizer, frame, rows, style, max_prompt_tokens,
+                                                             orders, prompts=prompts), batch)
     if was_training:
         model.train()
-    return total / permutations
+    return total
 
 
 def letters_from_probs(probs: np.ndarray) -> list[str]:
@@ -155,18 +148,3 @@ def letters_from_probs(probs: np.ndarray) -> list[str]:
 
 def accuracy(predicted: Sequence[str], expected: Sequence[str]) -> float:
     return float(np.mean([p == e for p, e in zip(predicted, expected)])) if len(expected) else float("nan")
-
-
-class Throughput:
-    """Questions per second over a run, for progress bars and the report."""
-
-    def __init__(self):
-        self.start, self.count = time.perf_counter(), 0
-
-    def add(self, n: int) -> None:
-        self.count += n
-
-    @property
-    def per_second(self) -> float:
-        elapsed = time.perf_counter() - self.start
-        return self.count / elapsed if elapsed > 0 else 0.0

@@ -1,6 +1,5 @@
 """infer: complete submissions in both modes, resume after interruption, reports, and clear failures."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path

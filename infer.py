@@ -59,6 +59,8 @@ class InferArguments:
     max_new_tokens: int = field(default=48, metadata={"help": "generate mode: reply length limit"})
     repetition_penalty: float = field(default=1.1, metadata={"help": "generate mode"})
     permutations: int = field(default=1, metadata={"help": "score mode: average over N cyclic option orders (1-4)"})
+    share_prefix: bool = field(default=True, metadata={"help": "score mode: compute the prompt start shared by all "
+                                                              "questions once (same answers, ~1.4x faster)"})
     ensemble: list[str] = field(default_factory=list, metadata={"help": "more adapter directories to average "
                                                                         "(score mode)"})
     system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "must match training"})
@@ -279,16 +281,17 @@ def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list
 def score_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batch_size: int,
                store: PredictionStore, progress) -> None:
     """Letter probabilities for every row not yet in the store (averaged over permutations/adapters)."""
-    from scoring import letter_probs, run_halving
+    from scoring import SharedPrefix, letter_probs, run_halving
 
     orders = cyclic_orders(args.permutations)
     adapters = adapter_names(args)
     prompts = [encode_prompt(tokenizer, row, args.prompt_style, args.max_prompt_tokens)
                for _, row in frame.iterrows()]
+    prefix = SharedPrefix(tokenizer, args.prompt_style) if args.share_prefix else None
 
     def compute(rows: list[int]) -> np.ndarray:
         return letter_probs(model, tokenizer, frame, rows, args.prompt_style, args.max_prompt_tokens, orders,
-                            adapters, prompts)
+                            adapters, prompts, prefix)
 
     for batch in plan_batches(prompts, batch_size):
         ids = [frame.iloc[i]["ID"] for i in batch]
@@ -346,7 +349,8 @@ def fill_unparsed(model, tokenizer, frame: pd.DataFrame, args: InferArguments, b
         return
     logger.warning("%d replies had no readable letter; answering them by letter scoring", len(missing))
     sub = frame[frame["ID"].isin([r["ID"] for r in missing])]
-    probs = score_frame(model, tokenizer, sub, args.prompt_style, batch_size, args.max_prompt_tokens)
+    probs = score_frame(model, tokenizer, sub, args.prompt_style, batch_size, args.max_prompt_tokens,
+                        share_prefix=args.share_prefix)
     updated = []
     for (_, row), p in zip(sub.iterrows(), probs):
         record = dict(store.records[row["ID"]])

@@ -4,6 +4,10 @@ The prompt is the training prompt (``mcq_dataset.build_messages`` + the generati
 after it is exactly where the fine-tuned model writes its answer letter. Only that position's hidden state
 goes through the output layer, and only the four letter rows of it: the full 152k-token vocabulary is never
 computed, for any position.
+
+Every prompt starts with the same tokens (chat markup, system prompt, the instruction before the question):
+about 40% of a typical prompt. ``SharedPrefix`` runs them through the model once per adapter and hands
+their keys and values to every batch, which then computes only the question-specific rest.
 """
 
 from __future__ import annotations
@@ -69,11 +73,108 @@ def letter_logits(model, input_ids, attention_mask, letter_ids: Sequence[int]):
     """(batch, 4) logits of the letters at the last position; the output layer sees one row per question."""
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, -1]
+    return _head_rows(hidden, head, letter_ids)
+
+
+def _head_rows(hidden, head, letter_ids: Sequence[int]):
     weight = head.weight[list(letter_ids)]
     logits = hidden.to(weight.dtype) @ weight.T
     if getattr(head, "bias", None) is not None:
         logits = logits + head.bias[list(letter_ids)]
     return logits.float()
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def template_prefix(tokenizer, style: PromptStyle = PromptStyle()) -> list[int]:
+    """The tokens every prompt of ``style`` starts with: the common start of two prompts that share nothing
+    but the template (taken on token ids, so a merge across the template/question border is excluded)."""
+    rows = [{"question": q, **{f"option_{x}": f"{q}{x}" for x in LETTERS}} for q in ("甲", "乙")]
+    first, second = (encode_prompt(tokenizer, row, style) for row in rows)
+    return first[:common_prefix_length(first, second)]
+
+
+class SharedPrefix:
+    """Keys and values of the template prefix, computed once per adapter and reused by every batch.
+
+    Only causal attention is involved, so the prefix's keys and values do not depend on what follows it:
+    the letter logits are those of the full prompt (``tests/test_scoring.py`` checks it on both backends).
+    Create one per scoring run; its entries belong to the adapter weights of that moment.
+    """
+
+    MIN_TOKENS = 8  # shorter shared starts are not worth a second code path
+
+    def __init__(self, tokenizer, style: PromptStyle = PromptStyle()):
+        self.tokens = template_prefix(tokenizer, style)
+        self._kv: dict = {}
+
+    def usable_length(self, sequences: Sequence[Sequence[int]]) -> int:
+        """Prefix tokens all ``sequences`` start with, leaving at least one own token each (0: don't use)."""
+        length = min(min(common_prefix_length(s, self.tokens), len(s) - 1) for s in sequences)
+        return length if length >= self.MIN_TOKENS else 0
+
+    def keys_values(self, model, adapter) -> tuple[list, bool]:
+        """[(keys, values)] per layer for the whole template prefix, and whether the decoder wants a Cache."""
+        if adapter not in self._kv:
+            import torch
+
+            decoder, _ = decoder_and_head(model)
+            ids = torch.tensor([self.tokens], device=model_device(model))
+            cache = decoder(input_ids=ids, use_cache=True).past_key_values
+            if hasattr(cache, "layers"):  # a transformers Cache object
+                self._kv[adapter] = ([(layer.keys, layer.values) for layer in cache.layers], True)
+            else:  # Unsloth's forward keeps the legacy tuple of (keys, values) per layer
+                self._kv[adapter] = ([(k, v) for k, v in cache], False)
+        return self._kv[adapter]
+
+    def past_for(self, model, adapter, length: int, batch: int):
+        """The first ``length`` prefix positions, broadcast to ``batch`` rows, as the decoder takes them."""
+        layers, as_cache = self.keys_values(model, adapter)
+        past = [(k[:, :, :length].expand(batch, -1, -1, -1), v[:, :, :length].expand(batch, -1, -1, -1))
+                for k, v in layers]
+        if as_cache:
+            from transformers import DynamicCache
+
+            return DynamicCache(ddp_cache_data=past)
+        return tuple(past)
+
+
+def right_pad(sequences: Sequence[Sequence[int]], pad_id: int):
+    import torch
+
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        input_ids[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return input_ids
+
+
+def letter_logits_after_prefix(model, prefix: SharedPrefix, adapter, sequences: Sequence[Sequence[int]],
+                               length: int, letter_ids: Sequence[int], pad_id: int):
+    """(batch, 4) letter logits of full prompts whose first ``length`` tokens are the cached prefix: only the
+    rest is computed. Rows are right-padded, so every position of the rest sits at the same place."""
+    import torch
+
+    device = model_device(model)
+    rests = [s[length:] for s in sequences]
+    input_ids = right_pad(rests, pad_id).to(device)
+    batch, width = input_ids.shape
+    own = torch.tensor([len(r) for r in rests], device=device)
+    attention_mask = torch.ones((batch, length + width), dtype=torch.long, device=device)
+    attention_mask[:, length:] = (torch.arange(width, device=device)[None] < own[:, None]).long()
+    position_ids = torch.arange(length, length + width, device=device)[None].expand(batch, -1)
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     past_key_values=prefix.past_for(model, adapter, length, batch), use_cache=False).last_hidden_state
+    hidden = hidden[torch.arange(batch, device=device), own - 1]
+    return _head_rows(hidden, head, letter_ids)
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -99,10 +200,12 @@ def run_halving(compute: Callable[[list[int]], list], batch: list[int]) -> list:
 
 def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], style: PromptStyle = PromptStyle(),
                  max_prompt_tokens: int | None = 512, orders: Sequence[tuple[int, ...]] = ((0, 1, 2, 3),),
-                 adapters: Sequence[str | None] = (None,), prompts: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+                 adapters: Sequence[str | None] = (None,), prompts: Sequence[Sequence[int]] | None = None,
+                 prefix: SharedPrefix | None = None) -> np.ndarray:
     """(len(rows), 4) letter probabilities of ``frame.iloc[rows]``, averaged over option ``orders`` (mapped back
     to the original options) and over PEFT ``adapters`` (None: the active one). ``prompts`` may hold the
-    already encoded prompts of the original order, so they are not tokenised twice."""
+    already encoded prompts of the original order, so they are not tokenised twice. With ``prefix`` the
+    shared template prefix is computed once (per adapter) instead of once per question."""
     import torch
 
     letter_ids = letter_token_ids(tokenizer)
@@ -117,26 +220,32 @@ def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], sty
             else:
                 seqs = [encode_prompt(tokenizer, permute_options(frame.iloc[i], order), style, max_prompt_tokens)
                         for i in rows]
-            input_ids, attention_mask = left_pad(seqs, tokenizer.pad_token_id)
+            length = prefix.usable_length(seqs) if prefix is not None else 0
             with torch.inference_mode():
-                logits = letter_logits(model, input_ids.to(device), attention_mask.to(device), letter_ids)
+                if length:
+                    logits = letter_logits_after_prefix(model, prefix, name, seqs, length, letter_ids,
+                                                        tokenizer.pad_token_id)
+                else:
+                    input_ids, attention_mask = left_pad(seqs, tokenizer.pad_token_id)
+                    logits = letter_logits(model, input_ids.to(device), attention_mask.to(device), letter_ids)
             probs = torch.softmax(logits, dim=-1).cpu().numpy()
             total += np.array([unpermute_probs(p, order) for p in probs])
     return total / (len(orders) * len(adapters))
 
 
 def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(), batch_size: int = 16,
-                max_prompt_tokens: int | None = 512, permutations: int = 1) -> np.ndarray:
+                max_prompt_tokens: int | None = 512, permutations: int = 1, share_prefix: bool = True) -> np.ndarray:
     """(n, 4) letter probabilities for every row, in row order; averaged over ``permutations`` cyclic
     reorderings of the options (mapped back to the original options) when more than 1."""
     was_training = model.training
     model.eval()
     prompts = [encode_prompt(tokenizer, row, style, max_prompt_tokens) for _, row in frame.iterrows()]
     orders = cyclic_orders(permutations)
+    prefix = SharedPrefix(tokenizer, style) if share_prefix else None
     total = np.zeros((len(frame), 4))
     for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
         total[batch] = run_halving(lambda rows: letter_probs(model, tokenizer, frame, rows, style, max_prompt_tokens,
-                                                             orders, prompts=prompts), batch)
+                                                             orders, prompts=prompts, prefix=prefix), batch)
     if was_training:
         model.train()
     return total

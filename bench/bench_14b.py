@@ -4,6 +4,7 @@
     python bench/bench_14b.py ours --model /tmp/q14b --data train.csv --json ours.json
     python bench/bench_14b.py reference --model /tmp/q14b --data train.csv --json ref.json
     python bench/bench_14b.py summarize ours.json ref.json                # -> bench/results.json
+    torchrun --nproc_per_node 2 bench/bench_14b.py scale --model /tmp/q14b --data train.csv --json two.json
 
 Each measuring command runs in its own process with the process capped at 24 GiB of GPU memory, as on an
 RTX 4090. Speed and memory do not depend on the weight values, so random weights of the exact shape
@@ -36,14 +37,16 @@ def cap_memory(cap_gb: float = CAP_GB) -> None:
 
     if not torch.cuda.is_available():  # CPU smoke test of the bench itself
         return
-    total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 2**30 / total), 0)
+    device = int(os.environ.get("LOCAL_RANK", 0))  # one GPU per process under torchrun
+    torch.cuda.set_device(device)
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 2**30 / total), device)
 
 
 def card() -> str:
     import torch
 
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def peak_gb() -> dict:
@@ -138,7 +141,8 @@ def bench_our_training(model: str, rows: Path, micro_batch: int, dropout: float,
     summary = train_sft.main(script_args, training_args)
     train_sft.build_trainer = original
     losses = [e["loss"] for e in summary["log_history"] if "loss" in e]
-    return {"micro_batch": micro_batch, "lora_dropout": dropout, "steps": summary["steps"],
+    return {"micro_batch": micro_batch, "lora_dropout": dropout, "optim": str(training_args.optim),
+            "processes": training_args.world_size, "steps": summary["steps"],
             "samples_per_s": round(timer.samples_per_second(32), 2), "wall_s": round(time.perf_counter() - started, 1),
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "adapter": summary["outputs"]["adapter"], **peak_gb()}
@@ -154,10 +158,13 @@ def bench_our_inference(adapter: str, rows: Path, n_generate: int, batch_size: i
     reset_peak()
     model, tokenizer = infer.load_for_inference(args, backend)
     frame = load_mcq_csv(rows)
-    for mode, subset, size in (("score", frame, batch_size), ("generate", frame.head(n_generate), batch_size)):
+    # score_full: the same scoring with every prompt computed whole (no shared prefix), for comparison.
+    for label, subset, size in (("score", frame, batch_size), ("score_full", frame, batch_size),
+                                ("generate", frame.head(n_generate), batch_size)):
+        mode = "generate" if label == "generate" else "score"
         run = infer.InferArguments(test_file=str(rows), model_path=adapter, mode=mode, batch_size=size,
-                                   output_file=f"/tmp/bench_{mode}.csv", output_dir=f"/tmp/bench_{mode}_run",
-                                   resume=False)
+                                   output_file=f"/tmp/bench_{label}.csv", output_dir=f"/tmp/bench_{label}_run",
+                                   resume=False, share_prefix=label != "score_full")
         store = infer.PredictionStore(run.run_dir / infer.CHECKPOINT_NAME, {"bench": mode}, resume=False)
         progress = _NullProgress()
         warm = subset.head(size)
@@ -172,11 +179,11 @@ def bench_our_inference(adapter: str, rows: Path, n_generate: int, batch_size: i
         else:
             infer.generate_rows(model, tokenizer, subset, run, size, store, progress)
         seconds = time.perf_counter() - started
-        results[mode] = {"questions": len(subset), "batch_size": size, "qps": round(len(subset) / seconds, 2),
-                         "seconds": round(seconds, 2), **peak_gb()}
+        results[label] = {"questions": len(subset), "batch_size": size, "qps": round(len(subset) / seconds, 2),
+                          "seconds": round(seconds, 2), **peak_gb()}
         if mode == "generate":
             rules = [r.get("rule") for r in store.records.values()]
-            results[mode]["unparsed"] = sum(1 for r in rules if r and r.startswith("unparsed"))
+            results[label]["unparsed"] = sum(1 for r in rules if r and r.startswith("unparsed"))
     return results
 
 
@@ -195,6 +202,37 @@ def run_ours(args) -> dict:
     infer_rows = sample_rows(args.data, args.n_infer, seed=1)
     result["infer"] = bench_our_inference(result["train"][0]["adapter"], infer_rows, args.n_generate, args.infer_batch)
     return result
+
+
+def run_scale(args) -> dict:
+    """Under torchrun with N processes: our training (effective batch 32 kept) and sharded scoring, as the
+    scripts run them on N GPUs. Each process is capped at 24 GiB; rank 0 reports."""
+    import infer
+    from mcq_dataset import load_mcq_csv
+
+    cap_memory()
+    rank, world, local_rank = infer.distributed_info()
+    rows = sample_rows(args.data, args.n_train + 16, seed=0, out=Path(f"/tmp/bench_rows_{args.n_train}_r{rank}.csv"))
+    train = bench_our_training(args.model, rows, 16, 0.0, args.n_train)
+    backend = infer.select_backend("auto")
+    infer_rows = sample_rows(args.data, args.n_infer, seed=1, out=Path(f"/tmp/bench_infer_{args.n_infer}_r{rank}.csv"))
+    run = infer.InferArguments(test_file=str(infer_rows), model_path=train["adapter"], batch_size=args.infer_batch,
+                               output_dir=f"/tmp/bench_scale_{world}", resume=False)
+    model, tokenizer = infer.load_for_inference(run, backend, {"": local_rank} if world > 1 else None)
+    frame = load_mcq_csv(infer_rows)
+    shard = frame.iloc[rank::world]
+    warm = infer.PredictionStore(Path(f"/tmp/warm_scale_r{rank}.jsonl"), {}, False)
+    infer.score_rows(model, tokenizer, shard.head(args.infer_batch), run, args.infer_batch, warm, _NullProgress())
+    store = infer.PredictionStore(Path(f"/tmp/scale_r{rank}.jsonl"), {}, False)
+    sync = infer.barrier if world > 1 else (lambda: None)
+    sync()
+    started = time.perf_counter()
+    infer.score_rows(model, tokenizer, shard, run, args.infer_batch, store, _NullProgress())
+    sync()
+    seconds = time.perf_counter() - started
+    return {"card": card(), "processes": world, "train": train,
+            "score": {"questions": len(frame), "batch_size": args.infer_batch, "qps": round(len(frame) / seconds, 2),
+                      "seconds": round(seconds, 2), **peak_gb()}}
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -285,7 +323,7 @@ def main(argv=None) -> int:
     build = sub.add_parser("build")
     build.add_argument("--out", required=True)
     build.add_argument("--tokenizer", default=None, help="saved tokenizer to copy (default: build it)")
-    for name in ("ours", "reference"):
+    for name in ("ours", "reference", "scale"):
         p = sub.add_parser(name)
         p.add_argument("--model", required=True)
         p.add_argument("--data", required=True)
@@ -320,14 +358,16 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in summarize(args.ours, args.reference, Path(args.out)).items()
                           if not isinstance(v, (dict, list))}, indent=1))
         return 0
-    if args.command == "ours":
+    if args.command in ("ours", "scale"):
         args.variants = [(int(m), float(d)) for m, d in (v.split(":") for v in args.variants.split(","))]
         import modeling
 
         modeling.select_backend("auto")
-        result = run_ours(args)
+        result = run_ours(args) if args.command == "ours" else run_scale(args)
     else:
         result = run_reference(args)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return 0
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=1))
     return 0

@@ -59,3 +59,63 @@ def test_letter_logits_equal_the_full_forward_pass(tiny_model_dir, sample_dir):
     probs = score_frame(model, tokenizer, frame, batch_size=2)
     assert probs.shape == (5, 4) and torch.allclose(torch.tensor(probs).sum(1), torch.ones(5, dtype=torch.float64))
     assert (probs.argmax(1) == fast.argmax(1).numpy()).all()
+
+
+def test_template_prefix_starts_every_prompt_and_ends_before_the_question(qwen_tokenizer, sample_dir):
+    from scoring import SharedPrefix, template_prefix
+
+    prefix = template_prefix(qwen_tokenizer)
+    text = qwen_tokenizer.decode(prefix)
+    assert text.startswith("<|im_start|>system\n") and text.endswith("问题：")
+    frame = load_mcq_csv(sample_dir / "test.csv").head(8)
+    prompts = [encode_prompt(qwen_tokenizer, row) for _, row in frame.iterrows()]
+    assert all(p[:len(prefix)] == prefix for p in prompts)
+    shared = SharedPrefix(qwen_tokenizer)
+    assert shared.usable_length(prompts) == len(prefix)
+    # A prompt cut from the left (options longer than the limit) lacks the prefix: the batch runs in full.
+    long_row = {**frame.iloc[0].to_dict(), "option_A": "很长的选项" * 200}
+    cut = encode_prompt(qwen_tokenizer, long_row, max_prompt_tokens=64)
+    assert shared.usable_length(prompts + [cut]) == 0
+    # A custom template without a system turn has its own, shorter prefix.
+    from mcq_dataset import PromptStyle
+
+    style = PromptStyle(system_prompt=None, user_template="{question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}")
+    assert len(template_prefix(qwen_tokenizer, style)) < len(prefix)
+
+
+def _two_adapter_model(model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"],
+                  init_lora_weights=False)  # random adapters, so they change the keys and values
+    model = get_peft_model(model, LoraConfig(**config), adapter_name="first")
+    model.add_adapter("second", LoraConfig(**config))
+    return model.eval()
+
+
+def test_shared_prefix_gives_the_probabilities_of_the_full_prompt(tiny_model_dir, sample_dir):
+    import numpy as np
+
+    from scoring import SharedPrefix, letter_probs, score_frame
+
+    model = _two_adapter_model(tiny_model_dir)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    frame = load_mcq_csv(sample_dir / "test.csv").head(12)
+    rows = list(range(12))
+    orders = ((0, 1, 2, 3), (1, 2, 3, 0))
+    full = letter_probs(model, tokenizer, frame, rows, orders=orders, adapters=("first", "second"))
+    prefix = SharedPrefix(tokenizer)
+    shared = letter_probs(model, tokenizer, frame, rows, orders=orders, adapters=("first", "second"), prefix=prefix)
+    assert np.abs(full - shared).max() < 1e-5
+    assert set(prefix._kv) == {"first", "second"}  # one prefix computation per adapter, reused across orders
+    only_a = letter_probs(model, tokenizer, frame, rows, adapters=("first",), prefix=prefix)
+    only_b = letter_probs(model, tokenizer, frame, rows, adapters=("second",), prefix=prefix)
+    assert np.abs(only_a - only_b).max() > 1e-3  # the adapters differ, so a shared entry would show
+    model.set_adapter("first")
+    assert np.abs(score_frame(model, tokenizer, frame, batch_size=5, share_prefix=True)
+                  - score_frame(model, tokenizer, frame, batch_size=5, share_prefix=False)).max() < 1e-5

@@ -235,6 +235,54 @@ def run_scale(args) -> dict:
                       "seconds": round(seconds, 2), **peak_gb()}}
 
 
+def run_profile(args) -> dict:
+    """Time one scoring forward for a grid of batch shapes, whole prompts against shared-prefix ones of the
+    same total length: shows the fixed cost per batch and the cost per token (where the time goes)."""
+    import random
+
+    import torch
+
+    import infer
+    from scoring import SharedPrefix, letter_logits, letter_logits_after_prefix, letter_token_ids
+
+    cap_memory()
+    backend = infer.select_backend("auto")
+    model, tokenizer = infer.load_for_inference(infer.InferArguments(model_path=args.model), backend)
+    prefix = SharedPrefix(tokenizer)
+    letters = letter_token_ids(tokenizer)
+    rng = random.Random(0)
+    device = next(model.parameters()).device
+    rows = []
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+    def timed(fn, repeats=3):
+        with torch.inference_mode():
+            fn()
+            sync()
+            started = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            sync()
+        return (time.perf_counter() - started) / repeats
+
+    for batch, width in ((16, 128), (32, 128), (64, 128), (128, 128), (64, 64), (64, 256), (64, 512), (32, 512)):
+        seqs = [prefix.tokens + [rng.randrange(1000, 100000) for _ in range(width - len(prefix.tokens))]
+                for _ in range(batch)]
+        ids = torch.tensor(seqs, device=device)
+        mask = torch.ones_like(ids)
+        whole = timed(lambda: letter_logits(model, ids, mask, letters))
+        shared = timed(lambda: letter_logits_after_prefix(model, prefix, None, seqs, len(prefix.tokens), letters,
+                                                          tokenizer.pad_token_id))
+        no_mask = timed(lambda: letter_logits(model, ids, None, letters))
+        rows.append({"batch": batch, "width": width, "whole_ms": round(whole * 1e3, 1),
+                     "whole_no_mask_ms": round(no_mask * 1e3, 1), "shared_prefix_ms": round(shared * 1e3, 1),
+                     "whole_tflops": round(2 * 14.7e9 * batch * width / whole / 1e12, 1),
+                     "prefix_tokens": len(prefix.tokens)})
+        logger.info("profile %s", rows[-1])
+    return {"card": card(), "profile": rows, **peak_gb()}
+
+
 # ---------------------------------------------------------------------------------------------- reference
 
 
@@ -323,7 +371,7 @@ def main(argv=None) -> int:
     build = sub.add_parser("build")
     build.add_argument("--out", required=True)
     build.add_argument("--tokenizer", default=None, help="saved tokenizer to copy (default: build it)")
-    for name in ("ours", "reference", "scale"):
+    for name in ("ours", "reference", "scale", "profile"):
         p = sub.add_parser(name)
         p.add_argument("--model", required=True)
         p.add_argument("--data", required=True)
@@ -358,12 +406,12 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in summarize(args.ours, args.reference, Path(args.out)).items()
                           if not isinstance(v, (dict, list))}, indent=1))
         return 0
-    if args.command in ("ours", "scale"):
+    if args.command in ("ours", "scale", "profile"):
         args.variants = [(int(m), float(d)) for m, d in (v.split(":") for v in args.variants.split(","))]
         import modeling
 
         modeling.select_backend("auto")
-        result = run_ours(args) if args.command == "ours" else run_scale(args)
+        result = {"ours": run_ours, "scale": run_scale, "profile": run_profile}[args.command](args)
     else:
         result = run_reference(args)
     if int(os.environ.get("RANK", 0)) != 0:

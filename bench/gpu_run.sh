@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device-tool call: unpack the Unsloth stack, check the tiny model end to end on the GPU, then benchmark
-# at the 14B shape. usage: bash bench/gpu_run.sh STAGE...   (stages: setup tiny build ours reference pair scale)
+# at the 14B shape. usage: bash bench/gpu_run.sh STAGE...   (stages: setup tiny build ours reference pair scale profile)
 # pair: ours on GPU 0 and the reference on GPU 1 at the same time (a 2-GPU machine); scale: ours on NPROC GPUs.
 # Needs .gpu/gpu-site.tar.xz (../shared/gpu/pack-gpu-deps.sh) and .benchdata/train.csv (a copy of
 # ../shared/data/cmmlu/train.csv), both carried; writes logs and JSON under $OUT.
@@ -38,6 +38,9 @@ for stage in "$@"; do
     pair)
       CUDA_VISIBLE_DEVICES=1 bash "$0" reference > "$OUT/pair_reference.txt" 2>&1 &
       CUDA_VISIBLE_DEVICES=0 bash "$0" ours; wait; cat "$OUT/pair_reference.txt" ;;
+    profile)
+      python3 bench/bench_14b.py profile --model /tmp/q14b --data .benchdata/train.csv --json "$OUT/profile.json" \
+        2>&1 | tee "$OUT/profile.log" | grep "profile {" ;;
     scale)
       torchrun --standalone --nproc_per_node="${NPROC:-2}" bench/bench_14b.py scale --model /tmp/q14b \
         --data .benchdata/train.csv --json "$OUT/scale${NPROC:-2}.json" --n-infer "${N_INFER:-1024}" \

@@ -266,7 +266,31 @@ def run_profile(args) -> dict:
             sync()
         return (time.perf_counter() - started) / repeats
 
-    for batch, width in ((16, 128), (32, 128), (64, 128), (128, 128), (64, 64), (64, 256), (64, 512), (32, 512)):
+    def once(fn):
+        with torch.inference_mode():
+            sync()
+            started = time.perf_counter()
+            fn()
+            sync()
+        return time.perf_counter() - started
+
+    # The first call at a new shape against later calls at that shape (one-off costs per shape).
+    firsts = []
+    for width in (96, 97, 128, 129, 160, 161):
+        seqs = [prefix.tokens + [rng.randrange(1000, 100000) for _ in range(width - len(prefix.tokens))]
+                for _ in range(64)]
+        ids = torch.tensor(seqs, device=device)
+        mask = torch.ones_like(ids)
+        mask[0, :5] = 0  # a padded row, as real batches have
+        entry = {"width": width}
+        for name, fn in (("shared", lambda: letter_logits_after_prefix(model, prefix, None, seqs, len(prefix.tokens),
+                                                                       letters, tokenizer.pad_token_id)),
+                         ("whole", lambda: letter_logits(model, ids, mask, letters))):
+            entry[f"{name}_first_ms"] = round(once(fn) * 1e3, 1)
+            entry[f"{name}_again_ms"] = round(once(fn) * 1e3, 1)
+        firsts.append(entry)
+        logger.info("first call %s", entry)
+    for batch, width in ((64, 128), (128, 128), (64, 256)):
         seqs = [prefix.tokens + [rng.randrange(1000, 100000) for _ in range(width - len(prefix.tokens))]
                 for _ in range(batch)]
         ids = torch.tensor(seqs, device=device)
@@ -274,12 +298,27 @@ def run_profile(args) -> dict:
         whole = timed(lambda: letter_logits(model, ids, mask, letters))
         shared = timed(lambda: letter_logits_after_prefix(model, prefix, None, seqs, len(prefix.tokens), letters,
                                                           tokenizer.pad_token_id))
-        no_mask = timed(lambda: letter_logits(model, ids, None, letters))
         rows.append({"batch": batch, "width": width, "whole_ms": round(whole * 1e3, 1),
-                     "whole_no_mask_ms": round(no_mask * 1e3, 1), "shared_prefix_ms": round(shared * 1e3, 1),
+                     "shared_prefix_ms": round(shared * 1e3, 1),
                      "whole_tflops": round(2 * 14.7e9 * batch * width / whole / 1e12, 1),
                      "prefix_tokens": len(prefix.tokens)})
         logger.info("profile %s", rows[-1])
+    # infer's own loop on real questions, this model (no adapter)
+    from mcq_dataset import load_mcq_csv
+
+    data = sample_rows(args.data, args.n_infer, seed=1)
+    frame = load_mcq_csv(data)
+    for share in (True, False):
+        run = infer.InferArguments(test_file=str(data), model_path=args.model, batch_size=args.infer_batch,
+                                   share_prefix=share)
+        infer.score_rows(model, tokenizer, frame.head(args.infer_batch), run, args.infer_batch,
+                         infer.PredictionStore(Path(f"/tmp/pw{share}.jsonl"), {}, False), _NullProgress())
+        seconds = once(lambda: infer.score_rows(model, tokenizer, frame, run, args.infer_batch,
+                                                infer.PredictionStore(Path(f"/tmp/p{share}.jsonl"), {}, False),
+                                                _NullProgress()))
+        rows.append({"score_rows_share_prefix": share, "questions": len(frame), "qps": round(len(frame) / seconds, 1)})
+        logger.info("profile %s", rows[-1])
+    rows.append({"first_calls": firsts})
     return {"card": card(), "profile": rows, **peak_gb()}
 
 

@@ -40,7 +40,7 @@ for stage in "$@"; do
       CUDA_VISIBLE_DEVICES=0 bash "$0" ours; wait; cat "$OUT/pair_reference.txt" ;;
     profile)
       python3 bench/bench_14b.py profile --model /tmp/q14b --data .benchdata/train.csv --json "$OUT/profile.json" \
-        2>&1 | tee "$OUT/profile.log" | grep "profile {" ;;
+        --n-infer "${N_INFER:-512}" --infer-batch "${INFER_BATCH:-64}" 2>&1 | tee "$OUT/profile.log" | grep -E "(profile|call) {" ;;
     scale)
       torchrun --standalone --nproc_per_node="${NPROC:-2}" bench/bench_14b.py scale --model /tmp/q14b \
         --data .benchdata/train.csv --json "$OUT/scale${NPROC:-2}.json" --n-infer "${N_INFER:-1024}" \

@@ -387,13 +387,14 @@ def run_reference(args) -> dict:
 # ---------------------------------------------------------------------------------------------- summary
 
 
-def summarize(ours_path: str, ref_path: str, out: Path) -> dict:
+def summarize(ours_path: str, ref_path: str, out: Path, scale_path: str | None = None) -> dict:
     ours, ref = json.loads(Path(ours_path).read_text()), json.loads(Path(ref_path).read_text())
     default = ours["train"][0]
     results = {
         "card": ours["card"], "reference_card": ref["card"],
         "ref_train_samples_per_s": ref["train"]["samples_per_s"], "ref_train_peak_gb": ref["train"].get("peak_reserved_gb"),
         "our_train_samples_per_s": default["samples_per_s"], "our_train_peak_gb": default.get("peak_reserved_gb"),
+        "our_train_peak_allocated_gb": default.get("peak_allocated_gb"),
         "train_speedup": round(default["samples_per_s"] / ref["train"]["samples_per_s"], 2),
         "ref_gen_qps": ref["generate"]["48_tokens"]["qps"],
         "ref_gen_stop_after_letter_qps": ref["generate"]["stop_after_letter"]["qps"],
@@ -405,8 +406,20 @@ def summarize(ours_path: str, ref_path: str, out: Path) -> dict:
         "our_train_tokens_per_s": round(default["samples_per_s"] * ours["avg_tokens_per_sample"], 1),
         "train_variants": ours["train"], "ours": ours, "reference": ref,
     }
+    if "score_full" in ours["infer"]:
+        results["our_score_without_shared_prefix_qps"] = ours["infer"]["score_full"]["qps"]
+    if scale_path:
+        scale = json.loads(Path(scale_path).read_text())
+        n = scale["processes"]
+        results.update({
+            "scale_processes": n, "scale_train_samples_per_s": scale["train"]["samples_per_s"],
+            "scale_train_efficiency": round(scale["train"]["samples_per_s"] / (n * default["samples_per_s"]), 3),
+            "scale_score_qps": scale["score"]["qps"],
+            "scale_score_efficiency": round(scale["score"]["qps"] / (n * ours["infer"]["score"]["qps"]), 3),
+            "scale": scale})
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
+    out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main(argv=None) -> int:
@@ -430,6 +443,7 @@ def main(argv=None) -> int:
     summary = sub.add_parser("summarize")
     summary.add_argument("ours")
     summary.add_argument("reference")
+    summary.add_argument("--scale", default=None, help="JSON of `scale` on N GPUs (same card)")
     summary.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -447,7 +461,7 @@ def main(argv=None) -> int:
         print(f"built {args.out} in {time.perf_counter() - started:.0f} s")
         return 0
     if args.command == "summarize":
-        print(json.dumps({k: v for k, v in summarize(args.ours, args.reference, Path(args.out)).items()
+        print(json.dumps({k: v for k, v in summarize(args.ours, args.reference, Path(args.out), args.scale).items()
                           if not isinstance(v, (dict, list))}, indent=1))
         return 0
     if args.command in ("ours", "scale", "profile"):

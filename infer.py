@@ -33,8 +33,8 @@ import pandas as pd
 import yaml
 
 from answer_parser import parse_answer_with_rule
-from mcq_dataset import (ANSWER_COLUMN, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, LETTERS, OPTION_COLUMNS,
-                         DataError, PromptStyle, cyclic_orders, encode_prompt, has_answers, load_mcq_csv)
+from mcq_dataset import (ANSWER_COLUMN, LETTERS, OPTION_COLUMNS, DataError, PromptOptions, cyclic_orders,
+                         encode_prompt, has_answers, load_mcq_csv)
 from modeling import BACKENDS, ModelLoadError, peek_backend, select_backend
 
 logger = logging.getLogger("infer")
@@ -43,7 +43,7 @@ CHECKPOINT_NAME = "predictions.partial.jsonl"
 
 
 @dataclass
-class InferArguments:
+class InferArguments(PromptOptions):
     test_file: str = field(default="", metadata={"help": "competition CSV (ID,question,option_A..D[,answer])"})
     model_path: str = field(default="", metadata={"help": "adapter directory, merged model or base model"})
     base_model_id: str | None = field(default=None, metadata={"help": "base model of an adapter (default: "
@@ -63,16 +63,9 @@ class InferArguments:
                                                               "questions once (same answers, ~1.4x faster)"})
     ensemble: list[str] = field(default_factory=list, metadata={"help": "more adapter directories to average "
                                                                         "(score mode)"})
-    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "must match training"})
-    user_template: str = field(default=DEFAULT_USER_TEMPLATE, metadata={"help": "must match training"})
-    chat_template: str | None = field(default=None, metadata={"help": "Jinja template text or file"})
     trust_remote_code: bool = field(default=False, metadata={"help": "run code shipped with the model"})
     resume: bool = field(default=True, metadata={"help": "continue from the checkpoint of an identical run"})
     encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8"})
-
-    @property
-    def prompt_style(self) -> PromptStyle:
-        return PromptStyle(system_prompt=self.system_prompt or None, user_template=self.user_template)
 
     @property
     def run_dir(self) -> Path:
@@ -281,20 +274,14 @@ def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list
 def score_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batch_size: int,
                store: PredictionStore, progress) -> None:
     """Letter probabilities for every row not yet in the store (averaged over permutations/adapters)."""
-    from scoring import SharedPrefix, letter_probs, run_halving
+    from scoring import batch_scorer, run_halving
 
-    orders = cyclic_orders(args.permutations)
-    adapters = adapter_names(args)
-    prompts = [encode_prompt(tokenizer, row, args.prompt_style, args.max_prompt_tokens)
-               for _, row in frame.iterrows()]
-    prefix = SharedPrefix(tokenizer, args.prompt_style) if args.share_prefix else None
+    prompts, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens,
+                                    cyclic_orders(args.permutations), adapter_names(args), args.share_prefix)
 
-    def compute(rows: list[int]) -> np.ndarray:
-        return letter_probs(model, tokenizer, frame, rows, args.prompt_style, args.max_prompt_tokens, orders,
-                            adapters, prompts, prefix)
-
+    all_ids = frame["ID"].tolist()
     for batch in plan_batches(prompts, batch_size):
-        ids = [frame.iloc[i]["ID"] for i in batch]
+        ids = [all_ids[i] for i in batch]
         if all(i in store.records for i in ids):
             continue
         total = run_halving(compute, batch)
@@ -324,15 +311,15 @@ def generate_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, b
                                     pad_token_id=tokenizer.pad_token_id, use_cache=True)
         return tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
 
+    all_ids, all_options = frame["ID"].tolist(), frame[OPTION_COLUMNS].values.tolist()
     for batch in plan_batches(prompts, batch_size):
-        ids = [frame.iloc[i]["ID"] for i in batch]
+        ids = [all_ids[i] for i in batch]
         if all(i in store.records for i in ids):
             continue
         replies = run_halving(compute, batch)
         records = []
         for i, id_, reply in zip(batch, ids, replies):
-            options = [frame.iloc[i][c] for c in OPTION_COLUMNS]
-            parsed = parse_answer_with_rule(reply, options)
+            parsed = parse_answer_with_rule(reply, all_options[i])
             records.append({"ID": id_, "answer": parsed.letter, "raw": reply, "rule": parsed.rule,
                             "source": "generate"})
         store.add(records)

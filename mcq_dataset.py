@@ -18,7 +18,7 @@ import io
 import logging
 import sys
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,6 +59,22 @@ class PromptStyle:
 
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     user_template: str = DEFAULT_USER_TEMPLATE
+
+
+@dataclass
+class PromptOptions:
+    """The prompt options train_sft.py and infer.py share (inference must use the values training used)."""
+
+    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "empty string: no system turn; "
+                                                                                "must match training"})
+    user_template: str = field(default=DEFAULT_USER_TEMPLATE, metadata={"help": "with {question} {A} {B} {C} {D}; "
+                                                                                "must match training"})
+    chat_template: str | None = field(default=None, metadata={"help": "Jinja template text or file (default: the "
+                                                                      "model's); must match training"})
+
+    @property
+    def prompt_style(self) -> PromptStyle:
+        return PromptStyle(system_prompt=self.system_prompt or None, user_template=self.user_template)
 
 
 # ---------------------------------------------------------------------------------------------- reading

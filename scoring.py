@@ -211,16 +211,16 @@ def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], sty
     letter_ids = letter_token_ids(tokenizer)
     device = model_device(model)
     total = np.zeros((len(rows), 4))
-    for name in adapters:
-        if name is not None:
-            model.set_adapter(name)
-        for order in orders:
-            if prompts is not None and tuple(order) == (0, 1, 2, 3):
-                seqs = [prompts[i] for i in rows]
-            else:
-                seqs = [encode_prompt(tokenizer, permute_options(frame.iloc[i], order), style, max_prompt_tokens)
-                        for i in rows]
-            length = prefix.usable_length(seqs) if prefix is not None else 0
+    for order in orders:  # each order's prompts are encoded once, whatever the number of adapters
+        if prompts is not None and tuple(order) == (0, 1, 2, 3):
+            seqs = [prompts[i] for i in rows]
+        else:
+            seqs = [encode_prompt(tokenizer, permute_options(frame.iloc[i], order), style, max_prompt_tokens)
+                    for i in rows]
+        length = prefix.usable_length(seqs) if prefix is not None else 0
+        for name in adapters:
+            if name is not None:
+                model.set_adapter(name)
             with torch.inference_mode():
                 if length:
                     logits = letter_logits_after_prefix(model, prefix, name, seqs, length, letter_ids,
@@ -233,19 +233,31 @@ def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], sty
     return total / (len(orders) * len(adapters))
 
 
+def batch_scorer(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
+                 max_prompt_tokens: int | None = 512, orders: Sequence[tuple[int, ...]] = ((0, 1, 2, 3),),
+                 adapters: Sequence[str | None] = (None,), share_prefix: bool = True):
+    """The encoded prompts of ``frame`` and ``compute(rows) -> (len(rows), 4) probabilities``: the one scoring
+    set-up behind infer.py's score mode and ``score_frame`` (validation accuracy, generate-mode fallback)."""
+    prompts = [encode_prompt(tokenizer, row, style, max_prompt_tokens) for _, row in frame.iterrows()]
+    prefix = SharedPrefix(tokenizer, style) if share_prefix else None
+
+    def compute(rows: list[int]) -> np.ndarray:
+        return letter_probs(model, tokenizer, frame, rows, style, max_prompt_tokens, orders, adapters, prompts, prefix)
+
+    return prompts, compute
+
+
 def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(), batch_size: int = 16,
                 max_prompt_tokens: int | None = 512, permutations: int = 1, share_prefix: bool = True) -> np.ndarray:
     """(n, 4) letter probabilities for every row, in row order; averaged over ``permutations`` cyclic
     reorderings of the options (mapped back to the original options) when more than 1."""
     was_training = model.training
     model.eval()
-    prompts = [encode_prompt(tokenizer, row, style, max_prompt_tokens) for _, row in frame.iterrows()]
-    orders = cyclic_orders(permutations)
-    prefix = SharedPrefix(tokenizer, style) if share_prefix else None
+    prompts, compute = batch_scorer(model, tokenizer, frame, style, max_prompt_tokens, cyclic_orders(permutations),
+                                    share_prefix=share_prefix)
     total = np.zeros((len(frame), 4))
     for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
-        total[batch] = run_halving(lambda rows: letter_probs(model, tokenizer, frame, rows, style, max_prompt_tokens,
-                                                             orders, prompts=prompts, prefix=prefix), batch)
+        total[batch] = run_halving(compute, batch)
     if was_training:
         model.train()
     return total

@@ -22,8 +22,8 @@ from typing import Sequence
 
 import yaml
 
-from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, DataError, PromptStyle,
-                         augment_with_permutations, describe, encode_training_example, load_mcq_csv, split_train_val)
+from mcq_dataset import (DataError, PromptOptions, augment_with_permutations, describe, encode_training_example,
+                         load_mcq_csv, split_train_val)
 from modeling import BACKENDS, LORA_TARGETS, LoraSettings, ModelLoadError, peek_backend, select_backend
 
 logger = logging.getLogger("train_sft")
@@ -40,7 +40,7 @@ RECIPE_DEFAULTS = dict(
 
 
 @dataclass
-class ScriptArguments:
+class ScriptArguments(PromptOptions):
     train_file: str = field(default="", metadata={"help": "competition CSV with an answer column"})
     val_file: str | None = field(default=None, metadata={"help": "validation CSV; default: split train_file"})
     val_fraction: float = field(default=0.1, metadata={"help": "share of train_file held out (stratified)"})
@@ -59,19 +59,12 @@ class ScriptArguments:
                                                      "choices": ["adapter", "merged"]})
     merged_dtype: str = field(default="bfloat16", metadata={"help": "dtype of merged weights (bfloat16, float16, "
                                                                     "float32)"})
-    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "empty string: no system turn"})
-    user_template: str = field(default=DEFAULT_USER_TEMPLATE, metadata={"help": "with {question} {A} {B} {C} {D}"})
-    chat_template: str | None = field(default=None, metadata={"help": "Jinja template text or file (default: the model's)"})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
     keep_effective_batch: bool = field(default=True, metadata={"help": "on N GPUs divide gradient_accumulation_steps "
                                                                       "by N so the effective batch stays the same"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
     encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8 (gb18030, big5)"})
-
-    @property
-    def prompt_style(self) -> PromptStyle:
-        return PromptStyle(system_prompt=self.system_prompt or None, user_template=self.user_template)
 
     @property
     def lora(self) -> LoraSettings:

@@ -226,6 +226,7 @@ def run_scale(args) -> dict:
     model, tokenizer = infer.load_for_inference(run, backend, {"": local_rank} if world > 1 else None)
     frame = load_mcq_csv(infer_rows)
     shard = frame.iloc[rank::world]
+    # One warm-up batch (the method of the recorded 2-GPU run, bench/RESULTS.md compares it accordingly).
     warm = infer.PredictionStore(Path(f"/tmp/warm_scale_r{rank}.jsonl"), {}, False)
     infer.score_rows(model, tokenizer, shard.head(args.infer_batch), run, args.infer_batch, warm, _NullProgress())
     store = infer.PredictionStore(Path(f"/tmp/scale_r{rank}.jsonl"), {}, False)
@@ -261,16 +262,6 @@ def run_profile(args) -> dict:
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
-    def timed(fn, repeats=3):
-        with torch.inference_mode():
-            fn()
-            sync()
-            started = time.perf_counter()
-            for _ in range(repeats):
-                fn()
-            sync()
-        return (time.perf_counter() - started) / repeats
-
     def once(fn):
         with torch.inference_mode():
             sync()
@@ -279,11 +270,18 @@ def run_profile(args) -> dict:
             sync()
         return time.perf_counter() - started
 
+    def timed(fn, repeats=3):  # steady time: after one call at this shape
+        once(fn)
+        return sum(once(fn) for _ in range(repeats)) / repeats
+
+    def prompts(batch: int, width: int) -> list[list[int]]:  # the template prefix, then random tokens
+        return [prefix.tokens + [rng.randrange(1000, 100000) for _ in range(width - len(prefix.tokens))]
+                for _ in range(batch)]
+
     # The first call at a new shape against later calls at that shape (one-off costs per shape).
     firsts = []
     for width in (96, 97, 128, 129, 160, 161):
-        seqs = [prefix.tokens + [rng.randrange(1000, 100000) for _ in range(width - len(prefix.tokens))]
-                for _ in range(64)]
+        seqs = prompts(64, width)
         ids = torch.tensor(seqs, device=device)
         mask = torch.ones_like(ids)
         mask[0, :5] = 0  # a padded row, as real batches have
@@ -296,8 +294,7 @@ def run_profile(args) -> dict:
         firsts.append(entry)
         logger.info("first call %s", entry)
     for batch, width in ((64, 128), (128, 128), (64, 256)):
-        seqs = [prefix.tokens + [rng.randrange(1000, 100000) for _ in range(width - len(prefix.tokens))]
-                for _ in range(batch)]
+        seqs = prompts(batch, width)
         ids = torch.tensor(seqs, device=device)
         mask = torch.ones_like(ids)
         whole = timed(lambda: letter_logits(model, ids, mask, letters))
@@ -419,7 +416,6 @@ def summarize(ours_path: str, ref_path: str, out: Path, scale_path: str | None =
             "scale": scale})
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
-    out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main(argv=None) -> int:

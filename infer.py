@@ -311,7 +311,7 @@ def generate_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, b
                                     pad_token_id=tokenizer.pad_token_id, use_cache=True)
         return tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
 
-    all_ids, all_options = frame["ID"].tolist(), frame[OPTION_COLUMNS].values.tolist()
+    all_ids, all_options = frame["ID"].tolist(), frame[list(OPTION_COLUMNS)].values.tolist()
     for batch in plan_batches(prompts, batch_size):
         ids = [all_ids[i] for i in batch]
         if all(i in store.records for i in ids):

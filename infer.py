@@ -12,8 +12,11 @@ a merged model directory, or a plain model. Modes:
   A reply it cannot read is answered by `score` instead, and listed in the report with its text.
 
 Answers are checkpointed to `<output_dir>/predictions.partial.jsonl` as they come; running the same
-command again after an interruption continues where it stopped. The output directory also receives
-`predictions.csv`, `report.json`, `report.md` and PNG charts.
+command again after an interruption continues where it stopped. The checkpoint is keyed by content (test
+file, base model and adapters, precision loaded, chat template, every prompt/scoring option, batch size):
+if anything changed -- an adapter retrained into the same folder, say -- no row is reused; the old
+checkpoint is moved to `*.stale`, the run starts over and the log and report.json say what changed.
+The output directory also receives `predictions.csv`, `report.json`, `report.md` and PNG charts.
 """
 
 from __future__ import annotations
@@ -28,13 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from answer_parser import parse_answer_with_rule
 from mcq_dataset import (ANSWER_COLUMN, LETTERS, OPTION_COLUMNS, DataError, PromptOptions, cyclic_orders,
-                         encode_prompt, has_answers, load_mcq_csv)
+                         encode_prompts, load_mcq_csv)
 from modeling import BACKENDS, ModelLoadError, peek_backend, select_backend
 
 logger = logging.getLogger("infer")
@@ -53,8 +55,16 @@ class InferArguments(PromptOptions):
                                                                    "(default: <output_file stem>_run/)"})
     mode: str = field(default="score", metadata={"help": "score | generate", "choices": ["score", "generate"]})
     backend: str = field(default="auto", metadata={"help": "auto | unsloth | hf", "choices": list(BACKENDS)})
-    batch_size: int | None = field(default=None, metadata={"help": "default: chosen from free GPU memory"})
-    load_in_4bit: bool = field(default=True, metadata={"help": "NF4 weights; falls back to 8-bit, then offload"})
+    batch_size: int | None = field(default=None, metadata={"help": "default: from the GPU memory this process may "
+                                                                   "use (see gpu_memory_gb)"})
+    gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory to plan the batch for (default: "
+                                                                        "the card's, within any process cap)"})
+    load_in_4bit: bool = field(default=True, metadata={"help": "NF4 weights (the default)"})
+    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit weights instead of 4-bit (twice the memory)"})
+    offload: bool = field(default=False, metadata={"help": "spread the weights over GPU and CPU memory (slow)"})
+    fallback_ladder: bool = field(default=False, metadata={"help": "if loading fails, try 8-bit, then 16-bit with "
+                                                                   "CPU offload (recorded in report.json)"})
+    allow_pickle: bool = field(default=False, metadata={"help": "load .bin (pickle) weights; they can run code"})
     max_prompt_tokens: int = field(default=512, metadata={"help": "longer questions are shortened to fit"})
     max_new_tokens: int = field(default=48, metadata={"help": "generate mode: reply length limit"})
     repetition_penalty: float = field(default=1.1, metadata={"help": "generate mode"})
@@ -101,12 +111,32 @@ def check_args(args: InferArguments) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def fingerprint(args: InferArguments, test_path: str | Path) -> dict:
-    """What must be equal for a checkpoint to be continued: the same file, model and settings."""
-    digest = hashlib.sha256(Path(test_path).read_bytes()).hexdigest()
-    keys = ("model_path", "base_model_id", "mode", "max_prompt_tokens", "max_new_tokens", "repetition_penalty",
-            "permutations", "ensemble", "system_prompt", "user_template", "chat_template", "load_in_4bit")
-    return {"test_file_sha256": digest, **{k: getattr(args, k) for k in keys}}
+# Options that decide the answers, besides the files and the precision (checkpoint format 2).
+ANSWER_OPTIONS = ("mode", "backend", "max_prompt_tokens", "max_new_tokens", "repetition_penalty", "permutations",
+                  "share_prefix", "system_prompt", "user_template")
+FINGERPRINT_FORMAT = 2
+
+
+def fingerprint(args: InferArguments, base: str, adapter: str | None, load_info: dict, tokenizer,
+                batch_size: int, backend: str) -> dict:
+    """Everything that decides the answers: the test file, base model and adapters by content, the precision
+    loaded, the chat template, the prompt and scoring options and the batch size (bf16 rounding depends on
+    the batch, so near-ties can flip)."""
+    from modeling import adapter_identity, model_identity
+
+    options = {k: getattr(args, k) for k in ANSWER_OPTIONS}
+    options["backend"] = backend
+    return {"format": FINGERPRINT_FORMAT,
+            "test_file_sha256": hashlib.sha256(Path(args.test_file).read_bytes()).hexdigest(),
+            "base_model": model_identity(base),
+            "adapters": [adapter_identity(a) for a in ([adapter] if adapter else []) + list(args.ensemble)],
+            "precision": load_info["precision"],
+            "chat_template_sha256": hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest(),
+            "batch_size": batch_size, **options}
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
 # ------------------------------------------------------------------------------------------ sharding
@@ -118,53 +148,83 @@ def distributed_info() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def barrier() -> None:
-    """Wait for every shard (gloo: works with and without GPUs; it only synchronises)."""
+def process_group():
+    """torch.distributed over gloo (CPU tensors and Python objects, with or without GPUs, across nodes)."""
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
-    dist.barrier()
+    return dist
+
+
+def agree_on(value, world: int):
+    """Rank 0's value on every rank (the batch size: every rank must form the same batches)."""
+    if world == 1:
+        return value
+    box = [value]
+    process_group().broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_answers(records: dict[str, dict], answered: int, world: int) -> tuple[dict[str, dict], int]:
+    """Rank 0 receives every rank's answers over the process group (no shared filesystem needed)."""
+    if world == 1:
+        return records, answered
+    dist = process_group()
+    parts = [None] * world if dist.get_rank() == 0 else None
+    dist.gather_object((records, answered), parts, dst=0)
+    if dist.get_rank() != 0:
+        return {}, answered
+    merged = {}
+    for part, _ in parts:
+        merged.update(part)
+    return merged, sum(n for _, n in parts)
 
 
 def checkpoint_path(run_dir: Path, rank: int, world: int) -> Path:
     return run_dir / (CHECKPOINT_NAME if world == 1 else f"predictions.partial.rank{rank}-of-{world}.jsonl")
 
 
-def merge_shards(run_dir: Path, world: int, print_: dict) -> tuple[dict[str, dict], int]:
-    """All shards' answers (read after the barrier) and how many were answered in this run."""
-    merged, answered = {}, 0
-    for rank in range(world):
-        merged.update(PredictionStore(checkpoint_path(run_dir, rank, world), print_, resume=True).records)
-        answered += json.loads((run_dir / f"rank{rank}-of-{world}.done.json").read_text())["answered"]
-    return merged, answered
-
-
 # ------------------------------------------------------------------------------------------ checkpoint
 
 
 class PredictionStore:
-    """Append-only JSONL of finished answers; the first line records the run's fingerprint."""
+    """Append-only JSONL of finished answers; the first line records the run's fingerprint.
+
+    A checkpoint whose fingerprint differs from this run's is never used: it is moved aside to
+    ``<name>.stale`` (nothing computed is deleted) and the run starts over; ``restarted`` names what changed.
+    """
 
     def __init__(self, path: Path, print_: dict, resume: bool):
         self.path = path
         self.records: dict[str, dict] = {}
+        self.restarted: dict | None = None
         if path.exists() and resume:
             lines = path.read_text(encoding="utf-8").splitlines()
             header = json.loads(lines[0]) if lines else {}
-            if header.get("fingerprint") != print_:
-                raise ConfigError(f"{path} holds answers from a run with other settings or another test file; "
-                                  "delete it (or the output directory) or pass --resume false to start over")
-            for line in lines[1:]:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # a line cut off by the interruption
-                    continue
-                self.records[record["ID"]] = record
-            logger.info("resuming: %d answers already in %s", len(self.records), path)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"fingerprint": print_}, ensure_ascii=False) + "\n", encoding="utf-8")
+            old = header.get("fingerprint", {})
+            if old == print_:
+                self._load(lines[1:])
+                logger.info("resuming: %d answers already in %s", len(self.records), path)
+                return
+            self.restarted = {"changed": changed_keys(old, print_), "old_checkpoint": str(self._set_aside())}
+            logger.warning("%s was made with another %s: starting over (old answers kept in %s)", path,
+                           ", ".join(self.restarted["changed"]), self.restarted["old_checkpoint"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"fingerprint": print_}, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    def _load(self, lines: list[str]) -> None:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut off by the interruption
+                continue
+            self.records[record["ID"]] = record
+
+    def _set_aside(self) -> Path:
+        stale = self.path.with_name(self.path.name + ".stale")
+        os.replace(self.path, stale)
+        return stale
 
     def add(self, records: list[dict]) -> None:
         with self.path.open("a", encoding="utf-8") as handle:
@@ -178,66 +238,30 @@ class PredictionStore:
 # ------------------------------------------------------------------------------------------ model
 
 
-def resolve_sources(args: InferArguments) -> tuple[str, str | None]:
+def resolve_sources(model_path: str, base_model_id: str | None = None) -> tuple[str, str | None]:
     """(base model, adapter or None) from --model_path / --base_model_id."""
     from modeling import check_model_source, is_adapter_dir, read_adapter_base
 
-    check_model_source(args.model_path)
-    if not is_adapter_dir(args.model_path):
-        return args.model_path, None
-    base = args.base_model_id or read_adapter_base(args.model_path)
+    check_model_source(model_path)
+    if not is_adapter_dir(model_path):
+        return model_path, None
+    base = base_model_id or read_adapter_base(model_path)
     if not base:
-        raise ModelLoadError(f"{args.model_path} is an adapter without a recorded base model: pass --base_model_id")
-    return base, args.model_path
+        raise ModelLoadError(f"{model_path} is an adapter without a recorded base model: pass --base_model_id")
+    return base, model_path
 
 
-def load_with_fallbacks(base: str, backend: str, args: InferArguments, device_map=None):
-    """4-bit, else 8-bit, else 16-bit spread over GPU and CPU (the reference loading ladder)."""
-    from modeling import load_base_model
+def load_request(args: InferArguments, backend: str, device_map=None):
+    from modeling import InferenceLoad
 
-    if args.load_in_4bit:
-        ladder = [("4-bit", dict(load_in_4bit=True, device_map=device_map)),
-                  ("8-bit", dict(load_in_4bit=False, load_in_8bit=True, device_map=device_map))]
-    else:
-        ladder = [("16-bit", dict(load_in_4bit=False, device_map=device_map))]
-    ladder.append(("16-bit with CPU offload", dict(load_in_4bit=False, device_map="auto")))
-    errors = []
-    for name, kwargs in ladder:
-        try:
-            model, tokenizer = load_base_model(base, backend, max_seq_length=args.max_prompt_tokens + args.max_new_tokens,
-                                               trust_remote_code=args.trust_remote_code, training=False, **kwargs)
-            logger.info("loaded %s in %s", base, name)
-            return model, tokenizer
-        except ModelLoadError:
-            raise
-        except (RuntimeError, ValueError, ImportError, OSError) as err:
-            logger.warning("loading %s in %s failed (%s); trying the next way", base, name, err)
-            errors.append(f"{name}: {err}")
-    raise ModelLoadError(f"could not load {base}: " + " | ".join(errors))
-
-
-def load_for_inference(args: InferArguments, backend: str, device_map=None):
-    from modeling import attach_adapter, load_tokenizer
-
-    base, adapter = resolve_sources(args)
+    base, adapter = resolve_sources(args.model_path, args.base_model_id)
     for extra in args.ensemble:
-        resolve_sources(InferArguments(model_path=extra))
-    model, tokenizer = load_with_fallbacks(base, backend, args, device_map)
-    if adapter:
-        model = attach_adapter(model, adapter, backend)
-        if (Path(adapter) / "tokenizer_config.json").is_file():
-            tokenizer = load_tokenizer(adapter, args.trust_remote_code)
-    if args.chat_template:
-        tokenizer = load_tokenizer(adapter or base, args.trust_remote_code, args.chat_template)
-    for number, extra in enumerate(args.ensemble):
-        model.load_adapter(extra, adapter_name=f"ensemble_{number}", is_trainable=False)
-    if backend == "unsloth":
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)
-    model.eval()
-    tokenizer.padding_side = "left"
-    return model, tokenizer
+        resolve_sources(extra)
+    return InferenceLoad(base=base, adapter=adapter, ensemble=list(args.ensemble), backend=backend,
+                         load_in_4bit=args.load_in_4bit and not args.load_in_8bit, load_in_8bit=args.load_in_8bit,
+                         offload=args.offload, fallback_ladder=args.fallback_ladder, allow_pickle=args.allow_pickle,
+                         trust_remote_code=args.trust_remote_code, chat_template=args.chat_template,
+                         max_seq_length=args.max_prompt_tokens + args.max_new_tokens, device_map=device_map)
 
 
 def adapter_names(args: InferArguments) -> list[str | None]:
@@ -246,41 +270,25 @@ def adapter_names(args: InferArguments) -> list[str | None]:
     return ["default"] + [f"ensemble_{n}" for n in range(len(args.ensemble))]
 
 
-def choose_batch_size(args: InferArguments) -> int:
-    """From free GPU memory when not given: score passes hold no KV cache, generation does."""
-    import torch
-
-    if args.batch_size:
-        return args.batch_size
-    if not torch.cuda.is_available():
-        return 16
-    free_gb = torch.cuda.mem_get_info()[0] / 2**30
-    per_gb = 8 if args.mode == "score" else 2
-    size = int(max(4, min(128, free_gb * per_gb)))
-    logger.info("batch size %d (%.1f GB free)", size, free_gb)
-    return size
-
-
 # ------------------------------------------------------------------------------------------ answering
 
 
-def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Fixed batches over all rows (longest first): a resumed run rebuilds exactly the same batches."""
+def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This process's share of fixed batches over *all* rows (longest first). The batches do not depend on
+    the number of processes, only on the batch size: each question meets the same neighbours and padding on
+    one GPU or many, so the answers are the same; a resumed run rebuilds the same batches too."""
     from scoring import length_sorted_batches
 
-    return length_sorted_batches([len(p) for p in prompts], batch_size)
+    return length_sorted_batches([len(p) for p in prompts], batch_size)[rank::world]
 
 
-def score_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batch_size: int,
-               store: PredictionStore, progress) -> None:
-    """Letter probabilities for every row not yet in the store (averaged over permutations/adapters)."""
-    from scoring import batch_scorer, run_halving
-
-    prompts, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens,
-                                    cyclic_orders(args.permutations), adapter_names(args), args.share_prefix)
+def score_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batches: list[list[int]],
+               prompts, compute, store: PredictionStore, progress) -> None:
+    """Letter probabilities for every batch not yet in the store (averaged over permutations/adapters)."""
+    from scoring import run_halving
 
     all_ids = frame["ID"].tolist()
-    for batch in plan_batches(prompts, batch_size):
+    for batch in batches:
         ids = [all_ids[i] for i in batch]
         if all(i in store.records for i in ids):
             continue
@@ -290,16 +298,14 @@ def score_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batc
         progress.update(len(batch))
 
 
-def generate_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batch_size: int,
-                  store: PredictionStore, progress) -> None:
-    """Greedy replies for rows not yet in the store, parsed; unparsed ones get answer None for now."""
+def generate_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batches: list[list[int]],
+                  prompts, store: PredictionStore, progress) -> None:
+    """Greedy replies for batches not yet in the store, parsed; unparsed ones get answer None for now."""
     import torch
 
     from scoring import left_pad, model_device, run_halving
 
     device = model_device(model)
-    prompts = [encode_prompt(tokenizer, row, args.prompt_style, args.max_prompt_tokens)
-               for _, row in frame.iterrows()]
     stop_ids = [tokenizer.eos_token_id] + ([tokenizer.pad_token_id] if tokenizer.pad_token_id is not None else [])
 
     def compute(rows: list[int]) -> list[str]:
@@ -312,7 +318,7 @@ def generate_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, b
         return tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
 
     all_ids, all_options = frame["ID"].tolist(), frame[list(OPTION_COLUMNS)].values.tolist()
-    for batch in plan_batches(prompts, batch_size):
+    for batch in batches:
         ids = [all_ids[i] for i in batch]
         if all(i in store.records for i in ids):
             continue
@@ -346,6 +352,30 @@ def fill_unparsed(model, tokenizer, frame: pd.DataFrame, args: InferArguments, b
     store.add(updated)
 
 
+def answer(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batch_size: int, store: PredictionStore,
+           rank: int, world: int) -> int:
+    """Answer this process's batches; returns how many questions were answered in this run."""
+    from tqdm.auto import tqdm
+
+    from scoring import batch_scorer
+
+    if args.mode == "score":
+        prompts, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens,
+                                        cyclic_orders(args.permutations), adapter_names(args), args.share_prefix)
+    else:
+        prompts = encode_prompts(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)
+    batches = plan_batches(prompts, batch_size, rank, world)
+    mine = [frame["ID"].iat[i] for batch in batches for i in batch]
+    todo = sum(id_ not in store.records for id_ in mine)
+    with tqdm(total=len(mine), initial=len(mine) - todo, unit="q", desc=args.mode, disable=rank != 0) as progress:
+        if args.mode == "score":
+            score_rows(model, tokenizer, frame, args, batches, prompts, compute, store, progress)
+        else:
+            generate_rows(model, tokenizer, frame, args, batches, prompts, store, progress)
+            fill_unparsed(model, tokenizer, frame, args, batch_size, store)
+    return todo
+
+
 # ------------------------------------------------------------------------------------------ outputs
 
 
@@ -376,126 +406,50 @@ def assemble_predictions(frame: pd.DataFrame, answers: dict[str, dict]) -> pd.Da
     return predictions
 
 
-def peak_memory_gb() -> dict:
-    import resource
-
-    import torch
-
-    peak = {"cpu_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
-    if torch.cuda.is_available():
-        peak["gpu_peak_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        peak["gpu_peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
-    return peak
-
-
-def build_report(frame: pd.DataFrame, predictions: pd.DataFrame, args: InferArguments, seconds: float,
-                 answered_now: int) -> dict:
-    from report import confusion_matrix
-
-    report = {
-        "test_file": args.test_file, "model_path": args.model_path, "mode": args.mode, "rows": len(frame),
-        "answer_distribution": {k: int((predictions["answer"] == k).sum()) for k in LETTERS},
-        "seconds": round(seconds, 2), "answered_this_run": answered_now,
-        "questions_per_second": round(answered_now / seconds, 2) if seconds > 0 and answered_now else None,
-        **peak_memory_gb(),
-    }
-    if "rule" in predictions:
-        unparsed = predictions[predictions["source"] == "score_fallback"]
-        report["unparsed"] = {"count": len(unparsed),
-                              "by_reason": unparsed["rule"].value_counts().to_dict(),
-                              "rows": unparsed[["ID", "raw", "rule", "answer"]].to_dict("records")}
-        report["rules"] = predictions["rule"].value_counts().to_dict()
-    if has_answers(frame):
-        correct = predictions["answer"].values == frame[ANSWER_COLUMN].values
-        report["accuracy"] = round(float(correct.mean()), 4)
-        if "subject" in frame:
-            report["accuracy_by_subject"] = {s: round(float(correct[(frame["subject"] == s).values].mean()), 4)
-                                             for s in sorted(frame["subject"].unique())}
-        report["confusion_matrix"] = confusion_matrix(list(predictions["answer"]),
-                                                      list(frame[ANSWER_COLUMN])).tolist()
-    return report
-
-
-def write_report(report: dict, predictions: pd.DataFrame, frame: pd.DataFrame, run_dir: Path) -> None:
-    from report import plot_answer_distribution, plot_confusion, plot_subject_accuracy, write_json
-
-    write_json(report, run_dir / "report.json")
-    expected = list(frame[ANSWER_COLUMN]) if "accuracy" in report else None
-    plot_answer_distribution(list(predictions["answer"]), run_dir / "answer_distribution.png", expected)
-    if "confusion_matrix" in report:
-        plot_confusion(np.array(report["confusion_matrix"]), run_dir / "confusion_matrix.png")
-    if "accuracy_by_subject" in report:
-        plot_subject_accuracy(report["accuracy_by_subject"], run_dir / "accuracy_by_subject.png")
-    (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
-
-
-def render_markdown(report: dict) -> str:
-    lines = [f"# Inference report: {report['mode']} mode", "",
-             f"- test file: `{report['test_file']}` ({report['rows']} questions)",
-             f"- model: `{report['model_path']}`",
-             f"- speed: {report['questions_per_second']} questions/s ({report['seconds']} s this run)",
-             "- answers: " + ", ".join(f"{k} {v}" for k, v in report["answer_distribution"].items())]
-    if "accuracy" in report:
-        lines.append(f"- **accuracy: {report['accuracy']:.2%}**")
-    if "unparsed" in report:
-        lines.append(f"- replies without a readable letter: {report['unparsed']['count']} (answered by scoring)")
-    lines += ["", "![answers](answer_distribution.png)"]
-    if "confusion_matrix" in report:
-        lines.append("![confusion](confusion_matrix.png)")
-    if "accuracy_by_subject" in report:
-        lines.append("![subjects](accuracy_by_subject.png)")
-    return "\n".join(lines) + "\n"
-
-
 # ------------------------------------------------------------------------------------------ main
 
 
 def main(args: InferArguments, backend: str | None = None) -> dict:
     """Validate, load, answer (resumably), write submission + predictions + report. Returns the report.
 
-    Under torchrun / accelerate launch with N processes, each answers every N-th question on its own GPU
-    and keeps its own checkpoint; rank 0 merges them into one submission in input order.
+    Under torchrun / accelerate launch with N processes (one or several machines), the length-sorted batches
+    are dealt out to the processes whole; each keeps its own checkpoint and rank 0 gathers every answer over
+    the process group and writes one submission in input order, the same as a one-process run's.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from modeling import load_inference_model
+    from report import inference_report, write_inference_report
+    from scoring import auto_batch_size
 
     started = time.time()
     check_args(args)
     frame = load_mcq_csv(args.test_file, encoding=args.encoding)
     rank, world, local_rank = distributed_info()
-    shard = frame.iloc[rank::world] if world > 1 else frame
-    run_dir = args.run_dir
-    print_ = fingerprint(args, args.test_file)
-    store = PredictionStore(checkpoint_path(run_dir, rank, world), print_, args.resume)
     backend = select_backend(backend or args.backend)
     device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
-    model, tokenizer = load_for_inference(args, backend, device_map)
-    batch_size = choose_batch_size(args)
-    todo = int((~shard["ID"].isin(store.records)).sum())
-    answer_started = time.time()
-    with tqdm(total=len(shard), initial=len(shard) - todo, unit="q", desc=f"{args.mode}",
-              disable=rank != 0) as progress:
-        if args.mode == "score":
-            score_rows(model, tokenizer, shard, args, batch_size, store, progress)
-        else:
-            generate_rows(model, tokenizer, shard, args, batch_size, store, progress)
-            fill_unparsed(model, tokenizer, shard, args, batch_size, store)
-    records, answered = store.records, todo
-    if world > 1:
-        (run_dir / f"rank{rank}-of-{world}.done.json").write_text(json.dumps({"answered": todo}))
-        barrier()
-        if rank != 0:
-            return {"rank": rank, "rows": len(shard), "answered_this_run": todo}
-        records, answered = merge_shards(run_dir, world, print_)
-    seconds = time.time() - answer_started
+    request = load_request(args, backend, device_map)
+    model, tokenizer, load_info = load_inference_model(request)
+    loaded = time.time()
+    batch_size = agree_on(args.batch_size or auto_batch_size(model, tokenizer, frame, args), world)
+    print_ = fingerprint(args, request.base, request.adapter, load_info, tokenizer, batch_size, backend)
+    store = PredictionStore(checkpoint_path(args.run_dir, rank, world), print_, args.resume)
+    answered = answer(model, tokenizer, frame, args, batch_size, store, rank, world)
+    records, answered = gather_answers(store.records, answered, world)
+    if rank != 0:
+        return {"rank": rank, "answered_this_run": answered}
+    seconds = time.time() - loaded
     predictions = assemble_predictions(frame, records)
     write_atomic(predictions[["ID", "answer"]], Path(args.output_file))
-    write_atomic(predictions, run_dir / "predictions.csv")
-    report = build_report(frame, predictions, args, seconds, answered)
+    write_atomic(predictions, args.run_dir / "predictions.csv")
+    report = inference_report(frame, predictions, {
+        "test_file": args.test_file, "model_path": args.model_path, "base_model": request.base,
+        "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
+        "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
+        "startup_seconds": round(loaded - started, 1)}, seconds, answered)
     report["total_seconds"] = round(time.time() - started, 1)
-    report["processes"] = world
-    write_report(report, predictions, frame, run_dir)
-    logger.info("wrote %s (%d answers)%s", args.output_file, len(predictions),
+    write_inference_report(report, predictions, frame, args.run_dir)
+    logger.info("wrote %s (%d answers, %s)%s", args.output_file, len(predictions), load_info["precision"],
                 f"; accuracy {report['accuracy']:.2%}" if "accuracy" in report else "")
     return report
 
@@ -518,7 +472,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, ModelLoadError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({k: report[k] for k in ("rows", "questions_per_second", "accuracy") if k in report}))
+    print(json.dumps({k: report[k] for k in ("rows", "questions_per_second", "accuracy", "precision") if k in report}))
     return 0
 
 

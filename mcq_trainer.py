@@ -6,17 +6,24 @@ Import this module only after ``modeling.select_backend`` (Unsloth must be impor
   a label (the answer letter and ``<|im_end|>``) through the output layer. The loss is the same
   cross-entropy TRL computes, but the (batch x length x 152k) logits tensor is never built: on a 4090 that is
   gigabytes of memory, on a CPU most of the step time.
-* ``evaluation_loop`` adds ``eval_accuracy``: letter scoring (``scoring.score_frame``) of the validation
-  questions, so checkpoints can be kept and early stopping decided by accuracy rather than loss.
+* ``evaluate`` is one pass of infer.py's scorer over the validation questions (length-sorted batches, the
+  shared prompt prefix): ``eval_accuracy`` keeps the best checkpoint and drives early stopping, and
+  ``eval_loss`` is the cross-entropy of the right letter among the four letters, from the same pass. No
+  second, full-vocabulary forward over the validation set is run.
+* ``PhaseTimer`` splits the run's wall time into warm-up steps, steady steps, evaluation and checkpoint
+  writes, so training_summary.json reports the speed a long run actually trains at.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from mcq_dataset import PromptStyle
@@ -25,6 +32,7 @@ from scoring import accuracy, decoder_and_head, letters_from_probs, score_frame
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label value of positions excluded from the loss (prompt and padding)
+WARMUP_STEPS = 2  # the first optimiser steps compile kernels and fill caches: reported apart
 
 
 def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
@@ -60,18 +68,68 @@ class MCQTrainer(SFTTrainer):
         loss = answer_only_loss(model, inputs, num_items_in_batch)
         return (loss, {"loss": loss}) if return_outputs else loss
 
-    def validation_accuracy(self) -> float | None:
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         if self.val_frame is None or "answer" not in self.val_frame:
-            return None
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        started = time.time()
         probs = score_frame(self.model, self.processing_class, self.val_frame, self.prompt_style,
                             batch_size=self.args.per_device_eval_batch_size, max_prompt_tokens=self.max_prompt_tokens)
-        return accuracy(letters_from_probs(probs), list(self.val_frame["answer"]))
+        expected = list(self.val_frame["answer"])
+        right = np.array([probs[i, "ABCD".index(letter)] for i, letter in enumerate(expected)])
+        seconds = time.time() - started
+        metrics = {f"{metric_key_prefix}_loss": float(-np.log(np.clip(right, 1e-12, 1)).mean()),
+                   f"{metric_key_prefix}_accuracy": accuracy(letters_from_probs(probs), expected),
+                   f"{metric_key_prefix}_runtime": round(seconds, 3),
+                   f"{metric_key_prefix}_samples_per_second": round(len(expected) / seconds, 2)}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix="eval"):
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
-                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-        value = self.validation_accuracy()
-        if value is not None:
-            output.metrics[f"{metric_key_prefix}_accuracy"] = value
-        return output
+    def phase_times(self) -> dict:
+        timer = next((c for c in self.callback_handler.callbacks if isinstance(c, PhaseTimer)), None)
+        if timer is None:
+            return {}
+        world = max(self.args.world_size, 1)
+        return timer.summary(self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * world)
+
+
+class PhaseTimer(TrainerCallback):
+    """Wall time of each optimiser step, of evaluations and of checkpoint writes, kept apart."""
+
+    def __init__(self):
+        self.steps: list[float] = []
+        self.eval_seconds = self.save_seconds = 0.0
+        self.evaluations = self.saves = 0
+        self._step_start = self._mark = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._mark = time.perf_counter()
+        if self._step_start is not None:
+            self.steps.append(self._mark - self._step_start)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self._mark is not None:
+            now = time.perf_counter()
+            self.eval_seconds += now - self._mark
+            self.evaluations += 1
+            self._mark = now
+
+    def on_save(self, args, state, control, **kwargs):
+        if self._mark is not None:
+            now = time.perf_counter()
+            self.save_seconds += now - self._mark
+            self.saves += 1
+            self._mark = now
+
+    def summary(self, samples_per_step: int) -> dict:
+        steady = self.steps[WARMUP_STEPS:]
+        return {"warmup_steps": min(WARMUP_STEPS, len(self.steps)),
+                "warmup_seconds": round(sum(self.steps[:WARMUP_STEPS]), 2),
+                "steady_steps": len(steady), "steady_seconds": round(sum(steady), 2),
+                "steady_train_samples_per_second": round(samples_per_step * len(steady) / sum(steady), 3)
+                if steady else None,
+                "evaluations": self.evaluations, "eval_seconds": round(self.eval_seconds, 2),
+                "saves": self.saves, "save_seconds": round(self.save_seconds, 2)}

@@ -1,4 +1,4 @@
-"""Load models and tokenizers for training and inference; export adapters and merged weights.
+"""Load models and tokenizers for training and inference (the loading ladder too); save adapters.
 
 Two backends share one interface:
 
@@ -140,14 +140,94 @@ def _bnb_config(load_in_4bit: bool, load_in_8bit: bool, dtype):
     return None
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+# Weights up to this size are fingerprinted by content; larger ones by name, size and modification time.
+CONTENT_HASH_LIMIT = 256 * 2**20
+
+
+def check_safetensors(path: str | Path, allow_pickle: bool = False) -> None:
+    """A local model or adapter directory must hold safetensors weights; pickle files run code when loaded."""
+    folder = Path(path)
+    if not folder.is_dir() or allow_pickle:
+        return
+    weights = [p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES]
+    if weights and not any(p.suffix == ".safetensors" for p in weights):
+        names = ", ".join(sorted(p.name for p in weights)[:3])
+        raise ModelLoadError(
+            f"{folder} holds only pickle weights ({names}), which can run code when loaded. Convert them once: "
+            f"python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{folder}', "
+            f"use_safetensors=False).save_pretrained('{folder}-safetensors')\" (for an adapter: PeftModel + "
+            "save_pretrained), or pass --allow_pickle true if you trust the file")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_identity(name_or_path: str | Path) -> dict:
+    """What identifies a model's weights: for a local directory its config and weight files (by content
+    when small, else by name, size and modification time); for a hub id the id and the cached revision."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return {"hub_id": str(name_or_path), "revision": _cached_revision(str(name_or_path))}
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    by_content = sum(p.stat().st_size for p in files) <= CONTENT_HASH_LIMIT
+    identity = {"path": str(folder.resolve()),
+                "config_sha256": _sha256(folder / "config.json") if (folder / "config.json").is_file() else None}
+    identity["weights"] = [{"name": p.name, "size": p.stat().st_size,
+                            **({"sha256": _sha256(p)} if by_content else {"mtime_ns": p.stat().st_mtime_ns})}
+                           for p in files]
+    return identity
+
+
+def _cached_revision(hub_id: str) -> str | None:
+    """The snapshot of a hub model in the local cache (its folder name is the commit), if there is one."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(hub_id, "config.json")
+    except Exception:  # noqa: BLE001  (no cache, odd id: the id alone identifies it)
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def adapter_identity(adapter_dir: str | Path) -> dict:
+    """An adapter by content: the hashes of its weights and its config."""
+    folder = Path(adapter_dir)
+    return {"path": str(folder.resolve()),
+            **{f"{p.name}_sha256": _sha256(p) for p in sorted(folder.glob("adapter_model.*")) if p.is_file()},
+            "adapter_config.json_sha256": _sha256(folder / "adapter_config.json")}
+
+
+def precision_of(model) -> str:
+    """The precision the weights were actually loaded in, e.g. '4-bit NF4', '8-bit', 'bfloat16 + CPU offload'."""
+    if getattr(model, "is_loaded_in_4bit", False):
+        name = "4-bit NF4"
+    elif getattr(model, "is_loaded_in_8bit", False):
+        name = "8-bit"
+    else:
+        name = str(next(model.parameters()).dtype).replace("torch.", "")
+    placement = set(str(v) for v in (getattr(model, "hf_device_map", None) or {}).values())
+    return name + (" + CPU offload" if placement & {"cpu", "disk"} else "")
+
+
 def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: bool = True, load_in_8bit: bool = False,
                     max_seq_length: int = 2048, trust_remote_code: bool = False, training: bool = True,
-                    seed: int = 42, device_map: Any = None):
-    """The base model (quantised as asked) and its tokenizer, on the chosen backend."""
+                    seed: int = 42, device_map: Any = None, dtype=None, allow_pickle: bool = False):
+    """The base model (quantised as asked) and its tokenizer, on the chosen backend. ``dtype`` is the compute
+    dtype (default: bf16 where supported); fp16 training needs the model loaded in fp16."""
     import torch
 
     check_model_source(name_or_path)
-    dtype = compute_dtype()
+    check_safetensors(name_or_path, allow_pickle)
+    dtype = dtype or compute_dtype()
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
@@ -155,7 +235,7 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
             model_name=str(name_or_path), max_seq_length=max_seq_length, dtype=dtype,
             load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit and not load_in_4bit,
             trust_remote_code=trust_remote_code, random_state=seed,
-            use_gradient_checkpointing="unsloth" if training else False,
+            use_gradient_checkpointing="unsloth" if training else False, use_safetensors=not allow_pickle,
             **({"device_map": device_map} if device_map is not None else {}),
         )
         return model, tokenizer
@@ -166,7 +246,7 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
         device_map = {"": 0} if torch.cuda.is_available() else None
     model = AutoModelForCausalLM.from_pretrained(
         str(name_or_path), dtype=dtype, quantization_config=quantization, device_map=device_map,
-        trust_remote_code=trust_remote_code, use_safetensors=None,
+        trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle,
     )
     return model, load_tokenizer(name_or_path, trust_remote_code)
 
@@ -193,15 +273,29 @@ def add_lora(model, backend: str, lora: LoraSettings, gradient_checkpointing: bo
     return get_peft_model(model, config)
 
 
-def attach_adapter(model, adapter_dir: str | Path, backend: str):
-    """Load a trained LoRA adapter onto a base model for inference."""
+def is_out_of_memory(err: BaseException) -> bool:
+    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower()
+
+
+def attach_adapter(model, adapter_dir: str | Path, backend: str, allow_pickle: bool = False):
+    """Load a trained LoRA adapter onto a base model for inference; errors keep their real cause."""
     from peft import PeftModel
 
+    check_safetensors(adapter_dir, allow_pickle)
+    if not allow_pickle and not (Path(adapter_dir) / "adapter_model.safetensors").is_file() and Path(adapter_dir).is_dir():
+        raise ModelLoadError(f"{adapter_dir} has no adapter_model.safetensors (only pickle weights?): re-save the "
+                             "adapter with safe_serialization=True, or pass --allow_pickle true if you trust it")
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"the adapter in {adapter_dir} does not fit this base model ({err}). Was it trained "
-                             f"on {read_adapter_base(adapter_dir)}? Pass that model as --base_model_id") from None
+        detail = " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:300]
+        if is_out_of_memory(err):
+            raise ModelLoadError(f"out of GPU memory while attaching the adapter {adapter_dir} ({detail}); free the "
+                                 "GPU or load the base with less memory (--load_in_4bit true, --offload true)") from err
+        if "size mismatch" in str(err) or isinstance(err, KeyError):
+            raise ModelLoadError(f"the adapter in {adapter_dir} does not fit this base model ({detail}). Was it "
+                                 f"trained on {read_adapter_base(adapter_dir)}? Pass that model as --base_model_id") from err
+        raise ModelLoadError(f"could not attach the adapter in {adapter_dir}: {detail}") from err
 
 
 def save_adapter(model, tokenizer, out_dir: str | Path) -> Path:
@@ -212,22 +306,112 @@ def save_adapter(model, tokenizer, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def export_merged(base_model: str | Path, adapter_dir: str | Path, out_dir: str | Path,
-                  dtype: str = "bfloat16", trust_remote_code: bool = False) -> Path:
-    """Merge the adapter into the original 16-bit base weights (not the 4-bit copy) and save safetensors.
+# ---------------------------------------------------------------------------------------- inference loading
 
-    Runs on the CPU so it needs no GPU memory: about 2 bytes per parameter of RAM (30 GB for 14B).
+
+@dataclass
+class InferenceLoad:
+    """What infer.py asks for: the base, the adapters on it, and how the weights may be held."""
+
+    base: str
+    adapter: str | None = None
+    ensemble: Sequence[str] = ()
+    backend: str = "unsloth"
+    load_in_4bit: bool = True
+    load_in_8bit: bool = False
+    offload: bool = False
+    fallback_ladder: bool = False
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    chat_template: str | None = None
+    max_seq_length: int = 560
+    device_map: Any = None
+
+    def ways(self) -> list[tuple[str, dict]]:
+        """(name, load_base_model kwargs) to try in order: the asked-for way, then (with the ladder) the rest."""
+        table = {"4-bit": dict(load_in_4bit=True, device_map=self.device_map),
+                 "8-bit": dict(load_in_4bit=False, load_in_8bit=True, device_map=self.device_map),
+                 "16-bit": dict(load_in_4bit=False, device_map=self.device_map),
+                 "16-bit with CPU offload": dict(load_in_4bit=False, device_map="auto")}
+        first = "4-bit" if self.load_in_4bit else "8-bit" if self.load_in_8bit else "16-bit"
+        if self.offload:
+            first, table[first] = f"{first} with CPU offload", {**table[first], "device_map": "auto"}
+        names = [first]
+        if self.fallback_ladder:
+            names += [n for n in ("8-bit", "16-bit with CPU offload") if n != first and not first.startswith(n)]
+        return [(name, table.get(name) or table[first]) for name in names]
+
+
+def loading_advice(way: str, err: BaseException) -> str:
+    """One line: what went wrong loading in ``way`` and which option to change."""
+    if is_out_of_memory(err):
+        return (f"out of GPU memory loading the model in {way} ({str(err).splitlines()[0][:200]}). Free the GPU, or "
+                "pass --offload true (part of the weights in CPU memory, slower), or --fallback_ladder true to try "
+                "8-bit and offloading in turn; if it happens while answering, lower --batch_size")
+    return (f"could not load the model in {way}: {type(err).__name__}: {str(err).splitlines()[0][:300]}. If the "
+            "4-bit kernels are missing (bitsandbytes without GPU support), install requirements.txt on a CUDA "
+            "machine, or pass --load_in_4bit false --load_in_8bit true (8-bit) or --load_in_4bit false (16-bit), "
+            "or --fallback_ladder true to try them in turn")
+
+
+def load_inference_model(request: InferenceLoad):
+    """(model, tokenizer, info) for answering; info = requested way, precision loaded, failed ways.
+
+    Without ``fallback_ladder`` a failed load stops with ``loading_advice``; with it, the next way is tried
+    and every failure is returned in ``info['fallbacks']`` (infer.py writes it to report.json).
     """
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    failures = []
+    for way, kwargs in request.ways():
+        try:
+            model, tokenizer = load_base_model(
+                request.base, request.backend, max_seq_length=request.max_seq_length,
+                trust_remote_code=request.trust_remote_code, training=False, allow_pickle=request.allow_pickle,
+                **kwargs)
+            break
+        except ModelLoadError:
+            raise
+        except (RuntimeError, ValueError, ImportError, OSError) as err:
+            if not request.fallback_ladder:
+                raise ModelLoadError(loading_advice(way, err)) from err
+            logger.warning("loading %s in %s failed (%s); trying the next way", request.base, way, err)
+            failures.append({"way": way, "error": f"{type(err).__name__}: {str(err)[:300]}"})
+    else:
+        raise ModelLoadError(f"could not load {request.base} in any way: "
+                             + " | ".join(f"{f['way']}: {f['error']}" for f in failures))
+    model, tokenizer = _add_adapters(model, tokenizer, request)
+    info = {"precision_requested": request.ways()[0][0], "loaded_as": way, "precision": precision_of(model),
+            "fallbacks": failures}
+    _warn_if_degraded(info)
+    return model, tokenizer, info
 
-    check_model_source(base_model)
-    base = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=getattr(torch, dtype), device_map=None,
-                                                trust_remote_code=trust_remote_code, low_cpu_mem_usage=True)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    out_dir = Path(out_dir)
-    merged.save_pretrained(str(out_dir), safe_serialization=True)
-    load_tokenizer(adapter_dir if (Path(adapter_dir) / "tokenizer_config.json").is_file() else base_model,
-                   trust_remote_code).save_pretrained(str(out_dir))
-    return out_dir
+
+def _add_adapters(model, tokenizer, request: InferenceLoad):
+    if request.adapter:
+        model = attach_adapter(model, request.adapter, request.backend, request.allow_pickle)
+        if (Path(request.adapter) / "tokenizer_config.json").is_file():
+            tokenizer = load_tokenizer(request.adapter, request.trust_remote_code)
+    if request.chat_template:
+        tokenizer = load_tokenizer(request.adapter or request.base, request.trust_remote_code, request.chat_template)
+    for number, extra in enumerate(request.ensemble):
+        check_safetensors(extra, request.allow_pickle)
+        model.load_adapter(extra, adapter_name=f"ensemble_{number}", is_trainable=False)
+    if request.backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    model.eval()
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def _warn_if_degraded(info: dict) -> None:
+    import torch
+
+    if info["fallbacks"]:
+        logger.warning("loaded in %s after %d failed way(s); recorded in report.json", info["loaded_as"],
+                       len(info["fallbacks"]))
+    if info["precision_requested"].startswith("4-bit") and not info["precision"].startswith("4-bit"):
+        reason = "this machine has no CUDA GPU" if not torch.cuda.is_available() else "the backend did not quantise"
+        logger.warning("4-bit was asked for but %s: the weights are %s (recorded in report.json)", reason,
+                       info["precision"])
+    logger.info("model precision: %s", info["precision"])

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mcq_dataset import LETTERS
+from mcq_dataset import ANSWER_COLUMN, LETTERS, has_answers
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +120,83 @@ def write_json(data: dict[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------------------------------ inference report
+
+
+def peak_memory_gb() -> dict:
+    import resource
+
+    import torch
+
+    peak = {"cpu_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    if torch.cuda.is_available():
+        peak["gpu_peak_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        peak["gpu_peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+    return peak
+
+
+def inference_report(frame, predictions, run: dict[str, Any], seconds: float, answered_now: int) -> dict:
+    """report.json of infer.py: the run (model, precision, batch, restarts), speed, answers, accuracy."""
+    report = {
+        **run, "rows": len(frame),
+        "answer_distribution": {k: int((predictions["answer"] == k).sum()) for k in LETTERS},
+        "seconds": round(seconds, 2), "answered_this_run": answered_now,
+        "questions_per_second": round(answered_now / seconds, 2) if seconds > 0 and answered_now else None,
+        **peak_memory_gb(),
+    }
+    if "rule" in predictions:
+        unparsed = predictions[predictions["source"] == "score_fallback"]
+        report["unparsed"] = {"count": len(unparsed),
+                              "by_reason": unparsed["rule"].value_counts().to_dict(),
+                              "rows": unparsed[["ID", "raw", "rule", "answer"]].to_dict("records")}
+        report["rules"] = predictions["rule"].value_counts().to_dict()
+    if has_answers(frame):
+        correct = predictions["answer"].values == frame[ANSWER_COLUMN].values
+        report["accuracy"] = round(float(correct.mean()), 4)
+        if "subject" in frame:
+            report["accuracy_by_subject"] = {s: round(float(correct[(frame["subject"] == s).values].mean()), 4)
+                                             for s in sorted(frame["subject"].unique())}
+        report["confusion_matrix"] = confusion_matrix(list(predictions["answer"]),
+                                                      list(frame[ANSWER_COLUMN])).tolist()
+    return report
+
+
+def write_inference_report(report: dict, predictions, frame, run_dir: str | Path) -> None:
+    """report.json, report.md and the charts it shows."""
+    run_dir = Path(run_dir)
+    write_json(report, run_dir / "report.json")
+    expected = list(frame[ANSWER_COLUMN]) if "accuracy" in report else None
+    plot_answer_distribution(list(predictions["answer"]), run_dir / "answer_distribution.png", expected)
+    if "confusion_matrix" in report:
+        plot_confusion(np.array(report["confusion_matrix"]), run_dir / "confusion_matrix.png")
+    if "accuracy_by_subject" in report:
+        plot_subject_accuracy(report["accuracy_by_subject"], run_dir / "accuracy_by_subject.png")
+    (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
+
+
+def render_markdown(report: dict) -> str:
+    lines = [f"# Inference report: {report['mode']} mode", "",
+             f"- test file: `{report['test_file']}` ({report['rows']} questions)",
+             f"- model: `{report['model_path']}` (base `{report['base_model']}`), weights {report['precision']}",
+             f"- speed: {report['questions_per_second']} questions/s ({report['seconds']} s answering, "
+             f"{report['startup_seconds']} s start-up, batch {report['batch_size']}, {report['processes']} process(es))",
+             "- answers: " + ", ".join(f"{k} {v}" for k, v in report["answer_distribution"].items())]
+    if report.get("fallbacks"):
+        lines.append(f"- **loaded as {report['loaded_as']} after failures**: "
+                     + "; ".join(f"{f['way']}: {f['error']}" for f in report["fallbacks"]))
+    if report.get("restarted"):
+        lines.append(f"- started over: the checkpoint was made with another {', '.join(report['restarted']['changed'])}")
+    if "accuracy" in report:
+        lines.append(f"- **accuracy: {report['accuracy']:.2%}**")
+    if "unparsed" in report:
+        lines.append(f"- replies without a readable letter: {report['unparsed']['count']} (answered by scoring)")
+        for row in report["unparsed"]["rows"][:20]:
+            lines.append(f"  - `{row['ID']}` ({row['rule'].split(':', 1)[-1]}): {str(row['raw'])[:80]!r} -> {row['answer']}")
+    lines += ["", "![answers](answer_distribution.png)"]
+    if "confusion_matrix" in report:
+        lines.append("![confusion](confusion_matrix.png)")
+    if "accuracy_by_subject" in report:
+        lines.append("![subjects](accuracy_by_subject.png)")
+    return "\n".join(lines) + "\n"

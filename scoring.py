@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mcq_dataset import LETTERS, PromptStyle, cyclic_orders, encode_prompt, permute_options, unpermute_probs
+from modeling import is_out_of_memory
 
 logger = logging.getLogger(__name__)
 
@@ -177,17 +178,13 @@ def letter_logits_after_prefix(model, prefix: SharedPrefix, adapter, sequences: 
     return _head_rows(hidden, head, letter_ids)
 
 
-def _is_oom(err: BaseException) -> bool:
-    return "out of memory" in str(err).lower() or type(err).__name__ == "OutOfMemoryError"
-
-
 def run_halving(compute: Callable[[list[int]], list], batch: list[int]) -> list:
     """``compute(batch)`` returning one result per row; on out-of-memory the batch is split in two and each
     half retried (recursively), so a long run never dies on one oversized batch. Results keep row order."""
     try:
         return list(compute(batch))
     except RuntimeError as err:
-        if not _is_oom(err) or len(batch) <= MIN_BATCH:
+        if not is_out_of_memory(err) or len(batch) <= MIN_BATCH:
             raise
         import torch
 
@@ -261,6 +258,53 @@ def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = Prom
     if was_training:
         model.train()
     return total
+
+
+# Memory a question needs while it is scored, per prompt token: the keys and values of every layer (kept for
+# the step) plus the widest transient (the MLP's up/gate activations), times this margin for the allocator.
+MEMORY_MARGIN = 1.5
+MAX_AUTO_BATCH = 128
+TEMPLATE_TOKENS = 90  # chat markup, system prompt, instruction and option labels around a question
+CPU_BATCH = 16
+
+
+def memory_budget_gb(requested_gb: float | None = None) -> float:
+    """GPU memory this process may still use: the card's (or ``requested_gb``), within a per-process cap
+    (``torch.cuda.set_per_process_memory_fraction``), minus what is already reserved and 1 GB of headroom."""
+    import torch
+
+    device = torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(device).total_memory
+    getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    cap = total * (getter(device) if getter else 1.0)
+    if requested_gb:
+        cap = min(cap, requested_gb * 2**30)
+    free = torch.cuda.mem_get_info(device)[0]
+    usable = min(cap - torch.cuda.memory_reserved(device), free)
+    return max(usable / 2**30 - 1.0, 0.0)
+
+
+def auto_batch_size(model, tokenizer, frame: pd.DataFrame, args) -> int:
+    """The largest power of two whose longest batch fits the memory budget (the first batch is the longest,
+    so a misjudgement shows at once and is split by ``run_halving``)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return CPU_BATCH
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    per_token = config.num_hidden_layers * 2 * kv_heads * head_dim * 2 + 8 * config.intermediate_size * 2
+    texts = frame[["question", "option_A", "option_B", "option_C", "option_D"]].agg("".join, axis=1)
+    longest = max(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
+    longest = min(longest + TEMPLATE_TOKENS, args.max_prompt_tokens)
+    tokens = longest + (args.max_new_tokens if args.mode == "generate" else 0)
+    budget = memory_budget_gb(args.gpu_memory_gb)
+    fits = int(budget * 2**30 / (MEMORY_MARGIN * per_token * tokens))
+    size = max(1, min(MAX_AUTO_BATCH, 2 ** max(0, fits.bit_length() - 1)))
+    logger.info("batch size %d: %.1f GB usable, up to %d tokens a question, %.0f KB a token", size, budget, tokens,
+                per_token / 1024)
+    return size
 
 
 def letters_from_probs(probs: np.ndarray) -> list[str]:

@@ -144,15 +144,29 @@ def scale_for_processes(script_args: ScriptArguments, training_args) -> None:
                           "one GPU per process); without GPUs train in one process")
     if world <= 1 or not script_args.keep_effective_batch:
         return
-    accumulation = training_args.gradient_accumulation_steps
-    if accumulation % world:
-        logger.warning("gradient_accumulation_steps %d is not divisible by %d processes: the effective batch "
-                       "grows to %d", accumulation, world,
-                       accumulation * world * training_args.per_device_train_batch_size)
+    micro, accumulation = training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps
+    effective = micro * accumulation
+    if effective % world:
+        logger.warning("the effective batch %d cannot be split over %d processes: it grows to %d", effective, world,
+                       micro * accumulation * world)
         return
-    training_args.gradient_accumulation_steps = accumulation // world
-    logger.info("%d processes: gradient_accumulation_steps %d -> %d (effective batch unchanged)", world,
-                accumulation, accumulation // world)
+    share = effective // world  # samples each process contributes to one optimiser step
+    micro = next(m for m in range(min(micro, share), 0, -1) if share % m == 0)
+    training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps = micro, share // micro
+    logger.info("%d processes: micro-batch %d x accumulation %d per process (effective batch %d unchanged)", world,
+                micro, share // micro, effective)
+
+
+def training_dtype(training_args):
+    """The dtype the model is loaded in follows the training precision: fp16 training (T4-class cards,
+    no bf16) needs fp16 weights, or Unsloth refuses to train."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    if training_args.fp16:
+        return torch.float16
+    return torch.bfloat16 if training_args.bf16 else None
 
 
 def load_model(script_args: ScriptArguments, training_args, backend: str):
@@ -166,7 +180,7 @@ def load_model(script_args: ScriptArguments, training_args, backend: str):
         script_args.model_name_or_path, backend, load_in_4bit=script_args.load_in_4bit,
         max_seq_length=script_args.max_prompt_tokens + script_args.max_answer_tokens,
         trust_remote_code=training_args.trust_remote_code, training=True, seed=training_args.seed,
-        device_map=device_map)
+        device_map=device_map, dtype=training_dtype(training_args))
     if script_args.chat_template:
         tokenizer = load_tokenizer(script_args.model_name_or_path, training_args.trust_remote_code,
                                    script_args.chat_template)
@@ -174,12 +188,14 @@ def load_model(script_args: ScriptArguments, training_args, backend: str):
     return model, tokenizer
 
 
-def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: ScriptArguments, training_args):
+def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: ScriptArguments, training_args,
+                  fingerprint: dict | None = None):
     from transformers import EarlyStoppingCallback
 
-    from mcq_trainer import MCQTrainer
+    from checkpoints import SealCheckpoints
+    from mcq_trainer import MCQTrainer, PhaseTimer
 
-    callbacks = []
+    callbacks = [PhaseTimer()] + ([SealCheckpoints(fingerprint)] if fingerprint is not None else [])
     if str(training_args.eval_strategy) in ("no", "IntervalStrategy.NO"):
         val_ds = val_frame = None
     elif len(val_ds) == 0:
@@ -191,22 +207,45 @@ def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: Sc
                       prompt_style=script_args.prompt_style, max_prompt_tokens=script_args.max_prompt_tokens)
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def prepare_output_dir(script_args: ScriptArguments, training_args) -> tuple[dict, str | None]:
+    """The run's fingerprint and the checkpoint to resume from (None: start fresh). A fresh run moves an
+    earlier run's checkpoints aside; --resume refuses checkpoints made with other data, model or settings."""
+    from checkpoints import ResumeError, checkpoint_to_resume, set_aside_previous_run, training_fingerprint
 
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    print_ = training_fingerprint(script_args, training_args, max(training_args.world_size, 1))
+    main_process = int(os.environ.get("RANK", 0)) == 0
+    if not script_args.resume:
+        if main_process:
+            set_aside_previous_run(training_args.output_dir)
+        return print_, None
+    try:
+        resume_from = checkpoint_to_resume(training_args.output_dir, print_, move_aside=main_process)
+    except ResumeError as err:
+        raise ConfigError(str(err)) from None
+    if resume_from is None:
+        logger.warning("--resume: no complete checkpoint in %s, starting from scratch", training_args.output_dir)
+    else:
+        logger.info("resuming from %s", resume_from)
+    return print_, resume_from
 
 
 def export_results(trainer, tokenizer, script_args: ScriptArguments, training_args) -> dict[str, str]:
-    from modeling import export_merged, save_adapter
+    from modeling import save_adapter
+
+    return {"adapter": str(save_adapter(trainer.model, tokenizer, Path(training_args.output_dir) / "adapter"))}
+
+
+def export_merged_weights(script_args: ScriptArguments, training_args, summary: dict) -> dict:
+    """``--export merged``: export.py's merge (after the summary exists, so the model card can cite it)."""
+    from export import export_merged
+    from report import write_json
 
     out = Path(training_args.output_dir)
-    paths = {"adapter": str(save_adapter(trainer.model, tokenizer, out / "adapter"))}
-    if script_args.export == "merged":
-        paths["merged"] = str(export_merged(script_args.model_name_or_path, out / "adapter", out / "merged",
-                                            dtype=script_args.merged_dtype,
-                                            trust_remote_code=training_args.trust_remote_code))
-    return paths
+    summary["outputs"]["merged"] = str(export_merged(out / "adapter", out / "merged", script_args.model_name_or_path,
+                                                     dtype=script_args.merged_dtype,
+                                                     trust_remote_code=training_args.trust_remote_code))
+    write_json(summary, out / "training_summary.json")
+    return summary
 
 
 def write_summary(trainer, script_args, training_args, backend, started, paths, train_rows, val_rows) -> dict:
@@ -221,6 +260,7 @@ def write_summary(trainer, script_args, training_args, backend, started, paths, 
         "seconds": round(time.time() - started, 1),
         "train_samples_per_second": next((e["train_samples_per_second"] for e in reversed(history)
                                           if "train_samples_per_second" in e), None),
+        **trainer.phase_times(),
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_accuracy": max(accuracies, default=None),
         "final_eval_accuracy": accuracies[-1] if accuracies else None,
         "peak_gpu_memory_gb": _peak_gpu_gb(), "outputs": paths,
@@ -244,15 +284,15 @@ def main(script_args: ScriptArguments, training_args, backend: str | None = None
     scale_for_processes(script_args, training_args)
     train, val = load_splits(script_args, training_args.seed)
     backend = select_backend(backend or script_args.backend)
-    resume_from = last_checkpoint(training_args.output_dir) if script_args.resume else None
-    if script_args.resume and resume_from is None:
-        logger.warning("--resume: no checkpoint in %s, starting from scratch", training_args.output_dir)
+    print_, resume_from = prepare_output_dir(script_args, training_args)
     model, tokenizer = load_model(script_args, training_args, backend)
     train_ds, val_ds = build_datasets(tokenizer, train, val, script_args)
-    trainer = build_trainer(model, tokenizer, train_ds, val_ds, val, script_args, training_args)
+    trainer = build_trainer(model, tokenizer, train_ds, val_ds, val, script_args, training_args, print_)
     trainer.train(resume_from_checkpoint=resume_from)
     paths = export_results(trainer, tokenizer, script_args, training_args)
     summary = write_summary(trainer, script_args, training_args, backend, started, paths, len(train), len(val))
+    if script_args.export == "merged" and trainer.is_world_process_zero():
+        summary = export_merged_weights(script_args, training_args, summary)
     logger.info("best validation accuracy %s; adapter in %s", summary["best_eval_accuracy"], paths["adapter"])
     return summary
 

@@ -1,16 +1,14 @@
-"""Speed and memory at the real Qwen2.5-14B-Instruct-1M shape, ours against the reference recipe, on a GPU.
+"""The 14B-shape model, the reference recipe, and the summary of the README commands' own measurements.
 
     python bench/bench_14b.py build --out /tmp/q14b                       # synthetic model, random bf16
-    python bench/bench_14b.py ours --model /tmp/q14b --data train.csv --json ours.json
     python bench/bench_14b.py reference --model /tmp/q14b --data train.csv --json ref.json
-    python bench/bench_14b.py summarize ours.json ref.json                # -> bench/results.json
-    torchrun --nproc_per_node 2 bench/bench_14b.py scale --model /tmp/q14b --data train.csv --json two.json
+    python bench/bench_14b.py summarize-recipe OUT_FOLDER                 # -> bench/results.json
 
-Each measuring command runs in its own process with the process capped at 24 GiB of GPU memory, as on an
-RTX 4090. Speed and memory do not depend on the weight values, so random weights of the exact shape
-stand in for the real model. `ours` runs train_sft.main and infer's answering functions exactly as the
-scripts do; `reference` is the recipe we replace (plain transformers + bitsandbytes NF4 double quant +
-peft, TRL's default full-vocabulary loss, per-device batch 4 x accumulation 8; batched HF generation).
+Our figures come from the README commands themselves (bench/recipe.sh runs them and keeps their
+training_summary.json / report.json). Speed and memory do not depend on the weight values, so random
+weights of the exact shape stand in for the real model. `reference` is the recipe we replace (plain
+transformers + bitsandbytes NF4 double quant + peft, TRL's default full-vocabulary loss, per-device batch
+4 x accumulation 8; batched HF generation), capped at 24 GiB like a 4090.
 """
 
 from __future__ import annotations
@@ -104,226 +102,6 @@ class StepTimer:
         return samples_per_step * len(durations) / sum(durations) if durations else float("nan")
 
 
-def count_tokens(csv_path: Path, model_dir: str) -> float:
-    from mcq_dataset import encode_training_example, load_mcq_csv
-    from modeling import load_tokenizer
-
-    tokenizer = load_tokenizer(model_dir)
-    frame = load_mcq_csv(csv_path, require_answer=True)
-    return sum(len(encode_training_example(tokenizer, row)["input_ids"]) for _, row in frame.iterrows()) / len(frame)
-
-
-# ---------------------------------------------------------------------------------------------- ours
-
-
-def bench_our_training(model: str, rows: Path, micro_batch: int, dropout: float, n: int) -> dict:
-    import train_sft
-
-    out = Path(f"/tmp/bench_train_mb{micro_batch}_do{dropout}")
-    argv = ["--config", str(ROOT / "configs" / "qwen2.5-14b-4090.yaml"), "--model_name_or_path", model,
-            "--train_file", str(rows), "--output_dir", str(out), "--val_fraction", "0.02",
-            "--per_device_train_batch_size", str(micro_batch), "--gradient_accumulation_steps", str(32 // micro_batch),
-            "--lora_dropout", str(dropout), "--max_steps", str(n // 32), "--eval_strategy", "no",
-            "--save_strategy", "no", "--load_best_model_at_end", "false", "--logging_steps", "1",
-            "--early_stopping_patience", "0"]
-    script_args, training_args = train_sft.make_parser().parse_args_and_config(argv)
-    timer = StepTimer()
-    original = train_sft.build_trainer
-
-    def with_timer(*args, **kwargs):
-        trainer = original(*args, **kwargs)
-        trainer.add_callback(timer.callback)
-        return trainer
-
-    train_sft.build_trainer = with_timer
-    reset_peak()
-    started = time.perf_counter()
-    summary = train_sft.main(script_args, training_args)
-    train_sft.build_trainer = original
-    losses = [e["loss"] for e in summary["log_history"] if "loss" in e]
-    return {"micro_batch": micro_batch, "lora_dropout": dropout, "optim": str(training_args.optim),
-            "processes": training_args.world_size, "steps": summary["steps"],
-            "samples_per_s": round(timer.samples_per_second(32), 2), "wall_s": round(time.perf_counter() - started, 1),
-            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-            "adapter": summary["outputs"]["adapter"], **peak_gb()}
-
-
-def bench_our_inference(adapter: str, rows: Path, n_generate: int, batch_size: int) -> dict:
-    import infer
-    from mcq_dataset import load_mcq_csv
-
-    results = {}
-    backend = infer.select_backend("auto")
-    args = infer.InferArguments(test_file=str(rows), model_path=adapter, batch_size=batch_size)
-    reset_peak()
-    model, tokenizer = infer.load_for_inference(args, backend)
-    frame = load_mcq_csv(rows)
-    # score_full: the same scoring with every prompt computed whole (no shared prefix), for comparison.
-    for label, subset, size in (("score", frame, batch_size), ("score_full", frame, batch_size),
-                                ("generate", frame.head(n_generate), batch_size)):
-        mode = "generate" if label == "generate" else "score"
-        run = infer.InferArguments(test_file=str(rows), model_path=adapter, mode=mode, batch_size=size,
-                                   output_file=f"/tmp/bench_{label}.csv", output_dir=f"/tmp/bench_{label}_run",
-                                   resume=False, share_prefix=label != "score_full")
-        store = infer.PredictionStore(run.run_dir / infer.CHECKPOINT_NAME, {"bench": mode}, resume=False)
-        progress = _NullProgress()
-        # Warm-up on two batches of different lengths: the first shapes a process sees pay one-off kernel
-        # compilation (seconds, once per run), which is reported apart from the steady speed.
-        warm = subset.head(2 * size)
-        warm_started = time.perf_counter()
-        (infer.score_rows if mode == "score" else infer.generate_rows)(model, tokenizer, warm, run, size,
-                                                                       infer.PredictionStore(
-                                                                           Path(f"/tmp/warm_{label}.jsonl"), {}, False),
-                                                                       progress)
-        warm_seconds = time.perf_counter() - warm_started
-        reset_peak()
-        started = time.perf_counter()
-        if mode == "score":
-            infer.score_rows(model, tokenizer, subset, run, size, store, progress)
-        else:
-            infer.generate_rows(model, tokenizer, subset, run, size, store, progress)
-        seconds = time.perf_counter() - started
-        results[label] = {"questions": len(subset), "batch_size": size, "qps": round(len(subset) / seconds, 2),
-                          "seconds": round(seconds, 2), "warmup_questions": len(warm),
-                          "warmup_seconds": round(warm_seconds, 2), **peak_gb()}
-        if mode == "generate":
-            rules = [r.get("rule") for r in store.records.values()]
-            results[label]["unparsed"] = sum(1 for r in rules if r and r.startswith("unparsed"))
-    return results
-
-
-class _NullProgress:
-    def update(self, n):
-        pass
-
-
-def run_ours(args) -> dict:
-    cap_memory()
-    rows = sample_rows(args.data, args.n_train + 16, seed=0)
-    result = {"card": card(), "avg_tokens_per_sample": round(count_tokens(rows, args.model), 1), "train": []}
-    for micro_batch, dropout in args.variants:
-        result["train"].append(bench_our_training(args.model, rows, micro_batch, dropout, args.n_train))
-        logger.info("train %s", result["train"][-1])
-    infer_rows = sample_rows(args.data, args.n_infer, seed=1)
-    result["infer"] = bench_our_inference(result["train"][0]["adapter"], infer_rows, args.n_generate, args.infer_batch)
-    return result
-
-
-def run_scale(args) -> dict:
-    """Under torchrun with N processes: our training (effective batch 32 kept) and sharded scoring, as the
-    scripts run them on N GPUs. Each process is capped at 24 GiB; rank 0 reports."""
-    import infer
-    from mcq_dataset import load_mcq_csv
-
-    cap_memory()
-    rank, world, local_rank = infer.distributed_info()
-    rows = sample_rows(args.data, args.n_train + 16, seed=0, out=Path(f"/tmp/bench_rows_{args.n_train}_r{rank}.csv"))
-    train = bench_our_training(args.model, rows, 16, 0.0, args.n_train)
-    backend = infer.select_backend("auto")
-    infer_rows = sample_rows(args.data, args.n_infer, seed=1, out=Path(f"/tmp/bench_infer_{args.n_infer}_r{rank}.csv"))
-    run = infer.InferArguments(test_file=str(infer_rows), model_path=train["adapter"], batch_size=args.infer_batch,
-                               output_dir=f"/tmp/bench_scale_{world}", resume=False)
-    model, tokenizer = infer.load_for_inference(run, backend, {"": local_rank} if world > 1 else None)
-    frame = load_mcq_csv(infer_rows)
-    shard = frame.iloc[rank::world]
-    # One warm-up batch (the method of the recorded 2-GPU run, bench/RESULTS.md compares it accordingly).
-    warm = infer.PredictionStore(Path(f"/tmp/warm_scale_r{rank}.jsonl"), {}, False)
-    infer.score_rows(model, tokenizer, shard.head(args.infer_batch), run, args.infer_batch, warm, _NullProgress())
-    store = infer.PredictionStore(Path(f"/tmp/scale_r{rank}.jsonl"), {}, False)
-    sync = infer.barrier if world > 1 else (lambda: None)
-    sync()
-    started = time.perf_counter()
-    infer.score_rows(model, tokenizer, shard, run, args.infer_batch, store, _NullProgress())
-    sync()
-    seconds = time.perf_counter() - started
-    return {"card": card(), "processes": world, "train": train,
-            "score": {"questions": len(frame), "batch_size": args.infer_batch, "qps": round(len(frame) / seconds, 2),
-                      "seconds": round(seconds, 2), **peak_gb()}}
-
-
-def run_profile(args) -> dict:
-    """Time one scoring forward for a grid of batch shapes, whole prompts against shared-prefix ones of the
-    same total length: shows the fixed cost per batch and the cost per token (where the time goes)."""
-    import random
-
-    import torch
-
-    import infer
-    from scoring import SharedPrefix, letter_logits, letter_logits_after_prefix, letter_token_ids
-
-    cap_memory()
-    backend = infer.select_backend("auto")
-    model, tokenizer = infer.load_for_inference(infer.InferArguments(model_path=args.model), backend)
-    prefix = SharedPrefix(tokenizer)
-    letters = letter_token_ids(tokenizer)
-    rng = random.Random(0)
-    device = next(model.parameters()).device
-    rows = []
-
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-
-    def once(fn):
-        with torch.inference_mode():
-            sync()
-            started = time.perf_counter()
-            fn()
-            sync()
-        return time.perf_counter() - started
-
-    def timed(fn, repeats=3):  # steady time: after one call at this shape
-        once(fn)
-        return sum(once(fn) for _ in range(repeats)) / repeats
-
-    def prompts(batch: int, width: int) -> list[list[int]]:  # the template prefix, then random tokens
-        return [prefix.tokens + [rng.randrange(1000, 100000) for _ in range(width - len(prefix.tokens))]
-                for _ in range(batch)]
-
-    # The first call at a new shape against later calls at that shape (one-off costs per shape).
-    firsts = []
-    for width in (96, 97, 128, 129, 160, 161):
-        seqs = prompts(64, width)
-        ids = torch.tensor(seqs, device=device)
-        mask = torch.ones_like(ids)
-        mask[0, :5] = 0  # a padded row, as real batches have
-        entry = {"width": width}
-        for name, fn in (("shared", lambda: letter_logits_after_prefix(model, prefix, None, seqs, len(prefix.tokens),
-                                                                       letters, tokenizer.pad_token_id)),
-                         ("whole", lambda: letter_logits(model, ids, mask, letters))):
-            entry[f"{name}_first_ms"] = round(once(fn) * 1e3, 1)
-            entry[f"{name}_again_ms"] = round(once(fn) * 1e3, 1)
-        firsts.append(entry)
-        logger.info("first call %s", entry)
-    for batch, width in ((64, 128), (128, 128), (64, 256)):
-        seqs = prompts(batch, width)
-        ids = torch.tensor(seqs, device=device)
-        mask = torch.ones_like(ids)
-        whole = timed(lambda: letter_logits(model, ids, mask, letters))
-        shared = timed(lambda: letter_logits_after_prefix(model, prefix, None, seqs, len(prefix.tokens), letters,
-                                                          tokenizer.pad_token_id))
-        rows.append({"batch": batch, "width": width, "whole_ms": round(whole * 1e3, 1),
-                     "shared_prefix_ms": round(shared * 1e3, 1),
-                     "whole_tflops": round(2 * 14.7e9 * batch * width / whole / 1e12, 1),
-                     "prefix_tokens": len(prefix.tokens)})
-        logger.info("profile %s", rows[-1])
-    # infer's own loop on real questions, this model (no adapter)
-    from mcq_dataset import load_mcq_csv
-
-    data = sample_rows(args.data, args.n_infer, seed=1)
-    frame = load_mcq_csv(data)
-    for share in (True, False):
-        run = infer.InferArguments(test_file=str(data), model_path=args.model, batch_size=args.infer_batch,
-                                   share_prefix=share)
-        infer.score_rows(model, tokenizer, frame.head(args.infer_batch), run, args.infer_batch,
-                         infer.PredictionStore(Path(f"/tmp/pw{share}.jsonl"), {}, False), _NullProgress())
-        seconds = once(lambda: infer.score_rows(model, tokenizer, frame, run, args.infer_batch,
-                                                infer.PredictionStore(Path(f"/tmp/p{share}.jsonl"), {}, False),
-                                                _NullProgress()))
-        rows.append({"score_rows_share_prefix": share, "questions": len(frame), "qps": round(len(frame) / seconds, 1)})
-        logger.info("profile %s", rows[-1])
-    rows.append({"first_calls": firsts})
-    return {"card": card(), "profile": rows, **peak_gb()}
-
-
 # ---------------------------------------------------------------------------------------------- reference
 
 
@@ -384,36 +162,68 @@ def run_reference(args) -> dict:
 # ---------------------------------------------------------------------------------------------- summary
 
 
-def summarize(ours_path: str, ref_path: str, out: Path, scale_path: str | None = None) -> dict:
-    ours, ref = json.loads(Path(ours_path).read_text()), json.loads(Path(ref_path).read_text())
-    default = ours["train"][0]
-    results = {
-        "card": ours["card"], "reference_card": ref["card"],
-        "ref_train_samples_per_s": ref["train"]["samples_per_s"], "ref_train_peak_gb": ref["train"].get("peak_reserved_gb"),
-        "our_train_samples_per_s": default["samples_per_s"], "our_train_peak_gb": default.get("peak_reserved_gb"),
-        "our_train_peak_allocated_gb": default.get("peak_allocated_gb"),
-        "train_speedup": round(default["samples_per_s"] / ref["train"]["samples_per_s"], 2),
-        "ref_gen_qps": ref["generate"]["48_tokens"]["qps"],
-        "ref_gen_stop_after_letter_qps": ref["generate"]["stop_after_letter"]["qps"],
-        "our_score_qps": ours["infer"]["score"]["qps"], "our_generate_qps": ours["infer"]["generate"]["qps"],
-        "score_speedup_vs_ref_gen": round(ours["infer"]["score"]["qps"] / ref["generate"]["48_tokens"]["qps"], 1),
-        "our_infer_peak_gb": max(ours["infer"]["score"].get("peak_reserved_gb", 0),
-                                 ours["infer"]["generate"].get("peak_reserved_gb", 0)),
-        "avg_tokens_per_sample": ours["avg_tokens_per_sample"],
-        "our_train_tokens_per_s": round(default["samples_per_s"] * ours["avg_tokens_per_sample"], 1),
-        "train_variants": ours["train"], "ours": ours, "reference": ref,
-    }
-    if "score_full" in ours["infer"]:
-        results["our_score_without_shared_prefix_qps"] = ours["infer"]["score_full"]["qps"]
-    if scale_path:
-        scale = json.loads(Path(scale_path).read_text())
-        n = scale["processes"]
-        results.update({
-            "scale_processes": n, "scale_train_samples_per_s": scale["train"]["samples_per_s"],
-            "scale_train_efficiency": round(scale["train"]["samples_per_s"] / (n * default["samples_per_s"]), 3),
-            "scale_score_qps": scale["score"]["qps"],
-            "scale_score_efficiency": round(scale["score"]["qps"] / (n * ours["infer"]["score"]["qps"]), 3),
-            "scale": scale})
+def _median(values):
+    values = sorted(v for v in values if v is not None)
+    return values[len(values) // 2] if len(values) % 2 else round(sum(values[len(values) // 2 - 1:][:2]) / 2, 3)
+
+
+def _train_figures(summary: dict) -> dict:
+    history = summary["log_history"]
+    evals = [e for e in history if "eval_accuracy" in e]
+    losses = [e["loss"] for e in history if "loss" in e]
+    return {"steady_samples_per_s": summary.get("steady_train_samples_per_second"),
+            "run_samples_per_s": summary.get("train_samples_per_second"),
+            "warmup_seconds": summary.get("warmup_seconds"), "eval_seconds": summary.get("eval_seconds"),
+            "save_seconds": summary.get("save_seconds"), "seconds": summary.get("seconds"),
+            "eval_qps": [e.get("eval_samples_per_second") for e in evals],
+            "eval_accuracy": [e["eval_accuracy"] for e in evals], "losses": losses,
+            "peak_reserved_gb": summary.get("peak_gpu_memory_gb")}
+
+
+def summarize_recipe(folder: str, out: Path) -> dict:
+    """bench/results.json from bench/recipe.sh's outputs: the README commands' own reports."""
+    folder = Path(folder)
+
+    def load(name):
+        path = folder / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    results: dict = {"card": (folder / "gpus.txt").read_text().splitlines()[0].split(",")[0]
+                     if (folder / "gpus.txt").is_file() else None, "cap_gb": CAP_GB}
+    ref = load("reference.json")
+    if ref:
+        results.update(ref_train_samples_per_s=ref["train"]["samples_per_s"],
+                       ref_train_peak_reserved_gb=ref["train"].get("peak_reserved_gb"),
+                       ref_gen_qps=ref["generate"]["48_tokens"]["qps"])
+    runs = {name: load(f"train_{name}.json") for name in ("random", "grouped", "trl_loss", "16gb")}
+    runs = {k: _train_figures(v) for k, v in runs.items() if v}
+    results["train_runs"] = runs
+    chosen = max((k for k in ("random", "grouped") if k in runs), key=lambda k: runs[k]["steady_samples_per_s"] or 0,
+                 default=None)
+    if chosen:
+        results.update(recipe_train_batches=chosen,
+                       recipe_train_samples_per_s=runs[chosen]["steady_samples_per_s"],
+                       recipe_eval_qps=_median(runs[chosen]["eval_qps"]),
+                       recipe_run_peak_reserved_gb=max(runs[k]["peak_reserved_gb"] or 0 for k in ("random", "grouped")
+                                                       if k in runs))
+    if "16gb" in runs:
+        results.update(card16_peak_reserved_gb=runs["16gb"]["peak_reserved_gb"],
+                       card16_train_samples_per_s=runs["16gb"]["steady_samples_per_s"])
+    infers = [r for r in (load("infer_1.json"), load("infer_2.json")) if r]
+    if infers:
+        results.update(recipe_score_qps=_median([r["questions_per_second"] for r in infers]),
+                       recipe_startup_s=_median([r["startup_seconds"] for r in infers]),
+                       recipe_load_host_peak_gb=_median([r["cpu_peak_rss_gb"] for r in infers]),
+                       recipe_infer_peak_reserved_gb=max(r.get("gpu_peak_reserved_gb", 0) for r in infers),
+                       recipe_infer_batch_size=infers[0]["batch_size"], infer_runs=infers)
+    learn = load("learn.json")
+    if learn:
+        results["learning_14b_val_accuracy"] = learn["best_eval_accuracy"]
+        results["learning_14b_curve"] = _train_figures(learn)["eval_accuracy"]
+    if chosen and ref:
+        results["train_speedup"] = round(results["recipe_train_samples_per_s"] / results["ref_train_samples_per_s"], 2)
+    if infers and ref:
+        results["score_speedup_vs_ref_gen"] = round(results["recipe_score_qps"] / results["ref_gen_qps"], 1)
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
@@ -424,7 +234,7 @@ def main(argv=None) -> int:
     build = sub.add_parser("build")
     build.add_argument("--out", required=True)
     build.add_argument("--tokenizer", default=None, help="saved tokenizer to copy (default: build it)")
-    for name in ("ours", "reference", "scale", "profile"):
+    for name in ("reference",):
         p = sub.add_parser(name)
         p.add_argument("--model", required=True)
         p.add_argument("--data", required=True)
@@ -436,10 +246,8 @@ def main(argv=None) -> int:
         p.add_argument("--n-ref-generate", type=int, default=64)
         p.add_argument("--infer-batch", type=int, default=64)
         p.add_argument("--variants", default="16:0.0", help="micro_batch:dropout pairs, comma separated")
-    summary = sub.add_parser("summarize")
-    summary.add_argument("ours")
-    summary.add_argument("reference")
-    summary.add_argument("--scale", default=None, help="JSON of `scale` on N GPUs (same card)")
+    summary = sub.add_parser("summarize-recipe", help="bench/results.json from bench/recipe.sh's output folder")
+    summary.add_argument("folder")
     summary.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -456,18 +264,11 @@ def main(argv=None) -> int:
         write_tiny_qwen(args.out, shape="qwen2.5-14b", dtype="bfloat16", tokenizer=tokenizer)
         print(f"built {args.out} in {time.perf_counter() - started:.0f} s")
         return 0
-    if args.command == "summarize":
-        print(json.dumps({k: v for k, v in summarize(args.ours, args.reference, Path(args.out), args.scale).items()
+    if args.command == "summarize-recipe":
+        print(json.dumps({k: v for k, v in summarize_recipe(args.folder, Path(args.out)).items()
                           if not isinstance(v, (dict, list))}, indent=1))
         return 0
-    if args.command in ("ours", "scale", "profile"):
-        args.variants = [(int(m), float(d)) for m, d in (v.split(":") for v in args.variants.split(","))]
-        import modeling
-
-        modeling.select_backend("auto")
-        result = {"ours": run_ours, "scale": run_scale, "profile": run_profile}[args.command](args)
-    else:
-        result = run_reference(args)
+    result = run_reference(args)
     if int(os.environ.get("RANK", 0)) != 0:
         return 0
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -42,7 +42,9 @@ def main(argv=None) -> int:
                          letter_token_ids, model_device)
 
     run = infer.InferArguments(test_file=args.test_file, model_path=args.model_path, ensemble=args.ensemble)
-    model, tokenizer = infer.load_for_inference(run, backend)
+    from modeling import load_inference_model
+
+    model, tokenizer, _ = load_inference_model(infer.load_request(run, backend))
     frame = load_mcq_csv(args.test_file).head(args.rows)
     rows = list(range(len(frame)))
     kwargs = dict(orders=cyclic_orders(2), adapters=infer.adapter_names(run))

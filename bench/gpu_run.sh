@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One device-tool call: unpack the Unsloth stack, check the tiny model end to end on the GPU, then benchmark
-# at the 14B shape. usage: bash bench/gpu_run.sh STAGE...   (stages: setup tiny build ours reference pair scale profile)
-# pair: ours on GPU 0 and the reference on GPU 1 at the same time (a 2-GPU machine); scale: ours on NPROC GPUs.
+# One device-tool call: unpack the Unsloth stack, check the tiny model end to end on the GPU, build the
+# 14B-shape model, run the reference recipe. usage: bash bench/gpu_run.sh STAGE...   (stages: setup tiny build
+# reference). Our own figures come from the README commands: bench/recipe.sh.
 # Needs .gpu/gpu-site.tar.xz (../shared/gpu/pack-gpu-deps.sh) and .benchdata/train.csv (a copy of
 # ../shared/data/cmmlu/train.csv), both carried; writes logs and JSON under $OUT.
 set -uo pipefail
@@ -28,23 +28,9 @@ for stage in "$@"; do
       [ -f /tmp/q14b/config.json ] || python3 bench/bench_14b.py build --out /tmp/q14b --tokenizer .benchdata/tokenizer 2>&1 | tail -1
       cp .benchdata/tokenizer/* /tmp/q14b/
       du -sh /tmp/q14b ;;
-    ours)
-      python3 bench/bench_14b.py ours --model /tmp/q14b --data .benchdata/train.csv --json "$OUT/ours.json" \
-        --variants "${VARIANTS:-16:0.0}" --n-infer "${N_INFER:-1024}" --infer-batch "${INFER_BATCH:-64}" \
-        --n-generate "${N_GENERATE:-128}" 2>&1 | tee "$OUT/ours.log" | quiet | tail -40 ;;
     reference)
       python3 bench/bench_14b.py reference --model /tmp/q14b --data .benchdata/train.csv --json "$OUT/ref.json" \
         --n-ref-train "${N_REF_TRAIN:-256}" 2>&1 | tee "$OUT/ref.log" | quiet | tail -30 ;;
-    pair)
-      CUDA_VISIBLE_DEVICES=1 bash "$0" reference > "$OUT/pair_reference.txt" 2>&1 &
-      CUDA_VISIBLE_DEVICES=0 bash "$0" ours; wait; cat "$OUT/pair_reference.txt" ;;
-    profile)
-      python3 bench/bench_14b.py profile --model /tmp/q14b --data .benchdata/train.csv --json "$OUT/profile.json" \
-        --n-infer "${N_INFER:-512}" --infer-batch "${INFER_BATCH:-64}" 2>&1 | tee "$OUT/profile.log" | grep -E "(profile|call) {" ;;
-    scale)
-      torchrun --standalone --nproc_per_node="${NPROC:-2}" bench/bench_14b.py scale --model /tmp/q14b \
-        --data .benchdata/train.csv --json "$OUT/scale${NPROC:-2}.json" --n-infer "${N_INFER:-1024}" \
-        --infer-batch "${INFER_BATCH:-64}" 2>&1 | tee "$OUT/scale.log" | quiet | tail -30 ;;
   esac
 done
 echo "=== done $(date +%T)"

@@ -90,9 +90,113 @@ def test_interrupted_run_resumes_to_the_identical_submission(trained_run, tmp_pa
 
 
 def test_checkpoint_from_other_settings_is_not_mixed_in(trained_run, tmp_path):
-    infer.main(infer_args(trained_run, tmp_path))
-    with pytest.raises(infer.ConfigError, match="other settings"):
-        infer.main(infer_args(trained_run, tmp_path, permutations=2))
+    first = infer.main(infer_args(trained_run, tmp_path))
+    again = infer.main(infer_args(trained_run, tmp_path))
+    assert again["answered_this_run"] == 0 and again["restarted"] is None  # identical run: everything reused
+    changed = infer.main(infer_args(trained_run, tmp_path, permutations=2))
+    assert changed["restarted"]["changed"] == ["permutations"]
+    assert changed["answered_this_run"] == changed["rows"] == first["rows"]
+    assert (tmp_path / "submission_run" / "predictions.partial.jsonl.stale").is_file()  # old answers kept aside
+
+
+def _perturb_safetensors(path, scale):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    save_file({k: v * scale for k, v in tensors.items()}, path, metadata={"format": "pt"})
+
+
+def test_changed_adapter_base_or_ensemble_member_at_the_same_path_is_never_answered_from_the_old_checkpoint(
+        trained_run, tmp_path):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained_run["dir"] / "adapter", adapter)
+    test_file = str(trained_run["sample_dir"] / "test.csv")
+    args = infer_args(trained_run, tmp_path, model_path=str(adapter), test_file=test_file)
+    trained = infer.main(args)
+    # Retraining into the same folder: same path, other weights (here: the adapter switched off).
+    _perturb_safetensors(adapter / "adapter_model.safetensors", 0.0)
+    retrained = infer.main(args)
+    assert retrained["restarted"]["changed"] == ["adapters"]
+    assert retrained["answered_this_run"] == retrained["rows"]
+    fresh = infer.main(infer_args(trained_run, tmp_path / "fresh", model_path=str(adapter), test_file=test_file,
+                                  output_file=str(tmp_path / "fresh" / "s.csv")))
+    assert retrained["accuracy"] == fresh["accuracy"] < trained["accuracy"]
+    assert (tmp_path / "submission.csv").read_bytes() == (tmp_path / "fresh" / "s.csv").read_bytes()
+
+    base = tmp_path / "base"
+    shutil.copytree(trained_run["model_dir"], base)
+    plain = infer_args(trained_run, tmp_path / "b", model_path=str(base), output_file=str(tmp_path / "b" / "s.csv"))
+    infer.main(plain)
+    _perturb_safetensors(base / "model.safetensors", 1.5)
+    assert infer.main(plain)["restarted"]["changed"] == ["base_model"]
+
+    member = tmp_path / "member"
+    shutil.copytree(trained_run["dir"] / "adapter", member)
+    ensemble = infer_args(trained_run, tmp_path / "e", ensemble=[str(member)], output_file=str(tmp_path / "e" / "s.csv"))
+    infer.main(ensemble)
+    _perturb_safetensors(member / "adapter_model.safetensors", 0.5)
+    assert infer.main(ensemble)["restarted"]["changed"] == ["adapters"]
+
+
+def test_a_failed_4bit_load_stops_loudly_unless_the_ladder_is_asked_for(trained_run, tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    import modeling
+
+    real_load = modeling.load_base_model
+
+    def no_memory_when_quantised(*args, **kwargs):
+        if kwargs.get("load_in_4bit") or kwargs.get("load_in_8bit"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(modeling, "load_base_model", no_memory_when_quantised)
+    with pytest.raises(modeling.ModelLoadError, match="out of GPU memory loading the model in 4-bit.*--offload true"):
+        infer.main(infer_args(trained_run, tmp_path))
+    assert not (tmp_path / "submission.csv").exists()
+    report = infer.main(infer_args(trained_run, tmp_path, fallback_ladder=True))
+    assert [f["way"] for f in report["fallbacks"]] == ["4-bit", "8-bit"]
+    assert report["loaded_as"] == "16-bit with CPU offload" and report["precision_requested"] == "4-bit"
+    saved = json.loads((tmp_path / "submission_run" / "report.json").read_text())
+    assert saved["precision"] == report["precision"] and saved["precision"].startswith("float32")
+    header = json.loads((tmp_path / "submission_run" / "predictions.partial.jsonl").read_text().splitlines()[0])
+    assert header["fingerprint"]["precision"] == report["precision"]
+
+
+def test_pickle_weights_are_refused_unless_allowed(trained_run, tmp_path):
+    import shutil
+
+    from modeling import ModelLoadError
+
+    base = tmp_path / "bin-only"
+    shutil.copytree(trained_run["model_dir"], base)
+    (base / "model.safetensors").rename(base / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="only pickle weights.*--allow_pickle true"):
+        infer.main(infer_args(trained_run, tmp_path, model_path=str(base)))
+    adapter = tmp_path / "bin-adapter"
+    shutil.copytree(trained_run["dir"] / "adapter", adapter)
+    (adapter / "adapter_model.safetensors").rename(adapter / "adapter_model.bin")
+    with pytest.raises(ModelLoadError, match="pickle"):
+        infer.main(infer_args(trained_run, tmp_path, model_path=str(adapter)))
+
+
+def test_adapter_out_of_memory_keeps_its_real_cause(trained_run, monkeypatch):
+    import peft
+    import torch
+
+    from modeling import ModelLoadError, attach_adapter
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 MiB")
+
+    monkeypatch.setattr(peft.PeftModel, "from_pretrained", no_memory)
+    with pytest.raises(ModelLoadError, match="out of GPU memory while attaching") as caught:
+        attach_adapter(object(), trained_run["dir"] / "adapter", "hf")
+    assert "does not fit" not in str(caught.value)
 
 
 def test_permutation_averaging_and_ensembles(trained_run, tmp_path):
@@ -139,7 +243,7 @@ def test_adapter_on_the_wrong_base_model_is_refused(trained_run, tmp_path, qwen_
     from tiny_qwen import write_tiny_qwen
 
     other = write_tiny_qwen(tmp_path / "other-base", tokenizer=qwen_tokenizer, hidden_size=64, intermediate_size=128)
-    with pytest.raises(ModelLoadError, match="does not fit this base model"):
+    with pytest.raises(ModelLoadError, match="does not fit this base model.*size mismatch"):
         infer.main(infer_args(trained_run, tmp_path, base_model_id=str(other)))
 
 

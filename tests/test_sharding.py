@@ -40,3 +40,45 @@ def test_two_process_inference_equals_one_process_and_resumes(trained_run, tmp_p
     assert '"rows": 160' in again.stdout
     assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
     shutil.rmtree(run_dir)
+
+
+def two_node_launch(argv_for_node, port, timeout=900):
+    """Two torchrun launches on localhost, as on two machines: --nnodes 2, one process each, c10d rendezvous,
+    each node in its own working folder (no shared filesystem)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launches = []
+    for node in (0, 1):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
+                   "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+                   "--rdzv_id", "mcq-test", *map(str, argv_for_node(node))]
+        launches.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                         env=env))
+    results = []
+    for launch in launches:
+        out, err = launch.communicate(timeout=timeout)
+        results.append((launch.returncode, out, err))
+    return results
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_answer_like_one_process_without_a_shared_filesystem(trained_run, tmp_path):
+    common = ["infer.py", "--model_path", trained_run["dir"] / "adapter", "--test_file",
+              trained_run["sample_dir"] / "test.csv", "--batch_size", 16]
+    single = torchrun(1, *common, "--output_file", tmp_path / "one.csv")
+    assert single.returncode == 0, single.stderr[-3000:]
+    for node in (0, 1):
+        (tmp_path / f"node{node}").mkdir()
+    results = two_node_launch(lambda node: [*common, "--output_file", tmp_path / f"node{node}" / "sub.csv"], free_port())
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    # rank 0 gathered every answer over the process group; the other node wrote nothing but its checkpoint
+    assert (tmp_path / "node0" / "sub.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert not (tmp_path / "node1" / "sub.csv").exists()
+    assert (tmp_path / "node1" / "sub_run" / "predictions.partial.rank1-of-2.jsonl").is_file()

@@ -63,6 +63,14 @@ def test_outputs_adapter_summary_and_curves(trained_run):
                                                      "up_proj", "down_proj"}
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["best_checkpoint"] and summary["steps"] > 0 and summary["backend"] in ("unsloth", "hf")
+    # warm-up, steady training, evaluation and checkpoint writes are timed apart
+    assert summary["warmup_steps"] == 2 and summary["steady_steps"] == summary["steps"] - 2
+    assert summary["steady_train_samples_per_second"] > 0 and summary["evaluations"] >= 2
+    assert summary["eval_seconds"] > 0 and summary["saves"] >= 2
+    evals = [e for e in summary["log_history"] if "eval_accuracy" in e]
+    assert all(0 < e["eval_loss"] < 10 and e["eval_samples_per_second"] > 0 for e in evals)
+    assert all((out / c).joinpath("mcq_checkpoint.json").is_file() for c in
+               [p.name for p in out.glob("checkpoint-*")])  # every kept checkpoint is sealed
     png = (out / "training_curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
@@ -89,13 +97,30 @@ class StopAtStep(Exception):
     pass
 
 
-def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(tiny_model_dir, sample_dir, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-    from transformers import TrainerCallback
+SHORT = ["--max_steps", 6, "--save_steps", 3, "--eval_steps", 3, "--max_train_samples", 96]
 
-    common = ["--max_steps", 6, "--save_steps", 3, "--eval_steps", 3, "--max_train_samples", 96]
-    full = tmp_path / "full"
-    train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", full, *common))
+
+@pytest.fixture(scope="module")
+def short_run(tiny_model_dir, sample_dir, tmp_path_factory):
+    """An uninterrupted 6-step run with checkpoints at steps 3 and 6: what every resumed run must equal."""
+    out = tmp_path_factory.mktemp("short")
+    summary = train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", out, *SHORT))
+    return {"dir": out, "summary": summary}
+
+
+def assert_same_adapter(dir_a, dir_b):
+    from safetensors.torch import load_file
+
+    a = load_file(dir_a / "adapter" / "adapter_model.safetensors")
+    b = load_file(dir_b / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(short_run, tiny_model_dir, sample_dir, tmp_path,
+                                                                monkeypatch):
+    from transformers import TrainerCallback
 
     class Interrupt(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
@@ -112,16 +137,87 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(tiny_model_dir, s
     parted = tmp_path / "parted"
     monkeypatch.setattr(train_sft, "build_trainer", build_interrupted)
     with pytest.raises(StopAtStep):
-        train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *common))
+        train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *SHORT))
     monkeypatch.setattr(train_sft, "build_trainer", original)
     assert (parted / "checkpoint-3").is_dir() and not (parted / "adapter").exists()
-    summary = train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *common, "--resume", "true"))
+    summary = train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *SHORT, "--resume", "true"))
     assert summary["steps"] == 6
-    a = load_file(full / "adapter" / "adapter_model.safetensors")
-    b = load_file(parted / "adapter" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert_same_adapter(short_run["dir"], parted)
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+sys.path.insert(0, os.getcwd())
+from modeling import select_backend
+select_backend("auto")
+import transformers
+write_rng = transformers.Trainer._save_rng_state
+def killed_while_saving(self, output_dir):  # the adapter and optimizer of this checkpoint are already written
+    if self.state.global_step == int(os.environ["KILL_AT_STEP"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_rng(self, output_dir)
+transformers.Trainer._save_rng_state = killed_while_saving
+import train_sft
+sys.exit(train_sft.run(sys.argv[1:]))
+"""
+
+
+def test_kill_9_while_a_checkpoint_is_written_then_resume_ends_with_the_uninterrupted_adapter(
+        short_run, tiny_model_dir, sample_dir, tmp_path):
+    import os
+
+    killed = tmp_path / "killed"
+    argv = ["--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir, "--train_file",
+            sample_dir / "train.csv", "--output_dir", killed, *SHORT]
+    result = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *map(str, argv)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=600, env={**os.environ, "KILL_AT_STEP": "6"})
+    assert result.returncode == -9, result.stderr[-2000:]
+    half_written = killed / "checkpoint-6"
+    assert (half_written / "adapter_model.safetensors").is_file() and not (half_written / "mcq_checkpoint.json").exists()
+    summary = train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", killed, *SHORT, "--resume", "true"))
+    assert summary["steps"] == 6
+    assert (killed / "incomplete-checkpoint-6").is_dir()  # set aside, never loaded
+    assert (killed / "checkpoint-6" / "mcq_checkpoint.json").is_file()  # written again, whole, by the resumed run
+    assert_same_adapter(short_run["dir"], killed)
+
+
+def test_resume_with_other_data_or_settings_is_refused(short_run, tiny_model_dir, sample_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(short_run["dir"], copy)
+    with pytest.raises(train_sft.ConfigError, match=r"checkpoint-6 was made with another learning_rate"):
+        train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", copy, *SHORT, "--resume", "true",
+                                   "--learning_rate", 0.5))
+    other = tmp_path / "other.csv"
+    import pandas as pd
+
+    pd.read_csv(sample_dir / "train.csv", dtype=str).iloc[:-1].to_csv(other, index=False)  # one row less
+    result = run_cli("--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir, "--train_file",
+                     other, "--output_dir", copy, *SHORT, "--resume", "true")
+    assert result.returncode == 1 and "another train_file_sha256" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_checkpoint_seal_detects_truncated_files_and_fresh_runs_set_old_checkpoints_aside(tmp_path):
+    from checkpoints import checkpoint_to_resume, seal, seal_problem, set_aside_previous_run
+
+    done = tmp_path / "checkpoint-3"
+    done.mkdir()
+    (done / "adapter_model.safetensors").write_bytes(b"x" * 100)
+    (done / "trainer_state.json").write_text("{}")
+    seal(done, {"lr": 1})
+    assert seal_problem(done) is None
+    newer = tmp_path / "checkpoint-6"
+    newer.mkdir()
+    (newer / "adapter_model.safetensors").write_bytes(b"x" * 100)
+    seal(newer, {"lr": 1})
+    (newer / "adapter_model.safetensors").write_bytes(b"x" * 40)  # cut off after sealing (a damaged disk)
+    assert "adapter_model.safetensors" in seal_problem(newer)
+    assert checkpoint_to_resume(tmp_path, {"lr": 1}) == str(done)
+    assert (tmp_path / "incomplete-checkpoint-6").is_dir()
+    aside = set_aside_previous_run(tmp_path)
+    assert (aside / "checkpoint-3").is_dir() and not done.exists()
 
 
 def run_cli(*argv):

@@ -17,7 +17,7 @@ FINAL=${OUT:-/tmp/out}; OUT=$FINAL/recipe; mkdir -p "$OUT"   # everything goes b
 STEPS=${STEPS:-24}
 if [ ! -d /tmp/site/unsloth ]; then mkdir -p /tmp/site && tar xJf .gpu/gpu-site.tar.xz -C /tmp/site; fi
 export PYTHONPATH=$PWD/bench/cap:/tmp/site HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 \
-  TOKENIZERS_PARALLELISM=false
+  TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}  # 4 processes share 64 cores
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpus.txt"
 [ -f /tmp/q14b/config.json ] || python3 bench/bench_14b.py build --out /tmp/q14b --tokenizer .benchdata/tokenizer 2>&1 | tail -1
 cp .benchdata/tokenizer/* /tmp/q14b/

@@ -4,7 +4,7 @@
 #   1. torchrun --nproc_per_node 4: train_sft.py (effective batch 32 kept) and infer.py on the CMMLU test file;
 #   2. two "nodes" on GPUs 0 and 1: two torchrun launches with --nnodes 2 --node_rank 0|1, c10d rendezvous on
 #      127.0.0.1, each node in its own folder (no shared filesystem): training and inference;
-#   3. one GPU, the same commands (the 1-GPU figure of the same run), unless ONE_GPU=0.
+#   3. one GPU (GPU 2, beside step 2), the same commands: the 1-GPU figures of the same run.
 # usage (device tool, kind nvidia-h200-x4, carry [.gpu, .benchdata]):  bash bench/scale.sh
 set -uo pipefail
 FINAL=${OUT:-/tmp/out}; OUT=$FINAL/scale; mkdir -p "$OUT"   # everything goes back as one archive
@@ -14,7 +14,7 @@ STEPS=${STEPS:-24}
 if [ ! -d /tmp/site/unsloth ]; then mkdir -p /tmp/site && tar xJf .gpu/gpu-site.tar.xz -C /tmp/site; fi
 export PYTHONPATH=$PWD/bench/cap:/tmp/site HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 \
   TOKENIZERS_PARALLELISM=false MCQ_BENCH_CAP_GB=24 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \
-  NVSHMEM_DISABLE_NVLS=1 OMP_NUM_THREADS=4
+  NVSHMEM_DISABLE_NVLS=1 OMP_NUM_THREADS=8
 [ -f /tmp/q14b/config.json ] || python3 bench/bench_14b.py build --out /tmp/q14b --tokenizer .benchdata/tokenizer 2>&1 | tail -1
 cp .benchdata/tokenizer/* /tmp/q14b/
 TRAIN=(train_sft.py --config configs/qwen2.5-14b-4090.yaml --model_name_or_path /tmp/q14b
@@ -29,34 +29,36 @@ torchrun --standalone --nproc_per_node 4 "${INFER[@]}" --model_path /tmp/s4/adap
   > "$OUT/infer_4gpu.log" 2>&1
 cp /tmp/sub4_run/report.json "$OUT/infer_4gpu.json"
 
-echo "=== 2 nodes x 1 GPU $(date +%T)"
+echo "=== 2 nodes x 1 GPU (GPUs 0, 1) and 1 GPU (GPU 2) side by side $(date +%T)"
 node() {  # node rank, GPU, command...
   local rank=$1 gpu=$2; shift 2
   mkdir -p /tmp/node$rank
   CUDA_VISIBLE_DEVICES=$gpu torchrun --nnodes 2 --node_rank "$rank" --nproc_per_node 1 --rdzv_backend c10d \
-    --rdzv_endpoint 127.0.0.1:29555 --rdzv_id "mcq-$RANDOM_ID" "$@"
+    --rdzv_endpoint 127.0.0.1:$PORT --rdzv_id "mcq-$PORT" "$@"
 }
-RANDOM_ID=train node 0 0 "${TRAIN[@]}" --output_dir /tmp/node0/run > "$OUT/train_2node_r0.log" 2>&1 &
-RANDOM_ID=train node 1 1 "${TRAIN[@]}" --output_dir /tmp/node1/run > "$OUT/train_2node_r1.log" 2>&1
-wait
+one_gpu() {
+  CUDA_VISIBLE_DEVICES=2 python3 "${TRAIN[@]}" --output_dir /tmp/s1 > "$OUT/train_1gpu.log" 2>&1
+  cp /tmp/s1/training_summary.json "$OUT/train_1gpu.json"
+  CUDA_VISIBLE_DEVICES=2 python3 "${INFER[@]}" --model_path /tmp/s4/adapter --output_file /tmp/sub1.csv > "$OUT/infer_1gpu.log" 2>&1
+  cp /tmp/sub1_run/report.json "$OUT/infer_1gpu.json"
+}
+one_gpu & ONE=$!
+PORT=29555 node 0 0 "${TRAIN[@]}" --output_dir /tmp/node0/run > "$OUT/train_2node_r0.log" 2>&1 &
+T0=$!
+PORT=29555 node 1 1 "${TRAIN[@]}" --output_dir /tmp/node1/run > "$OUT/train_2node_r1.log" 2>&1
+wait $T0
 cp /tmp/node0/run/training_summary.json "$OUT/train_2node.json"
-for r in 0 1; do  # the checkpoints each node wrote itself: identical LoRA weights on both ranks
+for r in 0 1; do  # the checkpoints each node wrote itself: identical LoRA weights on both ranks?
   echo "node $r lora-sum $(python3 -c "$lora_sum" /tmp/node$r/run/checkpoint-$STEPS/adapter_model.safetensors 2>&1 | tail -1)"
 done | tee "$OUT/two_node_weights.txt"
-RANDOM_ID=infer node 0 0 "${INFER[@]}" --model_path /tmp/s4/adapter --output_file /tmp/node0/sub.csv > "$OUT/infer_2node_r0.log" 2>&1 &
-RANDOM_ID=infer node 1 1 "${INFER[@]}" --model_path /tmp/s4/adapter --output_file /tmp/node1/sub.csv > "$OUT/infer_2node_r1.log" 2>&1
-wait
+PORT=29556 node 0 0 "${INFER[@]}" --model_path /tmp/s4/adapter --output_file /tmp/node0/sub.csv > "$OUT/infer_2node_r0.log" 2>&1 &
+N0=$!
+PORT=29556 node 1 1 "${INFER[@]}" --model_path /tmp/s4/adapter --output_file /tmp/node1/sub.csv > "$OUT/infer_2node_r1.log" 2>&1
+wait $N0 $ONE
 cp /tmp/node0/sub_run/report.json "$OUT/infer_2node.json"
-
-if [ "${ONE_GPU:-1}" = 1 ]; then
-  echo "=== 1 GPU $(date +%T)"
-  CUDA_VISIBLE_DEVICES=0 python3 "${INFER[@]}" --model_path /tmp/s4/adapter --output_file /tmp/sub1.csv > "$OUT/infer_1gpu.log" 2>&1
-  cp /tmp/sub1_run/report.json "$OUT/infer_1gpu.json"
-  cmp /tmp/sub1.csv /tmp/sub4.csv && echo "four_gpu_submission_identical true" | tee -a "$OUT/identical.txt"
-  cmp /tmp/sub1.csv /tmp/node0/sub.csv && echo "two_node_submission_identical true" | tee -a "$OUT/identical.txt"
-  CUDA_VISIBLE_DEVICES=0 python3 "${TRAIN[@]}" --output_dir /tmp/s1 > "$OUT/train_1gpu.log" 2>&1
-  cp /tmp/s1/training_summary.json "$OUT/train_1gpu.json"
-fi
+cmp /tmp/sub1.csv /tmp/sub4.csv && echo "four_gpu_submission_identical true" | tee -a "$OUT/identical.txt"
+cmp /tmp/sub1.csv /tmp/node0/sub.csv && echo "two_node_submission_identical true" | tee -a "$OUT/identical.txt"
+ls /tmp/node1/ | tee -a "$OUT/identical.txt"   # node 1 keeps only its checkpoint folder, no submission
 for f in "$OUT"/*.log; do echo "== $f"; grep -E "Error|error:|Traceback" "$f" | tail -3; done
 tar czf "$FINAL/scale.tgz" -C "$FINAL" scale && rm -rf "$OUT"
 echo "=== done $(date +%T)"

@@ -87,7 +87,7 @@ def test_gguf_f16_answers_like_transformers_and_q4_k_m_loads(trained_run, merged
     reference = letter_logits_hf(AutoModelForCausalLM.from_pretrained(merged_export, dtype=torch.float32).eval(),
                                  tokenizer, frame).argmax(axis=1)
     letters = [tokenizer.convert_tokens_to_ids(x) for x in "ABCD"]
-    llm = llama_cpp.Llama(model_path=str(f16), n_ctx=1024, logits_all=False, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(f16), n_ctx=1024, logits_all=True, verbose=False)
     try:
         assert llm.tokenize("你好，世界！Hello world".encode(), add_bos=False) == [108386, 3837, 99489, 6313, 9707, 1879]
         chosen = []
@@ -102,7 +102,7 @@ def test_gguf_f16_answers_like_transformers_and_q4_k_m_loads(trained_run, merged
 
     q4 = export_gguf(adapter, tmp_path / "q4", "q4_k_m", merged_dir=merged_export)
     assert q4.name == "model-q4_k_m.gguf" and q4.stat().st_size < f16.stat().st_size
-    small = llama_cpp.Llama(model_path=str(q4), n_ctx=256, verbose=False)
+    small = llama_cpp.Llama(model_path=str(q4), n_ctx=256, logits_all=True, verbose=False)
     try:
         small.eval(encode_prompt(tokenizer, frame.iloc[0]))
         assert np.isfinite(np.asarray(small.scores[small.n_tokens - 1])[letters]).all()

@@ -4,7 +4,8 @@
 #   1. torchrun --nproc_per_node 4: train_sft.py (effective batch 32 kept) and infer.py on the CMMLU test file;
 #   2. two "nodes" on GPUs 0 and 1: two torchrun launches with --nnodes 2 --node_rank 0|1, c10d rendezvous on
 #      127.0.0.1, each node in its own folder (no shared filesystem): training and inference;
-#   3. one GPU (GPU 2, beside step 2), the same commands: the 1-GPU figures of the same run.
+#   3. one GPU (GPU 2, beside step 2), the same commands: the 1-GPU figures of the same run; the reference
+#      recipe on GPU 3 at the same time.
 # usage (device tool, kind nvidia-h200-x4, carry [.gpu, .benchdata]):  bash bench/scale.sh
 set -uo pipefail
 FINAL=${OUT:-/tmp/out}; OUT=$FINAL/scale; mkdir -p "$OUT"   # everything goes back as one archive
@@ -15,7 +16,7 @@ if [ ! -d /tmp/site/unsloth ]; then mkdir -p /tmp/site && tar xJf .gpu/gpu-site.
 export PYTHONPATH=$PWD/bench/cap:/tmp/site HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 \
   TOKENIZERS_PARALLELISM=false MCQ_BENCH_CAP_GB=24 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \
   NVSHMEM_DISABLE_NVLS=1 OMP_NUM_THREADS=8
-[ -f /tmp/q14b/config.json ] || python3 bench/bench_14b.py build --out /tmp/q14b --tokenizer .benchdata/tokenizer 2>&1 | tail -1
+[ -f /tmp/q14b/config.json ] || MCQ_BENCH_CAP_GB= python3 bench/bench_14b.py build --out /tmp/q14b --tokenizer .benchdata/tokenizer 2>&1 | tail -1
 cp .benchdata/tokenizer/* /tmp/q14b/
 TRAIN=(train_sft.py --config configs/qwen2.5-14b-4090.yaml --model_name_or_path /tmp/q14b
        --train_file .benchdata/train.csv --max_steps "$STEPS" --eval_steps 12 --save_steps 12)
@@ -39,10 +40,14 @@ node() {  # node rank, GPU, command...
 one_gpu() {
   CUDA_VISIBLE_DEVICES=2 python3 "${TRAIN[@]}" --output_dir /tmp/s1 > "$OUT/train_1gpu.log" 2>&1
   cp /tmp/s1/training_summary.json "$OUT/train_1gpu.json"
-  CUDA_VISIBLE_DEVICES=2 python3 "${INFER[@]}" --model_path /tmp/s4/adapter --output_file /tmp/sub1.csv > "$OUT/infer_1gpu.log" 2>&1
-  cp /tmp/sub1_run/report.json "$OUT/infer_1gpu.json"
+  for run in 1 2; do
+    CUDA_VISIBLE_DEVICES=2 python3 "${INFER[@]}" --model_path /tmp/s4/adapter --output_file /tmp/sub1.csv > "$OUT/infer_1gpu_$run.log" 2>&1
+    cp /tmp/sub1_run/report.json "$OUT/infer_1gpu_$run.json"
+  done
 }
 one_gpu & ONE=$!
+CUDA_VISIBLE_DEVICES=3 python3 bench/bench_14b.py reference --model /tmp/q14b --data .benchdata/train.csv \
+  --json "$OUT/reference.json" --n-ref-train 256 --n-ref-generate 64 > "$OUT/reference.log" 2>&1 & REF=$!
 PORT=29555 node 0 0 "${TRAIN[@]}" --output_dir /tmp/node0/run > "$OUT/train_2node_r0.log" 2>&1 &
 T0=$!
 PORT=29555 node 1 1 "${TRAIN[@]}" --output_dir /tmp/node1/run > "$OUT/train_2node_r1.log" 2>&1
@@ -54,7 +59,7 @@ done | tee "$OUT/two_node_weights.txt"
 PORT=29556 node 0 0 "${INFER[@]}" --model_path /tmp/s4/adapter --output_file /tmp/node0/sub.csv > "$OUT/infer_2node_r0.log" 2>&1 &
 N0=$!
 PORT=29556 node 1 1 "${INFER[@]}" --model_path /tmp/s4/adapter --output_file /tmp/node1/sub.csv > "$OUT/infer_2node_r1.log" 2>&1
-wait $N0 $ONE
+wait $N0 $ONE $REF
 cp /tmp/node0/sub_run/report.json "$OUT/infer_2node.json"
 cmp /tmp/sub1.csv /tmp/sub4.csv && echo "four_gpu_submission_identical true" | tee -a "$OUT/identical.txt"
 cmp /tmp/sub1.csv /tmp/node0/sub.csv && echo "two_node_submission_identical true" | tee -a "$OUT/identical.txt"

@@ -136,7 +136,9 @@ class SealCheckpoints(TrainerCallback):
         self.fingerprint = fingerprint
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        # the process that wrote the checkpoint seals it: rank 0, or each node's first process with
+        # --save_on_each_node true (several machines without a shared filesystem)
+        if state.is_local_process_zero if args.save_on_each_node else state.is_world_process_zero:
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if checkpoint.is_dir():
                 seal(checkpoint, self.fingerprint)

@@ -213,7 +213,8 @@ def prepare_output_dir(script_args: ScriptArguments, training_args) -> tuple[dic
     from checkpoints import ResumeError, checkpoint_to_resume, set_aside_previous_run, training_fingerprint
 
     print_ = training_fingerprint(script_args, training_args, max(training_args.world_size, 1))
-    main_process = int(os.environ.get("RANK", 0)) == 0
+    node_local = training_args.save_on_each_node  # no shared filesystem: every node keeps its own checkpoints
+    main_process = int(os.environ.get("LOCAL_RANK" if node_local else "RANK", 0)) == 0
     if not script_args.resume:
         if main_process:
             set_aside_previous_run(training_args.output_dir)

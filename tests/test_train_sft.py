@@ -246,3 +246,58 @@ def test_bad_options_give_one_clear_message(argv, message, sample_dir, tmp_path)
                      "--output_dir", tmp_path / "out", *argv)
     assert result.returncode == 1, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_answer_only_loss_and_gradients_equal_the_plain_loss_under_accumulation(tiny_model_dir, sample_dir):
+    """MCQTrainer's loss (output layer only at labelled positions) is the full-vocabulary cross-entropy on the
+    answer tokens: same value and same LoRA gradients, summed over 2 accumulated micro-batches."""
+    import torch.nn.functional as F
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mcq_dataset import encode_training_example, load_mcq_csv
+    from mcq_trainer import IGNORE_INDEX, answer_only_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                      init_lora_weights=False))
+    rows = [encode_training_example(tokenizer, row) for _, row in load_mcq_csv(sample_dir / "train.csv").head(4).iterrows()]
+
+    def collate(examples):
+        width = max(len(e["input_ids"]) for e in examples)
+        ids = torch.full((len(examples), width), tokenizer.pad_token_id)
+        labels = torch.full((len(examples), width), IGNORE_INDEX)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for i, e in enumerate(examples):
+            n = len(e["input_ids"])
+            ids[i, :n] = torch.tensor(e["input_ids"])
+            mask[i, :n] = 1
+            labels[i, :n] = torch.where(torch.tensor(e["completion_mask"]) == 1, ids[i, :n], IGNORE_INDEX)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    micro_batches = [collate(rows[:2]), collate(rows[2:])]  # different lengths, so padding differs
+    items = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
+    assert items == 8  # the letter and <|im_end|> of each of the 4 questions
+
+    def accumulate(loss_fn):
+        model.zero_grad()
+        total = 0.0
+        for batch in micro_batches:
+            loss = loss_fn(batch)
+            loss.backward()
+            total += float(loss)
+        return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def plain(batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum") / items
+
+    ours_loss, ours_grads = accumulate(lambda batch: answer_only_loss(model, batch, num_items_in_batch=items))
+    plain_loss, plain_grads = accumulate(plain)
+    assert abs(ours_loss - plain_loss) < 1e-5 and ours_loss > 0
+    for name, grad in plain_grads.items():
+        assert grad.abs().max() > 0, name
+        assert torch.allclose(ours_grads[name], grad, atol=1e-6, rtol=1e-4), name

@@ -228,6 +228,73 @@ def summarize_recipe(folder: str, out: Path) -> dict:
     return results
 
 
+def collect(raw: Path, out: Path) -> dict:
+    """bench/results.json from the three 4 x H200 calls of 2026-11-28 (raw files in bench/raw/*_h200x4*): each key
+    says which call it comes from; ratios use the reference measured in the same call."""
+    def load(path):
+        return json.loads((raw / path).read_text())
+
+    recipe = summarize_recipe(str(raw / "recipe_h200x4_run1"), raw / "recipe_h200x4_run1" / "summary.json")
+    scale = {n: load(f"scale_h200x4/{n}.json") for n in ("train_1gpu", "train_2node", "train_4gpu", "infer_1gpu_1",
+                                                         "infer_4gpu", "reference")}
+    ident = {n: load(f"identity_h200x4/{n}.json") for n in ("train_alone", "reference", "report_one_run",
+                                                            "report_two_run", "report_node0")}
+    identical = (raw / "identity_h200x4" / "identical.txt").read_text()
+    one_gpu_train = scale["train_1gpu"]["steady_train_samples_per_second"]
+    one_gpu_score = scale["infer_1gpu_1"]["questions_per_second"]
+    results = {
+        "card": "NVIDIA H200 (4 x H200 machines), every process capped at 24 GiB (15 GiB for card16_*)",
+        "date": "2026-11-28",
+        "recipe_train_samples_per_s": ident["train_alone"]["steady_train_samples_per_second"],
+        "ref_train_samples_per_s": ident["reference"]["train"]["samples_per_s"],
+        "recipe_train_note": "identity call: README training command on GPU 0 beside the reference on GPU 3",
+        "recipe_train_samples_per_s_all_calls": [recipe["train_runs"]["random"]["steady_samples_per_s"],
+                                                 recipe["train_runs"]["grouped"]["steady_samples_per_s"],
+                                                 one_gpu_train, ident["train_alone"]["steady_train_samples_per_second"]],
+        "ref_train_samples_per_s_all_calls": [recipe["ref_train_samples_per_s"],
+                                              scale["reference"]["train"]["samples_per_s"],
+                                              ident["reference"]["train"]["samples_per_s"]],
+        "group_by_length_samples_per_s": recipe["train_runs"]["grouped"]["steady_samples_per_s"],
+        "random_batches_samples_per_s": recipe["train_runs"]["random"]["steady_samples_per_s"],
+        "trl_loss_samples_per_s": recipe["train_runs"]["trl_loss"]["steady_samples_per_s"],
+        "trl_loss_peak_reserved_gb": recipe["train_runs"]["trl_loss"]["peak_reserved_gb"],
+        "answer_only_loss_peak_reserved_gb": recipe["train_runs"]["random"]["peak_reserved_gb"],
+        "recipe_eval_qps": _median(ident["train_alone"]["log_history"] and
+                                   [e["eval_samples_per_second"] for e in ident["train_alone"]["log_history"]
+                                    if "eval_accuracy" in e] + recipe["train_runs"]["grouped"]["eval_qps"]),
+        "recipe_run_peak_reserved_gb": ident["train_alone"]["peak_gpu_memory_gb"],
+        "recipe_score_qps": one_gpu_score,
+        "ref_gen_qps": scale["reference"]["generate"]["48_tokens"]["qps"],
+        "recipe_score_note": "scale call: README inference command with the trained adapter, batch 64 chosen by the "
+                             "memory rule, beside other GPU work; identity call, base model without adapter: "
+                             f"{ident['report_one_run']['questions_per_second']} q/s",
+        "recipe_startup_s": _median([recipe["recipe_startup_s"], scale["infer_1gpu_1"]["startup_seconds"],
+                                     ident["report_one_run"]["startup_seconds"]]),
+        "recipe_load_host_peak_gb": recipe["recipe_load_host_peak_gb"],
+        "nf4_base_load_host_peak_gb": load("recipe_h200x4_run1/infer_nf4.json")["cpu_peak_rss_gb"],
+        "nf4_base_startup_s": load("recipe_h200x4_run1/infer_nf4.json")["startup_seconds"],
+        "card16_peak_reserved_gb": recipe["card16_peak_reserved_gb"],
+        "card16_train_samples_per_s": recipe["card16_train_samples_per_s"],
+        "learning_14b_val_accuracy": recipe["learning_14b_val_accuracy"],
+        "learning_14b_curve": recipe["learning_14b_curve"],
+        "two_gpu_submission_identical": "two_gpu_submission_identical true" in identical,
+        "two_node_submission_identical": "two_node_submission_identical true" in identical,
+        "two_node_train_samples_per_s": scale["train_2node"]["steady_train_samples_per_second"],
+        "two_node_train_efficiency": round(scale["train_2node"]["steady_train_samples_per_second"] / (2 * one_gpu_train), 3),
+        "two_node_score_qps_base_model": ident["report_node0"]["questions_per_second"],
+        "two_gpu_score_qps_base_model": ident["report_two_run"]["questions_per_second"],
+        "one_gpu_score_qps_base_model": ident["report_one_run"]["questions_per_second"],
+        "scale4_train_samples_per_s": scale["train_4gpu"]["steady_train_samples_per_second"],
+        "scale4_train_efficiency": round(scale["train_4gpu"]["steady_train_samples_per_second"] / (4 * one_gpu_train), 3),
+        "scale4_score_qps": scale["infer_4gpu"]["questions_per_second"],
+        "scale4_score_efficiency": round(scale["infer_4gpu"]["questions_per_second"] / (4 * one_gpu_score), 3),
+    }
+    results["train_speedup"] = round(results["recipe_train_samples_per_s"] / results["ref_train_samples_per_s"], 2)
+    results["score_speedup_vs_ref_gen"] = round(results["recipe_score_qps"] / results["ref_gen_qps"], 1)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -246,6 +313,7 @@ def main(argv=None) -> int:
         p.add_argument("--n-ref-generate", type=int, default=64)
         p.add_argument("--infer-batch", type=int, default=64)
         p.add_argument("--variants", default="16:0.0", help="micro_batch:dropout pairs, comma separated")
+    sub.add_parser("collect", help="bench/results.json from bench/raw/*_h200x4* (the recorded 4 x H200 calls)")
     summary = sub.add_parser("summarize-recipe", help="bench/results.json from bench/recipe.sh's output folder")
     summary.add_argument("folder")
     summary.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
@@ -263,6 +331,9 @@ def main(argv=None) -> int:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else None
         write_tiny_qwen(args.out, shape="qwen2.5-14b", dtype="bfloat16", tokenizer=tokenizer)
         print(f"built {args.out} in {time.perf_counter() - started:.0f} s")
+        return 0
+    if args.command == "collect":
+        print(json.dumps(collect(ROOT / "bench" / "raw", ROOT / "bench" / "results.json"), indent=1))
         return 0
     if args.command == "summarize-recipe":
         print(json.dumps({k: v for k, v in summarize_recipe(args.folder, Path(args.out)).items()

@@ -110,19 +110,21 @@ class PhaseTimer(TrainerCallback):
         if self._step_start is not None:
             self.steps.append(self._mark - self._step_start)
 
+    def _lap(self, phase: str) -> None:
+        """Time since the last step ended (or the last phase) goes to ``phase``: evaluation or saving."""
+        if self._mark is None:
+            return
+        now = time.perf_counter()
+        setattr(self, f"{phase}_seconds", getattr(self, f"{phase}_seconds") + now - self._mark)
+        self._mark = now
+
     def on_evaluate(self, args, state, control, **kwargs):
-        if self._mark is not None:
-            now = time.perf_counter()
-            self.eval_seconds += now - self._mark
-            self.evaluations += 1
-            self._mark = now
+        self.evaluations += 1
+        self._lap("eval")
 
     def on_save(self, args, state, control, **kwargs):
-        if self._mark is not None:
-            now = time.perf_counter()
-            self.save_seconds += now - self._mark
-            self.saves += 1
-            self._mark = now
+        self.saves += 1
+        self._lap("save")
 
     def summary(self, samples_per_step: int) -> dict:
         steady = self.steps[WARMUP_STEPS:]

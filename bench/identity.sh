@@ -6,11 +6,7 @@
 set -uo pipefail
 FINAL=${OUT:-/tmp/out}; OUT=$FINAL/identity; mkdir -p "$OUT"
 ( sleep ${WATCHDOG_S:-380}; tar czf "$FINAL/partial.tgz" -C "$FINAL" identity 2>/dev/null ) &
-if [ ! -d /tmp/site/unsloth ]; then mkdir -p /tmp/site && tar xJf .gpu/gpu-site.tar.xz -C /tmp/site; fi
-export PYTHONPATH=$PWD/bench/cap:/tmp/site HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 \
-  TOKENIZERS_PARALLELISM=false NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 OMP_NUM_THREADS=8
-[ -f /tmp/q14b/config.json ] || python3 bench/bench_14b.py build --out /tmp/q14b --tokenizer .benchdata/tokenizer 2>&1 | tail -1
-cp .benchdata/tokenizer/* /tmp/q14b/
+source bench/gpu_env.sh
 export MCQ_BENCH_CAP_GB=24
 CUDA_VISIBLE_DEVICES=3 python3 bench/bench_14b.py reference --model /tmp/q14b --data .benchdata/train.csv \
   --json "$OUT/reference.json" --n-ref-train 256 --n-ref-generate 64 > "$OUT/reference.log" 2>&1 & REF=$!

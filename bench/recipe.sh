@@ -15,12 +15,7 @@ FINAL=${OUT:-/tmp/out}; OUT=$FINAL/recipe; mkdir -p "$OUT"   # everything goes b
 # the device tool stops a command at 600 s: archive whatever exists by then
 ( sleep ${WATCHDOG_S:-575}; tar czf "$FINAL/partial.tgz" -C "$FINAL" recipe 2>/dev/null ) &
 STEPS=${STEPS:-24}
-if [ ! -d /tmp/site/unsloth ]; then mkdir -p /tmp/site && tar xJf .gpu/gpu-site.tar.xz -C /tmp/site; fi
-export PYTHONPATH=$PWD/bench/cap:/tmp/site HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 \
-  TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}  # 4 processes share 64 cores
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpus.txt"
-[ -f /tmp/q14b/config.json ] || python3 bench/bench_14b.py build --out /tmp/q14b --tokenizer .benchdata/tokenizer 2>&1 | tail -1
-cp .benchdata/tokenizer/* /tmp/q14b/
+source bench/gpu_env.sh
 python3 sample_data.py /tmp/sample --train 1600 --test 160 >/dev/null
 TRAIN=(python3 train_sft.py --config configs/qwen2.5-14b-4090.yaml --model_name_or_path /tmp/q14b
        --train_file .benchdata/train.csv --max_steps "$STEPS" --eval_steps 12 --save_steps 12)

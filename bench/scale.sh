@@ -12,12 +12,8 @@ FINAL=${OUT:-/tmp/out}; OUT=$FINAL/scale; mkdir -p "$OUT"   # everything goes ba
 # the device tool stops a command at 600 s: archive whatever exists by then
 ( sleep ${WATCHDOG_S:-575}; tar czf "$FINAL/partial.tgz" -C "$FINAL" scale 2>/dev/null ) &
 STEPS=${STEPS:-24}
-if [ ! -d /tmp/site/unsloth ]; then mkdir -p /tmp/site && tar xJf .gpu/gpu-site.tar.xz -C /tmp/site; fi
-export PYTHONPATH=$PWD/bench/cap:/tmp/site HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 \
-  TOKENIZERS_PARALLELISM=false MCQ_BENCH_CAP_GB=24 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \
-  NVSHMEM_DISABLE_NVLS=1 OMP_NUM_THREADS=8
-[ -f /tmp/q14b/config.json ] || MCQ_BENCH_CAP_GB= python3 bench/bench_14b.py build --out /tmp/q14b --tokenizer .benchdata/tokenizer 2>&1 | tail -1
-cp .benchdata/tokenizer/* /tmp/q14b/
+source bench/gpu_env.sh
+export MCQ_BENCH_CAP_GB=24   # every process capped like a 4090
 TRAIN=(train_sft.py --config configs/qwen2.5-14b-4090.yaml --model_name_or_path /tmp/q14b
        --train_file .benchdata/train.csv --max_steps "$STEPS" --eval_steps 12 --save_steps 12)
 INFER=(infer.py --config configs/infer-14b-4090.yaml --test_file .benchdata/test.csv --resume false)

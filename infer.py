@@ -34,6 +34,7 @@ from typing import Sequence
 import pandas as pd
 import yaml
 
+import answer_parser
 from answer_parser import parse_answer_with_rule
 from mcq_dataset import (ANSWER_COLUMN, LETTERS, OPTION_COLUMNS, DataError, PromptOptions, cyclic_orders,
                          encode_prompts, load_mcq_csv)
@@ -132,7 +133,10 @@ def fingerprint(args: InferArguments, base: str, adapter: str | None, load_info:
             "adapters": [adapter_identity(a) for a in ([adapter] if adapter else []) + list(args.ensemble)],
             "precision": load_info["precision"],
             "chat_template_sha256": hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest(),
-            "batch_size": batch_size, **options}
+            "batch_size": batch_size, **options,
+            # generate mode: the parser's rules decide which replies count, so its version is part of the key
+            "answer_parser_sha256": hashlib.sha256(Path(answer_parser.__file__).read_bytes()).hexdigest()
+            if args.mode == "generate" else None}
 
 
 def changed_keys(old: dict, new: dict) -> list[str]:

@@ -290,6 +290,8 @@ def main(script_args: ScriptArguments, training_args, backend: str | None = None
     train_ds, val_ds = build_datasets(tokenizer, train, val, script_args)
     trainer = build_trainer(model, tokenizer, train_ds, val_ds, val, script_args, training_args, print_)
     trainer.train(resume_from_checkpoint=resume_from)
+    if not training_args.should_save:  # other data-parallel ranks: rank 0 (or each node's first) writes
+        return {"rank": training_args.process_index, "steps": trainer.state.global_step}
     paths = export_results(trainer, tokenizer, script_args, training_args)
     summary = write_summary(trainer, script_args, training_args, backend, started, paths, len(train), len(val))
     if script_args.export == "merged" and trainer.is_world_process_zero():

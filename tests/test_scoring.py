@@ -119,3 +119,39 @@ def test_shared_prefix_gives_the_probabilities_of_the_full_prompt(tiny_model_dir
     model.set_adapter("first")
     assert np.abs(score_frame(model, tokenizer, frame, batch_size=5, share_prefix=True)
                   - score_frame(model, tokenizer, frame, batch_size=5, share_prefix=False)).max() < 1e-5
+
+
+def test_automatic_batch_respects_a_process_memory_cap(tiny_model_dir, sample_dir, monkeypatch):
+    """A 139 GB card capped at 24 GiB for this process, 10 GiB already reserved: the batch is planned for the
+    13 GiB left under the cap, not for the card's free memory (which once gave batch 128)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    import scoring
+    from tiny_qwen import build_model_config
+
+    gib = 2**30
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=139 * gib))
+    monkeypatch.setattr(cuda, "get_per_process_memory_fraction", lambda device: 24 / 139, raising=False)
+    monkeypatch.setattr(cuda, "memory_reserved", lambda device: 10 * gib)
+    monkeypatch.setattr(cuda, "mem_get_info", lambda device: (129 * gib, 139 * gib))
+    assert abs(scoring.memory_budget_gb() - 13.0) < 1e-6
+    assert abs(scoring.memory_budget_gb(requested_gb=16) - 5.0) < 1e-6  # --gpu_memory_gb 16
+
+    monkeypatch.setattr(cuda, "memory_reserved", lambda device: 20 * gib)  # 3 GiB left: the rule, not the ceiling
+    model = SimpleNamespace(config=build_model_config("qwen2.5-14b"))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    frame = load_mcq_csv(sample_dir / "test.csv")
+    args = SimpleNamespace(max_prompt_tokens=512, max_new_tokens=48, mode="score", gpu_memory_gb=None)
+    capped = scoring.auto_batch_size(model, tokenizer, frame, args)
+    longer = frame.assign(question=frame["question"] * 30)  # up to the 512-token prompt limit
+    assert capped & (capped - 1) == 0 and 1 <= capped <= scoring.MAX_AUTO_BATCH  # a power of two
+    assert scoring.auto_batch_size(model, tokenizer, longer, args) < capped  # longer prompts, smaller batches
+    small = scoring.auto_batch_size(model, tokenizer, frame, SimpleNamespace(**{**vars(args), "gpu_memory_gb": 22}))
+    assert small < capped
+    generate = scoring.auto_batch_size(model, tokenizer, frame, SimpleNamespace(**{**vars(args), "mode": "generate"}))
+    assert generate <= capped

@@ -287,7 +287,7 @@ def test_answer_only_loss_and_gradients_equal_the_plain_loss_under_accumulation(
         for batch in micro_batches:
             loss = loss_fn(batch)
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     def plain(batch):
@@ -301,3 +301,16 @@ def test_answer_only_loss_and_gradients_equal_the_plain_loss_under_accumulation(
     for name, grad in plain_grads.items():
         assert grad.abs().max() > 0, name
         assert torch.allclose(ours_grads[name], grad, atol=1e-6, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("world,micro,accumulation,expected", [
+    (1, 16, 2, (16, 2)), (2, 16, 2, (16, 1)), (4, 16, 2, (8, 1)), (2, 8, 4, (8, 2)), (4, 4, 8, (4, 2)),
+])
+def test_data_parallel_keeps_the_effective_batch(world, micro, accumulation, expected, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    args = SimpleNamespace(world_size=world, per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation)
+    train_sft.scale_for_processes(SimpleNamespace(keep_effective_batch=True), args)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == expected
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * world == micro * accumulation

@@ -64,17 +64,19 @@ _ANSWER_PHRASES = [
     # 故选C / 所以选 C / 应选C / 我选择C  ("选项C错误" is no choice: 选 must not start 选项)
     r"选(?:择)?(?!项)\s*:?\s*" + _OPEN + _L,
     # 正确的是C / 正确选项是C / 正确的选项为C / 正确的一项是C
-    r"正确(?:的)?(?:选项|答案|一项|说法|的是)?\s*(?:是|为|:)\s*(?:选项)?\s*" + _OPEN + _L,
+    r"正确(?:的)?(?:选项|答案|一项|说法|的是)?\s*(?:是|为|:)\s*:?\s*(?:选项)?\s*" + _OPEN + _L,
     # English: the (correct) answer is C / answer: C / I would choose C / I'll go with option C
     r"(?i:(?:the\s+)?(?:correct|right|best|final)?\s*answer\s*(?:is|would\s+be|should\s+be|:|=)\s*(?:option\s*)?)" + _OPEN + _L,
     r"(?i:i\s*(?:would|will|'ll|'d)?\s*(?:choose|pick|select|go\s+with)\s*(?:option\s*)?)" + _OPEN + _L,
+    r"(?i:(?:correct|right|best|final)\s+(?:option|choice)\s*(?:is|would\s+be|should\s+be|:)\s*(?:option\s*)?)" + _OPEN + _L,
 ]
 _ANSWER_PHRASE = re.compile("|".join(f"(?:{p})" for p in _ANSWER_PHRASES))
 _LEADING = re.compile(r"^\s*(?:(?:选项|答案|答|(?i:option|answer))\s*:?\s*)?" + _OPEN + r"([A-Da-d])\s*[)\]）】]?"
-                      r"(?=$|[\s.。、:;,，；!！)\]）】])")
+                      r"(?=$|[\s.。、:;,，；!！)\]）】]|(?:选项|项)\s*(?:$|[.。!！]))")
 _IS_CORRECT = re.compile(
     r"([A-D])\s*(?:选项|项)?\s*(?:是|的说法|说法)?\s*(?:正确|对)(?!吗)|"
-    r"([A-D])\s*(?i:is|was)\s+(?i:the\s+)?(?i:correct|right)(?!\s*\?)")
+    r"([A-D])\s*(?i:is|was)\s+(?i:the\s+)?(?i:correct|right)(?!\s*\?)|"
+    r"([A-D])\s+(?i:is\s+the\s+(?:correct\s+|right\s+|best\s+)?(?:answer|option|choice))(?!\s*\?)")
 _CONCLUSION = re.compile(
     r"(?:是|为|选|即|(?i:\bit's|\bit\s+is|\bso|\btherefore|\bthus|\bhence|\bmust\s+be|\bshould\s+be))\s*,?:?\s*"
     + _OPEN + r"([A-D])\s*[)\]）】]?\s*(?:项|选项)?\s*[.。!！]*\s*$")
@@ -194,8 +196,8 @@ def _leading(text: str, options: Sequence[str] | None) -> ParsedAnswer | None:
     rest = text[match.end(1):]
     if letter.islower() and re.match(r"\s+[A-Za-z]", rest):  # "a cat", "d is wrong": English words
         return None
-    if re.match(r"\)?\s+[A-Za-z]", rest) and not re.match(r"\)?\s+[A-Za-z]+\s*[.:]", rest):
-        return None  # "A is wrong, B ..." starts a sentence about A, it does not choose A
+    if re.match(r"\s+[A-Za-z]", rest) and not re.match(r"\s+[A-Za-z]+\s*[.:]", rest):
+        return None  # "A is wrong, B ..." starts a sentence about A, it does not choose A ("A) Paris" does)
     clause = re.split(r"[，,；;。！？!?\n]", rest.lstrip(" .、:;)]）】"), maxsplit=1)[0]
     own_text = options[LETTERS.index(letter.upper())].strip() if options else None
     if re.search(r"错|不正确|不对|(?i:\bwrong\b|\bincorrect\b|\bfalse\b)", clause) and not (own_text and own_text in clause):

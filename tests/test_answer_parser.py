@@ -54,6 +54,9 @@ CASES = [
     ("After eliminating A, B and D, it's C.", "C"),
     ("答案是C，这一点可以确定。", "C"),
     ("（D）", "D"), ("D\n", "D"), ("答：B", "B"),
+    ("C选项。", "C"), ("正确的是：B", "B"), ("The correct option is B.", "B"), ("B is the answer.", "B"),
+    ("选项B正确。", "B"), ("正确答案为D项。", "D"), ("The right choice is (A).", "A"), ("b) Paris", "B"),
+    ("C) Vitamin C", "C"),
 ]
 
 UNPARSEABLE = [
@@ -73,7 +76,7 @@ UNPARSEABLE = [
     "I'm not sure, but it could be A.", "It might be D.", "I think it's probably B.", "这题我不确定，也许选A。",
     "题目信息不足，无法判断。", "I don't know.",
     # --- letters only mentioned ---
-    "A项错误。", "Option A is wrong.", "我们来分析一下选项B的说法。",
+    "A项错误。", "Option A is wrong.", "我们来分析一下选项B的说法。", "C项错误。", "Is B the answer?", "A is wrong and so is B.",
 ]
 
 

@@ -96,7 +96,7 @@ def checkpoint_to_resume(output_dir: str | Path, fingerprint: dict, move_aside: 
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
-    for step, checkpoint in _checkpoints(output_dir):
+    for _, checkpoint in _checkpoints(output_dir):
         problem = seal_problem(checkpoint)
         if problem:
             aside = checkpoint.with_name(f"incomplete-{checkpoint.name}")

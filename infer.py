@@ -286,8 +286,7 @@ def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, rank: int = 
     return length_sorted_batches([len(p) for p in prompts], batch_size)[rank::world]
 
 
-def score_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batches: list[list[int]],
-               prompts, compute, store: PredictionStore, progress) -> None:
+def score_rows(frame: pd.DataFrame, batches: list[list[int]], compute, store: PredictionStore, progress) -> None:
     """Letter probabilities for every batch not yet in the store (averaged over permutations/adapters)."""
     from scoring import run_halving
 
@@ -356,24 +355,21 @@ def fill_unparsed(model, tokenizer, frame: pd.DataFrame, args: InferArguments, b
     store.add(updated)
 
 
-def answer(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batch_size: int, store: PredictionStore,
-           rank: int, world: int) -> int:
-    """Answer this process's batches; returns how many questions were answered in this run."""
+def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, batch_size: int,
+           store: PredictionStore, rank: int, world: int) -> int:
+    """Answer this process's batches of the encoded ``prompts``; returns how many were answered in this run."""
     from tqdm.auto import tqdm
 
     from scoring import batch_scorer
 
-    if args.mode == "score":
-        prompts, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens,
-                                        cyclic_orders(args.permutations), adapter_names(args), args.share_prefix)
-    else:
-        prompts = encode_prompts(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)
     batches = plan_batches(prompts, batch_size, rank, world)
     mine = [frame["ID"].iat[i] for batch in batches for i in batch]
     todo = sum(id_ not in store.records for id_ in mine)
     with tqdm(total=len(mine), initial=len(mine) - todo, unit="q", desc=args.mode, disable=rank != 0) as progress:
         if args.mode == "score":
-            score_rows(model, tokenizer, frame, args, batches, prompts, compute, store, progress)
+            _, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens,
+                                      cyclic_orders(args.permutations), adapter_names(args), args.share_prefix, prompts)
+            score_rows(frame, batches, compute, store, progress)
         else:
             generate_rows(model, tokenizer, frame, args, batches, prompts, store, progress)
             fill_unparsed(model, tokenizer, frame, args, batch_size, store)
@@ -435,10 +431,11 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     request = load_request(args, backend, device_map)
     model, tokenizer, load_info = load_inference_model(request)
     loaded = time.time()
-    batch_size = agree_on(args.batch_size or auto_batch_size(model, tokenizer, frame, args), world)
+    prompts = encode_prompts(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)  # once, every mode
+    batch_size = agree_on(args.batch_size or auto_batch_size(model, max(map(len, prompts)), args), world)
     print_ = fingerprint(args, request.base, request.adapter, load_info, tokenizer, batch_size, backend)
     store = PredictionStore(checkpoint_path(args.run_dir, rank, world), print_, args.resume)
-    answered = answer(model, tokenizer, frame, args, batch_size, store, rank, world)
+    answered = answer(model, tokenizer, frame, prompts, args, batch_size, store, rank, world)
     records, answered = gather_answers(store.records, answered, world)
     if rank != 0:
         return {"rank": rank, "answered_this_run": answered}

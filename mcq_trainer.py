@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
-from mcq_dataset import PromptStyle
+from mcq_dataset import LETTERS, PromptStyle
 from scoring import accuracy, decoder_and_head, letters_from_probs, score_frame
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class MCQTrainer(SFTTrainer):
         probs = score_frame(self.model, self.processing_class, self.val_frame, self.prompt_style,
                             batch_size=self.args.per_device_eval_batch_size, max_prompt_tokens=self.max_prompt_tokens)
         expected = list(self.val_frame["answer"])
-        right = np.array([probs[i, "ABCD".index(letter)] for i, letter in enumerate(expected)])
+        right = probs[np.arange(len(expected)), [LETTERS.index(letter) for letter in expected]]
         seconds = time.time() - started
         metrics = {f"{metric_key_prefix}_loss": float(-np.log(np.clip(right, 1e-12, 1)).mean()),
                    f"{metric_key_prefix}_accuracy": accuracy(letters_from_probs(probs), expected),

@@ -339,7 +339,7 @@ class InferenceLoad:
         names = [first]
         if self.fallback_ladder:
             names += [n for n in ("8-bit", "16-bit with CPU offload") if n != first and not first.startswith(n)]
-        return [(name, table.get(name) or table[first]) for name in names]
+        return [(name, table[name]) for name in names]
 
 
 def loading_advice(way: str, err: BaseException) -> str:

@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from mcq_dataset import LETTERS, PromptStyle, cyclic_orders, encode_prompt, permute_options, unpermute_probs
+from mcq_dataset import (LETTERS, PromptStyle, cyclic_orders, encode_prompt, encode_prompts, permute_options,
+                         unpermute_probs)
 from modeling import is_out_of_memory
 
 logger = logging.getLogger(__name__)
@@ -247,10 +248,13 @@ def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], sty
 
 def batch_scorer(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
                  max_prompt_tokens: int | None = 512, orders: Sequence[tuple[int, ...]] = ((0, 1, 2, 3),),
-                 adapters: Sequence[str | None] = (None,), share_prefix: bool = True):
+                 adapters: Sequence[str | None] = (None,), share_prefix: bool = True,
+                 prompts: Sequence[Sequence[int]] | None = None):
     """The encoded prompts of ``frame`` and ``compute(rows) -> (len(rows), 4) probabilities``: the one scoring
-    set-up behind infer.py's score mode and ``score_frame`` (validation accuracy, generate-mode fallback)."""
-    prompts = [encode_prompt(tokenizer, row, style, max_prompt_tokens) for _, row in frame.iterrows()]
+    set-up behind infer.py's score mode and ``score_frame`` (validation accuracy, generate-mode fallback).
+    ``prompts`` may hold the prompts already encoded with the same style and limit."""
+    if prompts is None:
+        prompts = encode_prompts(tokenizer, frame, style, max_prompt_tokens)
     prefix = SharedPrefix(tokenizer, style) if share_prefix else None
 
     def compute(rows: list[int]) -> np.ndarray:
@@ -279,7 +283,6 @@ def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = Prom
 # up/gate activations, the residual stream, keys and values), times this margin for the allocator.
 MEMORY_MARGIN = 1.5
 MAX_AUTO_BATCH = 128
-TEMPLATE_TOKENS = 90  # chat markup, system prompt, instruction and option labels around a question
 CPU_BATCH = 16
 
 
@@ -299,9 +302,9 @@ def memory_budget_gb(requested_gb: float | None = None) -> float:
     return max(usable / 2**30 - 1.0, 0.0)
 
 
-def auto_batch_size(model, tokenizer, frame: pd.DataFrame, args) -> int:
-    """The largest power of two whose longest batch fits the memory budget (the first batch is the longest,
-    so a misjudgement shows at once and is split by ``run_halving``)."""
+def auto_batch_size(model, longest_prompt: int, args) -> int:
+    """The largest power of two whose longest batch (prompts of ``longest_prompt`` tokens; the first batch is the
+    longest, so a misjudgement shows at once and is split by ``run_halving``) fits the memory budget."""
     import torch
 
     if not torch.cuda.is_available():
@@ -310,10 +313,7 @@ def auto_batch_size(model, tokenizer, frame: pd.DataFrame, args) -> int:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     per_token = 4 * (2 * kv_heads * head_dim * 2) + 6 * config.intermediate_size * 2 + 8 * config.hidden_size * 2
-    texts = frame[["question", "option_A", "option_B", "option_C", "option_D"]].agg("".join, axis=1)
-    longest = max(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
-    longest = min(longest + TEMPLATE_TOKENS, args.max_prompt_tokens)
-    tokens = longest + (args.max_new_tokens if args.mode == "generate" else 0)
+    tokens = longest_prompt + (args.max_new_tokens if args.mode == "generate" else 0)
     budget = memory_budget_gb(args.gpu_memory_gb)
     fits = int(budget * 2**30 / (MEMORY_MARGIN * per_token * tokens))
     size = max(1, min(MAX_AUTO_BATCH, 2 ** max(0, fits.bit_length() - 1)))

@@ -147,11 +147,16 @@ def test_automatic_batch_respects_a_process_memory_cap(tiny_model_dir, sample_di
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     frame = load_mcq_csv(sample_dir / "test.csv")
     args = SimpleNamespace(max_prompt_tokens=512, max_new_tokens=48, mode="score", gpu_memory_gb=None)
-    capped = scoring.auto_batch_size(model, tokenizer, frame, args)
+    from mcq_dataset import encode_prompts
+
+    def longest(rows):
+        return max(map(len, encode_prompts(tokenizer, rows, max_prompt_tokens=args.max_prompt_tokens)))
+
+    capped = scoring.auto_batch_size(model, longest(frame), args)
     longer = frame.assign(question=frame["question"] * 30)  # up to the 512-token prompt limit
     assert capped & (capped - 1) == 0 and 1 <= capped <= scoring.MAX_AUTO_BATCH  # a power of two
-    assert scoring.auto_batch_size(model, tokenizer, longer, args) < capped  # longer prompts, smaller batches
-    small = scoring.auto_batch_size(model, tokenizer, frame, SimpleNamespace(**{**vars(args), "gpu_memory_gb": 22}))
+    assert scoring.auto_batch_size(model, longest(longer), args) < capped  # longer prompts, smaller batches
+    small = scoring.auto_batch_size(model, longest(frame), SimpleNamespace(**{**vars(args), "gpu_memory_gb": 22}))
     assert small < capped
-    generate = scoring.auto_batch_size(model, tokenizer, frame, SimpleNamespace(**{**vars(args), "mode": "generate"}))
+    generate = scoring.auto_batch_size(model, longest(frame), SimpleNamespace(**{**vars(args), "mode": "generate"}))
     assert generate <= capped

@@ -84,30 +84,11 @@ def test_two_nodes_answer_like_one_process_without_a_shared_filesystem(trained_r
     assert (tmp_path / "node1" / "sub_run" / "predictions.partial.rank1-of-2.jsonl").is_file()
 
 
-LORA_SUM = """
-import os, sys
-sys.path.insert(0, os.getcwd())
-import train_sft
-backend = train_sft.select_backend("auto")
-import mcq_trainer
-train = mcq_trainer.MCQTrainer.train
-def train_and_report(self, *args, **kwargs):
-    out = train(self, *args, **kwargs)
-    lora = sum(float(p.detach().double().sum()) for n, p in self.model.named_parameters() if "lora" in n)
-    print(f"RANK {os.environ['RANK']} lora-sum {lora:.10f} wrapped {type(self.model_wrapped).__name__}", flush=True)
-    return out
-mcq_trainer.MCQTrainer.train = train_and_report
-sys.exit(train_sft.run(sys.argv[1:]))
-"""
-
-
 def test_two_nodes_train_in_step_and_each_keeps_its_checkpoints(tiny_model_dir, sample_dir, tmp_path):
     import re
 
-    driver = tmp_path / "lora_sum.py"
-    driver.write_text(LORA_SUM)
-    results = two_node_launch(lambda node: [
-        driver, "--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir, "--train_file",
+    results = two_node_launch(lambda node: [  # bench/ddp_checksum.py: train_sft.main, then each rank's LoRA sum
+        "bench/ddp_checksum.py", "--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir, "--train_file",
         sample_dir / "train.csv", "--output_dir", tmp_path / f"node{node}", "--max_steps", 4, "--eval_steps", 2,
         "--save_steps", 2, "--save_on_each_node", "true"], free_port())
     sums = []

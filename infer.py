@@ -286,7 +286,32 @@ def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, rank: int = 
     return length_sorted_batches([len(p) for p in prompts], batch_size)[rank::world]
 
 
-def score_rows(frame: pd.DataFrame, batches: list[list[int]], compute, store: PredictionStore, progress) -> None:
+class BatchClock:
+    """Seconds per answered batch, so the report can tell the first batches (kernel compilation for new
+    shapes, the longest prompts) from the steady rate. Each batch ends with its results on the host, so
+    the GPU work is inside its time."""
+
+    WARMUP_BATCHES = 2
+
+    def __init__(self):
+        self.batches: list[tuple[int, float]] = []
+
+    def run(self, compute, batch: list[int]):
+        started = time.perf_counter()
+        result = compute(batch)
+        self.batches.append((len(batch), time.perf_counter() - started))
+        return result
+
+    def summary(self) -> dict:
+        warm, steady = self.batches[:self.WARMUP_BATCHES], self.batches[self.WARMUP_BATCHES:]
+        rows, seconds = sum(n for n, _ in steady), sum(t for _, t in steady)
+        return {"batches": len(self.batches), "warmup_batches": len(warm),
+                "warmup_seconds": round(sum(t for _, t in warm), 2),
+                "steady_questions_per_second": round(rows / seconds, 2) if seconds > 0 else None}
+
+
+def score_rows(frame: pd.DataFrame, batches: list[list[int]], compute, store: PredictionStore, progress,
+               clock: BatchClock) -> None:
     """Letter probabilities for every batch not yet in the store (averaged over permutations/adapters)."""
     from scoring import run_halving
 
@@ -295,14 +320,14 @@ def score_rows(frame: pd.DataFrame, batches: list[list[int]], compute, store: Pr
         ids = [all_ids[i] for i in batch]
         if all(i in store.records for i in ids):
             continue
-        total = run_halving(compute, batch)
+        total = clock.run(lambda rows: run_halving(compute, rows), batch)
         store.add([{"ID": id_, "answer": LETTERS[int(p.argmax())], "probs": [round(float(x), 6) for x in p],
                     "source": "score"} for id_, p in zip(ids, total)])
         progress.update(len(batch))
 
 
 def generate_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batches: list[list[int]],
-                  prompts, store: PredictionStore, progress) -> None:
+                  prompts, store: PredictionStore, progress, clock: BatchClock) -> None:
     """Greedy replies for batches not yet in the store, parsed; unparsed ones get answer None for now."""
     import torch
 
@@ -325,7 +350,7 @@ def generate_rows(model, tokenizer, frame: pd.DataFrame, args: InferArguments, b
         ids = [all_ids[i] for i in batch]
         if all(i in store.records for i in ids):
             continue
-        replies = run_halving(compute, batch)
+        replies = clock.run(lambda rows: run_halving(compute, rows), batch)
         records = []
         for i, id_, reply in zip(batch, ids, replies):
             parsed = parse_answer_with_rule(reply, all_options[i])
@@ -356,8 +381,9 @@ def fill_unparsed(model, tokenizer, frame: pd.DataFrame, args: InferArguments, b
 
 
 def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, batch_size: int,
-           store: PredictionStore, rank: int, world: int) -> int:
-    """Answer this process's batches of the encoded ``prompts``; returns how many were answered in this run."""
+           store: PredictionStore, rank: int, world: int) -> tuple[int, BatchClock]:
+    """Answer this process's batches of the encoded ``prompts``: how many were answered in this run, and the
+    time each batch took."""
     from tqdm.auto import tqdm
 
     from scoring import batch_scorer
@@ -365,15 +391,16 @@ def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments,
     batches = plan_batches(prompts, batch_size, rank, world)
     mine = [frame["ID"].iat[i] for batch in batches for i in batch]
     todo = sum(id_ not in store.records for id_ in mine)
+    clock = BatchClock()
     with tqdm(total=len(mine), initial=len(mine) - todo, unit="q", desc=args.mode, disable=rank != 0) as progress:
         if args.mode == "score":
             _, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens,
                                       cyclic_orders(args.permutations), adapter_names(args), args.share_prefix, prompts)
-            score_rows(frame, batches, compute, store, progress)
+            score_rows(frame, batches, compute, store, progress, clock)
         else:
-            generate_rows(model, tokenizer, frame, args, batches, prompts, store, progress)
+            generate_rows(model, tokenizer, frame, args, batches, prompts, store, progress, clock)
             fill_unparsed(model, tokenizer, frame, args, batch_size, store)
-    return todo
+    return todo, clock
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -435,7 +462,7 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     batch_size = agree_on(args.batch_size or auto_batch_size(model, max(map(len, prompts)), args), world)
     print_ = fingerprint(args, request.base, request.adapter, load_info, tokenizer, batch_size, backend)
     store = PredictionStore(checkpoint_path(args.run_dir, rank, world), print_, args.resume)
-    answered = answer(model, tokenizer, frame, prompts, args, batch_size, store, rank, world)
+    answered, clock = answer(model, tokenizer, frame, prompts, args, batch_size, store, rank, world)
     records, answered = gather_answers(store.records, answered, world)
     if rank != 0:
         return {"rank": rank, "answered_this_run": answered}
@@ -447,7 +474,7 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
         "test_file": args.test_file, "model_path": args.model_path, "base_model": request.base,
         "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
         "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
-        "startup_seconds": round(loaded - started, 1)}, seconds, answered)
+        "startup_seconds": round(loaded - started, 1), "answer_timing": clock.summary()}, seconds, answered)
     report["total_seconds"] = round(time.time() - started, 1)
     write_inference_report(report, predictions, frame, args.run_dir)
     logger.info("wrote %s (%d answers, %s)%s", args.output_file, len(predictions), load_info["precision"],

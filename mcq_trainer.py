@@ -11,7 +11,8 @@ Import this module only after ``modeling.select_backend`` (Unsloth must be impor
   ``eval_loss`` is the cross-entropy of the right letter among the four letters, from the same pass. No
   second, full-vocabulary forward over the validation set is run.
 * ``PhaseTimer`` splits the run's wall time into warm-up steps, steady steps, evaluation and checkpoint
-  writes, so training_summary.json reports the speed a long run actually trains at.
+  writes, so training_summary.json reports the speed a long run actually trains at, and records each
+  phase's GPU memory peak.
 """
 
 from __future__ import annotations
@@ -85,33 +86,63 @@ class MCQTrainer(SFTTrainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
+    def _phase_timer(self) -> "PhaseTimer | None":
+        return next((c for c in self.callback_handler.callbacks if isinstance(c, PhaseTimer)), None)
+
     def phase_times(self) -> dict:
-        timer = next((c for c in self.callback_handler.callbacks if isinstance(c, PhaseTimer)), None)
+        timer = self._phase_timer()
         if timer is None:
             return {}
         world = max(self.args.world_size, 1)
         return timer.summary(self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * world)
 
+    def peak_gpu_gb(self) -> float | None:
+        """GPU memory peak (reserved) of the whole run: load, training, evaluation, checkpoints."""
+        timer = self._phase_timer()
+        if timer is not None:
+            return timer.run_peak_gb()
+        return round(torch.cuda.max_memory_reserved() / 2**30, 2) if torch.cuda.is_available() else None
+
 
 class PhaseTimer(TrainerCallback):
-    """Wall time of each optimiser step, of evaluations and of checkpoint writes, kept apart."""
+    """Wall time of each optimiser step, of the time between steps (batch preparation, logging), of
+    evaluations and of checkpoint writes, kept apart; and the GPU memory peak of each phase (load, warm-up,
+    steady steps, evaluation, checkpoint writes), so a run's peak can be traced to what caused it."""
 
     def __init__(self):
         self.steps: list[float] = []
-        self.eval_seconds = self.save_seconds = 0.0
+        self.eval_seconds = self.save_seconds = self.between_seconds = 0.0
         self.evaluations = self.saves = 0
+        self.peaks: dict[str, float] = {}
         self._step_start = self._mark = None
+
+    def _close_phase(self, phase: str) -> None:
+        """Record the GPU memory peak since the last phase ended under ``phase`` and start a new count."""
+        if not torch.cuda.is_available():
+            return
+        torch.cuda.synchronize()  # the phase's GPU work belongs to it, not to the next one
+        peak = torch.cuda.max_memory_reserved() / 2**30
+        self.peaks[phase] = round(max(self.peaks.get(phase, 0.0), peak), 2)
+        torch.cuda.reset_peak_memory_stats()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._close_phase("load")
+        self._mark = time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_start = time.perf_counter()
+        if self._mark is not None:
+            self.between_seconds += self._step_start - self._mark
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._close_phase("warmup" if len(self.steps) < WARMUP_STEPS else "steps")
         self._mark = time.perf_counter()
         if self._step_start is not None:
             self.steps.append(self._mark - self._step_start)
 
     def _lap(self, phase: str) -> None:
         """Time since the last step ended (or the last phase) goes to ``phase``: evaluation or saving."""
+        self._close_phase(phase)
         if self._mark is None:
             return
         now = time.perf_counter()
@@ -133,5 +164,15 @@ class PhaseTimer(TrainerCallback):
                 "steady_steps": len(steady), "steady_seconds": round(sum(steady), 2),
                 "steady_train_samples_per_second": round(samples_per_step * len(steady) / sum(steady), 3)
                 if steady else None,
+                "between_steps_seconds": round(self.between_seconds, 2),
                 "evaluations": self.evaluations, "eval_seconds": round(self.eval_seconds, 2),
-                "saves": self.saves, "save_seconds": round(self.save_seconds, 2)}
+                "saves": self.saves, "save_seconds": round(self.save_seconds, 2),
+                "peak_reserved_gb_by_phase": dict(self.peaks),
+                "step_seconds": [round(x, 3) for x in self.steps]}
+
+    def run_peak_gb(self) -> float | None:
+        """The run's GPU memory peak (reserved), over every phase so far."""
+        if not torch.cuda.is_available():
+            return None
+        current = torch.cuda.max_memory_reserved() / 2**30
+        return round(max([current, *self.peaks.values()]), 2)

@@ -183,6 +183,10 @@ def render_markdown(report: dict) -> str:
              f"- speed: {report['questions_per_second']} questions/s ({report['seconds']} s answering, "
              f"{report['startup_seconds']} s start-up, batch {report['batch_size']}, {report['processes']} process(es))",
              "- answers: " + ", ".join(f"{k} {v}" for k, v in report["answer_distribution"].items())]
+    timing = report.get("answer_timing") or {}
+    if timing.get("steady_questions_per_second"):
+        lines.insert(4, f"  - after the first {timing['warmup_batches']} batches ({timing['warmup_seconds']} s: longest "
+                        f"prompts, first-shape compilation): {timing['steady_questions_per_second']} questions/s")
     if report.get("fallbacks"):
         lines.append(f"- **loaded as {report['loaded_as']} after failures**: "
                      + "; ".join(f"{f['way']}: {f['error']}" for f in report["fallbacks"]))

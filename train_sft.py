@@ -264,18 +264,12 @@ def write_summary(trainer, script_args, training_args, backend, started, paths, 
         **trainer.phase_times(),
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_accuracy": max(accuracies, default=None),
         "final_eval_accuracy": accuracies[-1] if accuracies else None,
-        "peak_gpu_memory_gb": _peak_gpu_gb(), "outputs": paths,
+        "peak_gpu_memory_gb": trainer.peak_gpu_gb(), "outputs": paths,
         "script_args": asdict(script_args), "log_history": history,
     }
     write_json(summary, out / "training_summary.json")
     plot_training_curves(history, out / "training_curves.png")
     return summary
-
-
-def _peak_gpu_gb() -> float | None:
-    import torch
-
-    return round(torch.cuda.max_memory_reserved() / 2**30, 2) if torch.cuda.is_available() else None
 
 
 def main(script_args: ScriptArguments, training_args, backend: str | None = None) -> dict:

@@ -43,6 +43,9 @@ def test_score_mode_writes_submission_predictions_and_report(trained_run, tmp_pa
     assert (np.array(list("ABCD"))[probs.argmax(axis=1)] == predictions["answer"]).all()
     assert report["accuracy"] >= 0.6 and len(report["accuracy_by_subject"]) == 8
     assert np.array(report["confusion_matrix"]).sum() == report["rows"]
+    timing = report["answer_timing"]  # every batch timed; the first ones reported apart from the steady rate
+    assert timing["batches"] == -(-report["rows"] // args.batch_size) and timing["warmup_batches"] == 2
+    assert timing["steady_questions_per_second"] > 0 and 0 < timing["warmup_seconds"] < report["seconds"]
     for name in ("report.json", "report.md", "answer_distribution.png", "confusion_matrix.png",
                  "accuracy_by_subject.png"):
         assert (args.run_dir / name).is_file(), name

@@ -17,6 +17,7 @@ Import this module only after ``modeling.select_backend`` (Unsloth must be impor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -51,6 +52,15 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
     return loss / keep.sum().clamp(min=1)
 
 
+def eager_forward():
+    """Run the validation pass without torch.compile: Unsloth compiles each decoder layer for training, and
+    compiling it again for the scorer's shapes (no gradients, other batch sizes, the shared prefix) made the
+    first training step after every evaluation recompile the training graph (32 s at the 14B shape, as long
+    as 25 ordinary steps; bench/RESULTS.md). Eager validation leaves the training graphs as they were."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
+
+
 class MCQTrainer(SFTTrainer):
     def __init__(self, *args, val_frame: pd.DataFrame | None = None, prompt_style: PromptStyle = PromptStyle(),
                  max_prompt_tokens: int | None = 512, **kwargs):
@@ -73,8 +83,10 @@ class MCQTrainer(SFTTrainer):
         if self.val_frame is None or "answer" not in self.val_frame:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         started = time.time()
-        probs = score_frame(self.model, self.processing_class, self.val_frame, self.prompt_style,
-                            batch_size=self.args.per_device_eval_batch_size, max_prompt_tokens=self.max_prompt_tokens)
+        with eager_forward():
+            probs = score_frame(self.model, self.processing_class, self.val_frame, self.prompt_style,
+                                batch_size=self.args.per_device_eval_batch_size,
+                                max_prompt_tokens=self.max_prompt_tokens)
         expected = list(self.val_frame["answer"])
         right = probs[np.arange(len(expected)), [LETTERS.index(letter) for letter in expected]]
         seconds = time.time() - started
@@ -113,7 +125,8 @@ class PhaseTimer(TrainerCallback):
         self.steps: list[float] = []
         self.eval_seconds = self.save_seconds = self.between_seconds = 0.0
         self.evaluations = self.saves = 0
-        self.peaks: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}  # reserved by the caching allocator
+        self.allocated: dict[str, float] = {}  # held by tensors
         self._step_start = self._mark = None
 
     def _close_phase(self, phase: str) -> None:
@@ -123,6 +136,8 @@ class PhaseTimer(TrainerCallback):
         torch.cuda.synchronize()  # the phase's GPU work belongs to it, not to the next one
         peak = torch.cuda.max_memory_reserved() / 2**30
         self.peaks[phase] = round(max(self.peaks.get(phase, 0.0), peak), 2)
+        held = torch.cuda.max_memory_allocated() / 2**30
+        self.allocated[phase] = round(max(self.allocated.get(phase, 0.0), held), 2)
         torch.cuda.reset_peak_memory_stats()
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -168,6 +183,7 @@ class PhaseTimer(TrainerCallback):
                 "evaluations": self.evaluations, "eval_seconds": round(self.eval_seconds, 2),
                 "saves": self.saves, "save_seconds": round(self.save_seconds, 2),
                 "peak_reserved_gb_by_phase": dict(self.peaks),
+                "peak_allocated_gb_by_phase": dict(self.allocated),
                 "step_seconds": [round(x, 3) for x in self.steps]}
 
     def run_peak_gb(self) -> float | None:

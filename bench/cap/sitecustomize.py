@@ -3,8 +3,14 @@ PYTHONPATH caps its GPU memory (torch.cuda.set_per_process_memory_fraction) befo
 the README commands themselves run as they would on a 24 GB (or 16 GB) card. Bench-only; the project never
 imports it."""
 import os
+import sys
 
 if os.environ.get("MCQ_BENCH_CAP_GB"):
+    # Capping initialises CUDA before the command's own imports. Unsloth sets its allocator option
+    # (expandable segments) on import, before CUDA starts, in every process that imports it -- ours, not the
+    # reference recipe (bench_14b.py) -- so set it here first, or the cap would measure another allocator.
+    if os.path.basename(sys.argv[0] if sys.argv else "") != "bench_14b.py":
+        os.environ.setdefault("PYTORCH_ALLOC_CONF", "expandable_segments:True")
     import torch
 
     if torch.cuda.is_available():

@@ -228,55 +228,91 @@ def summarize_recipe(folder: str, out: Path) -> dict:
     return results
 
 
+def _steady_without_resume(summary: dict, samples_per_step: int = 32) -> float | None:
+    """Steady samples/s from a summary's per-step times, leaving out warm-up and the first step after each
+    evaluation (summaries written before PhaseTimer reported those steps apart counted them as steady)."""
+    steps = summary.get("step_seconds")
+    if not steps:
+        return None
+    evals = {e["step"] for e in summary["log_history"] if "eval_accuracy" in e}
+    steady = [t for i, t in enumerate(steps) if i >= 2 and i not in evals]  # step i + 1 follows step i's eval
+    return round(samples_per_step * len(steady) / sum(steady), 3)
+
+
+def _eval_qps(summary: dict) -> list[float]:
+    return [e["eval_samples_per_second"] for e in summary["log_history"] if "eval_accuracy" in e]
+
+
 def collect(raw: Path, out: Path) -> dict:
-    """bench/results.json from the three 4 x H200 calls of 2026-11-28 (raw files in bench/raw/*_h200x4*): each key
-    says which call it comes from; ratios use the reference measured in the same call."""
+    """bench/results.json from the recorded calls (raw files in bench/raw/): the README commands on a one-GPU
+    H200 machine with nothing else on it (three calls of 2026-11-29, the reference recipe in two of them), and
+    the earlier 4 x H200 calls for the 16 GB recipe, learning at 14B and several GPUs. Ratios use the reference
+    measured in the same call; every key says where it comes from."""
     def load(path):
         return json.loads((raw / path).read_text())
 
+    final = {n: load(f"readme_1gpu_h200/{n}.json") for n in ("train", "infer", "reference")}
+    diag = {n: load(f"diagnose_h200/{n}.json") for n in ("train_readme", "train_noeval", "infer", "reference")}
+    recomp = {n: load(f"recompile_h200/{n}.json") for n in ("train_readme", "train_compiled_eval", "infer",
+                                                            "infer_eager")}
+    readme_trains = [final["train"], diag["train_readme"], recomp["train_readme"]]
+    infers = [final["infer"], diag["infer"], recomp["infer"]]
     recipe = summarize_recipe(str(raw / "recipe_h200x4_run1"), raw / "recipe_h200x4_run1" / "summary.json")
     scale = {n: load(f"scale_h200x4/{n}.json") for n in ("train_1gpu", "train_2node", "train_4gpu", "infer_1gpu_1",
                                                          "infer_4gpu", "reference")}
-    ident = {n: load(f"identity_h200x4/{n}.json") for n in ("train_alone", "reference", "report_one_run",
-                                                            "report_two_run", "report_node0")}
+    ident = {n: load(f"identity_h200x4/{n}.json") for n in ("report_one_run", "report_two_run", "report_node0")}
     identical = (raw / "identity_h200x4" / "identical.txt").read_text()
     one_gpu_train = scale["train_1gpu"]["steady_train_samples_per_second"]
     one_gpu_score = scale["infer_1gpu_1"]["questions_per_second"]
+    first_evals = [_eval_qps(t)[0] for t in readme_trains]
+    later_evals = [q for t in readme_trains for q in _eval_qps(t)[1:]]
     results = {
-        "card": "NVIDIA H200 (4 x H200 machines), every process capped at 24 GiB (15 GiB for card16_*)",
-        "date": "2026-11-28",
-        "recipe_train_samples_per_s": ident["train_alone"]["steady_train_samples_per_second"],
-        "ref_train_samples_per_s": ident["reference"]["train"]["samples_per_s"],
-        "recipe_train_note": "identity call: README training command on GPU 0 beside the reference on GPU 3",
-        "recipe_train_samples_per_s_all_calls": [recipe["train_runs"]["random"]["steady_samples_per_s"],
-                                                 recipe["train_runs"]["grouped"]["steady_samples_per_s"],
-                                                 one_gpu_train, ident["train_alone"]["steady_train_samples_per_second"]],
-        "ref_train_samples_per_s_all_calls": [recipe["ref_train_samples_per_s"],
-                                              scale["reference"]["train"]["samples_per_s"],
-                                              ident["reference"]["train"]["samples_per_s"]],
-        "group_by_length_samples_per_s": recipe["train_runs"]["grouped"]["steady_samples_per_s"],
-        "random_batches_samples_per_s": recipe["train_runs"]["random"]["steady_samples_per_s"],
-        "trl_loss_samples_per_s": recipe["train_runs"]["trl_loss"]["steady_samples_per_s"],
-        "trl_loss_peak_reserved_gb": recipe["train_runs"]["trl_loss"]["peak_reserved_gb"],
-        "answer_only_loss_peak_reserved_gb": recipe["train_runs"]["random"]["peak_reserved_gb"],
-        "recipe_eval_qps": _median(ident["train_alone"]["log_history"] and
-                                   [e["eval_samples_per_second"] for e in ident["train_alone"]["log_history"]
-                                    if "eval_accuracy" in e] + recipe["train_runs"]["grouped"]["eval_qps"]),
-        "recipe_run_peak_reserved_gb": ident["train_alone"]["peak_gpu_memory_gb"],
-        "recipe_score_qps": one_gpu_score,
-        "ref_gen_qps": scale["reference"]["generate"]["48_tokens"]["qps"],
-        "recipe_score_note": "scale call: README inference command with the trained adapter, batch 64 chosen by the "
-                             "memory rule, beside other GPU work; identity call, base model without adapter: "
-                             f"{ident['report_one_run']['questions_per_second']} q/s",
-        "recipe_startup_s": _median([recipe["recipe_startup_s"], scale["infer_1gpu_1"]["startup_seconds"],
-                                     ident["report_one_run"]["startup_seconds"]]),
-        "recipe_load_host_peak_gb": recipe["recipe_load_host_peak_gb"],
+        "card": "NVIDIA H200 (one-GPU machine, nothing else running), every process capped at 24 GiB; "
+                "card16_*, learning_*, two_*, scale4_*: 4 x H200 machines (15 GiB cap for card16_*)",
+        "date": "2026-11-29",
+        "recipe_train_samples_per_s": final["train"]["steady_train_samples_per_second"],
+        "ref_train_samples_per_s": final["reference"]["train"]["samples_per_s"],
+        "recipe_train_samples_per_s_all_calls": [_steady_without_resume(t) for t in readme_trains],
+        "ref_train_samples_per_s_all_calls": [final["reference"]["train"]["samples_per_s"],
+                                              diag["reference"]["train"]["samples_per_s"]],
+        "train_speedup_all_calls": [round(_steady_without_resume(final["train"]) /
+                                          final["reference"]["train"]["samples_per_s"], 2),
+                                    round(_steady_without_resume(diag["train_readme"]) /
+                                          diag["reference"]["train"]["samples_per_s"], 2)],
+        "no_eval_run_samples_per_s": diag["train_noeval"]["steady_train_samples_per_second"],
+        "recipe_warmup_seconds": final["train"]["warmup_seconds"],
+        "resume_step_seconds_compiled_eval": [diag["train_readme"]["step_seconds"][12],
+                                              recomp["train_compiled_eval"]["step_seconds"][4]],
+        "resume_step_seconds_eager_eval": [final["train"]["step_seconds"][12], recomp["train_readme"]["step_seconds"][12]],
+        "recipe_eval_qps": _median(later_evals),
+        "recipe_eval_qps_first_pass": _median(first_evals),
+        "recipe_run_peak_reserved_gb": final["train"]["peak_gpu_memory_gb"],
+        "recipe_run_peak_allocated_gb": max(final["train"]["peak_allocated_gb_by_phase"].values()),
+        "recipe_run_peak_reserved_gb_by_phase": final["train"]["peak_reserved_gb_by_phase"],
+        "recipe_score_qps": final["infer"]["answer_timing"]["steady_questions_per_second"],
+        "recipe_score_qps_all_calls": [r["answer_timing"]["steady_questions_per_second"] for r in infers],
+        "recipe_score_whole_phase_qps": final["infer"]["questions_per_second"],
+        "recipe_score_whole_phase_qps_all_calls": [r["questions_per_second"] for r in infers],
+        "recipe_score_first_batches_seconds": final["infer"]["answer_timing"]["warmup_seconds"],
+        "recipe_score_batch_size": final["infer"]["batch_size"],
+        "recipe_infer_peak_reserved_gb": final["infer"]["gpu_peak_reserved_gb"],
+        "eager_score_qps": recomp["infer_eager"]["answer_timing"]["steady_questions_per_second"],
+        "ref_gen_qps": final["reference"]["generate"]["48_tokens"]["qps"],
+        "ref_gen_qps_all_calls": [final["reference"]["generate"]["48_tokens"]["qps"],
+                                  diag["reference"]["generate"]["48_tokens"]["qps"]],
+        "recipe_startup_s": _median([r["startup_seconds"] for r in infers]),
+        "recipe_load_host_peak_gb": _median([r["cpu_peak_rss_gb"] for r in infers]),
         "nf4_base_load_host_peak_gb": load("recipe_h200x4_run1/infer_nf4.json")["cpu_peak_rss_gb"],
         "nf4_base_startup_s": load("recipe_h200x4_run1/infer_nf4.json")["startup_seconds"],
         "card16_peak_reserved_gb": recipe["card16_peak_reserved_gb"],
         "card16_train_samples_per_s": recipe["card16_train_samples_per_s"],
         "learning_14b_val_accuracy": recipe["learning_14b_val_accuracy"],
         "learning_14b_curve": recipe["learning_14b_curve"],
+        "trl_loss_samples_per_s_x4_call": recipe["train_runs"]["trl_loss"]["steady_samples_per_s"],
+        "answer_only_loss_samples_per_s_x4_call": recipe["train_runs"]["random"]["steady_samples_per_s"],
+        "group_by_length_samples_per_s_x4_call": recipe["train_runs"]["grouped"]["steady_samples_per_s"],
+        "x4_calls_note": "x4 training figures were taken before the first step after an evaluation was reported "
+                         "apart: their 'steady' rate includes one 14-32 s step; compare them only with each other",
         "two_gpu_submission_identical": "two_gpu_submission_identical true" in identical,
         "two_node_submission_identical": "two_node_submission_identical true" in identical,
         "two_node_train_samples_per_s": scale["train_2node"]["steady_train_samples_per_second"],
@@ -291,6 +327,8 @@ def collect(raw: Path, out: Path) -> dict:
     }
     results["train_speedup"] = round(results["recipe_train_samples_per_s"] / results["ref_train_samples_per_s"], 2)
     results["score_speedup_vs_ref_gen"] = round(results["recipe_score_qps"] / results["ref_gen_qps"], 1)
+    results["score_whole_phase_speedup_vs_ref_gen"] = round(results["recipe_score_whole_phase_qps"]
+                                                            / results["ref_gen_qps"], 1)
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
@@ -313,7 +351,7 @@ def main(argv=None) -> int:
         p.add_argument("--n-ref-generate", type=int, default=64)
         p.add_argument("--infer-batch", type=int, default=64)
         p.add_argument("--variants", default="16:0.0", help="micro_batch:dropout pairs, comma separated")
-    sub.add_parser("collect", help="bench/results.json from bench/raw/*_h200x4* (the recorded 4 x H200 calls)")
+    sub.add_parser("collect", help="bench/results.json from the recorded calls in bench/raw/")
     summary = sub.add_parser("summarize-recipe", help="bench/results.json from bench/recipe.sh's output folder")
     summary.add_argument("folder")
     summary.add_argument("--out", default=str(ROOT / "bench" / "results.json"))

@@ -8,7 +8,9 @@
 # 4. the reference recipe's training (and a short 48-token generation) in the same call.
 set -uo pipefail
 FINAL=${OUT:-/tmp/out}; OUT=$FINAL/diagnose; mkdir -p "$OUT"
-( sleep ${WATCHDOG_S:-570}; tar czf "$FINAL/partial.tgz" -C "$FINAL" diagnose 2>/dev/null ) &
+# the device tool stops a command at its time limit: archive whatever exists by then. The call lasts until
+# every process holding its output ends, so the watchdog is stopped at the end (or the call waits for it).
+( sleep ${WATCHDOG_S:-570} && tar czf "$FINAL/partial.tgz" -C "$FINAL" diagnose 2>/dev/null ) & WATCHDOG=$!
 STARTED=$(date +%s)
 source bench/gpu_env.sh
 echo "model ready after $(( $(date +%s) - STARTED )) s" > "$OUT/times.txt"
@@ -30,4 +32,5 @@ python3 bench/bench_14b.py reference --model /tmp/q14b --data .benchdata/train.c
   --n-ref-train 256 --n-ref-generate 16 > "$OUT/reference.log" 2>&1
 echo "reference done after $(( $(date +%s) - STARTED )) s" >> "$OUT/times.txt"
 tar czf "$FINAL/diagnose.tgz" -C "$FINAL" diagnose && rm -rf "$OUT"
+pkill -P $WATCHDOG 2>/dev/null; kill $WATCHDOG 2>/dev/null
 echo "=== done $(date +%T)"

@@ -8,7 +8,9 @@
 # 4. if time is left: the training command with --train_sampling_strategy group_by_length.
 set -uo pipefail
 FINAL=${OUT:-/tmp/out}; OUT=$FINAL/readme1; mkdir -p "$OUT"
-( sleep ${WATCHDOG_S:-570}; tar czf "$FINAL/partial.tgz" -C "$FINAL" readme1 2>/dev/null ) & WATCHDOG=$!
+# the device tool stops a command at its time limit: archive whatever exists by then. The call lasts until
+# every process holding its output ends, so the watchdog is stopped at the end (or the call waits for it).
+( sleep ${WATCHDOG_S:-570} && tar czf "$FINAL/partial.tgz" -C "$FINAL" readme1 2>/dev/null ) & WATCHDOG=$!
 STARTED=$(date +%s)
 lap() { echo "$1 after $(( $(date +%s) - STARTED )) s" >> "$OUT/times.txt"; }
 source bench/gpu_env.sh
@@ -31,6 +33,6 @@ if [ $(( $(date +%s) - STARTED )) -lt ${GROUPED_IF_BEFORE_S:-400} ]; then
   cp /tmp/r1g/training_summary.json "$OUT/train_grouped.json"
   lap "grouped training"
 fi
-kill $WATCHDOG 2>/dev/null
 tar czf "$FINAL/readme1.tgz" -C "$FINAL" readme1 && rm -rf "$OUT"
+pkill -P $WATCHDOG 2>/dev/null; kill $WATCHDOG 2>/dev/null
 echo "=== done $(date +%T)"

@@ -52,11 +52,30 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
     return loss / keep.sum().clamp(min=1)
 
 
+def combine_shards(probs: np.ndarray) -> np.ndarray:
+    """Data-parallel validation: every rank scored its share of the batches (other rows NaN); every rank
+    gets the whole table, so all ranks log the same metrics and take the same early-stopping decision."""
+    import torch.distributed as dist
+
+    mine = np.flatnonzero(~np.isnan(probs[:, 0]))
+    logger.info("validation: rank %d scored %d of %d questions", dist.get_rank(), len(mine), len(probs))
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (mine, probs[mine]))
+    full = np.full_like(probs, np.nan)
+    for rows, values in parts:
+        full[rows] = values
+    if np.isnan(full).any():
+        raise RuntimeError("validation: some questions have no probabilities (scored by no rank, or the model "
+                           "returned NaN)")
+    return full
+
+
 def eager_forward():
-    """Run the validation pass without torch.compile: Unsloth compiles each decoder layer for training, and
-    compiling it again for the scorer's shapes (no gradients, other batch sizes, the shared prefix) made the
-    first training step after every evaluation recompile the training graph (32 s at the 14B shape, as long
-    as 25 ordinary steps; bench/RESULTS.md). Eager validation leaves the training graphs as they were."""
+    """Run the validation pass without torch.compile. Unsloth compiles each decoder layer for training;
+    compiling it again for the scorer's shapes (no gradients, other batch sizes, the shared prefix) costs time
+    in the first evaluation, and the first training step after it took 20-32 s at the 14B shape against 14-21
+    s with an eager pass (later steps after an evaluation: about 1 s either way). After its first pass the
+    eager validation is no slower (144-154 questions/s; bench/RESULTS.md)."""
     set_stance = getattr(torch.compiler, "set_stance", None)
     return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
 
@@ -83,10 +102,13 @@ class MCQTrainer(SFTTrainer):
         if self.val_frame is None or "answer" not in self.val_frame:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         started = time.time()
+        world = max(self.args.world_size, 1)
         with eager_forward():
             probs = score_frame(self.model, self.processing_class, self.val_frame, self.prompt_style,
                                 batch_size=self.args.per_device_eval_batch_size,
-                                max_prompt_tokens=self.max_prompt_tokens)
+                                max_prompt_tokens=self.max_prompt_tokens, shard=(self.args.process_index, world))
+        if world > 1:
+            probs = combine_shards(probs)
         expected = list(self.val_frame["answer"])
         right = probs[np.arange(len(expected)), [LETTERS.index(letter) for letter in expected]]
         seconds = time.time() - started
@@ -122,7 +144,7 @@ class PhaseTimer(TrainerCallback):
     steady steps, evaluation, checkpoint writes), so a run's peak can be traced to what caused it.
 
     The first step after an evaluation or a checkpoint write is reported apart too ("resume" steps): at the
-    14B shape the first one of a run took 14 s instead of 1.2 s (Unsloth's compiled training step is set
+    14B shape the first one of a run took 14-21 s instead of 1.2 s (Unsloth's compiled training step is set
     up again after the model was in evaluation mode), the later ones about 1 s."""
 
     def __init__(self):

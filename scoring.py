@@ -264,15 +264,21 @@ def batch_scorer(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = Pro
 
 
 def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(), batch_size: int = 16,
-                max_prompt_tokens: int | None = 512, permutations: int = 1, share_prefix: bool = True) -> np.ndarray:
+                max_prompt_tokens: int | None = 512, permutations: int = 1, share_prefix: bool = True,
+                shard: tuple[int, int] = (0, 1)) -> np.ndarray:
     """(n, 4) letter probabilities for every row, in row order; averaged over ``permutations`` cyclic
-    reorderings of the options (mapped back to the original options) when more than 1."""
+    reorderings of the options (mapped back to the original options) when more than 1.
+
+    ``shard=(rank, world)``: only every world-th of the length-sorted batches, starting at ``rank``, is scored
+    and the other rows are NaN. The batches do not depend on ``world``, so the shards of all ranks put together
+    equal the unsharded result."""
     was_training = model.training
     model.eval()
     prompts, compute = batch_scorer(model, tokenizer, frame, style, max_prompt_tokens, cyclic_orders(permutations),
                                     share_prefix=share_prefix)
-    total = np.zeros((len(frame), 4))
-    for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
+    total = np.full((len(frame), 4), np.nan)
+    rank, world = shard
+    for batch in length_sorted_batches([len(p) for p in prompts], batch_size)[rank::world]:
         total[batch] = run_halving(compute, batch)
     if was_training:
         model.train()

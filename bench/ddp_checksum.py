@@ -1,10 +1,13 @@
-"""Train through train_sft.main and print, on every rank, a checksum of the LoRA weights after training.
+"""Train through train_sft.main and print, on every rank, a checksum of the LoRA weights after training and
+the validation accuracies it logged.
 
     torchrun --nproc_per_node 2 bench/ddp_checksum.py --config configs/demo-cpu.yaml ...
 
 Data-parallel training is right only if every rank ends with the same weights (same checksum) and the
-Trainer wrapped the model in DistributedDataParallel.
+Trainer wrapped the model in DistributedDataParallel; validation is right only if every rank logged the same
+accuracies (each scores a share of the questions; all get the whole table).
 """
+import logging
 import os
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
@@ -16,8 +19,11 @@ def train(self, *a, **k):
     out = orig_train(self, *a, **k)
     s = sum(float(p.detach().double().sum()) for n, p in self.model.named_parameters() if 'lora' in n)
     print(f"RANK {os.environ.get('RANK')} lora-sum {s:.10f} wrapped {type(self.model_wrapped).__name__}", flush=True)
+    accuracies = [e["eval_accuracy"] for e in self.state.log_history if "eval_accuracy" in e]
+    print(f"RANK {os.environ.get('RANK')} eval-accuracies {accuracies}", flush=True)
     return out
 mcq_trainer.MCQTrainer.train = train
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", force=True)
 argv = sys.argv[1:]
 s, t = train_sft.make_parser().parse_args_and_config(argv)
 train_sft.main(s, t, backend)

@@ -121,6 +121,26 @@ def test_shared_prefix_gives_the_probabilities_of_the_full_prompt(tiny_model_dir
                   - score_frame(model, tokenizer, frame, batch_size=5, share_prefix=False)).max() < 1e-5
 
 
+def test_validation_shards_put_together_equal_the_unsharded_pass(tiny_model_dir, sample_dir):
+    """Data-parallel validation: each rank scores every world-th length-sorted batch; the shards of all ranks
+    cover every row once and give exactly the probabilities of one process scoring everything."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from scoring import score_frame
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    frame = load_mcq_csv(sample_dir / "test.csv").head(23)
+    whole = score_frame(model, tokenizer, frame, batch_size=4)
+    shards = [score_frame(model, tokenizer, frame, batch_size=4, shard=(rank, 3)) for rank in range(3)]
+    scored = [~np.isnan(s[:, 0]) for s in shards]
+    assert (sum(m.astype(int) for m in scored) == 1).all()  # every row by exactly one rank
+    assert all(0 < m.sum() < len(frame) for m in scored)
+    combined = np.where(scored[0][:, None], shards[0], np.where(scored[1][:, None], shards[1], shards[2]))
+    assert np.array_equal(combined, whole)
+
+
 def test_automatic_batch_respects_a_process_memory_cap(tiny_model_dir, sample_dir, monkeypatch):
     """A 139 GB card capped at 24 GiB for this process, 10 GiB already reserved: the batch is planned for the
     13 GiB left under the cap, not for the card's free memory (which once gave batch 128)."""

@@ -90,12 +90,20 @@ def test_two_nodes_train_in_step_and_each_keeps_its_checkpoints(tiny_model_dir, 
     results = two_node_launch(lambda node: [  # bench/ddp_checksum.py: train_sft.main, then each rank's LoRA sum
         "bench/ddp_checksum.py", "--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir, "--train_file",
         sample_dir / "train.csv", "--output_dir", tmp_path / f"node{node}", "--max_steps", 4, "--eval_steps", 2,
-        "--save_steps", 2, "--save_on_each_node", "true"], free_port())
-    sums = []
+        "--save_steps", 2, "--save_on_each_node", "true", "--per_device_eval_batch_size", 8], free_port())
+    sums, shares, accuracies = [], [], []
     for code, out, err in results:
         assert code == 0, err[-3000:]
         sums += re.findall(r"lora-sum (\S+) wrapped DistributedDataParallel", out)
+        shares.append([tuple(map(int, m)) for m in re.findall(r"rank \d+ scored (\d+) of (\d+) questions", err)])
+        accuracies.append(re.findall(r"eval-accuracies (\[.*\])", out))
     assert len(sums) == 2 and sums[0] == sums[1]  # data parallel: both ranks end with the same LoRA weights
+    # validation is sharded: at each evaluation the two ranks scored complementary parts of the questions,
+    # and both logged the same metrics from the whole table
+    assert len(shares[0]) == len(shares[1]) >= 2
+    for (mine, total), (theirs, total_too) in zip(*shares):
+        assert total == total_too and mine + theirs == total and 0 < mine < total
+    assert accuracies[0] and accuracies[0] == accuracies[1]
     for node in (0, 1):  # no shared filesystem: each node sealed the checkpoints it would resume from
         assert (tmp_path / f"node{node}" / "checkpoint-4" / "mcq_checkpoint.json").is_file()
     assert (tmp_path / "node0" / "adapter" / "adapter_model.safetensors").is_file()

@@ -89,6 +89,11 @@ class MCQTrainer(SFTTrainer):
         self.max_prompt_tokens = max_prompt_tokens
         # compute_loss below honours num_items_in_batch, so the Trainer must not divide by accumulation again.
         self.model_accepts_loss_kwargs = True
+        if getattr(self.data_collator, "padding_free", False) or getattr(self.args, "padding_free", False):
+            # answer_only_loss runs the decoder on padded rows with their attention mask; flattened rows
+            # would attend to each other and take the wrong positions without a word: refuse instead.
+            raise RuntimeError("padding-free batches were switched on (by the config or by Unsloth); this trainer "
+                               "needs padded batches: set padding_free false")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.args.world_size > 1:

@@ -36,6 +36,9 @@ RECIPE_DEFAULTS = dict(
     report_to="none", per_device_eval_batch_size=32, save_total_limit=3, output_dir="outputs/run",
     load_best_model_at_end=True, metric_for_best_model="eval_accuracy", greater_is_better=True,
     prediction_loss_only=True, optim="adamw_torch", dataloader_num_workers=0, completion_only_loss=True,
+    # Padded batches, stated explicitly: Unsloth switches padding-free batching on by itself when this is left
+    # unset, and padding-free rows are only kept apart by FlashAttention's variable-length kernels (SDPA here).
+    padding_free=False,
 )
 
 
@@ -103,6 +106,11 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
             problems.append(f"user_template lacks the placeholder {key}")
     if training_args.per_device_train_batch_size < 1 or training_args.gradient_accumulation_steps < 1:
         problems.append("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
+    if getattr(training_args, "padding_free", False) or getattr(training_args, "packing", False):
+        problems.append("padding_free / packing put several questions into one sequence, which is right only with "
+                        "FlashAttention's variable-length kernels; this recipe runs PyTorch's SDPA attention, where "
+                        "the questions would attend to each other. To cut padding use --train_sampling_strategy "
+                        "group_by_length instead")
     if problems:
         raise ConfigError("; ".join(problems))
 

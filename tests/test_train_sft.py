@@ -320,3 +320,31 @@ def test_data_parallel_keeps_the_effective_batch(world, micro, accumulation, exp
     train_sft.scale_for_processes(SimpleNamespace(keep_effective_batch=True), args)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == expected
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps * world == micro * accumulation
+
+
+def test_padding_free_batches_are_refused_by_the_trainer(tiny_model_dir, sample_dir, tmp_path):
+    """The answer-position loss runs padded rows with their attention mask; flattened (padding-free) rows
+    would attend to each other silently, so the trainer refuses them however they were switched on."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from mcq_dataset import encode_training_example, load_mcq_csv
+    from mcq_trainer import MCQTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [encode_training_example(tokenizer, row) for _, row in load_mcq_csv(sample_dir / "train.csv").head(4).iterrows()]
+    args = SFTConfig(output_dir=str(tmp_path), report_to="none", max_steps=1)
+    collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    with pytest.raises(RuntimeError, match="padding-free batches"):
+        MCQTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                   train_dataset=Dataset.from_list(rows), processing_class=tokenizer, data_collator=collator)
+    script_args, training_args = train_sft.make_parser().parse_args_and_config(
+        ["--config", "configs/demo-cpu.yaml", "--train_file", "x.csv"])
+    assert training_args.padding_free is False  # stated, so Unsloth's automatic switch never applies
+    for option in ("padding_free", "packing"):  # asked for on the command line (a GPU keeps them): refused
+        setattr(training_args, option, True)
+        with pytest.raises(train_sft.ConfigError, match="questions would attend to each other"):
+            train_sft.check_config(script_args, training_args)
+        setattr(training_args, option, False)

@@ -443,6 +443,13 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     are dealt out to the processes whole; each keeps its own checkpoint and rank 0 gathers every answer over
     the process group and writes one submission in input order, the same as a one-process run's.
     """
+    from report import HostMemoryWatch
+
+    with HostMemoryWatch() as host:  # the report splits the host memory peak (loading is the largest)
+        return answer_test_file(args, backend, host)
+
+
+def answer_test_file(args: InferArguments, backend: str | None, host) -> dict:
     import torch
 
     from modeling import load_inference_model
@@ -474,7 +481,8 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
         "test_file": args.test_file, "model_path": args.model_path, "base_model": request.base,
         "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
         "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
-        "startup_seconds": round(loaded - started, 1), "answer_timing": clock.summary()}, seconds, answered)
+        "startup_seconds": round(loaded - started, 1), "answer_timing": clock.summary(), **host.summary()},
+        seconds, answered)
     report["total_seconds"] = round(time.time() - started, 1)
     write_inference_report(report, predictions, frame, args.run_dir)
     logger.info("wrote %s (%d answers, %s)%s", args.output_file, len(predictions), load_info["precision"],

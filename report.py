@@ -125,6 +125,55 @@ def write_json(data: dict[str, Any], path: str | Path) -> Path:
 # ------------------------------------------------------------------------------------------ inference report
 
 
+class HostMemoryWatch:
+    """Peak resident host memory of this process, split into anonymous memory (what must fit in RAM) and
+    file-backed pages (memory-mapped weight files, which the OS can drop and re-read under pressure), sampled
+    from /proc/self/status every ``interval`` seconds while the ``with`` block runs. ``ru_maxrss`` alone counts
+    both: loading 16-bit safetensors maps the whole checkpoint. Linux only; elsewhere the summary is empty."""
+
+    FIELDS = {"RssAnon": "cpu_peak_anon_gb", "RssFile": "cpu_peak_file_backed_gb"}
+
+    def __init__(self, interval: float = 0.1):
+        self.interval = interval
+        self.peaks: dict[str, float] = {}
+        self._stop = None
+        self._thread = None
+
+    def sample(self) -> None:
+        try:
+            lines = Path("/proc/self/status").read_text().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name in self.FIELDS:
+                gb = int(value.split()[0]) / 2**20  # kB
+                self.peaks[name] = max(self.peaks.get(name, 0.0), gb)
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+
+        def loop():
+            while not self._stop.wait(self.interval):
+                self.sample()
+
+        self.sample()
+        self._thread = threading.Thread(target=loop, daemon=True, name="host-memory-watch")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        return False
+
+    def summary(self) -> dict:
+        return {self.FIELDS[k]: round(v, 2) for k, v in self.peaks.items()}
+
+
 def peak_memory_gb() -> dict:
     import resource
 
@@ -183,6 +232,10 @@ def render_markdown(report: dict) -> str:
              f"- speed: {report['questions_per_second']} questions/s ({report['seconds']} s answering, "
              f"{report['startup_seconds']} s start-up, batch {report['batch_size']}, {report['processes']} process(es))",
              "- answers: " + ", ".join(f"{k} {v}" for k, v in report["answer_distribution"].items())]
+    if "cpu_peak_anon_gb" in report:
+        lines.append(f"- host memory: peak {report['cpu_peak_rss_gb']} GB resident, of which at most "
+                     f"{report['cpu_peak_anon_gb']} GB the process's own and {report.get('cpu_peak_file_backed_gb')} "
+                     "GB mapped files (weights the OS can drop and re-read)")
     timing = report.get("answer_timing") or {}
     if timing.get("steady_questions_per_second"):
         lines.insert(4, f"  - after the first {timing['warmup_batches']} batches ({timing['warmup_seconds']} s: longest "

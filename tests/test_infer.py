@@ -46,6 +46,8 @@ def test_score_mode_writes_submission_predictions_and_report(trained_run, tmp_pa
     timing = report["answer_timing"]  # every batch timed; the first ones reported apart from the steady rate
     assert timing["batches"] == -(-report["rows"] // args.batch_size) and timing["warmup_batches"] == 2
     assert timing["steady_questions_per_second"] > 0 and 0 < timing["warmup_seconds"] < report["seconds"]
+    assert 0 < report["cpu_peak_anon_gb"] <= report["cpu_peak_rss_gb"]  # the host peak, split
+    assert "host memory: peak" in (args.run_dir / "report.md").read_text()
     for name in ("report.json", "report.md", "answer_distribution.png", "confusion_matrix.png",
                  "accuracy_by_subject.png"):
         assert (args.run_dir / name).is_file(), name
@@ -260,3 +262,24 @@ def test_merged_model_directory_answers_like_the_adapter(trained_run, tmp_path):
     a = pd.read_csv(tmp_path / "x" / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
     b = pd.read_csv(tmp_path / "y" / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
     assert np.allclose(a, b, atol=1e-4)
+
+
+def test_host_memory_watch_tells_own_memory_from_mapped_files(tmp_path):
+    """The host peak is split: memory the process allocates counts as anonymous, a mapped (read) file as
+    file-backed -- the part the OS can drop, which a peak RSS alone would count as needed RAM."""
+    import mmap
+
+    from report import HostMemoryWatch
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\1" * (96 * 2**20))
+    with HostMemoryWatch(interval=0.01) as before:
+        pass
+    with HostMemoryWatch(interval=0.01) as watch:
+        block = np.ones(64 * 2**20 // 8)  # 64 MB of the process's own memory
+        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            assert sum(mapped[i] for i in range(0, len(mapped), 4096)) == len(mapped) // 4096  # touch every page
+            watch.sample()
+        del block
+    grown = {k: watch.summary()[k] - before.summary()[k] for k in before.summary()}
+    assert grown["cpu_peak_anon_gb"] >= 0.055 and grown["cpu_peak_file_backed_gb"] >= 0.085

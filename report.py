@@ -238,8 +238,9 @@ def render_markdown(report: dict) -> str:
                      "GB mapped files (weights the OS can drop and re-read)")
     timing = report.get("answer_timing") or {}
     if timing.get("steady_questions_per_second"):
-        lines.insert(4, f"  - after the first {timing['warmup_batches']} batches ({timing['warmup_seconds']} s: longest "
-                        f"prompts, first-shape compilation): {timing['steady_questions_per_second']} questions/s")
+        lines.insert(next(i for i, line in enumerate(lines) if line.startswith("- speed")) + 1,
+                     f"  - after the first {timing['warmup_batches']} batches ({timing['warmup_seconds']} s: longest "
+                     f"prompts, first-shape compilation): {timing['steady_questions_per_second']} questions/s")
     if report.get("fallbacks"):
         lines.append(f"- **loaded as {report['loaded_as']} after failures**: "
                      + "; ".join(f"{f['way']}: {f['error']}" for f in report["fallbacks"]))

@@ -47,7 +47,9 @@ def test_score_mode_writes_submission_predictions_and_report(trained_run, tmp_pa
     assert timing["batches"] == -(-report["rows"] // args.batch_size) and timing["warmup_batches"] == 2
     assert timing["steady_questions_per_second"] > 0 and 0 < timing["warmup_seconds"] < report["seconds"]
     assert 0 < report["cpu_peak_anon_gb"] <= report["cpu_peak_rss_gb"]  # the host peak, split
-    assert "host memory: peak" in (args.run_dir / "report.md").read_text()
+    markdown = (args.run_dir / "report.md").read_text()
+    assert "host memory: peak" in markdown
+    assert markdown.index("- speed:") < markdown.index("after the first 2 batches") < markdown.index("- answers:")
     for name in ("report.json", "report.md", "answer_distribution.png", "confusion_matrix.png",
                  "accuracy_by_subject.png"):
         assert (args.run_dir / name).is_file(), name

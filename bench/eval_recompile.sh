@@ -7,12 +7,8 @@
 #    checkpoint every 12 steps;
 # 3. the README inference command with that adapter, then the same with torch.compile off (force_eager).
 set -uo pipefail
-FINAL=${OUT:-/tmp/out}; OUT=$FINAL/recompile; mkdir -p "$OUT"
-# the device tool stops a command at its time limit: archive whatever exists by then. The call lasts until
-# every process holding its output ends, so the watchdog is stopped at the end (or the call waits for it).
-( sleep ${WATCHDOG_S:-570} && tar czf "$FINAL/partial.tgz" -C "$FINAL" recompile 2>/dev/null ) & WATCHDOG=$!
-STARTED=$(date +%s)
-lap() { echo "$1 after $(( $(date +%s) - STARTED )) s" >> "$OUT/times.txt"; }
+CALL=recompile; WATCHDOG_S=${WATCHDOG_S:-570}
+source bench/call.sh   # $OUT, the watchdog, lap, finish_call
 source bench/gpu_env.sh
 lap "model ready"
 export MCQ_BENCH_CAP_GB=24
@@ -38,6 +34,4 @@ python3 -c "$EAGER" "${INFER[@]}" --output_file /tmp/i_eager.csv > "$OUT/infer_e
 cp /tmp/i_eager_run/report.json "$OUT/infer_eager.json"
 cmp /tmp/i_compiled.csv /tmp/i_eager.csv > "$OUT/cmp.txt" 2>&1; echo "cmp rc $?" >> "$OUT/cmp.txt"
 lap "eager inference"
-tar czf "$FINAL/recompile.tgz" -C "$FINAL" recompile && rm -rf "$OUT"
-pkill -P $WATCHDOG 2>/dev/null; kill $WATCHDOG 2>/dev/null
-echo "=== done $(date +%T)"
+finish_call

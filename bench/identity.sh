@@ -4,10 +4,8 @@
 # command alone on GPU 0 while the reference recipe runs on GPU 3 (as the earlier `pair` runs did).
 #   device tool, kind nvidia-h200-x4, carry [.gpu, .benchdata]:   bash bench/identity.sh
 set -uo pipefail
-FINAL=${OUT:-/tmp/out}; OUT=$FINAL/identity; mkdir -p "$OUT"
-# the device tool stops a command at its time limit: archive whatever exists by then. The call lasts until
-# every process holding its output ends, so the watchdog is stopped at the end (or the call waits for it).
-( sleep ${WATCHDOG_S:-380} && tar czf "$FINAL/partial.tgz" -C "$FINAL" identity 2>/dev/null ) & WATCHDOG=$!
+CALL=identity; WATCHDOG_S=${WATCHDOG_S:-380}
+source bench/call.sh   # $OUT, the watchdog, lap, finish_call
 source bench/gpu_env.sh
 export MCQ_BENCH_CAP_GB=24
 CUDA_VISIBLE_DEVICES=3 python3 bench/bench_14b.py reference --model /tmp/q14b --data .benchdata/train.csv \
@@ -34,6 +32,4 @@ CUDA_VISIBLE_DEVICES=0 python3 train_sft.py --config configs/qwen2.5-14b-4090.ya
   > "$OUT/train_alone.log" 2>&1
 cp /tmp/alone/training_summary.json "$OUT/train_alone.json"
 wait $REF
-tar czf "$FINAL/identity.tgz" -C "$FINAL" identity && rm -rf "$OUT"
-pkill -P $WATCHDOG 2>/dev/null; kill $WATCHDOG 2>/dev/null
-echo "=== done $(date +%T)"
+finish_call

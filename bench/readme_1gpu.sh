@@ -7,12 +7,8 @@
 # 3. the reference recipe (bench_14b.py reference: training, 48-token generation);
 # 4. if time is left: the training command with --train_sampling_strategy group_by_length.
 set -uo pipefail
-FINAL=${OUT:-/tmp/out}; OUT=$FINAL/readme1; mkdir -p "$OUT"
-# the device tool stops a command at its time limit: archive whatever exists by then. The call lasts until
-# every process holding its output ends, so the watchdog is stopped at the end (or the call waits for it).
-( sleep ${WATCHDOG_S:-570} && tar czf "$FINAL/partial.tgz" -C "$FINAL" readme1 2>/dev/null ) & WATCHDOG=$!
-STARTED=$(date +%s)
-lap() { echo "$1 after $(( $(date +%s) - STARTED )) s" >> "$OUT/times.txt"; }
+CALL=readme1; WATCHDOG_S=${WATCHDOG_S:-570}
+source bench/call.sh   # $OUT, the watchdog, lap, finish_call
 source bench/gpu_env.sh
 lap "model ready"
 export MCQ_BENCH_CAP_GB=24
@@ -33,6 +29,4 @@ if [ $(( $(date +%s) - STARTED )) -lt ${GROUPED_IF_BEFORE_S:-400} ]; then
   cp /tmp/r1g/training_summary.json "$OUT/train_grouped.json"
   lap "grouped training"
 fi
-tar czf "$FINAL/readme1.tgz" -C "$FINAL" readme1 && rm -rf "$OUT"
-pkill -P $WATCHDOG 2>/dev/null; kill $WATCHDOG 2>/dev/null
-echo "=== done $(date +%T)"
+finish_call

@@ -11,10 +11,8 @@
 # GPU 3: configs/qwen2.5-14b-16gb.yaml under a 15 GiB cap (fp16), then learning at 14B on the sample questions.
 # Needs .gpu/gpu-site.tar.xz (../shared/gpu/pack-gpu-deps.sh) and .benchdata/{train,test}.csv + tokenizer/.
 set -uo pipefail
-FINAL=${OUT:-/tmp/out}; OUT=$FINAL/recipe; mkdir -p "$OUT"   # everything goes back as one archive
-# the device tool stops a command at its time limit: archive whatever exists by then. The call lasts until
-# every process holding its output ends, so the watchdog is stopped at the end (or the call waits for it).
-( sleep ${WATCHDOG_S:-575} && tar czf "$FINAL/partial.tgz" -C "$FINAL" recipe 2>/dev/null ) & WATCHDOG=$!
+CALL=recipe; WATCHDOG_S=${WATCHDOG_S:-575}
+source bench/call.sh   # $OUT, the watchdog, lap, finish_call
 STEPS=${STEPS:-24}
 source bench/gpu_env.sh
 python3 sample_data.py /tmp/sample --train 1600 --test 160 >/dev/null
@@ -67,6 +65,4 @@ wait "${pids[@]}"
 kill $SMI 2>/dev/null
 for f in "$OUT"/*.log; do echo "== $f"; grep -E "Error|error:|Traceback" "$f" | tail -3; done
 python3 bench/bench_14b.py summarize-recipe "$OUT" --out "$FINAL/results.json" | tail -40
-tar czf "$FINAL/recipe.tgz" -C "$FINAL" recipe && rm -rf "$OUT"
-pkill -P $WATCHDOG 2>/dev/null; kill $WATCHDOG 2>/dev/null
-echo "=== done $(date +%T)"
+finish_call

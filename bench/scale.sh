@@ -8,10 +8,8 @@
 #      recipe on GPU 3 at the same time.
 # usage (device tool, kind nvidia-h200-x4, carry [.gpu, .benchdata]):  bash bench/scale.sh
 set -uo pipefail
-FINAL=${OUT:-/tmp/out}; OUT=$FINAL/scale; mkdir -p "$OUT"   # everything goes back as one archive
-# the device tool stops a command at its time limit: archive whatever exists by then. The call lasts until
-# every process holding its output ends, so the watchdog is stopped at the end (or the call waits for it).
-( sleep ${WATCHDOG_S:-575} && tar czf "$FINAL/partial.tgz" -C "$FINAL" scale 2>/dev/null ) & WATCHDOG=$!
+CALL=scale; WATCHDOG_S=${WATCHDOG_S:-575}
+source bench/call.sh   # $OUT, the watchdog, lap, finish_call
 STEPS=${STEPS:-24}
 source bench/gpu_env.sh
 export MCQ_BENCH_CAP_GB=24   # every process capped like a 4090
@@ -62,6 +60,4 @@ cmp /tmp/sub1.csv /tmp/sub4.csv && echo "four_gpu_submission_identical true" | t
 cmp /tmp/sub1.csv /tmp/node0/sub.csv && echo "two_node_submission_identical true" | tee -a "$OUT/identical.txt"
 ls /tmp/node1/ | tee -a "$OUT/identical.txt"   # node 1 keeps only its checkpoint folder, no submission
 for f in "$OUT"/*.log; do echo "== $f"; grep -E "Error|error:|Traceback" "$f" | tail -3; done
-tar czf "$FINAL/scale.tgz" -C "$FINAL" scale && rm -rf "$OUT"
-pkill -P $WATCHDOG 2>/dev/null; kill $WATCHDOG 2>/dev/null
-echo "=== done $(date +%T)"
+finish_call

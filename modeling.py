@@ -206,6 +206,14 @@ def adapter_identity(adapter_dir: str | Path) -> dict:
             "adapter_config.json_sha256": _sha256(folder / "adapter_config.json")}
 
 
+def embedding_on_host(model) -> bool:
+    """Whether the input embedding table lives in host RAM while the rest of the model is on a GPU."""
+    import torch
+
+    weight = model.get_input_embeddings().weight
+    return torch.cuda.is_available() and weight.device.type == "cpu"
+
+
 def precision_of(model) -> str:
     """The precision the weights were actually loaded in, e.g. '4-bit NF4', '8-bit', 'bfloat16 + CPU offload'."""
     if getattr(model, "is_loaded_in_4bit", False):
@@ -220,9 +228,12 @@ def precision_of(model) -> str:
 
 def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: bool = True, load_in_8bit: bool = False,
                     max_seq_length: int = 2048, trust_remote_code: bool = False, training: bool = True,
-                    seed: int = 42, device_map: Any = None, dtype=None, allow_pickle: bool = False):
+                    seed: int = 42, device_map: Any = None, dtype=None, allow_pickle: bool = False,
+                    offload_embedding: bool = False):
     """The base model (quantised as asked) and its tokenizer, on the chosen backend. ``dtype`` is the compute
-    dtype (default: bf16 where supported); fp16 training needs the model loaded in fp16."""
+    dtype (default: bf16 where supported); fp16 training needs the model loaded in fp16. ``offload_embedding``
+    (Unsloth): the input embedding table stays in host RAM and only the looked-up rows go to the GPU; False
+    also stops Unsloth from deciding it by itself from the free memory it sees."""
     import torch
 
     check_model_source(name_or_path)
@@ -236,6 +247,7 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
             load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit and not load_in_4bit,
             trust_remote_code=trust_remote_code, random_state=seed,
             use_gradient_checkpointing="unsloth" if training else False, use_safetensors=not allow_pickle,
+            offload_embedding=offload_embedding and torch.cuda.is_available(),
             **({"device_map": device_map} if device_map is not None else {}),
         )
         return model, tokenizer

@@ -24,7 +24,8 @@ import yaml
 
 from mcq_dataset import (DataError, PromptOptions, augment_with_permutations, describe, encode_training_example,
                          load_mcq_csv, split_train_val)
-from modeling import BACKENDS, LORA_TARGETS, LoraSettings, ModelLoadError, peek_backend, select_backend
+from modeling import (BACKENDS, LORA_TARGETS, LoraSettings, ModelLoadError, embedding_on_host, peek_backend,
+                      select_backend)
 
 logger = logging.getLogger("train_sft")
 
@@ -50,6 +51,9 @@ class ScriptArguments(PromptOptions):
     model_name_or_path: str = field(default="", metadata={"help": "local model directory or hub id"})
     backend: str = field(default="auto", metadata={"help": "auto | unsloth | hf", "choices": list(BACKENDS)})
     load_in_4bit: bool = field(default=True, metadata={"help": "NF4 quantised base weights (QLoRA)"})
+    offload_embedding: bool = field(default=False, metadata={
+        "help": "keep the input embedding table (1.6 GB at 14B) in host RAM, only looked-up rows go to the GPU "
+                "(Unsloth, one process per machine; ignored under torchrun)"})
     max_prompt_tokens: int = field(default=512, metadata={"help": "longer questions are shortened to fit"})
     max_answer_tokens: int = field(default=48, metadata={"help": "answer tokens kept (letter + <|im_end|>)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -188,7 +192,7 @@ def load_model(script_args: ScriptArguments, training_args, backend: str):
         script_args.model_name_or_path, backend, load_in_4bit=script_args.load_in_4bit,
         max_seq_length=script_args.max_prompt_tokens + script_args.max_answer_tokens,
         trust_remote_code=training_args.trust_remote_code, training=True, seed=training_args.seed,
-        device_map=device_map, dtype=training_dtype(training_args))
+        device_map=device_map, dtype=training_dtype(training_args), offload_embedding=script_args.offload_embedding)
     if script_args.chat_template:
         tokenizer = load_tokenizer(script_args.model_name_or_path, training_args.trust_remote_code,
                                    script_args.chat_template)
@@ -272,7 +276,8 @@ def write_summary(trainer, script_args, training_args, backend, started, paths, 
         **trainer.phase_times(),
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_accuracy": max(accuracies, default=None),
         "final_eval_accuracy": accuracies[-1] if accuracies else None,
-        "peak_gpu_memory_gb": trainer.peak_gpu_gb(), "outputs": paths,
+        "peak_gpu_memory_gb": trainer.peak_gpu_gb(), "embedding_on_host": embedding_on_host(trainer.model),
+        "outputs": paths,
         "script_args": asdict(script_args), "log_history": history,
     }
     write_json(summary, out / "training_summary.json")

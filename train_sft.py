@@ -181,6 +181,15 @@ def training_dtype(training_args):
     return torch.bfloat16 if training_args.bf16 else None
 
 
+def embedding_offload_wanted(script_args: ScriptArguments, training_args) -> bool:
+    """``offload_embedding`` for a single training process only: DDP wraps a model on one device."""
+    if script_args.offload_embedding and training_args.world_size > 1:
+        logger.info("offload_embedding is not used with %d processes: each keeps its embedding on its GPU",
+                    training_args.world_size)
+        return False
+    return script_args.offload_embedding
+
+
 def load_model(script_args: ScriptArguments, training_args, backend: str):
     import torch
 
@@ -192,7 +201,8 @@ def load_model(script_args: ScriptArguments, training_args, backend: str):
         script_args.model_name_or_path, backend, load_in_4bit=script_args.load_in_4bit,
         max_seq_length=script_args.max_prompt_tokens + script_args.max_answer_tokens,
         trust_remote_code=training_args.trust_remote_code, training=True, seed=training_args.seed,
-        device_map=device_map, dtype=training_dtype(training_args), offload_embedding=script_args.offload_embedding)
+        device_map=device_map, dtype=training_dtype(training_args),
+        offload_embedding=embedding_offload_wanted(script_args, training_args))
     if script_args.chat_template:
         tokenizer = load_tokenizer(script_args.model_name_or_path, training_args.trust_remote_code,
                                    script_args.chat_template)

@@ -244,10 +244,15 @@ def _eval_qps(summary: dict) -> list[float]:
 
 
 def collect(raw: Path, out: Path) -> dict:
-    """bench/results.json from the recorded calls (raw files in bench/raw/): the README commands on a one-GPU
-    H200 machine with nothing else on it (three calls of 2026-11-29, the reference recipe in two of them), and
-    the earlier 4 x H200 calls for the 16 GB recipe, learning at 14B and several GPUs. Ratios use the reference
-    measured in the same call; every key says where it comes from."""
+    """bench/results.json from the recorded calls (raw files in bench/raw/): the README commands on one-GPU
+    H200 machines with nothing else on them (the training recipe as it stands: readme_train_h200 and
+    sampling2_h200, 2026-11-29 second session; random batches and inference: three calls of the session before,
+    the reference recipe in two of them), and the earlier 4 x H200 calls for the 16 GB recipe, learning at 14B
+    and several GPUs. Ratios use the reference measured in the same call; every key says where it comes from."""
+    def loss_curve(summary):
+        evals = [round(e["eval_loss"], 4) for e in summary["log_history"] if "eval_loss" in e]
+        return {"eval_loss": evals, "train_loss": [round(e["loss"], 3) for e in summary["log_history"] if "loss" in e]}
+
     def load(path):
         return json.loads((raw / path).read_text())
 
@@ -266,29 +271,60 @@ def collect(raw: Path, out: Path) -> dict:
     one_gpu_score = scale["infer_1gpu_1"]["questions_per_second"]
     first_evals = [_eval_qps(t)[0] for t in readme_trains]
     later_evals = [q for t in readme_trains for q in _eval_qps(t)[1:]]
+    now = {n: load(f"readme_train_h200/{n}.json") for n in ("train", "reference")}
+    grouped = {n: load(f"sampling2_h200/{n}.json") for n in ("train_group_by_length", "train_batch_rebalance",
+                                                              "reference")}
+    orders = {n: load(f"sampling_h200/train_{n}.json") for n in ("random", "batch_rebalance")}
+    recipe_calls = [(now["train"], now["reference"]), (grouped["train_group_by_length"], grouped["reference"])]
+    speedups = [round(t["steady_train_samples_per_second"] / r["train"]["samples_per_s"], 2) for t, r in recipe_calls]
     results = {
-        "card": "NVIDIA H200 (one-GPU machine, nothing else running), every process capped at 24 GiB; "
+        "card": "NVIDIA H200 (one-GPU machines, nothing else running), every process capped at 24 GiB; "
                 "card16_*, learning_*, two_*, scale4_*: 4 x H200 machines (15 GiB cap for card16_*)",
         "date": "2026-11-29",
-        "recipe_train_samples_per_s": final["train"]["steady_train_samples_per_second"],
-        "ref_train_samples_per_s": final["reference"]["train"]["samples_per_s"],
-        "recipe_train_samples_per_s_all_calls": [_steady_without_resume(t) for t in readme_trains],
-        "ref_train_samples_per_s_all_calls": [final["reference"]["train"]["samples_per_s"],
-                                              diag["reference"]["train"]["samples_per_s"]],
-        "train_speedup_all_calls": [round(_steady_without_resume(final["train"]) /
-                                          final["reference"]["train"]["samples_per_s"], 2),
-                                    round(_steady_without_resume(diag["train_readme"]) /
-                                          diag["reference"]["train"]["samples_per_s"], 2)],
+        "gb_unit": "GiB (2^30 bytes), as torch.cuda.max_memory_reserved() / 2**30",
+        "recipe_train_samples_per_s": now["train"]["steady_train_samples_per_second"],
+        "ref_train_samples_per_s": now["reference"]["train"]["samples_per_s"],
+        "recipe_train_config": "configs/qwen2.5-14b-4090.yaml: group_by_length batches, offload_embedding",
+        "recipe_train_samples_per_s_all_calls": [t["steady_train_samples_per_second"] for t, _ in recipe_calls],
+        "ref_train_samples_per_s_all_calls": [r["train"]["samples_per_s"] for _, r in recipe_calls],
+        "train_speedup_all_calls": speedups,
+        "train_speedup_median": _median(speedups),
+        "train_calls_note": "call 1 (readme_train_h200) is the config as it stands; call 2 (sampling2_h200) the "
+                            "same batches with the embedding on the GPU (offload_embedding changes where the "
+                            "lookup runs, not the numbers: identical losses)",
+        "samples_per_s_by_batch_order": {
+            "sampling_h200": {n: t["steady_train_samples_per_second"] for n, t in orders.items()},
+            "sampling2_h200": {"group_by_length": grouped["train_group_by_length"]["steady_train_samples_per_second"],
+                               "batch_rebalance": grouped["train_batch_rebalance"]["steady_train_samples_per_second"]}},
+        "loss_by_batch_order": {"random": loss_curve(orders["random"]),
+                                "batch_rebalance": loss_curve(orders["batch_rebalance"]),
+                                "group_by_length": loss_curve(grouped["train_group_by_length"]),
+                                "group_by_length_offload_embedding": loss_curve(now["train"])},
+        "run_peak_reserved_gb_by_batch_order_embedding_on_gpu": {
+            "random": orders["random"]["peak_gpu_memory_gb"],
+            "batch_rebalance": orders["batch_rebalance"]["peak_gpu_memory_gb"],
+            "group_by_length": grouped["train_group_by_length"]["peak_gpu_memory_gb"]},
+        "random_batches_train_samples_per_s_all_calls": [_steady_without_resume(t) for t in readme_trains],
+        "random_batches_ref_train_samples_per_s_all_calls": [final["reference"]["train"]["samples_per_s"],
+                                                             diag["reference"]["train"]["samples_per_s"]],
+        "random_batches_train_speedup_all_calls": [round(_steady_without_resume(final["train"]) /
+                                                         final["reference"]["train"]["samples_per_s"], 2),
+                                                   round(_steady_without_resume(diag["train_readme"]) /
+                                                         diag["reference"]["train"]["samples_per_s"], 2)],
         "no_eval_run_samples_per_s": diag["train_noeval"]["steady_train_samples_per_second"],
-        "recipe_warmup_seconds": final["train"]["warmup_seconds"],
+        "recipe_warmup_seconds": now["train"]["warmup_seconds"],
         "resume_step_seconds_compiled_eval": [diag["train_readme"]["step_seconds"][12],
                                               recomp["train_compiled_eval"]["step_seconds"][4]],
         "resume_step_seconds_eager_eval": [final["train"]["step_seconds"][12], recomp["train_readme"]["step_seconds"][12]],
         "recipe_eval_qps": _median(later_evals),
         "recipe_eval_qps_first_pass": _median(first_evals),
-        "recipe_run_peak_reserved_gb": final["train"]["peak_gpu_memory_gb"],
-        "recipe_run_peak_allocated_gb": max(final["train"]["peak_allocated_gb_by_phase"].values()),
-        "recipe_run_peak_reserved_gb_by_phase": final["train"]["peak_reserved_gb_by_phase"],
+        "recipe_eval_qps_note": "random-batch calls of the session before, the same calls as recipe_score_qps",
+        "eval_qps_later_pass_this_session": [q for t in (now["train"], *orders.values(), *list(grouped.values())[:2])
+                                             for q in _eval_qps(t)[1:]],
+        "recipe_run_peak_reserved_gb": now["train"]["peak_gpu_memory_gb"],
+        "recipe_run_peak_allocated_gb": max(now["train"]["peak_allocated_gb_by_phase"].values()),
+        "recipe_run_peak_reserved_gb_by_phase": now["train"]["peak_reserved_gb_by_phase"],
+        "recipe_embedding_on_host": now["train"]["embedding_on_host"],
         "recipe_score_qps": final["infer"]["answer_timing"]["steady_questions_per_second"],
         "recipe_score_qps_all_calls": [r["answer_timing"]["steady_questions_per_second"] for r in infers],
         "recipe_score_whole_phase_qps": final["infer"]["questions_per_second"],

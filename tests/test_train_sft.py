@@ -256,7 +256,7 @@ def test_bad_options_give_one_clear_message(argv, message, sample_dir, tmp_path)
 
 def test_answer_only_loss_and_gradients_equal_the_plain_loss_under_accumulation(tiny_model_dir, sample_dir):
     """MCQTrainer's loss (output layer only at labelled positions) is the full-vocabulary cross-entropy on the
-    answer tokens: same value and same LoRA gradients, summed over 2 accumulated micro-batches."""
+    answer tokens: same value and same LoRA gradients, summed over 2 accumulated micro-batches of unequal size."""
     import torch.nn.functional as F
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -283,7 +283,8 @@ def test_answer_only_loss_and_gradients_equal_the_plain_loss_under_accumulation(
             labels[i, :n] = torch.where(torch.tensor(e["completion_mask"]) == 1, ids[i, :n], IGNORE_INDEX)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    micro_batches = [collate(rows[:2]), collate(rows[2:])]  # different lengths, so padding differs
+    # different sizes and lengths (as batch_rebalance makes them), so padding and row counts differ
+    micro_batches = [collate(rows[:1]), collate(rows[1:])]
     items = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
     assert items == 8  # the letter and <|im_end|> of each of the 4 questions
 
@@ -306,7 +307,8 @@ def test_answer_only_loss_and_gradients_equal_the_plain_loss_under_accumulation(
     assert abs(ours_loss - plain_loss) < 1e-5 and ours_loss > 0
     for name, grad in plain_grads.items():
         assert grad.abs().max() > 0, name
-        assert torch.allclose(ours_grads[name], grad, atol=1e-6, rtol=1e-4), name
+        # float32 rounding only (the output layer runs on other shapes): a wrong normalisation is off by factors
+        assert torch.allclose(ours_grads[name], grad, atol=1e-5 * float(grad.abs().max()), rtol=1e-4), name
 
 
 @pytest.mark.parametrize("world,micro,accumulation,expected", [

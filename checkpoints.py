@@ -28,7 +28,9 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "lr_scheduler_type",
                  "warmup_steps", "weight_decay", "seed", "optim", "bf16", "fp16", "gradient_checkpointing",
                  "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "train_sampling_strategy")
-SCRIPT_KEYS_IGNORED = ("resume", "export", "merged_dtype", "encoding", "keep_effective_batch", "early_stopping_patience")
+# ... nor where the embedding table is kept (the looked-up rows are the same).
+SCRIPT_KEYS_IGNORED = ("resume", "export", "merged_dtype", "encoding", "keep_effective_batch", "early_stopping_patience",
+                       "offload_embedding")
 
 
 class ResumeError(ValueError):

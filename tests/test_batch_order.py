@@ -26,20 +26,19 @@ def test_the_4090_recipe_groups_lengths_and_keeps_the_embedding_in_host_memory(t
         ["--config", str(ROOT / "configs" / "qwen2.5-14b-4090.yaml"), "--output_dir", str(tmp_path)])
     assert training_args.train_sampling_strategy == "group_by_length"
     assert script_args.offload_embedding is True
-    single = SimpleNamespace(world_size=1)
-    assert train_sft.embedding_offload_wanted(script_args, single) is True
+    assert train_sft.embedding_offload_wanted(script_args, SimpleNamespace(world_size=1)) is True
     assert train_sft.embedding_offload_wanted(script_args, SimpleNamespace(world_size=2)) is False
 
 
 def padding_share(trainer) -> tuple[float, list[int]]:
     padded = real = 0
-    sizes = []
+    widths = []
     for batch in trainer.get_train_dataloader():
         mask = batch["attention_mask"]
         padded += mask.numel()
         real += int(mask.sum())
-        sizes.append(mask.shape[1])
-    return 1 - real / padded, sizes
+        widths.append(mask.shape[1])
+    return 1 - real / padded, widths
 
 
 @pytest.mark.slow
@@ -59,3 +58,14 @@ def test_length_grouped_batches_carry_less_padding_than_random_ones(tiny_model_d
         if order == "group_by_length":
             assert widths[0] == max(widths)  # the longest batch first: running out of memory shows at once
     assert shares["group_by_length"] < shares["random"] / 2, shares
+
+
+def test_where_the_embedding_is_kept_does_not_block_a_resume_but_the_batch_order_does(tiny_model_dir, sample_dir,
+                                                                                       tmp_path):
+    from checkpoints import training_fingerprint
+
+    def fingerprint(*extra):
+        return training_fingerprint(*train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, *extra))
+
+    assert fingerprint("--offload_embedding", "true") == fingerprint("--offload_embedding", "false")
+    assert fingerprint("--train_sampling_strategy", "group_by_length") != fingerprint()

@@ -52,8 +52,8 @@ class ScriptArguments(PromptOptions):
     backend: str = field(default="auto", metadata={"help": "auto | unsloth | hf", "choices": list(BACKENDS)})
     load_in_4bit: bool = field(default=True, metadata={"help": "NF4 quantised base weights (QLoRA)"})
     offload_embedding: bool = field(default=False, metadata={
-        "help": "keep the input embedding table (1.6 GB at 14B) in host RAM, only looked-up rows go to the GPU "
-                "(Unsloth, one process per machine; ignored under torchrun)"})
+        "help": "keep the input embedding table (1.45 GiB at 14B) in host RAM, only looked-up rows go to the GPU "
+                "(unsloth backend, one training process; not used with several)"})
     max_prompt_tokens: int = field(default=512, metadata={"help": "longer questions are shortened to fit"})
     max_answer_tokens: int = field(default=48, metadata={"help": "answer tokens kept (letter + <|im_end|>)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -181,13 +181,17 @@ def training_dtype(training_args):
     return torch.bfloat16 if training_args.bf16 else None
 
 
-def embedding_offload_wanted(script_args: ScriptArguments, training_args) -> bool:
-    """``offload_embedding`` for a single training process only: DDP wraps a model on one device."""
-    if script_args.offload_embedding and training_args.world_size > 1:
-        logger.info("offload_embedding is not used with %d processes: each keeps its embedding on its GPU",
-                    training_args.world_size)
+def embedding_offload_wanted(script_args: ScriptArguments, training_args, backend: str = "unsloth") -> bool:
+    """``offload_embedding`` for a single training process on the unsloth backend only: DDP wraps a model on
+    one device, and plain transformers has no such offload. Saying no is logged."""
+    if not script_args.offload_embedding:
         return False
-    return script_args.offload_embedding
+    if training_args.world_size > 1 or backend != "unsloth":
+        logger.warning("offload_embedding is not used (%s): the embedding table stays with the rest of the model",
+                       f"{training_args.world_size} processes" if training_args.world_size > 1 else
+                       f"backend {backend}")
+        return False
+    return True
 
 
 def load_model(script_args: ScriptArguments, training_args, backend: str):
@@ -202,7 +206,10 @@ def load_model(script_args: ScriptArguments, training_args, backend: str):
         max_seq_length=script_args.max_prompt_tokens + script_args.max_answer_tokens,
         trust_remote_code=training_args.trust_remote_code, training=True, seed=training_args.seed,
         device_map=device_map, dtype=training_dtype(training_args),
-        offload_embedding=embedding_offload_wanted(script_args, training_args))
+        offload_embedding=embedding_offload_wanted(script_args, training_args, backend))
+    if script_args.offload_embedding and torch.cuda.is_available() and not embedding_on_host(model):
+        logger.warning("offload_embedding was asked for but the embedding table is on the GPU "
+                       "(training_summary.json: embedding_on_host false)")
     if script_args.chat_template:
         tokenizer = load_tokenizer(script_args.model_name_or_path, training_args.trust_remote_code,
                                    script_args.chat_template)

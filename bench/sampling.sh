@@ -3,6 +3,8 @@
 # three batch orders of transformers' Trainer, one after the other, 52 steps each (evaluation + checkpoint at
 # 26 and 52, loss logged every 2 steps). 52 steps: group_by_length sorts mega-batches of 50 optimiser steps,
 # so steps 3-52 (the steady ones) hold one mega-batch's mix of lengths.
+# All three take ~11 minutes on a fresh machine (the first call ran out of time in its third run): pass fewer,
+# e.g. ORDERS="random group_by_length".
 #   device tool, kind nvidia-h200, carry [.gpu, .benchdata]:   bash bench/sampling.sh
 set -uo pipefail
 CALL=sampling; WATCHDOG_S=${WATCHDOG_S:-575}

@@ -28,6 +28,7 @@ def test_the_4090_recipe_groups_lengths_and_keeps_the_embedding_in_host_memory(t
     assert script_args.offload_embedding is True
     assert train_sft.embedding_offload_wanted(script_args, SimpleNamespace(world_size=1)) is True
     assert train_sft.embedding_offload_wanted(script_args, SimpleNamespace(world_size=2)) is False
+    assert train_sft.embedding_offload_wanted(script_args, SimpleNamespace(world_size=1), "hf") is False
 
 
 def padding_share(trainer) -> tuple[float, list[int]]:

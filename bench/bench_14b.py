@@ -245,10 +245,11 @@ def _eval_qps(summary: dict) -> list[float]:
 
 def collect(raw: Path, out: Path) -> dict:
     """bench/results.json from the recorded calls (raw files in bench/raw/): the README commands on one-GPU
-    H200 machines with nothing else on them (the training recipe as it stands: readme_train_h200 and
-    sampling2_h200, 2026-11-29 second session; random batches and inference: three calls of the session before,
-    the reference recipe in two of them), and the earlier 4 x H200 calls for the 16 GB recipe, learning at 14B
-    and several GPUs. Ratios use the reference measured in the same call; every key says where it comes from."""
+    H200 machines with nothing else on them (the training recipe as it stands: readme_train_h200 and the three
+    microbatch*_h200 calls, each beside the reference; batch orders: sampling*_h200; host memory at load:
+    host16_h200; random batches and inference: three calls of the first session, the reference recipe in two of
+    them), and the earlier 4 x H200 calls for the 16 GB recipe, learning at 14B and several GPUs. Ratios use the
+    reference measured in the same call; every key says where it comes from."""
     def loss_curve(summary):
         evals = [round(e["eval_loss"], 4) for e in summary["log_history"] if "eval_loss" in e]
         return {"eval_loss": evals, "train_loss": [round(e["loss"], 3) for e in summary["log_history"] if "loss" in e]}
@@ -275,23 +276,51 @@ def collect(raw: Path, out: Path) -> dict:
     grouped = {n: load(f"sampling2_h200/{n}.json") for n in ("train_group_by_length", "train_batch_rebalance",
                                                               "reference")}
     orders = {n: load(f"sampling_h200/train_{n}.json") for n in ("random", "batch_rebalance")}
-    recipe_calls = [(now["train"], now["reference"]), (grouped["train_group_by_length"], grouped["reference"])]
+    # the 4090 config as it stands (16 x 2, grouped, embedding in host RAM) beside the reference, four calls
+    micro = {c: {n: load(f"{c}/{n}.json") for n in names} for c, names in
+             (("microbatch_h200", ("b16", "b32", "ref")), ("microbatch2_h200", ("b16", "ref", "infer")),
+              ("microbatch3_h200", ("b16", "b32", "ref")))}
+    recipe_calls = [(now["train"], now["reference"])] + [(m["b16"], m["ref"]) for m in micro.values()]
     speedups = [round(t["steady_train_samples_per_second"] / r["train"]["samples_per_s"], 2) for t, r in recipe_calls]
+    b32_calls = [(m["b32"], m["ref"], m["b16"]) for m in micro.values() if "b32" in m]
+    host16 = load("host16_h200/infer16.json")
+    host16_cgroup = (raw / "host16_h200" / "cgroup.txt").read_text().split()
+    same_call = micro["microbatch2_h200"]
+
+    def median_step(summary):
+        return _median(summary["step_seconds"][2:])
+
     results = {
         "card": "NVIDIA H200 (one-GPU machines, nothing else running), every process capped at 24 GiB; "
                 "card16_*, learning_*, two_*, scale4_*: 4 x H200 machines (15 GiB cap for card16_*)",
         "date": "2026-11-29",
         "gb_unit": "GiB (2^30 bytes), as torch.cuda.max_memory_reserved() / 2**30",
-        "recipe_train_samples_per_s": now["train"]["steady_train_samples_per_second"],
-        "ref_train_samples_per_s": now["reference"]["train"]["samples_per_s"],
-        "recipe_train_config": "configs/qwen2.5-14b-4090.yaml: group_by_length batches, offload_embedding",
+        "recipe_train_samples_per_s": _median([t["steady_train_samples_per_second"] for t, _ in recipe_calls]),
+        "ref_train_samples_per_s": _median([r["train"]["samples_per_s"] for _, r in recipe_calls]),
+        "recipe_train_config": "configs/qwen2.5-14b-4090.yaml: micro-batch 16 x 2, group_by_length batches, "
+                               "offload_embedding",
+        "recipe_train_calls": ["readme_train_h200", *micro],
         "recipe_train_samples_per_s_all_calls": [t["steady_train_samples_per_second"] for t, _ in recipe_calls],
         "ref_train_samples_per_s_all_calls": [r["train"]["samples_per_s"] for _, r in recipe_calls],
         "train_speedup_all_calls": speedups,
         "train_speedup_median": _median(speedups),
-        "train_calls_note": "call 1 (readme_train_h200) is the config as it stands; call 2 (sampling2_h200) the "
-                            "same batches with the embedding on the GPU (offload_embedding changes where the "
-                            "lookup runs, not the numbers: identical losses)",
+        "train_calls_note": "the config as it stands, each beside the reference in the same call; recipe_ and "
+                            "ref_train_samples_per_s are the medians over these calls, train_speedup the median "
+                            "of the per-call ratios",
+        "grouped_embedding_on_gpu_call": {"call": "sampling2_h200",
+                                          "samples_per_s": grouped["train_group_by_length"][
+                                              "steady_train_samples_per_second"],
+                                          "ref_samples_per_s": grouped["reference"]["train"]["samples_per_s"]},
+        "microbatch32_train_samples_per_s_all_calls": [t["steady_train_samples_per_second"] for t, _, _ in b32_calls],
+        "microbatch32_ref_train_samples_per_s_all_calls": [r["train"]["samples_per_s"] for _, r, _ in b32_calls],
+        "microbatch32_train_speedup_all_calls": [round(t["steady_train_samples_per_second"] / r["train"]["samples_per_s"],
+                                                       2) for t, r, _ in b32_calls],
+        "microbatch32_run_peak_reserved_gb": max(t["peak_gpu_memory_gb"] for t, _, _ in b32_calls),
+        "microbatch32_run_peak_allocated_gb": max(max(t["peak_allocated_gb_by_phase"].values()) for t, _, _ in b32_calls),
+        "microbatch32_loss": loss_curve(b32_calls[0][0]),
+        "microbatch32_note": "the 4090 config with --per_device_train_batch_size 32 --gradient_accumulation_steps 1 "
+                             "(same 32 questions per step), beside the config (16 x 2) and the reference",
+        "median_step_seconds_16x2_vs_32x1_same_call": [[median_step(b16), median_step(t)] for t, _, b16 in b32_calls],
         "samples_per_s_by_batch_order": {
             "sampling_h200": {n: t["steady_train_samples_per_second"] for n, t in orders.items()},
             "sampling2_h200": {"group_by_length": grouped["train_group_by_length"]["steady_train_samples_per_second"],
@@ -319,7 +348,13 @@ def collect(raw: Path, out: Path) -> dict:
         "recipe_eval_qps": _median(later_evals),
         "recipe_eval_qps_first_pass": _median(first_evals),
         "recipe_eval_qps_note": "random-batch calls of the session before, the same calls as recipe_score_qps",
-        "eval_qps_later_pass_this_session": [q for t in (now["train"], *orders.values(), *list(grouped.values())[:2])
+        "eval_vs_infer_same_call_config_as_it_stands": {
+            "call": "microbatch2_h200", "eval_qps_later_pass": _eval_qps(same_call["b16"])[1],
+            "infer_steady_qps": same_call["infer"]["answer_timing"]["steady_questions_per_second"],
+            "ratio": round(_eval_qps(same_call["b16"])[1]
+                           / same_call["infer"]["answer_timing"]["steady_questions_per_second"], 2)},
+        "eval_qps_later_pass_this_session": [q for t in (now["train"], *orders.values(), *list(grouped.values())[:2],
+                                                         *(m[n] for m in micro.values() for n in ("b16", "b32") if n in m))
                                              for q in _eval_qps(t)[1:]],
         "recipe_run_peak_reserved_gb": now["train"]["peak_gpu_memory_gb"],
         "recipe_run_peak_allocated_gb": max(now["train"]["peak_allocated_gb_by_phase"].values()),
@@ -337,7 +372,19 @@ def collect(raw: Path, out: Path) -> dict:
         "ref_gen_qps_all_calls": [final["reference"]["generate"]["48_tokens"]["qps"],
                                   diag["reference"]["generate"]["48_tokens"]["qps"]],
         "recipe_startup_s": _median([r["startup_seconds"] for r in infers]),
-        "recipe_load_host_peak_gb": _median([r["cpu_peak_rss_gb"] for r in infers]),
+        "recipe_load_host_peak_gb": host16["cpu_peak_rss_gb"],
+        "recipe_load_host_note": "peak resident set of the README inference command (16-bit weights quantised at "
+                                 "load) run inside a cgroup with memory.max=16G and no swap, page cache dropped "
+                                 "before (host16_h200): it finished with no OOM, the weight files' pages reclaimed "
+                                 "as read; without a limit the mapped files stay cached and count in the RSS",
+        "load_host_16gib_cgroup": {"exit": host16_cgroup[1], "memory_peak_bytes": int(host16_cgroup[
+                                       host16_cgroup.index("memory.peak") + 1]),
+                                   "oom_kill": int(host16_cgroup[host16_cgroup.index("oom_kill") + 1]),
+                                   "anon_gb": host16["cpu_peak_anon_gb"], "startup_s": host16["startup_seconds"],
+                                   "steady_qps_base_model": host16["answer_timing"]["steady_questions_per_second"]},
+        "load_host_peak_rss_gb_unlimited": _median([r["cpu_peak_rss_gb"] for r in infers]),
+        "load_host_anon_gb_unlimited": same_call["infer"]["cpu_peak_anon_gb"],
+        "recipe_score_qps_this_session": same_call["infer"]["answer_timing"]["steady_questions_per_second"],
         "nf4_base_load_host_peak_gb": load("recipe_h200x4_run1/infer_nf4.json")["cpu_peak_rss_gb"],
         "nf4_base_startup_s": load("recipe_h200x4_run1/infer_nf4.json")["startup_seconds"],
         "card16_peak_reserved_gb": recipe["card16_peak_reserved_gb"],
@@ -361,7 +408,7 @@ def collect(raw: Path, out: Path) -> dict:
         "scale4_score_qps": scale["infer_4gpu"]["questions_per_second"],
         "scale4_score_efficiency": round(scale["infer_4gpu"]["questions_per_second"] / (4 * one_gpu_score), 3),
     }
-    results["train_speedup"] = round(results["recipe_train_samples_per_s"] / results["ref_train_samples_per_s"], 2)
+    results["train_speedup"] = results["train_speedup_median"]
     results["score_speedup_vs_ref_gen"] = round(results["recipe_score_qps"] / results["ref_gen_qps"], 1)
     results["score_whole_phase_speedup_vs_ref_gen"] = round(results["recipe_score_whole_phase_qps"]
                                                             / results["ref_gen_qps"], 1)

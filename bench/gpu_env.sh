@@ -7,6 +7,6 @@ export PYTHONPATH=$PWD/bench/cap:/tmp/site HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STAT
 # the 14B-shape model, built uncapped (random bf16 weights of the published shape, the real tokenizer), in
 # /tmp/q14b unless MCQ_BENCH_MODEL names another folder
 MCQ_BENCH_MODEL=${MCQ_BENCH_MODEL:-/tmp/q14b}
-[ -f "$MCQ_BENCH_MODEL/config.json" ] || MCQ_BENCH_CAP_GB= python3 bench/bench_14b.py build --out "$MCQ_BENCH_MODEL" \
-  --tokenizer .benchdata/tokenizer 2>&1 | tail -1
+[ -f "$MCQ_BENCH_MODEL/config.json" ] || MCQ_BENCH_CAP_GB= python3 bench/bench_14b.py build \
+  --out "$MCQ_BENCH_MODEL" --tokenizer .benchdata/tokenizer 2>&1 | tail -1
 cp .benchdata/tokenizer/* "$MCQ_BENCH_MODEL/"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # One device call on a single H200, every process capped at 24 GiB: the README training command with the
-# micro-batch of the config (16 x 2 accumulation) and with 32 x 1 (same effective batch), 52 steps each
-# (evaluation + checkpoint at 26 and 52), the reference recipe, and the README inference command, in the
-# order given by RUNS (default: "b32 b16 ref"). Run names:
+# micro-batch of the config (16 x 2 accumulation) and with 32 x 1 (same effective batch), or with another batch
+# order, 52 steps each (evaluation + checkpoint at 26 and 52, loss every 2 steps; 52 because group_by_length
+# sorts mega-batches of 50 steps, so steps 3-52 hold one mega-batch's mix of lengths), the reference recipe,
+# and the README inference command, in the order given by RUNS (default: "b32 b16 ref"). Run names:
 #   b16, b32      train_sft.py --config configs/qwen2.5-14b-4090.yaml, micro-batch 16 x 2 or 32 x 1 (a second
 #                 run of the same name in one call gets a suffix: b32_2)
+#   random, batch_rebalance, group_by_length
+#                 the config (16 x 2) with that --train_sampling_strategy (what the sampling*_h200 calls ran;
+#                 three orders take ~11 minutes on a fresh machine, more than one call)
 #   ref           bench_14b.py reference (the reference recipe: training, 48-token generation)
 #   infer         infer.py --config configs/infer-14b-4090.yaml with the adapter of the last training run
 #   infer16       the same inside a cgroup with memory.max=16G (host RAM of a 16 GB machine), if the machine lets
@@ -20,12 +24,19 @@ TRAIN=(python3 train_sft.py --config configs/qwen2.5-14b-4090.yaml --model_name_
        --train_file .benchdata/train.csv --max_steps 52 --eval_steps 26 --save_steps 26 --logging_steps 2)
 INFER=(python3 infer.py --config configs/infer-14b-4090.yaml --test_file .benchdata/test.csv --resume false)
 ADAPTER=""
-name_for() { local n=$1 i=2; while [ -e "$OUT/$n.json" ]; do n=$1_$i; i=$((i + 1)); done; echo "$n"; }
+name_for() {   # a run's name, suffixed when the call already ran one of that kind
+  local n=$1 i=2
+  while [ -e "$OUT/$n.json" ] || [ -e "$OUT/train_$n.json" ]; do n=$1_$i; i=$((i + 1)); done
+  echo "$n"
+}
 for run in ${RUNS:-b32 b16 ref}; do
   name=$(name_for "$run")
   case $run in
     b16) "${TRAIN[@]}" --output_dir /tmp/m_$name > "$OUT/$name.log" 2>&1
          cp /tmp/m_$name/training_summary.json "$OUT/$name.json"; ADAPTER=/tmp/m_$name/adapter ;;
+    random|batch_rebalance|group_by_length)
+         "${TRAIN[@]}" --train_sampling_strategy $run --output_dir /tmp/m_$name > "$OUT/train_$name.log" 2>&1
+         cp /tmp/m_$name/training_summary.json "$OUT/train_$name.json"; ADAPTER=/tmp/m_$name/adapter ;;
     b32) "${TRAIN[@]}" --per_device_train_batch_size 32 --gradient_accumulation_steps 1 --output_dir /tmp/m_$name \
            > "$OUT/$name.log" 2>&1
          cp /tmp/m_$name/training_summary.json "$OUT/$name.json"; ADAPTER=/tmp/m_$name/adapter ;;
@@ -36,8 +47,8 @@ for run in ${RUNS:-b32 b16 ref}; do
     infer16)
       CG=/sys/fs/cgroup/mcq16
       if mkdir -p $CG 2>"$OUT/$name.cgroup.txt" && echo 16G > $CG/memory.max 2>>"$OUT/$name.cgroup.txt"; then
-        ( echo $BASHPID > $CG/cgroup.procs && exec "${INFER[@]}" --model_path "$ADAPTER" --output_file /tmp/$name.csv ) \
-          > "$OUT/$name.log" 2>&1
+        ( echo $BASHPID > $CG/cgroup.procs && exec "${INFER[@]}" --model_path "$ADAPTER" \
+            --output_file /tmp/$name.csv ) > "$OUT/$name.log" 2>&1
         echo "exit $?" >> "$OUT/$name.cgroup.txt"
         for f in memory.max memory.peak memory.events memory.stat; do echo "== $f"; cat $CG/$f; done \
           >> "$OUT/$name.cgroup.txt" 2>&1

@@ -281,7 +281,11 @@ def collect(raw: Path, out: Path) -> dict:
              (("microbatch_h200", ("b16", "b32", "ref")), ("microbatch2_h200", ("b16", "ref", "infer")),
               ("microbatch3_h200", ("b16", "b32", "ref")))}
     recipe_calls = [(now["train"], now["reference"])] + [(m["b16"], m["ref"]) for m in micro.values()]
-    speedups = [round(t["steady_train_samples_per_second"] / r["train"]["samples_per_s"], 2) for t, r in recipe_calls]
+
+    def speedup(train, ref):
+        return round(train["steady_train_samples_per_second"] / ref["train"]["samples_per_s"], 2)
+
+    speedups = [speedup(t, r) for t, r in recipe_calls]
     b32_calls = [(m["b32"], m["ref"], m["b16"]) for m in micro.values() if "b32" in m]
     host16 = load("host16_h200/infer16.json")
     host16_cgroup = (raw / "host16_h200" / "cgroup.txt").read_text().split()
@@ -313,10 +317,10 @@ def collect(raw: Path, out: Path) -> dict:
                                           "ref_samples_per_s": grouped["reference"]["train"]["samples_per_s"]},
         "microbatch32_train_samples_per_s_all_calls": [t["steady_train_samples_per_second"] for t, _, _ in b32_calls],
         "microbatch32_ref_train_samples_per_s_all_calls": [r["train"]["samples_per_s"] for _, r, _ in b32_calls],
-        "microbatch32_train_speedup_all_calls": [round(t["steady_train_samples_per_second"] / r["train"]["samples_per_s"],
-                                                       2) for t, r, _ in b32_calls],
+        "microbatch32_train_speedup_all_calls": [speedup(t, r) for t, r, _ in b32_calls],
         "microbatch32_run_peak_reserved_gb": max(t["peak_gpu_memory_gb"] for t, _, _ in b32_calls),
-        "microbatch32_run_peak_allocated_gb": max(max(t["peak_allocated_gb_by_phase"].values()) for t, _, _ in b32_calls),
+        "microbatch32_run_peak_allocated_gb": max(max(t["peak_allocated_gb_by_phase"].values())
+                                                  for t, _, _ in b32_calls),
         "microbatch32_loss": loss_curve(b32_calls[0][0]),
         "microbatch32_note": "the 4090 config with --per_device_train_batch_size 32 --gradient_accumulation_steps 1 "
                              "(same 32 questions per step), beside the config (16 x 2) and the reference",
@@ -347,13 +351,13 @@ def collect(raw: Path, out: Path) -> dict:
         "resume_step_seconds_eager_eval": [final["train"]["step_seconds"][12], recomp["train_readme"]["step_seconds"][12]],
         "recipe_eval_qps": _median(later_evals),
         "recipe_eval_qps_first_pass": _median(first_evals),
-        "recipe_eval_qps_note": "random-batch calls of the session before, the same calls as recipe_score_qps",
+        "recipe_eval_qps_note": "random-batch calls of the first session, the same calls as recipe_score_qps",
         "eval_vs_infer_same_call_config_as_it_stands": {
             "call": "microbatch2_h200", "eval_qps_later_pass": _eval_qps(same_call["b16"])[1],
             "infer_steady_qps": same_call["infer"]["answer_timing"]["steady_questions_per_second"],
             "ratio": round(_eval_qps(same_call["b16"])[1]
                            / same_call["infer"]["answer_timing"]["steady_questions_per_second"], 2)},
-        "eval_qps_later_pass_this_session": [q for t in (now["train"], *orders.values(), *list(grouped.values())[:2],
+        "eval_qps_later_pass_since_second_session": [q for t in (now["train"], *orders.values(), *list(grouped.values())[:2],
                                                          *(m[n] for m in micro.values() for n in ("b16", "b32") if n in m))
                                              for q in _eval_qps(t)[1:]],
         "recipe_run_peak_reserved_gb": now["train"]["peak_gpu_memory_gb"],
@@ -384,7 +388,7 @@ def collect(raw: Path, out: Path) -> dict:
                                    "steady_qps_base_model": host16["answer_timing"]["steady_questions_per_second"]},
         "load_host_peak_rss_gb_unlimited": _median([r["cpu_peak_rss_gb"] for r in infers]),
         "load_host_anon_gb_unlimited": same_call["infer"]["cpu_peak_anon_gb"],
-        "recipe_score_qps_this_session": same_call["infer"]["answer_timing"]["steady_questions_per_second"],
+        "recipe_score_qps_third_session": same_call["infer"]["answer_timing"]["steady_questions_per_second"],
         "nf4_base_load_host_peak_gb": load("recipe_h200x4_run1/infer_nf4.json")["cpu_peak_rss_gb"],
         "nf4_base_startup_s": load("recipe_h200x4_run1/infer_nf4.json")["startup_seconds"],
         "card16_peak_reserved_gb": recipe["card16_peak_reserved_gb"],

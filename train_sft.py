@@ -201,13 +201,13 @@ def load_model(script_args: ScriptArguments, training_args, backend: str):
 
     device_map = {"": training_args.local_process_index} if training_args.world_size > 1 and torch.cuda.is_available() \
         else None
+    offload = embedding_offload_wanted(script_args, training_args, backend)  # a refusal is logged there, once
     model, tokenizer = load_base_model(
         script_args.model_name_or_path, backend, load_in_4bit=script_args.load_in_4bit,
         max_seq_length=script_args.max_prompt_tokens + script_args.max_answer_tokens,
         trust_remote_code=training_args.trust_remote_code, training=True, seed=training_args.seed,
-        device_map=device_map, dtype=training_dtype(training_args),
-        offload_embedding=embedding_offload_wanted(script_args, training_args, backend))
-    if script_args.offload_embedding and torch.cuda.is_available() and not embedding_on_host(model):
+        device_map=device_map, dtype=training_dtype(training_args), offload_embedding=offload)
+    if offload and torch.cuda.is_available() and not embedding_on_host(model):
         logger.warning("offload_embedding was asked for but the embedding table is on the GPU "
                        "(training_summary.json: embedding_on_host false)")
     if script_args.chat_template:

@@ -15,46 +15,26 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from cli import UserError
+from modeling import verify_safetensors
+from run_folder import set_aside, unique_path
+from run_identity import changed_keys
 
 logger = logging.getLogger(__name__)
 
 SEAL_NAME = "mcq_checkpoint.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# Settings that change the trained weights; logging, evaluation and saving cadence do not.
-TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "lr_scheduler_type",
-                 "warmup_steps", "weight_decay", "seed", "optim", "bf16", "fp16", "gradient_checkpointing",
-                 "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "train_sampling_strategy")
-# ... nor where the embedding table is kept (the looked-up rows are the same).
-SCRIPT_KEYS_IGNORED = ("resume", "export", "merged_dtype", "encoding", "keep_effective_batch", "early_stopping_patience",
-                       "offload_embedding")
+# What a training run writes into its folder: a fresh run sets the earlier run's aside first, so a run that
+# fails never leaves another run's model under its name.
+RUN_OUTPUTS = ("adapter", "merged", "training_summary.json", "training_curves.png")
 
 
-class ResumeError(ValueError):
+class ResumeError(UserError):
     """The checkpoints in output_dir cannot be continued with these settings."""
-
-
-def _plain(value):
-    return value if isinstance(value, (int, float, bool, str, type(None), list)) else str(value)
-
-
-def training_fingerprint(script_args, training_args, world_size: int = 1) -> dict:
-    """What must be equal for a checkpoint to be continued: data and model by content, every setting that
-    changes the weights, and the effective batch (micro-batch x accumulation x processes)."""
-    from modeling import _sha256, model_identity
-
-    script = {k: _plain(v) for k, v in asdict(script_args).items() if k not in SCRIPT_KEYS_IGNORED}
-    for key in ("train_file", "val_file"):
-        path = script.pop(key)
-        script[f"{key}_sha256"] = _sha256(Path(path)) if path else None
-    script["model"] = model_identity(script.pop("model_name_or_path"))
-    training = {k: _plain(getattr(training_args, k, None)) for k in TRAINING_KEYS}
-    training["effective_batch"] = (training_args.per_device_train_batch_size
-                                   * training_args.gradient_accumulation_steps * world_size)
-    return {**script, **training}
 
 
 def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -76,6 +56,9 @@ def seal(checkpoint: Path, fingerprint: dict) -> None:
     os.replace(tmp, checkpoint / SEAL_NAME)
 
 
+SAFETENSORS_CHECK_LIMIT = 2**31  # adapter-sized files are read through once more before a resume
+
+
 def seal_problem(checkpoint: Path) -> str | None:
     """Why ``checkpoint`` is not a complete one (None when it is)."""
     seal_file = checkpoint / SEAL_NAME
@@ -83,12 +66,17 @@ def seal_problem(checkpoint: Path) -> str | None:
         return "it was never sealed (the run stopped while writing it)"
     try:
         files = json.loads(seal_file.read_text())["files"]
-    except (json.JSONDecodeError, KeyError):
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         return f"{SEAL_NAME} is unreadable"
     for name, size in files.items():
         path = checkpoint / name
         if not path.is_file() or path.stat().st_size != size:
             return f"{name} is missing or has another size than when it was written"
+        if path.suffix == ".safetensors" and size < SAFETENSORS_CHECK_LIMIT:
+            try:
+                verify_safetensors(path)
+            except UserError as err:
+                return str(err)
     return None
 
 
@@ -101,13 +89,13 @@ def checkpoint_to_resume(output_dir: str | Path, fingerprint: dict, move_aside: 
     for _, checkpoint in _checkpoints(output_dir):
         problem = seal_problem(checkpoint)
         if problem:
-            aside = checkpoint.with_name(f"incomplete-{checkpoint.name}")
+            aside = unique_path(checkpoint.with_name(f"incomplete-{checkpoint.name}"))
             logger.warning("skipping %s: %s; %s", checkpoint, problem, f"moved to {aside.name}" if move_aside else "")
             if move_aside:
                 os.replace(checkpoint, aside)
             continue
         recorded = json.loads((checkpoint / SEAL_NAME).read_text())["fingerprint"]
-        changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
+        changed = changed_keys(recorded, fingerprint)
         if changed:
             raise ResumeError(f"{checkpoint} was made with another {', '.join(changed)}; resuming it would mix two "
                               "runs. Use another --output_dir, or --resume false to start over")
@@ -116,19 +104,14 @@ def checkpoint_to_resume(output_dir: str | Path, fingerprint: dict, move_aside: 
 
 
 def set_aside_previous_run(output_dir: str | Path) -> Path | None:
-    """A fresh run into a folder that holds checkpoints moves them to ``previous-<time>/`` first, so that a
-    later --resume can never pick up the old run's checkpoints."""
+    """A fresh run into a folder that holds an earlier run's checkpoints or outputs moves them to
+    ``previous-<time>/`` first: a later --resume can never pick up the old checkpoints, and a run that fails
+    never leaves the old adapter under its name."""
     output_dir = Path(output_dir)
-    old = _checkpoints(output_dir) if output_dir.is_dir() else []
-    if not old:
+    if not output_dir.is_dir():
         return None
-    aside = output_dir / time.strftime("previous-%Y%m%d-%H%M%S")
-    aside.mkdir()
-    for _, checkpoint in old:
-        os.replace(checkpoint, aside / checkpoint.name)
-    logger.warning("%s held checkpoints of an earlier run; moved them to %s (pass --resume true to continue a run)",
-                   output_dir, aside)
-    return aside
+    names = [p.name for _, p in _checkpoints(output_dir)] + list(RUN_OUTPUTS)
+    return set_aside(output_dir, names, "outputs of an earlier run (pass --resume true to continue a run)")
 
 
 class SealCheckpoints(TrainerCallback):

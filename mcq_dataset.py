@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from cli import UserError, describe_os_error, one_line, run_cli
+
 logger = logging.getLogger(__name__)
 
 LETTERS = ("A", "B", "C", "D")
@@ -31,6 +33,7 @@ OPTION_COLUMNS = tuple(f"option_{letter}" for letter in LETTERS)
 REQUIRED_COLUMNS = ("question", *OPTION_COLUMNS)
 ID_COLUMN = "ID"
 ANSWER_COLUMN = "answer"
+SUBJECT_COLUMN = "subject"  # optional: per-subject accuracy in reports
 HEADER_HINT = "ID,question,option_A,option_B,option_C,option_D[,answer]"
 
 # The reference system's prompt, kept verbatim: the model is trained and queried on exactly this text.
@@ -41,7 +44,7 @@ DEFAULT_USER_TEMPLATE = (
 )
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A problem with an input file, phrased so the user can fix it without reading code."""
 
     def __init__(self, path: str | Path, message: str, line: int | None = None, column: str | None = None):
@@ -71,10 +74,39 @@ class PromptOptions:
                                                                                 "must match training"})
     chat_template: str | None = field(default=None, metadata={"help": "Jinja template text or file (default: the "
                                                                       "model's); must match training"})
+    max_prompt_tokens: int = field(default=512, metadata={"help": "longer questions are shortened to fit; must "
+                                                                  "match training"})
 
     @property
     def prompt_style(self) -> PromptStyle:
         return PromptStyle(system_prompt=self.system_prompt or None, user_template=self.user_template)
+
+
+PLACEHOLDERS = ("question", "A", "B", "C", "D")
+
+
+def check_prompt_options(options: PromptOptions) -> list[str]:
+    """What is wrong with the prompt options (empty when nothing): the user template must fill in cleanly."""
+    import string
+
+    problems = []
+    try:
+        fields_used = [name for _, name, _, _ in string.Formatter().parse(options.user_template) if name is not None]
+    except ValueError as err:
+        return [f"user_template is not a valid template ({err}); write {{{{ and }}}} for literal braces"]
+    unknown = sorted({name for name in fields_used if name not in PLACEHOLDERS})
+    if unknown:
+        problems.append(f"user_template has unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
+                        "allowed: {question} {A} {B} {C} {D} (write {{ and }} for literal braces)")
+    missing = [name for name in PLACEHOLDERS if name not in fields_used]
+    if missing:
+        problems.append(f"user_template lacks the placeholder(s) {' '.join('{' + n + '}' for n in missing)}")
+    if options.max_prompt_tokens < 32:
+        problems.append(f"max_prompt_tokens must be >= 32, got {options.max_prompt_tokens}")
+    if options.chat_template and len(options.chat_template) < 256 and "{" not in options.chat_template \
+            and not Path(options.chat_template).is_file():
+        problems.append(f"chat_template {options.chat_template!r} is neither a file nor a Jinja template")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -109,7 +141,7 @@ def decode_csv_bytes(path: str | Path, data: bytes, encoding: str | None = None)
 def _canonical_column(name: str) -> str:
     """Map header spellings such as ' Option_a ', 'QUESTION', 'id' onto the contract's names."""
     key = unicodedata.normalize("NFKC", name).strip().lstrip("\ufeff").lower()
-    for canonical in (ID_COLUMN, *REQUIRED_COLUMNS, ANSWER_COLUMN):
+    for canonical in (ID_COLUMN, *REQUIRED_COLUMNS, ANSWER_COLUMN, SUBJECT_COLUMN):
         if key == canonical.lower():
             return canonical
     return name.strip()
@@ -166,8 +198,13 @@ def _check_row(path: Path, line: int, row: dict[str, str], require_answer: bool)
         row[ANSWER_COLUMN] = answer
 
 
-def _assign_ids(path: Path, rows: list[dict[str, str]], lines: list[int], has_id: bool) -> None:
-    if not has_id:
+def _assign_ids(path: Path, rows: list[dict[str, str]], lines: list[int], columns: list[str],
+                number_rows: bool) -> None:
+    if ID_COLUMN not in columns:
+        if not number_rows:
+            raise DataError(path, f"has no '{ID_COLUMN}' column (found: {', '.join(columns)}); a submission needs "
+                            f"the competition's IDs: rename that column to {ID_COLUMN}, or pass --number_rows true "
+                            "to use row numbers 0..N-1", line=1)
         logger.warning("%s has no '%s' column: using row numbers 0..%d as IDs", path, ID_COLUMN, len(rows) - 1)
         for number, row in enumerate(rows):
             row[ID_COLUMN] = str(number)
@@ -183,11 +220,13 @@ def _assign_ids(path: Path, rows: list[dict[str, str]], lines: list[int], has_id
         first_seen[row[ID_COLUMN]] = line
 
 
-def load_mcq_csv(path: str | Path, require_answer: bool = False, encoding: str | None = None) -> pd.DataFrame:
+def load_mcq_csv(path: str | Path, require_answer: bool = False, encoding: str | None = None,
+                 number_rows: bool = False) -> pd.DataFrame:
     """Read and validate a competition CSV; every value is a string, IDs are unique, answers are A-D.
 
     With ``require_answer`` every row needs an answer (training); otherwise the column is optional and
-    may be blank for some rows (a test file, or a partly labelled one).
+    may be blank for some rows (a test file, or a partly labelled one). A file without an ID column is
+    refused unless ``number_rows`` asks for row numbers as IDs (training files may do without IDs).
     """
     path = Path(path)
     if not path.is_file():
@@ -208,7 +247,7 @@ def load_mcq_csv(path: str | Path, require_answer: bool = False, encoding: str |
         _check_row(path, line, row, require_answer)
         rows.append(row)
         lines.append(line)
-    _assign_ids(path, rows, lines, ID_COLUMN in columns)
+    _assign_ids(path, rows, lines, columns, number_rows)
     order = [ID_COLUMN, *REQUIRED_COLUMNS] + [c for c in columns if c not in (ID_COLUMN, *REQUIRED_COLUMNS)]
     return pd.DataFrame(rows, columns=order, dtype=str)
 
@@ -274,13 +313,18 @@ def to_prompt_completion(row: dict[str, Any] | pd.Series, style: PromptStyle = P
     return {"prompt": prompt, "completion": [answer]}
 
 
-def encode_prompt(tokenizer, row, style: PromptStyle = PromptStyle(), max_prompt_tokens: int | None = None,
-                  with_answer: bool = False) -> list[int]:
+def encode_prompt(tokenizer, row, style: PromptStyle = PromptStyle(), max_prompt_tokens: int | None = None) -> list[int]:
     """Token ids of the chat prompt for one row (the same ids in training and inference).
 
     A prompt longer than ``max_prompt_tokens`` keeps its template and options: the question text is cut
     (from its end) until it fits, so the answer position and the option letters are never lost.
     """
+    return encode_prompt_checked(tokenizer, row, style, max_prompt_tokens)[0]
+
+
+def encode_prompt_checked(tokenizer, row, style: PromptStyle = PromptStyle(),
+                          max_prompt_tokens: int | None = None) -> tuple[list[int], bool]:
+    """``encode_prompt``'s ids, and whether the question had to be shortened to fit."""
     def render(question: str) -> list[int]:
         messages = build_messages({**dict(row), "question": question}, style)
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -288,14 +332,14 @@ def encode_prompt(tokenizer, row, style: PromptStyle = PromptStyle(), max_prompt
 
     ids = render(row["question"])
     if max_prompt_tokens is None or len(ids) <= max_prompt_tokens:
-        return ids
+        return ids, False
     question_ids = tokenizer.encode(row["question"], add_special_tokens=False)
     overflow = len(ids) - max_prompt_tokens
     keep = max(len(question_ids) - overflow - 2, 0)
     ids = render(tokenizer.decode(question_ids[:keep]) + "…")
     if len(ids) > max_prompt_tokens:  # the options alone are too long: cut from the left, keep the end
         ids = ids[-max_prompt_tokens:]
-    return ids
+    return ids, True
 
 
 def encode_prompts(tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
@@ -305,13 +349,14 @@ def encode_prompts(tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptSt
 
 def encode_training_example(tokenizer, row, style: PromptStyle = PromptStyle(), max_prompt_tokens: int | None = None,
                             max_answer_tokens: int | None = None) -> dict[str, list[int]]:
-    """``input_ids`` and ``completion_mask`` for one training row: the inference prompt, then the answer.
+    """``input_ids`` and ``completion_mask`` for one training row: the inference prompt, then the answer; and
+    whether the question was shortened (``question_shortened``) or the answer cut (``answer_cut``) to fit.
 
     The completion is what the chat template puts after the generation prompt, up to and including the
     end-of-turn token; the template's trailing newline after it is dropped, so the loss falls exactly on
     the answer and ``<|im_end|>``.
     """
-    prompt_ids = encode_prompt(tokenizer, row, style, max_prompt_tokens)
+    prompt_ids, shortened = encode_prompt_checked(tokenizer, row, style, max_prompt_tokens)
     record = to_prompt_completion(row, style)
     prompt_text = tokenizer.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=False)
@@ -320,10 +365,12 @@ def encode_training_example(tokenizer, row, style: PromptStyle = PromptStyle(), 
     completion_ids = tokenizer.encode(full_text[len(prompt_text):], add_special_tokens=False)
     if tokenizer.eos_token_id in completion_ids:
         completion_ids = completion_ids[: completion_ids.index(tokenizer.eos_token_id) + 1]
-    if max_answer_tokens is not None:
+    cut = max_answer_tokens is not None and len(completion_ids) > max_answer_tokens
+    if cut:
         completion_ids = completion_ids[:max_answer_tokens]
     return {"input_ids": prompt_ids + completion_ids,
-            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}
+            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+            "question_shortened": shortened, "answer_cut": cut}
 
 
 def build_sft_records(frame: pd.DataFrame, style: PromptStyle = PromptStyle()) -> list[dict[str, list]]:
@@ -390,6 +437,8 @@ def make_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", nargs="+")
     validate.add_argument("--require-answer", action="store_true", help="every row must have an answer A-D")
     validate.add_argument("--encoding", default=None, help="decode with this encoding (e.g. gb18030, big5)")
+    validate.add_argument("--number-rows", action="store_true",
+                          help="accept a file without an ID column (row numbers become IDs)")
     return parser
 
 
@@ -399,9 +448,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     for path in args.path:
         try:
-            frame = load_mcq_csv(path, require_answer=args.require_answer, encoding=args.encoding)
-        except DataError as err:
-            print(f"error: {err}", file=sys.stderr)
+            frame = load_mcq_csv(path, require_answer=args.require_answer, encoding=args.encoding,
+                                 number_rows=args.number_rows or args.require_answer)
+        except (DataError, OSError) as err:  # one line per bad file; the other files are still checked
+            print(f"error: {one_line(describe_os_error(err)) if isinstance(err, OSError) else err}", file=sys.stderr)
             status = 1
             continue
         print(f"{path}: OK, {describe(frame)}")
@@ -409,4 +459,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, sys.argv[1:]))

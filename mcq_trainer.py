@@ -55,12 +55,12 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
 def combine_shards(probs: np.ndarray) -> np.ndarray:
     """Data-parallel validation: every rank scored its share of the batches (other rows NaN); every rank
     gets the whole table, so all ranks log the same metrics and take the same early-stopping decision."""
-    import torch.distributed as dist
+    from distributed import distributed_info, gather_to_all
 
+    rank, world, _ = distributed_info()
     mine = np.flatnonzero(~np.isnan(probs[:, 0]))
-    logger.info("validation: rank %d scored %d of %d questions", dist.get_rank(), len(mine), len(probs))
-    parts = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, (mine, probs[mine]))
+    logger.info("validation: rank %d scored %d of %d questions", rank, len(mine), len(probs))
+    parts = gather_to_all((mine, probs[mine]), world)
     full = np.full_like(probs, np.nan)
     for rows, values in parts:
         full[rows] = values

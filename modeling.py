@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from cli import UserError
+from run_identity import WEIGHT_SUFFIXES
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "unsloth", "hf")
@@ -32,7 +35,7 @@ os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError):
     """A model, adapter or tokenizer could not be loaded; the message says what to check."""
 
 
@@ -51,7 +54,7 @@ def unsloth_available() -> bool:
 def select_backend(name: str = "auto") -> str:
     """Resolve 'auto' and import Unsloth first when it is chosen (it patches transformers/trl/peft)."""
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+        raise ModelLoadError(f"--backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "auto":
         name = "unsloth" if unsloth_available() else "hf"
     if name == "unsloth":
@@ -74,9 +77,18 @@ def peek_backend(argv: Sequence[str] | None) -> str:
     known, _ = peek.parse_known_args(argv)
     if known.backend:
         return known.backend
-    if known.config and Path(known.config).is_file():
-        return (yaml.safe_load(Path(known.config).read_text(encoding="utf-8")) or {}).get("backend", "auto")
-    return "auto"
+    if not known.config:
+        return "auto"
+    path = Path(known.config)
+    if not path.is_file():
+        raise UserError(f"--config {path}: no such file")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserError(f"--config {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if config is not None and not isinstance(config, dict):
+        raise UserError(f"--config {path} must hold 'option: value' lines, found a {type(config).__name__}")
+    return str((config or {}).get("backend", "auto"))
 
 
 def compute_dtype():
@@ -109,7 +121,46 @@ def read_adapter_base(adapter_dir: str | Path) -> str | None:
     config = Path(adapter_dir) / "adapter_config.json"
     if not config.is_file():
         return None
-    return json.loads(config.read_text()).get("base_model_name_or_path")
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise ModelLoadError(f"{config} is not a readable adapter config ({err}); copy the adapter again") from None
+
+
+def resolve_adapter_base(adapter_dir: str | Path) -> str:
+    """The base model recorded in an adapter, as a folder that exists from here, or a hub id. A relative path
+    is tried from the current folder, then from the adapter's; one that is neither a folder here nor a hub model
+    in the local cache (or reachable) is refused with what to pass instead."""
+    base = read_adapter_base(adapter_dir)
+    if not base:
+        raise ModelLoadError(f"{adapter_dir} is an adapter without a recorded base model: pass --base_model_id")
+    path = Path(base)
+    if path.is_dir():
+        return base
+    if not path.is_absolute() and (Path(adapter_dir) / path).is_dir():
+        return str(Path(adapter_dir) / path)
+    from run_identity import cached_revision
+
+    looks_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", base) and not base.startswith(".")
+    if looks_like_hub_id and (cached_revision(base) or not os.environ.get("HF_HUB_OFFLINE")):
+        return base
+    raise ModelLoadError(f"{Path(adapter_dir) / 'adapter_config.json'} names the base model {base!r}, which is not a "
+                         f"folder from here ({Path.cwd()}) nor beside the adapter"
+                         + (", nor a hub model in the local cache" if looks_like_hub_id else "")
+                         + ": pass --base_model_id with the base model's folder")
+
+
+def record_absolute_base(adapter_dir: str | Path) -> None:
+    """Write the base model's absolute path into adapter_config.json when it was given as a relative local path,
+    so the adapter still finds its base when used from another folder."""
+    config_file = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if base and not Path(base).is_absolute() and Path(base).is_dir():
+        config["base_model_name_or_path"] = str(Path(base).resolve())
+        from run_folder import write_atomic
+
+        write_atomic(config_file, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def is_adapter_dir(path: str | Path) -> bool:
@@ -140,10 +191,7 @@ def _bnb_config(load_in_4bit: bool, load_in_8bit: bool, dtype):
     return None
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-# Weights up to this size are fingerprinted by content; larger ones by name, size and modification time.
-CONTENT_HASH_LIMIT = 256 * 2**20
 
 
 def check_safetensors(path: str | Path, allow_pickle: bool = False) -> None:
@@ -161,49 +209,20 @@ def check_safetensors(path: str | Path, allow_pickle: bool = False) -> None:
             "save_pretrained), or pass --allow_pickle true if you trust the file")
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
+def verify_safetensors(path: str | Path) -> None:
+    """ModelLoadError unless ``path`` is a whole safetensors file: its header parses and every tensor it lists
+    lies inside the file (a copy cut short, or a file overwritten half-way, fails here instead of later)."""
+    from safetensors import safe_open
 
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_identity(name_or_path: str | Path) -> dict:
-    """What identifies a model's weights: for a local directory its config and weight files (by content
-    when small, else by name, size and modification time); for a hub id the id and the cached revision."""
-    folder = Path(name_or_path)
-    if not folder.is_dir():
-        return {"hub_id": str(name_or_path), "revision": _cached_revision(str(name_or_path))}
-    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
-    by_content = sum(p.stat().st_size for p in files) <= CONTENT_HASH_LIMIT
-    identity = {"path": str(folder.resolve()),
-                "config_sha256": _sha256(folder / "config.json") if (folder / "config.json").is_file() else None}
-    identity["weights"] = [{"name": p.name, "size": p.stat().st_size,
-                            **({"sha256": _sha256(p)} if by_content else {"mtime_ns": p.stat().st_mtime_ns})}
-                           for p in files]
-    return identity
-
-
-def _cached_revision(hub_id: str) -> str | None:
-    """The snapshot of a hub model in the local cache (its folder name is the commit), if there is one."""
+    path = Path(path)
     try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(hub_id, "config.json")
-    except Exception:  # noqa: BLE001  (no cache, odd id: the id alone identifies it)
-        return None
-    return Path(found).parent.name if isinstance(found, str) else None
-
-
-def adapter_identity(adapter_dir: str | Path) -> dict:
-    """An adapter by content: the hashes of its weights and its config."""
-    folder = Path(adapter_dir)
-    return {"path": str(folder.resolve()),
-            **{f"{p.name}_sha256": _sha256(p) for p in sorted(folder.glob("adapter_model.*")) if p.is_file()},
-            "adapter_config.json_sha256": _sha256(folder / "adapter_config.json")}
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                handle.get_slice(name)
+    except Exception as err:  # noqa: BLE001  (safetensors raises its own error types, and OSError)
+        raise ModelLoadError(f"{path} is not a readable safetensors file ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:200] if str(err) else 'damaged'}); it is damaged or was cut "
+                             "short: copy it again, or retrain / re-export it") from None
 
 
 def embedding_on_host(model) -> bool:
@@ -294,9 +313,12 @@ def attach_adapter(model, adapter_dir: str | Path, backend: str, allow_pickle: b
     from peft import PeftModel
 
     check_safetensors(adapter_dir, allow_pickle)
-    if not allow_pickle and not (Path(adapter_dir) / "adapter_model.safetensors").is_file() and Path(adapter_dir).is_dir():
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if not allow_pickle and not weights.is_file() and Path(adapter_dir).is_dir():
         raise ModelLoadError(f"{adapter_dir} has no adapter_model.safetensors (only pickle weights?): re-save the "
                              "adapter with safe_serialization=True, or pass --allow_pickle true if you trust it")
+    if weights.is_file():
+        verify_safetensors(weights)
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as err:
@@ -315,6 +337,7 @@ def save_adapter(model, tokenizer, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
+    record_absolute_base(out_dir)
     return out_dir
 
 

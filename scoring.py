@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from distributed import shard as shard_of
 from mcq_dataset import (LETTERS, PromptStyle, cyclic_orders, encode_prompt, encode_prompts, permute_options,
                          unpermute_probs)
 from modeling import is_out_of_memory
@@ -196,19 +197,31 @@ def letter_logits_after_prefix(model, prefix: SharedPrefix, adapter, sequences: 
 
 def run_halving(compute: Callable[[list[int]], list], batch: list[int]) -> list:
     """``compute(batch)`` returning one result per row; on out-of-memory the batch is split in two and each
-    half retried (recursively), so a long run never dies on one oversized batch. Results keep row order."""
+    half retried (recursively), so a long run never dies on one oversized batch. Results keep row order.
+
+    The retry runs after the ``except`` block has ended: inside it, the exception's traceback would still hold
+    the failed attempt's frames and with them its GPU tensors, and the halves would run short of that memory."""
     try:
         return list(compute(batch))
     except RuntimeError as err:
         if not is_out_of_memory(err) or len(batch) <= MIN_BATCH:
             raise
-        import torch
+        message = str(err).splitlines()[0][:200]
+    free_cached_memory()
+    half = len(batch) // 2
+    logger.warning("out of memory on a batch of %d (%s); retrying as %d + %d", len(batch), message, half,
+                   len(batch) - half)
+    return run_halving(compute, batch[:half]) + run_halving(compute, batch[half:])
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        half = len(batch) // 2
-        logger.warning("out of memory on a batch of %d; retrying as %d + %d", len(batch), half, len(batch) - half)
-        return run_halving(compute, batch[:half]) + run_halving(compute, batch[half:])
+
+def free_cached_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], style: PromptStyle = PromptStyle(),
@@ -277,8 +290,7 @@ def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = Prom
     prompts, compute = batch_scorer(model, tokenizer, frame, style, max_prompt_tokens, cyclic_orders(permutations),
                                     share_prefix=share_prefix)
     total = np.full((len(frame), 4), np.nan)
-    rank, world = shard
-    for batch in length_sorted_batches([len(p) for p in prompts], batch_size)[rank::world]:
+    for batch in shard_of(length_sorted_batches([len(p) for p in prompts], batch_size), *shard):
         total[batch] = run_halving(compute, batch)
     if was_training:
         model.train()
@@ -288,6 +300,7 @@ def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = Prom
 # Memory a question needs while it is scored, per prompt token: one layer's transients at a time (the MLP's
 # up/gate activations, the residual stream, keys and values), times this margin for the allocator.
 MEMORY_MARGIN = 1.5
+GENERATION_MARGIN = 1.25  # the generation model counts the cache exactly; the rest is allocator slack
 MAX_AUTO_BATCH = 128
 CPU_BATCH = 16
 
@@ -308,6 +321,24 @@ def memory_budget_gb(requested_gb: float | None = None) -> float:
     return max(usable / 2**30 - 1.0, 0.0)
 
 
+def scoring_bytes_per_token(config) -> int:
+    """Scoring: one layer's transients at a time (the MLP's up/gate activations, the residual stream, keys and
+    values); only the four letter rows of the output layer are computed."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 4 * (2 * kv_heads * head_dim * 2) + 6 * config.intermediate_size * 2 + 8 * config.hidden_size * 2
+
+
+def generation_bytes_per_token(config) -> int:
+    """Generation: the key/value cache of every layer for the prompt and the new tokens, plus the larger of one
+    layer's transients and the prefill's logits over the whole vocabulary for every prompt position (the fast
+    generation path computes them all). bench/RESULTS.md has the 14B measurement this model was fitted to."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    cache = config.num_hidden_layers * 2 * kv_heads * head_dim * 2
+    return cache + max(6 * config.intermediate_size * 2, config.vocab_size * 2)
+
+
 def auto_batch_size(model, longest_prompt: int, args) -> int:
     """The largest power of two whose longest batch (prompts of ``longest_prompt`` tokens; the first batch is the
     longest, so a misjudgement shows at once and is split by ``run_halving``) fits the memory budget."""
@@ -315,16 +346,15 @@ def auto_batch_size(model, longest_prompt: int, args) -> int:
 
     if not torch.cuda.is_available():
         return CPU_BATCH
-    config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    per_token = 4 * (2 * kv_heads * head_dim * 2) + 6 * config.intermediate_size * 2 + 8 * config.hidden_size * 2
-    tokens = longest_prompt + (args.max_new_tokens if args.mode == "generate" else 0)
+    generate = args.mode == "generate"
+    per_token = generation_bytes_per_token(model.config) if generate else scoring_bytes_per_token(model.config)
+    margin = GENERATION_MARGIN if generate else MEMORY_MARGIN
+    tokens = longest_prompt + (args.max_new_tokens if generate else 0)
     budget = memory_budget_gb(args.gpu_memory_gb)
-    fits = int(budget * 2**30 / (MEMORY_MARGIN * per_token * tokens))
+    fits = int(budget * 2**30 / (margin * per_token * tokens))
     size = max(1, min(MAX_AUTO_BATCH, 2 ** max(0, fits.bit_length() - 1)))
-    logger.info("batch size %d: %.1f GB usable, up to %d tokens a question, %.0f KB a token", size, budget, tokens,
-                per_token / 1024)
+    logger.info("batch size %d: %.1f GB usable, up to %d tokens a question, %.0f KB a token (%s)", size, budget, tokens,
+                per_token / 1024, args.mode)
     return size
 
 

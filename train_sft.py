@@ -20,12 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
-from mcq_dataset import (DataError, PromptOptions, augment_with_permutations, describe, encode_training_example,
-                         load_mcq_csv, split_train_val)
-from modeling import (BACKENDS, LORA_TARGETS, LoraSettings, ModelLoadError, embedding_on_host, peek_backend,
-                      select_backend)
+from cli import UserError, parse_with, run_cli
+from mcq_dataset import (PromptOptions, augment_with_permutations, check_prompt_options, describe,
+                         encode_training_example, load_mcq_csv, split_train_val)
+from modeling import BACKENDS, LORA_TARGETS, LoraSettings, embedding_on_host, peek_backend, select_backend
 
 logger = logging.getLogger("train_sft")
 
@@ -54,7 +52,6 @@ class ScriptArguments(PromptOptions):
     offload_embedding: bool = field(default=False, metadata={
         "help": "keep the input embedding table (1.45 GiB at 14B) in host RAM, only looked-up rows go to the GPU "
                 "(unsloth backend, one training process; not used with several)"})
-    max_prompt_tokens: int = field(default=512, metadata={"help": "longer questions are shortened to fit"})
     max_answer_tokens: int = field(default=48, metadata={"help": "answer tokens kept (letter + <|im_end|>)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
@@ -78,7 +75,7 @@ class ScriptArguments(PromptOptions):
         return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, list(self.lora_target_modules))
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad option or option combination, found before anything is loaded."""
 
 
@@ -103,11 +100,10 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
         problems.append("lora_r and lora_alpha must be positive")
     if not 0 <= script_args.lora_dropout < 1:
         problems.append(f"lora_dropout must be in [0, 1), got {script_args.lora_dropout}")
-    if script_args.max_prompt_tokens < 32 or script_args.max_answer_tokens < 2:
-        problems.append("max_prompt_tokens must be >= 32 and max_answer_tokens >= 2")
-    for key in ("{question}", "{A}", "{B}", "{C}", "{D}"):
-        if key not in script_args.user_template:
-            problems.append(f"user_template lacks the placeholder {key}")
+    problems += check_prompt_options(script_args)
+    if script_args.max_answer_tokens < 2:
+        problems.append(f"max_answer_tokens must be >= 2 (the letter and the end of the turn), got "
+                        f"{script_args.max_answer_tokens}")
     if training_args.per_device_train_batch_size < 1 or training_args.gradient_accumulation_steps < 1:
         problems.append("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
     if getattr(training_args, "padding_free", False) or getattr(training_args, "packing", False):
@@ -121,9 +117,10 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
 
 def load_splits(script_args: ScriptArguments, seed: int):
     """Validated train and validation frames (DataError names the file, line and column on failure)."""
-    frame = load_mcq_csv(script_args.train_file, require_answer=True, encoding=script_args.encoding)
+    frame = load_mcq_csv(script_args.train_file, require_answer=True, encoding=script_args.encoding, number_rows=True)
     if script_args.val_file:
-        train, val = frame, load_mcq_csv(script_args.val_file, require_answer=True, encoding=script_args.encoding)
+        train, val = frame, load_mcq_csv(script_args.val_file, require_answer=True, encoding=script_args.encoding,
+                                         number_rows=True)
     else:
         train, val = split_train_val(frame, script_args.val_fraction, seed)
     if script_args.max_train_samples:
@@ -135,16 +132,46 @@ def load_splits(script_args: ScriptArguments, seed: int):
     return train, val
 
 
-def build_datasets(tokenizer, train, val, script_args: ScriptArguments):
-    """Pre-tokenised datasets (input_ids + completion_mask): TRL builds answer-only labels from the mask."""
+def build_datasets(tokenizer, train, val, script_args: ScriptArguments, counts: dict | None = None):
+    """Pre-tokenised datasets (input_ids + completion_mask): TRL builds answer-only labels from the mask.
+    ``counts`` (if given) receives how many rows had their question shortened or their answer cut, per split."""
     from datasets import Dataset
 
-    def encode(frame):
+    def encode(frame, split):
         rows = [encode_training_example(tokenizer, row, script_args.prompt_style, script_args.max_prompt_tokens,
                                         script_args.max_answer_tokens) for _, row in frame.iterrows()]
+        shortened, cut = sum(r.pop("question_shortened") for r in rows), sum(r.pop("answer_cut") for r in rows)
+        if counts is not None:
+            counts[split] = {"rows": len(rows), "question_shortened": shortened, "answer_cut": cut}
+        if shortened:
+            logger.warning("%s: %d of %d questions were longer than max_prompt_tokens %d and were shortened (the "
+                           "options are kept)", split, shortened, len(rows), script_args.max_prompt_tokens)
+        if cut:
+            logger.warning("%s: %d answers were cut at max_answer_tokens %d", split, cut, script_args.max_answer_tokens)
         return Dataset.from_list(rows)
 
-    return encode(train), encode(val)
+    return encode(train, "train"), encode(val, "validation")
+
+
+def fit_max_length(script_args: ScriptArguments, training_args) -> None:
+    """TRL's max_length follows the prompt and answer limits, so TRL never cuts a row that this script built."""
+    wanted = script_args.max_prompt_tokens + script_args.max_answer_tokens
+    if getattr(training_args, "max_length", None) != wanted:
+        logger.info("max_length %s -> %d (max_prompt_tokens + max_answer_tokens)", training_args.max_length, wanted)
+        training_args.max_length = wanted
+
+
+def check_nothing_dropped(trainer, train_ds, val_ds) -> None:
+    """TRL filters and truncates datasets on its own; a row lost there would be trained on silently less."""
+    kept = len(trainer.train_dataset)
+    if kept != len(train_ds):
+        raise RuntimeError(f"TRL kept {kept} of {len(train_ds)} training rows; nothing may be dropped silently")
+    if trainer.eval_dataset is not None and len(trainer.eval_dataset) != len(val_ds):
+        raise RuntimeError(f"TRL kept {len(trainer.eval_dataset)} of {len(val_ds)} validation rows")
+    longest = max(len(ids) for ids in trainer.train_dataset["input_ids"])
+    original = max(len(ids) for ids in train_ds["input_ids"])
+    if longest != original:
+        raise RuntimeError(f"TRL cut training rows from {original} to {longest} tokens")
 
 
 def scale_for_processes(script_args: ScriptArguments, training_args) -> None:
@@ -237,26 +264,27 @@ def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: Sc
 
 
 def prepare_output_dir(script_args: ScriptArguments, training_args) -> tuple[dict, str | None]:
-    """The run's fingerprint and the checkpoint to resume from (None: start fresh). A fresh run moves an
-    earlier run's checkpoints aside; --resume refuses checkpoints made with other data, model or settings."""
-    from checkpoints import ResumeError, checkpoint_to_resume, set_aside_previous_run, training_fingerprint
+    """The run's identity and the checkpoint to resume from (None: start fresh). A fresh run moves an earlier
+    run's checkpoints and outputs aside; --resume refuses checkpoints made with other data, model or settings."""
+    from checkpoints import checkpoint_to_resume, set_aside_previous_run
+    from run_identity import model_identity, training_identity
 
-    print_ = training_fingerprint(script_args, training_args, max(training_args.world_size, 1))
+    identity = training_identity(script_args, training_args, model=model_identity(script_args.model_name_or_path),
+                                 world_size=max(training_args.world_size, 1))
     node_local = training_args.save_on_each_node  # no shared filesystem: every node keeps its own checkpoints
     main_process = int(os.environ.get("LOCAL_RANK" if node_local else "RANK", 0)) == 0
     if not script_args.resume:
         if main_process:
             set_aside_previous_run(training_args.output_dir)
-        return print_, None
-    try:
-        resume_from = checkpoint_to_resume(training_args.output_dir, print_, move_aside=main_process)
-    except ResumeError as err:
-        raise ConfigError(str(err)) from None
+        return identity, None
+    resume_from = checkpoint_to_resume(training_args.output_dir, identity, move_aside=main_process)
     if resume_from is None:
         logger.warning("--resume: no complete checkpoint in %s, starting from scratch", training_args.output_dir)
+        if main_process:
+            set_aside_previous_run(training_args.output_dir)
     else:
         logger.info("resuming from %s", resume_from)
-    return print_, resume_from
+    return identity, resume_from
 
 
 def export_results(trainer, tokenizer, script_args: ScriptArguments, training_args) -> dict[str, str]:
@@ -268,25 +296,26 @@ def export_results(trainer, tokenizer, script_args: ScriptArguments, training_ar
 def export_merged_weights(script_args: ScriptArguments, training_args, summary: dict) -> dict:
     """``--export merged``: export.py's merge (after the summary exists, so the model card can cite it)."""
     from export import export_merged
-    from report import write_json
+    from run_folder import write_json_atomic
 
     out = Path(training_args.output_dir)
     summary["outputs"]["merged"] = str(export_merged(out / "adapter", out / "merged", script_args.model_name_or_path,
                                                      dtype=script_args.merged_dtype,
                                                      trust_remote_code=training_args.trust_remote_code))
-    write_json(summary, out / "training_summary.json")
+    write_json_atomic(summary, out / "training_summary.json")
     return summary
 
 
-def write_summary(trainer, script_args, training_args, backend, started, paths, train_rows, val_rows) -> dict:
-    from report import plot_training_curves, write_json
+def write_summary(trainer, script_args, training_args, backend, started, paths, rows: dict) -> dict:
+    from report import plot_training_curves
+    from run_folder import write_json_atomic
 
     out = Path(training_args.output_dir)
     history = trainer.state.log_history
     accuracies = [e["eval_accuracy"] for e in history if "eval_accuracy" in e]
     summary = {
-        "backend": backend, "model": script_args.model_name_or_path, "train_rows": train_rows,
-        "val_rows": val_rows, "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+        "backend": backend, "model": script_args.model_name_or_path, "train_rows": rows["train"]["rows"],
+        "val_rows": rows["validation"]["rows"], "rows": rows, "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
         "seconds": round(time.time() - started, 1),
         "train_samples_per_second": next((e["train_samples_per_second"] for e in reversed(history)
                                           if "train_samples_per_second" in e), None),
@@ -297,47 +326,53 @@ def write_summary(trainer, script_args, training_args, backend, started, paths, 
         "outputs": paths,
         "script_args": asdict(script_args), "log_history": history,
     }
-    write_json(summary, out / "training_summary.json")
+    write_json_atomic(summary, out / "training_summary.json")
     plot_training_curves(history, out / "training_curves.png")
     return summary
 
 
 def main(script_args: ScriptArguments, training_args, backend: str | None = None) -> dict:
-    """Validate, load, train, export, summarise. Returns the summary written to training_summary.json."""
-    started = time.time()
+    """Validate, lock the output folder, load, train, export, summarise. Returns training_summary.json's content."""
+    from run_folder import lock_run_folder
+
     check_config(script_args, training_args)
     scale_for_processes(script_args, training_args)
+    fit_max_length(script_args, training_args)
     train, val = load_splits(script_args, training_args.seed)
-    backend = select_backend(backend or script_args.backend)
-    print_, resume_from = prepare_output_dir(script_args, training_args)
+    with lock_run_folder(training_args.output_dir, training_args.process_index, max(training_args.world_size, 1)):
+        return train_in_folder(script_args, training_args, select_backend(backend or script_args.backend), train, val)
+
+
+def train_in_folder(script_args: ScriptArguments, training_args, backend: str, train, val) -> dict:
+    started = time.time()
+    identity, resume_from = prepare_output_dir(script_args, training_args)
     model, tokenizer = load_model(script_args, training_args, backend)
-    train_ds, val_ds = build_datasets(tokenizer, train, val, script_args)
-    trainer = build_trainer(model, tokenizer, train_ds, val_ds, val, script_args, training_args, print_)
+    rows: dict = {}
+    train_ds, val_ds = build_datasets(tokenizer, train, val, script_args, rows)
+    trainer = build_trainer(model, tokenizer, train_ds, val_ds, val, script_args, training_args, identity)
+    check_nothing_dropped(trainer, train_ds, val_ds)
     trainer.train(resume_from_checkpoint=resume_from)
     if not training_args.should_save:  # other data-parallel ranks: rank 0 (or each node's first) writes
         return {"rank": training_args.process_index, "steps": trainer.state.global_step}
     paths = export_results(trainer, tokenizer, script_args, training_args)
-    summary = write_summary(trainer, script_args, training_args, backend, started, paths, len(train), len(val))
+    summary = write_summary(trainer, script_args, training_args, backend, started, paths, rows)
     if script_args.export == "merged" and trainer.is_world_process_zero():
         summary = export_merged_weights(script_args, training_args, summary)
     logger.info("best validation accuracy %s; adapter in %s", summary["best_eval_accuracy"], paths["adapter"])
     return summary
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: every expected failure becomes one line on stderr and exit status 1."""
+def cli_main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        backend = select_backend(peek_backend(argv))
-        try:
-            script_args, training_args = make_parser().parse_args_and_config(argv)
-        except (ValueError, yaml.YAMLError) as err:  # unknown option, bad value or unreadable YAML
-            raise ConfigError(str(err)) from None
-        main(script_args, training_args, backend)
-    except (ConfigError, DataError, ModelLoadError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    backend = select_backend(peek_backend(argv))
+    script_args, training_args = parse_with(make_parser(), argv, ConfigError)
+    main(script_args, training_args, backend)
     return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: every expected failure becomes one line on stderr and a non-zero exit status."""
+    return run_cli(cli_main, argv)
 
 
 if __name__ == "__main__":

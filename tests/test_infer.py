@@ -78,7 +78,9 @@ def test_interrupted_run_resumes_to_the_identical_submission(trained_run, tmp_pa
     full = infer_args(trained_run, tmp_path / "full", output_file=str(tmp_path / "full.csv"), batch_size=24)
     infer.main(full)
     parted = infer_args(trained_run, tmp_path, output_file=str(tmp_path / "parted.csv"), batch_size=24)
-    original_add, calls = infer.PredictionStore.add, {"n": 0}
+    from prediction_store import PredictionStore
+
+    original_add, calls = PredictionStore.add, {"n": 0}
 
     def add_then_crash(self, records):
         original_add(self, records)
@@ -86,10 +88,10 @@ def test_interrupted_run_resumes_to_the_identical_submission(trained_run, tmp_pa
         if calls["n"] == 3:
             raise Interrupted
 
-    monkeypatch.setattr(infer.PredictionStore, "add", add_then_crash)
+    monkeypatch.setattr(PredictionStore, "add", add_then_crash)
     with pytest.raises(Interrupted):
         infer.main(parted)
-    monkeypatch.setattr(infer.PredictionStore, "add", original_add)
+    monkeypatch.setattr(PredictionStore, "add", original_add)
     assert not (tmp_path / "parted.csv").exists()  # nothing half-written
     report = infer.main(parted)
     assert report["answered_this_run"] == report["rows"] - 3 * 24
@@ -125,7 +127,7 @@ def test_changed_adapter_base_or_ensemble_member_at_the_same_path_is_never_answe
     # Retraining into the same folder: same path, other weights (here: the adapter switched off).
     _perturb_safetensors(adapter / "adapter_model.safetensors", 0.0)
     retrained = infer.main(args)
-    assert retrained["restarted"]["changed"] == ["adapters"]
+    assert retrained["restarted"]["changed"] == ["model_path"]
     assert retrained["answered_this_run"] == retrained["rows"]
     fresh = infer.main(infer_args(trained_run, tmp_path / "fresh", model_path=str(adapter), test_file=test_file,
                                   output_file=str(tmp_path / "fresh" / "s.csv")))
@@ -137,14 +139,14 @@ def test_changed_adapter_base_or_ensemble_member_at_the_same_path_is_never_answe
     plain = infer_args(trained_run, tmp_path / "b", model_path=str(base), output_file=str(tmp_path / "b" / "s.csv"))
     infer.main(plain)
     _perturb_safetensors(base / "model.safetensors", 1.5)
-    assert infer.main(plain)["restarted"]["changed"] == ["base_model"]
+    assert infer.main(plain)["restarted"]["changed"] == ["model_path"]
 
     member = tmp_path / "member"
     shutil.copytree(trained_run["dir"] / "adapter", member)
     ensemble = infer_args(trained_run, tmp_path / "e", ensemble=[str(member)], output_file=str(tmp_path / "e" / "s.csv"))
     infer.main(ensemble)
     _perturb_safetensors(member / "adapter_model.safetensors", 0.5)
-    assert infer.main(ensemble)["restarted"]["changed"] == ["adapters"]
+    assert infer.main(ensemble)["restarted"]["changed"] == ["ensemble"]
 
 
 def test_a_failed_4bit_load_stops_loudly_unless_the_ladder_is_asked_for(trained_run, tmp_path, monkeypatch):

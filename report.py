@@ -2,20 +2,39 @@
 
 Every function takes plain data and writes one PNG (matplotlib, Agg backend, no display needed); the
 scripts call them at the end of a run and the notebook shows the files.
+
+Subject names are the user's text, often Chinese. Matplotlib's default font has no CJK glyphs, so the
+subject chart is drawn in a font found at run time that covers every character of the names: an installed
+CJK font (Noto Sans CJK, Source Han Sans, WenQuanYi, SimHei, Microsoft YaHei, PingFang, ...) or Noto Sans
+SC from the ``pylopdf-fonts-zh-cn`` package in requirements.txt. Without one the bars are labelled
+``subject 1``, ``subject 2``, ... and report.md lists which number is which subject (one warning says so).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from mcq_dataset import ANSWER_COLUMN, LETTERS, has_answers
 
 logger = logging.getLogger(__name__)
+
+
+SUBJECT_COLUMN = "subject"
+# Families known to carry Simplified Chinese glyphs, tried first (in this order) before any other font.
+CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN", "Noto Sans CJK JP",
+                "Noto Sans CJK TC", "Source Han Sans", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Microsoft YaHei",
+                "SimHei", "PingFang SC", "Hiragino Sans GB", "Heiti SC", "STHeiti", "Noto Serif CJK SC",
+                "Noto Serif SC", "AR PL UMing CN", "Droid Sans Fallback", "Arial Unicode MS")
+# pip packages that ship a CJK font file; each module's sans_path() names it.
+FONT_PACKAGES = ("pylopdf_fonts_zh_cn",)
+FONT_HINT = "pip install pylopdf-fonts-zh-cn (or apt-get install fonts-noto-cjk)"
 
 
 def _pyplot():
@@ -25,6 +44,94 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+# ------------------------------------------------------------------------------------------ fonts for user text
+
+
+class FontChoice(NamedTuple):
+    family: str
+    path: str
+
+
+@dataclass(frozen=True)
+class SubjectLabels:
+    """What the subject chart writes for each subject, and in which font (None: matplotlib's default)."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    font: FontChoice | None = None
+    numbered: bool = False
+
+
+@functools.lru_cache(maxsize=None)
+def _charmap(path: str) -> frozenset[int]:
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except (OSError, RuntimeError, ValueError):  # unreadable or unsupported font file
+        return frozenset()
+
+
+def font_covers(path: str, text: str) -> bool:
+    """True when the font file has a glyph for every visible character of ``text``."""
+    charmap = _charmap(str(path))
+    return all(ord(char) in charmap for char in set(text) if not char.isspace())
+
+
+@functools.lru_cache(maxsize=None)
+def register_packaged_fonts() -> tuple[str, ...]:
+    """Add the font files of the installed FONT_PACKAGES to matplotlib's font manager; their paths."""
+    from matplotlib import font_manager
+
+    added = []
+    for module_name in FONT_PACKAGES:
+        try:
+            module = __import__(module_name)
+            path = str(module.sans_path())
+            font_manager.fontManager.addfont(path)
+        except (ImportError, AttributeError, OSError, RuntimeError, ValueError):
+            continue
+        added.append(path)
+    return tuple(added)
+
+
+def candidate_fonts() -> list[FontChoice]:
+    """Every font matplotlib knows (the packaged ones included), the known CJK families first."""
+    from matplotlib import font_manager
+
+    _pyplot()
+    register_packaged_fonts()
+    entries = {entry.fname: FontChoice(entry.name, entry.fname) for entry in font_manager.fontManager.ttflist}
+    rank = {family.casefold(): i for i, family in enumerate(CJK_FAMILIES)}
+    return sorted(entries.values(), key=lambda font: (rank.get(font.family.casefold(), len(rank)), font.path))
+
+
+def default_font_path() -> str:
+    from matplotlib import font_manager
+
+    _pyplot()
+    return font_manager.findfont(font_manager.FontProperties())
+
+
+def find_font(text: str) -> FontChoice | None:
+    """A font that has every character of ``text``, or None."""
+    return next((font for font in candidate_fonts() if font_covers(font.path, text)), None)
+
+
+def label_subjects(names: Sequence[str]) -> SubjectLabels:
+    """The names themselves, in a font that draws them; numbered labels when no installed font can."""
+    names = sorted(set(map(str, names)))
+    text = "".join(names)
+    if font_covers(default_font_path(), text):
+        return SubjectLabels({name: name for name in names})
+    font = find_font(text)
+    if font is not None:
+        return SubjectLabels({name: name for name in names}, font)
+    logger.warning("no installed font has glyphs for every subject name: the subject chart labels them 'subject 1' "
+                   "to 'subject %d' and report.md lists which is which. For the names themselves: %s",
+                   len(names), FONT_HINT)
+    return SubjectLabels({name: f"subject {number}" for number, name in enumerate(names, 1)}, numbered=True)
 
 
 def plot_training_curves(log_history: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -94,16 +201,27 @@ def plot_confusion(matrix: np.ndarray, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_subject_accuracy(per_subject: dict[str, float], path: str | Path) -> Path:
+def draw_subject_accuracy(per_subject: dict[str, float], labels: SubjectLabels | None = None):
+    """The figure of accuracy per subject, lowest at the bottom; names as ``labels`` says (default: found now)."""
+    from matplotlib.font_manager import FontProperties
+
     plt = _pyplot()
+    if labels is None:
+        labels = label_subjects(list(per_subject))
     items = sorted(per_subject.items(), key=lambda kv: kv[1])
     fig, ax = plt.subplots(figsize=(6, max(2.5, 0.28 * len(items) + 1)))
-    ax.barh([k for k, _ in items], [v for _, v in items], color="tab:green")
+    ax.barh(range(len(items)), [v for _, v in items], color="tab:green")
+    font = FontProperties(fname=labels.font.path) if labels.font else None
+    ax.set_yticks(range(len(items)), [labels.labels.get(str(k), str(k)) for k, _ in items], fontproperties=font)
     ax.set_xlim(0, 1)
     ax.axvline(0.25, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("accuracy (dashed: chance)")
     ax.set_title("Accuracy by subject")
-    return _save(fig, path)
+    return fig
+
+
+def plot_subject_accuracy(per_subject: dict[str, float], path: str | Path, labels: SubjectLabels | None = None) -> Path:
+    return _save(draw_subject_accuracy(per_subject, labels), path)
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -186,6 +304,19 @@ def peak_memory_gb() -> dict:
     return peak
 
 
+def subject_column(frame) -> str | None:
+    """The frame's subject column, however its header is spelt (subject, Subject, SUBJECT)."""
+    return next((column for column in frame.columns if str(column).strip().casefold() == SUBJECT_COLUMN), None)
+
+
+def accuracy_by_subject(frame, correct: np.ndarray) -> dict[str, float] | None:
+    column = subject_column(frame)
+    if column is None:
+        return None
+    subjects = frame[column].astype(str).values
+    return {s: round(float(correct[subjects == s].mean()), 4) for s in sorted(set(subjects))}
+
+
 def inference_report(frame, predictions, run: dict[str, Any], seconds: float, answered_now: int) -> dict:
     """report.json of infer.py: the run (model, precision, batch, restarts), speed, answers, accuracy."""
     report = {
@@ -204,9 +335,9 @@ def inference_report(frame, predictions, run: dict[str, Any], seconds: float, an
     if has_answers(frame):
         correct = predictions["answer"].values == frame[ANSWER_COLUMN].values
         report["accuracy"] = round(float(correct.mean()), 4)
-        if "subject" in frame:
-            report["accuracy_by_subject"] = {s: round(float(correct[(frame["subject"] == s).values].mean()), 4)
-                                             for s in sorted(frame["subject"].unique())}
+        per_subject = accuracy_by_subject(frame, correct)
+        if per_subject is not None:
+            report["accuracy_by_subject"] = per_subject
         report["confusion_matrix"] = confusion_matrix(list(predictions["answer"]),
                                                       list(frame[ANSWER_COLUMN])).tolist()
     return report
@@ -220,12 +351,22 @@ def write_inference_report(report: dict, predictions, frame, run_dir: str | Path
     plot_answer_distribution(list(predictions["answer"]), run_dir / "answer_distribution.png", expected)
     if "confusion_matrix" in report:
         plot_confusion(np.array(report["confusion_matrix"]), run_dir / "confusion_matrix.png")
+    labels = None
     if "accuracy_by_subject" in report:
-        plot_subject_accuracy(report["accuracy_by_subject"], run_dir / "accuracy_by_subject.png")
-    (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        labels = label_subjects(list(report["accuracy_by_subject"]))
+        plot_subject_accuracy(report["accuracy_by_subject"], run_dir / "accuracy_by_subject.png", labels)
+    (run_dir / "report.md").write_text(render_markdown(report, labels), encoding="utf-8")
 
 
-def render_markdown(report: dict) -> str:
+def subject_legend(per_subject: dict[str, float], labels: SubjectLabels) -> list[str]:
+    """report.md's table from the chart's numbered labels to the subjects' names."""
+    lines = ["", "| chart label | subject | accuracy |", "| --- | --- | --- |"]
+    lines += [f"| {labels.labels[name]} | {name.replace('|', '/')} | {per_subject[name]:.2%} |"
+              for name in sorted(per_subject)]  # the order label_subjects numbers them in
+    return lines
+
+
+def render_markdown(report: dict, subject_labels: SubjectLabels | None = None) -> str:
     lines = [f"# Inference report: {report['mode']} mode", "",
              f"- test file: `{report['test_file']}` ({report['rows']} questions)",
              f"- model: `{report['model_path']}` (base `{report['base_model']}`), weights {report['precision']}",
@@ -257,4 +398,6 @@ def render_markdown(report: dict) -> str:
         lines.append("![confusion](confusion_matrix.png)")
     if "accuracy_by_subject" in report:
         lines.append("![subjects](accuracy_by_subject.png)")
+        if subject_labels is not None and subject_labels.numbered:
+            lines += subject_legend(report["accuracy_by_subject"], subject_labels)
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ member must have answered the same questions, in the same order, with the four l
   true answers of ``--validation`` predictions: one validation run per member, in the members' order, each
   with ``true_answer``. The weights never see the test members, even when those carry true answers.
 
-``--debias_prior A,B,C,D`` divides the combined probabilities by a letter prior (see ``estimate_letter_prior``)
+``--debias_prior A,B,C,D`` divides the combined probabilities by a letter prior (see ``letter_bias.py``)
 and renormalises, before the answers are chosen.
 
 Writes the submission ``ID,answer`` and, in ``--report_dir`` (default ``<output stem>_ensemble/``),
@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from cli import UserError, run_cli
+from letter_bias import debias
 from mcq_dataset import LETTERS
 from run_folder import same_file, write_atomic, write_csv_atomic, write_json_atomic
 
@@ -257,34 +258,6 @@ def combine(stack: np.ndarray, method: str, weights: np.ndarray | None = None) -
 
 
 # ------------------------------------------------------------------------------------------ letter bias
-
-
-def estimate_letter_prior(per_order_probs: np.ndarray, orders: Sequence[Sequence[int]]) -> np.ndarray:
-    """The model's preference for each letter position, whatever the options say (PriDe, arXiv 2309.03882).
-
-    ``per_order_probs`` has shape (orders, n, 4): the probabilities of the letters shown for the same n
-    questions under each option order, where order ``o`` shows original option ``o[i]`` at position ``i``
-    (``mcq_dataset.permute_options``). If the model's position probability is proportional to
-    prior[position] * content[option shown there], the product over orders in which every option visits every
-    position once (the 4 cyclic orders) has the same content factor at every position; so the geometric mean
-    over orders and questions of the position probabilities, normalised, is the prior.
-    """
-    probs = np.asarray(per_order_probs, dtype=float)
-    if probs.ndim != 3 or probs.shape[0] != len(orders) or probs.shape[2] != len(LETTERS):
-        raise ValueError(f"per_order_probs must have shape (orders={len(orders)}, n, 4), got {probs.shape}")
-    columns = np.array([list(order) for order in orders]).T  # position -> the options it showed over the orders
-    if not all(sorted(column) == list(range(len(LETTERS))) for column in columns):
-        raise ValueError(f"every option must appear once at every position over the orders (e.g. "
-                         f"mcq_dataset.cyclic_orders(4)), got {orders}")
-    logs = np.log(np.clip(probs, LOG_FLOOR, None)).mean(axis=(0, 1))
-    prior = np.exp(logs - logs.max())
-    return prior / prior.sum()
-
-
-def debias(probs: np.ndarray, prior: Sequence[float]) -> np.ndarray:
-    """Position probabilities (..., 4) divided by the letter prior and renormalised on the last axis."""
-    adjusted = np.asarray(probs, dtype=float) / np.asarray(prior, dtype=float)
-    return adjusted / adjusted.sum(axis=-1, keepdims=True)
 
 
 def parse_prior(text: str) -> np.ndarray:

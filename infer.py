@@ -33,9 +33,9 @@ import pandas as pd
 
 from cli import UserError, parse_with, run_cli
 from distributed import agree_on, distributed_info, gather_to_first, shard
-from mcq_dataset import (ANSWER_COLUMN, LETTERS, OPTION_COLUMNS, PromptOptions, check_prompt_options, cyclic_orders,
-                         encode_prompts, load_mcq_csv)
+from mcq_dataset import LETTERS, OPTION_COLUMNS, PromptOptions, check_prompt_options, cyclic_orders, encode_prompts, load_mcq_csv
 from modeling import BACKENDS, peek_backend, select_backend
+from prediction_store import assemble_predictions, score_record
 from run_folder import lock_run_folder, same_file, set_aside, write_csv_atomic
 
 logger = logging.getLogger("infer")
@@ -72,6 +72,11 @@ class InferArguments(PromptOptions):
     permutations: int = field(default=1, metadata={"help": "score mode: average over N cyclic option orders (1-4)"})
     share_prefix: bool = field(default=True, metadata={"help": "score mode: compute the prompt start shared by all "
                                                               "questions once (same answers, ~1.4x faster)"})
+    debias_letters: bool = field(default=False, metadata={"help": "score mode: divide out the model's preference "
+                                                                    "for some letters, estimated from the four cyclic "
+                                                                    "option orders of debias_sample test questions "
+                                                                    "(PriDe); report.json shows both distributions"})
+    debias_sample: int = field(default=64, metadata={"help": "questions the letter prior is estimated on"})
     ensemble: list[str] = field(default_factory=list, metadata={"help": "more adapter directories to average "
                                                                         "(score mode)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "run code shipped with the model"})
@@ -106,8 +111,10 @@ def check_args(args: InferArguments) -> None:
         problems.append("batch_size must be >= 1")
     if args.max_new_tokens < 1:
         problems.append("max_new_tokens must be >= 1")
-    if args.mode == "generate" and (args.permutations > 1 or args.ensemble):
-        problems.append("permutations and ensemble apply to score mode only")
+    if args.mode == "generate" and (args.permutations > 1 or args.ensemble or args.debias_letters):
+        problems.append("permutations, ensemble and debias_letters apply to score mode only")
+    if args.debias_sample < 1:
+        problems.append(f"debias_sample must be >= 1, got {args.debias_sample}")
     problems += output_problems(args)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -154,14 +161,32 @@ def load_request(args: InferArguments, backend: str, device_map=None):
                          max_seq_length=args.max_prompt_tokens + args.max_new_tokens, device_map=device_map)
 
 
+def expand_fold_run(args: InferArguments) -> InferArguments:
+    """``--model_path`` of a k-fold training run (fold-*/adapter inside): every fold's adapter, averaged."""
+    import dataclasses
+
+    from cross_validation import fold_adapters
+
+    folder = Path(args.model_path) if args.model_path else None
+    if folder is None or not folder.is_dir() or (folder / "config.json").is_file() \
+            or (folder / "adapter_config.json").is_file():
+        return args
+    adapters = [str(a) for a in fold_adapters(folder)]
+    if not adapters:
+        return args
+    logger.info("%s is a k-fold run: answering with the average of its %d fold adapters", folder, len(adapters))
+    return dataclasses.replace(args, model_path=adapters[0], ensemble=adapters[1:] + list(args.ensemble))
+
+
 def adapter_names(args: InferArguments) -> list[str | None]:
     if not args.ensemble:
         return [None]
     return ["default"] + [f"ensemble_{n}" for n in range(len(args.ensemble))]
 
 
-def run_identity_of(args: InferArguments, request, load_info: dict, tokenizer, batch_size: int) -> dict:
-    """Everything that decides the answers (run_identity.inference_identity)."""
+def run_identity_of(args: InferArguments, request, load_info: dict, tokenizer, batch_size: int,
+                    letter_prior=None) -> dict:
+    """Everything that decides the answers (run_identity.inference_identity), the letter prior included."""
     import answer_parser
     from run_identity import adapter_identity, inference_identity, model_identity, sha256_file
 
@@ -170,7 +195,8 @@ def run_identity_of(args: InferArguments, request, load_info: dict, tokenizer, b
         adapter=adapter_identity(request.adapter) if request.adapter else None,
         ensemble=[adapter_identity(a) for a in args.ensemble], backend=request.backend, batch_size=batch_size,
         precision=load_info["precision"], tokenizer_template=tokenizer.chat_template,
-        parser_sha256=sha256_file(answer_parser.__file__) if args.mode == "generate" else None)
+        parser_sha256=sha256_file(answer_parser.__file__) if args.mode == "generate" else None,
+        letter_prior=letter_prior)
 
 
 # ------------------------------------------------------------------------------------------ the run folder
@@ -223,19 +249,52 @@ class BatchClock:
                 "steady_questions_per_second": round(rows / seconds, 2) if seconds > 0 else None}
 
 
-def score_record(id_: str, probs, source: str = "score") -> dict:
-    return {"ID": id_, "answer": LETTERS[int(probs.argmax())], "probs": [round(float(x), 6) for x in probs],
-            "source": source}
+def scorer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, prior=None) -> Callable:
+    """rows -> records: the letter probabilities (averaged over permutations and adapters), divided by the
+    letter ``prior`` when one is given (the uncorrected ones are kept beside them)."""
+    from scoring import batch_scorer, combine_orders
 
-
-def scorer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments) -> Callable:
-    """rows -> records: the letter probabilities (averaged over permutations and adapters)."""
-    from scoring import batch_scorer
-
-    _, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens,
-                              cyclic_orders(args.permutations), adapter_names(args), args.share_prefix, prompts)
+    orders = cyclic_orders(args.permutations)
+    _, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens, orders,
+                              adapter_names(args), args.share_prefix, prompts, per_order=True)
     ids = frame["ID"].tolist()
-    return lambda rows: [score_record(ids[i], p) for i, p in zip(rows, compute(rows))]
+
+    def score(rows: list[int]) -> list[dict]:
+        per_order = compute(rows)
+        records = [score_record(ids[i], p) for i, p in zip(rows, combine_orders(per_order, orders, prior))]
+        if prior is not None:
+            for record, raw in zip(records, combine_orders(per_order, orders)):
+                record["probs_uncorrected"] = [round(float(x), 6) for x in raw]
+        return records
+
+    return score
+
+
+def estimate_letter_prior_of(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments,
+                             batch_size: int) -> list[float] | None:
+    """--debias_letters: the model's letter prior over a seeded sample of this file's questions."""
+    import random
+
+    from scoring import batch_scorer, estimate_prior
+
+    if not args.debias_letters:
+        return None
+    rows = sorted(random.Random(0).sample(range(len(frame)), min(args.debias_sample, len(frame))))
+    _, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens, cyclic_orders(4),
+                              adapter_names(args), args.share_prefix, prompts, per_order=True)
+    prior = [round(float(x), 6) for x in estimate_prior(compute, rows, batch_size)]
+    logger.info("letter prior over %d questions (A-D): %s", len(rows), prior)
+    return prior
+
+
+def letter_distributions(records: dict[str, dict], prior) -> dict:
+    """For report.json: the prior and the answers' letters without the correction (the corrected ones are the
+    report's answer_distribution)."""
+    if prior is None:
+        return {}
+    uncorrected = [LETTERS[max(range(4), key=r["probs_uncorrected"].__getitem__)] for r in records.values()]
+    return {"letter_prior": prior,
+            "answer_distribution_uncorrected": {k: uncorrected.count(k) for k in LETTERS}}
 
 
 def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments) -> Callable:
@@ -294,7 +353,7 @@ def fill_unparsed(model, tokenizer, frame: pd.DataFrame, args: InferArguments, b
 
 
 def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, batch_size: int, store,
-           rank: int, world: int) -> tuple[int, BatchClock]:
+           rank: int, world: int, prior=None) -> tuple[int, BatchClock]:
     """Answer this process's batches: how many were answered in this run, and the time each batch took."""
     from tqdm.auto import tqdm
 
@@ -303,35 +362,16 @@ def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments,
     mine = [ids[i] for batch in batches for i in batch]
     todo = sum(id_ not in store.records for id_ in mine)
     clock = BatchClock()
-    make = scorer if args.mode == "score" else generator
+    compute = scorer(model, tokenizer, frame, prompts, args, prior) if args.mode == "score" else \
+        generator(model, tokenizer, frame, prompts, args)
     with tqdm(total=len(mine), initial=len(mine) - todo, unit="q", desc=args.mode, disable=rank != 0) as progress:
-        answer_batches(batches, ids, make(model, tokenizer, frame, prompts, args), store, progress, clock)
+        answer_batches(batches, ids, compute, store, progress, clock)
     if args.mode == "generate":
         fill_unparsed(model, tokenizer, frame, args, batch_size, store)
     return todo, clock
 
 
 # ------------------------------------------------------------------------------------------ outputs
-
-
-def assemble_predictions(frame: pd.DataFrame, answers: dict[str, dict]) -> pd.DataFrame:
-    """One row per question in input order; fails loudly if any question has no answer."""
-    missing = [id_ for id_ in frame["ID"] if id_ not in answers or answers[id_]["answer"] is None]
-    if missing:
-        raise RuntimeError(f"{len(missing)} questions have no answer (first: {missing[:5]})")
-    records = [answers[id_] for id_ in frame["ID"]]
-    predictions = pd.DataFrame({"ID": frame["ID"], "answer": [r["answer"] for r in records],
-                                "source": [r.get("source") for r in records]})
-    if any("probs" in r for r in records):
-        for k, letter in enumerate(LETTERS):
-            predictions[f"p_{letter}"] = [r["probs"][k] if "probs" in r else None for r in records]
-    if any("raw" in r for r in records):
-        predictions["raw"] = [r.get("raw") for r in records]
-        predictions["rule"] = [r.get("rule") for r in records]
-    for column in (ANSWER_COLUMN, "subject"):
-        if column in frame:
-            predictions[f"true_{column}" if column == ANSWER_COLUMN else column] = list(frame[column])
-    return predictions
 
 
 def gather_answers(store, answered: int, world: int) -> tuple[dict[str, dict] | None, int]:
@@ -357,6 +397,7 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     """
     from report import HostMemoryWatch
 
+    args = expand_fold_run(args)
     check_args(args)
     frame = load_mcq_csv(args.test_file, encoding=args.encoding, number_rows=args.number_rows)
     rank, world, _ = distributed_info()
@@ -381,11 +422,12 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     loaded = time.time()
     prompts = encode_prompts(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)  # once, every mode
     batch_size = agree_on(args.batch_size or auto_batch_size(model, max(map(len, prompts)), args), world)
-    identity = run_identity_of(args, request, load_info, tokenizer, batch_size)
+    prior = agree_on(estimate_letter_prior_of(model, tokenizer, frame, prompts, args, batch_size), world)
+    identity = run_identity_of(args, request, load_info, tokenizer, batch_size, prior)
     store = PredictionStore(checkpoint_path(args.run_dir, rank, world), identity, args.resume, frame["ID"])
     if rank == 0:
         set_aside_earlier_outputs(args, store)
-    answered, clock = answer(model, tokenizer, frame, prompts, args, batch_size, store, rank, world)
+    answered, clock = answer(model, tokenizer, frame, prompts, args, batch_size, store, rank, world, prior)
     store.close()
     records, answered = gather_answers(store, answered, world)
     if rank != 0:
@@ -397,7 +439,8 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
         "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
         "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
         "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),
-        "answer_timing": clock.summary(), **host.summary()}, seconds, answered)
+        "answer_timing": clock.summary(), **letter_distributions(records, prior), **host.summary()}, seconds,
+        answered)
     report["total_seconds"] = round(time.time() - started, 1)
     write_csv_atomic(predictions, args.run_dir / "predictions.csv")
     write_inference_report(report, predictions, frame, args.run_dir)

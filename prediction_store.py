@@ -1,6 +1,6 @@
-"""The answer checkpoint of an inference run: an append-only JSON-lines file whose first line is the run's identity.
+"""Answers: one record per question, ``predictions.csv``, and the resumable answer checkpoint of an inference run.
 
-A checkpoint is reused only by a run with the same identity (``run_identity.inference_identity``); any other
+The checkpoint is an append-only JSON-lines file whose first line is the run's identity. A checkpoint is reused only by a run with the same identity (``run_identity.inference_identity``); any other
 checkpoint is moved to ``<name>.stale`` (nothing computed is deleted) and the run starts over, naming what
 changed. Records are appended through the one handle opened when the file was checked, under the run
 folder's lock, each flushed to disk as it is written. A record that cannot be read back — cut short by a
@@ -16,11 +16,19 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from mcq_dataset import LETTERS
+import pandas as pd
+
+from mcq_dataset import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN
 from run_folder import unique_path, write_atomic
 from run_identity import changed_keys
 
 logger = logging.getLogger(__name__)
+
+
+def score_record(id_: str, probs, source: str = "score") -> dict:
+    """The record of a question answered by letter scoring: the most probable letter and all four probabilities."""
+    return {"ID": id_, "answer": LETTERS[int(probs.argmax())], "probs": [round(float(x), 6) for x in probs],
+            "source": source}
 
 
 def record_problem(record) -> str | None:
@@ -134,3 +142,24 @@ class PredictionStore:
     def close(self) -> None:
         if not self._handle.closed:
             self._handle.close()
+
+
+def assemble_predictions(frame: pd.DataFrame, answers: dict[str, dict]) -> pd.DataFrame:
+    """predictions.csv: one row per question in input order (ID, answer, source, p_A..p_D, reply and parser rule
+    in generate mode, true_answer and subject when the file has them); fails loudly if any question has none."""
+    missing = [id_ for id_ in frame["ID"] if id_ not in answers or answers[id_]["answer"] is None]
+    if missing:
+        raise RuntimeError(f"{len(missing)} questions have no answer (first: {missing[:5]})")
+    records = [answers[id_] for id_ in frame["ID"]]
+    predictions = pd.DataFrame({"ID": frame["ID"], "answer": [r["answer"] for r in records],
+                                "source": [r.get("source") for r in records]})
+    if any("probs" in r for r in records):
+        for k, letter in enumerate(LETTERS):
+            predictions[f"p_{letter}"] = [r["probs"][k] if "probs" in r else None for r in records]
+    if any("raw" in r for r in records):
+        predictions["raw"] = [r.get("raw") for r in records]
+        predictions["rule"] = [r.get("rule") for r in records]
+    for column in (ANSWER_COLUMN, SUBJECT_COLUMN):
+        if column in frame:
+            predictions[f"true_{column}" if column == ANSWER_COLUMN else column] = list(frame[column])
+    return predictions

@@ -21,12 +21,11 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from mcq_dataset import ANSWER_COLUMN, LETTERS, has_answers
+from mcq_dataset import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN, has_answers
 
 logger = logging.getLogger(__name__)
 
 
-SUBJECT_COLUMN = "subject"
 # Families known to carry Simplified Chinese glyphs, tried first (in this order) before any other font.
 CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN", "Noto Sans CJK JP",
                 "Noto Sans CJK TC", "Source Han Sans", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Microsoft YaHei",
@@ -305,7 +304,8 @@ def peak_memory_gb() -> dict:
 
 
 def subject_column(frame) -> str | None:
-    """The frame's subject column, however its header is spelt (subject, Subject, SUBJECT)."""
+    """The frame's subject column, however its header is spelt (subject, Subject, SUBJECT): frames from
+    mcq_dataset.load_mcq_csv already carry the canonical name; predictions read back from disk may not."""
     return next((column for column in frame.columns if str(column).strip().casefold() == SUBJECT_COLUMN), None)
 
 

@@ -42,7 +42,7 @@ TRAIN_SCRIPT_EXCLUDED = {
     "early_stopping_patience": "when to stop, not what a step computes",
     "keep_effective_batch": "its effect, micro-batch x accumulation, is in the identity",
 }
-TRAIN_SCRIPT_RESOLVED = ("train_file", "val_file", "model_name_or_path", "chat_template")
+TRAIN_SCRIPT_RESOLVED = ("train_file", "val_file", "extra_train_files", "model_name_or_path", "chat_template")
 # --- train_sft.py: Trainer / SFTConfig options that do not change the trained weights --------------------------
 # By prefix, since the Trainer has many of each kind; every other field (there are many) is in.
 TRAINER_EXCLUDED_PREFIXES = {
@@ -164,11 +164,12 @@ def same_json(value: Any) -> Any:
 
 def inference_identity(args, *, base: dict, adapter: dict | None, ensemble: list[dict], backend: str,
                        batch_size: int, precision: str, tokenizer_template: str | None,
-                       parser_sha256: str | None) -> dict:
+                       parser_sha256: str | None, letter_prior: list[float] | None = None) -> dict:
     """What decides infer.py's answers. ``base``, ``adapter`` (the one in model_path, or None) and ``ensemble``
     are identities by content (``model_identity``, ``adapter_identity``); ``precision`` is what the weights were
     loaded in; ``tokenizer_template`` the chat template the tokenizer renders; ``parser_sha256`` the answer
-    parser's source in generate mode (its rules decide which replies count)."""
+    parser's source in generate mode (its rules decide which replies count); ``letter_prior`` the prior that
+    --debias_letters estimated (an estimate that comes out otherwise is another run)."""
     resolved = {"test_file": csv_identity(args.test_file, args.encoding),
                 "model_path": {"base": base, "adapter": adapter},
                 "base_model_id": None,  # the base it names is in model_path's identity
@@ -176,7 +177,7 @@ def inference_identity(args, *, base: dict, adapter: dict | None, ensemble: list
                 "chat_template": template_identity(args.chat_template)}
     identity = options_identity(args, INFER_EXCLUDED, resolved)
     identity.update(format=IDENTITY_FORMAT, precision=precision, chat_template_rendered=sha256_text(tokenizer_template),
-                    answer_parser_sha256=parser_sha256)
+                    answer_parser_sha256=parser_sha256, letter_prior=letter_prior)
     return same_json(identity)
 
 
@@ -184,7 +185,9 @@ def training_identity(script_args, training_args, *, model: dict, world_size: in
     """What must be equal for a training checkpoint to be continued: the data by content, the model by its
     files, every script and Trainer option that changes the weights, and the effective batch."""
     resolved = {"train_file": csv_identity(script_args.train_file, script_args.encoding),
-                "val_file": csv_identity(script_args.val_file, script_args.encoding), "model_name_or_path": model,
+                "val_file": csv_identity(script_args.val_file, script_args.encoding),
+                "extra_train_files": [csv_identity(p, script_args.encoding) for p in script_args.extra_train_files],
+                "model_name_or_path": model,
                 "chat_template": template_identity(script_args.chat_template)}
     script = options_identity(script_args, TRAIN_SCRIPT_EXCLUDED, resolved)
     trainer = options_identity(training_args, {}, {}, TRAINER_EXCLUDED_PREFIXES)

@@ -224,20 +224,20 @@ def free_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], style: PromptStyle = PromptStyle(),
-                 max_prompt_tokens: int | None = 512, orders: Sequence[tuple[int, ...]] = ((0, 1, 2, 3),),
-                 adapters: Sequence[str | None] = (None,), prompts: Sequence[Sequence[int]] | None = None,
-                 prefix: SharedPrefix | None = None) -> np.ndarray:
-    """(len(rows), 4) letter probabilities of ``frame.iloc[rows]``, averaged over option ``orders`` (mapped back
-    to the original options) and over PEFT ``adapters`` (None: the active one). ``prompts`` may hold the
-    already encoded prompts of the original order, so they are not tokenised twice. With ``prefix`` the
-    shared template prefix is computed once (per adapter) instead of once per question."""
+def position_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], style: PromptStyle = PromptStyle(),
+                   max_prompt_tokens: int | None = 512, orders: Sequence[tuple[int, ...]] = ((0, 1, 2, 3),),
+                   adapters: Sequence[str | None] = (None,), prompts: Sequence[Sequence[int]] | None = None,
+                   prefix: SharedPrefix | None = None) -> np.ndarray:
+    """(len(orders), len(rows), 4) probabilities of the letters *as shown* for ``frame.iloc[rows]`` under each
+    option order (``mcq_dataset.permute_options``), averaged over PEFT ``adapters`` (None: the active one).
+    ``prompts`` may hold the already encoded prompts of the original order, so they are not tokenised twice.
+    With ``prefix`` the shared template prefix is computed once (per adapter) instead of once per question."""
     import torch
 
     letter_ids = letter_token_ids(tokenizer)
     device = model_device(model)
-    total = np.zeros((len(rows), 4))
-    for order in orders:  # each order's prompts are encoded once, whatever the number of adapters
+    total = np.zeros((len(orders), len(rows), 4))
+    for k, order in enumerate(orders):  # each order's prompts are encoded once, whatever the number of adapters
         if prompts is not None and tuple(order) == (0, 1, 2, 3):
             seqs = [prompts[i] for i in rows]
         else:
@@ -254,26 +254,57 @@ def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], sty
                 else:
                     input_ids, attention_mask = left_pad(seqs, tokenizer.pad_token_id)
                     logits = letter_logits(model, input_ids.to(device), attention_mask.to(device), letter_ids)
-            probs = torch.softmax(logits, dim=-1).cpu().numpy()
-            total += np.array([unpermute_probs(p, order) for p in probs])
-    return total / (len(orders) * len(adapters))
+            total[k] += torch.softmax(logits, dim=-1).cpu().numpy()
+    return total / len(adapters)
+
+
+def combine_orders(per_order: np.ndarray, orders: Sequence[tuple[int, ...]], prior=None) -> np.ndarray:
+    """Per-order position probabilities -> probabilities of the original options, averaged over the orders;
+    with a letter ``prior`` (letter_bias.py) each order's positions are first divided by it."""
+    from letter_bias import debias
+
+    if prior is not None:
+        per_order = debias(per_order, prior)
+    return np.mean([[unpermute_probs(p, order) for p in probs] for probs, order in zip(per_order, orders)], axis=0)
+
+
+def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], style: PromptStyle = PromptStyle(),
+                 max_prompt_tokens: int | None = 512, orders: Sequence[tuple[int, ...]] = ((0, 1, 2, 3),),
+                 adapters: Sequence[str | None] = (None,), prompts: Sequence[Sequence[int]] | None = None,
+                 prefix: SharedPrefix | None = None) -> np.ndarray:
+    """(len(rows), 4) letter probabilities of ``frame.iloc[rows]``, averaged over option ``orders`` (mapped back
+    to the original options) and over PEFT ``adapters``."""
+    return combine_orders(position_probs(model, tokenizer, frame, rows, style, max_prompt_tokens, orders, adapters,
+                                         prompts, prefix), orders)
 
 
 def batch_scorer(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
                  max_prompt_tokens: int | None = 512, orders: Sequence[tuple[int, ...]] = ((0, 1, 2, 3),),
                  adapters: Sequence[str | None] = (None,), share_prefix: bool = True,
-                 prompts: Sequence[Sequence[int]] | None = None):
+                 prompts: Sequence[Sequence[int]] | None = None, per_order: bool = False):
     """The encoded prompts of ``frame`` and ``compute(rows) -> (len(rows), 4) probabilities``: the one scoring
     set-up behind infer.py's score mode and ``score_frame`` (validation accuracy, generate-mode fallback).
-    ``prompts`` may hold the prompts already encoded with the same style and limit."""
+    ``prompts`` may hold the prompts already encoded with the same style and limit. With ``per_order`` compute
+    returns the (orders, rows, 4) position probabilities instead (``combine_orders`` averages them)."""
     if prompts is None:
         prompts = encode_prompts(tokenizer, frame, style, max_prompt_tokens)
     prefix = SharedPrefix(tokenizer, style) if share_prefix else None
 
     def compute(rows: list[int]) -> np.ndarray:
-        return letter_probs(model, tokenizer, frame, rows, style, max_prompt_tokens, orders, adapters, prompts, prefix)
+        found = position_probs(model, tokenizer, frame, rows, style, max_prompt_tokens, orders, adapters, prompts,
+                               prefix)
+        return found if per_order else combine_orders(found, orders)
 
     return prompts, compute
+
+
+def estimate_prior(compute_per_order, rows: Sequence[int], batch_size: int) -> np.ndarray:
+    """The letter prior (letter_bias.estimate_letter_prior) from the four cyclic orders of ``rows``, where
+    ``compute_per_order`` is a ``batch_scorer(..., orders=cyclic_orders(4), per_order=True)`` compute."""
+    from letter_bias import estimate_letter_prior
+
+    parts = [compute_per_order(list(rows[i:i + batch_size])) for i in range(0, len(rows), batch_size)]
+    return estimate_letter_prior(np.concatenate(parts, axis=1), cyclic_orders(4))
 
 
 def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(), batch_size: int = 16,

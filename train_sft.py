@@ -45,6 +45,11 @@ RECIPE_DEFAULTS = dict(
 class ScriptArguments(PromptOptions):
     train_file: str = field(default="", metadata={"help": "competition CSV with an answer column"})
     val_file: str | None = field(default=None, metadata={"help": "validation CSV; default: split train_file"})
+    extra_train_files: list[str] = field(default_factory=list, metadata={
+        "help": "more labelled CSVs in the same layout (public MCQ sets ...), added to the training rows only: "
+                "validation and folds come from train_file, the one the leaderboard resembles"})
+    extra_train_weights: list[float] = field(default_factory=list, metadata={
+        "help": "per extra file, the share of its rows to use (0.5: a seeded half; 2: every row twice); default 1"})
     val_fraction: float = field(default=0.1, metadata={"help": "share of train_file held out (stratified)"})
     model_name_or_path: str = field(default="", metadata={"help": "local model directory or hub id"})
     backend: str = field(default="auto", metadata={"help": "auto | unsloth | hf", "choices": list(BACKENDS)})
@@ -61,14 +66,19 @@ class ScriptArguments(PromptOptions):
     augment_permutations: int = field(default=0, metadata={"help": "extra copies of each row, options shuffled"})
     export: str = field(default="adapter", metadata={"help": "adapter | merged (adapter + merged 16-bit weights)",
                                                      "choices": ["adapter", "merged"]})
-    merged_dtype: str = field(default="bfloat16", metadata={"help": "dtype of merged weights (bfloat16, float16, "
-                                                                    "float32)"})
+    merged_dtype: str | None = field(default=None, metadata={"help": "dtype of merged weights (default: the base "
+                                                                     "model's own; bfloat16, float16, float32)"})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
     keep_effective_batch: bool = field(default=True, metadata={"help": "on N GPUs divide gradient_accumulation_steps "
                                                                       "by N so the effective batch stays the same"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
     encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8 (gb18030, big5)"})
+    folds: int = field(default=1, metadata={"help": "k-fold: train K adapters into <output_dir>/fold-<i>/, each "
+                                                    "validated on its own fold; out-of-fold predictions and "
+                                                    "cv_report.md at the end"})
+    fold: int | None = field(default=None, metadata={"help": "with --folds K: train only fold i (0..K-1), e.g. "
+                                                             "one fold per GPU or machine"})
 
     @property
     def lora(self) -> LoraSettings:
@@ -101,6 +111,14 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
     if not 0 <= script_args.lora_dropout < 1:
         problems.append(f"lora_dropout must be in [0, 1), got {script_args.lora_dropout}")
     problems += check_prompt_options(script_args)
+    if script_args.folds < 1 or (script_args.fold is not None and not 0 <= script_args.fold < script_args.folds):
+        problems.append(f"folds must be >= 1 and fold in 0..folds-1, got folds {script_args.folds}, fold "
+                        f"{script_args.fold}")
+    if len(script_args.extra_train_weights) > len(script_args.extra_train_files) or \
+            any(w <= 0 for w in script_args.extra_train_weights):
+        problems.append("extra_train_weights: one positive number per extra_train_files entry")
+    if script_args.folds > 1 and script_args.val_file:
+        problems.append("with --folds the validation rows are the folds of train_file: leave out val_file")
     if script_args.max_answer_tokens < 2:
         problems.append(f"max_answer_tokens must be >= 2 (the letter and the end of the turn), got "
                         f"{script_args.max_answer_tokens}")
@@ -115,21 +133,52 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def load_splits(script_args: ScriptArguments, seed: int):
-    """Validated train and validation frames (DataError names the file, line and column on failure)."""
-    frame = load_mcq_csv(script_args.train_file, require_answer=True, encoding=script_args.encoding, number_rows=True)
-    if script_args.val_file:
+def load_training_file(script_args: ScriptArguments):
+    """The validated training file (DataError names the file, line and column on failure)."""
+    return load_mcq_csv(script_args.train_file, require_answer=True, encoding=script_args.encoding, number_rows=True)
+
+
+def load_splits(script_args: ScriptArguments, seed: int, frame=None, val=None):
+    """Train and validation frames: ``val`` as given (a fold), else val_file, else a stratified split."""
+    frame = load_training_file(script_args) if frame is None else frame
+    if val is not None:
+        train = frame
+    elif script_args.val_file:
         train, val = frame, load_mcq_csv(script_args.val_file, require_answer=True, encoding=script_args.encoding,
                                          number_rows=True)
     else:
         train, val = split_train_val(frame, script_args.val_fraction, seed)
     if script_args.max_train_samples:
         train = train.head(script_args.max_train_samples)
+    train = add_extra_sources(train, val, script_args, seed)
     if script_args.augment_permutations:
         train = augment_with_permutations(train, script_args.augment_permutations, seed)
     logger.info("train: %s", describe(train))
     logger.info("validation: %s", describe(val))
     return train, val
+
+
+def add_extra_sources(train, val, script_args: ScriptArguments, seed: int):
+    """train_file's training rows plus each extra file's rows at its weight, with a ``source`` column; questions
+    that also appear in the validation rows are dropped from the extra rows (they would leak), and counted."""
+    import pandas as pd
+
+    from mcq_dataset import sample_rows
+
+    if not script_args.extra_train_files:
+        return train
+    seen = set(val["question"].str.strip())
+    parts = [train.assign(source=script_args.train_file)]
+    for number, path in enumerate(script_args.extra_train_files):
+        weight = script_args.extra_train_weights[number] if number < len(script_args.extra_train_weights) else 1.0
+        extra = load_mcq_csv(path, require_answer=True, encoding=script_args.encoding, number_rows=True)
+        leaking = extra["question"].str.strip().isin(seen)
+        repeated = extra["question"].str.strip().isin(set(train["question"].str.strip()))
+        logger.info("%s: %d rows, weight %g; %d of its questions are also in train_file's training rows; %d in the "
+                    "validation rows are left out", path, len(extra), weight, int(repeated.sum()), int(leaking.sum()))
+        extra = sample_rows(extra[~leaking], weight, seed + number)
+        parts.append(extra.assign(ID=[f"{path}#{i}" for i in extra["ID"]], source=path))
+    return pd.concat(parts, ignore_index=True)
 
 
 def build_datasets(tokenizer, train, val, script_args: ScriptArguments, counts: dict | None = None):
@@ -143,6 +192,8 @@ def build_datasets(tokenizer, train, val, script_args: ScriptArguments, counts: 
         shortened, cut = sum(r.pop("question_shortened") for r in rows), sum(r.pop("answer_cut") for r in rows)
         if counts is not None:
             counts[split] = {"rows": len(rows), "question_shortened": shortened, "answer_cut": cut}
+            if "source" in frame:
+                counts[split]["by_source"] = {str(k): int(v) for k, v in frame["source"].value_counts().items()}
         if shortened:
             logger.warning("%s: %d of %d questions were longer than max_prompt_tokens %d and were shortened (the "
                            "options are kept)", split, shortened, len(rows), script_args.max_prompt_tokens)
@@ -263,14 +314,20 @@ def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: Sc
                       prompt_style=script_args.prompt_style, max_prompt_tokens=script_args.max_prompt_tokens)
 
 
+def training_run_identity(script_args: ScriptArguments, training_args) -> dict:
+    """What must be equal to continue a checkpoint or reuse a finished run (run_identity.training_identity)."""
+    from run_identity import model_identity, training_identity
+
+    return training_identity(script_args, training_args, model=model_identity(script_args.model_name_or_path),
+                             world_size=max(training_args.world_size, 1))
+
+
 def prepare_output_dir(script_args: ScriptArguments, training_args) -> tuple[dict, str | None]:
     """The run's identity and the checkpoint to resume from (None: start fresh). A fresh run moves an earlier
     run's checkpoints and outputs aside; --resume refuses checkpoints made with other data, model or settings."""
     from checkpoints import checkpoint_to_resume, set_aside_previous_run
-    from run_identity import model_identity, training_identity
 
-    identity = training_identity(script_args, training_args, model=model_identity(script_args.model_name_or_path),
-                                 world_size=max(training_args.world_size, 1))
+    identity = training_run_identity(script_args, training_args)
     node_local = training_args.save_on_each_node  # no shared filesystem: every node keeps its own checkpoints
     main_process = int(os.environ.get("LOCAL_RANK" if node_local else "RANK", 0)) == 0
     if not script_args.resume:
@@ -306,7 +363,7 @@ def export_merged_weights(script_args: ScriptArguments, training_args, summary: 
     return summary
 
 
-def write_summary(trainer, script_args, training_args, backend, started, paths, rows: dict) -> dict:
+def write_summary(trainer, script_args, training_args, backend, started, paths, rows: dict, identity: dict) -> dict:
     from report import plot_training_curves
     from run_folder import write_json_atomic
 
@@ -324,7 +381,7 @@ def write_summary(trainer, script_args, training_args, backend, started, paths, 
         "final_eval_accuracy": accuracies[-1] if accuracies else None,
         "peak_gpu_memory_gb": trainer.peak_gpu_gb(), "embedding_on_host": embedding_on_host(trainer.model),
         "outputs": paths,
-        "script_args": asdict(script_args), "log_history": history,
+        "script_args": asdict(script_args), "run_identity": identity, "log_history": history,
     }
     write_json_atomic(summary, out / "training_summary.json")
     plot_training_curves(history, out / "training_curves.png")
@@ -332,15 +389,41 @@ def write_summary(trainer, script_args, training_args, backend, started, paths, 
 
 
 def main(script_args: ScriptArguments, training_args, backend: str | None = None) -> dict:
-    """Validate, lock the output folder, load, train, export, summarise. Returns training_summary.json's content."""
-    from run_folder import lock_run_folder
-
+    """Validate, lock the output folder, load, train, export, summarise. Returns training_summary.json's content
+    (with --folds, cross_validation's summary of all folds)."""
     check_config(script_args, training_args)
     scale_for_processes(script_args, training_args)
     fit_max_length(script_args, training_args)
+    backend = select_backend(backend or script_args.backend)
+    if script_args.folds > 1:
+        from cross_validation import train_folds
+
+        return train_folds(script_args, training_args, backend)
     train, val = load_splits(script_args, training_args.seed)
+    return train_locked(script_args, training_args, backend, train, val)
+
+
+def train_locked(script_args: ScriptArguments, training_args, backend: str, train, val) -> dict:
+    """One training run in its output folder, holding the folder's lock throughout."""
+    from run_folder import lock_run_folder
+
     with lock_run_folder(training_args.output_dir, training_args.process_index, max(training_args.world_size, 1)):
-        return train_in_folder(script_args, training_args, select_backend(backend or script_args.backend), train, val)
+        return train_in_folder(script_args, training_args, backend, train, val)
+
+
+def write_validation_predictions(trainer, tokenizer, val, script_args: ScriptArguments, out: Path) -> str | None:
+    """The final model's four letter probabilities for every validation question (infer.py's predictions.csv
+    format): the input of ensemble weights and, with --folds, of the out-of-fold predictions."""
+    from prediction_store import assemble_predictions, score_record
+    from run_folder import write_csv_atomic
+    from scoring import score_frame
+
+    if val is None or not len(val):
+        return None
+    probs = score_frame(trainer.model, tokenizer, val, script_args.prompt_style,
+                        batch_size=trainer.args.per_device_eval_batch_size, max_prompt_tokens=script_args.max_prompt_tokens)
+    records = {id_: score_record(id_, p, "validation") for id_, p in zip(val["ID"], probs)}
+    return str(write_csv_atomic(assemble_predictions(val, records), out / "validation_predictions.csv"))
 
 
 def train_in_folder(script_args: ScriptArguments, training_args, backend: str, train, val) -> dict:
@@ -355,7 +438,10 @@ def train_in_folder(script_args: ScriptArguments, training_args, backend: str, t
     if not training_args.should_save:  # other data-parallel ranks: rank 0 (or each node's first) writes
         return {"rank": training_args.process_index, "steps": trainer.state.global_step}
     paths = export_results(trainer, tokenizer, script_args, training_args)
-    summary = write_summary(trainer, script_args, training_args, backend, started, paths, rows)
+    if trainer.is_world_process_zero():
+        paths["validation_predictions"] = write_validation_predictions(trainer, tokenizer, val, script_args,
+                                                                       Path(training_args.output_dir))
+    summary = write_summary(trainer, script_args, training_args, backend, started, paths, rows, identity)
     if script_args.export == "merged" and trainer.is_world_process_zero():
         summary = export_merged_weights(script_args, training_args, summary)
     logger.info("best validation accuracy %s; adapter in %s", summary["best_eval_accuracy"], paths["adapter"])

@@ -11,6 +11,7 @@
 #                 three orders take ~11 minutes on a fresh machine, more than one call)
 #   ref           bench_14b.py reference (the reference recipe: training, 48-token generation)
 #   infer         infer.py --config configs/infer-14b-4090.yaml with the adapter of the last training run
+#   gen           the same with --mode generate (the automatic batch from the generation memory model)
 #   infer16       the same inside a cgroup with memory.max=16G (host RAM of a 16 GB machine), if the machine lets
 #                 this process create one; the cgroup's memory.peak and events are kept
 #   device tool, kind nvidia-h200, carry [.gpu, .benchdata]:   RUNS="b32 b16 ref" bash bench/microbatch.sh
@@ -21,7 +22,7 @@ source bench/gpu_env.sh
 lap "model ready"
 export MCQ_BENCH_CAP_GB=24
 TRAIN=(python3 train_sft.py --config configs/qwen2.5-14b-4090.yaml --model_name_or_path /tmp/q14b
-       --train_file .benchdata/train.csv --max_steps 52 --eval_steps 26 --save_steps 26 --logging_steps 2)
+       --train_file .benchdata/train.csv --max_steps ${MAX_STEPS:-52} --eval_steps 26 --save_steps 26 --logging_steps 2)
 INFER=(python3 infer.py --config configs/infer-14b-4090.yaml --test_file .benchdata/test.csv --resume false)
 ADAPTER=""
 name_for() {   # a run's name, suffixed when the call already ran one of that kind
@@ -44,6 +45,8 @@ for run in ${RUNS:-b32 b16 ref}; do
            --n-ref-train ${N_REF_TRAIN:-128} --n-ref-generate ${N_REF_GENERATE:-8} > "$OUT/$name.log" 2>&1 ;;
     infer) "${INFER[@]}" --model_path "$ADAPTER" --output_file /tmp/$name.csv > "$OUT/$name.log" 2>&1
            cp /tmp/${name}_run/report.json "$OUT/$name.json" ;;
+    gen) "${INFER[@]}" --mode generate --model_path "$ADAPTER" --output_file /tmp/$name.csv > "$OUT/$name.log" 2>&1
+         cp /tmp/${name}_run/report.json "$OUT/$name.json" ;;
     infer16)
       CG=/sys/fs/cgroup/mcq16
       if mkdir -p $CG 2>"$OUT/$name.cgroup.txt" && echo 16G > $CG/memory.max 2>>"$OUT/$name.cgroup.txt"; then

@@ -8,7 +8,7 @@ import pytest
 
 import cli
 import ensemble
-import infer
+import prediction_store
 from mcq_dataset import LETTERS, cyclic_orders
 from run_folder import write_csv_atomic, write_json_atomic
 
@@ -28,8 +28,8 @@ def write_member(folder, probs, ids=IDS, truth=None, subject=None, test_file="te
         frame["answer"] = list(truth)
     if subject is not None:
         frame["subject"] = list(subject)
-    records = {id_: infer.score_record(id_, np.asarray(p)) for id_, p in zip(ids, probs)}
-    write_csv_atomic(infer.assemble_predictions(frame, records), folder / "predictions.csv")
+    records = {id_: prediction_store.score_record(id_, np.asarray(p)) for id_, p in zip(ids, probs)}
+    write_csv_atomic(prediction_store.assemble_predictions(frame, records), folder / "predictions.csv")
     write_json_atomic({"test_file": test_file, "rows": len(ids)}, folder / "report.json")
     return folder
 
@@ -210,32 +210,6 @@ def test_reports_list_each_members_accuracy_weights_agreement_and_distribution(t
     assert sum(report["ensemble"]["answer_distribution"].values()) == 6 and "ensemble accuracy" in markdown
     assert "Pairwise agreement" in markdown and str(tmp_path / "test_good") in markdown
     assert (tmp_path / "sub.csv").is_file() and not (tmp_path / "sub_ensemble").exists()
-
-
-def biased_model(n=400, bias=1.5, seed=0):
-    """Probabilities under the 4 cyclic orders of a model that adds ``bias`` to letter A whatever it shows."""
-    rng = np.random.default_rng(seed)
-    truth = np.arange(n) % 4  # balanced: each letter is the answer of a quarter of the questions
-    content = rng.normal(size=(n, 4)) + 1.2 * np.eye(4)[truth]  # per original option
-    orders = cyclic_orders(4)
-    shown = np.stack([content[:, list(order)] for order in orders])  # position i shows option order[i]
-    return softmax(shown + np.array([bias, 0, 0, 0])), orders, truth
-
-
-def test_the_estimated_letter_prior_recovers_the_bias_and_debiasing_raises_accuracy():
-    per_order, orders, truth = biased_model()
-    prior = ensemble.estimate_letter_prior(per_order, orders)
-    assert prior.argmax() == 0 and np.isclose(prior.sum(), 1)
-    assert np.allclose(prior, softmax([1.5, 0, 0, 0]), atol=1e-6)  # the content cancels over the cyclic orders
-    plain = per_order[0]  # the identity order: positions are the original letters
-    before = (plain.argmax(axis=1) == truth).mean()
-    after = (ensemble.debias(plain, prior).argmax(axis=1) == truth).mean()
-    assert after > before + 0.05
-    assert np.allclose(ensemble.debias(plain, prior).sum(axis=1), 1)
-    unbiased, _, _ = biased_model(bias=0.0)
-    assert np.allclose(ensemble.estimate_letter_prior(unbiased, orders), 0.25, atol=1e-6)
-    with pytest.raises(ValueError, match="every option must appear once at every position"):
-        ensemble.estimate_letter_prior(per_order[:2], orders[:2])
 
 
 def test_the_debias_prior_option_divides_the_combined_probabilities(tmp_path, capsys):

@@ -287,3 +287,20 @@ def test_host_memory_watch_tells_own_memory_from_mapped_files(tmp_path):
         del block
     grown = {k: watch.summary()[k] - before.summary()[k] for k in before.summary()}
     assert grown["cpu_peak_anon_gb"] >= 0.055 and grown["cpu_peak_file_backed_gb"] >= 0.085
+
+
+def test_letter_bias_correction_divides_out_the_estimated_prior_and_reports_both_distributions(trained_run, tmp_path):
+    test_file = str(trained_run["sample_dir"] / "test.csv")
+    plain = infer.main(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"), test_file=test_file))
+    corrected = infer.main(infer_args(trained_run, tmp_path / "b", output_dir=str(tmp_path / "b"), test_file=test_file,
+                                      debias_letters=True, debias_sample=32))
+    prior = np.array(corrected["letter_prior"])
+    assert prior.shape == (4,) and np.isclose(prior.sum(), 1, atol=1e-4)
+    assert corrected["answer_distribution_uncorrected"] == plain["answer_distribution"]
+    a = pd.read_csv(tmp_path / "a" / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
+    b = pd.read_csv(tmp_path / "b" / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
+    expected = (a / prior) / (a / prior).sum(axis=1, keepdims=True)  # one order: positions are the options
+    assert np.allclose(b, expected, atol=1e-4)
+    again = infer.main(infer_args(trained_run, tmp_path / "b", output_dir=str(tmp_path / "b"), test_file=test_file,
+                                  debias_letters=True, debias_sample=32))
+    assert again["answered_this_run"] == 0  # the same prior comes out again: the answers are reused

@@ -84,11 +84,32 @@ def test_blank_answers_allowed_in_test_files_but_not_training(tmp_path):
         load_mcq_csv(write(tmp_path, text), require_answer=True)
 
 
-def test_missing_id_column_gets_row_numbers_with_a_warning(tmp_path, caplog):
-    text = "question,option_A,option_B,option_C,option_D\nq1,a,b,c,d\nq2,a,b,c,d\n"
-    frame = load_mcq_csv(write(tmp_path, text))
+def test_missing_id_column_is_refused_unless_row_numbers_are_asked_for(tmp_path, caplog):
+    text = "编号,question,option_A,option_B,option_C,option_D\n7,q1,a,b,c,d\n9,q2,a,b,c,d\n"
+    with pytest.raises(DataError, match=r"line 1: has no 'ID' column \(found: 编号, .*--number_rows true"):
+        load_mcq_csv(write(tmp_path, text))
+    frame = load_mcq_csv(write(tmp_path, text), number_rows=True)
     assert list(frame["ID"]) == ["0", "1"]
     assert "no 'ID' column" in caplog.text
+
+
+def test_subject_column_spelling_is_forgiven(tmp_path):
+    text = "ID,question,option_A,option_B,option_C,option_D,Subject\n1,q,a,b,c,d,历史\n"
+    assert list(load_mcq_csv(write(tmp_path, text))["subject"]) == ["历史"]
+
+
+@pytest.mark.parametrize("template,message", [
+    ("{question} {A} {B} {C} {D} {E}", "unknown placeholder(s) {E}"),
+    ("{question} {A} {B} {C}", "lacks the placeholder(s) {D}"),
+    ("{question} {A} {B} {C} {D} {", "not a valid template"),
+    ("{question} {A} {B} {C} {D} {0}", "unknown placeholder(s) {0}"),
+])
+def test_prompt_templates_that_cannot_fill_in_are_named(template, message):
+    from mcq_dataset import PromptOptions, check_prompt_options
+
+    problems = check_prompt_options(PromptOptions(user_template=template))
+    assert any(message in p for p in problems), problems
+    assert check_prompt_options(PromptOptions(user_template="{{x}} {question} {A} {B} {C} {D}")) == []
 
 
 def test_header_spelling_is_forgiven(tmp_path):

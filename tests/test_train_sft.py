@@ -354,3 +354,21 @@ def test_padding_free_batches_are_refused_by_the_trainer(tiny_model_dir, sample_
         with pytest.raises(train_sft.ConfigError, match="questions would attend to each other"):
             train_sft.check_config(script_args, training_args)
         setattr(training_args, option, False)
+
+
+def test_extra_training_files_join_the_training_rows_only_at_their_weight(tiny_model_dir, sample_dir, tmp_path):
+    import pandas as pd
+
+    extra = tmp_path / "public.csv"
+    rows = pd.read_csv(sample_dir / "train.csv", dtype=str)
+    script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path / "out")
+    _, val = train_sft.load_splits(script_args, training_args.seed)
+    public = pd.concat([rows.head(40).assign(question=lambda f: "公开题" + f["question"]), val.head(5)])
+    public.assign(ID=[f"pub{i}" for i in range(len(public))]).to_csv(extra, index=False)  # 40 new questions and 5 that are validation questions of train_file
+    script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path / "out",
+                                            "--extra_train_files", extra, "--extra_train_weights", 0.5)
+    train, val_again = train_sft.load_splits(script_args, training_args.seed)
+    assert val_again.equals(val)  # validation comes from train_file alone
+    counts = train["source"].value_counts()
+    assert counts[str(extra)] == 20 and counts[script_args.train_file] == len(rows) - len(val)
+    assert not set(train[train["source"] == str(extra)]["question"]) & set(val["question"])  # no leak

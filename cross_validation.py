@@ -1,0 +1,152 @@
+"""k-fold training: K adapters, each validated on its own fold; out-of-fold predictions and a CV report.
+
+    python train_sft.py --config configs/qwen2.5-14b-4090.yaml --train_file train.csv --folds 5
+    python train_sft.py --config configs/qwen2.5-14b-4090.yaml --train_file train.csv --folds 5 --fold 2  # one fold
+
+The folds of train_file are stratified by answer letter (and by subject where the file has one) and seeded.
+Fold i trains on the other folds into ``<output_dir>/fold-<i>/`` (a complete training run: adapter, checkpoints,
+summary, ``validation_predictions.csv`` for its own fold). A fold whose finished run has this run's identity is
+not trained again; an interrupted fold resumes with ``--resume true`` under the sealed-checkpoint rules. When
+every fold is done, ``<output_dir>/oof_predictions.csv`` holds every training row exactly once, and
+``cv_summary.json`` / ``cv_report.md`` give per-fold and out-of-fold accuracy (overall, per subject, per letter)
+with its standard error. Answer the test file with every fold at once:
+``python infer.py --model_path <output_dir> ...`` averages the folds' probabilities.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from mcq_dataset import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN, assign_folds
+
+logger = logging.getLogger(__name__)
+
+
+def fold_dir(output_dir: str | Path, fold: int) -> Path:
+    return Path(output_dir) / f"fold-{fold}"
+
+
+def fold_adapters(output_dir: str | Path) -> list[Path]:
+    """The adapters of a k-fold run's finished folds, in fold order ([] when it is not a k-fold run)."""
+    folders = sorted(Path(output_dir).glob("fold-*/adapter/adapter_config.json"),
+                     key=lambda p: int(p.parent.parent.name.split("-")[1]) if p.parent.parent.name[5:].isdigit() else -1)
+    return [p.parent for p in folders]
+
+
+def fold_finished(folder: Path, identity: dict) -> bool:
+    """A fold counts as done only when its run finished with exactly this identity."""
+    summary, predictions = folder / "training_summary.json", folder / "validation_predictions.csv"
+    if not (summary.is_file() and predictions.is_file()):
+        return False
+    try:
+        return json.loads(summary.read_text(encoding="utf-8")).get("run_identity") == identity
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def train_folds(script_args, training_args, backend: str) -> dict:
+    """Train the asked-for folds (all, or --fold i), skipping finished ones; write the CV outputs when all are done."""
+    from train_sft import load_splits, load_training_file, train_locked, training_run_identity
+
+    frame = load_training_file(script_args)
+    assignment = pd.Series(assign_folds(frame, script_args.folds, training_args.seed), index=frame.index)
+    todo = [script_args.fold] if script_args.fold is not None else list(range(script_args.folds))
+    for fold in todo:
+        fold_script = dataclasses.replace(script_args, fold=fold)
+        fold_training = copy.deepcopy(training_args)
+        fold_training.output_dir = str(fold_dir(training_args.output_dir, fold))
+        if fold_finished(Path(fold_training.output_dir), training_run_identity(fold_script, fold_training)):
+            logger.info("fold %d of %d is already trained with these settings: kept", fold, script_args.folds)
+            continue
+        logger.info("fold %d of %d: %d training rows, %d validation rows", fold, script_args.folds,
+                    int((assignment != fold).sum()), int((assignment == fold).sum()))
+        train, val = load_splits(fold_script, training_args.seed, frame[assignment != fold].reset_index(drop=True),
+                                 frame[assignment == fold].reset_index(drop=True))
+        train_locked(fold_script, fold_training, backend, train, val)
+    if not training_args.should_save:
+        return {"rank": training_args.process_index}
+    return write_cv_outputs(Path(training_args.output_dir), frame, script_args.folds)
+
+
+def read_fold_predictions(output_dir: Path, folds: int) -> tuple[list[pd.DataFrame], list[int]]:
+    found, missing = [], []
+    for fold in range(folds):
+        path = fold_dir(output_dir, fold) / "validation_predictions.csv"
+        if path.is_file():
+            found.append(pd.read_csv(path, dtype={"ID": str, "answer": str, "true_answer": str}, keep_default_na=False)
+                         .assign(fold=fold))
+        else:
+            missing.append(fold)
+    return found, missing
+
+
+def out_of_fold(frame: pd.DataFrame, parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Every training row exactly once, in the training file's order (an error if the folds do not cover it)."""
+    oof = pd.concat(parts, ignore_index=True)
+    counts = oof["ID"].value_counts()
+    if (counts > 1).any() or set(oof["ID"]) != set(frame["ID"]):
+        raise RuntimeError(f"the fold predictions do not cover the training rows once each ({int((counts > 1).sum())} "
+                           f"repeated, {len(set(frame['ID']) - set(oof['ID']))} missing)")
+    return oof.set_index("ID").loc[frame["ID"]].reset_index()
+
+
+def accuracy_with_error(correct: pd.Series) -> dict:
+    n = len(correct)
+    share = float(correct.mean()) if n else float("nan")
+    return {"rows": n, "accuracy": round(share, 4),
+            "standard_error": round(math.sqrt(share * (1 - share) / n), 4) if n else None}
+
+
+def cv_summary(oof: pd.DataFrame, folds: int) -> dict:
+    correct = oof["answer"] == oof[f"true_{ANSWER_COLUMN}"]
+    summary = {"folds": folds, "out_of_fold": accuracy_with_error(correct),
+               "per_fold": {int(f): accuracy_with_error(correct[oof["fold"] == f]) for f in sorted(oof["fold"].unique())},
+               "per_letter": {letter: accuracy_with_error(correct[oof[f"true_{ANSWER_COLUMN}"] == letter])
+                              for letter in LETTERS},
+               "predicted_letters": {letter: int((oof["answer"] == letter).sum()) for letter in LETTERS}}
+    if SUBJECT_COLUMN in oof:
+        summary["per_subject"] = {str(s): accuracy_with_error(correct[oof[SUBJECT_COLUMN] == s])
+                                  for s in sorted(oof[SUBJECT_COLUMN].unique())}
+    return summary
+
+
+def render_cv_report(summary: dict) -> str:
+    oof = summary["out_of_fold"]
+    lines = [f"# Cross-validation: {summary['folds']} folds", "",
+             f"- **out-of-fold accuracy: {oof['accuracy']:.2%} ± {oof['standard_error']:.2%}** (standard error, "
+             f"{oof['rows']} questions; each fold's best checkpoint was chosen on that fold, so this is slightly "
+             "optimistic)", "", "| fold | questions | accuracy |", "| --- | --- | --- |"]
+    lines += [f"| {f} | {v['rows']} | {v['accuracy']:.2%} |" for f, v in summary["per_fold"].items()]
+    lines += ["", "| true letter | questions | accuracy | predicted as this letter |", "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | {v['rows']} | {v['accuracy']:.2%} | {summary['predicted_letters'][k]} |"
+              for k, v in summary["per_letter"].items()]
+    if "per_subject" in summary:
+        lines += ["", "| subject | questions | accuracy |", "| --- | --- | --- |"]
+        lines += [f"| {s} | {v['rows']} | {v['accuracy']:.2%} |" for s, v in summary["per_subject"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_cv_outputs(output_dir: Path, frame: pd.DataFrame, folds: int) -> dict:
+    """oof_predictions.csv, cv_summary.json and cv_report.md once every fold is done; else what is missing."""
+    from run_folder import write_atomic, write_csv_atomic, write_json_atomic
+
+    parts, missing = read_fold_predictions(output_dir, folds)
+    if missing:
+        logger.info("folds %s are not trained yet: the out-of-fold report is written when they are",
+                    ", ".join(map(str, missing)))
+        return {"folds": folds, "folds_missing": missing}
+    oof = out_of_fold(frame, parts)
+    write_csv_atomic(oof, output_dir / "oof_predictions.csv")
+    summary = cv_summary(oof, folds)
+    write_json_atomic(summary, output_dir / "cv_summary.json")
+    write_atomic(output_dir / "cv_report.md", render_cv_report(summary))
+    logger.info("out-of-fold accuracy %.2f%% ± %.2f%% over %d folds (%s)", 100 * summary["out_of_fold"]["accuracy"],
+                100 * summary["out_of_fold"]["standard_error"], folds, output_dir / "cv_report.md")
+    return summary

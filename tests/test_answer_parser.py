@@ -1,11 +1,28 @@
-"""answer_parser: realistic Chinese and English replies -> letter (or None, never a guess)."""
+"""answer_parser: realistic Chinese and English replies -> letter (or None, never a guess).
 
+Example lists first (kept as strict as they were when written), then rejections, Traditional Chinese,
+the Traditional->Simplified table, metamorphic properties drawn by Hypothesis, and the command line.
+"""
+
+import re
 import subprocess
 import sys
+import time
+import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import answer_parser
 from answer_parser import parse_answer, parse_answer_with_rule
+
+try:  # dev-only (requirements-dev.txt): the parser itself never uses it
+    import opencc
+except ImportError:
+    opencc = None
+TO_TRADITIONAL = [opencc.OpenCC(config) for config in ("s2t", "s2tw", "s2hk")] if opencc else []
+needs_opencc = pytest.mark.skipif(opencc is None, reason="opencc is not installed")
 
 CASES = [
     # bare and leading letters
@@ -127,3 +144,362 @@ def test_cli_prints_letter_and_rule():
     out = subprocess.run([sys.executable, "answer_parser.py", "这题考查维生素C的作用，我无法确定。"], capture_output=True,
                          text=True, check=True).stdout
     assert out.split()[0] == "-" and "hedge" in out
+
+
+# --- rejected letters are never the answer ---------------------------------------------------------------
+
+COMMITTED_AND_REJECTED = [
+    ("答案是C，不是A", "C"), ("不是A，答案是C", "C"), ("排除A和B，选C", "C"), ("The answer is C, not A.", "C"),
+    ("It is not A. The answer is D.", "D"), ("答案不是B，而是D。", "D"), ("不应选A，应选B。", "B"),
+    ("所以是C，不是A。", "C"), ("所以是C，而不是A。", "C"), ("应该选C，而不是A", "C"), ("答案是C而不是A", "C"),
+    ("It's C rather than A.", "C"), ("It's C, not A.", "C"), ("So it's B (not D).", "B"), ("B, not D", "B"),
+    ("答案为C。A错误。", "C"), ("A和B都不对，选C", "C"), ("A、B、D三项说法均有误，故选C。", "C"),
+    ("我认为答案不是A，是B", "B"), ("The answer isn't A, it's B.", "B"), ("It's neither A nor B, so C.", "C"),
+    ("Not A or B. The answer is C.", "C"), ("It can't be A, so it must be B.", "B"),
+    ("I wouldn't pick A; I'd pick C.", "C"), ("A is wrong. The answer is B.", "B"),
+    ("除了A以外，其余选项都与题意不符，故选A。", "A"),  # an exclusion before a later commitment: the commitment stands
+    ("答案：A。解析：A项说法错误，B项正确……本题要求选出错误的一项。", "A"),  # a judgement after the answer
+    ("答案是A。不对，答案不是A，应该是C。", "C"),  # a later denial takes the first answer back
+    ("首先排除A和D，B与题意不符，所以正确答案是C。", "C"), ("不可能是A，答案是C", "C"),
+    ("不是\\boxed{A}，而是\\boxed{C}", "C"), ("答案无非是A", "A"),
+    ("Not A, but C.", "C"), ("I don't think it's A. I choose B.", "B"), ("neither A nor B; the answer is C", "C"),
+]
+
+ONLY_REJECTED = [  # every letter is denied or excluded: None, reason "rejected"
+    "答案不是A", "不选B", "答案并非C。", "我不会选D。", "不应选A", "不能选B", "不可能是C", "排除A和B。", "除了A", "没有选C",
+    "别选D", "非A", "答案不为B", "The answer is not A.", "It isn't B.", "It's not C.", "Never D.", "Definitely not A.",
+    "It can't be B.", "It cannot be C.", "I don't choose D.", "I won't choose A.", "except B", "other than C",
+    "instead of D", "rather than A", "excluding B", "neither A nor B", "不是A，也不是B。", "答案不是\\boxed{A}",
+    "答案：不是A", "Answer: not B",
+]
+
+JUDGED_WRONG = [  # letters judged wrong are never the answer
+    "A错误", "A is wrong", "A不正确", "A不对。", "A是错的。", "B项说法错误。", "C is incorrect.", "A and B are wrong.",
+    "D is not correct.", "C. 错误", "A、B、D均不正确", "B can be ruled out.",
+]
+
+
+@pytest.mark.parametrize("text,expected", COMMITTED_AND_REJECTED)
+def test_commitment_wins_over_rejected_letters(text, expected):
+    assert parse_answer(text) == expected
+
+
+@pytest.mark.parametrize("text", ONLY_REJECTED)
+def test_only_rejected_letters_give_none(text):
+    assert parse_answer_with_rule(text) == answer_parser.ParsedAnswer(None, "unparsed:rejected")
+
+
+@pytest.mark.parametrize("text", JUDGED_WRONG)
+def test_letters_judged_wrong_are_not_answers(text):
+    parsed = parse_answer_with_rule(text)
+    assert parsed.letter is None and parsed.rule.startswith("unparsed:")
+
+
+@pytest.mark.parametrize("text", ["非A即B", "不是A就是B"])
+def test_either_or_idioms_are_several_letters(text):
+    assert parse_answer_with_rule(text).rule == "unparsed:several_letters"
+
+
+def test_negated_option_text_is_not_the_answer():
+    options = ["北京", "上海", "广州", "深圳"]
+    assert parse_answer_with_rule("我觉得不是上海。", options) == answer_parser.ParsedAnswer(None, "unparsed:rejected")
+    assert parse_answer("是上海，不是北京。", options) == "B"
+    assert parse_answer("不是北京，是上海", options) == "B"
+
+
+# --- Traditional Chinese and full-width forms ------------------------------------------------------------
+
+TRADITIONAL_CASES = [
+    ("選B。", "B"), ("答案為B", "B"), ("答案爲B", "B"), ("【答案】A", "A"), ("【答案】：B", "B"), ("正確答案是C", "C"),
+    ("應選D", "D"), ("正確選項為：Ｃ", "C"), ("我選擇B", "B"), ("這題選A", "A"), ("答案應該是B", "B"),
+    ("綜上所述，本題選B。", "B"), ("因此，正確的一項是D。", "D"), ("A項錯誤，B項錯誤，C項正確，D項錯誤。", "C"),
+    ("答案是C，不是A", "C"), ("並非A，而是C", "C"), ("答案為C，並非A", "C"), ("排除A與B，選C", "C"),
+    ("不選A，選C", "C"), ("這題考查C語言的指針運算，正確答案是B。", "B"), ("答案：C。維生素C缺乏會導致壞血病。", "C"),
+]
+TRADITIONAL_UNPARSEABLE = [  # (Traditional, Simplified): the same None and the same reason
+    ("可能是A吧", "可能是A吧"), ("無法確定", "无法确定"), ("不確定", "不确定"), ("答案可能是C。", "答案可能是C。"),
+    ("答案是A還是B？", "答案是A还是B？"), ("是C嗎？", "是C吗？"), ("答案不是A", "答案不是A"), ("並非A", "并非A"),
+    ("不選B", "不选B"), ("排除C", "排除C"), ("除了D", "除了D"), ("沒有選A", "没有选A"), ("別選B", "别选B"),
+    ("不應選C", "不应选C"), ("不會選D", "不会选D"), ("A錯誤", "A错误"), ("A不正確", "A不正确"), ("維生素C", "维生素C"),
+    ("這題考查維生素C的作用，我無法確定。", "这题考查维生素C的作用，我无法确定。"), ("C語言是一種程式語言。", "C语言是一种编程语言。"),
+    ("A股市場今天上漲了。", "A股市场今天上涨了。"), ("B超檢查沒有輻射。", "B超检查没有辐射。"), ("A和B都對。", "A和B都对。"),
+    ("題目資訊不足，無法判斷。", "题目信息不足，无法判断。"), ("我猜是D吧。", "我猜是D吧。"), ("A、B、C、D都有道理。", "A、B、C、D都有道理。"),
+    ("你是想問C選項的含義嗎？", "你是想问C选项的含义吗？"), ("這題我不確定，也許選A。", "这题我不确定，也许选A。"),
+]
+
+
+@pytest.mark.parametrize("text,expected", TRADITIONAL_CASES)
+def test_reads_traditional_like_simplified(text, expected):
+    assert parse_answer(text) == expected
+
+
+@pytest.mark.parametrize("traditional,simplified", TRADITIONAL_UNPARSEABLE)
+def test_traditional_unparseable_stays_unparsed_for_the_same_reason(traditional, simplified):
+    parsed = parse_answer_with_rule(traditional)
+    assert parsed.letter is None and parsed.rule.startswith("unparsed:")
+    assert parsed == parse_answer_with_rule(simplified)
+
+
+def test_simplified_bracketed_answer_label():
+    assert parse_answer_with_rule("【答案】A") == answer_parser.ParsedAnswer("A", "answer_phrase")
+
+
+def _grammar_sources():
+    """Every pattern and word list the parser matches with (the table must cover their characters)."""
+    for name, value in vars(answer_parser).items():
+        if name in ("_TRADITIONAL", "_SIMPLIFIED") or not name.startswith("_") or name.startswith("__"):
+            continue
+        if isinstance(value, re.Pattern):
+            yield value.pattern
+        elif isinstance(value, str):
+            yield value
+        elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+            yield from value
+
+
+def _grammar_characters():
+    return sorted({char for source in _grammar_sources() for char in source if "\u4e00" <= char <= "\u9fff"})
+
+
+def test_table_is_a_one_to_one_character_map():
+    assert len(answer_parser._TRADITIONAL) == len(answer_parser._SIMPLIFIED) == len(set(answer_parser._TRADITIONAL))
+    # a Traditional character that is itself grammar would be rewritten into another word
+    assert not set(answer_parser._TRADITIONAL) & set(_grammar_characters())
+
+
+# The grammar's words in Traditional script, written by hand (the check that runs without opencc).
+TRADITIONAL_GRAMMAR_WORDS = [
+    ("選擇", "选择"), ("答案為", "答案为"), ("答案爲", "答案为"), ("答案則是", "答案则是"), ("應當", "应当"), ("應選", "应选"),
+    ("C項", "C项"), ("兩項", "两项"), ("一個", "一个"), ("A與B", "A与B"), ("還是", "还是"), ("是C嗎", "是C吗"),
+    ("不對", "不对"), ("錯誤", "错误"), ("有誤", "有误"), ("不科學", "不科学"), ("內容", "内容"), ("敘述", "叙述"),
+    ("敍述", "叙述"), ("觀點", "观点"), ("顯然", "显然"), ("並非", "并非"), ("絕非", "绝非"), ("等於", "等于"),
+    ("不會選", "不会选"), ("不該選", "不该选"), ("沒有選", "没有选"), ("別選", "别选"), ("除開", "除开"), ("不認為", "不认为"),
+    ("不覺得", "不觉得"), ("無法確定", "无法确定"), ("難以判斷", "难以判断"), ("不好說", "不好说"), ("説不準", "说不准"),
+    ("拿不準", "拿不准"), ("也許", "也许"), ("或許", "或许"), ("估計", "估计"), ("大約", "大约"), ("這", "这"),
+]
+
+
+@pytest.mark.parametrize("traditional,simplified", TRADITIONAL_GRAMMAR_WORDS)
+def test_table_reads_hand_written_traditional_grammar_words(traditional, simplified):
+    assert answer_parser.normalise_script(traditional) == simplified
+    assert set(simplified) - set("ABC") <= set(_grammar_characters())  # the words are the parser's own
+
+
+def test_full_width_and_traditional_are_normalised_together():
+    assert answer_parser.normalise_script("正確選項為：Ｃ") == "正确选项为:C"
+
+
+@needs_opencc
+def test_table_covers_every_grammar_character_opencc():
+    characters = _grammar_characters()
+    assert len(characters) > 50  # the sources were found
+    for convert in TO_TRADITIONAL:
+        for char in characters:
+            assert answer_parser.normalise_script(convert.convert(char)) == char, (char, convert.convert(char))
+        for source in _grammar_sources():  # words convert in context (并非 -> 並非), so whole sources too
+            assert answer_parser.normalise_script(convert.convert(source)) == unicodedata.normalize("NFKC", source)
+
+
+@needs_opencc
+@pytest.mark.parametrize("text,expected", CASES + COMMITTED_AND_REJECTED)
+def test_traditional_form_of_every_case_gives_the_same_letter(text, expected):
+    for convert in TO_TRADITIONAL:
+        assert parse_answer(convert.convert(text)) == expected
+
+
+@needs_opencc
+@pytest.mark.parametrize("text", [t for t in UNPARSEABLE if t] + ONLY_REJECTED + JUDGED_WRONG)
+def test_traditional_form_of_every_unparseable_case_stays_unparsed(text):
+    for convert in TO_TRADITIONAL:
+        assert parse_answer_with_rule(convert.convert(text)) == parse_answer_with_rule(text)
+
+
+# --- metamorphic properties ------------------------------------------------------------------------------
+# A template commits to the letter put for {L}; its paired negation rejects it; its hand-written Traditional
+# form (used even without opencc) commits the same way. "prefix"/"suffix": text may stand before/after it
+# (a leading letter must start the reply, a conclusion must end it).
+
+
+def template(committed, negated, traditional, prefix=True, suffix=True):
+    return {"committed": committed, "negated": negated, "traditional": traditional, "prefix": prefix, "suffix": suffix}
+
+
+TEMPLATES = [
+    template("答案是{L}", "答案不是{L}", "答案是{L}"),
+    template("答案为{L}。", "答案并非{L}。", "答案為{L}。"),
+    template("故选{L}", "故不选{L}", "故選{L}"),
+    template("正确选项为{L}。", "正确选项不是{L}。", "正確選項為{L}。"),
+    template("经过分析，应选{L}", "经过分析，不应选{L}", "經過分析，應選{L}"),
+    template("我选择{L}", "我不会选{L}", "我選擇{L}"),
+    template("正确答案是（{L}）。", "正确答案不可能是（{L}）。", "正確答案是（{L}）。"),
+    template("【答案】{L}", "【答案】不是{L}", "【答案】{L}"),
+    template("综上所述，本题选{L}。", "综上所述，本题别选{L}。", "綜上所述，本題選{L}。"),
+    template("答案应该是{L}", "答案应该不是{L}", "答案應該是{L}"),
+    template("{L}项正确。", "{L}项错误。", "{L}項正確。"),
+    template("所以是{L}。", "所以并非{L}。", "所以是{L}。", suffix=False),
+    template("因此，我们应该选{L}", "因此，我们应该排除{L}", "因此，我們應該選{L}", suffix=False),
+    template("\\boxed{{L}}", "答案不是\\boxed{{L}}", "\\boxed{{L}}"),
+    template("The answer is {L}.", "The answer is not {L}.", "The answer is {L}."),
+    template("The correct answer is ({L}).", "The correct answer isn't ({L}).", "The correct answer is ({L})."),
+    template("I choose {L}", "I would never choose {L}", "I choose {L}"),
+    template("I'll go with option {L}.", "I won't go with option {L}.", "I'll go with option {L}."),
+    template("Answer: {L}", "Answer: not {L}", "Answer: {L}"),
+    template("{L} is correct.", "{L} is wrong.", "{L} is correct."),
+    template("So it's {L}.", "So it's not {L}.", "So it's {L}.", suffix=False),
+    template("{L}", "不是{L}", "{L}", prefix=False),
+    template("{L}. 北京是中国的首都。", "排除{L}。北京是中国的首都。", "{L}. 北京是中國的首都。", prefix=False),
+    template("{L}) Paris", "Not {L}) Paris", "{L}) Paris", prefix=False),
+]
+NEUTRAL_SENTENCES = [
+    "让我们逐项分析。", "这道题考查的是历史知识。", "根据题干信息，", "经过仔细思考，", "首先，我们需要理解题意。\n",
+    "这道题问的是什么？", "Let me think step by step. ", "Looking at the options carefully, ", "Good question!\n",
+    "題目考查的是地理常識。", "解析：本题考查细胞结构。\n",
+]
+NEUTRAL_AFTER = [
+    "如果你还有其他问题，欢迎继续提问！", "这是因为题干中给出了关键信息。", "Hope this helps.", "解析：略。",
+    "其余选项与题意无关。", "Let me know if you have other questions!",
+]
+SAFE_HAN = "天地人山水日月星风云花草树木鸟鱼虫春夏秋冬东西南北"  # no grammar, no hedge
+JOINERS = ["", " ", "\n", "\n\n"]
+
+letters = st.sampled_from("ABCD")
+prefixes = st.one_of(
+    st.just(""),
+    st.lists(st.sampled_from(NEUTRAL_SENTENCES), min_size=1, max_size=3).map("".join),
+    st.text(alphabet=SAFE_HAN, min_size=1, max_size=12).map(lambda words: words + "。"),
+)
+suffixes = st.one_of(
+    st.just(""),
+    st.lists(st.sampled_from(NEUTRAL_AFTER), min_size=1, max_size=2).map(lambda parts: "\n" + "".join(parts)),
+    st.text(alphabet=SAFE_HAN, min_size=1, max_size=12).map(lambda words: "。" + words + "。"),
+)
+letter_styles = st.sampled_from(["{}", "**{}**", "full-width"])
+
+
+def styled(letter, style):
+    return chr(ord(letter) + 0xFEE0) if style == "full-width" else style.format(letter)
+
+
+def fill(text, letter, placeholder="{L}"):
+    return text.replace(placeholder, letter)
+
+
+def surround(body, tmpl, prefix, joiner, suffix):
+    return (prefix + joiner if tmpl["prefix"] else "") + body + (suffix if tmpl["suffix"] else "")
+
+
+def traditional_forms(text):
+    return [convert.convert(text) for convert in TO_TRADITIONAL]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(TEMPLATES), letters, letter_styles, prefixes, st.sampled_from(JOINERS), suffixes)
+def test_committed_reply_gives_its_letter(tmpl, letter, style, prefix, joiner, suffix):
+    reply = surround(fill(tmpl["committed"], styled(letter, style)), tmpl, prefix, joiner, suffix)
+    assert parse_answer(reply) == letter, reply
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(TEMPLATES), letters, letter_styles, prefixes, st.sampled_from(JOINERS), suffixes)
+def test_negated_reply_never_gives_the_letter(tmpl, letter, style, prefix, joiner, suffix):
+    reply = surround(fill(tmpl["negated"], styled(letter, style)), tmpl, prefix, joiner, suffix)
+    parsed = parse_answer_with_rule(reply)
+    assert parsed.letter is None and parsed.rule.startswith("unparsed:"), (reply, parsed)
+    for traditional in traditional_forms(reply):
+        assert parse_answer(traditional) is None, traditional
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(TEMPLATES), letters, prefixes, st.sampled_from(JOINERS), suffixes)
+def test_traditional_reply_gives_the_same_letter(tmpl, letter, prefix, joiner, suffix):
+    simplified = surround(fill(tmpl["committed"], letter), tmpl, prefix, joiner, suffix)
+    hand_written = surround(fill(tmpl["traditional"], letter), tmpl, prefix, joiner, suffix)
+    assert parse_answer(hand_written) == parse_answer(simplified) == letter, hand_written
+    for traditional in traditional_forms(simplified):
+        assert parse_answer(traditional) == letter, traditional
+
+
+REJECT_AFTER = [
+    "，不是{M}。", "，而不是{M}。", "，并非{M}。", "，不选{M}。", "。排除{M}。", "。{M}错误。", "，{M}项不正确。", ", not {M}.",
+    " rather than {M}.", ". It is not {M}.", ". {M} is wrong.", " (not {M})", "，而非{M}", "。除了{M}。",
+]
+REJECT_BEFORE = [
+    "不是{M}。", "排除{M}，", "{M}错误，", "{M}不对。", "首先排除{M}。", "It is not {M}. ", "{M} is wrong. ", "Not {M}. ",
+    "并非{M}，", "不应选{M}，", "I wouldn't choose {M}. ", "{M}项说法有误；",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(TEMPLATES), st.permutations("ABCD"), st.booleans(), st.data())
+def test_commitment_with_a_rejection_gives_the_committed_letter(tmpl, order, rejection_first, data):
+    letter, other = order[0], order[1]
+    if rejection_first and tmpl["prefix"]:
+        reply = fill(data.draw(st.sampled_from(REJECT_BEFORE)), other, "{M}") + fill(tmpl["committed"], letter)
+    else:
+        committed = fill(tmpl["committed"], letter).rstrip("。.")
+        reply = committed + fill(data.draw(st.sampled_from(REJECT_AFTER)), other, "{M}")
+    assert parse_answer(reply) == letter, reply
+    for traditional in traditional_forms(reply):
+        assert parse_answer(traditional) == letter, traditional
+
+
+NAMES_WITH_LETTERS = ["维生素C", "維生素C", "C语言", "C語言", "A股", "B超", "DNA", "Vitamin C", "Type A", "Hepatitis B",
+                      "Plan B", "ABCD", "CD", "A4纸", "BBC", "B族维生素"]
+GRAMMAR_WITHOUT_LETTERS = ["答案是", "故选", "正确答案为", "The answer is ", "I choose ", "选", "是", "，", "。", " ", "\n",
+                           "所以", "应该是", "So it's ", "项正确", "正确", " is correct", "：", "（", "）", "答案：", "選"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(NAMES_WITH_LETTERS + GRAMMAR_WITHOUT_LETTERS + NEUTRAL_SENTENCES), max_size=8))
+def test_letters_inside_names_never_give_an_answer(parts):
+    reply = "".join(parts)
+    assert parse_answer(reply) is None, reply
+
+
+def stands_alone_somewhere(text, letter):
+    """The letter (any case, any width) occurs at least once with no Latin letter or digit beside it."""
+    plain = answer_parser.clean_reply(text)
+    return any(re.search(rf"(?<![A-Za-z0-9]){form}(?![A-Za-z0-9])", plain) for form in (letter, letter.lower()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=40),
+                 st.lists(st.sampled_from(NAMES_WITH_LETTERS + GRAMMAR_WITHOUT_LETTERS + list("ABCDabcd")
+                                          + ["不是", "not ", "排除", "吗？", "可能"]), max_size=10).map("".join)))
+def test_an_answer_letter_always_stands_alone_in_the_reply(reply):
+    letter = parse_answer(reply)
+    assert letter is None or stands_alone_somewhere(reply, letter), (reply, letter)
+
+
+@pytest.mark.parametrize("reply", ["答案是" + "\n" * 3000 + "。", "not" + " " * 3000 + "A。" + "A、" * 2000,
+                                   "A、" * 3000 + "错误", "不是A和" * 2000 + "B", "Vitamin" + " " * 3000 + "C"])
+def test_long_degenerate_replies_parse_quickly(reply):
+    # runs of spaces or letters once made the regular expressions backtrack for minutes
+    started = time.perf_counter()
+    parse_answer_with_rule(reply)
+    assert time.perf_counter() - started < 5
+
+
+# --- command line ----------------------------------------------------------------------------------------
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "answer_parser.py", *args], capture_output=True, text=True, check=False)
+
+
+def test_cli_help_exits_zero():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "usage:" in result.stdout and "TEXT" in result.stdout
+
+
+def test_cli_without_a_reply_prints_usage_and_exits_two():
+    result = run_cli()
+    assert result.returncode == 2 and result.stdout == "" and "usage:" in result.stderr
+
+
+def test_cli_reads_several_replies_and_options():
+    result = run_cli("答案不是A", "答案为B")
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == ["-  (unparsed: rejected)", "B  (rule: answer_phrase)"]
+    result = run_cli("--options", "北京", "上海", "广州", "深圳", "我觉得是上海")
+    assert result.stdout.splitlines() == ["B  (rule: option_text)"]

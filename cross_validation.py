@@ -70,9 +70,30 @@ def train_folds(script_args, training_args, backend: str) -> dict:
         train, val = load_splits(fold_script, training_args.seed, frame[assignment != fold].reset_index(drop=True),
                                  frame[assignment == fold].reset_index(drop=True))
         train_locked(fold_script, fold_training, backend, train, val)
+        release_gpu_memory()
     if not training_args.should_save:
         return {"rank": training_args.process_index}
     return write_cv_outputs(Path(training_args.output_dir), frame, script_args.folds)
+
+
+LEFTOVER_WARNING_GB = 1.0  # more than this still allocated after a fold means the next fold trains with less
+
+
+def release_gpu_memory() -> None:
+    """Free the finished fold's model before the next one loads; say so when memory stays taken."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if not torch.cuda.is_available():
+        return
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    left = torch.cuda.memory_allocated() / 2**30
+    if left > LEFTOVER_WARNING_GB:
+        logger.warning("%.1f GiB of GPU memory is still in use after the fold; if the next fold runs out of memory, "
+                       "train the folds in separate processes (--fold i, one command per fold)", left)
 
 
 def read_fold_predictions(output_dir: Path, folds: int) -> tuple[list[pd.DataFrame], list[int]]:

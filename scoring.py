@@ -331,7 +331,7 @@ def score_frame(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = Prom
 # Memory a question needs while it is scored, per prompt token: one layer's transients at a time (the MLP's
 # up/gate activations, the residual stream, keys and values), times this margin for the allocator.
 MEMORY_MARGIN = 1.5
-GENERATION_MARGIN = 1.25  # the generation model counts the cache exactly; the rest is allocator slack
+GENERATION_MARGIN = 1.5  # what the generation model leaves out (Unsloth's buffers, allocator slack): bench/RESULTS.md
 MAX_AUTO_BATCH = 128
 CPU_BATCH = 16
 

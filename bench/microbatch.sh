@@ -11,7 +11,11 @@
 #                 three orders take ~11 minutes on a fresh machine, more than one call)
 #   ref           bench_14b.py reference (the reference recipe: training, 48-token generation)
 #   infer         infer.py --config configs/infer-14b-4090.yaml with the adapter of the last training run
-#   gen           the same with --mode generate (the automatic batch from the generation memory model)
+#   gen           the same with --mode generate (the automatic batch from the generation memory model); with no
+#                 training run before it in the call, on the base model (no adapter)
+#   kfold         train_sft.py --config configs/qwen2.5-14b-4090.yaml --folds 2 (MAX_STEPS steps per fold), then
+#                 infer.py with each fold's adapter on the test file, ensemble.py of the two, and infer.py with the
+#                 k-fold folder (both adapters averaged in one pass); each timed in times.txt
 #   infer16       the same inside a cgroup with memory.max=16G (host RAM of a 16 GB machine), if the machine lets
 #                 this process create one; the cgroup's memory.peak and events are kept
 #   device tool, kind nvidia-h200, carry [.gpu, .benchdata]:   RUNS="b32 b16 ref" bash bench/microbatch.sh
@@ -45,8 +49,19 @@ for run in ${RUNS:-b32 b16 ref}; do
            --n-ref-train ${N_REF_TRAIN:-128} --n-ref-generate ${N_REF_GENERATE:-8} > "$OUT/$name.log" 2>&1 ;;
     infer) "${INFER[@]}" --model_path "$ADAPTER" --output_file /tmp/$name.csv > "$OUT/$name.log" 2>&1
            cp /tmp/${name}_run/report.json "$OUT/$name.json" ;;
-    gen) "${INFER[@]}" --mode generate --model_path "$ADAPTER" --output_file /tmp/$name.csv > "$OUT/$name.log" 2>&1
+    gen) "${INFER[@]}" --mode generate --model_path "${ADAPTER:-/tmp/q14b}" --output_file /tmp/$name.csv > "$OUT/$name.log" 2>&1
          cp /tmp/${name}_run/report.json "$OUT/$name.json" ;;
+    kfold)
+      "${TRAIN[@]}" --folds 2 --output_dir /tmp/m_kfold > "$OUT/kfold_train.log" 2>&1; lap "kfold_train"
+      cp /tmp/m_kfold/cv_summary.json "$OUT/kfold_cv.json"
+      for f in 0 1; do cp /tmp/m_kfold/fold-$f/training_summary.json "$OUT/kfold_fold$f.json"
+        "${INFER[@]}" --model_path /tmp/m_kfold/fold-$f/adapter --output_file /tmp/kfold_$f.csv \
+          > "$OUT/kfold_infer$f.log" 2>&1; cp /tmp/kfold_${f}_run/report.json "$OUT/kfold_infer$f.json"
+        lap "kfold_infer$f"; done
+      python3 ensemble.py /tmp/kfold_0_run /tmp/kfold_1_run --output_file /tmp/kfold_ens.csv > "$OUT/kfold_ens.log" 2>&1
+      lap "kfold_ensemble"; cp /tmp/kfold_ens_ensemble/ensemble_report.json "$OUT/kfold_ens.json"
+      "${INFER[@]}" --model_path /tmp/m_kfold --output_file /tmp/kfold_all.csv > "$OUT/kfold_all.log" 2>&1
+      cp /tmp/kfold_all_run/report.json "$OUT/kfold_all.json" ;;
     infer16)
       CG=/sys/fs/cgroup/mcq16
       if mkdir -p $CG 2>"$OUT/$name.cgroup.txt" && echo 16G > $CG/memory.max 2>>"$OUT/$name.cgroup.txt"; then

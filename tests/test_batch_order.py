@@ -59,14 +59,3 @@ def test_length_grouped_batches_carry_less_padding_than_random_ones(tiny_model_d
         if order == "group_by_length":
             assert widths[0] == max(widths)  # the longest batch first: running out of memory shows at once
     assert shares["group_by_length"] < shares["random"] / 2, shares
-
-
-def test_where_the_embedding_is_kept_does_not_block_a_resume_but_the_batch_order_does(tiny_model_dir, sample_dir,
-                                                                                       tmp_path):
-    from checkpoints import training_fingerprint
-
-    def fingerprint(*extra):
-        return training_fingerprint(*train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, *extra))
-
-    assert fingerprint("--offload_embedding", "true") == fingerprint("--offload_embedding", "false")
-    assert fingerprint("--train_sampling_strategy", "group_by_length") != fingerprint()

@@ -70,9 +70,9 @@ def test_bad_inference_invocations(case, trained_run, tmp_path, answered):
     original = test_file.read_bytes()
     out = tmp_path / "submission.csv"
     argv, fragments = {
-        "yaml_syntax": (["--config", write(tmp_path / "c.yaml", "mode: [score\n")], ["c.yaml", "not valid YAML"]),
-        "yaml_unknown_key": (["--config", write(tmp_path / "c.yaml", "modee: score\n")], ["modee"]),
-        "yaml_not_a_mapping": (["--config", write(tmp_path / "c.yaml", "- mode\n")], ["c.yaml"]),
+        "yaml_syntax": (["--config", write(tmp_path / "a.yaml", "mode: [score\n")], ["a.yaml", "not valid YAML"]),
+        "yaml_unknown_key": (["--config", write(tmp_path / "b.yaml", "modee: score\n")], ["modee"]),
+        "yaml_not_a_mapping": (["--config", write(tmp_path / "c.yaml", "- mode\n")], ["c.yaml", "option: value"]),
         "misspelt_backend": (["--backend", "unslothh"], ["--backend must be one of", "unslothh"]),
         "template_field": (["--user_template", "{question} {A} {B} {C} {D} {E}"], ["unknown placeholder", "{E}"]),
         "output_is_test_file": ([], ["would overwrite the input"]),

@@ -103,7 +103,9 @@ def test_training_identity_covers_encoding_and_file_contents(tiny_model_dir, sam
     assert run_identity.changed_keys(base, identity("--encoding", "latin-1")) == ["encoding", "train_file"]
     assert run_identity.changed_keys(base, identity("--learning_rate", "1e-3")) == ["learning_rate"]
     assert run_identity.changed_keys(base, identity("--logging_steps", "7")) == []
-    assert run_identity.changed_keys(base, identity("--offload_embedding", "true")) == []
+    assert run_identity.changed_keys(base, identity("--offload_embedding", "true")) == []  # same weights
+    assert run_identity.changed_keys(base, identity("--train_sampling_strategy", "group_by_length")) == [
+        "train_sampling_strategy"]  # another batch order trains other weights
 
 
 def test_chat_template_counts_by_its_text_whether_inline_or_a_file(tmp_path):

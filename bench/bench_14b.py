@@ -243,6 +243,51 @@ def _eval_qps(summary: dict) -> list[float]:
     return [e["eval_samples_per_second"] for e in summary["log_history"] if "eval_accuracy" in e]
 
 
+# Result key -> (raw file under bench/raw/, the path of keys inside that JSON file; or "times.txt" and the two
+# laps whose difference is the key). A list of such pairs gives a list of values. The calls of the session that
+# restructured run identity, generation batches and k-fold (gen_h200 timed out during its generation run, so its
+# generation figures come from gen2_h200, on the base model without an adapter).
+TABLE = {
+    "generate_14b_qps": ("gen2_h200/gen.json", ["questions_per_second"]),
+    "generate_14b_steady_qps": ("gen2_h200/gen.json", ["answer_timing", "steady_questions_per_second"]),
+    "generate_14b_batch_size": ("gen2_h200/gen.json", ["batch_size"]),
+    "generate_14b_peak_reserved_gb": ("gen2_h200/gen.json", ["gpu_peak_reserved_gb"]),
+    "generate_14b_peak_allocated_gb": ("gen2_h200/gen.json", ["gpu_peak_allocated_gb"]),
+    "generate_14b_unparsed_rows": ("gen2_h200/gen.json", ["unparsed", "count"]),
+    "score_14b_qps_gen_call": ("gen_h200/infer.json", ["questions_per_second"]),
+    "score_14b_steady_qps_gen_call": ("gen_h200/infer.json", ["answer_timing", "steady_questions_per_second"]),
+    "score_14b_batch_size_gen_call": ("gen_h200/infer.json", ["batch_size"]),
+    "score_14b_peak_reserved_gb_gen_call": ("gen_h200/infer.json", ["gpu_peak_reserved_gb"]),
+    "train_14b_6_steps_run_peak_reserved_gb_gen_call": ("gen_h200/b16.json", ["peak_gpu_memory_gb"]),
+    "kfold_14b_seconds_per_fold": [("kfold_h200/kfold_fold0.json", ["seconds"]),
+                                   ("kfold_h200/kfold_fold1.json", ["seconds"])],
+    "kfold_14b_steps_per_fold": ("kfold_h200/kfold_fold0.json", ["steps"]),
+    "kfold_14b_val_rows_per_fold": [("kfold_h200/kfold_fold0.json", ["val_rows"]),
+                                    ("kfold_h200/kfold_fold1.json", ["val_rows"])],
+    "kfold_14b_run_peak_reserved_gb_per_fold": [("kfold_h200/kfold_fold0.json", ["peak_gpu_memory_gb"]),
+                                                ("kfold_h200/kfold_fold1.json", ["peak_gpu_memory_gb"])],
+    "kfold_14b_fold_answer_seconds": [("kfold_h200/kfold_infer0.json", ["total_seconds"]),
+                                      ("kfold_h200/kfold_infer1.json", ["total_seconds"])],
+    "ensemble_14b_seconds": ("kfold_h200/times.txt", ["kfold_infer1", "kfold_ensemble"]),
+}
+
+
+def read_table(raw: Path, table: dict = TABLE) -> dict:
+    """The values TABLE names, read from the raw files."""
+    def one(spec):
+        name, keys = spec
+        if name.endswith("times.txt"):
+            laps = {line.split(" after ")[0]: int(line.split(" after ")[1].split()[0])
+                    for line in (raw / name).read_text().splitlines() if " after " in line}
+            return laps[keys[1]] - laps[keys[0]]
+        value = json.loads((raw / name).read_text())
+        for key in keys:
+            value = value[key]
+        return value
+
+    return {key: [one(s) for s in spec] if isinstance(spec, list) else one(spec) for key, spec in table.items()}
+
+
 def collect(raw: Path, out: Path) -> dict:
     """bench/results.json from the recorded calls (raw files in bench/raw/): the README commands on one-GPU
     H200 machines with nothing else on them (the training recipe as it stands: readme_train_h200 and the three
@@ -416,6 +461,7 @@ def collect(raw: Path, out: Path) -> dict:
     results["score_speedup_vs_ref_gen"] = round(results["recipe_score_qps"] / results["ref_gen_qps"], 1)
     results["score_whole_phase_speedup_vs_ref_gen"] = round(results["recipe_score_whole_phase_qps"]
                                                             / results["ref_gen_qps"], 1)
+    results.update(read_table(raw))
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
 

@@ -171,10 +171,12 @@ _ANSWER_PHRASES = [
     r"(?i:(?:the\s+)?(?:correct|right|best|final)?\s*answer\s*(?:is|would\s+be|should\s+be|:|=|[)\]）】](?:\s*:)?)\s*"
     r"(?:option\s*)?)" + _OPEN + _L,
     r"(?i:i\s*(?:(?:would|will|'ll|'d)\s*)?(?:choose|pick|select|go\s+with)\s*(?:option\s*)?)" + _OPEN + _L,
-    r"(?i:(?:correct|right|best|final)\s+(?:option|choice)\s*(?:is|would\s+be|should\s+be|:)\s*(?:option\s*)?)" + _OPEN + _L,
+    r"(?i:(?:correct|right|best|final)\s+(?:option|choice)\s*"
+    r"(?:is|would\s+be|should\s+be|:)\s*(?:option\s*)?)" + _OPEN + _L,
 ]
 _ANSWER_PHRASE = re.compile("|".join(f"(?:{p})" for p in _ANSWER_PHRASES))
-_LEADING = re.compile(r"^\s*(?:(?:[(\[（【]\s*)?(?:选项|答案|答|(?i:option|answer))\s*(?:[)\]）】]\s*)?(?::\s*)?)?" + _OPEN
+_LEADING = re.compile(r"^\s*(?:(?:[(\[（【]\s*)?(?:选项|答案|答|(?i:option|answer))\s*"
+                      r"(?:[)\]）】]\s*)?(?::\s*)?)?" + _OPEN
                       + r"([A-Da-d])\s*[)\]）】]?"
                       r"(?=$|[\s.。、:;,，；!！)\]）】]|(?:选项|项)\s*(?:$|[.。!！]))")
 _IS_CORRECT = re.compile(
@@ -189,7 +191,8 @@ _CONCLUSION = re.compile(
 _ENUM_AFTER = re.compile(r"\s*(?:[)\]）】]\s*)?(?:[、,，/&+]|和|或者?|与|及|跟|还是|以及|(?i:and|or))\s*(?:选项\s*)?"
                          r"(?:[(\[（]\s*)?([A-D])(?![A-Za-z])")
 # "A、C" lists letters; "非A即C" and "不是A就是C" mean "A or C".
-_ENUM_BEFORE = re.compile(r"(?<![A-Za-z])([A-D])\s*(?:[)\]）】]\s*)?(?:[、,，/&+]|和|或者?|与|及|跟|还是|以及|(?i:and|or))"
+_ENUM_BEFORE = re.compile(r"(?<![A-Za-z])([A-D])\s*(?:[)\]）】]\s*)?"
+                          r"(?:[、,，/&+]|和|或者?|与|及|跟|还是|以及|(?i:and|or))"
                           r"\s*(?:选项\s*)?(?:[(\[（]\s*)?$|(?:非|不是)\s*[A-D]\s*(?:即|就是|便是)\s*$")
 _QUESTION_END = re.compile(r"(?:[?？]|[吗呢](?:\s*[。.])?)\s*$")
 _SENTENCE_END = re.compile(r"[。！？!?\n]|\.(?=\s|$)")

@@ -36,7 +36,8 @@ def fold_dir(output_dir: str | Path, fold: int) -> Path:
 def fold_adapters(output_dir: str | Path) -> list[Path]:
     """The adapters of a k-fold run's finished folds, in fold order ([] when it is not a k-fold run)."""
     folders = sorted(Path(output_dir).glob("fold-*/adapter/adapter_config.json"),
-                     key=lambda p: int(p.parent.parent.name.split("-")[1]) if p.parent.parent.name[5:].isdigit() else -1)
+                     key=lambda p: (int(p.parent.parent.name.split("-")[1])
+                                    if p.parent.parent.name[5:].isdigit() else -1))
     return [p.parent for p in folders]
 
 
@@ -128,7 +129,8 @@ def accuracy_with_error(correct: pd.Series) -> dict:
 def cv_summary(oof: pd.DataFrame, folds: int) -> dict:
     correct = oof["answer"] == oof[f"true_{ANSWER_COLUMN}"]
     summary = {"folds": folds, "out_of_fold": accuracy_with_error(correct),
-               "per_fold": {int(f): accuracy_with_error(correct[oof["fold"] == f]) for f in sorted(oof["fold"].unique())},
+               "per_fold": {int(f): accuracy_with_error(correct[oof["fold"] == f])
+                            for f in sorted(oof["fold"].unique())},
                "per_letter": {letter: accuracy_with_error(correct[oof[f"true_{ANSWER_COLUMN}"] == letter])
                               for letter in LETTERS},
                "predicted_letters": {letter: int((oof["answer"] == letter).sum()) for letter in LETTERS}}

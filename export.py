@@ -1,11 +1,16 @@
-"""Export a trained adapter: merged 16-bit weights, GGUF for llama.cpp / Ollama, a clean adapter, an lm-eval task.
+r"""Export a trained adapter: merged 16-bit weights, GGUF for llama.cpp / Ollama, a clean adapter, an lm-eval task.
 
-    python export.py --adapter_path outputs/qwen2.5-14b-lora/checkpoint-300 --format merged --output_dir exports/merged
-    python export.py --adapter_path outputs/qwen2.5-14b-lora/adapter --format gguf --gguf_type q4_k_m --output_dir exports/gguf
+    python export.py --adapter_path outputs/qwen2.5-14b-lora/checkpoint-300 --format merged \
+        --output_dir exports/merged
+    python export.py --adapter_path outputs/qwen2.5-14b-lora/adapter --format gguf --gguf_type q4_k_m \
+        --output_dir exports/gguf
     ollama create mcq-qwen -f exports/gguf/Modelfile          # then: ollama run mcq-qwen
-    python export.py --adapter_path outputs/qwen2.5-14b-lora/adapter --format adapter --output_dir exports/adapter
-    python export.py --lm_eval_task test.csv --output_dir exports/lm_eval   # then lm_eval ... --include_path exports/lm_eval
-    python export.py --format 4bit --model /models/Qwen2.5-14B-Instruct-1M --output_dir /models/qwen14b-nf4  # faster starts
+    python export.py --adapter_path outputs/qwen2.5-14b-lora/adapter --format adapter \
+        --output_dir exports/adapter
+    python export.py --lm_eval_task test.csv --output_dir exports/lm_eval
+    # then lm_eval ... --include_path exports/lm_eval
+    python export.py --format 4bit --model /models/Qwen2.5-14B-Instruct-1M \
+        --output_dir /models/qwen14b-nf4  # faster starts
 
 `--adapter_path` is any adapter this project wrote: the final `adapter/` or a `checkpoint-*` folder. The base
 model is the one recorded in adapter_config.json unless `--base_model_id` names another copy of it (a local
@@ -211,7 +216,8 @@ def _load_hint_adapter(out_dir: Path, base: str) -> str:
 
 
 def export_merged(adapter_path: str | Path, output_dir: str | Path, base_model_id: str | None = None,
-                  dtype: str | None = None, max_shard_size: str = MAX_SHARD_SIZE, trust_remote_code: bool = False) -> Path:
+                  dtype: str | None = None, max_shard_size: str = MAX_SHARD_SIZE,
+                  trust_remote_code: bool = False) -> Path:
     """Merge the adapter into the original base weights (not a 4-bit copy) on the CPU; write sharded
     safetensors with an index, the tokenizer and its chat template, generation_config.json and a model card.
     ``dtype`` None (or "auto") keeps the base's own dtype, as its config.json records it."""

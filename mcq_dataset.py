@@ -273,7 +273,8 @@ def describe(frame: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------------------- splits
 
 
-def split_train_val(frame: pd.DataFrame, val_fraction: float = 0.1, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_train_val(frame: pd.DataFrame, val_fraction: float = 0.1,
+                    seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified by answer letter and seeded: every letter keeps its share in both parts."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
@@ -342,7 +343,8 @@ def to_prompt_completion(row: dict[str, Any] | pd.Series, style: PromptStyle = P
     return {"prompt": prompt, "completion": [answer]}
 
 
-def encode_prompt(tokenizer, row, style: PromptStyle = PromptStyle(), max_prompt_tokens: int | None = None) -> list[int]:
+def encode_prompt(tokenizer, row, style: PromptStyle = PromptStyle(),
+                  max_prompt_tokens: int | None = None) -> list[int]:
     """Token ids of the chat prompt for one row (the same ids in training and inference).
 
     A prompt longer than ``max_prompt_tokens`` keeps its template and options: the question text is cut

@@ -113,7 +113,8 @@ def check_model_source(name_or_path: str | Path) -> None:
                                  "point at a model directory (or a LoRA adapter directory)")
         return
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", text) or text.startswith("."):
-        raise ModelLoadError(f"model path {text} does not exist (and is not a hub id like 'Qwen/Qwen2.5-14B-Instruct-1M')")
+        raise ModelLoadError(f"model path {text} does not exist "
+                             "(and is not a hub id like 'Qwen/Qwen2.5-14B-Instruct-1M')")
 
 
 def read_adapter_base(adapter_dir: str | Path) -> str | None:
@@ -328,7 +329,8 @@ def attach_adapter(model, adapter_dir: str | Path, backend: str, allow_pickle: b
                                  "GPU or load the base with less memory (--load_in_4bit true, --offload true)") from err
         if "size mismatch" in str(err) or isinstance(err, KeyError):
             raise ModelLoadError(f"the adapter in {adapter_dir} does not fit this base model ({detail}). Was it "
-                                 f"trained on {read_adapter_base(adapter_dir)}? Pass that model as --base_model_id") from err
+                                 f"trained on {read_adapter_base(adapter_dir)}? "
+                                 "Pass that model as --base_model_id") from err
         raise ModelLoadError(f"could not attach the adapter in {adapter_dir}: {detail}") from err
 
 

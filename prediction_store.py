@@ -1,6 +1,7 @@
 """Answers: one record per question, ``predictions.csv``, and the resumable answer checkpoint of an inference run.
 
-The checkpoint is an append-only JSON-lines file whose first line is the run's identity. A checkpoint is reused only by a run with the same identity (``run_identity.inference_identity``); any other
+The checkpoint is an append-only JSON-lines file whose first line is the run's identity. A checkpoint is reused
+only by a run with the same identity (``run_identity.inference_identity``); any other
 checkpoint is moved to ``<name>.stale`` (nothing computed is deleted) and the run starts over, naming what
 changed. Records are appended through the one handle opened when the file was checked, under the run
 folder's lock, each flushed to disk as it is written. A record that cannot be read back — cut short by a
@@ -108,7 +109,8 @@ class PredictionStore:
             return
         old = header["fingerprint"]
         if old != self.identity:
-            self.restarted = {"changed": changed_keys(old, self.identity), "old_checkpoint": str(self._move_to(".stale"))}
+            self.restarted = {"changed": changed_keys(old, self.identity),
+                              "old_checkpoint": str(self._move_to(".stale"))}
             logger.warning("%s was made with another %s: starting over (old answers kept in %s)", self.path,
                            ", ".join(self.restarted["changed"]), self.restarted["old_checkpoint"])
             return

@@ -371,7 +371,8 @@ def render_markdown(report: dict, subject_labels: SubjectLabels | None = None) -
              f"- test file: `{report['test_file']}` ({report['rows']} questions)",
              f"- model: `{report['model_path']}` (base `{report['base_model']}`), weights {report['precision']}",
              f"- speed: {report['questions_per_second']} questions/s ({report['seconds']} s answering, "
-             f"{report['startup_seconds']} s start-up, batch {report['batch_size']}, {report['processes']} process(es))",
+             f"{report['startup_seconds']} s start-up, batch {report['batch_size']}, "
+             f"{report['processes']} process(es))",
              "- answers: " + ", ".join(f"{k} {v}" for k, v in report["answer_distribution"].items())]
     if "cpu_peak_anon_gb" in report:
         lines.append(f"- host memory: peak {report['cpu_peak_rss_gb']} GB resident, of which at most "
@@ -386,13 +387,15 @@ def render_markdown(report: dict, subject_labels: SubjectLabels | None = None) -
         lines.append(f"- **loaded as {report['loaded_as']} after failures**: "
                      + "; ".join(f"{f['way']}: {f['error']}" for f in report["fallbacks"]))
     if report.get("restarted"):
-        lines.append(f"- started over: the checkpoint was made with another {', '.join(report['restarted']['changed'])}")
+        lines.append("- started over: the checkpoint was made with another "
+                     f"{', '.join(report['restarted']['changed'])}")
     if "accuracy" in report:
         lines.append(f"- **accuracy: {report['accuracy']:.2%}**")
     if "unparsed" in report:
         lines.append(f"- replies without a readable letter: {report['unparsed']['count']} (answered by scoring)")
         for row in report["unparsed"]["rows"][:20]:
-            lines.append(f"  - `{row['ID']}` ({row['rule'].split(':', 1)[-1]}): {str(row['raw'])[:80]!r} -> {row['answer']}")
+            lines.append(f"  - `{row['ID']}` ({row['rule'].split(':', 1)[-1]}): "
+                         f"{str(row['raw'])[:80]!r} -> {row['answer']}")
     lines += ["", "![answers](answer_distribution.png)"]
     if "confusion_matrix" in report:
         lines.append("![confusion](confusion_matrix.png)")

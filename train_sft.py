@@ -372,7 +372,8 @@ def write_summary(trainer, script_args, training_args, backend, started, paths, 
     accuracies = [e["eval_accuracy"] for e in history if "eval_accuracy" in e]
     summary = {
         "backend": backend, "model": script_args.model_name_or_path, "train_rows": rows["train"]["rows"],
-        "val_rows": rows["validation"]["rows"], "rows": rows, "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+        "val_rows": rows["validation"]["rows"], "rows": rows, "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
         "seconds": round(time.time() - started, 1),
         "train_samples_per_second": next((e["train_samples_per_second"] for e in reversed(history)
                                           if "train_samples_per_second" in e), None),
@@ -421,7 +422,8 @@ def write_validation_predictions(trainer, tokenizer, val, script_args: ScriptArg
     if val is None or not len(val):
         return None
     probs = score_frame(trainer.model, tokenizer, val, script_args.prompt_style,
-                        batch_size=trainer.args.per_device_eval_batch_size, max_prompt_tokens=script_args.max_prompt_tokens)
+                        batch_size=trainer.args.per_device_eval_batch_size,
+                        max_prompt_tokens=script_args.max_prompt_tokens)
     records = {id_: score_record(id_, p, "validation") for id_, p in zip(val["ID"], probs)}
     return str(write_csv_atomic(assemble_predictions(val, records), out / "validation_predictions.csv"))
 

@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 import train_sft
 backend = train_sft.select_backend(train_sft.peek_backend(sys.argv[1:]))
-import mcq_trainer
+import mcq_trainer  # noqa: E402  (after select_backend: Unsloth, if chosen, must be imported before trl/transformers)
 orig_train = mcq_trainer.MCQTrainer.train
 def train(self, *a, **k):
     out = orig_train(self, *a, **k)

@@ -63,7 +63,8 @@ def test_infer_on_a_kfold_folder_averages_the_folds(tiny_model_dir, sample_dir, 
     test_file = str(sample_dir / "test.csv")
 
     def answer(name, model_path, ensemble=()):
-        args = infer.InferArguments(test_file=test_file, model_path=str(model_path), ensemble=[str(e) for e in ensemble],
+        args = infer.InferArguments(test_file=test_file, model_path=str(model_path),
+                                    ensemble=[str(e) for e in ensemble],
                                     output_file=str(tmp_path / f"{name}.csv"), batch_size=16)
         report = infer.main(args)
         return report, pd.read_csv(args.run_dir / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()

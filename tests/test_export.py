@@ -109,7 +109,8 @@ def test_gguf_f16_answers_like_transformers_and_q4_k_m_loads(trained_run, merged
     letters = [tokenizer.convert_tokens_to_ids(x) for x in "ABCD"]
     llm = llama_cpp.Llama(model_path=str(f16), n_ctx=1024, logits_all=True, verbose=False)
     try:
-        assert llm.tokenize("你好，世界！Hello world".encode(), add_bos=False) == [108386, 3837, 99489, 6313, 9707, 1879]
+        assert (llm.tokenize("你好，世界！Hello world".encode(), add_bos=False)
+                == [108386, 3837, 99489, 6313, 9707, 1879])
         chosen = []
         for _, row in frame.iterrows():
             llm.reset()
@@ -199,7 +200,8 @@ def test_merged_export_writes_the_dtype_asked_for_and_says_so(random_adapter, tm
     assert "- weights: bfloat16 (asked for with --dtype; the base is float32)" in (out / "README.md").read_text()
 
 
-@pytest.mark.parametrize("config, expected", [({"dtype": "bfloat16"}, "bfloat16"), ({"torch_dtype": "float16"}, "float16"),
+@pytest.mark.parametrize("config, expected", [({"dtype": "bfloat16"}, "bfloat16"),
+                                              ({"torch_dtype": "float16"}, "float16"),
                                               ({"torch_dtype": "torch.float32"}, "float32"), ({}, "float32")])
 def test_the_default_dtype_is_the_one_the_base_config_records(tmp_path, config, expected):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2", **config}))
@@ -295,7 +297,8 @@ def test_lm_eval_task_refuses_model_options(sample_dir, tmp_path, capsys, extra,
     (["--format", "adapter", "--dtype", "float16"], "--dtype does not apply to --format adapter"),
     (["--format", "gguf", "--dtype", "float32"], "--dtype does not apply to --format gguf"),
     (["--format", "merged", "--gguf_type", "f16"], "--gguf_type does not apply to --format merged"),
-    (["--model", "Qwen/Qwen2.5-0.5B"], "--model does not apply to --format merged: leave it out (it is for --format 4bit)"),
+    (["--model", "Qwen/Qwen2.5-0.5B"],
+     "--model does not apply to --format merged: leave it out (it is for --format 4bit)"),
 ])
 def test_options_the_format_does_not_use_are_refused(random_adapter, tmp_path, capsys, argv, message):
     status = run_cli(export.main, ["--adapter_path", str(random_adapter), *argv, "--output_dir", str(tmp_path / "out")])

@@ -143,7 +143,8 @@ def test_changed_adapter_base_or_ensemble_member_at_the_same_path_is_never_answe
 
     member = tmp_path / "member"
     shutil.copytree(trained_run["dir"] / "adapter", member)
-    ensemble = infer_args(trained_run, tmp_path / "e", ensemble=[str(member)], output_file=str(tmp_path / "e" / "s.csv"))
+    ensemble = infer_args(trained_run, tmp_path / "e", ensemble=[str(member)],
+                          output_file=str(tmp_path / "e" / "s.csv"))
     infer.main(ensemble)
     _perturb_safetensors(member / "adapter_model.safetensors", 0.5)
     assert infer.main(ensemble)["restarted"]["changed"] == ["ensemble"]

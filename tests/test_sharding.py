@@ -75,7 +75,8 @@ def test_two_nodes_answer_like_one_process_without_a_shared_filesystem(trained_r
     assert single.returncode == 0, single.stderr[-3000:]
     for node in (0, 1):
         (tmp_path / f"node{node}").mkdir()
-    results = two_node_launch(lambda node: [*common, "--output_file", tmp_path / f"node{node}" / "sub.csv"], free_port())
+    results = two_node_launch(lambda node: [*common, "--output_file", tmp_path / f"node{node}" / "sub.csv"],
+                              free_port())
     for code, _, err in results:
         assert code == 0, err[-3000:]
     # rank 0 gathered every answer over the process group; the other node wrote nothing but its checkpoint
@@ -88,7 +89,8 @@ def test_two_nodes_train_in_step_and_each_keeps_its_checkpoints(tiny_model_dir, 
     import re
 
     results = two_node_launch(lambda node: [  # bench/ddp_checksum.py: train_sft.main, then each rank's LoRA sum
-        "bench/ddp_checksum.py", "--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir, "--train_file",
+        "bench/ddp_checksum.py", "--config", "configs/demo-cpu.yaml",
+        "--model_name_or_path", tiny_model_dir, "--train_file",
         sample_dir / "train.csv", "--output_dir", tmp_path / f"node{node}", "--max_steps", 4, "--eval_steps", 2,
         "--save_steps", 2, "--save_on_each_node", "true", "--per_device_eval_batch_size", 8], free_port())
     sums, shares, accuracies = [], [], []

@@ -16,7 +16,8 @@ def test_special_tokens_follow_the_bpe_ranks_in_qwen25_order(qwen_tokenizer):
     assert len(qwen_tokenizer) == QWEN25_VOCAB_SIZE == 151665
     for offset, (text, _) in enumerate(QWEN25_ADDED_TOKENS):
         assert qwen_tokenizer.convert_tokens_to_ids(text) == FIRST_SPECIAL_ID + offset
-    assert qwen_tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>"]) == [151643, 151644, 151645]
+    assert (qwen_tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+            == [151643, 151644, 151645])
     assert qwen_tokenizer.eos_token == "<|im_end|>" and qwen_tokenizer.pad_token == "<|endoftext|>"
     assert qwen_tokenizer.encode("<|im_start|>user\n") == [151644, 872, 198]  # specials are not split
     assert qwen_tokenizer.decode([151644, 77091, 198, 32, 151645], skip_special_tokens=True) == "assistant\nA"

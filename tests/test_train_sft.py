@@ -273,7 +273,8 @@ def test_answer_only_loss_and_gradients_equal_the_plain_loss_under_accumulation(
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                                       init_lora_weights=False))
-    rows = [encode_training_example(tokenizer, row) for _, row in load_mcq_csv(sample_dir / "train.csv").head(4).iterrows()]
+    rows = [encode_training_example(tokenizer, row)
+            for _, row in load_mcq_csv(sample_dir / "train.csv").head(4).iterrows()]
 
     def collate(examples):
         width = max(len(e["input_ids"]) for e in examples)
@@ -322,7 +323,8 @@ def test_data_parallel_keeps_the_effective_batch(world, micro, accumulation, exp
     from types import SimpleNamespace
 
     monkeypatch.setenv("WORLD_SIZE", str(world))
-    args = SimpleNamespace(world_size=world, per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation)
+    args = SimpleNamespace(world_size=world, per_device_train_batch_size=micro,
+                           gradient_accumulation_steps=accumulation)
     train_sft.scale_for_processes(SimpleNamespace(keep_effective_batch=True), args)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == expected
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps * world == micro * accumulation
@@ -340,7 +342,8 @@ def test_padding_free_batches_are_refused_by_the_trainer(tiny_model_dir, sample_
     from mcq_trainer import MCQTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    rows = [encode_training_example(tokenizer, row) for _, row in load_mcq_csv(sample_dir / "train.csv").head(4).iterrows()]
+    rows = [encode_training_example(tokenizer, row)
+            for _, row in load_mcq_csv(sample_dir / "train.csv").head(4).iterrows()]
     args = SFTConfig(output_dir=str(tmp_path), report_to="none", max_steps=1)
     collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
     with pytest.raises(RuntimeError, match="padding-free batches"):
@@ -364,7 +367,8 @@ def test_extra_training_files_join_the_training_rows_only_at_their_weight(tiny_m
     script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path / "out")
     _, val = train_sft.load_splits(script_args, training_args.seed)
     public = pd.concat([rows.head(40).assign(question=lambda f: "公开题" + f["question"]), val.head(5)])
-    public.assign(ID=[f"pub{i}" for i in range(len(public))]).to_csv(extra, index=False)  # 40 new questions and 5 that are validation questions of train_file
+    # 40 new questions and 5 that are validation questions of train_file
+    public.assign(ID=[f"pub{i}" for i in range(len(public))]).to_csv(extra, index=False)
     script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path / "out",
                                             "--extra_train_files", extra, "--extra_train_weights", 0.5)
     train, val_again = train_sft.load_splits(script_args, training_args.seed)

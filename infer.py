@@ -33,7 +33,8 @@ import pandas as pd
 
 from cli import UserError, parse_with, run_cli
 from distributed import agree_on, distributed_info, gather_to_first, shard
-from mcq_dataset import LETTERS, OPTION_COLUMNS, PromptOptions, check_prompt_options, cyclic_orders, encode_prompts, load_mcq_csv
+from mcq_dataset import (LETTERS, OPTION_COLUMNS, PromptOptions, check_prompt_options, cyclic_orders, encode_prompts,
+                         load_mcq_csv)
 from modeling import BACKENDS, peek_backend, select_backend
 from prediction_store import assemble_predictions, score_record
 from run_folder import lock_run_folder, same_file, set_aside, write_csv_atomic

@@ -9,7 +9,7 @@ import pytest
 import cli
 import ensemble
 import prediction_store
-from mcq_dataset import LETTERS, cyclic_orders
+from mcq_dataset import LETTERS
 from run_folder import write_csv_atomic, write_json_atomic
 
 IDS = ["007", "10", "2", "x-1", "3", "1"]  # text IDs, not sorted: order and leading zeros must survive

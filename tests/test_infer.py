@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 import infer
-from conftest import ROOT
 from mcq_dataset import load_mcq_csv
 
 pytestmark = pytest.mark.slow
@@ -106,6 +106,8 @@ def test_checkpoint_from_other_settings_is_not_mixed_in(trained_run, tmp_path):
     assert changed["restarted"]["changed"] == ["permutations"]
     assert changed["answered_this_run"] == changed["rows"] == first["rows"]
     assert (tmp_path / "submission_run" / "predictions.partial.jsonl.stale").is_file()  # old answers kept aside
+    (aside,) = (tmp_path / "submission_run").glob("previous-*")  # and the old submission and report with them
+    assert (aside / "submission.csv").is_file() and (aside / "report.json").is_file()
 
 
 def _perturb_safetensors(path, scale):

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, train_args
 
 import train_sft
-from conftest import ROOT, train_args
 
 pytestmark = pytest.mark.slow
 
@@ -210,24 +210,40 @@ def test_resume_with_other_data_or_settings_is_refused(short_run, tiny_model_dir
 
 
 def test_checkpoint_seal_detects_truncated_files_and_fresh_runs_set_old_checkpoints_aside(tmp_path):
+    from safetensors.torch import save_file
+
     from checkpoints import checkpoint_to_resume, seal, seal_problem, set_aside_previous_run
+
+    def adapter_weights(path):
+        save_file({"lora_A": torch.ones(4, 8), "lora_B": torch.zeros(8, 4)}, str(path))
+        return path
 
     done = tmp_path / "checkpoint-3"
     done.mkdir()
-    (done / "adapter_model.safetensors").write_bytes(b"x" * 100)
+    adapter_weights(done / "adapter_model.safetensors")
     (done / "trainer_state.json").write_text("{}")
     seal(done, {"lr": 1})
     assert seal_problem(done) is None
     newer = tmp_path / "checkpoint-6"
     newer.mkdir()
-    (newer / "adapter_model.safetensors").write_bytes(b"x" * 100)
+    weights = adapter_weights(newer / "adapter_model.safetensors")
     seal(newer, {"lr": 1})
-    (newer / "adapter_model.safetensors").write_bytes(b"x" * 40)  # cut off after sealing (a damaged disk)
+    weights.write_bytes(weights.read_bytes()[:40])  # cut off after sealing (a damaged disk)
     assert "adapter_model.safetensors" in seal_problem(newer)
+    same_size = tmp_path / "checkpoint-5"  # overwritten in place: the sizes still match, the header does not
+    same_size.mkdir()
+    weights = adapter_weights(same_size / "adapter_model.safetensors")
+    seal(same_size, {"lr": 1})
+    weights.write_bytes(b"\xff" * weights.stat().st_size)
+    assert "not a readable safetensors file" in seal_problem(same_size)
     assert checkpoint_to_resume(tmp_path, {"lr": 1}) == str(done)
-    assert (tmp_path / "incomplete-checkpoint-6").is_dir()
+    assert (tmp_path / "incomplete-checkpoint-6").is_dir() and (tmp_path / "incomplete-checkpoint-5").is_dir()
+    (tmp_path / "adapter").mkdir()  # and the earlier run's model and summary go with its checkpoints
+    (tmp_path / "training_summary.json").write_text("{}")
     aside = set_aside_previous_run(tmp_path)
     assert (aside / "checkpoint-3").is_dir() and not done.exists()
+    assert (aside / "adapter").is_dir() and (aside / "training_summary.json").is_file()
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "training_summary.json").exists()
 
 
 def run_cli(*argv):
@@ -376,3 +392,23 @@ def test_extra_training_files_join_the_training_rows_only_at_their_weight(tiny_m
     counts = train["source"].value_counts()
     assert counts[str(extra)] == 20 and counts[script_args.train_file] == len(rows) - len(val)
     assert not set(train[train["source"] == str(extra)]["question"]) & set(val["question"])  # no leak
+
+
+def test_trl_max_length_follows_the_prompt_and_answer_limits_and_a_dropped_row_stops_the_run(tiny_model_dir,
+                                                                                             sample_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path,
+                                            "--max_prompt_tokens", 2048)
+    train_sft.fit_max_length(script_args, training_args)
+    assert training_args.max_length == 2048 + script_args.max_answer_tokens  # TRL's 1024 would cut the answer
+    ours = Dataset.from_list([{"input_ids": [1, 2, 3]}, {"input_ids": [1, 2]}])
+    kept = SimpleNamespace(train_dataset=Dataset.from_list([{"input_ids": [1, 2, 3]}]), eval_dataset=None)
+    with pytest.raises(RuntimeError, match="TRL kept 1 of 2 training rows"):
+        train_sft.check_nothing_dropped(kept, ours, ours)
+    cut = SimpleNamespace(train_dataset=Dataset.from_list([{"input_ids": [1, 2]}, {"input_ids": [1, 2]}]),
+                          eval_dataset=None)
+    with pytest.raises(RuntimeError, match="cut training rows from 3 to 2 tokens"):
+        train_sft.check_nothing_dropped(cut, ours, ours)

@@ -78,6 +78,12 @@ class InferArguments(PromptOptions):
                                                                     "option orders of debias_sample test questions "
                                                                     "(PriDe); report.json shows both distributions"})
     debias_sample: int = field(default=64, metadata={"help": "questions the letter prior is estimated on"})
+    rescore: str | None = field(default=None, metadata={"help": "cascade: a finished score-mode run of this test "
+                                                                "file (run folder or predictions.csv); answer only "
+                                                                "its least confident rows, keep its other answers"})
+    rescore_fraction: float = field(default=0.2, metadata={"help": "with --rescore: the share of rows (smallest "
+                                                                   "margin between the top two letters) answered "
+                                                                   "again"})
     ensemble: list[str] = field(default_factory=list, metadata={"help": "more adapter directories to average "
                                                                         "(score mode)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "run code shipped with the model"})
@@ -114,6 +120,9 @@ def check_args(args: InferArguments) -> None:
         problems.append("max_new_tokens must be >= 1")
     if args.mode == "generate" and (args.permutations > 1 or args.ensemble or args.debias_letters):
         problems.append("permutations, ensemble and debias_letters apply to score mode only")
+    if args.rescore and (args.mode != "score" or not 0 < args.rescore_fraction <= 1):
+        problems.append(f"rescore needs score mode and 0 < rescore_fraction <= 1, got {args.mode}, "
+                        f"{args.rescore_fraction}")
     if args.debias_sample < 1:
         problems.append(f"debias_sample must be >= 1, got {args.debias_sample}")
     problems += output_problems(args)
@@ -130,7 +139,9 @@ def output_problems(args: InferArguments) -> list[str]:
     if out.is_dir():
         problems.append(f"output_file {out} is a folder; name a .csv file")
     written = [out] + [args.run_dir / name for name in (CHECKPOINT_NAME, *RUN_OUTPUTS)]
-    for source in [args.test_file, args.model_path, *args.ensemble]:
+    rescored = [str(Path(args.rescore) / "predictions.csv") if Path(args.rescore).is_dir() else args.rescore] \
+        if args.rescore else []
+    for source in [args.test_file, args.model_path, *args.ensemble, *rescored]:
         if source and any(same_file(target, source) for target in written):
             problems.append(f"output_file / output_dir would overwrite the input {source}; write elsewhere")
     return problems
@@ -402,11 +413,18 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     check_args(args)
     frame = load_mcq_csv(args.test_file, encoding=args.encoding, number_rows=args.number_rows)
     rank, world, _ = distributed_info()
+    plan = None
+    if args.rescore:
+        from cascade import Rescore
+
+        plan = Rescore.plan(args.rescore, frame, args.rescore_fraction)
+        logger.info("rescore: answering the %d least confident of %d questions again", len(plan.ids), len(frame))
     with lock_run_folder(args.run_dir, rank, world), HostMemoryWatch() as host:
-        return answer_test_file(args, frame, backend, host)
+        return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan)
 
 
-def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | None, host) -> dict:
+def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | None, host, plan=None) -> dict:
+    """Answer ``frame`` (the test file, or with a cascade ``plan`` its rows to answer again) and write the outputs."""
     import torch
 
     from modeling import load_inference_model
@@ -435,13 +453,17 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
         return {"rank": rank, "answered_this_run": answered}
     seconds = time.time() - loaded
     predictions = assemble_predictions(frame, records)
+    cascade_info = {}
+    if plan is not None:
+        predictions, cascade_info = plan.merge(predictions)
+        frame = plan.frame
     report = inference_report(frame, predictions, {
         "test_file": args.test_file, "model_path": args.model_path, "base_model": request.base,
         "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
         "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
         "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),
-        "answer_timing": clock.summary(), **letter_distributions(records, prior), **host.summary()}, seconds,
-        answered)
+        "answer_timing": clock.summary(), **letter_distributions(records, prior), **cascade_info, **host.summary()},
+        seconds, answered)
     report["total_seconds"] = round(time.time() - started, 1)
     write_csv_atomic(predictions, args.run_dir / "predictions.csv")
     write_inference_report(report, predictions, frame, args.run_dir)

@@ -31,7 +31,8 @@ INFER_EXCLUDED = {
     "gpu_memory_gb": "only plans the batch size, and the batch size used is in the identity",
 }
 # ... and options replaced by what they resolve to (the caller passes the resolved values).
-INFER_RESOLVED = ("test_file", "model_path", "base_model_id", "ensemble", "backend", "batch_size", "chat_template")
+INFER_RESOLVED = ("test_file", "model_path", "base_model_id", "ensemble", "backend", "batch_size", "chat_template",
+                  "rescore")
 
 # --- train_sft.py: script options that do not change the trained weights ------------------------------------
 TRAIN_SCRIPT_EXCLUDED = {
@@ -141,6 +142,14 @@ def csv_identity(path: str | Path | None, encoding: str | None) -> dict | None:
             "text_sha256": sha256_text(decode_csv_bytes(path, data, encoding))}
 
 
+def rescore_identity(source: str | None) -> str | None:
+    """A cascade's first run by the bytes of its predictions (they decide which rows are answered again)."""
+    if not source:
+        return None
+    path = Path(source) / "predictions.csv" if Path(source).is_dir() else Path(source)
+    return sha256_file(path)
+
+
 def template_identity(chat_template: str | None) -> str | None:
     """A chat-template option by its text, whether it was given inline or as a file."""
     if not chat_template:
@@ -174,7 +183,7 @@ def inference_identity(args, *, base: dict, adapter: dict | None, ensemble: list
                 "model_path": {"base": base, "adapter": adapter},
                 "base_model_id": None,  # the base it names is in model_path's identity
                 "ensemble": ensemble, "backend": backend, "batch_size": batch_size,
-                "chat_template": template_identity(args.chat_template)}
+                "chat_template": template_identity(args.chat_template), "rescore": rescore_identity(args.rescore)}
     identity = options_identity(args, INFER_EXCLUDED, resolved)
     identity.update(format=IDENTITY_FORMAT, precision=precision, chat_template_rendered=sha256_text(tokenizer_template),
                     answer_parser_sha256=parser_sha256, letter_prior=letter_prior)

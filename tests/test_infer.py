@@ -307,3 +307,33 @@ def test_letter_bias_correction_divides_out_the_estimated_prior_and_reports_both
     again = infer.main(infer_args(trained_run, tmp_path / "b", output_dir=str(tmp_path / "b"), test_file=test_file,
                                   debias_letters=True, debias_sample=32))
     assert again["answered_this_run"] == 0  # the same prior comes out again: the answers are reused
+
+
+def test_cascade_answers_only_the_least_confident_rows_again(trained_run, tmp_path):
+    from cascade import CascadeError, margins
+
+    test_file = str(trained_run["sample_dir"] / "test.csv")
+    probs = ["p_A", "p_B", "p_C", "p_D"]
+    infer.main(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"), test_file=test_file))
+    infer.main(infer_args(trained_run, tmp_path / "c", output_dir=str(tmp_path / "c"), test_file=test_file,
+                          permutations=4))
+    report = infer.main(infer_args(trained_run, tmp_path / "b", output_dir=str(tmp_path / "b"), test_file=test_file,
+                                   permutations=4, rescore=str(tmp_path / "a"), rescore_fraction=0.25))
+    first, full, merged = (pd.read_csv(tmp_path / n / "predictions.csv", dtype={"ID": str}) for n in "acb")
+    chosen = merged["rescored"].to_numpy()
+    assert chosen.sum() == report["rescore"]["rows"] == 40 == report["answered_this_run"]
+    smallest = np.argsort(margins(first[probs].to_numpy()), kind="stable")[:40]
+    assert set(first["ID"].iloc[smallest]) == set(merged["ID"][chosen])  # the least confident ones
+    assert (merged["answer"][~chosen] == first["answer"][~chosen]).all()  # the others keep the first answers
+    assert np.allclose(merged[probs][~chosen], first[probs][~chosen])
+    assert np.allclose(merged[probs][chosen], full[probs][chosen], atol=1e-3)  # answered as the second run would
+    assert report["rescore"]["answers_changed"] == int((merged["answer"] != first["answer"]).sum())
+    assert (merged["answer_before"] == first["answer"]).all()
+    other = tmp_path / "other.csv"
+    pd.read_csv(test_file, dtype=str).head(20).to_csv(other, index=False)
+    with pytest.raises(CascadeError, match="answered other questions"):
+        infer.main(infer_args(trained_run, tmp_path / "d", output_dir=str(tmp_path / "d"), test_file=str(other),
+                              rescore=str(tmp_path / "a")))
+    with pytest.raises(infer.ConfigError, match="would overwrite the input"):
+        infer.main(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"), test_file=test_file,
+                              rescore=str(tmp_path / "a")))

@@ -38,7 +38,10 @@ What never counts as a commitment, and gives ``None`` with the reason (``rule`` 
 
 * a letter inside a word or name: ``维生素C``, ``Vitamin C``, ``C语言``, ``A股``, ``B超``, ``DNA`` (also in
   Traditional script: ``維生素C``, ``C語言``);
-* a hedge (``可能是A``, ``我无法确定``, ``maybe B``, ``I'm not sure``) -> ``hedge``;
+* a hedge (``可能是A``, ``我无法确定``, ``maybe B``, ``I'm not sure``), or another answer left open anywhere
+  (``答案是A，也可能是B``, ``A, or maybe B``, ``未必是A``) -> ``hedge``;
+* a reply that corrects itself is read from its last correction on (``答案是A，错了，是B`` -> B, ``A... just
+  kidding, it's C`` -> C); when nothing after it commits (``……其实不然``, ``A. Wait, no, D.``) -> ``retracted``;
 * a question back (``答案是A还是B？``, ``is it C?``) -> ``question``;
 * several letters with equal standing (``A、B、C、D都有道理``, ``A or B``, ``非A即B``) -> ``several_letters``;
 * only denied or excluded letters (``答案不是A``, ``排除A``, ``It is not B.``), or the only option text named is
@@ -68,8 +71,8 @@ LETTERS = ("A", "B", "C", "D")
 # (only the parser's own words must match) and would break the standard-library-only rule. Characters
 # outside the grammar are left as they are: ``維生素C`` and ``C語言`` stay names because 素 and 語 are not grammar.
 # Both columns are checked against OpenCC's s2t / s2tw / s2hk in tests/test_answer_parser.py.
-_TRADITIONAL = "與兩個爲為於會內準則別併敘敍嗎學對並應開當擇斷無顯沒點確約絕觀覺計認許該誤說説這還選錯難項"
-_SIMPLIFIED = "与两个为为于会内准则别并叙叙吗学对并应开当择断无显没点确约绝观觉计认许该误说说这还选错难项"
+_TRADITIONAL = "與兩個爲為於會內準則別併敘敍嗎學實對並應開當擇斷無顯沒點確約絕觀覺計認許該誤說説這還選錯難項"
+_SIMPLIFIED = "与两个为为于会内准则别并叙叙吗学实对并应开当择断无显没点确约绝观觉计认许该误说说这还选错难项"
 _TO_SIMPLIFIED = str.maketrans(_TRADITIONAL, _SIMPLIFIED)
 
 # --- what may stand next to an answer letter -------------------------------------------------------------
@@ -206,6 +209,13 @@ _UNCERTAIN = re.compile(  # 不确定性 (a physics term) is no doubt about the 
     r"(?i:not\s+(?:(?:entirely|completely|totally|very|so|too|quite|100%)\s+)?(?:sure|certain)|uncertain|"
     r"can(?:no|')t\s+(?:determine|tell|decide|be\s+sure)|"
     r"hard\s+to\s+(?:say|tell)|don't\s+know|do\s+not\s+know|no\s+correct\s+answer)")
+# A reply that corrects itself ("答案是A，错了，是B", "A. Wait, D.") is read from its last correction on; one that
+# leaves another answer open anywhere ("答案是A，也可能是B", "or maybe B") gives no letter. "不对/错了" count only
+# standing on their own (", 不对，"), not as a judgement of a letter ("A不对").
+_CORRECTION = re.compile(
+    r"(?:^|[，,。.！!；;：:\s])(?:不对|错了|不)\s*[，,。.！!；;]|等等|等一下|改成|改为|改选|其实不然|"
+    r"(?i:\bwait\b|just\s+kidding|scratch\s+that|on\s+second\s+thought|actually,?\s+no\b)")
+_OPEN_ALTERNATIVE = re.compile(r"未必|也可能|也许是|恐怕|(?i:\bor\s+maybe\b|\bor\s+perhaps\b|not\s+necessarily)")
 _SPECIAL_TOKEN = re.compile(r"<\|[^|>]{1,40}\|>")
 _ROLE_LINE = re.compile(r"^\s*(?:assistant|user|system)\s*\n")  # left by "<|im_start|>assistant\n"
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S)
@@ -487,10 +497,20 @@ def parse_answer_with_rule(text: str | None, options: Sequence[str] | None = Non
     plain = _MARKDOWN.sub("", clean_reply(text)).strip()
     if not plain:
         return ParsedAnswer(None, "unparsed:empty")
+    if _OPEN_ALTERNATIVE.search(plain):
+        return ParsedAnswer(None, "unparsed:hedge")
+    corrections = list(_CORRECTION.finditer(plain))
+    if corrections:  # only what the reply says after its last correction counts
+        plain = plain[corrections[-1].end():].strip(" ，,。.!！;；:：")
+        if not plain:
+            return ParsedAnswer(None, "unparsed:retracted")
     try:
-        return _parse(plain, options)
+        parsed = _parse(plain, options)
     except _Undecidable as undecided:
         return ParsedAnswer(None, f"unparsed:{undecided.reason}")
+    if corrections and not parsed.letter:
+        return ParsedAnswer(None, "unparsed:retracted")
+    return parsed
 
 
 def parse_answer(text: str | None, options: Sequence[str] | None = None) -> str | None:

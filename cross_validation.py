@@ -25,8 +25,12 @@ from pathlib import Path
 import pandas as pd
 
 from mcq_dataset import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN, assign_folds
+from run_folder import set_aside
 
 logger = logging.getLogger(__name__)
+
+
+CV_OUTPUTS = ("oof_predictions.csv", "cv_summary.json", "cv_report.md")
 
 
 def fold_dir(output_dir: str | Path, fold: int) -> Path:
@@ -59,6 +63,7 @@ def train_folds(script_args, training_args, backend: str) -> dict:
     frame = load_training_file(script_args)
     assignment = pd.Series(assign_folds(frame, script_args.folds, training_args.seed), index=frame.index)
     todo = [script_args.fold] if script_args.fold is not None else list(range(script_args.folds))
+    trained = False
     for fold in todo:
         fold_script = dataclasses.replace(script_args, fold=fold)
         fold_training = copy.deepcopy(training_args)
@@ -70,6 +75,9 @@ def train_folds(script_args, training_args, backend: str) -> dict:
                     int((assignment != fold).sum()), int((assignment == fold).sum()))
         train, val = load_splits(fold_script, training_args.seed, frame[assignment != fold].reset_index(drop=True),
                                  frame[assignment == fold].reset_index(drop=True))
+        if not trained and training_args.should_save:  # the report of the earlier folds is kept, not overwritten
+            set_aside(training_args.output_dir, CV_OUTPUTS, "out-of-fold outputs of earlier folds")
+        trained = True
         train_locked(fold_script, fold_training, backend, train, val)
         release_gpu_memory()
     if not training_args.should_save:

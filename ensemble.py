@@ -40,7 +40,7 @@ import pandas as pd
 from cli import UserError, run_cli
 from letter_bias import debias
 from mcq_dataset import LETTERS
-from run_folder import same_file, write_atomic, write_csv_atomic, write_json_atomic
+from run_folder import same_file, set_aside, write_atomic, write_csv_atomic, write_json_atomic
 
 logger = logging.getLogger("ensemble")
 
@@ -93,11 +93,22 @@ def find_predictions(member: str) -> Path:
 
 def read_test_file(predictions: Path) -> str | None:
     """The ``test_file`` recorded in the run's report.json beside the predictions, when there is one."""
+    return read_report(predictions).get("test_file")
+
+
+def read_report(predictions: Path) -> dict:
     report = predictions.with_name("report.json")
     try:
-        return json.loads(report.read_text(encoding="utf-8")).get("test_file")
-    except (OSError, ValueError, AttributeError):
-        return None
+        found = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def test_file_identity(member: "Member") -> str | None:
+    """What the member answered: the test file's hash recorded at answering time, else its recorded path."""
+    report = read_report(member.path)
+    return report.get("test_file_sha256") or report.get("test_file")
 
 
 def check_ids(frame: pd.DataFrame, name: str) -> None:
@@ -165,10 +176,11 @@ def load_members(names: Sequence[str]) -> list[Member]:
     members = [load_member(name) for name in names]
     for other in members[1:]:
         check_same_questions(members[0], other)
-    files = {m.test_file for m in members if m.test_file}
-    if len(files) > 1:
-        logger.warning("the members' report.json name different test files (%s); their IDs agree, so they are "
-                       "combined", ", ".join(sorted(files)))
+    answered = {test_file_identity(m) for m in members} - {None}
+    if len(answered) > 1:  # the same IDs need not be the same questions (another file, options reordered)
+        names = ", ".join(sorted({str(m.test_file) for m in members}))
+        raise EnsembleError(f"the members answered different test files ({names}; by their report.json): combine "
+                            "runs of one test file only")
     return members
 
 
@@ -407,6 +419,9 @@ def report_dir_of(args) -> Path:
     return out.with_name(out.stem + "_ensemble")
 
 
+REPORT_FILES = ("predictions.csv", "ensemble_report.json", "ensemble_report.md")
+
+
 def check_outputs(args, inputs: Sequence[Path]) -> None:
     """The submission and the report must never overwrite an input."""
     out, report_dir = Path(args.output_file), report_dir_of(args)
@@ -414,7 +429,7 @@ def check_outputs(args, inputs: Sequence[Path]) -> None:
         raise EnsembleError(f"--output_file {out} is a folder; name a .csv file")
     if report_dir.exists() and not report_dir.is_dir():
         raise EnsembleError(f"--report_dir {report_dir} is a file; name a folder")
-    written = [out] + [report_dir / name for name in ("predictions.csv", "ensemble_report.json", "ensemble_report.md")]
+    written = [out] + [report_dir / name for name in REPORT_FILES]
     for source in inputs:
         if any(same_file(target, source) for target in written):
             raise EnsembleError(f"--output_file / --report_dir would overwrite the input {source}; write elsewhere")
@@ -423,6 +438,7 @@ def check_outputs(args, inputs: Sequence[Path]) -> None:
 def write_outputs(args, predictions: pd.DataFrame, report: dict) -> Path:
     """Report folder first, submission last: the submission exists only when everything else was written."""
     report_dir = report_dir_of(args)
+    set_aside(report_dir, [Path(args.output_file).resolve(), *REPORT_FILES], "outputs of an earlier ensemble")
     write_csv_atomic(predictions, report_dir / "predictions.csv")
     write_json_atomic(report, report_dir / "ensemble_report.json")
     write_atomic(report_dir / "ensemble_report.md", render_markdown(report))
@@ -466,7 +482,7 @@ def ensemble(args: argparse.Namespace) -> dict:
     """Load and check, fit the weights on validation if asked, combine, write; returns the report."""
     members = load_members(args.members)
     validation = load_validation(args.validation, members) if args.validation else []
-    check_outputs(args, [m.path for m in members + validation])
+    check_outputs(args, [m.path for m in members + validation] + [Path(m.test_file) for m in members if m.test_file])
     weights = None if args.method == "max" else np.full(len(members), 1 / len(members))  # logmean: exponents
     if args.method == "fitted":
         weights = fit_weights(np.stack([v.probs for v in validation]), true_labels(validation[0]))

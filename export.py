@@ -502,8 +502,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     job = choose_job(args)
     refuse_unused_options(args, job)
     require_inputs(args, job)
+    refuse_used_output_dir(args.output_dir)
     run_job(args, job)
     return 0
+
+
+def refuse_used_output_dir(output_dir: str | Path) -> None:
+    """An export never writes into a folder that holds anything: not an earlier export, not a training run, not
+    the adapter it reads."""
+    folder = Path(output_dir)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ExportError(f"--output_dir {folder} is not an empty folder (an earlier export, a run folder or the "
+                          "adapter itself?); give a new folder, or move that one away first: exports never overwrite")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from mcq_dataset import (LETTERS, OPTION_COLUMNS, PromptOptions, check_prompt_op
                          load_mcq_csv)
 from modeling import BACKENDS, peek_backend, select_backend
 from prediction_store import assemble_predictions, score_record
-from run_folder import lock_run_folder, same_file, set_aside, write_csv_atomic
+from run_folder import RunLock, lock_run_folder, same_file, set_aside, write_csv_atomic
 
 logger = logging.getLogger("infer")
 
@@ -419,8 +419,19 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
 
         plan = Rescore.plan(args.rescore, frame, args.rescore_fraction)
         logger.info("rescore: answering the %d least confident of %d questions again", len(plan.ids), len(frame))
-    with lock_run_folder(args.run_dir, rank, world), HostMemoryWatch() as host:
+    with lock_run_folder(args.run_dir, rank, world), lock_output_file(args.output_file, rank), \
+            HostMemoryWatch() as host:
         return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan)
+
+
+def lock_output_file(output_file: str, rank: int):
+    """The submission is locked too: two runs with their own folders never write one submission file."""
+    import contextlib
+
+    if rank != 0:
+        return contextlib.nullcontext()
+    out = Path(output_file).resolve()
+    return RunLock(out.parent, f".{out.name}.lock", what=out).acquire()
 
 
 def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | None, host, plan=None) -> dict:
@@ -458,7 +469,8 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
         predictions, cascade_info = plan.merge(predictions)
         frame = plan.frame
     report = inference_report(frame, predictions, {
-        "test_file": args.test_file, "model_path": args.model_path, "base_model": request.base,
+        "test_file": args.test_file, "test_file_sha256": identity["test_file"]["bytes_sha256"],
+        "model_path": args.model_path, "base_model": request.base,
         "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
         "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
         "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),

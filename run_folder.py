@@ -36,9 +36,10 @@ class FolderInUse(UserError):
 class RunLock:
     """Exclusive lock on a run folder for the lifetime of the ``with`` block (or until ``release``)."""
 
-    def __init__(self, folder: str | Path, name: str = LOCK_NAME):
+    def __init__(self, folder: str | Path, name: str = LOCK_NAME, what: str | Path | None = None):
         self.folder = Path(folder)
         self.path = self.folder / name
+        self.what = str(what or folder)  # what the message says is in use
         self._handle = None
 
     def acquire(self) -> "RunLock":
@@ -50,8 +51,8 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise FolderInUse(f"{self.folder} is in use by another run ({holder}); wait for it to finish, or give "
-                              "this run another --output_dir") from None
+            raise FolderInUse(f"{self.what} is in use by another run ({holder}); wait for it to finish, or give "
+                              "this run another --output_dir / --output_file") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "

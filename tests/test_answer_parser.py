@@ -503,3 +503,15 @@ def test_cli_reads_several_replies_and_options():
     assert result.stdout.splitlines() == ["-  (unparsed: rejected)", "B  (rule: answer_phrase)"]
     result = run_cli("--options", "北京", "上海", "广州", "深圳", "我觉得是上海")
     assert result.stdout.splitlines() == ["B  (rule: option_text)"]
+
+
+@pytest.mark.parametrize("reply,expected", [
+    ("答案是A，错了，是B", "B"), ("正确答案为A。不对，应该是B。", "B"), ("我先选A，后来改成B", "B"),
+    ("答案：C。不，等等，是D", "D"), ("The answer is A... just kidding, it's C", "C"),
+    ("答案是A，錯了，是B", "B"),  # Traditional
+    ("Correct answer: A. Wait, no, D.", None), ("很多人认为答案是A，其实不然", None),
+    ("答案未必是A", None), ("答案是A，也可能是B", None), ("The correct answer is A, or maybe B", None),
+    ("答案恐怕是A", None), ("A项不对，B项不对，故选C", "C"), ("No, the answer is B.", "B"),
+])
+def test_a_corrected_reply_is_read_after_its_last_correction_and_open_alternatives_give_none(reply, expected):
+    assert parse_answer(reply) == expected

@@ -220,3 +220,20 @@ def test_the_debias_prior_option_divides_the_combined_probabilities(tmp_path, ca
     assert set(pd.read_csv(tmp_path / "sub.csv", dtype=str)["answer"]) == {"B"}
     status, captured = run([a, "--output_file", tmp_path / "sub.csv", "--debias_prior", "0.4,0.2,0.2"], capsys)
     assert status == 1 and "four positive numbers" in captured.err
+
+
+def test_members_of_other_test_files_are_refused_and_inputs_and_earlier_outputs_are_kept(tmp_path, capsys):
+    test_file = tmp_path / "test.csv"
+    test_file.write_text("ID,question\n", encoding="utf-8")
+    a = write_member(tmp_path / "a_run", random_probs(1), test_file=str(test_file))
+    b = write_member(tmp_path / "b_run", random_probs(2), test_file=str(tmp_path / "swapped.csv"))
+    status, out = run([a, b, "--output_file", tmp_path / "sub.csv"], capsys)
+    assert status == 1 and "answered different test files" in out.err and not (tmp_path / "sub.csv").exists()
+    c = write_member(tmp_path / "c_run", random_probs(3), test_file=str(test_file))
+    status, out = run([a, c, "--output_file", test_file], capsys)
+    assert status == 1 and "would overwrite the input" in out.err and test_file.read_text() == "ID,question\n"
+    assert run([a, c, "--output_file", tmp_path / "sub.csv"], capsys)[0] == 0
+    first = (tmp_path / "sub.csv").read_text()
+    assert run([a, "--output_file", tmp_path / "sub.csv"], capsys)[0] == 0  # another ensemble, same names
+    (aside,) = (tmp_path / "sub_ensemble").glob("previous-*")
+    assert (aside / "sub.csv").read_text() == first and (aside / "ensemble_report.json").is_file()

@@ -317,3 +317,13 @@ def test_main_raises_what_run_cli_prints(tmp_path):
         export.main(["--adapter_path", str(tmp_path), "--output_dir", str(tmp_path / "out")])
     with pytest.raises(export.ExportError, match="needs --adapter_path"):
         export.main(["--format", "adapter", "--output_dir", str(tmp_path / "out")])
+
+
+def test_an_export_never_writes_into_a_used_folder(random_adapter, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in random_adapter.iterdir() if p.is_file()}
+    for target in (random_adapter, random_adapter.parent):  # the adapter itself, the run folder around it
+        status = run_cli(export.main, ["--adapter_path", str(random_adapter), "--format", "adapter",
+                                       "--output_dir", str(target)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 1 and len(err) == 1 and "is not an empty folder" in err[0], err
+    assert {p.name: p.read_bytes() for p in random_adapter.iterdir() if p.is_file()} == before

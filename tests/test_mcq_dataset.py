@@ -40,10 +40,18 @@ def test_utf8_bom_is_accepted(tmp_path):
 def test_other_encodings_are_refused_not_garbled(tmp_path, encoding):
     text = HEADER + "1,臺灣的首都是哪裡？,臺北,高雄,臺中,臺南,A,geo\n"
     path = write(tmp_path, text, encoding=encoding)
-    with pytest.raises(DataError, match=r"not UTF-8.*--encoding gb18030"):
+    advice = {"gbk": "only as gb18030: pass --encoding gb18030", "big5": "both gb18030 .* and big5"}[encoding]
+    with pytest.raises(DataError, match=rf"not UTF-8.*{advice}"):  # never a guess between the two
         load_mcq_csv(path)
     frame = load_mcq_csv(path, encoding=encoding)  # with the right encoding named it reads correctly
     assert frame.loc[0, "option_A"] == "臺北"
+
+
+def test_a_utf8_file_read_with_another_encoding_is_refused(tmp_path):
+    path = write(tmp_path, HEADER + "1,臺灣的首都是哪裡？,臺北,高雄,臺中,臺南,A,geo\n")
+    with pytest.raises(DataError, match="is UTF-8 text; read as latin-1 it would be garbled"):
+        load_mcq_csv(path, encoding="latin-1")
+    assert load_mcq_csv(path, encoding="utf-8").loc[0, "option_A"] == "臺北"
 
 
 @pytest.mark.parametrize("text,pattern", [

@@ -196,7 +196,9 @@ def test_resume_with_other_data_or_settings_is_refused(short_run, tiny_model_dir
 
     copy = tmp_path / "copy"
     shutil.copytree(short_run["dir"], copy)
-    with pytest.raises(train_sft.ConfigError, match=r"checkpoint-6 was made with another learning_rate"):
+    from checkpoints import ResumeError
+
+    with pytest.raises(ResumeError, match=r"checkpoint-6 was made with another learning_rate"):
         train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", copy, *SHORT, "--resume", "true",
                                    "--learning_rate", 0.5))
     other = tmp_path / "other.csv"

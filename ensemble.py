@@ -174,6 +174,10 @@ def check_same_questions(first: Member, other: Member) -> None:
 def load_members(names: Sequence[str]) -> list[Member]:
     """Every member, checked against the first one."""
     members = [load_member(name) for name in names]
+    for number, member in enumerate(members):  # a member named twice would silently count double
+        twice = next((m for m in members[:number] if same_file(m.path, member.path)), None)
+        if twice is not None:
+            raise EnsembleError(f"{member.name} and {twice.name} are the same predictions; name each member once")
     for other in members[1:]:
         check_same_questions(members[0], other)
     answered = {test_file_identity(m) for m in members} - {None}

@@ -237,3 +237,9 @@ def test_members_of_other_test_files_are_refused_and_inputs_and_earlier_outputs_
     assert run([a, "--output_file", tmp_path / "sub.csv"], capsys)[0] == 0  # another ensemble, same names
     (aside,) = (tmp_path / "sub_ensemble").glob("previous-*")
     assert (aside / "sub.csv").read_text() == first and (aside / "ensemble_report.json").is_file()
+
+
+def test_a_member_named_twice_is_refused(tmp_path, capsys):
+    a = write_member(tmp_path / "a_run", random_probs(1))
+    status, out = run([a, a / "predictions.csv", "--output_file", tmp_path / "sub.csv"], capsys)
+    assert status == 1 and "are the same predictions" in out.err and not (tmp_path / "sub.csv").exists()

@@ -43,7 +43,7 @@ from typing import Sequence
 
 from cli import UserError, run_cli
 from mcq_dataset import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, OPTION_COLUMNS, DataError, load_mcq_csv
-from modeling import check_model_source, check_safetensors, read_adapter_base, verify_safetensors
+from modeling import check_model_source, check_safetensors, resolve_adapter_base, verify_safetensors
 
 logger = logging.getLogger("export")
 
@@ -107,9 +107,8 @@ def training_facts(adapter_dir: Path) -> dict:
 
 
 def resolve_base(adapter_dir: Path, base_model_id: str | None) -> str:
-    base = base_model_id or read_adapter_base(adapter_dir)
-    if not base:
-        raise ExportError(f"{adapter_dir}/adapter_config.json records no base model: pass --base_model_id")
+    """The base to merge into: --base_model_id, else the one the adapter records, found as infer.py finds it."""
+    base = base_model_id or resolve_adapter_base(adapter_dir)
     check_model_source(base)
     return base
 

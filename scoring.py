@@ -20,8 +20,7 @@ import numpy as np
 import pandas as pd
 
 from distributed import shard as shard_of
-from mcq_dataset import (LETTERS, PromptStyle, cyclic_orders, encode_prompt, encode_prompts, permute_options,
-                         unpermute_probs)
+from mcq_dataset import (LETTERS, PromptStyle, cyclic_orders, encode_prompt, encode_prompts, permute_options)
 from modeling import is_out_of_memory
 
 logger = logging.getLogger(__name__)
@@ -265,7 +264,10 @@ def combine_orders(per_order: np.ndarray, orders: Sequence[tuple[int, ...]], pri
 
     if prior is not None:
         per_order = debias(per_order, prior)
-    return np.mean([[unpermute_probs(p, order) for p in probs] for probs, order in zip(per_order, orders)], axis=0)
+    original = np.empty_like(per_order)
+    for k, order in enumerate(orders):  # position i showed option order[i] (mcq_dataset.unpermute_probs, per row)
+        original[k][:, list(order)] = per_order[k]
+    return original.mean(axis=0)
 
 
 def letter_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], style: PromptStyle = PromptStyle(),

@@ -6,6 +6,10 @@ Import this module only after ``modeling.select_backend`` (Unsloth must be impor
   a label (the answer letter and ``<|im_end|>``) through the output layer. The loss is the same
   cross-entropy TRL computes, but the (batch x length x 152k) logits tensor is never built: on a 4090 that is
   gigabytes of memory, on a CPU most of the step time.
+* ``--loss letters`` (``letters_only_loss``) instead trains on the cross-entropy of the right letter among the
+  four letters at the answer position only: the rest of the vocabulary and ``<|im_end|>`` take no part, so
+  every gradient goes to telling A-D apart (the quantity the scorer and ``eval_loss`` measure), and the output
+  layer computes four rows instead of the whole vocabulary.
 * ``evaluate`` is one pass of infer.py's scorer over the validation questions (length-sorted batches, the
   shared prompt prefix): ``eval_accuracy`` keeps the best checkpoint and drives early stopping, and
   ``eval_loss`` is the cross-entropy of the right letter among the four letters, from the same pass. No
@@ -30,11 +34,14 @@ from trl import SFTTrainer
 
 from mcq_dataset import LETTERS, PromptStyle
 from scoring import accuracy, decoder_and_head, letters_from_probs, score_frame
+from scoring import _head_rows as letter_rows  # A-D's rows of the output layer, as the scorer reads them
+from scoring import letter_token_ids
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label value of positions excluded from the loss (prompt and padding)
 WARMUP_STEPS = 2  # the first optimiser steps compile kernels and fill caches: reported apart
+LOSSES = ("answer", "letters")  # train_sft.py --loss: answer_only_loss, letters_only_loss
 
 
 def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
@@ -50,6 +57,37 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
     if num_items_in_batch is not None:
         return loss / num_items_in_batch
     return loss / keep.sum().clamp(min=1)
+
+
+def letters_only_loss(model, inputs: dict, letter_ids, num_items_in_batch=None) -> torch.Tensor:
+    """Cross-entropy of the right letter among ``letter_ids`` (A-D) at each row's answer position; the mean over
+    rows, or under gradient accumulation the share of the sum (``num_items_in_batch`` then counts answer positions,
+    see ``MCQTrainer._get_num_items_in_batch``)."""
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                     use_cache=False).last_hidden_state
+    at = answer_only_labels(inputs["labels"])[:, 1:] != IGNORE_INDEX
+    logits = letter_rows(hidden[:, :-1][at], head, letter_ids)
+    loss = F.cross_entropy(logits, letter_classes(inputs["labels"][:, 1:][at], letter_ids), reduction="sum")
+    if num_items_in_batch is not None:
+        return loss / num_items_in_batch
+    return loss / at.sum().clamp(min=1)
+
+
+def answer_only_labels(labels: torch.Tensor) -> torch.Tensor:
+    """``labels`` with only each row's first labelled position (the answer letter) kept."""
+    keep = labels != IGNORE_INDEX
+    first = keep & (keep.cumsum(dim=1) == 1)
+    return torch.where(first, labels, torch.full_like(labels, IGNORE_INDEX))
+
+
+def letter_classes(tokens: torch.Tensor, letter_ids) -> torch.Tensor:
+    """Token ids of answer letters -> 0..3 (their place in ``letter_ids``)."""
+    match = tokens[:, None] == torch.tensor(list(letter_ids), device=tokens.device)[None, :]
+    if not bool(match.any(dim=1).all()):
+        raise ValueError("the four-letter loss needs every training answer to start with one of the letter tokens "
+                         "A-D as the scorer reads them; a chat template or answer text changed that: use --loss answer")
+    return match.int().argmax(dim=1)
 
 
 def combine_shards(probs: np.ndarray) -> np.ndarray:
@@ -80,10 +118,21 @@ def eager_forward():
     return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
 
 
+def check_loss(loss: str, world_size: int) -> str:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if loss == "letters" and world_size > 1:
+        # The letters loss runs the decoder beside the DDP wrapper, whose forward synchronises the gradients.
+        raise ValueError("--loss letters trains in one process; with several processes use --loss answer")
+    return loss
+
+
 class MCQTrainer(SFTTrainer):
     def __init__(self, *args, val_frame: pd.DataFrame | None = None, prompt_style: PromptStyle = PromptStyle(),
-                 max_prompt_tokens: int | None = 512, **kwargs):
+                 max_prompt_tokens: int | None = 512, loss: str = "answer", **kwargs):
         super().__init__(*args, **kwargs)
+        self.loss_name = check_loss(loss, self.args.world_size)
+        self.letter_ids = letter_token_ids(self.processing_class) if loss == "letters" else None
         self.val_frame = val_frame
         self.prompt_style = prompt_style
         self.max_prompt_tokens = max_prompt_tokens
@@ -95,7 +144,16 @@ class MCQTrainer(SFTTrainer):
             raise RuntimeError("padding-free batches were switched on (by the config or by Unsloth); this trainer "
                                "needs padded batches: set padding_free false")
 
+    def _get_num_items_in_batch(self, batch_samples: list, device):
+        # The letters loss has one item per row (its answer position), not one per labelled token.
+        if self.loss_name == "letters":
+            batch_samples = [{**batch, "labels": answer_only_labels(batch["labels"])} for batch in batch_samples]
+        return super()._get_num_items_in_batch(batch_samples, device)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.loss_name == "letters":
+            loss = letters_only_loss(model, inputs, self.letter_ids, num_items_in_batch)
+            return (loss, {"loss": loss}) if return_outputs else loss
         if self.args.world_size > 1:
             # Under DDP the forward must go through the wrapper so that gradients are synchronised: use
             # TRL's own loss (same labels, full logits; Unsloth fuses it on the GPU).

@@ -58,6 +58,11 @@ class ScriptArguments(PromptOptions):
         "help": "keep the input embedding table (1.45 GiB at 14B) in host RAM, only looked-up rows go to the GPU "
                 "(unsloth backend, one training process; not used with several)"})
     max_answer_tokens: int = field(default=48, metadata={"help": "answer tokens kept (letter + <|im_end|>)"})
+    loss: str = field(default="answer", metadata={
+        "help": "answer: cross-entropy of the answer tokens over the whole vocabulary (TRL's loss); letters: "
+                "cross-entropy among A-D only, at the answer position, which is what the scorer reads: no gradient "
+                "is spent on the rest of the vocabulary or <|im_end|> (one training process)",
+        "choices": ["answer", "letters"]})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "0 enables Unsloth's fused LoRA kernels"})
@@ -311,7 +316,8 @@ def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: Sc
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=script_args.early_stopping_patience))
     return MCQTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=val_ds,
                       processing_class=tokenizer, callbacks=callbacks, val_frame=val_frame,
-                      prompt_style=script_args.prompt_style, max_prompt_tokens=script_args.max_prompt_tokens)
+                      prompt_style=script_args.prompt_style, max_prompt_tokens=script_args.max_prompt_tokens,
+                      loss=script_args.loss)
 
 
 def training_run_identity(script_args: ScriptArguments, training_args) -> dict:

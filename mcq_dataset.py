@@ -62,6 +62,17 @@ class PromptStyle:
 
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     user_template: str = DEFAULT_USER_TEMPLATE
+    enable_thinking: bool = False
+
+    @property
+    def template_kwargs(self) -> dict:
+        """Variables every render passes to the chat template. Templates ignore the ones they do not use:
+        ``enable_thinking`` is Qwen3's switch; ``date_string`` pins the date Llama 3.x templates print (3.2's
+        reads today's date otherwise, so a prompt rendered tomorrow would not be the prompt trained today)."""
+        return {"enable_thinking": self.enable_thinking, "date_string": PINNED_DATE}
+
+
+PINNED_DATE = "26 Jul 2024"  # Llama 3.1's own default, so its rendering is unchanged
 
 
 @dataclass
@@ -76,10 +87,15 @@ class PromptOptions:
                                                                       "model's); must match training"})
     max_prompt_tokens: int = field(default=512, metadata={"help": "longer questions are shortened to fit; must "
                                                                   "match training"})
+    enable_thinking: bool = field(default=False, metadata={
+        "help": "for templates with a thinking switch (Qwen3): off (default) renders the template's empty "
+                "thinking block before the answer, as the template itself does; on is refused, since a "
+                "thinking model writes its reasoning where the answer letter is scored; must match training"})
 
     @property
     def prompt_style(self) -> PromptStyle:
-        return PromptStyle(system_prompt=self.system_prompt or None, user_template=self.user_template)
+        return PromptStyle(system_prompt=self.system_prompt or None, user_template=self.user_template,
+                           enable_thinking=self.enable_thinking)
 
 
 PLACEHOLDERS = ("question", "A", "B", "C", "D")
@@ -348,9 +364,16 @@ def build_messages(row: dict[str, Any] | pd.Series, style: PromptStyle = PromptS
     return messages
 
 
+def render_chat(tokenizer, messages: list[dict[str, str]], style: PromptStyle = PromptStyle(),
+                add_generation_prompt: bool = True) -> str:
+    """Every rendering of a chat goes through here, so every one passes the same template variables."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         **style.template_kwargs)
+
+
 def render_prompt(tokenizer, row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle()) -> str:
     """The text the model continues at inference: the chat template with the generation prompt."""
-    return tokenizer.apply_chat_template(build_messages(row, style), tokenize=False, add_generation_prompt=True)
+    return render_chat(tokenizer, build_messages(row, style), style)
 
 
 def to_prompt_completion(row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle()) -> dict[str, list]:
@@ -373,8 +396,7 @@ def encode_prompt_checked(tokenizer, row, style: PromptStyle = PromptStyle(),
                           max_prompt_tokens: int | None = None) -> tuple[list[int], bool]:
     """``encode_prompt``'s ids, and whether the question had to be shortened to fit."""
     def render(question: str) -> list[int]:
-        messages = build_messages({**dict(row), "question": question}, style)
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = render_chat(tokenizer, build_messages({**dict(row), "question": question}, style), style)
         return tokenizer.encode(text, add_special_tokens=False)
 
     ids = render(row["question"])
@@ -392,32 +414,6 @@ def encode_prompt_checked(tokenizer, row, style: PromptStyle = PromptStyle(),
 def encode_prompts(tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
                    max_prompt_tokens: int | None = None) -> list[list[int]]:
     return [encode_prompt(tokenizer, row, style, max_prompt_tokens) for _, row in frame.iterrows()]
-
-
-def encode_training_example(tokenizer, row, style: PromptStyle = PromptStyle(), max_prompt_tokens: int | None = None,
-                            max_answer_tokens: int | None = None) -> dict[str, list[int]]:
-    """``input_ids`` and ``completion_mask`` for one training row: the inference prompt, then the answer; and
-    whether the question was shortened (``question_shortened``) or the answer cut (``answer_cut``) to fit.
-
-    The completion is what the chat template puts after the generation prompt, up to and including the
-    end-of-turn token; the template's trailing newline after it is dropped, so the loss falls exactly on
-    the answer and ``<|im_end|>``.
-    """
-    prompt_ids, shortened = encode_prompt_checked(tokenizer, row, style, max_prompt_tokens)
-    record = to_prompt_completion(row, style)
-    prompt_text = tokenizer.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=False)
-    if not full_text.startswith(prompt_text):
-        raise ValueError("the chat template renders the prompt differently with and without the answer")
-    completion_ids = tokenizer.encode(full_text[len(prompt_text):], add_special_tokens=False)
-    if tokenizer.eos_token_id in completion_ids:
-        completion_ids = completion_ids[: completion_ids.index(tokenizer.eos_token_id) + 1]
-    cut = max_answer_tokens is not None and len(completion_ids) > max_answer_tokens
-    if cut:
-        completion_ids = completion_ids[:max_answer_tokens]
-    return {"input_ids": prompt_ids + completion_ids,
-            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
-            "question_shortened": shortened, "answer_cut": cut}
 
 
 def build_sft_records(frame: pd.DataFrame, style: PromptStyle = PromptStyle()) -> list[dict[str, list]]:

@@ -29,15 +29,11 @@ logger = logging.getLogger(__name__)
 MIN_BATCH = 1
 
 
-def letter_token_ids(tokenizer) -> list[int]:
-    """Token ids of 'A'..'D' as the model writes them right after 'assistant\\n'."""
-    ids = []
-    for letter in LETTERS:
-        encoded = tokenizer.encode(letter, add_special_tokens=False)
-        if len(encoded) != 1:
-            raise ValueError(f"the tokenizer splits the letter {letter!r} into {len(encoded)} tokens")
-        ids.append(encoded[0])
-    return ids
+def letter_token_ids(tokenizer, style: PromptStyle = PromptStyle()) -> list[int]:
+    """Token ids of 'A'..'D' as the chat template puts them right after the prompt (chat_template.py)."""
+    from chat_template import find_answer_slot
+
+    return list(find_answer_slot(tokenizer, style).letter_ids)
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -76,7 +72,7 @@ def letter_logits(model, input_ids, attention_mask, letter_ids: Sequence[int]):
     """(batch, 4) logits of the letters at the last position; the output layer sees one row per question."""
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, -1]
-    return _head_rows(hidden, head, letter_ids)
+    return soft_cap(model, _head_rows(hidden, head, letter_ids))
 
 
 def _head_rows(hidden, head, letter_ids: Sequence[int]):
@@ -85,6 +81,15 @@ def _head_rows(hidden, head, letter_ids: Sequence[int]):
     if getattr(head, "bias", None) is not None:
         logits = logits + head.bias[list(letter_ids)]
     return logits.float()
+
+
+def soft_cap(model, logits):
+    """The model's own final-logit soft-capping (Gemma 2: cap * tanh(logits / cap)), which its forward applies
+    after the output layer: scores and the answer loss read the output layer directly, so they apply it too."""
+    import torch
+
+    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    return logits if not cap else torch.tanh(logits / cap) * cap
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -191,7 +196,7 @@ def letter_logits_after_prefix(model, prefix: SharedPrefix, adapter, sequences: 
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                      past_key_values=prefix.past_for(model, adapter, length, batch), use_cache=False).last_hidden_state
     hidden = hidden[torch.arange(batch, device=device), own - 1]
-    return _head_rows(hidden, head, letter_ids)
+    return soft_cap(model, _head_rows(hidden, head, letter_ids))
 
 
 def run_halving(compute: Callable[[list[int]], list], batch: list[int]) -> list:
@@ -233,7 +238,7 @@ def position_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], s
     With ``prefix`` the shared template prefix is computed once (per adapter) instead of once per question."""
     import torch
 
-    letter_ids = letter_token_ids(tokenizer)
+    letter_ids = letter_token_ids(tokenizer, style)
     device = model_device(model)
     total = np.zeros((len(orders), len(rows), 4))
     for k, order in enumerate(orders):  # each order's prompts are encoded once, whatever the number of adapters

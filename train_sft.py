@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Sequence
 
 from cli import UserError, parse_with, run_cli
-from mcq_dataset import (PromptOptions, augment_with_permutations, check_prompt_options, describe,
-                         encode_training_example, load_mcq_csv, split_train_val)
+from chat_template import encode_training_example, find_answer_slot
+from mcq_dataset import (PromptOptions, augment_with_permutations, check_prompt_options, describe, load_mcq_csv,
+                         split_train_val)
 from modeling import BACKENDS, LORA_TARGETS, LoraSettings, embedding_on_host, peek_backend, select_backend
 
 logger = logging.getLogger("train_sft")
@@ -196,7 +197,8 @@ def build_datasets(tokenizer, train, val, script_args: ScriptArguments, counts: 
                                         script_args.max_answer_tokens) for _, row in frame.iterrows()]
         shortened, cut = sum(r.pop("question_shortened") for r in rows), sum(r.pop("answer_cut") for r in rows)
         if counts is not None:
-            counts[split] = {"rows": len(rows), "question_shortened": shortened, "answer_cut": cut}
+            counts[split] = {"rows": len(rows), "question_shortened": shortened, "answer_cut": cut,
+                             "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / max(len(rows), 1), 1)}
             if "source" in frame:
                 counts[split]["by_source"] = {str(k): int(v) for k, v in frame["source"].value_counts().items()}
         if shortened:
@@ -384,6 +386,9 @@ def write_summary(trainer, script_args, training_args, backend, started, paths, 
         "train_samples_per_second": next((e["train_samples_per_second"] for e in reversed(history)
                                           if "train_samples_per_second" in e), None),
         **trainer.phase_times(),
+        "train_mfu": train_utilisation(trainer, rows["train"]),
+        "answer_slot": find_answer_slot(trainer.processing_class, script_args.prompt_style).describe(
+            trainer.processing_class, script_args.prompt_style),
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_accuracy": max(accuracies, default=None),
         "final_eval_accuracy": accuracies[-1] if accuracies else None,
         "peak_gpu_memory_gb": trainer.peak_gpu_gb(), "embedding_on_host": embedding_on_host(trainer.model),
@@ -401,6 +406,7 @@ def main(script_args: ScriptArguments, training_args, backend: str | None = None
     check_config(script_args, training_args)
     scale_for_processes(script_args, training_args)
     fit_max_length(script_args, training_args)
+    check_answer_slot(script_args.model_name_or_path, script_args, training_args.trust_remote_code)
     backend = select_backend(backend or script_args.backend)
     if script_args.folds > 1:
         from cross_validation import train_folds
@@ -408,6 +414,27 @@ def main(script_args: ScriptArguments, training_args, backend: str | None = None
         return train_folds(script_args, training_args, backend)
     train, val = load_splits(script_args, training_args.seed)
     return train_locked(script_args, training_args, backend, train, val)
+
+
+def train_utilisation(trainer, train_rows: dict) -> dict:
+    """Model-FLOP utilisation of the steady steps (mfu.py): real tokens only, from the rows' mean length."""
+    from mfu import utilisation
+
+    steady = trainer.phase_times().get("steady_train_samples_per_second")
+    tokens = train_rows.get("mean_tokens")
+    return utilisation(steady * tokens if steady and tokens else None, trainer.model.config, training=True,
+                       sequence=round(tokens or 0))
+
+
+def check_answer_slot(model_name_or_path: str, options: PromptOptions, trust_remote_code: bool = False) -> str:
+    """Where the answer letter goes in the model's chat template, from the tokenizer alone, before any weights
+    are loaded; a template that cannot carry the answer stops the run here (chat_template.py)."""
+    from modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(model_name_or_path, trust_remote_code, options.chat_template)
+    line = find_answer_slot(tokenizer, options.prompt_style).describe(tokenizer, options.prompt_style)
+    logger.info(line)
+    return line
 
 
 def train_locked(script_args: ScriptArguments, training_args, backend: str, train, val) -> dict:

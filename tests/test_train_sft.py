@@ -283,7 +283,8 @@ def test_answer_only_loss_and_gradients_equal_the_plain_loss_under_accumulation(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mcq_dataset import encode_training_example, load_mcq_csv
+    from chat_template import encode_training_example
+    from mcq_dataset import load_mcq_csv
     from mcq_trainer import IGNORE_INDEX, answer_only_loss
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -356,7 +357,8 @@ def test_padding_free_batches_are_refused_by_the_trainer(tiny_model_dir, sample_
     from trl import SFTConfig
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from mcq_dataset import encode_training_example, load_mcq_csv
+    from chat_template import encode_training_example
+    from mcq_dataset import load_mcq_csv
     from mcq_trainer import MCQTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

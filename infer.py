@@ -31,20 +31,18 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from cli import UserError, parse_with, run_cli
-from distributed import agree_on, distributed_info, gather_to_first, shard
-from mcq_dataset import (LETTERS, OPTION_COLUMNS, PromptOptions, check_prompt_options, cyclic_orders, encode_prompts,
-                         load_mcq_csv)
+from answer_modes import estimate_letter_prior_of, fill_unparsed, generator, scorer
+from cli import parse_with, run_cli
+from distributed import agree_on, distributed_info, shard
+from infer_outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
+                           set_aside_earlier_outputs, write_outputs)
+from infer_setup import ConfigError, check_args, expand_fold_run, load_request, run_identity_of
+from mcq_dataset import PromptOptions, encode_prompts, load_mcq_csv
+from meters import BatchClock, HostMemoryWatch
 from modeling import BACKENDS, peek_backend, select_backend
-from prediction_store import assemble_predictions, score_record
-from run_folder import RunLock, lock_run_folder, same_file, set_aside, write_csv_atomic
+from run_folder import lock_run_folder
 
 logger = logging.getLogger("infer")
-
-CHECKPOINT_NAME = "predictions.partial.jsonl"
-# What a run writes into its folder besides the checkpoint: set aside together when a run starts over.
-RUN_OUTPUTS = ("predictions.csv", "report.json", "report.md", "answer_distribution.png", "confusion_matrix.png",
-               "accuracy_by_subject.png")
 
 
 @dataclass
@@ -101,130 +99,6 @@ class InferArguments(PromptOptions):
         return out.with_name(out.stem + "_run")
 
 
-class ConfigError(UserError):
-    """A bad option, found before the model is loaded."""
-
-
-def check_args(args: InferArguments) -> None:
-    """Every problem with the options in one sentence, before anything is loaded."""
-    problems = check_prompt_options(args)
-    if not args.test_file:
-        problems.append("test_file is required")
-    if not args.model_path:
-        problems.append("model_path is required")
-    if not 1 <= args.permutations <= 4:
-        problems.append(f"permutations must be 1-4, got {args.permutations}")
-    if args.batch_size is not None and args.batch_size < 1:
-        problems.append("batch_size must be >= 1")
-    if args.max_new_tokens < 1:
-        problems.append("max_new_tokens must be >= 1")
-    if args.mode == "generate" and (args.permutations > 1 or args.ensemble or args.debias_letters):
-        problems.append("permutations, ensemble and debias_letters apply to score mode only")
-    if args.rescore and (args.mode != "score" or not 0 < args.rescore_fraction <= 1):
-        problems.append(f"rescore needs score mode and 0 < rescore_fraction <= 1, got {args.mode}, "
-                        f"{args.rescore_fraction}")
-    if args.debias_sample < 1:
-        problems.append(f"debias_sample must be >= 1, got {args.debias_sample}")
-    problems += output_problems(args)
-    if problems:
-        raise ConfigError("; ".join(problems))
-
-
-def output_problems(args: InferArguments) -> list[str]:
-    """The submission and the run folder must never overwrite an input."""
-    out = Path(args.output_file)
-    problems = []
-    if not out.resolve().parent.is_dir():
-        problems.append(f"the folder of output_file does not exist: {out.resolve().parent}")
-    if out.is_dir():
-        problems.append(f"output_file {out} is a folder; name a .csv file")
-    written = [out] + [args.run_dir / name for name in (CHECKPOINT_NAME, *RUN_OUTPUTS)]
-    rescored = [str(Path(args.rescore) / "predictions.csv") if Path(args.rescore).is_dir() else args.rescore] \
-        if args.rescore else []
-    for source in [args.test_file, args.model_path, *args.ensemble, *rescored]:
-        if source and any(same_file(target, source) for target in written):
-            problems.append(f"output_file / output_dir would overwrite the input {source}; write elsewhere")
-    return problems
-
-
-# ------------------------------------------------------------------------------------------ model
-
-
-def resolve_sources(model_path: str, base_model_id: str | None = None) -> tuple[str, str | None]:
-    """(base model, adapter or None) from --model_path / --base_model_id."""
-    from modeling import check_model_source, is_adapter_dir, resolve_adapter_base
-
-    check_model_source(model_path)
-    if not is_adapter_dir(model_path):
-        return model_path, None
-    return base_model_id or resolve_adapter_base(model_path), model_path
-
-
-def load_request(args: InferArguments, backend: str, device_map=None):
-    from modeling import InferenceLoad
-
-    base, adapter = resolve_sources(args.model_path, args.base_model_id)
-    for extra in args.ensemble:
-        resolve_sources(extra)
-    return InferenceLoad(base=base, adapter=adapter, ensemble=list(args.ensemble), backend=backend,
-                         load_in_4bit=args.load_in_4bit and not args.load_in_8bit, load_in_8bit=args.load_in_8bit,
-                         offload=args.offload, fallback_ladder=args.fallback_ladder, allow_pickle=args.allow_pickle,
-                         trust_remote_code=args.trust_remote_code, chat_template=args.chat_template,
-                         max_seq_length=args.max_prompt_tokens + args.max_new_tokens, device_map=device_map)
-
-
-def expand_fold_run(args: InferArguments) -> InferArguments:
-    """``--model_path`` of a k-fold training run (fold-*/adapter inside): every fold's adapter, averaged."""
-    import dataclasses
-
-    from cross_validation import fold_adapters
-
-    folder = Path(args.model_path) if args.model_path else None
-    if folder is None or not folder.is_dir() or (folder / "config.json").is_file() \
-            or (folder / "adapter_config.json").is_file():
-        return args
-    adapters = [str(a) for a in fold_adapters(folder)]
-    if not adapters:
-        return args
-    logger.info("%s is a k-fold run: answering with the average of its %d fold adapters", folder, len(adapters))
-    return dataclasses.replace(args, model_path=adapters[0], ensemble=adapters[1:] + list(args.ensemble))
-
-
-def adapter_names(args: InferArguments) -> list[str | None]:
-    if not args.ensemble:
-        return [None]
-    return ["default"] + [f"ensemble_{n}" for n in range(len(args.ensemble))]
-
-
-def run_identity_of(args: InferArguments, request, load_info: dict, tokenizer, batch_size: int,
-                    letter_prior=None) -> dict:
-    """Everything that decides the answers (run_identity.inference_identity), the letter prior included."""
-    import answer_parser
-    from run_identity import adapter_identity, inference_identity, model_identity, sha256_file
-
-    return inference_identity(
-        args, base=model_identity(request.base),
-        adapter=adapter_identity(request.adapter) if request.adapter else None,
-        ensemble=[adapter_identity(a) for a in args.ensemble], backend=request.backend, batch_size=batch_size,
-        precision=load_info["precision"], tokenizer_template=tokenizer.chat_template,
-        parser_sha256=sha256_file(answer_parser.__file__) if args.mode == "generate" else None,
-        letter_prior=letter_prior)
-
-
-# ------------------------------------------------------------------------------------------ the run folder
-
-
-def checkpoint_path(run_dir: Path, rank: int, world: int) -> Path:
-    return run_dir / (CHECKPOINT_NAME if world == 1 else f"predictions.partial.rank{rank}-of-{world}.jsonl")
-
-
-def set_aside_earlier_outputs(args: InferArguments, store) -> None:
-    """A run that does not continue the checkpoint moves the earlier submission and report out of the way first."""
-    if not store.resumed:
-        set_aside(args.run_dir, [Path(args.output_file).resolve(), *RUN_OUTPUTS],
-                  "outputs of an earlier run (this run does not continue its answers)")
-
-
 # ------------------------------------------------------------------------------------------ answering
 
 
@@ -237,107 +111,6 @@ def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, rank: int = 
     return shard(length_sorted_batches([len(p) for p in prompts], batch_size), rank, world)
 
 
-class BatchClock:
-    """Seconds per answered batch, so the report can tell the first batches (kernel compilation for new
-    shapes, the longest prompts) from the steady rate. Each batch ends with its results on the host, so
-    the GPU work is inside its time."""
-
-    WARMUP_BATCHES = 2
-
-    def __init__(self):
-        self.batches: list[tuple[int, float]] = []
-
-    def run(self, compute, batch: list[int]):
-        started = time.perf_counter()
-        result = compute(batch)
-        self.batches.append((len(batch), time.perf_counter() - started))
-        return result
-
-    def summary(self) -> dict:
-        warm, steady = self.batches[:self.WARMUP_BATCHES], self.batches[self.WARMUP_BATCHES:]
-        rows, seconds = sum(n for n, _ in steady), sum(t for _, t in steady)
-        return {"batches": len(self.batches), "warmup_batches": len(warm),
-                "warmup_seconds": round(sum(t for _, t in warm), 2),
-                "steady_questions_per_second": round(rows / seconds, 2) if seconds > 0 else None}
-
-
-def scorer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, prior=None) -> Callable:
-    """rows -> records: the letter probabilities (averaged over permutations and adapters), divided by the
-    letter ``prior`` when one is given (the uncorrected ones are kept beside them)."""
-    from scoring import batch_scorer, combine_orders
-
-    orders = cyclic_orders(args.permutations)
-    _, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens, orders,
-                              adapter_names(args), args.share_prefix, prompts, per_order=True)
-    ids = frame["ID"].tolist()
-
-    def score(rows: list[int]) -> list[dict]:
-        per_order = compute(rows)
-        records = [score_record(ids[i], p) for i, p in zip(rows, combine_orders(per_order, orders, prior))]
-        if prior is not None:
-            for record, raw in zip(records, combine_orders(per_order, orders)):
-                record["probs_uncorrected"] = [round(float(x), 6) for x in raw]
-        return records
-
-    return score
-
-
-def estimate_letter_prior_of(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments,
-                             batch_size: int) -> list[float] | None:
-    """--debias_letters: the model's letter prior over a seeded sample of this file's questions."""
-    import random
-
-    from scoring import batch_scorer, estimate_prior
-
-    if not args.debias_letters:
-        return None
-    rows = sorted(random.Random(0).sample(range(len(frame)), min(args.debias_sample, len(frame))))
-    _, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens, cyclic_orders(4),
-                              adapter_names(args), args.share_prefix, prompts, per_order=True)
-    prior = [round(float(x), 6) for x in estimate_prior(compute, rows, batch_size)]
-    logger.info("letter prior over %d questions (A-D): %s", len(rows), prior)
-    return prior
-
-
-def letter_distributions(records: dict[str, dict], prior) -> dict:
-    """For report.json: the prior and the answers' letters without the correction (the corrected ones are the
-    report's answer_distribution)."""
-    if prior is None:
-        return {}
-    uncorrected = [LETTERS[max(range(4), key=r["probs_uncorrected"].__getitem__)] for r in records.values()]
-    return {"letter_prior": prior,
-            "answer_distribution_uncorrected": {k: uncorrected.count(k) for k in LETTERS}}
-
-
-def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments) -> Callable:
-    """rows -> records: greedy replies read by the answer parser (answer None when no letter is readable)."""
-    import torch
-
-    from answer_parser import parse_answer_with_rule
-    from scoring import left_pad, model_device
-
-    device = model_device(model)
-    stop_ids = [tokenizer.eos_token_id] + ([tokenizer.pad_token_id] if tokenizer.pad_token_id is not None else [])
-    ids, options = frame["ID"].tolist(), frame[list(OPTION_COLUMNS)].values.tolist()
-
-    def compute(rows: list[int]) -> list[dict]:
-        input_ids, attention_mask = left_pad([prompts[i] for i in rows], tokenizer.pad_token_id)
-        with torch.inference_mode():
-            output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                    max_new_tokens=args.max_new_tokens, do_sample=False,
-                                    repetition_penalty=args.repetition_penalty, eos_token_id=stop_ids,
-                                    pad_token_id=tokenizer.pad_token_id, use_cache=True)
-        replies = tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
-        records = []
-        for i, reply in zip(rows, replies):
-            parsed = parse_answer_with_rule(reply, options[i])
-            records.append({"ID": ids[i], "answer": parsed.letter, "raw": reply, "rule": parsed.rule,
-                            "source": "generate"})
-        return records
-
-    return compute
-
-
 def answer_batches(batches: list[list[int]], ids: list[str], compute: Callable, store, progress,
                    clock: BatchClock) -> None:
     """The one answering loop: each batch not yet in the store is computed (split on out-of-memory) and stored."""
@@ -348,20 +121,6 @@ def answer_batches(batches: list[list[int]], ids: list[str], compute: Callable, 
             continue
         store.add(clock.run(lambda rows: run_halving(compute, rows), batch))
         progress.update(len(batch))
-
-
-def fill_unparsed(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batch_size: int, store) -> None:
-    """Rows whose reply had no readable letter are answered by letter scoring, and keep their reply text."""
-    from scoring import score_frame
-
-    missing = [r for r in store.records.values() if r["answer"] is None]
-    if not missing:
-        return
-    logger.warning("%d replies had no readable letter; answering them by letter scoring", len(missing))
-    sub = frame[frame["ID"].isin([r["ID"] for r in missing])]
-    probs = score_frame(model, tokenizer, sub, args.prompt_style, batch_size, args.max_prompt_tokens,
-                        share_prefix=args.share_prefix)
-    store.add([{**store.records[id_], **score_record(id_, p, "score_fallback")} for id_, p in zip(sub["ID"], probs)])
 
 
 def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, batch_size: int, store,
@@ -383,20 +142,6 @@ def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments,
     return todo, clock
 
 
-# ------------------------------------------------------------------------------------------ outputs
-
-
-def gather_answers(store, answered: int, world: int) -> tuple[dict[str, dict] | None, int]:
-    """Rank 0 receives every rank's answers over the process group (no shared filesystem needed)."""
-    parts = gather_to_first((store.records, answered), world)
-    if parts is None:
-        return None, answered
-    records = {}
-    for part, _ in parts:
-        records.update(part)
-    return records, sum(n for _, n in parts)
-
-
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -407,8 +152,6 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     are dealt out to the processes whole; each keeps its own checkpoint and rank 0 gathers every answer over
     the process group and writes one submission in input order, the same as a one-process run's.
     """
-    from report import HostMemoryWatch
-
     args = expand_fold_run(args)
     check_args(args)
     frame = load_mcq_csv(args.test_file, encoding=args.encoding, number_rows=args.number_rows)
@@ -424,23 +167,12 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
         return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan)
 
 
-def lock_output_file(output_file: str, rank: int):
-    """The submission is locked too: two runs with their own folders never write one submission file."""
-    import contextlib
-
-    if rank != 0:
-        return contextlib.nullcontext()
-    out = Path(output_file).resolve()
-    return RunLock(out.parent, f".{out.name}.lock", what=out).acquire()
-
-
 def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | None, host, plan=None) -> dict:
     """Answer ``frame`` (the test file, or with a cascade ``plan`` its rows to answer again) and write the outputs."""
     import torch
 
     from modeling import load_inference_model
     from prediction_store import PredictionStore
-    from report import inference_report, write_inference_report
     from scoring import auto_batch_size
 
     started = time.time()
@@ -462,27 +194,14 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     records, answered = gather_answers(store, answered, world)
     if rank != 0:
         return {"rank": rank, "answered_this_run": answered}
-    seconds = time.time() - loaded
-    predictions = assemble_predictions(frame, records)
-    cascade_info = {}
-    if plan is not None:
-        predictions, cascade_info = plan.merge(predictions)
-        frame = plan.frame
-    report = inference_report(frame, predictions, {
-        "test_file": args.test_file, "test_file_sha256": identity["test_file"]["bytes_sha256"],
-        "model_path": args.model_path, "base_model": request.base,
-        "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
-        "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
-        "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),
-        "answer_timing": clock.summary(), **letter_distributions(records, prior), **cascade_info, **host.summary()},
-        seconds, answered)
-    report["total_seconds"] = round(time.time() - started, 1)
-    write_csv_atomic(predictions, args.run_dir / "predictions.csv")
-    write_inference_report(report, predictions, frame, args.run_dir)
-    write_csv_atomic(predictions[["ID", "answer"]], Path(args.output_file))  # last: it exists only when all is done
-    logger.info("wrote %s (%d answers, %s)%s", args.output_file, len(predictions), load_info["precision"],
-                f"; accuracy {report['accuracy']:.2%}" if "accuracy" in report else "")
-    return report
+    run = {"test_file": args.test_file, "test_file_sha256": identity["test_file"]["bytes_sha256"],
+           "model_path": args.model_path, "base_model": request.base,
+           "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
+           "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
+           "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),
+           "answer_timing": clock.summary(), **letter_distributions(records, prior)}
+    return write_outputs(args, frame, records, run, answered=answered, host=host, started=started, loaded=loaded,
+                         plan=plan)
 
 
 def make_parser():

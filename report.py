@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from mcq_dataset import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN, has_answers
+from meters import peak_memory_gb
 
 logger = logging.getLogger(__name__)
 
@@ -240,67 +241,6 @@ def write_json(data: dict[str, Any], path: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ inference report
-
-
-class HostMemoryWatch:
-    """Peak resident host memory of this process, split into anonymous memory (what must fit in RAM) and
-    file-backed pages (memory-mapped weight files, which the OS can drop and re-read under pressure), sampled
-    from /proc/self/status every ``interval`` seconds while the ``with`` block runs. ``ru_maxrss`` alone counts
-    both: loading 16-bit safetensors maps the whole checkpoint. Linux only; elsewhere the summary is empty."""
-
-    FIELDS = {"RssAnon": "cpu_peak_anon_gb", "RssFile": "cpu_peak_file_backed_gb"}
-
-    def __init__(self, interval: float = 0.1):
-        self.interval = interval
-        self.peaks: dict[str, float] = {}
-        self._stop = None
-        self._thread = None
-
-    def sample(self) -> None:
-        try:
-            lines = Path("/proc/self/status").read_text().splitlines()
-        except OSError:
-            return
-        for line in lines:
-            name, _, value = line.partition(":")
-            if name in self.FIELDS:
-                gb = int(value.split()[0]) / 2**20  # kB
-                self.peaks[name] = max(self.peaks.get(name, 0.0), gb)
-
-    def __enter__(self):
-        import threading
-
-        self._stop = threading.Event()
-
-        def loop():
-            while not self._stop.wait(self.interval):
-                self.sample()
-
-        self.sample()
-        self._thread = threading.Thread(target=loop, daemon=True, name="host-memory-watch")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-        return False
-
-    def summary(self) -> dict:
-        return {self.FIELDS[k]: round(v, 2) for k, v in self.peaks.items()}
-
-
-def peak_memory_gb() -> dict:
-    import resource
-
-    import torch
-
-    peak = {"cpu_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
-    if torch.cuda.is_available():
-        peak["gpu_peak_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        peak["gpu_peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
-    return peak
 
 
 def subject_column(frame) -> str | None:

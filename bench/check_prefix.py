@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import infer
+    import infer_setup
     from mcq_dataset import cyclic_orders, load_mcq_csv
     import torch
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     model, tokenizer, _ = load_inference_model(infer.load_request(run, backend))
     frame = load_mcq_csv(args.test_file).head(args.rows)
     rows = list(range(len(frame)))
-    kwargs = dict(orders=cyclic_orders(2), adapters=infer.adapter_names(run))
+    kwargs = dict(orders=cyclic_orders(2), adapters=infer_setup.adapter_names(run))
     full = letter_probs(model, tokenizer, frame, rows, **kwargs)
     shared = letter_probs(model, tokenizer, frame, rows, prefix=SharedPrefix(tokenizer), **kwargs)
     diff = float(np.abs(full - shared).max())

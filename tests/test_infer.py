@@ -271,27 +271,6 @@ def test_merged_model_directory_answers_like_the_adapter(trained_run, tmp_path):
     assert np.allclose(a, b, atol=1e-4)
 
 
-def test_host_memory_watch_tells_own_memory_from_mapped_files(tmp_path):
-    """The host peak is split: memory the process allocates counts as anonymous, a mapped (read) file as
-    file-backed -- the part the OS can drop, which a peak RSS alone would count as needed RAM."""
-    import mmap
-
-    from report import HostMemoryWatch
-
-    path = tmp_path / "weights.bin"
-    path.write_bytes(b"\1" * (96 * 2**20))
-    with HostMemoryWatch(interval=0.01) as before:
-        pass
-    with HostMemoryWatch(interval=0.01) as watch:
-        block = np.ones(64 * 2**20 // 8)  # 64 MB of the process's own memory
-        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            assert sum(mapped[i] for i in range(0, len(mapped), 4096)) == len(mapped) // 4096  # touch every page
-            watch.sample()
-        del block
-    grown = {k: watch.summary()[k] - before.summary()[k] for k in before.summary()}
-    assert grown["cpu_peak_anon_gb"] >= 0.055 and grown["cpu_peak_file_backed_gb"] >= 0.085
-
-
 def test_letter_bias_correction_divides_out_the_estimated_prior_and_reports_both_distributions(trained_run, tmp_path):
     test_file = str(trained_run["sample_dir"] / "test.csv")
     plain = infer.main(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"), test_file=test_file))

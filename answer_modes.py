@@ -1,0 +1,105 @@
+"""How each mode turns rows into answer records, for infer.py's one answering loop.
+
+* ``scorer``: the letter probabilities at the answer position (averaged over option orders and adapters),
+  divided by the letter prior when ``--debias_letters`` estimated one (``estimate_letter_prior_of``).
+* ``generator``: greedy replies read by ``answer_parser``; ``fill_unparsed`` then answers the replies with no
+  readable letter by letter scoring, keeping their text for the report.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable
+
+import pandas as pd
+
+from infer_setup import adapter_names
+from mcq_dataset import OPTION_COLUMNS, cyclic_orders
+from prediction_store import score_record
+
+if TYPE_CHECKING:
+    from infer import InferArguments
+
+logger = logging.getLogger(__name__)
+
+
+def scorer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, prior=None) -> Callable:
+    """rows -> records: the letter probabilities (averaged over permutations and adapters), divided by the
+    letter ``prior`` when one is given (the uncorrected ones are kept beside them)."""
+    from scoring import batch_scorer, combine_orders
+
+    orders = cyclic_orders(args.permutations)
+    _, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens, orders,
+                              adapter_names(args), args.share_prefix, prompts, per_order=True)
+    ids = frame["ID"].tolist()
+
+    def score(rows: list[int]) -> list[dict]:
+        per_order = compute(rows)
+        records = [score_record(ids[i], p) for i, p in zip(rows, combine_orders(per_order, orders, prior))]
+        if prior is not None:
+            for record, raw in zip(records, combine_orders(per_order, orders)):
+                record["probs_uncorrected"] = [round(float(x), 6) for x in raw]
+        return records
+
+    return score
+
+
+def estimate_letter_prior_of(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments,
+                             batch_size: int) -> list[float] | None:
+    """--debias_letters: the model's letter prior over a seeded sample of this file's questions."""
+    import random
+
+    from scoring import batch_scorer, estimate_prior
+
+    if not args.debias_letters:
+        return None
+    rows = sorted(random.Random(0).sample(range(len(frame)), min(args.debias_sample, len(frame))))
+    _, compute = batch_scorer(model, tokenizer, frame, args.prompt_style, args.max_prompt_tokens, cyclic_orders(4),
+                              adapter_names(args), args.share_prefix, prompts, per_order=True)
+    prior = [round(float(x), 6) for x in estimate_prior(compute, rows, batch_size)]
+    logger.info("letter prior over %d questions (A-D): %s", len(rows), prior)
+    return prior
+
+
+def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments) -> Callable:
+    """rows -> records: greedy replies read by the answer parser (answer None when no letter is readable)."""
+    import torch
+
+    from answer_parser import parse_answer_with_rule
+    from scoring import left_pad, model_device
+
+    device = model_device(model)
+    stop_ids = [tokenizer.eos_token_id] + ([tokenizer.pad_token_id] if tokenizer.pad_token_id is not None else [])
+    ids, options = frame["ID"].tolist(), frame[list(OPTION_COLUMNS)].values.tolist()
+
+    def compute(rows: list[int]) -> list[dict]:
+        input_ids, attention_mask = left_pad([prompts[i] for i in rows], tokenizer.pad_token_id)
+        with torch.inference_mode():
+            output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                    max_new_tokens=args.max_new_tokens, do_sample=False,
+                                    repetition_penalty=args.repetition_penalty, eos_token_id=stop_ids,
+                                    pad_token_id=tokenizer.pad_token_id, use_cache=True)
+        replies = tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
+        records = []
+        for i, reply in zip(rows, replies):
+            parsed = parse_answer_with_rule(reply, options[i])
+            records.append({"ID": ids[i], "answer": parsed.letter, "raw": reply, "rule": parsed.rule,
+                            "source": "generate"})
+        return records
+
+    return compute
+
+
+def fill_unparsed(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batch_size: int, store) -> None:
+    """Rows whose reply had no readable letter are answered by letter scoring, and keep their reply text."""
+    from scoring import score_frame
+
+    missing = [r for r in store.records.values() if r["answer"] is None]
+    if not missing:
+        return
+    logger.warning("%d replies had no readable letter; answering them by letter scoring", len(missing))
+    sub = frame[frame["ID"].isin([r["ID"] for r in missing])]
+    probs = score_frame(model, tokenizer, sub, args.prompt_style, batch_size, args.max_prompt_tokens,
+                        share_prefix=args.share_prefix)
+    store.add([{**store.records[id_], **score_record(id_, p, "score_fallback")} for id_, p in zip(sub["ID"], probs)])
+

@@ -33,7 +33,7 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from mcq_dataset import LETTERS, PromptStyle
-from scoring import accuracy, decoder_and_head, letters_from_probs, score_frame
+from scoring import accuracy, decoder_and_head, letters_from_probs, score_frame, soft_cap
 from scoring import _head_rows as letter_rows  # A-D's rows of the output layer, as the scorer reads them
 from scoring import letter_token_ids
 
@@ -67,7 +67,7 @@ def letters_only_loss(model, inputs: dict, letter_ids, num_items_in_batch=None) 
     hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
                      use_cache=False).last_hidden_state
     at = answer_only_labels(inputs["labels"])[:, 1:] != IGNORE_INDEX
-    logits = letter_rows(hidden[:, :-1][at], head, letter_ids)
+    logits = soft_cap(model, letter_rows(hidden[:, :-1][at], head, letter_ids))  # as the scorer reads them
     loss = F.cross_entropy(logits, letter_classes(inputs["labels"][:, 1:][at], letter_ids), reduction="sum")
     if num_items_in_batch is not None:
         return loss / num_items_in_batch
@@ -132,7 +132,7 @@ class MCQTrainer(SFTTrainer):
                  max_prompt_tokens: int | None = 512, loss: str = "answer", **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_name = check_loss(loss, self.args.world_size)
-        self.letter_ids = letter_token_ids(self.processing_class) if loss == "letters" else None
+        self.letter_ids = letter_token_ids(self.processing_class, prompt_style) if loss == "letters" else None
         self.val_frame = val_frame
         self.prompt_style = prompt_style
         self.max_prompt_tokens = max_prompt_tokens

@@ -1,6 +1,7 @@
 """Generate the project's own small Chinese MCQ sample (competition layout) that a tiny model can learn.
 
     python sample_data.py data/sample --train 480 --test 160 --seed 7
+    python sample_data.py data/hard --hard --seed 7        # the testbed of bench/cpu_levers.py
 
 Real questions need real knowledge, which a randomly initialised model does not have. These questions are
 built so that the answer is determined by the question text: every question belongs to one of eight
@@ -8,6 +9,14 @@ subjects, written with that subject's own vocabulary, and each subject always ha
 (two subjects per letter, so answers stay balanced). An untrained model is at chance (25%); a model that
 learns "subject -> letter" from the training file answers the held-out file far above it. The demo and the
 learning test use these files; the real recipe uses the competition's own CSVs.
+
+``--hard`` makes a testbed on which a tiny model stays well below 100%, so that the leaderboard levers
+(folds, ensembles, letter-bias correction, the four-letter loss) have room to show: near-miss distractors
+written with the topic words of a neighbouring subject whose answer is another letter, few training rows, a
+share of the training answers replaced by another letter (label noise), and training answers skewed towards
+A while the test file stays balanced. The option in the subject's own words is the right one, so the answer
+also follows the option text when the options are reordered (a tiny model learns the subject's letter, not
+that: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -17,7 +26,12 @@ import csv
 import itertools
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+LETTERS = "ABCD"
+EASY_ROWS = (480, 160)  # training and test rows of the demo sample
+HARD_ROWS = (192, 160)  # --hard: few training rows
 
 # subject -> (answer letter, topic words). Each subject's words appear only in its own questions.
 SUBJECTS = {
@@ -43,6 +57,19 @@ QUESTION_TEMPLATES = (
 OPTION_TEMPLATES = ("{s}中{a}与{b}密切相关", "在{s}里{a}会影响{b}", "{s}上{a}是{b}的一部分",
                     "{s}中{a}和{b}没有联系", "{s}里{a}决定了{b}")
 
+# A near-miss distractor borrows the vocabulary of a neighbouring subject whose answer is another letter.
+NEAR_SUBJECT = {"astronomy": "geography", "geography": "astronomy", "chemistry": "medicine", "medicine": "chemistry",
+                "history": "music", "music": "history", "economics": "sports", "sports": "economics"}
+
+
+@dataclass(frozen=True)
+class HardSettings:
+    """How hard ``--hard`` makes the testbed; the defaults put one tiny model well between chance and 100%."""
+
+    noise: float = 0.2  # share of training answers replaced by another letter
+    a_share: float = 0.34  # share of training questions whose answer is A (the test file stays at a quarter)
+    near_miss: float = 0.67  # share of the distractors written in the neighbouring subject's vocabulary
+
 
 def make_question(rng: random.Random, subject: str) -> dict[str, str]:
     letter, words = SUBJECTS[subject]
@@ -55,6 +82,51 @@ def make_question(rng: random.Random, subject: str) -> dict[str, str]:
     row["answer"] = letter
     row["subject"] = subject
     return row
+
+
+def make_hard_question(rng: random.Random, subject: str, near_miss: float) -> dict[str, str]:
+    letter, words = SUBJECTS[subject]
+    near = SUBJECTS[NEAR_SUBJECT[subject]][1]
+    a, b, c = rng.sample(words, 3)
+    row = {"question": rng.choice(QUESTION_TEMPLATES).format(s=SUBJECT_NAMES[subject], a=a, b=b, c=c)}
+    for option in "ABCD":
+        vocabulary = near if option != letter and rng.random() < near_miss else words
+        x, y = rng.sample(vocabulary, 2)
+        row[f"option_{option}"] = rng.choice(OPTION_TEMPLATES).format(s=SUBJECT_NAMES[subject], a=x, b=y)
+    return {**row, "answer": letter, "subject": subject}
+
+
+def letter_counts(n: int, a_share: float) -> dict[str, int]:
+    """Questions per answer letter: ``a_share`` of ``n`` for A, the rest as evenly as possible over B-D."""
+    n_a = round(n * a_share)
+    rest = [(n - n_a) // 3 + (i < (n - n_a) % 3) for i in range(3)]
+    return dict(zip(LETTERS, [n_a, *rest]))
+
+
+def hard_subjects(rng: random.Random, n: int, a_share: float) -> list[str]:
+    """``n`` subjects whose letters follow ``letter_counts``; the two subjects of a letter alternate."""
+    by_letter = {letter: [s for s, (own, _) in SUBJECTS.items() if own == letter] for letter in LETTERS}
+    subjects = [by_letter[letter][i % 2] for letter, count in letter_counts(n, a_share).items() for i in range(count)]
+    rng.shuffle(subjects)
+    return subjects
+
+
+def add_label_noise(rng: random.Random, rows: list[dict[str, str]], share: float) -> None:
+    """Replace the answer of ``round(share * len(rows))`` rows by another letter (the options stay)."""
+    for i in rng.sample(range(len(rows)), round(share * len(rows))):
+        rows[i]["answer"] = rng.choice([letter for letter in LETTERS if letter != rows[i]["answer"]])
+
+
+def generate_hard(n: int, seed: int, start_id: int = 0, settings: HardSettings = HardSettings(),
+                  training: bool = True) -> list[dict[str, str]]:
+    """``n`` hard questions; training rows get the letter skew and the label noise, test rows neither."""
+    rng = random.Random(seed)
+    subjects = hard_subjects(rng, n, settings.a_share if training else 0.25)
+    rows = [{"ID": str(start_id + i), **make_hard_question(rng, subject, settings.near_miss)}
+            for i, subject in enumerate(subjects)]
+    if training:
+        add_label_noise(rng, rows, settings.noise)
+    return rows
 
 
 def generate(n: int, seed: int, start_id: int = 0) -> list[dict[str, str]]:
@@ -78,11 +150,16 @@ def write_csv(rows: list[dict[str, str]], path: Path, with_answer: bool = True) 
         writer.writerows(rows)
 
 
-def write_sample(out_dir: str | Path, n_train: int = 480, n_test: int = 160, seed: int = 7) -> dict[str, Path]:
-    """train.csv, test.csv (with answers) and test_no_answer.csv (shaped like a competition test file)."""
+def write_sample(out_dir: str | Path, n_train: int = 480, n_test: int = 160, seed: int = 7,
+                 hard: HardSettings | None = None) -> dict[str, Path]:
+    """train.csv, test.csv (with answers) and test_no_answer.csv (shaped like a competition test file);
+    ``hard`` writes the hard testbed with those settings instead."""
     out_dir = Path(out_dir)
-    train = generate(n_train, seed)
-    test = generate(n_test, seed + 1, start_id=n_train)
+    if hard is None:
+        train, test = generate(n_train, seed), generate(n_test, seed + 1, start_id=n_train)
+    else:
+        train = generate_hard(n_train, seed, settings=hard)
+        test = generate_hard(n_test, seed + 1, start_id=n_train, settings=hard, training=False)
     paths = {"train": out_dir / "train.csv", "test": out_dir / "test.csv",
              "test_no_answer": out_dir / "test_no_answer.csv"}
     write_csv(train, paths["train"])
@@ -94,11 +171,27 @@ def write_sample(out_dir: str | Path, n_train: int = 480, n_test: int = 160, see
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
-    parser.add_argument("--train", type=int, default=480)
-    parser.add_argument("--test", type=int, default=160)
+    parser.add_argument("--train", type=int, default=None, help=f"training rows (default {EASY_ROWS[0]}; "
+                                                                 f"--hard: {HARD_ROWS[0]})")
+    parser.add_argument("--test", type=int, default=None, help=f"test rows (default {EASY_ROWS[1]}; --hard: "
+                                                                f"{HARD_ROWS[1]})")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--hard", action="store_true", help="the testbed where a tiny model stays below 100%%")
+    parser.add_argument("--noise", type=float, default=HardSettings.noise, help="--hard: share of training "
+                        "answers replaced by another letter")
+    parser.add_argument("--a_share", type=float, default=HardSettings.a_share, help="--hard: share of training "
+                        "answers that are A")
+    parser.add_argument("--near_miss", type=float, default=HardSettings.near_miss, help="--hard: share of "
+                        "distractors in a neighbouring subject's vocabulary")
     args = parser.parse_args(argv)
-    for name, path in write_sample(args.out_dir, args.train, args.test, args.seed).items():
+    problems = [f"--{name} must be between 0 and 1, got {getattr(args, name)}"
+                for name in ("noise", "a_share", "near_miss") if not 0 <= getattr(args, name) <= 1]
+    if problems:
+        parser.error("; ".join(problems))
+    rows = HARD_ROWS if args.hard else EASY_ROWS
+    hard = HardSettings(args.noise, args.a_share, args.near_miss) if args.hard else None
+    paths = write_sample(args.out_dir, args.train or rows[0], args.test or rows[1], args.seed, hard)
+    for path in paths.values():
         print(f"wrote {path}")
     return 0
 

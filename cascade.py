@@ -20,9 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cli import UserError
-from mcq_dataset import LETTERS
-
-PROB_COLUMNS = [f"p_{letter}" for letter in LETTERS]
+from prediction_store import PROB_COLUMNS
 
 
 class CascadeError(UserError):
@@ -51,8 +49,9 @@ def read_first_run(source: str | Path, frame: pd.DataFrame) -> pd.DataFrame:
         raise CascadeError(f"{path} answered other questions than the test file ({differ} IDs differ, or repeated "
                            "IDs): rescore needs the first run of this same test file")
     first = first.set_index("ID").loc[frame["ID"]].reset_index()
-    if first[PROB_COLUMNS].isna().any().any():
-        raise CascadeError(f"{path}: {int(first[PROB_COLUMNS].isna().any(axis=1).sum())} rows have no probabilities "
+    unanswered = first[list(PROB_COLUMNS)].isna().any(axis=1)
+    if unanswered.any():
+        raise CascadeError(f"{path}: {int(unanswered.sum())} rows have no probabilities "
                            "(generate-mode answers); rescore needs four probabilities per row")
     return first
 
@@ -66,7 +65,7 @@ def margins(probs: np.ndarray) -> np.ndarray:
 def least_confident(first: pd.DataFrame, fraction: float) -> list[str]:
     """IDs of the ``fraction`` of rows with the smallest margins (ties broken by file order)."""
     count = int(round(fraction * len(first)))
-    order = np.argsort(margins(first[PROB_COLUMNS].to_numpy(dtype=float)), kind="stable")
+    order = np.argsort(margins(first[list(PROB_COLUMNS)].to_numpy(dtype=float)), kind="stable")
     return list(first["ID"].iloc[np.sort(order[:count])])
 
 

@@ -25,6 +25,9 @@ from run_identity import changed_keys
 
 logger = logging.getLogger(__name__)
 
+PROB_COLUMNS = tuple(f"p_{letter}" for letter in LETTERS)  # predictions.csv: the four letter probabilities
+TRUE_ANSWER_COLUMN = f"true_{ANSWER_COLUMN}"  # predictions.csv: the test file's own answer, when it has one
+
 
 def score_record(id_: str, probs, source: str = "score") -> dict:
     """The record of a question answered by letter scoring: the most probable letter and all four probabilities."""
@@ -156,12 +159,12 @@ def assemble_predictions(frame: pd.DataFrame, answers: dict[str, dict]) -> pd.Da
     predictions = pd.DataFrame({"ID": frame["ID"], "answer": [r["answer"] for r in records],
                                 "source": [r.get("source") for r in records]})
     if any("probs" in r for r in records):
-        for k, letter in enumerate(LETTERS):
-            predictions[f"p_{letter}"] = [r["probs"][k] if "probs" in r else None for r in records]
+        for k, column in enumerate(PROB_COLUMNS):
+            predictions[column] = [r["probs"][k] if "probs" in r else None for r in records]
     if any("raw" in r for r in records):
         predictions["raw"] = [r.get("raw") for r in records]
         predictions["rule"] = [r.get("rule") for r in records]
-    for column in (ANSWER_COLUMN, SUBJECT_COLUMN):
+    for column, written in ((ANSWER_COLUMN, TRUE_ANSWER_COLUMN), (SUBJECT_COLUMN, SUBJECT_COLUMN)):
         if column in frame:
-            predictions[f"true_{column}" if column == ANSWER_COLUMN else column] = list(frame[column])
+            predictions[written] = list(frame[column])
     return predictions

@@ -89,3 +89,29 @@ def trained_run(tmp_path_factory, tiny_model_dir, sample_dir):
                                             "--export", "merged", "--merged_dtype", "float32")
     summary = train_sft.main(script_args, training_args)
     return {"dir": out, "summary": summary, "model_dir": tiny_model_dir, "sample_dir": sample_dir}
+
+
+@pytest.fixture(scope="session")
+def random_adapter(tiny_model_dir, tmp_path_factory):
+    """A LoRA adapter with random (non-zero) weights on the float32 tiny model, saved as train_sft.py saves one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    out = tmp_path_factory.mktemp("random-adapter")
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def merged_model(trained_run, tmp_path_factory):
+    """The trained run's adapter merged into float32 weights, in several shards."""
+    from merged_export import export_merged
+
+    out = tmp_path_factory.mktemp("merged")
+    return export_merged(trained_run["dir"] / "adapter", out, base_model_id=str(trained_run["model_dir"]),
+                         dtype="float32", max_shard_size="2MB")

@@ -3,14 +3,9 @@
 import numpy as np
 import pytest
 
+from helpers import softmax
 from letter_bias import debias, estimate_letter_prior
 from mcq_dataset import cyclic_orders
-
-
-def softmax(logits):
-    logits = np.asarray(logits, dtype=float)
-    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def biased_model(n=400, bias=1.5, seed=0):

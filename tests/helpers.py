@@ -1,0 +1,89 @@
+"""Helpers shared by several test files (fixtures live in conftest.py)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cli
+import ensemble
+import prediction_store
+from mcq_dataset import LETTERS
+from run_folder import write_csv_atomic, write_json_atomic
+
+try:  # dev-only (requirements-dev.txt): the parser itself never uses it
+    import opencc
+except ImportError:
+    opencc = None
+# Simplified -> Traditional converters (mainland, Taiwan, Hong Kong forms) for the parser's Traditional tests.
+TO_TRADITIONAL = [opencc.OpenCC(config) for config in ("s2t", "s2tw", "s2hk")] if opencc else []
+needs_opencc = pytest.mark.skipif(opencc is None, reason="opencc is not installed")
+
+
+def letter_logits_hf(model, tokenizer, frame):
+    """(rows, 4) logits of the letters A-D after each row's prompt, one prompt at a time (the plain reference)."""
+    import torch
+
+    from mcq_dataset import encode_prompt
+
+    letters = [tokenizer.convert_tokens_to_ids(x) for x in "ABCD"]
+    rows = []
+    with torch.no_grad():
+        for _, row in frame.iterrows():
+            rows.append(model(torch.tensor([encode_prompt(tokenizer, row)])).logits[0, -1, letters].numpy())
+    return np.array(rows)
+
+
+# ------------------------------------------------------------------------------------------ ensemble members
+
+
+IDS = ["007", "10", "2", "x-1", "3", "1"]  # text IDs, not sorted: order and leading zeros must survive
+
+
+def softmax(logits):
+    logits = np.asarray(logits, dtype=float)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def write_member(folder, probs, ids=IDS, truth=None, subject=None, test_file="test.csv"):
+    """A run folder as infer.py leaves it: predictions.csv (assemble_predictions' layout) and report.json."""
+    frame = pd.DataFrame({"ID": list(ids)})
+    if truth is not None:
+        frame["answer"] = list(truth)
+    if subject is not None:
+        frame["subject"] = list(subject)
+    records = {id_: prediction_store.score_record(id_, np.asarray(p)) for id_, p in zip(ids, probs)}
+    write_csv_atomic(prediction_store.assemble_predictions(frame, records), folder / "predictions.csv")
+    write_json_atomic({"test_file": test_file, "rows": len(ids)}, folder / "report.json")
+    return folder
+
+
+def random_probs(seed, n=len(IDS), sharpness=1.0):
+    return softmax(sharpness * np.random.default_rng(seed).normal(size=(n, 4)))
+
+
+def run_ensemble(argv, capsys):
+    """ensemble.py's command line as run_cli runs it: (exit status, captured output)."""
+    status = cli.run_cli(ensemble.main, [str(a) for a in argv])
+    return status, capsys.readouterr()
+
+
+def read_predictions(path):
+    return pd.read_csv(path, dtype={"ID": str, "answer": str, "true_answer": str})
+
+
+def confident(truth, strength, seed):
+    """Probabilities that put ``strength`` logits on the true letter, plus noise."""
+    rng = np.random.default_rng(seed)
+    onehot = np.eye(4)[[LETTERS.index(t) for t in truth]]
+    return softmax(strength * onehot + rng.normal(size=onehot.shape))
+
+
+def fitted_setup(tmp_path, test_truth):
+    val_ids = [f"v{i}" for i in range(200)]
+    val_truth = [LETTERS[i % 4] for i in range(200)]
+    good = write_member(tmp_path / "val_good", confident(val_truth, 3.0, 1), ids=val_ids, truth=val_truth)
+    bad = write_member(tmp_path / "val_bad", confident(val_truth, 0.0, 2), ids=val_ids, truth=val_truth)
+    test_good = write_member(tmp_path / "test_good", random_probs(3), truth=test_truth)
+    test_bad = write_member(tmp_path / "test_bad", random_probs(4), truth=test_truth)
+    return [test_good, test_bad, "--validation", good, bad]

@@ -130,8 +130,9 @@ def build_family_config(name: str, shape: str = "tiny", **overrides):
 
 
 def write_tiny_family(out_dir: str | Path, name: str, shape: str = "tiny", seed: int = 0, dtype: str = "float32",
-                      **overrides) -> Path:
-    """Save a randomly initialised model of family ``name`` with its tokenizer as a model directory."""
+                      tokenizer=None, **overrides) -> Path:
+    """Save a randomly initialised model of family ``name`` with its tokenizer (built unless given) as a model
+    directory."""
     import torch
     import transformers
     from transformers import GenerationConfig
@@ -141,7 +142,7 @@ def write_tiny_family(out_dir: str | Path, name: str, shape: str = "tiny", seed:
     family = FAMILIES[name]
     out_dir = Path(out_dir)
     config = build_family_config(name, shape, **overrides)
-    tokenizer = build_family_tokenizer(name)
+    tokenizer = tokenizer or build_family_tokenizer(name)
     torch.manual_seed(seed)
     with torch.device("cuda" if shape != "tiny" and torch.cuda.is_available() else "cpu"):
         model = getattr(transformers, family.model_class)(config).to(getattr(torch, dtype))

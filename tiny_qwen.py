@@ -201,7 +201,11 @@ def main(argv=None) -> int:
     if args.family != "qwen2.5":
         from tiny_families import write_tiny_family
 
-        path = write_tiny_family(args.out_dir, args.family, shape=args.shape, seed=args.seed, dtype=args.dtype)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else None
+        path = write_tiny_family(args.out_dir, args.family, shape=args.shape, seed=args.seed, dtype=args.dtype,
+                                 tokenizer=tokenizer)
         print(f"wrote {path}")
         return 0
     tokenizer = None

@@ -54,6 +54,19 @@ def grouped_batches(rows: list[dict], micro: int, seed: int = 42) -> list[list[d
     return [[rows[i] for i in order[k:k + micro]] for k in range(0, len(order) - micro + 1, micro)]
 
 
+def gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def collate(batch: list[dict], pad_id: int):
     import torch
 
@@ -72,10 +85,12 @@ def reference_model(model_path: str):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    gpu = torch.cuda.is_available()  # on a CPU (the bench's own smoke test) without quantisation
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=torch.bfloat16,
-                                                 device_map={"": 0})
+                               bnb_4bit_compute_dtype=torch.bfloat16) if gpu else None
+    model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant,
+                                                 dtype=torch.bfloat16 if gpu else torch.float32,
+                                                 device_map={"": 0} if gpu else None)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, bias="none",
                                             task_type="CAUSAL_LM", target_modules=PROJECTIONS))
@@ -110,7 +125,7 @@ def run_trainer_grouped(args) -> dict:
                                  for r in rows])
     config = SFTConfig(output_dir="/tmp/anchor_a", per_device_train_batch_size=4, gradient_accumulation_steps=8,
                        max_steps=args.steps + WARMUP_STEPS, learning_rate=2e-4, lr_scheduler_type="cosine",
-                       warmup_steps=0.03, weight_decay=0.01, logging_steps=1, bf16=True, report_to="none",
+                       warmup_steps=0.03, weight_decay=0.01, logging_steps=1, bf16=gpu(), report_to="none",
                        gradient_checkpointing=True, save_strategy="no", max_length=560, seed=42,
                        train_sampling_strategy="group_by_length", completion_only_loss=True)
     timer = StepTimer()
@@ -126,7 +141,7 @@ def run_trainer_grouped(args) -> dict:
     trainer.training_step = counting_step
     reset_peak()
     trainer.train()
-    torch.cuda.synchronize()
+    sync()
     steps = [e - s for s, e in zip(timer.starts, timer.ends)]
     per_step = [sum(tokens[i * 8:(i + 1) * 8]) for i in range(len(steps))]
     return result("trainer_grouped_4x8", steps, per_step, 32, model)
@@ -145,15 +160,15 @@ def run_plain_loop(args) -> dict:
     steps, tokens = [], []
     reset_peak()
     for step in range(args.steps + WARMUP_STEPS):
-        torch.cuda.synchronize()
+        sync()
         started, real = time.perf_counter(), 0
         for batch in micro_batches[step * 8:(step + 1) * 8]:
-            batch = {k: v.cuda() for k, v in collate(batch, tokenizer.pad_token_id).items()}
+            batch = {k: v.to(model.device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
             real += int(batch["attention_mask"].sum())
             (model(**batch).loss / 8).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        sync()
         steps.append(time.perf_counter() - started)
         tokens.append(real)
     return result("plain_loop_4x8", steps, tokens, 32, model)
@@ -180,7 +195,8 @@ def run_unsloth_notebook(args) -> dict:
              for _, row in frame.iterrows()]
     config = SFTConfig(output_dir="/tmp/anchor_c", per_device_train_batch_size=2, gradient_accumulation_steps=4,
                        max_steps=args.steps + WARMUP_STEPS, learning_rate=2e-4, warmup_steps=5, logging_steps=1,
-                       optim="adamw_8bit", weight_decay=0.01, lr_scheduler_type="linear", seed=3407, bf16=True,
+                       optim="adamw_8bit" if gpu() else "adamw_torch", weight_decay=0.01, lr_scheduler_type="linear",
+                       seed=3407, bf16=gpu(),
                        report_to="none", save_strategy="no", dataset_text_field="text", max_length=2048)
     timer = StepTimer()
     trainer = SFTTrainer(model=model, tokenizer=tokenizer, train_dataset=Dataset.from_dict({"text": texts}),
@@ -197,7 +213,7 @@ def run_unsloth_notebook(args) -> dict:
     trainer.training_step = counting_step
     reset_peak()
     trainer.train()
-    torch.cuda.synchronize()
+    sync()
     steps = [e - s for s, e in zip(timer.starts, timer.ends)]
     return result("unsloth_notebook_2x4", steps, [sum(tokens[i * 4:(i + 1) * 4]) for i in range(len(steps))], 8,
                   model)

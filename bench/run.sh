@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The bench's one entry on a one-GPU machine: named runs, in the order given, every process capped at 24 GiB
+# (bench/cap) like an RTX 4090, at the 14B shape (random weights of the published config, the real tokenizer).
+#   device tool, kind nvidia-h200, carry [.gpu, .benchdata]:   CALL=name RUNS="b16 anchor_a" bash bench/run.sh
+# then here: copy the call's folder to bench/raw/<name>/ and map its files in bench_14b.py's TABLE; collect.
+# Runs (MAX_STEPS: optimiser steps of the training runs, default 52; one evaluation + checkpoint half-way and at
+# the end):
+#   b16, b32     train_sft.py --config configs/qwen2.5-14b-4090.yaml: the README command (16 x 2), or 32 x 1
+#   random|batch_rebalance|group_by_length   the same with that --train_sampling_strategy
+#   card16       configs/qwen2.5-14b-16gb.yaml under a 15 GiB cap (a 16 GB card)
+#   learn        the README command on the project's sample questions (does the 14B shape learn?)
+#   infer        infer.py --config configs/infer-14b-4090.yaml with the last training run's adapter
+#   gen          the same with --mode generate (base model if no training run came before)
+#   infer16      infer inside a cgroup with memory.max=16G (the host RAM of a 16 GB machine), if allowed
+#   kfold        train_sft.py --folds 2, each fold's answers, ensemble.py, and infer.py on the k-fold folder
+#   export       export.py --format gguf of the last adapter (merged 16-bit, then GGUF)
+#   anchor_a|anchor_b|anchor_c   bench/anchors.py trainer-grouped | plain-loop | unsloth-notebook
+#   ref          bench_14b.py reference (the older two-step reference, kept for the earlier calls' keys)
+#   q3train, q3infer   the README commands with configs/qwen3-14b-4090.yaml at Qwen3-14B's shape
+set -uo pipefail
+CALL=${CALL:-run}; WATCHDOG_S=${WATCHDOG_S:-575}
+source bench/call.sh   # $OUT, the watchdog, lap, finish_call
+source bench/gpu_env.sh
+lap "model ready"
+export MCQ_BENCH_CAP_GB=24
+STEPS=${MAX_STEPS:-52}; HALF=$(( (STEPS + 1) / 2 ))
+train() {  # train NAME CONFIG MODEL ARGS...: the README training command into /tmp/m_NAME
+  local name=$1 config=$2 model=$3; shift 3
+  python3 train_sft.py --config "$config" --model_name_or_path "$model" --train_file .benchdata/train.csv \
+    --max_steps "$STEPS" --eval_steps "$HALF" --save_steps "$HALF" --logging_steps 2 --output_dir /tmp/m_$name "$@" \
+    > "$OUT/$name.log" 2>&1
+  cp /tmp/m_$name/training_summary.json "$OUT/$name.json"; ADAPTER=/tmp/m_$name/adapter
+}
+answer() {  # answer NAME MODEL_PATH ARGS...: the README inference command on the 1,839-question file
+  local name=$1 model=$2; shift 2
+  python3 infer.py --config configs/infer-14b-4090.yaml --test_file .benchdata/test.csv --resume false \
+    --model_path "$model" --output_file /tmp/$name.csv "$@" > "$OUT/$name.log" 2>&1
+  cp /tmp/${name}_run/report.json "$OUT/$name.json"
+}
+Q3=/tmp/q3_14b
+build_qwen3() {
+  [ -f $Q3/config.json ] || MCQ_BENCH_CAP_GB= python3 tiny_qwen.py $Q3 --family qwen3 --shape qwen3-14b \
+    --dtype bfloat16 --tokenizer .benchdata/tokenizer-qwen3 > "$OUT/q3build.log" 2>&1
+  lap "q3build"
+}
+ADAPTER=""
+for run in ${RUNS:-b16 anchor_a}; do
+  case $run in
+    b16) train b16 configs/qwen2.5-14b-4090.yaml /tmp/q14b ;;
+    b32) train b32 configs/qwen2.5-14b-4090.yaml /tmp/q14b --per_device_train_batch_size 32 \
+           --gradient_accumulation_steps 1 ;;
+    random|batch_rebalance|group_by_length)
+         train "train_$run" configs/qwen2.5-14b-4090.yaml /tmp/q14b --train_sampling_strategy "$run" ;;
+    card16) MCQ_BENCH_CAP_GB=15 train card16 configs/qwen2.5-14b-16gb.yaml /tmp/q14b ;;
+    learn) python3 sample_data.py /tmp/sample --train 1600 --test 160 > /dev/null
+           python3 train_sft.py --config configs/qwen2.5-14b-4090.yaml --model_name_or_path /tmp/q14b \
+             --train_file /tmp/sample/train.csv --max_steps 30 --eval_steps 10 --save_steps 10 \
+             --output_dir /tmp/m_learn > "$OUT/learn.log" 2>&1; cp /tmp/m_learn/training_summary.json "$OUT/learn.json" ;;
+    infer) answer infer "$ADAPTER" ;;
+    gen) answer gen "${ADAPTER:-/tmp/q14b}" --mode generate ;;
+    infer16)
+      CG=/sys/fs/cgroup/mcq16
+      if mkdir -p $CG 2>"$OUT/infer16.cgroup.txt" && echo 16G > $CG/memory.max 2>>"$OUT/infer16.cgroup.txt"; then
+        ( echo $BASHPID > $CG/cgroup.procs && exec python3 infer.py --config configs/infer-14b-4090.yaml \
+            --test_file .benchdata/test.csv --resume false --model_path "$ADAPTER" --output_file /tmp/infer16.csv ) \
+          > "$OUT/infer16.log" 2>&1
+        echo "exit $?" >> "$OUT/infer16.cgroup.txt"
+        for f in memory.max memory.peak memory.events memory.stat; do echo "== $f"; cat $CG/$f; done \
+          >> "$OUT/infer16.cgroup.txt" 2>&1
+        cp /tmp/infer16_run/report.json "$OUT/infer16.json" 2>/dev/null
+      else
+        echo "no cgroup: $(cat /proc/self/cgroup); $(ls -ld /sys/fs/cgroup)" >> "$OUT/infer16.cgroup.txt"
+      fi ;;
+    kfold)
+      train kfold_train configs/qwen2.5-14b-4090.yaml /tmp/q14b --folds 2; lap "kfold_train"
+      cp /tmp/m_kfold_train/cv_summary.json "$OUT/kfold_cv.json"
+      for f in 0 1; do cp /tmp/m_kfold_train/fold-$f/training_summary.json "$OUT/kfold_fold$f.json"
+        answer kfold_infer$f /tmp/m_kfold_train/fold-$f/adapter; lap "kfold_infer$f"; done
+      python3 ensemble.py /tmp/kfold_infer0_run /tmp/kfold_infer1_run --output_file /tmp/kfold_ens.csv \
+        > "$OUT/kfold_ens.log" 2>&1; lap "kfold_ensemble"
+      cp /tmp/kfold_ens_ensemble/ensemble_report.json "$OUT/kfold_ens.json"
+      answer kfold_all /tmp/m_kfold_train ;;
+    export) python3 export.py --format gguf --adapter "$ADAPTER" --output_dir /tmp/export_gguf \
+              > "$OUT/export.log" 2>&1; ls -la /tmp/export_gguf >> "$OUT/export.log" ;;
+    anchor_a|anchor_b|anchor_c)
+      kind=$(case $run in anchor_a) echo trainer-grouped;; anchor_b) echo plain-loop;; *) echo unsloth-notebook;; esac)
+      python3 bench/anchors.py "$kind" --model /tmp/q14b --data .benchdata/train.csv --json "$OUT/$run.json" \
+        > "$OUT/$run.log" 2>&1 ;;
+    ref) python3 bench/bench_14b.py reference --model /tmp/q14b --data .benchdata/train.csv --json "$OUT/ref.json" \
+           --n-ref-train ${N_REF_TRAIN:-128} --n-ref-generate ${N_REF_GENERATE:-8} > "$OUT/ref.log" 2>&1 ;;
+    q3train) build_qwen3; train q3train configs/qwen3-14b-4090.yaml $Q3 ;;
+    q3infer) build_qwen3; answer q3infer "${ADAPTER:-$Q3}" ;;
+    *) echo "unknown run $run" >> "$OUT/times.txt" ;;
+  esac
+  lap "$run"
+done
+nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
+for f in "$OUT"/*.log; do echo "== $f"; grep -E "Error|error:|Traceback" "$f" | tail -3; done
+finish_call

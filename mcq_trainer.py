@@ -52,7 +52,7 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
                      use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = head(hidden[:, :-1][keep]).float()
+    logits = soft_cap(model, head(hidden[:, :-1][keep]).float())  # as the model's own forward
     loss = F.cross_entropy(logits, targets[keep], reduction="sum")
     if num_items_in_batch is not None:
         return loss / num_items_in_batch

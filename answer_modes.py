@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
+from chat_template import stop_token_ids
 from infer_setup import adapter_names
 from mcq_dataset import OPTION_COLUMNS, cyclic_orders
 from prediction_store import score_record
@@ -69,7 +70,7 @@ def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgumen
     from scoring import left_pad, model_device
 
     device = model_device(model)
-    stop_ids = [tokenizer.eos_token_id] + ([tokenizer.pad_token_id] if tokenizer.pad_token_id is not None else [])
+    stop_ids = stop_token_ids(tokenizer, model, args.prompt_style)  # the template's end of turn first
     ids, options = frame["ID"].tolist(), frame[list(OPTION_COLUMNS)].values.tolist()
 
     def compute(rows: list[int]) -> list[dict]:
@@ -88,6 +89,23 @@ def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgumen
         return records
 
     return compute
+
+
+def score_utilisation(model, tokenizer, prompts, args: InferArguments, timing: dict) -> dict:
+    """Model-FLOP utilisation of the steady scoring batches (mfu.py): the tokens each question needs computed
+    (its prompt, less the shared template prefix computed once), at the steady questions per second."""
+    from mfu import utilisation
+    from scoring import SharedPrefix, template_prefix
+
+    if args.mode != "score":
+        return {"mfu": None, "reason": "generate mode"}
+    prefix = len(template_prefix(tokenizer, args.prompt_style)) if args.share_prefix else 0
+    prefix = prefix if prefix >= SharedPrefix.MIN_TOKENS else 0
+    mean_tokens = sum(len(p) for p in prompts) / max(len(prompts), 1) - prefix
+    qps = timing.get("steady_questions_per_second")
+    return {**utilisation(qps * mean_tokens * args.permutations if qps else None, model.config, training=False,
+                          sequence=round(mean_tokens + prefix)),
+            "computed_tokens_per_question": round(mean_tokens, 1)}
 
 
 def fill_unparsed(model, tokenizer, frame: pd.DataFrame, args: InferArguments, batch_size: int, store) -> None:

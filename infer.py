@@ -18,6 +18,10 @@ the precision loaded, the chat template); the same command continues where an in
 other run starts over (the old checkpoint kept as `*.stale`). A run that starts over first moves the earlier
 submission and report into `<run folder>/previous-<time>/`, so a run that fails never leaves another run's
 answers under its name. The run folder also receives `predictions.csv`, `report.json`, `report.md` and charts.
+
+This file is the command line and the one answering loop; the option checks, model sources and run identity
+are in `infer_setup.py`, what each mode computes in `answer_modes.py`, the run folder's files and the output
+assembly in `infer_outputs.py`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from answer_modes import estimate_letter_prior_of, fill_unparsed, generator, scorer
+from answer_modes import estimate_letter_prior_of, fill_unparsed, generator, score_utilisation, scorer
+from chat_template import find_answer_slot
 from cli import parse_with, run_cli
 from distributed import agree_on, distributed_info, shard
 from infer_outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
@@ -70,7 +75,8 @@ class InferArguments(PromptOptions):
     repetition_penalty: float = field(default=1.1, metadata={"help": "generate mode"})
     permutations: int = field(default=1, metadata={"help": "score mode: average over N cyclic option orders (1-4)"})
     share_prefix: bool = field(default=True, metadata={"help": "score mode: compute the prompt start shared by all "
-                                                              "questions once (same answers, ~1.4x faster)"})
+                                                              "questions once (same answers, less compute; "
+                                                              "bench/RESULTS.md)"})
     debias_letters: bool = field(default=False, metadata={"help": "score mode: divide out the model's preference "
                                                                     "for some letters, estimated from the four cyclic "
                                                                     "option orders of debias_sample test questions "
@@ -182,6 +188,8 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     request = load_request(args, backend, device_map)
     model, tokenizer, load_info = load_inference_model(request)
     loaded = time.time()
+    slot = find_answer_slot(tokenizer, args.prompt_style).describe(tokenizer, args.prompt_style)  # or refuse
+    logger.info(slot)
     prompts = encode_prompts(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)  # once, every mode
     batch_size = agree_on(args.batch_size or auto_batch_size(model, max(map(len, prompts)), args), world)
     prior = agree_on(estimate_letter_prior_of(model, tokenizer, frame, prompts, args, batch_size), world)
@@ -199,7 +207,9 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
            "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
            "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
            "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),
-           "answer_timing": clock.summary(), **letter_distributions(records, prior)}
+           "answer_timing": clock.summary(), "answer_slot": slot,
+           "score_mfu": score_utilisation(model, tokenizer, prompts, args, clock.summary()),
+           **letter_distributions(records, prior)}
     return write_outputs(args, frame, records, run, answered=answered, host=host, started=started, loaded=loaded,
                          plan=plan)
 

@@ -111,7 +111,6 @@ def result(name: str, step_seconds: list[float], step_tokens: list[int], samples
 
 
 def run_trainer_grouped(args) -> dict:
-    import torch
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -178,7 +177,6 @@ def run_unsloth_notebook(args) -> dict:
     import unsloth  # noqa: F401  (before trl / transformers / peft)
     from unsloth import FastLanguageModel
     from unsloth.chat_templates import train_on_responses_only
-    import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 

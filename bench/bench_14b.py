@@ -269,7 +269,66 @@ TABLE = {
     "kfold_14b_fold_answer_seconds": [("kfold_h200/kfold_infer0.json", ["total_seconds"]),
                                       ("kfold_h200/kfold_infer1.json", ["total_seconds"])],
     "ensemble_14b_seconds": ("kfold_h200/times.txt", ["kfold_infer1", "kfold_ensemble"]),
+    # the faithful anchors, each in a call with the README training command (20 steps; bench/run.sh)
+    "ref_trainer_grouped_samples_per_s": ("anchors1_h200/anchor_a.json", ["samples_per_s"]),
+    "ref_trainer_grouped_mfu": ("anchors1_h200/anchor_a.json", ["mfu"]),
+    "ref_trainer_grouped_peak_reserved_gb": ("anchors1_h200/anchor_a.json", ["peak_reserved_gb"]),
+    "ref_trainer_grouped_timed_steps": ("anchors1_h200/anchor_a.json", ["timed_steps"]),
+    "ref_loop_samples_per_s": ("anchors2_h200/anchor_b.json", ["samples_per_s"]),
+    "ref_loop_mfu": ("anchors2_h200/anchor_b.json", ["mfu"]),
+    "ref_loop_peak_reserved_gb": ("anchors2_h200/anchor_b.json", ["peak_reserved_gb"]),
+    "peer_unsloth_notebook_samples_per_s": ("anchors2_h200/anchor_c.json", ["samples_per_s"]),
+    "peer_unsloth_notebook_mfu": ("anchors2_h200/anchor_c.json", ["mfu"]),
+    "peer_unsloth_notebook_peak_reserved_gb": ("anchors2_h200/anchor_c.json", ["peak_reserved_gb"]),
+    "recipe_train_samples_per_s_anchor_calls": [("anchors1_h200/b16.json", ["steady_train_samples_per_second"]),
+                                                ("anchors2_h200/b16.json", ["steady_train_samples_per_second"])],
+    "recipe_train_mfu": [("anchors1_h200/b16.json", ["train_mfu", "mfu"]),
+                         ("anchors2_h200/b16.json", ["train_mfu", "mfu"])],
+    "recipe_train_peak_reserved_gb_anchor_calls": [("anchors1_h200/b16.json", ["peak_gpu_memory_gb"]),
+                                                   ("anchors2_h200/b16.json", ["peak_gpu_memory_gb"])],
+    # Qwen3-14B's shape with configs/qwen3-14b-4090.yaml (20 steps) and the README inference command
+    "qwen3_14b_train_samples_per_s": ("qwen3_h200/q3train.json", ["steady_train_samples_per_second"]),
+    "qwen3_14b_run_peak_reserved_gb": ("qwen3_h200/q3train.json", ["peak_gpu_memory_gb"]),
+    "qwen3_14b_train_mfu": ("qwen3_h200/q3train.json", ["train_mfu", "mfu"]),
+    "qwen3_14b_answer_slot": ("qwen3_h200/q3train.json", ["answer_slot"]),
+    "qwen3_14b_score_qps": ("qwen3_h200/q3infer.json", ["answer_timing", "steady_questions_per_second"]),
+    "qwen3_14b_score_qps_whole_file": ("qwen3_h200/q3infer.json", ["questions_per_second"]),
+    "qwen3_14b_score_peak_reserved_gb": ("qwen3_h200/q3infer.json", ["gpu_peak_reserved_gb"]),
 }
+
+RTX_4090_OVER_H200 = 165.2 / 989.4  # dense BF16 peaks (mfu.py's sources): the projection's scale
+
+
+def score_mfu(raw: Path, report: str, tokens: str, config) -> float:
+    """Scoring MFU of a recorded report.json whose call predates infer.py's own score_mfu: its steady rate x
+    the computed tokens per question (prompt less the shared prefix; score_tokens.json, computed afterwards)."""
+    from mfu import utilisation
+
+    qps = json.loads((raw / report).read_text())["answer_timing"]["steady_questions_per_second"]
+    counts = json.loads((raw / tokens).read_text())
+    return utilisation(qps * counts["computed_tokens_per_question"], config, training=False,
+                       sequence=round(counts["mean_prompt_tokens"]), device_name="NVIDIA H200")["mfu"]
+
+
+def derived_anchor_keys(r: dict, raw: Path) -> dict:
+    """Ratios against the anchors (each against the README command of its own call), scoring MFU of the recorded
+    scoring runs, and the 4090 projection: the H200 rate x the ratio of the dense BF16 peaks (same MFU assumed)."""
+    from tiny_families import build_family_config
+    from tiny_qwen import build_model_config
+
+    ours_a, ours_bc = r["recipe_train_samples_per_s_anchor_calls"]
+    keys = {"train_speedup_vs_ref_trainer_grouped": round(ours_a / r["ref_trainer_grouped_samples_per_s"], 2),
+            "train_speedup_vs_ref_loop": round(ours_bc / r["ref_loop_samples_per_s"], 2),
+            "train_speedup_vs_unsloth_notebook": round(ours_bc / r["peer_unsloth_notebook_samples_per_s"], 2)}
+    projected = {"recipe_train_samples_per_s": _median(r["recipe_train_samples_per_s_anchor_calls"]),
+                 "ref_trainer_grouped_samples_per_s": r["ref_trainer_grouped_samples_per_s"],
+                 "recipe_score_qps": r["recipe_score_qps"]}
+    keys["rtx4090_projection_same_mfu"] = {k: round(v * RTX_4090_OVER_H200, 2) for k, v in projected.items()}
+    keys["recipe_score_mfu"] = score_mfu(raw, "gen_h200/infer.json", "gen_h200/score_tokens.json",
+                                         build_model_config("qwen2.5-14b"))
+    keys["qwen3_14b_score_mfu"] = score_mfu(raw, "qwen3_h200/q3infer.json", "qwen3_h200/score_tokens.json",
+                                            build_family_config("qwen3", "qwen3-14b"))
+    return keys
 
 
 def read_table(raw: Path, table: dict = TABLE) -> dict:
@@ -462,6 +521,7 @@ def collect(raw: Path, out: Path) -> dict:
     results["score_whole_phase_speedup_vs_ref_gen"] = round(results["recipe_score_whole_phase_qps"]
                                                             / results["ref_gen_qps"], 1)
     results.update(read_table(raw))
+    results.update(derived_anchor_keys(results, raw))
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
 

@@ -4,7 +4,7 @@
     python bench/bench_14b.py reference --model /tmp/q14b --data train.csv --json ref.json
     python bench/bench_14b.py summarize-recipe OUT_FOLDER                 # -> bench/results.json
 
-Our figures come from the README commands themselves (bench/recipe.sh runs them and keeps their
+Our figures come from the README commands themselves (bench/run.sh runs them and keeps their
 training_summary.json / report.json). Speed and memory do not depend on the weight values, so random
 weights of the exact shape stand in for the real model. `reference` is the recipe we replace (plain
 transformers + bitsandbytes NF4 double quant + peft, TRL's default full-vocabulary loss, per-device batch
@@ -181,7 +181,8 @@ def _train_figures(summary: dict) -> dict:
 
 
 def summarize_recipe(folder: str, out: Path) -> dict:
-    """bench/results.json from bench/recipe.sh's outputs: the README commands' own reports."""
+    """Keys from the recipe_h200x4_run1 call's outputs (bench/recipe.sh, superseded by bench/run.sh; in git
+    history before 8c1b541): the README commands' own reports."""
     folder = Path(folder)
 
     def load(name):
@@ -545,7 +546,7 @@ def main(argv=None) -> int:
         p.add_argument("--infer-batch", type=int, default=64)
         p.add_argument("--variants", default="16:0.0", help="micro_batch:dropout pairs, comma separated")
     sub.add_parser("collect", help="bench/results.json from the recorded calls in bench/raw/")
-    summary = sub.add_parser("summarize-recipe", help="bench/results.json from bench/recipe.sh's output folder")
+    summary = sub.add_parser("summarize-recipe", help="keys from a recipe_h200x4-style output folder")
     summary.add_argument("folder")
     summary.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args(argv)

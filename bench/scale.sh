@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Scale-out with the README's own commands at the 14B shape, every process capped at 24 GiB (one device call
-# on a 4-GPU machine, after bench/recipe.sh on the same machine, which leaves /tmp/q14b and the site bundle):
+# on a 4-GPU machine, bench/gpu_env.sh builds /tmp/q14b and unpacks the site bundle):
 #   1. torchrun --nproc_per_node 4: train_sft.py (effective batch 32 kept) and infer.py on the CMMLU test file;
 #   2. two "nodes" on GPUs 0 and 1: two torchrun launches with --nnodes 2 --node_rank 0|1, c10d rendezvous on
 #      127.0.0.1, each node in its own folder (no shared filesystem): training and inference;

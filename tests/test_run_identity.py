@@ -11,13 +11,14 @@ from conftest import ROOT, train_args
 # until it is either listed here (it decides the result: nothing to do) or excluded in run_identity.py with
 # the reason -- the decision the identity depends on.
 INFER_INCLUDED = [
-    "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "test_file", "model_path",
+    "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "enable_thinking", "test_file",
+    "model_path",
     "base_model_id", "mode", "backend", "batch_size", "load_in_4bit", "load_in_8bit", "offload", "fallback_ladder",
     "allow_pickle", "max_new_tokens", "repetition_penalty", "permutations", "share_prefix", "debias_letters",
     "debias_sample", "rescore", "rescore_fraction", "ensemble",
     "trust_remote_code", "encoding", "number_rows"]
 TRAIN_SCRIPT_INCLUDED = [
-    "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "train_file", "val_file",
+    "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "enable_thinking", "train_file", "val_file",
     "extra_train_files", "extra_train_weights", "val_fraction",
     "model_name_or_path", "backend", "load_in_4bit", "max_answer_tokens", "lora_r", "lora_alpha", "lora_dropout",
     "lora_target_modules", "augment_permutations", "max_train_samples", "encoding", "folds", "fold", "loss"]

@@ -28,18 +28,7 @@ from modeling import BACKENDS, LORA_TARGETS, LoraSettings, embedding_on_host, pe
 
 logger = logging.getLogger("train_sft")
 
-# The reference recipe (effective batch 32 = micro-batch x accumulation). Any of these can be overridden.
-RECIPE_DEFAULTS = dict(
-    num_train_epochs=3, per_device_train_batch_size=16, gradient_accumulation_steps=2, learning_rate=2e-4,
-    lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.01, eval_strategy="steps", eval_steps=100,
-    save_strategy="steps", save_steps=100, logging_steps=20, gradient_checkpointing=True, seed=42,
-    report_to="none", per_device_eval_batch_size=32, save_total_limit=3, output_dir="outputs/run",
-    load_best_model_at_end=True, metric_for_best_model="eval_accuracy", greater_is_better=True,
-    prediction_loss_only=True, optim="adamw_torch", dataloader_num_workers=0, completion_only_loss=True,
-    # Padded batches, stated explicitly: Unsloth switches padding-free batching on by itself when this is left
-    # unset, and padding-free rows are only kept apart by FlashAttention's variable-length kernels (SDPA here).
-    padding_free=False,
-)
+DEFAULTS_FILE = Path(__file__).resolve().parent / "configs" / "defaults.yaml"  # the recipe's defaults, in YAML
 
 
 @dataclass
@@ -95,11 +84,17 @@ class ConfigError(UserError):
     """A bad option or option combination, found before anything is loaded."""
 
 
+def recipe_defaults() -> dict:
+    import yaml
+
+    return yaml.safe_load(DEFAULTS_FILE.read_text())
+
+
 def make_parser():
     from trl import SFTConfig, TrlParser
 
     parser = TrlParser((ScriptArguments, SFTConfig))
-    parser.set_defaults(**RECIPE_DEFAULTS)
+    parser.set_defaults(**recipe_defaults())
     return parser
 
 

@@ -58,7 +58,8 @@ def fold_finished(folder: Path, identity: dict) -> bool:
 
 def train_folds(script_args, training_args, backend: str) -> dict:
     """Train the asked-for folds (all, or --fold i), skipping finished ones; write the CV outputs when all are done."""
-    from train_sft import load_splits, load_training_file, train_locked, training_run_identity
+    from train_data import load_splits, load_training_file
+    from train_sft import train_locked, training_run_identity
 
     frame = load_training_file(script_args)
     assignment = pd.Series(assign_folds(frame, script_args.folds, training_args.seed), index=frame.index)

@@ -1,16 +1,18 @@
-"""train_sft: answer-only loss, learning on the CPU, export, resume, and early failures."""
+"""train_sft: answer-only loss, learning on the CPU, export, resume, early failures; the shipped training configs
+parse and pass the checks, their batch order and embedding placement reach the Trainer, and length-grouped
+batches carry little padding."""
 
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import ROOT, train_args
+from helpers import run_script
 
 import train_sft
-
-pytestmark = pytest.mark.slow
 
 
 def test_loss_falls_only_on_answer_letter_and_im_end(tiny_model_dir, sample_dir, tmp_path):
@@ -34,6 +36,7 @@ def test_loss_falls_only_on_answer_letter_and_im_end(tiny_model_dir, sample_dir,
         assert (labels[length:] == -100).all() and (mask[length:] == 0).all()  # padding carries no loss
 
 
+@pytest.mark.slow
 def test_training_learns_far_above_chance(trained_run):
     import infer
 
@@ -52,6 +55,7 @@ def test_training_learns_far_above_chance(trained_run):
     assert len(accuracies) >= 2 and max(accuracies) == summary["best_eval_accuracy"]
 
 
+@pytest.mark.slow
 def test_outputs_adapter_summary_and_curves(trained_run):
     out = trained_run["dir"]
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json", "tokenizer.json"):
@@ -81,6 +85,7 @@ def test_outputs_adapter_summary_and_curves(trained_run):
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
+@pytest.mark.slow
 def test_merged_weights_give_the_same_logits_as_adapter(trained_run):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -124,6 +129,7 @@ def assert_same_adapter(dir_a, dir_b):
         assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(short_run, tiny_model_dir, sample_dir, tmp_path,
                                                                 monkeypatch):
     from transformers import TrainerCallback
@@ -153,7 +159,6 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(short_run, tiny_m
 
 KILL_DURING_SAVE = """
 import os, signal, sys
-sys.path.insert(0, os.getcwd())
 from modeling import select_backend
 select_backend("auto")
 import transformers
@@ -168,6 +173,7 @@ sys.exit(train_sft.run(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_kill_9_while_a_checkpoint_is_written_then_resume_ends_with_the_uninterrupted_adapter(
         short_run, tiny_model_dir, sample_dir, tmp_path):
     import os
@@ -191,6 +197,7 @@ def test_kill_9_while_a_checkpoint_is_written_then_resume_ends_with_the_uninterr
     assert_same_adapter(short_run["dir"], killed)
 
 
+@pytest.mark.slow
 def test_resume_with_other_data_or_settings_is_refused(short_run, tiny_model_dir, sample_dir, tmp_path):
     import shutil
 
@@ -205,64 +212,24 @@ def test_resume_with_other_data_or_settings_is_refused(short_run, tiny_model_dir
     import pandas as pd
 
     pd.read_csv(sample_dir / "train.csv", dtype=str).iloc[:-1].to_csv(other, index=False)  # one row less
-    result = run_cli("--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir, "--train_file",
-                     other, "--output_dir", copy, *SHORT, "--resume", "true")
+    result = run_script("train_sft.py", "--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir,
+                        "--train_file", other, "--output_dir", copy, *SHORT, "--resume", "true")
     assert result.returncode == 1 and "another train_file" in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
 
 
-def test_checkpoint_seal_detects_truncated_files_and_fresh_runs_set_old_checkpoints_aside(tmp_path):
-    from safetensors.torch import save_file
-
-    from checkpoints import checkpoint_to_resume, seal, seal_problem, set_aside_previous_run
-
-    def adapter_weights(path):
-        save_file({"lora_A": torch.ones(4, 8), "lora_B": torch.zeros(8, 4)}, str(path))
-        return path
-
-    done = tmp_path / "checkpoint-3"
-    done.mkdir()
-    adapter_weights(done / "adapter_model.safetensors")
-    (done / "trainer_state.json").write_text("{}")
-    seal(done, {"lr": 1})
-    assert seal_problem(done) is None
-    newer = tmp_path / "checkpoint-6"
-    newer.mkdir()
-    weights = adapter_weights(newer / "adapter_model.safetensors")
-    seal(newer, {"lr": 1})
-    weights.write_bytes(weights.read_bytes()[:40])  # cut off after sealing (a damaged disk)
-    assert "adapter_model.safetensors" in seal_problem(newer)
-    same_size = tmp_path / "checkpoint-5"  # overwritten in place: the sizes still match, the header does not
-    same_size.mkdir()
-    weights = adapter_weights(same_size / "adapter_model.safetensors")
-    seal(same_size, {"lr": 1})
-    weights.write_bytes(b"\xff" * weights.stat().st_size)
-    assert "not a readable safetensors file" in seal_problem(same_size)
-    assert checkpoint_to_resume(tmp_path, {"lr": 1}) == str(done)
-    assert (tmp_path / "incomplete-checkpoint-6").is_dir() and (tmp_path / "incomplete-checkpoint-5").is_dir()
-    (tmp_path / "adapter").mkdir()  # and the earlier run's model and summary go with its checkpoints
-    (tmp_path / "training_summary.json").write_text("{}")
-    aside = set_aside_previous_run(tmp_path)
-    assert (aside / "checkpoint-3").is_dir() and not done.exists()
-    assert (aside / "adapter").is_dir() and (aside / "training_summary.json").is_file()
-    assert not (tmp_path / "adapter").exists() and not (tmp_path / "training_summary.json").exists()
-
-
-def run_cli(*argv):
-    return subprocess.run([sys.executable, "train_sft.py", *map(str, argv)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
-
-
+@pytest.mark.slow
 def test_bad_data_fails_before_loading_the_model(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("ID,question,option_A,option_B,option_C,option_D,answer\n1,q,a,b,c,d,F\n", encoding="utf-8")
-    result = run_cli("--config", "configs/demo-cpu.yaml", "--train_file", bad, "--model_name_or_path",
-                     tmp_path / "no-model-here", "--output_dir", tmp_path / "out")
+    result = run_script("train_sft.py", "--config", "configs/demo-cpu.yaml", "--train_file", bad,
+                        "--model_name_or_path", tmp_path / "no-model-here", "--output_dir", tmp_path / "out")
     assert result.returncode == 1
     assert "bad.csv, line 2, column 'answer'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,message", [
     (["--lora_dropout", "1.5"], "lora_dropout must be in [0, 1)"),
     (["--user_template", "no placeholders"], "user_template lacks the placeholder(s) {question}"),
@@ -270,8 +237,8 @@ def test_bad_data_fails_before_loading_the_model(tmp_path):
     (["--no_such_option", "1"], "no_such_option"),
 ])
 def test_bad_options_give_one_clear_message(argv, message, sample_dir, tmp_path):
-    result = run_cli("--config", "configs/demo-cpu.yaml", "--train_file", sample_dir / "train.csv",
-                     "--output_dir", tmp_path / "out", *argv)
+    result = run_script("train_sft.py", "--config", "configs/demo-cpu.yaml", "--train_file", sample_dir / "train.csv",
+                        "--output_dir", tmp_path / "out", *argv)
     assert result.returncode == 1, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr
 
@@ -339,8 +306,6 @@ def test_answer_only_loss_and_gradients_equal_the_plain_loss_under_accumulation(
     (1, 16, 2, (16, 2)), (2, 16, 2, (16, 1)), (4, 16, 2, (8, 1)), (2, 8, 4, (8, 2)), (4, 4, 8, (4, 2)),
 ])
 def test_data_parallel_keeps_the_effective_batch(world, micro, accumulation, expected, monkeypatch):
-    from types import SimpleNamespace
-
     monkeypatch.setenv("WORLD_SIZE", str(world))
     args = SimpleNamespace(world_size=world, per_device_train_batch_size=micro,
                            gradient_accumulation_steps=accumulation)
@@ -400,8 +365,6 @@ def test_extra_training_files_join_the_training_rows_only_at_their_weight(tiny_m
 
 def test_trl_max_length_follows_the_prompt_and_answer_limits_and_a_dropped_row_stops_the_run(tiny_model_dir,
                                                                                              sample_dir, tmp_path):
-    from types import SimpleNamespace
-
     from datasets import Dataset
 
     script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path,
@@ -416,3 +379,71 @@ def test_trl_max_length_follows_the_prompt_and_answer_limits_and_a_dropped_row_s
                           eval_dataset=None)
     with pytest.raises(RuntimeError, match="cut training rows from 3 to 2 tokens"):
         train_sft.check_nothing_dropped(cut, ours, ours)
+
+
+# ------------------------------------------------------------------------------------ shipped configs, batch order
+
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_the_recipe_defaults_come_from_configs_defaults_yaml(tmp_path):
+    import yaml
+
+    defaults = yaml.safe_load((ROOT / "configs" / "defaults.yaml").read_text())
+    _, training_args = train_sft.make_parser().parse_args_and_config(
+        ["--train_file", "t.csv", "--model_name_or_path", "m", "--bf16", "false", "--output_dir", str(tmp_path)])
+    for key in ("learning_rate", "warmup_steps", "weight_decay", "num_train_epochs", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "save_total_limit", "metric_for_best_model", "padding_free"):
+        assert getattr(training_args, key) == defaults[key], key
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if not c.name.startswith(("infer", "defaults"))],
+                         ids=lambda c: c.name)
+def test_shipped_training_configs_parse_and_pass_the_checks(config, tmp_path):
+    script_args, training_args = train_sft.make_parser().parse_args_and_config(
+        ["--config", str(config), "--output_dir", str(tmp_path)])
+    train_sft.check_config(script_args, training_args)
+    assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == (
+        32 if "14b" in config.name else training_args.per_device_train_batch_size)
+    assert training_args.padding_free is False
+
+
+def test_the_4090_recipe_groups_lengths_and_keeps_the_embedding_in_host_memory(tmp_path):
+    script_args, training_args = train_sft.make_parser().parse_args_and_config(
+        ["--config", str(ROOT / "configs" / "qwen2.5-14b-4090.yaml"), "--output_dir", str(tmp_path)])
+    assert training_args.train_sampling_strategy == "group_by_length"
+    assert script_args.offload_embedding is True
+    assert train_sft.embedding_offload_wanted(script_args, SimpleNamespace(world_size=1)) is True
+    assert train_sft.embedding_offload_wanted(script_args, SimpleNamespace(world_size=2)) is False
+    assert train_sft.embedding_offload_wanted(script_args, SimpleNamespace(world_size=1), "hf") is False
+
+
+def padding_share(trainer) -> tuple[float, list[int]]:
+    padded = real = 0
+    widths = []
+    for batch in trainer.get_train_dataloader():
+        mask = batch["attention_mask"]
+        padded += mask.numel()
+        real += int(mask.sum())
+        widths.append(mask.shape[1])
+    return 1 - real / padded, widths
+
+
+@pytest.mark.slow
+def test_length_grouped_batches_carry_less_padding_than_random_ones(tiny_model_dir, sample_dir, tmp_path):
+    shares = {}
+    model = tokenizer = None
+    for order in ("random", "group_by_length"):
+        script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path / order,
+                                                "--train_sampling_strategy", order,
+                                                "--per_device_train_batch_size", 8)
+        train, val = train_sft.load_splits(script_args, training_args.seed)
+        if model is None:
+            model, tokenizer = train_sft.load_model(script_args, training_args, train_sft.select_backend("auto"))
+        train_ds, val_ds = train_sft.build_datasets(tokenizer, train, val, script_args)
+        trainer = train_sft.build_trainer(model, tokenizer, train_ds, val_ds, val, script_args, training_args)
+        shares[order], widths = padding_share(trainer)
+        if order == "group_by_length":
+            assert widths[0] == max(widths)  # the longest batch first: running out of memory shows at once
+    assert shares["group_by_length"] < shares["random"] / 2, shares

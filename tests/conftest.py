@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Qwen2.5 tokenizer (built offline) and tiny random Qwen2 model directories."""
+"""Shared fixtures: the real Qwen2.5 tokenizer (built offline), tiny random Qwen2 model directories, one trained run
+and its exports. Plain helpers shared by several test files are in helpers.py."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ select_backend("auto")  # Unsloth, when installed, must be imported before trans
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped on CPU-only machines")
-    config.addinivalue_line("markers", "slow: trains a model (a minute or more on two CPU cores)")
+    config.addinivalue_line("markers", "slow: trains or answers with a trained model, or launches a script in a "
+                                       "subprocess; -m 'not slow' is the fast lane")
 
 
 def pytest_collection_modifyitems(config, items):

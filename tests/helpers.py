@@ -1,5 +1,10 @@
 """Helpers shared by several test files (fixtures live in conftest.py)."""
 
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +12,7 @@ import pytest
 import cli
 import ensemble
 import prediction_store
+from conftest import ROOT
 from mcq_dataset import LETTERS
 from run_folder import write_csv_atomic, write_json_atomic
 
@@ -17,6 +23,16 @@ except ImportError:
 # Simplified -> Traditional converters (mainland, Taiwan, Hong Kong forms) for the parser's Traditional tests.
 TO_TRADITIONAL = [opencc.OpenCC(config) for config in ("s2t", "s2tw", "s2hk")] if opencc else []
 needs_opencc = pytest.mark.skipif(opencc is None, reason="opencc is not installed")
+
+
+def run_script(script, *argv, cwd=ROOT, limit_file_bytes=None, timeout=300):
+    """One of the project's scripts run as a user runs it, in a subprocess (optionally under a file-size limit,
+    like a nearly full disk); the completed process with its text output."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))
+
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, argv)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, preexec_fn=limit if limit_file_bytes else None)
 
 
 def letter_logits_hf(model, tokenizer, frame):
@@ -31,6 +47,18 @@ def letter_logits_hf(model, tokenizer, frame):
         for _, row in frame.iterrows():
             rows.append(model(torch.tensor([encode_prompt(tokenizer, row)])).logits[0, -1, letters].numpy())
     return np.array(rows)
+
+
+def infer_args(trained_run, tmp_path, **overrides):
+    """InferArguments answering the sample's test file with the trained run's adapter, into ``tmp_path``."""
+    import infer
+
+    values = dict(test_file=str(trained_run["sample_dir"] / "test_no_answer.csv"),
+                  model_path=str(trained_run["dir"] / "adapter"), output_file=str(tmp_path / "submission.csv"),
+                  batch_size=16)
+    values.update(overrides)
+    Path(values["output_file"]).parent.mkdir(parents=True, exist_ok=True)
+    return infer.InferArguments(**values)
 
 
 # ------------------------------------------------------------------------------------------ ensemble members

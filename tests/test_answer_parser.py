@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import answer_parser
 from answer_parser import parse_answer, parse_answer_with_rule
-from helpers import TO_TRADITIONAL, needs_opencc
+from helpers import TO_TRADITIONAL, needs_opencc, run_script
 
 
 CASES = [
@@ -422,25 +422,21 @@ def test_long_degenerate_replies_parse_quickly(reply):
 # --- command line ----------------------------------------------------------------------------------------
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "answer_parser.py", *args], capture_output=True, text=True, check=False)
-
-
 def test_cli_help_exits_zero():
-    result = run_cli("--help")
+    result = run_script("answer_parser.py", "--help")
     assert result.returncode == 0 and "usage:" in result.stdout and "TEXT" in result.stdout
 
 
 def test_cli_without_a_reply_prints_usage_and_exits_two():
-    result = run_cli()
+    result = run_script("answer_parser.py")
     assert result.returncode == 2 and result.stdout == "" and "usage:" in result.stderr
 
 
 def test_cli_reads_several_replies_and_options():
-    result = run_cli("答案不是A", "答案为B")
+    result = run_script("answer_parser.py", "答案不是A", "答案为B")
     assert result.returncode == 0
     assert result.stdout.splitlines() == ["-  (unparsed: rejected)", "B  (rule: answer_phrase)"]
-    result = run_cli("--options", "北京", "上海", "广州", "深圳", "我觉得是上海")
+    result = run_script("answer_parser.py", "--options", "北京", "上海", "广州", "深圳", "我觉得是上海")
     assert result.stdout.splitlines() == ["B  (rule: option_text)"]
 
 

@@ -2,14 +2,12 @@
 damaged weights and conflicting options fail with one line."""
 
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 import export
 from cli import run_cli
-from conftest import ROOT
+from helpers import run_script
 
 
 @pytest.mark.slow
@@ -26,8 +24,7 @@ def test_a_checkpoint_exports_as_a_clean_adapter_with_its_step_and_accuracy(trai
 
 
 def test_cli_refuses_a_folder_that_is_no_adapter(tmp_path):
-    result = subprocess.run([sys.executable, "export.py", "--adapter_path", tmp_path, "--format", "merged",
-                             "--output_dir", tmp_path / "out"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = run_script("export.py", "--adapter_path", tmp_path, "--format", "merged", "--output_dir", tmp_path / "out")
     assert result.returncode == 1 and "is not a LoRA adapter folder" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 

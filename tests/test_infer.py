@@ -1,27 +1,14 @@
 """infer: complete submissions in both modes, resume after interruption, reports, and clear failures."""
 
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
 
 import infer
+from helpers import infer_args, run_script
 from mcq_dataset import load_mcq_csv
 
-pytestmark = pytest.mark.slow
-
-
-def infer_args(trained_run, tmp_path, **overrides):
-    values = dict(test_file=str(trained_run["sample_dir"] / "test_no_answer.csv"),
-                  model_path=str(trained_run["dir"] / "adapter"), output_file=str(tmp_path / "submission.csv"),
-                  batch_size=16)
-    values.update(overrides)
-    Path(values["output_file"]).parent.mkdir(parents=True, exist_ok=True)
-    return infer.InferArguments(**values)
 
 
 def check_submission(path, test_file):
@@ -33,6 +20,7 @@ def check_submission(path, test_file):
     return submission
 
 
+@pytest.mark.slow
 def test_score_mode_writes_submission_predictions_and_report(trained_run, tmp_path):
     args = infer_args(trained_run, tmp_path, test_file=str(trained_run["sample_dir"] / "test.csv"))
     report = infer.main(args)
@@ -56,6 +44,7 @@ def test_score_mode_writes_submission_predictions_and_report(trained_run, tmp_pa
     assert "accuracy" in (args.run_dir / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_generate_mode_parses_replies_and_scores_unreadable_ones(trained_run, tmp_path):
     args = infer_args(trained_run, tmp_path, mode="generate", max_new_tokens=6)
     report = infer.main(args)
@@ -74,6 +63,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_identical_submission(trained_run, tmp_path, monkeypatch):
     full = infer_args(trained_run, tmp_path / "full", output_file=str(tmp_path / "full.csv"), batch_size=24)
     infer.main(full)
@@ -98,6 +88,7 @@ def test_interrupted_run_resumes_to_the_identical_submission(trained_run, tmp_pa
     assert (tmp_path / "parted.csv").read_bytes() == (tmp_path / "full.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_checkpoint_from_other_settings_is_not_mixed_in(trained_run, tmp_path):
     first = infer.main(infer_args(trained_run, tmp_path))
     again = infer.main(infer_args(trained_run, tmp_path))
@@ -117,6 +108,7 @@ def _perturb_safetensors(path, scale):
     save_file({k: v * scale for k, v in tensors.items()}, path, metadata={"format": "pt"})
 
 
+@pytest.mark.slow
 def test_changed_adapter_base_or_ensemble_member_at_the_same_path_is_never_answered_from_the_old_checkpoint(
         trained_run, tmp_path):
     import shutil
@@ -152,6 +144,7 @@ def test_changed_adapter_base_or_ensemble_member_at_the_same_path_is_never_answe
     assert infer.main(ensemble)["restarted"]["changed"] == ["ensemble"]
 
 
+@pytest.mark.slow
 def test_a_failed_4bit_load_stops_loudly_unless_the_ladder_is_asked_for(trained_run, tmp_path, monkeypatch):
     import json
 
@@ -179,6 +172,7 @@ def test_a_failed_4bit_load_stops_loudly_unless_the_ladder_is_asked_for(trained_
     assert header["fingerprint"]["precision"] == report["precision"]
 
 
+@pytest.mark.slow
 def test_pickle_weights_are_refused_unless_allowed(trained_run, tmp_path):
     import shutil
 
@@ -196,21 +190,7 @@ def test_pickle_weights_are_refused_unless_allowed(trained_run, tmp_path):
         infer.main(infer_args(trained_run, tmp_path, model_path=str(adapter)))
 
 
-def test_adapter_out_of_memory_keeps_its_real_cause(trained_run, monkeypatch):
-    import peft
-    import torch
-
-    from modeling import ModelLoadError, attach_adapter
-
-    def no_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 MiB")
-
-    monkeypatch.setattr(peft.PeftModel, "from_pretrained", no_memory)
-    with pytest.raises(ModelLoadError, match="out of GPU memory while attaching") as caught:
-        attach_adapter(object(), trained_run["dir"] / "adapter", "hf")
-    assert "does not fit" not in str(caught.value)
-
-
+@pytest.mark.slow
 def test_permutation_averaging_and_ensembles(trained_run, tmp_path):
     single = infer.main(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"),
                                    test_file=str(trained_run["sample_dir"] / "test.csv")))
@@ -232,24 +212,22 @@ def test_permutation_averaging_and_ensembles(trained_run, tmp_path):
     assert c.max(axis=1).mean() < a.max(axis=1).mean() and permuted["accuracy"] < single["accuracy"]
 
 
-def run_cli(*argv):
-    return subprocess.run([sys.executable, "infer.py", *map(str, argv)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
-
-
+@pytest.mark.slow
 def test_bad_input_exits_with_one_message_and_keeps_the_old_submission(trained_run, tmp_path):
     good = tmp_path / "submission.csv"
     good.write_text("ID,answer\n1,A\n")
     bad = tmp_path / "bad.csv"
     bad.write_text("ID,question,option_A,option_B\n1,q,a,b\n", encoding="utf-8")
-    result = run_cli("--model_path", trained_run["dir"] / "adapter", "--test_file", bad, "--output_file", good)
+    result = run_script("infer.py", "--model_path", trained_run["dir"] / "adapter", "--test_file", bad,
+                        "--output_file", good)
     assert result.returncode == 1 and "missing column(s) option_C, option_D" in result.stderr
     assert "Traceback" not in result.stderr and good.read_text() == "ID,answer\n1,A\n"
-    result = run_cli("--model_path", tmp_path / "nope", "--test_file", trained_run["sample_dir"] / "test.csv",
-                     "--output_file", good)
+    result = run_script("infer.py", "--model_path", tmp_path / "nope", "--test_file",
+                        trained_run["sample_dir"] / "test.csv", "--output_file", good)
     assert result.returncode == 1 and "does not exist" in result.stderr and good.read_text() == "ID,answer\n1,A\n"
 
 
+@pytest.mark.slow
 def test_adapter_on_the_wrong_base_model_is_refused(trained_run, tmp_path, qwen_tokenizer):
     from modeling import ModelLoadError
     from tiny_qwen import write_tiny_qwen
@@ -259,6 +237,7 @@ def test_adapter_on_the_wrong_base_model_is_refused(trained_run, tmp_path, qwen_
         infer.main(infer_args(trained_run, tmp_path, base_model_id=str(other)))
 
 
+@pytest.mark.slow
 def test_merged_model_directory_answers_like_the_adapter(trained_run, tmp_path):
     test_file = str(trained_run["sample_dir"] / "test.csv")
     adapter = infer.main(infer_args(trained_run, tmp_path / "x", output_dir=str(tmp_path / "x"), test_file=test_file,
@@ -271,6 +250,7 @@ def test_merged_model_directory_answers_like_the_adapter(trained_run, tmp_path):
     assert np.allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_letter_bias_correction_divides_out_the_estimated_prior_and_reports_both_distributions(trained_run, tmp_path):
     test_file = str(trained_run["sample_dir"] / "test.csv")
     plain = infer.main(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"), test_file=test_file))
@@ -288,31 +268,3 @@ def test_letter_bias_correction_divides_out_the_estimated_prior_and_reports_both
     assert again["answered_this_run"] == 0  # the same prior comes out again: the answers are reused
 
 
-def test_cascade_answers_only_the_least_confident_rows_again(trained_run, tmp_path):
-    from cascade import CascadeError, margins
-
-    test_file = str(trained_run["sample_dir"] / "test.csv")
-    probs = ["p_A", "p_B", "p_C", "p_D"]
-    infer.main(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"), test_file=test_file))
-    infer.main(infer_args(trained_run, tmp_path / "c", output_dir=str(tmp_path / "c"), test_file=test_file,
-                          permutations=4))
-    report = infer.main(infer_args(trained_run, tmp_path / "b", output_dir=str(tmp_path / "b"), test_file=test_file,
-                                   permutations=4, rescore=str(tmp_path / "a"), rescore_fraction=0.25))
-    first, full, merged = (pd.read_csv(tmp_path / n / "predictions.csv", dtype={"ID": str}) for n in "acb")
-    chosen = merged["rescored"].to_numpy()
-    assert chosen.sum() == report["rescore"]["rows"] == 40 == report["answered_this_run"]
-    smallest = np.argsort(margins(first[probs].to_numpy()), kind="stable")[:40]
-    assert set(first["ID"].iloc[smallest]) == set(merged["ID"][chosen])  # the least confident ones
-    assert (merged["answer"][~chosen] == first["answer"][~chosen]).all()  # the others keep the first answers
-    assert np.allclose(merged[probs][~chosen], first[probs][~chosen])
-    assert np.allclose(merged[probs][chosen], full[probs][chosen], atol=1e-3)  # answered as the second run would
-    assert report["rescore"]["answers_changed"] == int((merged["answer"] != first["answer"]).sum())
-    assert (merged["answer_before"] == first["answer"]).all()
-    other = tmp_path / "other.csv"
-    pd.read_csv(test_file, dtype=str).head(20).to_csv(other, index=False)
-    with pytest.raises(CascadeError, match="answered other questions"):
-        infer.main(infer_args(trained_run, tmp_path / "d", output_dir=str(tmp_path / "d"), test_file=str(other),
-                              rescore=str(tmp_path / "a")))
-    with pytest.raises(infer.ConfigError, match="would overwrite the input"):
-        infer.main(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"), test_file=test_file,
-                              rescore=str(tmp_path / "a")))

@@ -11,8 +11,7 @@ from conftest import ROOT
 from run_folder import FolderInUse, RunLock, lock_run_folder, set_aside, write_atomic
 
 HOLD_LOCK = """
-import sys, time
-sys.path.insert(0, {root!r})
+import time
 from run_folder import RunLock
 lock = RunLock({folder!r}).acquire()
 print("locked", flush=True)
@@ -29,7 +28,7 @@ def test_a_second_run_on_the_same_folder_stops_and_names_the_holder(tmp_path):
 
 
 def test_the_lock_of_a_killed_run_is_free_at_once(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK.format(root=str(ROOT), folder=str(tmp_path))],
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK.format(folder=str(tmp_path))], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(FolderInUse, match=f"pid {holder.pid}"):

@@ -1,4 +1,5 @@
-"""Bad invocations and injected faults, run as a user runs them (the real command lines, in subprocesses).
+"""cli: how every command ends, run as a user runs it (the real command lines, in subprocesses): bad invocations
+and injected faults.
 
 For each: the exit status is non-zero, stderr ends with one line saying what to fix, there is no traceback, no
 partial or wrong submission is left, and the normal run that follows succeeds.
@@ -6,7 +7,6 @@ partial or wrong submission is left, and the normal run that follows succeeds.
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -18,16 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-
-pytestmark = pytest.mark.slow
-
-
-def run(script, *argv, cwd=ROOT, limit_file_bytes=None, timeout=300):
-    def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))
-
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, argv)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, preexec_fn=limit if limit_file_bytes else None)
+from helpers import run_script
 
 
 def assert_one_line_error(result, *fragments, status=1):
@@ -43,7 +34,7 @@ def assert_one_line_error(result, *fragments, status=1):
 def answered(trained_run, tmp_path_factory):
     """A normal CLI run's submission, to compare every recovered run with."""
     out = tmp_path_factory.mktemp("reference")
-    result = run("infer.py", *infer_argv(trained_run, out / "submission.csv"))
+    result = run_script("infer.py", *infer_argv(trained_run, out / "submission.csv"))
     assert result.returncode == 0, result.stderr[-3000:]
     return (out / "submission.csv").read_bytes()
 
@@ -62,6 +53,7 @@ def write(path, text):
 # ------------------------------------------------------------------------------------------ bad invocations
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["yaml_syntax", "yaml_unknown_key", "yaml_not_a_mapping", "misspelt_backend",
                                   "template_field", "output_is_test_file", "no_id_column", "missing_config"])
 def test_bad_inference_invocations(case, trained_run, tmp_path, answered):
@@ -85,16 +77,17 @@ def test_bad_inference_invocations(case, trained_run, tmp_path, answered):
         frame = pd.read_csv(test_file, dtype=str).rename(columns={"ID": "编号"})
         frame.to_csv(test_file, index=False)
         original = test_file.read_bytes()
-    result = run("infer.py", *infer_argv(trained_run, out, *argv, test_file=test_file))
+    result = run_script("infer.py", *infer_argv(trained_run, out, *argv, test_file=test_file))
     assert_one_line_error(result, *fragments)
     assert test_file.read_bytes() == original  # the input is never touched
     assert case == "output_is_test_file" or not out.exists()  # no submission from a failed run
     if case == "no_id_column":  # asked for explicitly, row numbers are fine
-        result = run("infer.py", *infer_argv(trained_run, out, "--number_rows", "true", test_file=test_file))
+        result = run_script("infer.py", *infer_argv(trained_run, out, "--number_rows", "true", test_file=test_file))
         assert result.returncode == 0, result.stderr[-3000:]
         assert list(pd.read_csv(out, dtype=str)["ID"]) == [str(i) for i in range(len(pd.read_csv(test_file)))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["yaml_syntax", "misspelt_backend", "missing_train_file", "template_field",
                                   "wrong_type"])
 def test_bad_training_invocations(case, tiny_model_dir, sample_dir, tmp_path):
@@ -105,8 +98,8 @@ def test_bad_training_invocations(case, tiny_model_dir, sample_dir, tmp_path):
         "template_field": (["--user_template", "{question} {A} {B} {C} {D} {subject}"], ["{subject}"]),
         "wrong_type": (["--lora_r", "sixteen"], []),
     }[case]
-    result = run("train_sft.py", "--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir,
-                 "--train_file", sample_dir / "train.csv", "--output_dir", tmp_path / "out", *argv)
+    result = run_script("train_sft.py", "--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir,
+                        "--train_file", sample_dir / "train.csv", "--output_dir", tmp_path / "out", *argv)
     if case == "wrong_type":  # argparse's own one-line usage error
         assert result.returncode == 2 and "Traceback" not in result.stderr and "--lora_r" in result.stderr
     else:
@@ -114,19 +107,21 @@ def test_bad_training_invocations(case, tiny_model_dir, sample_dir, tmp_path):
     assert not (tmp_path / "out" / "adapter").exists()
 
 
+@pytest.mark.slow
 def test_validate_reports_each_bad_file_in_one_line(tmp_path):
     missing = tmp_path / "missing.csv"
     no_id = write(tmp_path / "no_id.csv", "question,option_A,option_B,option_C,option_D\nq,a,b,c,d\n")
-    result = run("mcq_dataset.py", "validate", missing, no_id)
+    result = run_script("mcq_dataset.py", "validate", missing, no_id)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 1 and len(errors) == 2 and "Traceback" not in result.stderr
     assert "missing.csv" in errors[0] and "no_id.csv" in errors[1] and "has no 'ID' column" in errors[1]
-    assert run("mcq_dataset.py", "validate", no_id, "--number-rows").returncode == 0
+    assert run_script("mcq_dataset.py", "validate", no_id, "--number-rows").returncode == 0
 
 
 # ------------------------------------------------------------------------------------------ damaged models
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated_weights", "garbage_weights", "garbage_config", "missing_weights",
                                     "relative_base_from_elsewhere"])
 def test_damaged_adapters_are_refused_in_one_line(damage, trained_run, tmp_path, answered):
@@ -156,43 +151,47 @@ def test_damaged_adapters_are_refused_in_one_line(damage, trained_run, tmp_path,
     out = tmp_path / "submission.csv"
     argv = ["--model_path", adapter, "--test_file", trained_run["sample_dir"] / "test_no_answer.csv",
             "--output_file", out, "--batch_size", 16]
-    result = run("infer.py", *argv, cwd=cwd)
+    result = run_script("infer.py", *argv, cwd=cwd)
     assert_one_line_error(result, *fragments)
     assert not out.exists()
     if damage == "relative_base_from_elsewhere":  # from the folder training ran in, it is found
-        assert run("infer.py", *argv, cwd=tmp_path).returncode == 0
+        assert run_script("infer.py", *argv, cwd=tmp_path).returncode == 0
         assert out.read_bytes() == answered
 
 
 # ------------------------------------------------------------------------------------------ faults while running
 
 
+@pytest.mark.slow
 def test_a_full_output_location_fails_in_one_line_and_the_next_run_completes(trained_run, tmp_path, answered):
     out = tmp_path / "submission.csv"
-    result = run("infer.py", *infer_argv(trained_run, out), limit_file_bytes=4096)  # like a nearly full disk
+    result = run_script("infer.py", *infer_argv(trained_run, out), limit_file_bytes=4096)  # like a nearly full disk
     assert_one_line_error(result, "File too large")
     assert not out.exists()
-    result = run("infer.py", *infer_argv(trained_run, out))
+    result = run_script("infer.py", *infer_argv(trained_run, out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.read_bytes() == answered
 
 
+@pytest.mark.slow
 def test_a_read_only_output_location_fails_in_one_line(trained_run, tmp_path):
     blocker = write(tmp_path / "not-a-folder", "a file where the run folder should be")
-    result = run("infer.py", *infer_argv(trained_run, tmp_path / "submission.csv", "--output_dir", blocker / "run"))
+    argv = infer_argv(trained_run, tmp_path / "submission.csv", "--output_dir", blocker / "run")
+    result = run_script("infer.py", *argv)
     assert_one_line_error(result, "not-a-folder")
     assert not (tmp_path / "submission.csv").exists()
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_the_second_stops_naming_the_first(trained_run, tmp_path, answered):
     from run_folder import RunLock
 
     out = tmp_path / "submission.csv"
     with RunLock(tmp_path / "submission_run"):
-        result = run("infer.py", *infer_argv(trained_run, out))
+        result = run_script("infer.py", *infer_argv(trained_run, out))
     assert_one_line_error(result, "is in use by another run", f"pid {os.getpid()}")
     assert not out.exists()
-    assert run("infer.py", *infer_argv(trained_run, out)).returncode == 0 and out.read_bytes() == answered
+    assert run_script("infer.py", *infer_argv(trained_run, out)).returncode == 0 and out.read_bytes() == answered
 
 
 def kill_when_answers_reach(argv, checkpoint: Path, lines: int, timeout: float = 240) -> None:
@@ -207,6 +206,7 @@ def kill_when_answers_reach(argv, checkpoint: Path, lines: int, timeout: float =
     process.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_kill_9_twice_then_the_same_command_gives_the_uninterrupted_submission(trained_run, tmp_path, answered):
     out = tmp_path / "submission.csv"
     checkpoint = tmp_path / "submission_run" / "predictions.partial.jsonl"
@@ -215,7 +215,7 @@ def test_kill_9_twice_then_the_same_command_gives_the_uninterrupted_submission(t
     kill_when_answers_reach(argv, checkpoint, 1 + 48)
     with checkpoint.open("ab") as handle:  # and the last record cut in the middle, as a full disk leaves it
         handle.write('{"ID": "x", "raw": "答'.encode()[:-1])
-    result = run("infer.py", *argv)
+    result = run_script("infer.py", *argv)
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.read_bytes() == answered
     report = json.loads((tmp_path / "submission_run" / "report.json").read_text())

@@ -1,4 +1,5 @@
-"""Scale-out on one host: N processes (torchrun) shard inference and merge one submission in input order."""
+"""distributed: N processes (torchrun, one host or two nodes) shard inference and training, and their results
+meet over the process group: one submission in input order, the same LoRA weights on every rank."""
 
 import os
 import shutil
@@ -9,7 +10,6 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
 
 
 def torchrun(nproc, *argv, timeout=600):
@@ -19,6 +19,7 @@ def torchrun(nproc, *argv, timeout=600):
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_two_process_inference_equals_one_process_and_resumes(trained_run, tmp_path):
     common = ["infer.py", "--model_path", trained_run["dir"] / "adapter", "--test_file",
               trained_run["sample_dir"] / "test.csv", "--batch_size", 16]
@@ -68,6 +69,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_answer_like_one_process_without_a_shared_filesystem(trained_run, tmp_path):
     common = ["infer.py", "--model_path", trained_run["dir"] / "adapter", "--test_file",
               trained_run["sample_dir"] / "test.csv", "--batch_size", 16]
@@ -85,6 +87,7 @@ def test_two_nodes_answer_like_one_process_without_a_shared_filesystem(trained_r
     assert (tmp_path / "node1" / "sub_run" / "predictions.partial.rank1-of-2.jsonl").is_file()
 
 
+@pytest.mark.slow
 def test_two_nodes_train_in_step_and_each_keeps_its_checkpoints(tiny_model_dir, sample_dir, tmp_path):
     import re
 

@@ -87,8 +87,9 @@ def export_adapter(adapter_path: str | Path, output_dir: str | Path, base_model_
 def export_4bit(base: str, output_dir: str | Path, max_shard_size: str = MAX_SHARD_SIZE,
                 trust_remote_code: bool = False) -> Path:
     """The base model quantised to NF4 once and saved (bitsandbytes' own format, safetensors): infer.py then
-    loads ~10 GB instead of reading and quantising ~30 GB of 16-bit weights at every start. Needs a CUDA GPU.
-    Use it as the base: ``infer.py --model_path ADAPTER --base_model_id OUT``."""
+    reads the 4-bit weights instead of reading and quantising the 16-bit ones at every start (the start-up and
+    host memory it saves: bench/RESULTS.md). Needs a CUDA GPU. Use it as the base:
+    ``infer.py --model_path ADAPTER --base_model_id OUT``."""
     import torch
 
     from modeling import load_base_model

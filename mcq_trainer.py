@@ -111,9 +111,9 @@ def combine_shards(probs: np.ndarray) -> np.ndarray:
 def eager_forward():
     """Run the validation pass without torch.compile. Unsloth compiles each decoder layer for training;
     compiling it again for the scorer's shapes (no gradients, other batch sizes, the shared prefix) costs time
-    in the first evaluation, and the first training step after it took 20-32 s at the 14B shape against 14-21
-    s with an eager pass (later steps after an evaluation: about 1 s either way). After its first pass the
-    eager validation is also faster: 144-154 questions/s against 114 compiled (bench/RESULTS.md)."""
+    in the first evaluation and makes the first training step after it slower than after an eager pass; after
+    its first pass the eager validation is also the faster one (both measured at the 14B shape:
+    bench/RESULTS.md)."""
     set_stance = getattr(torch.compiler, "set_stance", None)
     return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
 
@@ -206,9 +206,9 @@ class PhaseTimer(TrainerCallback):
     evaluations and of checkpoint writes, kept apart; and the GPU memory peak of each phase (load, warm-up,
     steady steps, evaluation, checkpoint writes), so a run's peak can be traced to what caused it.
 
-    The first step after an evaluation or a checkpoint write is reported apart too ("resume" steps): at the
-    14B shape the first one of a run took 14-21 s instead of 1.2 s (Unsloth's compiled training step is set
-    up again after the model was in evaluation mode), the later ones about 1 s."""
+    The first step after an evaluation or a checkpoint write is reported apart too ("resume" steps): the first
+    one of a run is many times slower than a steady step (Unsloth's compiled training step is set up again after
+    the model was in evaluation mode; the 14B figures are in bench/RESULTS.md)."""
 
     def __init__(self):
         self.steps: list[float] = []

@@ -6,8 +6,8 @@ goes through the output layer, and only the four letter rows of it: the full 152
 computed, for any position.
 
 Every prompt starts with the same tokens (chat markup, system prompt, the instruction before the question):
-about 40% of a typical prompt. ``SharedPrefix`` runs them through the model once per adapter and hands
-their keys and values to every batch, which then computes only the question-specific rest.
+a large share of a typical prompt (bench/RESULTS.md). ``SharedPrefix`` runs them through the model once per
+adapter and hands their keys and values to every batch, which then computes only the question-specific rest.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class SharedPrefix:
 def _read_only_cache_class():
     """A transformers cache that holds the prefix and is read by every layer but never extended: each layer's
     keys and values for the batch are built, used and freed, instead of all layers' being kept until the
-    forward ends (at batch 32 x 512 tokens that is 3 GB of a 14B model's memory)."""
+    forward ends (at the 14B shape and a full batch, gigabytes of its memory)."""
     import torch
     from transformers import DynamicCache
 

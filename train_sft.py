@@ -45,8 +45,8 @@ class ScriptArguments(PromptOptions):
     backend: str = field(default="auto", metadata={"help": "auto | unsloth | hf", "choices": list(BACKENDS)})
     load_in_4bit: bool = field(default=True, metadata={"help": "NF4 quantised base weights (QLoRA)"})
     offload_embedding: bool = field(default=False, metadata={
-        "help": "keep the input embedding table (1.45 GiB at 14B) in host RAM, only looked-up rows go to the GPU "
-                "(unsloth backend, one training process; not used with several)"})
+        "help": "keep the input embedding table in host RAM, only looked-up rows go to the GPU (a lower GPU peak, "
+                "bench/RESULTS.md; unsloth backend, one training process; not used with several)"})
     max_answer_tokens: int = field(default=48, metadata={"help": "answer tokens kept (letter + <|im_end|>)"})
     loss: str = field(default="answer", metadata={
         "help": "answer: cross-entropy of the answer tokens over the whole vocabulary (TRL's loss); letters: "

@@ -100,14 +100,22 @@ def adapter_names(args: InferArguments) -> list[str | None]:
 def run_identity_of(args: InferArguments, request, load_info: dict, tokenizer, batch_size: int,
                     letter_prior=None) -> dict:
     """Everything that decides the answers (run_identity.inference_identity), the letter prior included."""
-    import answer_parser
-    from run_identity import adapter_identity, inference_identity, model_identity, sha256_file
+    from run_identity import adapter_identity, inference_identity, model_identity
 
     return inference_identity(
         args, base=model_identity(request.base),
         adapter=adapter_identity(request.adapter) if request.adapter else None,
         ensemble=[adapter_identity(a) for a in args.ensemble], backend=request.backend, batch_size=batch_size,
         precision=load_info["precision"], tokenizer_template=tokenizer.chat_template,
-        parser_sha256=sha256_file(answer_parser.__file__) if args.mode == "generate" else None,
+        parser_sha256=parser_identity() if args.mode == "generate" else None,
         letter_prior=letter_prior)
 
+
+def parser_identity() -> str:
+    """The answer parser by content: its rules (answer_parser.py) and the patterns they match (answer_grammar.py);
+    a change to either can read a reply as another letter."""
+    import answer_grammar
+    import answer_parser
+    from run_identity import sha256_file, sha256_text
+
+    return sha256_text(" ".join(sha256_file(module.__file__) for module in (answer_parser, answer_grammar)))

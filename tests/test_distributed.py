@@ -11,7 +11,6 @@ import pytest
 from conftest import ROOT
 
 
-
 def torchrun(nproc, *argv, timeout=600):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -19,12 +18,18 @@ def torchrun(nproc, *argv, timeout=600):
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
-@pytest.mark.slow
-def test_two_process_inference_equals_one_process_and_resumes(trained_run, tmp_path):
+def answer_in_one_process(trained_run, output_file):
+    """The infer.py command line every launch shares, after one process answered with it into ``output_file``."""
     common = ["infer.py", "--model_path", trained_run["dir"] / "adapter", "--test_file",
               trained_run["sample_dir"] / "test.csv", "--batch_size", 16]
-    single = torchrun(1, *common, "--output_file", tmp_path / "one.csv")
+    single = torchrun(1, *common, "--output_file", output_file)
     assert single.returncode == 0, single.stderr[-3000:]
+    return common
+
+
+@pytest.mark.slow
+def test_two_process_inference_equals_one_process_and_resumes(trained_run, tmp_path):
+    common = answer_in_one_process(trained_run, tmp_path / "one.csv")
     double = torchrun(2, *common, "--output_file", tmp_path / "two.csv")
     assert double.returncode == 0, double.stderr[-3000:]
     assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
@@ -71,10 +76,7 @@ def free_port():
 
 @pytest.mark.slow
 def test_two_nodes_answer_like_one_process_without_a_shared_filesystem(trained_run, tmp_path):
-    common = ["infer.py", "--model_path", trained_run["dir"] / "adapter", "--test_file",
-              trained_run["sample_dir"] / "test.csv", "--batch_size", 16]
-    single = torchrun(1, *common, "--output_file", tmp_path / "one.csv")
-    assert single.returncode == 0, single.stderr[-3000:]
+    common = answer_in_one_process(trained_run, tmp_path / "one.csv")
     for node in (0, 1):
         (tmp_path / f"node{node}").mkdir()
     results = two_node_launch(lambda node: [*common, "--output_file", tmp_path / f"node{node}" / "sub.csv"],

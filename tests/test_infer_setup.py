@@ -49,3 +49,18 @@ def test_a_kfold_folder_becomes_its_fold_adapters_in_fold_order(tmp_path):
     assert adapter_names(args) == ["default", "ensemble_0", "ensemble_1", "ensemble_2"]
     plain = InferArguments(model_path=str(tmp_path / "fold-0" / "adapter"))
     assert expand_fold_run(plain) is plain and adapter_names(plain) == [None]
+
+
+def test_the_parser_identity_covers_its_rules_and_its_grammar(tmp_path, monkeypatch):
+    import answer_grammar
+    import answer_parser
+    from infer_setup import parser_identity
+
+    before = parser_identity()
+    assert parser_identity() == before
+    for module in (answer_parser, answer_grammar):  # an edited copy of either file is another parser
+        copy = tmp_path / f"{module.__name__}.py"
+        copy.write_text(open(module.__file__, encoding="utf-8").read() + "\n# edited\n", encoding="utf-8")
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "__file__", str(copy))
+            assert parser_identity() != before

@@ -110,12 +110,30 @@ def result(name: str, step_seconds: list[float], step_tokens: list[int], samples
             "step_seconds": step_seconds, **peak_gb()}
 
 
+def timed_training(trainer, accumulation: int) -> tuple[list[float], list[int]]:
+    """Train, timing each optimiser step and counting the real (non-padding) tokens of its micro-batches."""
+    from bench_14b import StepTimer
+
+    timer, tokens, original = StepTimer(), [], trainer.training_step
+    trainer.add_callback(timer.callback)
+
+    def counting_step(model, inputs, *a, **k):
+        mask = inputs.get("attention_mask")
+        tokens.append(int(mask.sum()) if mask is not None else inputs["input_ids"].numel())
+        return original(model, inputs, *a, **k)
+
+    trainer.training_step = counting_step
+    reset_peak()
+    trainer.train()
+    sync()
+    steps = [e - s for s, e in zip(timer.starts, timer.ends)]
+    return steps, [sum(tokens[i * accumulation:(i + 1) * accumulation]) for i in range(len(steps))]
+
+
 def run_trainer_grouped(args) -> dict:
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
-
-    from bench_14b import StepTimer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = reference_model(args.model)
@@ -127,23 +145,9 @@ def run_trainer_grouped(args) -> dict:
                        warmup_steps=0.03, weight_decay=0.01, logging_steps=1, bf16=gpu(), report_to="none",
                        gradient_checkpointing=True, save_strategy="no", max_length=560, seed=42,
                        train_sampling_strategy="group_by_length", completion_only_loss=True)
-    timer = StepTimer()
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=[timer.callback])
-    tokens = []
-    original = trainer.training_step
-
-    def counting_step(model, inputs, *a, **k):  # the real tokens of each micro-batch
-        tokens.append(int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else inputs["input_ids"].numel())
-        return original(model, inputs, *a, **k)
-
-    trainer.training_step = counting_step
-    reset_peak()
-    trainer.train()
-    sync()
-    steps = [e - s for s, e in zip(timer.starts, timer.ends)]
-    per_step = [sum(tokens[i * 8:(i + 1) * 8]) for i in range(len(steps))]
-    return result("trainer_grouped_4x8", steps, per_step, 32, model)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    steps, tokens = timed_training(trainer, accumulation=8)
+    return result("trainer_grouped_4x8", steps, tokens, 32, model)
 
 
 def run_plain_loop(args) -> dict:
@@ -180,7 +184,6 @@ def run_unsloth_notebook(args) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from bench_14b import StepTimer
     from mcq_dataset import build_messages, load_mcq_csv, render_chat
 
     model, tokenizer = FastLanguageModel.from_pretrained(args.model, max_seq_length=2048, load_in_4bit=True,
@@ -196,25 +199,12 @@ def run_unsloth_notebook(args) -> dict:
                        optim="adamw_8bit" if gpu() else "adamw_torch", weight_decay=0.01, lr_scheduler_type="linear",
                        seed=3407, bf16=gpu(),
                        report_to="none", save_strategy="no", dataset_text_field="text", max_length=2048)
-    timer = StepTimer()
-    trainer = SFTTrainer(model=model, tokenizer=tokenizer, train_dataset=Dataset.from_dict({"text": texts}),
-                         args=config, callbacks=[timer.callback])
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=Dataset.from_dict({"text": texts}),
+                         args=config)
     trainer = train_on_responses_only(trainer, instruction_part="<|im_start|>user\n",
                                       response_part="<|im_start|>assistant\n")
-    tokens = []
-    original = trainer.training_step
-
-    def counting_step(model, inputs, *a, **k):
-        tokens.append(int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else inputs["input_ids"].numel())
-        return original(model, inputs, *a, **k)
-
-    trainer.training_step = counting_step
-    reset_peak()
-    trainer.train()
-    sync()
-    steps = [e - s for s, e in zip(timer.starts, timer.ends)]
-    return result("unsloth_notebook_2x4", steps, [sum(tokens[i * 4:(i + 1) * 4]) for i in range(len(steps))], 8,
-                  model)
+    steps, tokens = timed_training(trainer, accumulation=4)
+    return result("unsloth_notebook_2x4", steps, tokens, 8, model)
 
 
 RUNS = {"trainer-grouped": run_trainer_grouped, "plain-loop": run_plain_loop, "unsloth-notebook": run_unsloth_notebook}

@@ -1,6 +1,6 @@
 """CPU testbed: each leaderboard lever against one model, over several training seeds, on the hard sample.
 
-    python bench/cpu_levers.py                    # writes bench/cpu_levers.json (about 25 minutes on 2 CPU cores)
+    python bench/cpu_levers.py                    # writes bench/cpu_levers.json (its time: bench/RESULTS.md)
     python bench/cpu_levers.py --table            # the markdown table of bench/cpu_levers.json (bench/RESULTS.md)
 
 Everything runs through the real command lines, as subprocesses, in ``--work_dir``: a tiny random Qwen2 with the

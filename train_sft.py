@@ -316,7 +316,6 @@ def main(script_args: ScriptArguments, training_args, backend: str | None = None
     check_config(script_args, training_args)
     scale_for_processes(script_args, training_args)
     fit_max_length(script_args, training_args)
-    check_answer_slot(script_args.model_name_or_path, script_args, training_args.trust_remote_code)
     backend = select_backend(backend or script_args.backend)
     if script_args.folds > 1:
         from cross_validation import train_folds
@@ -339,8 +338,9 @@ def train_utilisation(trainer, train_rows: dict) -> dict:
 def check_answer_slot(model_name_or_path: str, options: PromptOptions, trust_remote_code: bool = False) -> str:
     """Where the answer letter goes in the model's chat template, from the tokenizer alone, before any weights
     are loaded; a template that cannot carry the answer stops the run here (chat_template.py)."""
-    from modeling import load_tokenizer
+    from modeling import check_model_source, load_tokenizer
 
+    check_model_source(model_name_or_path)  # a missing model: its own one-line error, not the hub's
     tokenizer = load_tokenizer(model_name_or_path, trust_remote_code, options.chat_template)
     line = find_answer_slot(tokenizer, options.prompt_style).describe(tokenizer, options.prompt_style)
     logger.info(line)
@@ -348,9 +348,11 @@ def check_answer_slot(model_name_or_path: str, options: PromptOptions, trust_rem
 
 
 def train_locked(script_args: ScriptArguments, training_args, backend: str, train, val) -> dict:
-    """One training run in its output folder, holding the folder's lock throughout."""
+    """One training run in its output folder, holding the folder's lock throughout; the data is checked by now,
+    the template's answer slot next, both before any weights load."""
     from run_folder import lock_run_folder
 
+    check_answer_slot(script_args.model_name_or_path, script_args, training_args.trust_remote_code)
     with lock_run_folder(training_args.output_dir, training_args.process_index, max(training_args.world_size, 1)):
         return train_in_folder(script_args, training_args, backend, train, val)
 

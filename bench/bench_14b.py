@@ -295,6 +295,32 @@ TABLE = {
     "qwen3_14b_score_qps": ("qwen3_h200/q3infer.json", ["answer_timing", "steady_questions_per_second"]),
     "qwen3_14b_score_qps_whole_file": ("qwen3_h200/q3infer.json", ["questions_per_second"]),
     "qwen3_14b_score_peak_reserved_gb": ("qwen3_h200/q3infer.json", ["gpu_peak_reserved_gb"]),
+    # bench/run.sh, 20 steps: RUNS="b16 b32 infer" (readme2), "card16 infer16 learn" (readme3), then "gen" on
+    # card16's adapter (export2; its "export" run stopped: llama.cpp's converter is not in the GPU bundle)
+    "readme_b16_samples_per_s": ("readme2_h200/b16.json", ["steady_train_samples_per_second"]),
+    "readme_b16_mfu": ("readme2_h200/b16.json", ["train_mfu", "mfu"]),
+    "readme_b16_peak_reserved_gb": ("readme2_h200/b16.json", ["peak_gpu_memory_gb"]),
+    "readme_b32_samples_per_s": ("readme2_h200/b32.json", ["steady_train_samples_per_second"]),
+    "readme_b32_mfu": ("readme2_h200/b32.json", ["train_mfu", "mfu"]),
+    "readme_b32_peak_reserved_gb": ("readme2_h200/b32.json", ["peak_gpu_memory_gb"]),
+    "readme_score_qps": ("readme2_h200/infer.json", ["answer_timing", "steady_questions_per_second"]),
+    "readme_score_qps_whole_file": ("readme2_h200/infer.json", ["questions_per_second"]),
+    "readme_score_startup_s": ("readme2_h200/infer.json", ["startup_seconds"]),
+    "readme_score_mfu": ("readme2_h200/infer.json", ["score_mfu", "mfu"]),
+    "readme_score_peak_reserved_gb": ("readme2_h200/infer.json", ["gpu_peak_reserved_gb"]),
+    "readme_score_batch_size": ("readme2_h200/infer.json", ["batch_size"]),
+    "card16_samples_per_s": ("readme3_h200/card16.json", ["steady_train_samples_per_second"]),
+    "card16_peak_reserved_gb": ("readme3_h200/card16.json", ["peak_gpu_memory_gb"]),
+    "infer16_qps_whole_file": ("readme3_h200/infer16.json", ["questions_per_second"]),
+    "infer16_startup_s": ("readme3_h200/infer16.json", ["startup_seconds"]),
+    "infer16_cgroup_memory_peak_bytes": ("readme3_h200/infer16.cgroup.txt", ["memory.peak"]),
+    "infer16_cgroup_oom_kills": ("readme3_h200/infer16.cgroup.txt", ["memory.events", "oom_kill"]),
+    "learn_14b_final_eval_accuracy": ("readme3_h200/learn.json", ["final_eval_accuracy"]),
+    "learn_14b_samples_per_s": ("readme3_h200/learn.json", ["steady_train_samples_per_second"]),
+    "generate_adapter_qps_whole_file": ("export2_h200/gen.json", ["questions_per_second"]),
+    "generate_adapter_steady_qps": ("export2_h200/gen.json", ["answer_timing", "steady_questions_per_second"]),
+    "generate_adapter_peak_reserved_gb": ("export2_h200/gen.json", ["gpu_peak_reserved_gb"]),
+    "generate_adapter_unparsed_rows": ("export2_h200/gen.json", ["unparsed", "count"]),
 }
 
 RTX_4090_OVER_H200 = 165.2 / 989.4  # dense BF16 peaks (mfu.py's sources): the projection's scale
@@ -332,6 +358,22 @@ def derived_anchor_keys(r: dict, raw: Path) -> dict:
     return keys
 
 
+def read_cgroup(text: str) -> dict:
+    """run.sh's infer16.cgroup.txt: "== memory.peak" then its value, or "key value" lines (memory.events)."""
+    files, name = {}, None
+    for line in text.splitlines():
+        if line.startswith("== "):
+            name = line[3:]
+            files[name] = {}
+        elif name and line.strip():
+            parts = line.split()
+            if len(parts) == 1:
+                files[name] = int(parts[0]) if parts[0].isdigit() else parts[0]
+            elif isinstance(files[name], dict):
+                files[name][parts[0]] = int(parts[1]) if parts[1].isdigit() else parts[1]
+    return files
+
+
 def read_table(raw: Path, table: dict = TABLE) -> dict:
     """The values TABLE names, read from the raw files."""
     def one(spec):
@@ -340,7 +382,8 @@ def read_table(raw: Path, table: dict = TABLE) -> dict:
             laps = {line.split(" after ")[0]: int(line.split(" after ")[1].split()[0])
                     for line in (raw / name).read_text().splitlines() if " after " in line}
             return laps[keys[1]] - laps[keys[0]]
-        value = json.loads((raw / name).read_text())
+        text = (raw / name).read_text()
+        value = read_cgroup(text) if name.endswith(".cgroup.txt") else json.loads(text)
         for key in keys:
             value = value[key]
         return value

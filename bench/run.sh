@@ -13,7 +13,9 @@
 #   gen          the same with --mode generate (base model if no training run came before)
 #   infer16      infer inside a cgroup with memory.max=16G (the host RAM of a 16 GB machine), if allowed
 #   kfold        train_sft.py --folds 2, each fold's answers, ensemble.py, and infer.py on the k-fold folder
-#   export       export.py --format gguf of the last adapter (merged 16-bit, then GGUF)
+#   export       export.py --format merged of the last adapter (16-bit weights, sharded safetensors). GGUF is not
+#                run here: the converter is not in the GPU bundle, and base + merged + GGUF at 14B exceed the
+#                one-GPU machine's free disk
 #   anchor_a|anchor_b|anchor_c   bench/anchors.py trainer-grouped | plain-loop | unsloth-notebook
 #   ref          bench_14b.py reference (the older two-step reference, kept for the earlier calls' keys)
 #   q3train, q3infer   the README commands with configs/qwen3-14b-4090.yaml at Qwen3-14B's shape
@@ -43,7 +45,7 @@ build_qwen3() {
     --dtype bfloat16 --tokenizer .benchdata/tokenizer-qwen3 > "$OUT/q3build.log" 2>&1
   lap "q3build"
 }
-ADAPTER=""
+ADAPTER=${ADAPTER:-}  # an adapter an earlier call left on a warm machine (/tmp/m_NAME/adapter), else the last run's
 for run in ${RUNS:-b16 anchor_a}; do
   case $run in
     b16) train b16 configs/qwen2.5-14b-4090.yaml /tmp/q14b ;;
@@ -60,12 +62,16 @@ for run in ${RUNS:-b16 anchor_a}; do
     gen) answer gen "${ADAPTER:-/tmp/q14b}" --mode generate ;;
     infer16)
       CG=/sys/fs/cgroup/mcq16
-      if mkdir -p $CG 2>"$OUT/infer16.cgroup.txt" && echo 16G > $CG/memory.max 2>>"$OUT/infer16.cgroup.txt"; then
+      # the page cache is dropped first so that the weight files' pages are read, and charged, inside the cgroup
+      # (pages cached by an earlier run are charged to the cgroup that read them); no swap
+      sync; { echo 3 > /proc/sys/vm/drop_caches && echo "page cache dropped"; } > "$OUT/infer16.cgroup.txt" 2>&1
+      if mkdir -p $CG 2>>"$OUT/infer16.cgroup.txt" && echo 16G > $CG/memory.max 2>>"$OUT/infer16.cgroup.txt"; then
+        echo 0 > $CG/memory.swap.max 2>>"$OUT/infer16.cgroup.txt"
         ( echo $BASHPID > $CG/cgroup.procs && exec python3 infer.py --config configs/infer-14b-4090.yaml \
             --test_file .benchdata/test.csv --resume false --model_path "$ADAPTER" --output_file /tmp/infer16.csv ) \
           > "$OUT/infer16.log" 2>&1
         echo "exit $?" >> "$OUT/infer16.cgroup.txt"
-        for f in memory.max memory.peak memory.events memory.stat; do echo "== $f"; cat $CG/$f; done \
+        for f in memory.max memory.swap.max memory.peak memory.events memory.stat; do echo "== $f"; cat $CG/$f; done \
           >> "$OUT/infer16.cgroup.txt" 2>&1
         cp /tmp/infer16_run/report.json "$OUT/infer16.json" 2>/dev/null
       else
@@ -80,8 +86,8 @@ for run in ${RUNS:-b16 anchor_a}; do
         > "$OUT/kfold_ens.log" 2>&1; lap "kfold_ensemble"
       cp /tmp/kfold_ens_ensemble/ensemble_report.json "$OUT/kfold_ens.json"
       answer kfold_all /tmp/m_kfold_train ;;
-    export) python3 export.py --format gguf --adapter "$ADAPTER" --output_dir /tmp/export_gguf \
-              > "$OUT/export.log" 2>&1; ls -la /tmp/export_gguf >> "$OUT/export.log" ;;
+    export) python3 export.py --format merged --adapter_path "$ADAPTER" --output_dir /tmp/export_merged \
+              > "$OUT/export.log" 2>&1; ls -la /tmp/export_merged >> "$OUT/export.log"; rm -rf /tmp/export_merged ;;
     anchor_a|anchor_b|anchor_c)
       kind=$(case $run in anchor_a) echo trainer-grouped;; anchor_b) echo plain-loop;; *) echo unsloth-notebook;; esac)
       python3 bench/anchors.py "$kind" --model /tmp/q14b --data .benchdata/train.csv --json "$OUT/$run.json" \

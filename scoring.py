@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from distributed import shard as shard_of
-from mcq_dataset import (LETTERS, PromptStyle, cyclic_orders, encode_prompt, encode_prompts, permute_options)
+from mcq_dataset import LETTERS, PromptStyle, encode_prompt, encode_prompts
 from modeling import is_out_of_memory
+from option_orders import cyclic_orders, permute_options
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ def position_probs(model, tokenizer, frame: pd.DataFrame, rows: Sequence[int], s
                    adapters: Sequence[str | None] = (None,), prompts: Sequence[Sequence[int]] | None = None,
                    prefix: SharedPrefix | None = None) -> np.ndarray:
     """(len(orders), len(rows), 4) probabilities of the letters *as shown* for ``frame.iloc[rows]`` under each
-    option order (``mcq_dataset.permute_options``), averaged over PEFT ``adapters`` (None: the active one).
+    option order (``option_orders.permute_options``), averaged over PEFT ``adapters`` (None: the active one).
     ``prompts`` may hold the already encoded prompts of the original order, so they are not tokenised twice.
     With ``prefix`` the shared template prefix is computed once (per adapter) instead of once per question."""
     import torch
@@ -270,7 +271,7 @@ def combine_orders(per_order: np.ndarray, orders: Sequence[tuple[int, ...]], pri
     if prior is not None:
         per_order = debias(per_order, prior)
     original = np.empty_like(per_order)
-    for k, order in enumerate(orders):  # position i showed option order[i] (mcq_dataset.unpermute_probs, per row)
+    for k, order in enumerate(orders):  # position i showed option order[i] (option_orders.unpermute_probs, per row)
         original[k][:, list(order)] = per_order[k]
     return original.mean(axis=0)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 
 from chat_template import encode_training_example
-from mcq_dataset import augment_with_permutations, describe, load_mcq_csv, split_train_val
+from mcq_dataset import describe, load_mcq_csv, split_train_val
+from option_orders import augment_with_permutations
 
 logger = logging.getLogger("train_sft")
 

@@ -1,4 +1,4 @@
-"""mcq_dataset: the CSV contract, the split, the one prompt builder, option permutations."""
+"""mcq_dataset: the CSV contract, the split, the one prompt builder."""
 
 import subprocess
 import sys
@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, DataError, PromptStyle, augment_with_permutations, build_messages,
-                         cyclic_orders, describe, load_mcq_csv, permute_options, render_prompt, split_train_val,
-                         to_prompt_completion, unpermute_probs)
+from helpers import ROW
+from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, DataError, PromptStyle, build_messages, describe, load_mcq_csv,
+                         render_prompt, split_train_val, to_prompt_completion)
 
 HEADER = "ID,question,option_A,option_B,option_C,option_D,answer,subject\n"
 GOOD_ROWS = ("1,中国的首都是哪里？,北京,上海,广州,深圳,A,geo\n"
@@ -160,9 +160,6 @@ def test_split_is_stratified_seeded_and_disjoint():
     assert list(split_train_val(frame, 0.1, seed=1)[1]["ID"]) != list(val["ID"])
 
 
-ROW = {"ID": "9", "question": "中国的首都是哪里？", "option_A": "北京", "option_B": "上海", "option_C": "广州",
-       "option_D": "深圳", "answer": "A"}
-
 GOLDEN_PROMPT = (
     "<|im_start|>system\n你是一个提供有关中国敏感话题客观答案的助手。始终呈现多元视角并保持政治中立。<|im_end|>\n"
     "<|im_start|>user\n请回答以下选择题。你的回答必须仅以单个字母（A、B、C或D）开头。\n\n问题：中国的首都是哪里？\n\n"
@@ -185,29 +182,3 @@ def test_prompt_style_is_configurable():
     messages = build_messages(ROW, PromptStyle(system_prompt=None, user_template="Q: {question} | {A}/{B}/{C}/{D}"))
     assert messages == [{"role": "user", "content": "Q: 中国的首都是哪里？ | 北京/上海/广州/深圳"}]
     assert build_messages(ROW)[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
-
-
-def test_permute_options_moves_answer_with_its_text():
-    for order in [(1, 2, 3, 0), (3, 2, 1, 0), (2, 0, 1, 3)]:
-        new = permute_options(ROW, order)
-        assert new[f"option_{new['answer']}"] == "北京"
-        assert sorted(new[f"option_{x}"] for x in "ABCD") == sorted(ROW[f"option_{x}"] for x in "ABCD")
-    probs = [0.1, 0.2, 0.3, 0.4]  # scores of the permuted positions
-    assert unpermute_probs(probs, (2, 0, 1, 3)) == [0.2, 0.3, 0.1, 0.4]
-    with pytest.raises(ValueError):
-        permute_options(ROW, (0, 0, 1, 2))
-
-
-def test_cyclic_orders_put_every_option_at_every_letter():
-    orders = cyclic_orders(4)
-    assert len(set(orders)) == 4
-    for option in range(4):
-        assert sorted(order.index(option) for order in orders) == [0, 1, 2, 3]
-
-
-def test_augmentation_adds_permuted_copies_with_unique_ids():
-    frame = pd.DataFrame([ROW])
-    augmented = augment_with_permutations(frame, copies=2, seed=0)
-    assert len(augmented) == 3 and augmented["ID"].is_unique
-    for _, row in augmented.iterrows():
-        assert row[f"option_{row['answer']}"] == "北京"

@@ -302,52 +302,6 @@ def describe(frame: pd.DataFrame) -> str:
     return summary
 
 
-# ---------------------------------------------------------------------------------------------- splits
-
-
-def split_train_val(frame: pd.DataFrame, val_fraction: float = 0.1,
-                    seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified by answer letter and seeded: every letter keeps its share in both parts."""
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    val_parts = []
-    for _, group in frame.groupby(ANSWER_COLUMN, sort=True):
-        n_val = int(round(len(group) * val_fraction))
-        val_parts.append(group.sample(n=n_val, random_state=seed))
-    val = pd.concat(val_parts).sort_index()
-    train = frame.drop(index=val.index)
-    return train.reset_index(drop=True), val.reset_index(drop=True)
-
-
-def sample_rows(frame: pd.DataFrame, weight: float, seed: int = 42) -> pd.DataFrame:
-    """``weight`` x the rows: every row int(weight) times, plus a seeded sample for the fractional part."""
-    whole, part = int(weight), weight - int(weight)
-    copies = [frame] * whole + ([frame.sample(n=int(round(part * len(frame))), random_state=seed)] if part else [])
-    return pd.concat(copies, ignore_index=True) if copies else frame.iloc[:0]
-
-
-def assign_folds(frame: pd.DataFrame, folds: int, seed: int = 42) -> list[int]:
-    """Fold 0..folds-1 for each row, stratified by answer letter (and by subject where the file has one) and
-    seeded: rows of each stratum are shuffled and dealt round-robin, continuing from one stratum to the next, so
-    every fold gets each letter's share and the folds differ in size by at most one row."""
-    import random
-
-    if folds < 2 or folds > len(frame):
-        raise ValueError(f"folds must be between 2 and the number of rows ({len(frame)}), got {folds}")
-    rng = random.Random(seed)
-    keys = frame[ANSWER_COLUMN].astype(str)
-    if SUBJECT_COLUMN in frame:
-        keys = keys + "|" + frame[SUBJECT_COLUMN].astype(str)
-    assignment, dealt = [0] * len(frame), 0
-    for key in sorted(set(keys)):
-        rows = [i for i, k in enumerate(keys) if k == key]
-        rng.shuffle(rows)
-        for row in rows:
-            assignment[row] = dealt % folds
-            dealt += 1
-    return assignment
-
-
 # ---------------------------------------------------------------------------------------------- prompts
 
 

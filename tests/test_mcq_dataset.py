@@ -1,15 +1,14 @@
-"""mcq_dataset: the CSV contract, the split, the one prompt builder."""
+"""mcq_dataset: the CSV contract and the one prompt builder."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from helpers import ROW
 from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, DataError, PromptStyle, build_messages, describe, load_mcq_csv,
-                         render_prompt, split_train_val, to_prompt_completion)
+                         render_prompt, to_prompt_completion)
 
 HEADER = "ID,question,option_A,option_B,option_C,option_D,answer,subject\n"
 GOOD_ROWS = ("1,中国的首都是哪里？,北京,上海,广州,深圳,A,geo\n"
@@ -141,23 +140,6 @@ def test_real_cmmlu_files_validate(cmmlu_dir):
     train = load_mcq_csv(cmmlu_dir / "train.csv", require_answer=True)
     test = load_mcq_csv(cmmlu_dir / "test_no_answer.csv")
     assert len(train) == 7359 and len(test) == 1839 and "subject" in test.columns
-
-
-def make_frame(n_per_letter=50):
-    rows = [{"ID": str(i), "question": f"q{i}", "option_A": "a", "option_B": "b", "option_C": "c",
-             "option_D": "d", "answer": "ABCD"[i % 4]} for i in range(4 * n_per_letter)]
-    return pd.DataFrame(rows)
-
-
-def test_split_is_stratified_seeded_and_disjoint():
-    frame = make_frame()
-    train, val = split_train_val(frame, 0.1, seed=42)
-    assert len(val) == 20 and len(train) == 180
-    assert val["answer"].value_counts().to_dict() == {"A": 5, "B": 5, "C": 5, "D": 5}
-    assert not set(train["ID"]) & set(val["ID"])
-    again_train, again_val = split_train_val(frame, 0.1, seed=42)
-    assert list(again_val["ID"]) == list(val["ID"])
-    assert list(split_train_val(frame, 0.1, seed=1)[1]["ID"]) != list(val["ID"])
 
 
 GOLDEN_PROMPT = (

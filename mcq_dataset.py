@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from cli import UserError, describe_os_error, one_line, run_cli
+from cli import DataError, describe_os_error, one_line, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -42,18 +42,6 @@ DEFAULT_USER_TEMPLATE = (
     "请回答以下选择题。你的回答必须仅以单个字母（A、B、C或D）开头。\n\n"
     "问题：{question}\n\n选项：\nA. {A}\nB. {B}\nC. {C}\nD. {D}"
 )
-
-
-class DataError(UserError):
-    """A problem with an input file, phrased so the user can fix it without reading code."""
-
-    def __init__(self, path: str | Path, message: str, line: int | None = None, column: str | None = None):
-        where = str(path)
-        if line is not None:
-            where += f", line {line}"
-        if column is not None:
-            where += f", column '{column}'"
-        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from cli import DataError
 from helpers import ROW
-from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, DataError, PromptStyle, build_messages, describe, load_mcq_csv,
-                         render_prompt, to_prompt_completion)
+from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, PromptStyle, build_messages, describe, load_mcq_csv, render_prompt,
+                         to_prompt_completion)
 
 HEADER = "ID,question,option_A,option_B,option_C,option_D,answer,subject\n"
 GOOD_ROWS = ("1,中国的首都是哪里？,北京,上海,广州,深圳,A,geo\n"

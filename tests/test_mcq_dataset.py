@@ -2,25 +2,13 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from cli import DataError
-from helpers import ROW
+from helpers import GOOD_ROWS, HEADER, ROW, write
 from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, PromptStyle, build_messages, describe, load_mcq_csv, render_prompt,
                          to_prompt_completion)
-
-HEADER = "ID,question,option_A,option_B,option_C,option_D,answer,subject\n"
-GOOD_ROWS = ("1,中国的首都是哪里？,北京,上海,广州,深圳,A,geo\n"
-             "2,\"含逗号，和\"\"引号\"\"的题目\",甲,乙,丙,丁,c,misc\n"
-             "3,下列哪个是水果？,汽车,苹果,桌子,铅笔,Ｂ,misc\n")
-
-
-def write(tmp_path: Path, text: str, name: str = "data.csv", encoding: str = "utf-8") -> Path:
-    path = tmp_path / name
-    path.write_bytes(text.encode(encoding))
-    return path
 
 
 def test_reads_valid_file_keeps_extra_columns_and_normalises_answers(tmp_path):
@@ -29,29 +17,6 @@ def test_reads_valid_file_keeps_extra_columns_and_normalises_answers(tmp_path):
     assert list(frame["answer"]) == ["A", "C", "B"]  # lower-case and full-width normalised
     assert frame.loc[1, "question"] == '含逗号，和"引号"的题目'
     assert list(frame["subject"]) == ["geo", "misc", "misc"]
-
-
-def test_utf8_bom_is_accepted(tmp_path):
-    frame = load_mcq_csv(write(tmp_path, "\ufeff" + HEADER + GOOD_ROWS))
-    assert list(frame.columns)[:2] == ["ID", "question"]
-
-
-@pytest.mark.parametrize("encoding", ["gbk", "big5"])
-def test_other_encodings_are_refused_not_garbled(tmp_path, encoding):
-    text = HEADER + "1,臺灣的首都是哪裡？,臺北,高雄,臺中,臺南,A,geo\n"
-    path = write(tmp_path, text, encoding=encoding)
-    advice = {"gbk": "only as gb18030: pass --encoding gb18030", "big5": "both gb18030 .* and big5"}[encoding]
-    with pytest.raises(DataError, match=rf"not UTF-8.*{advice}"):  # never a guess between the two
-        load_mcq_csv(path)
-    frame = load_mcq_csv(path, encoding=encoding)  # with the right encoding named it reads correctly
-    assert frame.loc[0, "option_A"] == "臺北"
-
-
-def test_a_utf8_file_read_with_another_encoding_is_refused(tmp_path):
-    path = write(tmp_path, HEADER + "1,臺灣的首都是哪裡？,臺北,高雄,臺中,臺南,A,geo\n")
-    with pytest.raises(DataError, match="is UTF-8 text; read as latin-1 it would be garbled"):
-        load_mcq_csv(path, encoding="latin-1")
-    assert load_mcq_csv(path, encoding="utf-8").loc[0, "option_A"] == "臺北"
 
 
 @pytest.mark.parametrize("text,pattern", [

@@ -15,7 +15,8 @@ import pandas as pd
 
 from chat_template import stop_token_ids
 from infer_setup import adapter_names
-from mcq_dataset import OPTION_COLUMNS, cyclic_orders
+from mcq_dataset import OPTION_COLUMNS
+from option_orders import cyclic_orders
 from prediction_store import score_record
 
 if TYPE_CHECKING:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import Callable, Sequence
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,18 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 class UserError(ValueError):
     """An input, an option or a fault the user can act on; the message names the file or option and what to do."""
+
+
+class DataError(UserError):
+    """A problem with an input file, phrased so the user can fix it without reading code."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None, column: str | None = None):
+        where = str(path)
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column '{column}'"
+        super().__init__(f"{where}: {message}")
 
 
 def one_line(text: str, limit: int = 600) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mcq_dataset import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN, assign_folds
+from mcq_dataset import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN
 from run_folder import set_aside
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,28 @@ def fold_finished(folder: Path, identity: dict) -> bool:
         return json.loads(summary.read_text(encoding="utf-8")).get("run_identity") == identity
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+
+
+def assign_folds(frame: pd.DataFrame, folds: int, seed: int = 42) -> list[int]:
+    """Fold 0..folds-1 for each row, stratified by answer letter (and by subject where the file has one) and
+    seeded: rows of each stratum are shuffled and dealt round-robin, continuing from one stratum to the next, so
+    every fold gets each letter's share and the folds differ in size by at most one row."""
+    import random
+
+    if folds < 2 or folds > len(frame):
+        raise ValueError(f"folds must be between 2 and the number of rows ({len(frame)}), got {folds}")
+    rng = random.Random(seed)
+    keys = frame[ANSWER_COLUMN].astype(str)
+    if SUBJECT_COLUMN in frame:
+        keys = keys + "|" + frame[SUBJECT_COLUMN].astype(str)
+    assignment, dealt = [0] * len(frame), 0
+    for key in sorted(set(keys)):
+        rows = [i for i, k in enumerate(keys) if k == key]
+        rng.shuffle(rows)
+        for row in rows:
+            assignment[row] = dealt % folds
+            dealt += 1
+    return assignment
 
 
 def train_folds(script_args, training_args, backend: str) -> dict:

@@ -36,10 +36,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from cli import run_cli
+from cli import DataError, run_cli
 from gguf_export import DEFAULT_GGUF_TYPE, GGUF_CONVERTER_TYPES, GGUF_KQUANTS, export_gguf
 from lm_eval_task import write_lm_eval_task
-from mcq_dataset import DataError
 from merged_export import (ADAPTER_WEIGHTS, DTYPES, MAX_SHARD_SIZE, ExportError, check_adapter, export_merged,
                            resolve_base)
 from model_card import load_hint_adapter, model_card, training_facts

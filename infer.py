@@ -177,9 +177,9 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     """Answer ``frame`` (the test file, or with a cascade ``plan`` its rows to answer again) and write the outputs."""
     import torch
 
+    from batch_planning import auto_batch_size
     from modeling import load_inference_model
     from prediction_store import PredictionStore
-    from scoring import auto_batch_size
 
     started = time.time()
     rank, world, local_rank = distributed_info()

@@ -2,7 +2,7 @@
 
 PriDe (arXiv 2309.03882): if the probability a model gives the letter at position i is proportional to
 prior[i] x content[option shown at i], then over orders in which every option visits every position once
-(``mcq_dataset.cyclic_orders(4)``) the content factors cancel in the geometric mean, which leaves the prior.
+(``option_orders.cyclic_orders(4)``) the content factors cancel in the geometric mean, which leaves the prior.
 Dividing a question's position probabilities by it (and renormalising) removes the preference. infer.py
 estimates the prior on a sample of the test questions (``--debias_letters true``); ensemble.py takes one
 (``--debias_prior``).
@@ -24,7 +24,7 @@ def estimate_letter_prior(per_order_probs: np.ndarray, orders: Sequence[Sequence
 
     ``per_order_probs`` has shape (orders, n, 4): the probabilities of the letters shown for the same n
     questions under each option order, where order ``o`` shows original option ``o[i]`` at position ``i``
-    (``mcq_dataset.permute_options``). If the model's position probability is proportional to
+    (``option_orders.permute_options``). If the model's position probability is proportional to
     prior[position] * content[option shown there], the product over orders in which every option visits every
     position once (the 4 cyclic orders) has the same content factor at every position; so the geometric mean
     over orders and questions of the position probabilities, normalised, is the prior.
@@ -35,7 +35,7 @@ def estimate_letter_prior(per_order_probs: np.ndarray, orders: Sequence[Sequence
     columns = np.array([list(order) for order in orders]).T  # position -> the options it showed over the orders
     if not all(sorted(column) == list(range(len(LETTERS))) for column in columns):
         raise ValueError(f"every option must appear once at every position over the orders (e.g. "
-                         f"mcq_dataset.cyclic_orders(4)), got {orders}")
+                         f"option_orders.cyclic_orders(4)), got {orders}")
     logs = np.log(np.clip(probs, LOG_FLOOR, None)).mean(axis=(0, 1))
     prior = np.exp(logs - logs.max())
     return prior / prior.sum()

@@ -24,7 +24,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from cli import UserError, describe_os_error, one_line, run_cli
+from cli import DataError, describe_os_error, one_line, run_cli
+from csv_encoding import decode_csv_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -42,18 +43,6 @@ DEFAULT_USER_TEMPLATE = (
     "请回答以下选择题。你的回答必须仅以单个字母（A、B、C或D）开头。\n\n"
     "问题：{question}\n\n选项：\nA. {A}\nB. {B}\nC. {C}\nD. {D}"
 )
-
-
-class DataError(UserError):
-    """A problem with an input file, phrased so the user can fix it without reading code."""
-
-    def __init__(self, path: str | Path, message: str, line: int | None = None, column: str | None = None):
-        where = str(path)
-        if line is not None:
-            where += f", line {line}"
-        if column is not None:
-            where += f", column '{column}'"
-        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True)
@@ -126,48 +115,6 @@ def check_prompt_options(options: PromptOptions) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-
-
-def decode_csv_bytes(path: str | Path, data: bytes, encoding: str | None = None) -> str:
-    """UTF-8 (with or without BOM) or UTF-16 with BOM; anything else only with an explicit ``encoding``.
-
-    GBK and Big5 bytes are often valid in each other's encodings, so guessing would risk mojibake: refuse
-    and say how to fix it instead.
-    """
-    if encoding:
-        try:
-            text = data.decode(encoding)
-        except (UnicodeDecodeError, LookupError) as err:
-            raise DataError(path, f"cannot be decoded as {encoding}: {err}") from None
-        if not encoding.lower().replace("-", "").replace("_", "").startswith("utf") and not data.isascii() \
-                and _is_utf8(data):
-            raise DataError(path, f"is UTF-8 text; read as {encoding} it would be garbled: leave out --encoding")
-        return text
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        fits = [name for name in ("gb18030", "big5") if _decodes(data, name)]
-        advice = (f"it decodes without error only as {fits[0]}: pass --encoding {fits[0]}" if len(fits) == 1 else
-                  "it decodes as both gb18030 (Simplified) and big5 (Traditional), so only the text can tell: "
-                  "`python mcq_dataset.py validate FILE --encoding big5` prints its first question"
-                  if fits else "it is not GB18030 or Big5 either: convert it to UTF-8 first")
-        raise DataError(path, f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); {advice} "
-                        "(or convert it: iconv -f GB18030 -t UTF-8 in.csv > out.csv)", line=line) from None
-
-
-def _decodes(data: bytes, encoding: str) -> bool:
-    try:
-        data.decode(encoding)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _is_utf8(data: bytes) -> bool:
-    return _decodes(data.removeprefix(b"\xef\xbb\xbf"), "utf-8")
 
 
 def _canonical_column(name: str) -> str:
@@ -302,52 +249,6 @@ def describe(frame: pd.DataFrame) -> str:
     return summary
 
 
-# ---------------------------------------------------------------------------------------------- splits
-
-
-def split_train_val(frame: pd.DataFrame, val_fraction: float = 0.1,
-                    seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified by answer letter and seeded: every letter keeps its share in both parts."""
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    val_parts = []
-    for _, group in frame.groupby(ANSWER_COLUMN, sort=True):
-        n_val = int(round(len(group) * val_fraction))
-        val_parts.append(group.sample(n=n_val, random_state=seed))
-    val = pd.concat(val_parts).sort_index()
-    train = frame.drop(index=val.index)
-    return train.reset_index(drop=True), val.reset_index(drop=True)
-
-
-def sample_rows(frame: pd.DataFrame, weight: float, seed: int = 42) -> pd.DataFrame:
-    """``weight`` x the rows: every row int(weight) times, plus a seeded sample for the fractional part."""
-    whole, part = int(weight), weight - int(weight)
-    copies = [frame] * whole + ([frame.sample(n=int(round(part * len(frame))), random_state=seed)] if part else [])
-    return pd.concat(copies, ignore_index=True) if copies else frame.iloc[:0]
-
-
-def assign_folds(frame: pd.DataFrame, folds: int, seed: int = 42) -> list[int]:
-    """Fold 0..folds-1 for each row, stratified by answer letter (and by subject where the file has one) and
-    seeded: rows of each stratum are shuffled and dealt round-robin, continuing from one stratum to the next, so
-    every fold gets each letter's share and the folds differ in size by at most one row."""
-    import random
-
-    if folds < 2 or folds > len(frame):
-        raise ValueError(f"folds must be between 2 and the number of rows ({len(frame)}), got {folds}")
-    rng = random.Random(seed)
-    keys = frame[ANSWER_COLUMN].astype(str)
-    if SUBJECT_COLUMN in frame:
-        keys = keys + "|" + frame[SUBJECT_COLUMN].astype(str)
-    assignment, dealt = [0] * len(frame), 0
-    for key in sorted(set(keys)):
-        rows = [i for i, k in enumerate(keys) if k == key]
-        rng.shuffle(rows)
-        for row in rows:
-            assignment[row] = dealt % folds
-            dealt += 1
-    return assignment
-
-
 # ---------------------------------------------------------------------------------------------- prompts
 
 
@@ -418,55 +319,6 @@ def encode_prompts(tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptSt
 
 def build_sft_records(frame: pd.DataFrame, style: PromptStyle = PromptStyle()) -> list[dict[str, list]]:
     return [to_prompt_completion(row, style) for _, row in frame.iterrows()]
-
-
-# ---------------------------------------------------------------------------------------------- options
-
-
-def permute_options(row: dict[str, Any] | pd.Series, order: Sequence[int]) -> dict[str, Any]:
-    """Row whose option_X becomes the old option ``order[X]``; the answer follows its text.
-
-    ``order=(2, 0, 1, 3)`` puts the old C in position A. ``unpermute_probs`` maps scores back.
-    """
-    if sorted(order) != [0, 1, 2, 3]:
-        raise ValueError(f"order must be a permutation of 0..3, got {order}")
-    new = dict(row)
-    for position, source in enumerate(order):
-        new[OPTION_COLUMNS[position]] = row[OPTION_COLUMNS[source]]
-    answer = row.get(ANSWER_COLUMN) if hasattr(row, "get") else None
-    if answer in LETTERS:
-        new[ANSWER_COLUMN] = LETTERS[list(order).index(LETTERS.index(answer))]
-    return new
-
-
-def unpermute_probs(probs: Sequence[float], order: Sequence[int]) -> list[float]:
-    """Scores for the permuted positions -> scores for the original options."""
-    original = [0.0] * 4
-    for position, source in enumerate(order):
-        original[source] = probs[position]
-    return original
-
-
-def cyclic_orders(n: int = 4) -> list[tuple[int, ...]]:
-    """The first ``n`` cyclic shifts of (0, 1, 2, 3): each option visits each letter once when n=4."""
-    return [tuple((shift + i) % 4 for i in range(4)) for shift in range(n)]
-
-
-def augment_with_permutations(frame: pd.DataFrame, copies: int = 1, seed: int = 42) -> pd.DataFrame:
-    """Append ``copies`` randomly permuted versions of every row (IDs suffixed ``~p1``, ``~p2`` ...)."""
-    import random
-
-    rng = random.Random(seed)
-    extra = []
-    for copy in range(1, copies + 1):
-        for _, row in frame.iterrows():
-            order = list(range(4))
-            while order == [0, 1, 2, 3]:
-                rng.shuffle(order)
-            new = permute_options(row, order)
-            new[ID_COLUMN] = f"{row[ID_COLUMN]}~p{copy}"
-            extra.append(new)
-    return pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

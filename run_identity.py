@@ -135,7 +135,7 @@ def csv_identity(path: str | Path | None, encoding: str | None) -> dict | None:
     (mojibake that happens to decode) are another input."""
     if not path:
         return None
-    from mcq_dataset import decode_csv_bytes
+    from csv_encoding import decode_csv_bytes
 
     data = Path(path).read_bytes()
     return {"bytes_sha256": hashlib.sha256(data).hexdigest(),

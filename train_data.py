@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import logging
 
+import pandas as pd
+
 from chat_template import encode_training_example
-from mcq_dataset import augment_with_permutations, describe, load_mcq_csv, split_train_val
+from mcq_dataset import ANSWER_COLUMN, describe, load_mcq_csv
+from option_orders import augment_with_permutations
 
 logger = logging.getLogger("train_sft")
 
@@ -38,13 +41,23 @@ def load_splits(script_args, seed: int, frame=None, val=None):
     return train, val
 
 
+def split_train_val(frame: pd.DataFrame, val_fraction: float = 0.1,
+                    seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified by answer letter and seeded: every letter keeps its share in both parts."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    val_parts = []
+    for _, group in frame.groupby(ANSWER_COLUMN, sort=True):
+        n_val = int(round(len(group) * val_fraction))
+        val_parts.append(group.sample(n=n_val, random_state=seed))
+    val = pd.concat(val_parts).sort_index()
+    train = frame.drop(index=val.index)
+    return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
 def add_extra_sources(train, val, script_args, seed: int):
     """train_file's training rows plus each extra file's rows at its weight, with a ``source`` column; questions
     that also appear in the validation rows are dropped from the extra rows (they would leak), and counted."""
-    import pandas as pd
-
-    from mcq_dataset import sample_rows
-
     if not script_args.extra_train_files:
         return train
     seen = set(val["question"].str.strip())
@@ -59,6 +72,13 @@ def add_extra_sources(train, val, script_args, seed: int):
         extra = sample_rows(extra[~leaking], weight, seed + number)
         parts.append(extra.assign(ID=[f"{path}#{i}" for i in extra["ID"]], source=path))
     return pd.concat(parts, ignore_index=True)
+
+
+def sample_rows(frame: pd.DataFrame, weight: float, seed: int = 42) -> pd.DataFrame:
+    """``weight`` x the rows: every row int(weight) times, plus a seeded sample for the fractional part."""
+    whole, part = int(weight), weight - int(weight)
+    copies = [frame] * whole + ([frame.sample(n=int(round(part * len(frame))), random_state=seed)] if part else [])
+    return pd.concat(copies, ignore_index=True) if copies else frame.iloc[:0]
 
 
 def build_datasets(tokenizer, train, val, script_args, counts: dict | None = None):

@@ -35,7 +35,8 @@ def main(argv=None) -> int:
 
     import infer
     import infer_setup
-    from mcq_dataset import cyclic_orders, load_mcq_csv
+    from mcq_dataset import load_mcq_csv
+    from option_orders import cyclic_orders
     import torch
 
     from mcq_dataset import encode_prompt

@@ -24,6 +24,22 @@ except ImportError:
 TO_TRADITIONAL = [opencc.OpenCC(config) for config in ("s2t", "s2tw", "s2hk")] if opencc else []
 needs_opencc = pytest.mark.skipif(opencc is None, reason="opencc is not installed")
 
+# One competition question, shared by the prompt tests (test_mcq_dataset.py) and the option-order tests.
+ROW = {"ID": "9", "question": "中国的首都是哪里？", "option_A": "北京", "option_B": "上海", "option_C": "广州",
+       "option_D": "深圳", "answer": "A"}
+
+# A competition CSV as the CSV-contract and encoding tests write it.
+HEADER = "ID,question,option_A,option_B,option_C,option_D,answer,subject\n"
+GOOD_ROWS = ("1,中国的首都是哪里？,北京,上海,广州,深圳,A,geo\n"
+             "2,\"含逗号，和\"\"引号\"\"的题目\",甲,乙,丙,丁,c,misc\n"
+             "3,下列哪个是水果？,汽车,苹果,桌子,铅笔,Ｂ,misc\n")
+
+
+def write(tmp_path: Path, text: str, name: str = "data.csv", encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
 
 def run_script(script, *argv, cwd=ROOT, limit_file_bytes=None, timeout=300):
     """One of the project's scripts run as a user runs it, in a subprocess (optionally under a file-size limit,

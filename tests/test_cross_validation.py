@@ -7,7 +7,8 @@ import pytest
 
 import train_sft
 from conftest import train_args
-from mcq_dataset import assign_folds, load_mcq_csv
+from cross_validation import assign_folds
+from mcq_dataset import load_mcq_csv
 
 FOLD_RUN = ["--max_steps", 2, "--save_steps", 2, "--eval_steps", 2, "--logging_steps", 1]
 

@@ -5,7 +5,7 @@ import pytest
 
 from helpers import softmax
 from letter_bias import debias, estimate_letter_prior
-from mcq_dataset import cyclic_orders
+from option_orders import cyclic_orders
 
 
 def biased_model(n=400, bias=1.5, seed=0):

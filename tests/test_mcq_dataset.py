@@ -1,26 +1,14 @@
-"""mcq_dataset: the CSV contract, the split, the one prompt builder, option permutations."""
+"""mcq_dataset: the CSV contract and the one prompt builder."""
 
 import subprocess
 import sys
-from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, DataError, PromptStyle, augment_with_permutations, build_messages,
-                         cyclic_orders, describe, load_mcq_csv, permute_options, render_prompt, split_train_val,
-                         to_prompt_completion, unpermute_probs)
-
-HEADER = "ID,question,option_A,option_B,option_C,option_D,answer,subject\n"
-GOOD_ROWS = ("1,中国的首都是哪里？,北京,上海,广州,深圳,A,geo\n"
-             "2,\"含逗号，和\"\"引号\"\"的题目\",甲,乙,丙,丁,c,misc\n"
-             "3,下列哪个是水果？,汽车,苹果,桌子,铅笔,Ｂ,misc\n")
-
-
-def write(tmp_path: Path, text: str, name: str = "data.csv", encoding: str = "utf-8") -> Path:
-    path = tmp_path / name
-    path.write_bytes(text.encode(encoding))
-    return path
+from cli import DataError
+from helpers import GOOD_ROWS, HEADER, ROW, write
+from mcq_dataset import (DEFAULT_SYSTEM_PROMPT, PromptStyle, build_messages, describe, load_mcq_csv, render_prompt,
+                         to_prompt_completion)
 
 
 def test_reads_valid_file_keeps_extra_columns_and_normalises_answers(tmp_path):
@@ -29,29 +17,6 @@ def test_reads_valid_file_keeps_extra_columns_and_normalises_answers(tmp_path):
     assert list(frame["answer"]) == ["A", "C", "B"]  # lower-case and full-width normalised
     assert frame.loc[1, "question"] == '含逗号，和"引号"的题目'
     assert list(frame["subject"]) == ["geo", "misc", "misc"]
-
-
-def test_utf8_bom_is_accepted(tmp_path):
-    frame = load_mcq_csv(write(tmp_path, "\ufeff" + HEADER + GOOD_ROWS))
-    assert list(frame.columns)[:2] == ["ID", "question"]
-
-
-@pytest.mark.parametrize("encoding", ["gbk", "big5"])
-def test_other_encodings_are_refused_not_garbled(tmp_path, encoding):
-    text = HEADER + "1,臺灣的首都是哪裡？,臺北,高雄,臺中,臺南,A,geo\n"
-    path = write(tmp_path, text, encoding=encoding)
-    advice = {"gbk": "only as gb18030: pass --encoding gb18030", "big5": "both gb18030 .* and big5"}[encoding]
-    with pytest.raises(DataError, match=rf"not UTF-8.*{advice}"):  # never a guess between the two
-        load_mcq_csv(path)
-    frame = load_mcq_csv(path, encoding=encoding)  # with the right encoding named it reads correctly
-    assert frame.loc[0, "option_A"] == "臺北"
-
-
-def test_a_utf8_file_read_with_another_encoding_is_refused(tmp_path):
-    path = write(tmp_path, HEADER + "1,臺灣的首都是哪裡？,臺北,高雄,臺中,臺南,A,geo\n")
-    with pytest.raises(DataError, match="is UTF-8 text; read as latin-1 it would be garbled"):
-        load_mcq_csv(path, encoding="latin-1")
-    assert load_mcq_csv(path, encoding="utf-8").loc[0, "option_A"] == "臺北"
 
 
 @pytest.mark.parametrize("text,pattern", [
@@ -143,26 +108,6 @@ def test_real_cmmlu_files_validate(cmmlu_dir):
     assert len(train) == 7359 and len(test) == 1839 and "subject" in test.columns
 
 
-def make_frame(n_per_letter=50):
-    rows = [{"ID": str(i), "question": f"q{i}", "option_A": "a", "option_B": "b", "option_C": "c",
-             "option_D": "d", "answer": "ABCD"[i % 4]} for i in range(4 * n_per_letter)]
-    return pd.DataFrame(rows)
-
-
-def test_split_is_stratified_seeded_and_disjoint():
-    frame = make_frame()
-    train, val = split_train_val(frame, 0.1, seed=42)
-    assert len(val) == 20 and len(train) == 180
-    assert val["answer"].value_counts().to_dict() == {"A": 5, "B": 5, "C": 5, "D": 5}
-    assert not set(train["ID"]) & set(val["ID"])
-    again_train, again_val = split_train_val(frame, 0.1, seed=42)
-    assert list(again_val["ID"]) == list(val["ID"])
-    assert list(split_train_val(frame, 0.1, seed=1)[1]["ID"]) != list(val["ID"])
-
-
-ROW = {"ID": "9", "question": "中国的首都是哪里？", "option_A": "北京", "option_B": "上海", "option_C": "广州",
-       "option_D": "深圳", "answer": "A"}
-
 GOLDEN_PROMPT = (
     "<|im_start|>system\n你是一个提供有关中国敏感话题客观答案的助手。始终呈现多元视角并保持政治中立。<|im_end|>\n"
     "<|im_start|>user\n请回答以下选择题。你的回答必须仅以单个字母（A、B、C或D）开头。\n\n问题：中国的首都是哪里？\n\n"
@@ -185,29 +130,3 @@ def test_prompt_style_is_configurable():
     messages = build_messages(ROW, PromptStyle(system_prompt=None, user_template="Q: {question} | {A}/{B}/{C}/{D}"))
     assert messages == [{"role": "user", "content": "Q: 中国的首都是哪里？ | 北京/上海/广州/深圳"}]
     assert build_messages(ROW)[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
-
-
-def test_permute_options_moves_answer_with_its_text():
-    for order in [(1, 2, 3, 0), (3, 2, 1, 0), (2, 0, 1, 3)]:
-        new = permute_options(ROW, order)
-        assert new[f"option_{new['answer']}"] == "北京"
-        assert sorted(new[f"option_{x}"] for x in "ABCD") == sorted(ROW[f"option_{x}"] for x in "ABCD")
-    probs = [0.1, 0.2, 0.3, 0.4]  # scores of the permuted positions
-    assert unpermute_probs(probs, (2, 0, 1, 3)) == [0.2, 0.3, 0.1, 0.4]
-    with pytest.raises(ValueError):
-        permute_options(ROW, (0, 0, 1, 2))
-
-
-def test_cyclic_orders_put_every_option_at_every_letter():
-    orders = cyclic_orders(4)
-    assert len(set(orders)) == 4
-    for option in range(4):
-        assert sorted(order.index(option) for order in orders) == [0, 1, 2, 3]
-
-
-def test_augmentation_adds_permuted_copies_with_unique_ids():
-    frame = pd.DataFrame([ROW])
-    augmented = augment_with_permutations(frame, copies=2, seed=0)
-    assert len(augmented) == 3 and augmented["ID"].is_unique
-    for _, row in augmented.iterrows():
-        assert row[f"option_{row['answer']}"] == "北京"

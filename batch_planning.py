@@ -1,0 +1,67 @@
+"""How many questions go into one batch: the largest that the GPU memory left to this process holds."""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+# Memory a question needs while it is scored, per prompt token: one layer's transients at a time (the MLP's
+# up/gate activations, the residual stream, keys and values), times this margin for the allocator.
+MEMORY_MARGIN = 1.5
+GENERATION_MARGIN = 1.5  # what the generation model leaves out (Unsloth's buffers, allocator slack): bench/RESULTS.md
+MAX_AUTO_BATCH = 128
+CPU_BATCH = 16
+
+
+def memory_budget_gb(requested_gb: float | None = None) -> float:
+    """GPU memory this process may still use: the card's (or ``requested_gb``), within a per-process cap
+    (``torch.cuda.set_per_process_memory_fraction``), minus what is already reserved and 1 GB of headroom."""
+    import torch
+
+    device = torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(device).total_memory
+    getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    cap = total * (getter(device) if getter else 1.0)
+    if requested_gb:
+        cap = min(cap, requested_gb * 2**30)
+    free = torch.cuda.mem_get_info(device)[0]
+    usable = min(cap - torch.cuda.memory_reserved(device), free)
+    return max(usable / 2**30 - 1.0, 0.0)
+
+
+def scoring_bytes_per_token(config) -> int:
+    """Scoring: one layer's transients at a time (the MLP's up/gate activations, the residual stream, keys and
+    values); only the four letter rows of the output layer are computed."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 4 * (2 * kv_heads * head_dim * 2) + 6 * config.intermediate_size * 2 + 8 * config.hidden_size * 2
+
+
+def generation_bytes_per_token(config) -> int:
+    """Generation: the key/value cache of every layer for the prompt and the new tokens, plus the larger of one
+    layer's transients and the prefill's logits over the whole vocabulary for every prompt position (the fast
+    generation path computes them all). bench/RESULTS.md has the 14B measurement this model was fitted to."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    cache = config.num_hidden_layers * 2 * kv_heads * head_dim * 2
+    return cache + max(6 * config.intermediate_size * 2, config.vocab_size * 2)
+
+
+def auto_batch_size(model, longest_prompt: int, args) -> int:
+    """The largest power of two whose longest batch (prompts of ``longest_prompt`` tokens; the first batch is the
+    longest, so a misjudgement shows at once and is split by ``scoring.run_halving``) fits the memory budget."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return CPU_BATCH
+    generate = args.mode == "generate"
+    per_token = generation_bytes_per_token(model.config) if generate else scoring_bytes_per_token(model.config)
+    margin = GENERATION_MARGIN if generate else MEMORY_MARGIN
+    tokens = longest_prompt + (args.max_new_tokens if generate else 0)
+    budget = memory_budget_gb(args.gpu_memory_gb)
+    fits = int(budget * 2**30 / (margin * per_token * tokens))
+    size = max(1, min(MAX_AUTO_BATCH, 2 ** max(0, fits.bit_length() - 1)))
+    logger.info("batch size %d: %.1f GB usable, up to %d tokens a question, %.0f KB a token (%s)", size, budget, tokens,
+                per_token / 1024, args.mode)
+    return size

@@ -18,17 +18,15 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from cli import UserError
+from model_options import BACKENDS, LoraOptions, quantization_config
 from run_identity import WEIGHT_SUFFIXES
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "unsloth", "hf")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # Privacy by default: no usage statistics, no hub traffic unless the user names a hub model.
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
@@ -37,14 +35,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 class ModelLoadError(UserError):
     """A model, adapter or tokenizer could not be loaded; the message says what to check."""
-
-
-@dataclass
-class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
 
 
 def unsloth_available() -> bool:
@@ -181,17 +171,6 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, ch
     return tokenizer
 
 
-def _bnb_config(load_in_4bit: bool, load_in_8bit: bool, dtype):
-    from transformers import BitsAndBytesConfig
-
-    if load_in_4bit:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=dtype)
-    if load_in_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return None
-
-
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
@@ -273,7 +252,7 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
         return model, tokenizer
     from transformers import AutoModelForCausalLM
 
-    quantization = _bnb_config(load_in_4bit, load_in_8bit, dtype)
+    quantization = quantization_config(load_in_4bit, load_in_8bit, dtype)
     if device_map is None:
         device_map = {"": 0} if torch.cuda.is_available() else None
     model = AutoModelForCausalLM.from_pretrained(
@@ -283,14 +262,14 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
     return model, load_tokenizer(name_or_path, trust_remote_code)
 
 
-def add_lora(model, backend: str, lora: LoraSettings, gradient_checkpointing: bool = True, seed: int = 42):
+def add_lora(model, backend: str, lora: LoraOptions, gradient_checkpointing: bool = True, seed: int = 42):
     """Wrap the base model with trainable LoRA adapters (Unsloth's fused path or plain peft)."""
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
         return FastLanguageModel.get_peft_model(
-            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules), bias="none",
+            model, r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+            target_modules=list(lora.lora_target_modules), bias="none",
             use_gradient_checkpointing="unsloth" if gradient_checkpointing else False, random_state=seed,
         )
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -300,8 +279,8 @@ def add_lora(model, backend: str, lora: LoraSettings, gradient_checkpointing: bo
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                        target_modules=list(lora.lora_target_modules), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
 

@@ -3,6 +3,7 @@ these), which LoRA adapters are trained, and the bitsandbytes quantisation the l
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 # Nothing heavy at import time: both scripts import this before the backend is chosen, and Unsloth must be
@@ -31,6 +32,12 @@ class InferenceWeightOptions(WeightOptions):
                                                                    "CPU offload (recorded in report.json)"})
     allow_pickle: bool = field(default=False, metadata={"help": "load .bin (pickle) weights; they can run code"})
     trust_remote_code: bool = field(default=False, metadata={"help": "run code shipped with the model"})
+
+    @classmethod
+    def of(cls, options: InferenceWeightOptions, **changes) -> InferenceWeightOptions:
+        """Just the loading options of ``options`` (an argument class that inherits them), ``changes`` applied."""
+        values = {f.name: getattr(options, f.name) for f in dataclasses.fields(cls)}
+        return cls(**{**values, **changes})
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cli import UserError
-from model_options import BACKENDS, LoraOptions, quantization_config
+from model_options import BACKENDS, InferenceWeightOptions, LoraOptions, quantization_config
 from run_identity import WEIGHT_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -327,18 +327,13 @@ def save_adapter(model, tokenizer, out_dir: str | Path) -> Path:
 
 @dataclass
 class InferenceLoad:
-    """What infer.py asks for: the base, the adapters on it, and how the weights may be held."""
+    """What infer.py asks for: the base, the adapters on it, and how the weights may be held (``weights``: infer's
+    loading options, the backend in them resolved)."""
 
     base: str
+    weights: InferenceWeightOptions
     adapter: str | None = None
     ensemble: Sequence[str] = ()
-    backend: str = "unsloth"
-    load_in_4bit: bool = True
-    load_in_8bit: bool = False
-    offload: bool = False
-    fallback_ladder: bool = False
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
     chat_template: str | None = None
     max_seq_length: int = 560
     device_map: Any = None
@@ -349,11 +344,13 @@ class InferenceLoad:
                  "8-bit": dict(load_in_4bit=False, load_in_8bit=True, device_map=self.device_map),
                  "16-bit": dict(load_in_4bit=False, device_map=self.device_map),
                  "16-bit with CPU offload": dict(load_in_4bit=False, device_map="auto")}
-        first = "4-bit" if self.load_in_4bit else "8-bit" if self.load_in_8bit else "16-bit"
-        if self.offload:
+        weights = self.weights
+        # --load_in_8bit overrides the 4-bit default
+        first = "8-bit" if weights.load_in_8bit else "4-bit" if weights.load_in_4bit else "16-bit"
+        if weights.offload:
             first, table[first] = f"{first} with CPU offload", {**table[first], "device_map": "auto"}
         names = [first]
-        if self.fallback_ladder:
+        if weights.fallback_ladder:
             names += [n for n in ("8-bit", "16-bit with CPU offload") if n != first and not first.startswith(n)]
         return [(name, table[name]) for name in names]
 
@@ -376,18 +373,18 @@ def load_inference_model(request: InferenceLoad):
     Without ``fallback_ladder`` a failed load stops with ``loading_advice``; with it, the next way is tried
     and every failure is returned in ``info['fallbacks']`` (infer.py writes it to report.json).
     """
-    failures = []
+    failures, weights = [], request.weights
     for way, kwargs in request.ways():
         try:
             model, tokenizer = load_base_model(
-                request.base, request.backend, max_seq_length=request.max_seq_length,
-                trust_remote_code=request.trust_remote_code, training=False, allow_pickle=request.allow_pickle,
+                request.base, weights.backend, max_seq_length=request.max_seq_length,
+                trust_remote_code=weights.trust_remote_code, training=False, allow_pickle=weights.allow_pickle,
                 **kwargs)
             break
         except ModelLoadError:
             raise
         except (RuntimeError, ValueError, ImportError, OSError) as err:
-            if not request.fallback_ladder:
+            if not weights.fallback_ladder:
                 raise ModelLoadError(loading_advice(way, err)) from err
             logger.warning("loading %s in %s failed (%s); trying the next way", request.base, way, err)
             failures.append({"way": way, "error": f"{type(err).__name__}: {str(err)[:300]}"})
@@ -402,16 +399,17 @@ def load_inference_model(request: InferenceLoad):
 
 
 def _add_adapters(model, tokenizer, request: InferenceLoad):
+    weights = request.weights
     if request.adapter:
-        model = attach_adapter(model, request.adapter, request.backend, request.allow_pickle)
+        model = attach_adapter(model, request.adapter, weights.backend, weights.allow_pickle)
         if (Path(request.adapter) / "tokenizer_config.json").is_file():
-            tokenizer = load_tokenizer(request.adapter, request.trust_remote_code)
+            tokenizer = load_tokenizer(request.adapter, weights.trust_remote_code)
     if request.chat_template:
-        tokenizer = load_tokenizer(request.adapter or request.base, request.trust_remote_code, request.chat_template)
+        tokenizer = load_tokenizer(request.adapter or request.base, weights.trust_remote_code, request.chat_template)
     for number, extra in enumerate(request.ensemble):
-        check_safetensors(extra, request.allow_pickle)
+        check_safetensors(extra, weights.allow_pickle)
         model.load_adapter(extra, adapter_name=f"ensemble_{number}", is_trainable=False)
-    if request.backend == "unsloth":
+    if weights.backend == "unsloth":
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(model)

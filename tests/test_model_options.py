@@ -135,3 +135,13 @@ def test_add_lora_passes_the_options_to_unsloth(monkeypatch):
     assert (seen["r"], seen["lora_alpha"], seen["lora_dropout"]) == (4, 8, 0.1)
     assert seen["target_modules"] == ["q_proj", "down_proj"] and seen["random_state"] == 7
     assert seen["use_gradient_checkpointing"] == "unsloth"
+
+
+def test_the_inference_loading_options_are_taken_out_of_infer_arguments_with_the_backend_resolved():
+    args = infer.InferArguments(test_file="t.csv", model_path="m", load_in_8bit=True, allow_pickle=True,
+                                trust_remote_code=True, offload=True)
+    weights = InferenceWeightOptions.of(args, backend="hf")
+    assert type(weights) is InferenceWeightOptions and not hasattr(weights, "test_file")
+    assert weights == InferenceWeightOptions(backend="hf", load_in_4bit=True, load_in_8bit=True, offload=True,
+                                             fallback_ladder=False, allow_pickle=True, trust_remote_code=True)
+    assert args.backend == "auto"  # the options themselves are left as parsed

@@ -20,8 +20,8 @@ submission and report into `<run folder>/previous-<time>/`, so a run that fails 
 answers under its name. The run folder also receives `predictions.csv`, `report.json`, `report.md` and charts.
 
 This file is the command line and the one answering loop; the option checks, model sources and run identity
-are in `infer_setup.py`, what each mode computes in `answer_modes.py`, the run folder's files and the output
-assembly in `infer_outputs.py`.
+are in `infer_setup.py`, the ways the model is loaded in `infer_loading.py`, what each mode computes in
+`answer_modes.py`, the run folder's files and the output assembly in `infer_outputs.py`.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     """Answer ``frame`` (the test file, or with a cascade ``plan`` its rows to answer again) and write the outputs."""
     import torch
 
-    from modeling import load_inference_model
+    from infer_loading import load_inference_model
     from prediction_store import PredictionStore
     from scoring import auto_batch_size
 

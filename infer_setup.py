@@ -64,7 +64,7 @@ def resolve_sources(model_path: str, base_model_id: str | None = None) -> tuple[
 def load_request(args: InferArguments, backend: str, device_map=None):
     """What to load: the models from the sources, infer's loading options with ``backend`` resolved from 'auto'."""
     from model_options import InferenceWeightOptions
-    from modeling import InferenceLoad
+    from infer_loading import InferenceLoad
 
     base, adapter = resolve_sources(args.model_path, args.base_model_id)
     for extra in args.ensemble:

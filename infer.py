@@ -20,8 +20,8 @@ submission and report into `<run folder>/previous-<time>/`, so a run that fails 
 answers under its name. The run folder also receives `predictions.csv`, `report.json`, `report.md` and charts.
 
 This file is the command line and the one answering loop; the option checks, model sources and run identity
-are in `infer_setup.py`, what each mode computes in `answer_modes.py`, the run folder's files and the output
-assembly in `infer_outputs.py`.
+are in `infer_setup.py`, the ways the model is loaded in `infer_loading.py`, what each mode computes in
+`answer_modes.py`, the run folder's files and the output assembly in `infer_outputs.py`.
 """
 
 from __future__ import annotations
@@ -44,14 +44,16 @@ from infer_outputs import (checkpoint_path, gather_answers, letter_distributions
 from infer_setup import ConfigError, check_args, expand_fold_run, load_request, run_identity_of
 from mcq_dataset import PromptOptions, encode_prompts, load_mcq_csv
 from meters import BatchClock, HostMemoryWatch
-from modeling import BACKENDS, peek_backend, select_backend
+from model_options import InferenceWeightOptions
+from modeling import peek_backend, select_backend
 from run_folder import lock_run_folder
 
 logger = logging.getLogger("infer")
 
 
+# Dataclass fields (and --help) follow the bases in reverse: the prompt's, the weights', then these.
 @dataclass
-class InferArguments(PromptOptions):
+class InferArguments(InferenceWeightOptions, PromptOptions):
     test_file: str = field(default="", metadata={"help": "competition CSV (ID,question,option_A..D[,answer])"})
     model_path: str = field(default="", metadata={"help": "adapter directory, merged model or base model"})
     base_model_id: str | None = field(default=None, metadata={"help": "base model of an adapter (default: "
@@ -60,17 +62,10 @@ class InferArguments(PromptOptions):
     output_dir: str | None = field(default=None, metadata={"help": "predictions, report, checkpoint "
                                                                    "(default: <output_file stem>_run/)"})
     mode: str = field(default="score", metadata={"help": "score | generate", "choices": ["score", "generate"]})
-    backend: str = field(default="auto", metadata={"help": "auto | unsloth | hf", "choices": list(BACKENDS)})
     batch_size: int | None = field(default=None, metadata={"help": "default: from the GPU memory this process may "
                                                                    "use (see gpu_memory_gb)"})
     gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory to plan the batch for (default: "
                                                                         "the card's, within any process cap)"})
-    load_in_4bit: bool = field(default=True, metadata={"help": "NF4 weights (the default)"})
-    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit weights instead of 4-bit (twice the memory)"})
-    offload: bool = field(default=False, metadata={"help": "spread the weights over GPU and CPU memory (slow)"})
-    fallback_ladder: bool = field(default=False, metadata={"help": "if loading fails, try 8-bit, then 16-bit with "
-                                                                   "CPU offload (recorded in report.json)"})
-    allow_pickle: bool = field(default=False, metadata={"help": "load .bin (pickle) weights; they can run code"})
     max_new_tokens: int = field(default=48, metadata={"help": "generate mode: reply length limit"})
     repetition_penalty: float = field(default=1.1, metadata={"help": "generate mode"})
     permutations: int = field(default=1, metadata={"help": "score mode: average over N cyclic option orders (1-4)"})
@@ -90,7 +85,6 @@ class InferArguments(PromptOptions):
                                                                    "again"})
     ensemble: list[str] = field(default_factory=list, metadata={"help": "more adapter directories to average "
                                                                         "(score mode)"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "run code shipped with the model"})
     resume: bool = field(default=True, metadata={"help": "continue from the checkpoint of an identical run"})
     encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8 (gb18030, big5)"})
     number_rows: bool = field(default=False, metadata={"help": "the test file has no ID column: use row numbers "
@@ -178,7 +172,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     import torch
 
     from batch_planning import auto_batch_size
-    from modeling import load_inference_model
+    from infer_loading import load_inference_model
     from prediction_store import PredictionStore
 
     started = time.time()

@@ -62,15 +62,15 @@ def resolve_sources(model_path: str, base_model_id: str | None = None) -> tuple[
 
 
 def load_request(args: InferArguments, backend: str, device_map=None):
-    from modeling import InferenceLoad
+    """What to load: the models from the sources, infer's loading options with ``backend`` resolved from 'auto'."""
+    from model_options import InferenceWeightOptions
+    from infer_loading import InferenceLoad
 
     base, adapter = resolve_sources(args.model_path, args.base_model_id)
     for extra in args.ensemble:
         resolve_sources(extra)
-    return InferenceLoad(base=base, adapter=adapter, ensemble=list(args.ensemble), backend=backend,
-                         load_in_4bit=args.load_in_4bit and not args.load_in_8bit, load_in_8bit=args.load_in_8bit,
-                         offload=args.offload, fallback_ladder=args.fallback_ladder, allow_pickle=args.allow_pickle,
-                         trust_remote_code=args.trust_remote_code, chat_template=args.chat_template,
+    return InferenceLoad(base=base, weights=InferenceWeightOptions.of(args, backend=backend), adapter=adapter,
+                         ensemble=list(args.ensemble), chat_template=args.chat_template,
                          max_seq_length=args.max_prompt_tokens + args.max_new_tokens, device_map=device_map)
 
 
@@ -105,7 +105,7 @@ def run_identity_of(args: InferArguments, request, load_info: dict, tokenizer, b
     return inference_identity(
         args, base=model_identity(request.base),
         adapter=adapter_identity(request.adapter) if request.adapter else None,
-        ensemble=[adapter_identity(a) for a in args.ensemble], backend=request.backend, batch_size=batch_size,
+        ensemble=[adapter_identity(a) for a in args.ensemble], backend=request.weights.backend, batch_size=batch_size,
         precision=load_info["precision"], tokenizer_template=tokenizer.chat_template,
         parser_sha256=parser_identity() if args.mode == "generate" else None,
         letter_prior=letter_prior)

@@ -1,4 +1,5 @@
-"""Load models and tokenizers for training and inference (the loading ladder too); save adapters.
+"""Load base models, tokenizers and LoRA adapters on the chosen backend, for training and inference; save adapters
+(infer.py's ways of loading, the ladder, are in infer_loading.py).
 
 Two backends share one interface:
 
@@ -18,17 +19,14 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from cli import UserError
+from model_options import BACKENDS, LoraOptions, quantization_config
 from run_identity import WEIGHT_SUFFIXES
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "unsloth", "hf")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # Privacy by default: no usage statistics, no hub traffic unless the user names a hub model.
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
@@ -37,14 +35,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 class ModelLoadError(UserError):
     """A model, adapter or tokenizer could not be loaded; the message says what to check."""
-
-
-@dataclass
-class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
 
 
 def unsloth_available() -> bool:
@@ -181,17 +171,6 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, ch
     return tokenizer
 
 
-def _bnb_config(load_in_4bit: bool, load_in_8bit: bool, dtype):
-    from transformers import BitsAndBytesConfig
-
-    if load_in_4bit:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=dtype)
-    if load_in_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return None
-
-
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
@@ -234,18 +213,6 @@ def embedding_on_host(model) -> bool:
     return torch.cuda.is_available() and weight.device.type == "cpu"
 
 
-def precision_of(model) -> str:
-    """The precision the weights were actually loaded in, e.g. '4-bit NF4', '8-bit', 'bfloat16 + CPU offload'."""
-    if getattr(model, "is_loaded_in_4bit", False):
-        name = "4-bit NF4"
-    elif getattr(model, "is_loaded_in_8bit", False):
-        name = "8-bit"
-    else:
-        name = str(next(model.parameters()).dtype).replace("torch.", "")
-    placement = set(str(v) for v in (getattr(model, "hf_device_map", None) or {}).values())
-    return name + (" + CPU offload" if placement & {"cpu", "disk"} else "")
-
-
 def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: bool = True, load_in_8bit: bool = False,
                     max_seq_length: int = 2048, trust_remote_code: bool = False, training: bool = True,
                     seed: int = 42, device_map: Any = None, dtype=None, allow_pickle: bool = False,
@@ -273,7 +240,7 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
         return model, tokenizer
     from transformers import AutoModelForCausalLM
 
-    quantization = _bnb_config(load_in_4bit, load_in_8bit, dtype)
+    quantization = quantization_config(load_in_4bit, load_in_8bit, dtype)
     if device_map is None:
         device_map = {"": 0} if torch.cuda.is_available() else None
     model = AutoModelForCausalLM.from_pretrained(
@@ -283,14 +250,14 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
     return model, load_tokenizer(name_or_path, trust_remote_code)
 
 
-def add_lora(model, backend: str, lora: LoraSettings, gradient_checkpointing: bool = True, seed: int = 42):
+def add_lora(model, backend: str, lora: LoraOptions, gradient_checkpointing: bool = True, seed: int = 42):
     """Wrap the base model with trainable LoRA adapters (Unsloth's fused path or plain peft)."""
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
         return FastLanguageModel.get_peft_model(
-            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules), bias="none",
+            model, r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+            target_modules=list(lora.lora_target_modules), bias="none",
             use_gradient_checkpointing="unsloth" if gradient_checkpointing else False, random_state=seed,
         )
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -300,8 +267,8 @@ def add_lora(model, backend: str, lora: LoraSettings, gradient_checkpointing: bo
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                        target_modules=list(lora.lora_target_modules), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
 
@@ -341,114 +308,3 @@ def save_adapter(model, tokenizer, out_dir: str | Path) -> Path:
     tokenizer.save_pretrained(str(out_dir))
     record_absolute_base(out_dir)
     return out_dir
-
-
-# ---------------------------------------------------------------------------------------- inference loading
-
-
-@dataclass
-class InferenceLoad:
-    """What infer.py asks for: the base, the adapters on it, and how the weights may be held."""
-
-    base: str
-    adapter: str | None = None
-    ensemble: Sequence[str] = ()
-    backend: str = "unsloth"
-    load_in_4bit: bool = True
-    load_in_8bit: bool = False
-    offload: bool = False
-    fallback_ladder: bool = False
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-    chat_template: str | None = None
-    max_seq_length: int = 560
-    device_map: Any = None
-
-    def ways(self) -> list[tuple[str, dict]]:
-        """(name, load_base_model kwargs) to try in order: the asked-for way, then (with the ladder) the rest."""
-        table = {"4-bit": dict(load_in_4bit=True, device_map=self.device_map),
-                 "8-bit": dict(load_in_4bit=False, load_in_8bit=True, device_map=self.device_map),
-                 "16-bit": dict(load_in_4bit=False, device_map=self.device_map),
-                 "16-bit with CPU offload": dict(load_in_4bit=False, device_map="auto")}
-        first = "4-bit" if self.load_in_4bit else "8-bit" if self.load_in_8bit else "16-bit"
-        if self.offload:
-            first, table[first] = f"{first} with CPU offload", {**table[first], "device_map": "auto"}
-        names = [first]
-        if self.fallback_ladder:
-            names += [n for n in ("8-bit", "16-bit with CPU offload") if n != first and not first.startswith(n)]
-        return [(name, table[name]) for name in names]
-
-
-def loading_advice(way: str, err: BaseException) -> str:
-    """One line: what went wrong loading in ``way`` and which option to change."""
-    if is_out_of_memory(err):
-        return (f"out of GPU memory loading the model in {way} ({str(err).splitlines()[0][:200]}). Free the GPU, or "
-                "pass --offload true (part of the weights in CPU memory, slower), or --fallback_ladder true to try "
-                "8-bit and offloading in turn; if it happens while answering, lower --batch_size")
-    return (f"could not load the model in {way}: {type(err).__name__}: {str(err).splitlines()[0][:300]}. If the "
-            "4-bit kernels are missing (bitsandbytes without GPU support), install requirements.txt on a CUDA "
-            "machine, or pass --load_in_4bit false --load_in_8bit true (8-bit) or --load_in_4bit false (16-bit), "
-            "or --fallback_ladder true to try them in turn")
-
-
-def load_inference_model(request: InferenceLoad):
-    """(model, tokenizer, info) for answering; info = requested way, precision loaded, failed ways.
-
-    Without ``fallback_ladder`` a failed load stops with ``loading_advice``; with it, the next way is tried
-    and every failure is returned in ``info['fallbacks']`` (infer.py writes it to report.json).
-    """
-    failures = []
-    for way, kwargs in request.ways():
-        try:
-            model, tokenizer = load_base_model(
-                request.base, request.backend, max_seq_length=request.max_seq_length,
-                trust_remote_code=request.trust_remote_code, training=False, allow_pickle=request.allow_pickle,
-                **kwargs)
-            break
-        except ModelLoadError:
-            raise
-        except (RuntimeError, ValueError, ImportError, OSError) as err:
-            if not request.fallback_ladder:
-                raise ModelLoadError(loading_advice(way, err)) from err
-            logger.warning("loading %s in %s failed (%s); trying the next way", request.base, way, err)
-            failures.append({"way": way, "error": f"{type(err).__name__}: {str(err)[:300]}"})
-    else:
-        raise ModelLoadError(f"could not load {request.base} in any way: "
-                             + " | ".join(f"{f['way']}: {f['error']}" for f in failures))
-    model, tokenizer = _add_adapters(model, tokenizer, request)
-    info = {"precision_requested": request.ways()[0][0], "loaded_as": way, "precision": precision_of(model),
-            "fallbacks": failures}
-    _warn_if_degraded(info)
-    return model, tokenizer, info
-
-
-def _add_adapters(model, tokenizer, request: InferenceLoad):
-    if request.adapter:
-        model = attach_adapter(model, request.adapter, request.backend, request.allow_pickle)
-        if (Path(request.adapter) / "tokenizer_config.json").is_file():
-            tokenizer = load_tokenizer(request.adapter, request.trust_remote_code)
-    if request.chat_template:
-        tokenizer = load_tokenizer(request.adapter or request.base, request.trust_remote_code, request.chat_template)
-    for number, extra in enumerate(request.ensemble):
-        check_safetensors(extra, request.allow_pickle)
-        model.load_adapter(extra, adapter_name=f"ensemble_{number}", is_trainable=False)
-    if request.backend == "unsloth":
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)
-    model.eval()
-    tokenizer.padding_side = "left"
-    return model, tokenizer
-
-
-def _warn_if_degraded(info: dict) -> None:
-    import torch
-
-    if info["fallbacks"]:
-        logger.warning("loaded in %s after %d failed way(s); recorded in report.json", info["loaded_as"],
-                       len(info["fallbacks"]))
-    if info["precision_requested"].startswith("4-bit") and not info["precision"].startswith("4-bit"):
-        reason = "this machine has no CUDA GPU" if not torch.cuda.is_available() else "the backend did not quantise"
-        logger.warning("4-bit was asked for but %s: the weights are %s (recorded in report.json)", reason,
-                       info["precision"])
-    logger.info("model precision: %s", info["precision"])

@@ -24,15 +24,17 @@ from cli import UserError, parse_with, run_cli
 from chat_template import find_answer_slot
 from mcq_dataset import PromptOptions, check_prompt_options
 from train_data import build_datasets, check_nothing_dropped, load_splits
-from modeling import BACKENDS, LORA_TARGETS, LoraSettings, embedding_on_host, peek_backend, select_backend
+from model_options import LoraOptions, WeightOptions, check_lora_options
+from modeling import embedding_on_host, peek_backend, select_backend
 
 logger = logging.getLogger("train_sft")
 
 DEFAULTS_FILE = Path(__file__).resolve().parent / "configs" / "defaults.yaml"  # the recipe's defaults, in YAML
 
 
+# Dataclass fields (and --help) follow the bases in reverse: the prompt's, the weights', LoRA's, then these.
 @dataclass
-class ScriptArguments(PromptOptions):
+class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
     train_file: str = field(default="", metadata={"help": "competition CSV with an answer column"})
     val_file: str | None = field(default=None, metadata={"help": "validation CSV; default: split train_file"})
     extra_train_files: list[str] = field(default_factory=list, metadata={
@@ -42,8 +44,6 @@ class ScriptArguments(PromptOptions):
         "help": "per extra file, the share of its rows to use (0.5: a seeded half; 2: every row twice); default 1"})
     val_fraction: float = field(default=0.1, metadata={"help": "share of train_file held out (stratified)"})
     model_name_or_path: str = field(default="", metadata={"help": "local model directory or hub id"})
-    backend: str = field(default="auto", metadata={"help": "auto | unsloth | hf", "choices": list(BACKENDS)})
-    load_in_4bit: bool = field(default=True, metadata={"help": "NF4 quantised base weights (QLoRA)"})
     offload_embedding: bool = field(default=False, metadata={
         "help": "keep the input embedding table in host RAM, only looked-up rows go to the GPU (a lower GPU peak, "
                 "bench/RESULTS.md; unsloth backend, one training process; not used with several)"})
@@ -53,11 +53,6 @@ class ScriptArguments(PromptOptions):
                 "cross-entropy among A-D only, at the answer position, which is what the scorer reads: no gradient "
                 "is spent on the rest of the vocabulary or <|im_end|> (one training process)",
         "choices": ["answer", "letters"]})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "0 enables Unsloth's fused LoRA kernels"})
-    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS),
-                                           metadata={"help": "modules that get adapters"})
     augment_permutations: int = field(default=0, metadata={"help": "extra copies of each row, options shuffled"})
     export: str = field(default="adapter", metadata={"help": "adapter | merged (adapter + merged 16-bit weights)",
                                                      "choices": ["adapter", "merged"]})
@@ -74,10 +69,6 @@ class ScriptArguments(PromptOptions):
                                                     "cv_report.md at the end"})
     fold: int | None = field(default=None, metadata={"help": "with --folds K: train only fold i (0..K-1), e.g. "
                                                              "one fold per GPU or machine"})
-
-    @property
-    def lora(self) -> LoraSettings:
-        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, list(self.lora_target_modules))
 
 
 class ConfigError(UserError):
@@ -107,10 +98,7 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
         problems.append("model_name_or_path is required")
     if not 0 < script_args.val_fraction < 1 and not script_args.val_file:
         problems.append(f"val_fraction must be between 0 and 1, got {script_args.val_fraction}")
-    if script_args.lora_r < 1 or script_args.lora_alpha < 1:
-        problems.append("lora_r and lora_alpha must be positive")
-    if not 0 <= script_args.lora_dropout < 1:
-        problems.append(f"lora_dropout must be in [0, 1), got {script_args.lora_dropout}")
+    problems += check_lora_options(script_args)
     problems += check_prompt_options(script_args)
     if script_args.folds < 1 or (script_args.fold is not None and not 0 <= script_args.fold < script_args.folds):
         problems.append(f"folds must be >= 1 and fold in 0..folds-1, got folds {script_args.folds}, fold "
@@ -208,7 +196,7 @@ def load_model(script_args: ScriptArguments, training_args, backend: str):
     if script_args.chat_template:
         tokenizer = load_tokenizer(script_args.model_name_or_path, training_args.trust_remote_code,
                                    script_args.chat_template)
-    model = add_lora(model, backend, script_args.lora, training_args.gradient_checkpointing, training_args.seed)
+    model = add_lora(model, backend, script_args, training_args.gradient_checkpointing, training_args.seed)
     return model, tokenizer
 
 

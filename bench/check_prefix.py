@@ -44,7 +44,7 @@ def main(argv=None) -> int:
                          letter_token_ids, model_device)
 
     run = infer.InferArguments(test_file=args.test_file, model_path=args.model_path, ensemble=args.ensemble)
-    from modeling import load_inference_model
+    from infer_loading import load_inference_model
 
     model, tokenizer, _ = load_inference_model(infer.load_request(run, backend))
     frame = load_mcq_csv(args.test_file).head(args.rows)

@@ -145,34 +145,6 @@ def test_changed_adapter_base_or_ensemble_member_at_the_same_path_is_never_answe
 
 
 @pytest.mark.slow
-def test_a_failed_4bit_load_stops_loudly_unless_the_ladder_is_asked_for(trained_run, tmp_path, monkeypatch):
-    import json
-
-    import torch
-
-    import modeling
-
-    real_load = modeling.load_base_model
-
-    def no_memory_when_quantised(*args, **kwargs):
-        if kwargs.get("load_in_4bit") or kwargs.get("load_in_8bit"):
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(modeling, "load_base_model", no_memory_when_quantised)
-    with pytest.raises(modeling.ModelLoadError, match="out of GPU memory loading the model in 4-bit.*--offload true"):
-        infer.main(infer_args(trained_run, tmp_path))
-    assert not (tmp_path / "submission.csv").exists()
-    report = infer.main(infer_args(trained_run, tmp_path, fallback_ladder=True))
-    assert [f["way"] for f in report["fallbacks"]] == ["4-bit", "8-bit"]
-    assert report["loaded_as"] == "16-bit with CPU offload" and report["precision_requested"] == "4-bit"
-    saved = json.loads((tmp_path / "submission_run" / "report.json").read_text())
-    assert saved["precision"] == report["precision"] and saved["precision"].startswith("float32")
-    header = json.loads((tmp_path / "submission_run" / "predictions.partial.jsonl").read_text().splitlines()[0])
-    assert header["fingerprint"]["precision"] == report["precision"]
-
-
-@pytest.mark.slow
 def test_pickle_weights_are_refused_unless_allowed(trained_run, tmp_path):
     import shutil
 

@@ -321,6 +321,17 @@ TABLE = {
     "generate_adapter_steady_qps": ("export2_h200/gen.json", ["answer_timing", "steady_questions_per_second"]),
     "generate_adapter_peak_reserved_gb": ("export2_h200/gen.json", ["gpu_peak_reserved_gb"]),
     "generate_adapter_unparsed_rows": ("export2_h200/gen.json", ["unparsed", "count"]),
+    # after the restructure (model_options.py, infer_loading.py, ...): RUNS="b16 infer16 export", 6 steps
+    "refactor_b16_samples_per_s": ("refactor_h200/b16.json", ["steady_train_samples_per_second"]),
+    "refactor_b16_peak_reserved_gb": ("refactor_h200/b16.json", ["peak_gpu_memory_gb"]),
+    "infer16_cold_startup_s": ("refactor_h200/infer16.json", ["startup_seconds"]),
+    "infer16_cold_steady_qps": ("refactor_h200/infer16.json", ["answer_timing", "steady_questions_per_second"]),
+    "infer16_cold_score_mfu": ("refactor_h200/infer16.json", ["score_mfu", "mfu"]),
+    "infer16_cold_cpu_peak_anon_gb": ("refactor_h200/infer16.json", ["cpu_peak_anon_gb"]),
+    "infer16_cold_cgroup_memory_peak_bytes": ("refactor_h200/infer16.cgroup.txt", ["memory.peak"]),
+    "infer16_cold_cgroup_max_events": ("refactor_h200/infer16.cgroup.txt", ["memory.events", "max"]),
+    "infer16_cold_cgroup_oom_kills": ("refactor_h200/infer16.cgroup.txt", ["memory.events", "oom_kill"]),
+    "export_merged_14b_seconds": ("refactor_h200/times.txt", ["infer16", "export"]),
 }
 
 RTX_4090_OVER_H200 = 165.2 / 989.4  # dense BF16 peaks (mfu.py's sources): the projection's scale

@@ -32,6 +32,10 @@ class UserError(ValueError):
     """An input, an option or a fault the user can act on; the message names the file or option and what to do."""
 
 
+class ConfigError(UserError):
+    """A bad option or option combination, found before anything is loaded."""
+
+
 class DataError(UserError):
     """A problem with an input file, phrased so the user can fix it without reading code."""
 

@@ -37,11 +37,11 @@ import pandas as pd
 
 from answer_modes import estimate_letter_prior_of, fill_unparsed, generator, score_utilisation, scorer
 from chat_template import find_answer_slot
-from cli import parse_with, run_cli
+from cli import ConfigError, parse_with, run_cli
 from distributed import agree_on, distributed_info, shard
 from infer_outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
-from infer_setup import ConfigError, check_args, expand_fold_run, load_request, run_identity_of
+from infer_setup import check_args, expand_fold_run, load_request, run_identity_of
 from mcq_dataset import PromptOptions, encode_prompts, load_mcq_csv
 from meters import BatchClock, HostMemoryWatch
 from model_options import InferenceWeightOptions

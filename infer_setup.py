@@ -1,6 +1,6 @@
 """What infer.py settles before the first answer: the options checked, the models that answer, the run's identity.
 
-``check_args`` names every problem with the options in one ``ConfigError`` before anything is loaded. A k-fold
+``check_args`` names every problem with the options in one ``cli.ConfigError`` before anything is loaded. A k-fold
 training folder as ``--model_path`` becomes the average of its fold adapters; an adapter's base comes from its
 adapter_config.json unless ``--base_model_id`` names it. ``run_identity_of`` is what the answer checkpoint is
 kept under (``run_identity.inference_identity``): the same command continues it, any other run starts over.
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli import UserError
+from cli import ConfigError
 from infer_outputs import output_problems
 from mcq_dataset import check_prompt_options
 
@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     from infer import InferArguments
 
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(UserError):
-    """A bad option, found before the model is loaded."""
 
 
 def check_args(args: InferArguments) -> None:

@@ -33,6 +33,7 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from mcq_dataset import LETTERS, PromptStyle
+from meters import gpu_peak_gb
 from scoring import accuracy, decoder_and_head, letters_from_probs, score_frame, soft_cap
 from scoring import _head_rows as letter_rows  # A-D's rows of the output layer, as the scorer reads them
 from scoring import letter_token_ids
@@ -198,7 +199,8 @@ class MCQTrainer(SFTTrainer):
         timer = self._phase_timer()
         if timer is not None:
             return timer.run_peak_gb()
-        return round(torch.cuda.max_memory_reserved() / 2**30, 2) if torch.cuda.is_available() else None
+        gpu = gpu_peak_gb()
+        return None if gpu is None else gpu["reserved"]
 
 
 class PhaseTimer(TrainerCallback):
@@ -225,10 +227,9 @@ class PhaseTimer(TrainerCallback):
         if not torch.cuda.is_available():
             return
         torch.cuda.synchronize()  # the phase's GPU work belongs to it, not to the next one
-        peak = torch.cuda.max_memory_reserved() / 2**30
-        self.peaks[phase] = round(max(self.peaks.get(phase, 0.0), peak), 2)
-        held = torch.cuda.max_memory_allocated() / 2**30
-        self.allocated[phase] = round(max(self.allocated.get(phase, 0.0), held), 2)
+        gpu = gpu_peak_gb()
+        self.peaks[phase] = max(self.peaks.get(phase, 0.0), gpu["reserved"])
+        self.allocated[phase] = max(self.allocated.get(phase, 0.0), gpu["allocated"])
         torch.cuda.reset_peak_memory_stats()
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -285,7 +286,5 @@ class PhaseTimer(TrainerCallback):
 
     def run_peak_gb(self) -> float | None:
         """The run's GPU memory peak (reserved), over every phase so far."""
-        if not torch.cuda.is_available():
-            return None
-        current = torch.cuda.max_memory_reserved() / 2**30
-        return round(max([current, *self.peaks.values()]), 2)
+        gpu = gpu_peak_gb()
+        return None if gpu is None else max([gpu["reserved"], *self.peaks.values()])

@@ -84,14 +84,23 @@ class HostMemoryWatch:
         return {self.FIELDS[k]: round(v, 2) for k, v in self.peaks.items()}
 
 
+def gpu_peak_gb() -> dict[str, float] | None:
+    """The GPU memory peaks (GiB) since the last reset: reserved by torch's caching allocator and allocated to
+    tensors; None without a GPU. The one reader of torch's peak counters for reports and phases."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return {"reserved": round(torch.cuda.max_memory_reserved() / 2**30, 2),
+            "allocated": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+
+
 def peak_memory_gb() -> dict:
     """This process's peak resident host memory and, with a GPU, the peak torch allocated and reserved on it."""
     import resource
 
-    import torch
-
     peak = {"cpu_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
-    if torch.cuda.is_available():
-        peak["gpu_peak_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        peak["gpu_peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+    gpu = gpu_peak_gb()
+    if gpu is not None:
+        peak["gpu_peak_allocated_gb"], peak["gpu_peak_reserved_gb"] = gpu["allocated"], gpu["reserved"]
     return peak

@@ -171,9 +171,6 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, ch
     return tokenizer
 
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-
-
 def check_safetensors(path: str | Path, allow_pickle: bool = False) -> None:
     """A local model or adapter directory must hold safetensors weights; pickle files run code when loaded."""
     folder = Path(path)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from cli import UserError, parse_with, run_cli
+from cli import ConfigError, parse_with, run_cli
 from chat_template import find_answer_slot
 from mcq_dataset import PromptOptions, check_prompt_options
 from train_data import build_datasets, check_nothing_dropped, load_splits
@@ -69,10 +69,6 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
                                                     "cv_report.md at the end"})
     fold: int | None = field(default=None, metadata={"help": "with --folds K: train only fold i (0..K-1), e.g. "
                                                              "one fold per GPU or machine"})
-
-
-class ConfigError(UserError):
-    """A bad option or option combination, found before anything is loaded."""
 
 
 def recipe_defaults() -> dict:

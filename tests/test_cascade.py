@@ -8,7 +8,7 @@ import pytest
 import infer
 from cascade import CascadeError, Rescore, margins
 from helpers import infer_args
-from infer_setup import ConfigError
+from cli import ConfigError
 from prediction_store import assemble_predictions, score_record
 
 

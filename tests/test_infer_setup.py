@@ -4,7 +4,8 @@ training folder answers as the average of its fold adapters."""
 import pytest
 
 from infer import InferArguments
-from infer_setup import ConfigError, adapter_names, check_args, expand_fold_run
+from cli import ConfigError
+from infer_setup import adapter_names, check_args, expand_fold_run
 
 
 def test_every_problem_with_the_options_is_named_in_one_error(tmp_path):

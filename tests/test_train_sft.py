@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from cli import ConfigError
 from conftest import ROOT, train_args
 from helpers import run_script
 
@@ -339,7 +340,7 @@ def test_padding_free_batches_are_refused_by_the_trainer(tiny_model_dir, sample_
     assert training_args.padding_free is False  # stated, so Unsloth's automatic switch never applies
     for option in ("padding_free", "packing"):  # asked for on the command line (a GPU keeps them): refused
         setattr(training_args, option, True)
-        with pytest.raises(train_sft.ConfigError, match="questions would attend to each other"):
+        with pytest.raises(ConfigError, match="questions would attend to each other"):
             train_sft.check_config(script_args, training_args)
         setattr(training_args, option, False)
 

@@ -105,6 +105,24 @@ def check_model_source(name_or_path: str | Path) -> None:
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", text) or text.startswith("."):
         raise ModelLoadError(f"model path {text} does not exist "
                              "(and is not a hub id like 'Qwen/Qwen2.5-14B-Instruct-1M')")
+    if hub_offline() and not in_hub_cache(text):
+        raise ModelLoadError(f"model {text} is not a local folder, and it is not in the hub cache, which is all "
+                             "HF_HUB_OFFLINE=1 allows: pass the folder that holds the model's weights, or unset "
+                             "HF_HUB_OFFLINE to download it")
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the hub cache holds a model's (or an adapter's) config, so an offline load can find it."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, name), str)
+               for name in ("config.json", "adapter_config.json"))
 
 
 def read_adapter_base(adapter_dir: str | Path) -> str | None:

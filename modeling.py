@@ -201,7 +201,8 @@ def check_safetensors(path: str | Path, allow_pickle: bool = False) -> None:
             f"{folder} holds only pickle weights ({names}), which can run code when loaded. Convert them once: "
             f"python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{folder}', "
             f"use_safetensors=False).save_pretrained('{folder}-safetensors')\" (for an adapter: PeftModel + "
-            "save_pretrained), or pass --allow_pickle true if you trust the file")
+            "save_pretrained); or, for infer.py only, pass --allow_pickle true if you trust the file (training and "
+            "export load safetensors only)")
 
 
 def verify_safetensors(path: str | Path) -> None:

@@ -309,8 +309,8 @@ TABLE = {
     "readme_score_mfu": ("readme2_h200/infer.json", ["score_mfu", "mfu"]),
     "readme_score_peak_reserved_gb": ("readme2_h200/infer.json", ["gpu_peak_reserved_gb"]),
     "readme_score_batch_size": ("readme2_h200/infer.json", ["batch_size"]),
-    "card16_samples_per_s": ("readme3_h200/card16.json", ["steady_train_samples_per_second"]),
-    "card16_peak_reserved_gb": ("readme3_h200/card16.json", ["peak_gpu_memory_gb"]),
+    "card16_1gpu_samples_per_s": ("readme3_h200/card16.json", ["steady_train_samples_per_second"]),
+    "card16_1gpu_peak_reserved_gb": ("readme3_h200/card16.json", ["peak_gpu_memory_gb"]),
     "infer16_qps_whole_file": ("readme3_h200/infer16.json", ["questions_per_second"]),
     "infer16_startup_s": ("readme3_h200/infer16.json", ["startup_seconds"]),
     "infer16_cgroup_memory_peak_bytes": ("readme3_h200/infer16.cgroup.txt", ["memory.peak"]),
@@ -454,9 +454,9 @@ def collect(raw: Path, out: Path) -> dict:
         return _median(summary["step_seconds"][2:])
 
     results = {
-        "card": "NVIDIA H200 (one-GPU machines, nothing else running), every process capped at 24 GiB; "
-                "card16_*, learning_*, two_*, scale4_*: 4 x H200 machines (15 GiB cap for card16_*)",
-        "date": "2026-11-29",
+        "card": "NVIDIA H200 (one-GPU machines, nothing else running), every process capped at 24 GiB (15 GiB for "
+                "card16*); card16_samples/peak keys without _1gpu, learning_*, two_*, scale4_*: 4 x H200 machines",
+        "date": "2026-11-29 to 2026-12-01 (each call's date: bench/RESULTS.md)",
         "gb_unit": "GiB (2^30 bytes), as torch.cuda.max_memory_reserved() / 2**30",
         "recipe_train_samples_per_s": _median([t["steady_train_samples_per_second"] for t, _ in recipe_calls]),
         "ref_train_samples_per_s": _median([r["train"]["samples_per_s"] for _, r in recipe_calls]),

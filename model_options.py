@@ -30,7 +30,8 @@ class InferenceWeightOptions(WeightOptions):
     offload: bool = field(default=False, metadata={"help": "spread the weights over GPU and CPU memory (slow)"})
     fallback_ladder: bool = field(default=False, metadata={"help": "if loading fails, try 8-bit, then 16-bit with "
                                                                    "CPU offload (recorded in report.json)"})
-    allow_pickle: bool = field(default=False, metadata={"help": "load pickle weights (.bin, .pt, .pth, .ckpt); they can run code"})
+    allow_pickle: bool = field(default=False, metadata={"help": "load pickle weights (.bin, .pt, .pth, .ckpt); "
+                                                                "they can run code"})
     trust_remote_code: bool = field(default=False, metadata={"help": "run code shipped with the model"})
 
     @classmethod

@@ -145,6 +145,19 @@ class MCQTrainer(SFTTrainer):
             raise RuntimeError("padding-free batches were switched on (by the config or by Unsloth); this trainer "
                                "needs padded batches: set padding_free false")
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume with the adapter weights in the dtype the run trains them in. A fresh run trains them in the
+        dtype TRL's SFTTrainer gave them (bfloat16 on a quantised base, QLoRA's recipe), but loading a
+        checkpoint's adapter (peft's load_adapter) brings them back in float32: the resumed run would continue
+        in another precision than the uninterrupted one and end elsewhere. The values are the same (the
+        checkpoint holds the trained dtype's values), so casting back is exact."""
+        target = model if model is not None else self.model
+        trained = {name: p.dtype for name, p in target.named_parameters() if p.requires_grad}
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        for name, param in target.named_parameters():
+            if name in trained and param.dtype != trained[name]:
+                param.data = param.data.to(trained[name])
+
     def _get_num_items_in_batch(self, batch_samples: list, device):
         # The letters loss has one item per row (its answer position), not one per labelled token.
         if self.loss_name == "letters":

@@ -285,6 +285,9 @@ def add_lora(model, backend: str, lora: LoraOptions, gradient_checkpointing: boo
         model.enable_input_require_grads()
     config = LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
                         target_modules=list(lora.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+    from transformers import set_seed
+
+    set_seed(seed)  # the adapters' random start comes from --seed (Unsloth's random_state), not from what ran before
     return get_peft_model(model, config)
 
 

@@ -13,11 +13,6 @@ from mcq_dataset import LETTERS, PINNED_DATE, PromptStyle, build_messages, encod
 from tiny_families import FAMILIES, build_family_tokenizer, family_names, write_tiny_family
 
 NO_SYSTEM_TURN = {"gemma2", "mistral"}  # their templates refuse a system message
-# Known defect, cause not found yet: a Gemma 2, Gemma 3 or Mistral run resumed from its step-2 checkpoint ends
-# with other weights than the uninterrupted run (up to 1e-2 after two more steps; 0.19 for Gemma 2 with the hf
-# backend); two uninterrupted runs are equal, and Qwen2.5, Qwen3 and Llama resume exactly.
-RESUME_NOT_EXACT = {name: f"{name}: a resumed run does not end with the uninterrupted run's adapter"
-                    for name in ("gemma2", "gemma3", "mistral")}
 
 
 def style_for(family: str, **changes) -> PromptStyle:
@@ -231,9 +226,7 @@ def test_family_trains_answers_resumes_and_merges(family, family_models, sample_
     a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (whole, resumed))
     assert a.keys() == b.keys()
     gap = max(float((a[k] - b[k]).abs().max()) for k in a)
-    if family in RESUME_NOT_EXACT:
-        pytest.xfail(RESUME_NOT_EXACT[family] + f" (largest difference {gap:.2g})")
-    assert gap < 1e-6
+    assert gap < 1e-6, f"a resumed run does not end with the uninterrupted run's adapter (largest difference {gap:.2g})"
 
 
 

@@ -42,3 +42,20 @@ def test_offline_hub_id_must_be_in_the_cache(tmp_path, monkeypatch):
     check_model_source("Qwen/Qwen2.5-14B-Instruct-1M")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     check_model_source("outputs/tiny-qwen")  # online, a hub id is for the hub to answer
+
+
+def test_plain_peft_adapters_start_from_the_seed(tiny_model_dir):
+    """With the hf backend the adapters' random start comes from --seed, as Unsloth's random_state does: the same
+    seed gives the same start whatever used the random generator before, another seed another start."""
+    from model_options import LoraOptions
+    from modeling import add_lora, load_base_model
+
+    def start(seed: int) -> dict:
+        model, _ = load_base_model(tiny_model_dir, "hf", load_in_4bit=False, training=True)
+        torch.rand(1000)  # what ran before in this process
+        peft_model = add_lora(model, "hf", LoraOptions(), gradient_checkpointing=False, seed=seed)
+        return {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_A" in n}
+
+    first, again, other = start(7), start(7), start(8)
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    assert not all(torch.equal(first[n], other[n]) for n in first)

@@ -32,8 +32,8 @@ PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 def encoded_rows(tokenizer, data: str, n: int) -> list[dict]:
     """Our prompt + answer ids with the prompt masked out of the labels (-100), as the reference trained."""
-    from chat_template import encode_training_example
-    from mcq_dataset import load_mcq_csv
+    from mcqtune.model.chat_template import encode_training_example
+    from mcqtune.data.questions import load_mcq_csv
 
     frame = load_mcq_csv(sample_rows(data, n, seed=0), require_answer=True)
     rows = []
@@ -97,7 +97,7 @@ def reference_model(model_path: str):
 
 
 def result(name: str, step_seconds: list[float], step_tokens: list[int], samples_per_step: int, model) -> dict:
-    from mfu import utilisation
+    from mcqtune.reporting.mfu import utilisation
 
     timed, tokens = step_seconds[WARMUP_STEPS:], step_tokens[WARMUP_STEPS:]
     tokens_per_s = sum(tokens) / sum(timed)
@@ -184,7 +184,7 @@ def run_unsloth_notebook(args) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from mcq_dataset import build_messages, load_mcq_csv, render_chat
+    from mcqtune.data.questions import build_messages, load_mcq_csv, render_chat
 
     model, tokenizer = FastLanguageModel.from_pretrained(args.model, max_seq_length=2048, load_in_4bit=True,
                                                          dtype=None)

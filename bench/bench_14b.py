@@ -66,7 +66,7 @@ def reset_peak() -> None:
 
 def sample_rows(data: str, n: int, seed: int = 0, out: Path | None = None) -> Path:
     """n rows drawn at random from the whole file (every length bucket), written as a CSV."""
-    from mcq_dataset import load_mcq_csv
+    from mcqtune.data.questions import load_mcq_csv
 
     frame = load_mcq_csv(data, require_answer=True).sample(n=n, random_state=seed)
     out = out or Path(f"/tmp/bench_rows_{n}_{seed}.csv")
@@ -113,7 +113,7 @@ def run_reference(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
-    from mcq_dataset import build_sft_records, load_mcq_csv, render_prompt
+    from mcqtune.data.questions import build_sft_records, load_mcq_csv, render_prompt
 
     cap_memory()
     gpu = torch.cuda.is_available()
@@ -340,7 +340,7 @@ RTX_4090_OVER_H200 = 165.2 / 989.4  # dense BF16 peaks (mfu.py's sources): the p
 def score_mfu(raw: Path, report: str, tokens: str, config) -> float:
     """Scoring MFU of a recorded report.json whose call predates infer.py's own score_mfu: its steady rate x
     the computed tokens per question (prompt less the shared prefix; score_tokens.json, computed afterwards)."""
-    from mfu import utilisation
+    from mcqtune.reporting.mfu import utilisation
 
     qps = json.loads((raw / report).read_text())["answer_timing"]["steady_questions_per_second"]
     counts = json.loads((raw / tokens).read_text())
@@ -351,8 +351,8 @@ def score_mfu(raw: Path, report: str, tokens: str, config) -> float:
 def derived_anchor_keys(r: dict, raw: Path) -> dict:
     """Ratios against the anchors (each against the README command of its own call), scoring MFU of the recorded
     scoring runs, and the 4090 projection: the H200 rate x the ratio of the dense BF16 peaks (same MFU assumed)."""
-    from tiny_families import build_family_config
-    from tiny_qwen import build_model_config
+    from mcqtune.tiny.families import build_family_config
+    from mcqtune.tiny.qwen import build_model_config
 
     ours_a, ours_bc = r["recipe_train_samples_per_s_anchor_calls"]
     keys = {"train_speedup_vs_ref_trainer_grouped": round(ours_a / r["ref_trainer_grouped_samples_per_s"], 2),
@@ -608,7 +608,7 @@ def main(argv=None) -> int:
     if args.command == "build":
         import torch
 
-        from tiny_qwen import write_tiny_qwen
+        from mcqtune.tiny.qwen import write_tiny_qwen
 
         started = time.perf_counter()
         torch.set_default_dtype(torch.bfloat16)

@@ -28,23 +28,22 @@ def main(argv=None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.02, help="largest allowed probability difference")
     args = parser.parse_args(argv)
 
-    import modeling
-
+    from mcqtune.model import loading as modeling
     backend = modeling.select_backend(args.backend)
     import numpy as np
 
-    import infer
-    import infer_setup
-    from mcq_dataset import load_mcq_csv
-    from option_orders import cyclic_orders
+    from mcqtune.answering import infer
+    from mcqtune.answering import setup as infer_setup
+    from mcqtune.data.questions import load_mcq_csv
+    from mcqtune.data.option_orders import cyclic_orders
     import torch
 
-    from mcq_dataset import encode_prompt
-    from scoring import (SharedPrefix, left_pad, letter_logits, letter_logits_after_prefix, letter_probs,
-                         letter_token_ids, model_device)
+    from mcqtune.data.questions import encode_prompt
+    from mcqtune.answering.scoring import (SharedPrefix, left_pad, letter_logits, letter_logits_after_prefix,
+                                           letter_probs, letter_token_ids, model_device)
 
     run = infer.InferArguments(test_file=args.test_file, model_path=args.model_path, ensemble=args.ensemble)
-    from infer_loading import load_inference_model
+    from mcqtune.answering.loading import load_inference_model
 
     model, tokenizer, _ = load_inference_model(infer.load_request(run, backend))
     frame = load_mcq_csv(args.test_file).head(args.rows)

@@ -1,7 +1,7 @@
 """Train through train_sft.main and print, on every rank, a checksum of the LoRA weights after training and
 the validation accuracies it logged.
 
-    torchrun --nproc_per_node 2 bench/ddp_checksum.py --config configs/demo-cpu.yaml ...
+    torchrun --nproc_per_node 2 bench/ddp_checksum.py --config demo-cpu.yaml ...
 
 Data-parallel training is right only if every rank ends with the same weights (same checksum) and the
 Trainer wrapped the model in DistributedDataParallel; validation is right only if every rank logged the same
@@ -10,10 +10,10 @@ accuracies (each scores a share of the questions; all get the whole table).
 import logging
 import os
 import sys
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-import train_sft
+from mcqtune.train import sft as train_sft
 backend = train_sft.select_backend(train_sft.peek_backend(sys.argv[1:]))
-import mcq_trainer  # noqa: E402  (after select_backend: Unsloth, if chosen, must be imported before trl/transformers)
+from mcqtune.train import trainer as mcq_trainer  # noqa: E402
+from mcqtune.config_files import resolve_config_argv  # noqa: E402  (after select_backend: Unsloth, if chosen, must be imported before trl/transformers)
 orig_train = mcq_trainer.MCQTrainer.train
 def train(self, *a, **k):
     out = orig_train(self, *a, **k)
@@ -25,5 +25,5 @@ def train(self, *a, **k):
 mcq_trainer.MCQTrainer.train = train
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", force=True)
 argv = sys.argv[1:]
-s, t = train_sft.make_parser().parse_args_and_config(argv)
+s, t = train_sft.make_parser().parse_args_and_config(resolve_config_argv(argv))
 train_sft.main(s, t, backend)

@@ -5,7 +5,7 @@ set -uo pipefail
 if [ ! -d /tmp/site/unsloth ]; then mkdir -p /tmp/site && tar xJf .gpu/gpu-site.tar.xz -C /tmp/site; fi
 export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name --format=csv,noheader
-python3 tiny_qwen.py /tmp/tiny --tokenizer .benchdata/tokenizer 2>&1 | tail -1; python3 sample_data.py /tmp/sample >/dev/null
+python3 -m mcqtune tiny /tmp/tiny --tokenizer .benchdata/tokenizer 2>&1 | tail -1; python3 -m mcqtune sample /tmp/sample >/dev/null
 for backend in ${BACKENDS:-unsloth hf}; do
   echo "== DDP training, backend $backend"
   torchrun --standalone --nproc_per_node=2 bench/ddp_checksum.py --config configs/demo-cpu.yaml --model_name_or_path /tmp/tiny \

@@ -41,7 +41,7 @@ answer() {  # answer NAME MODEL_PATH ARGS...: the README inference command on th
 }
 Q3=/tmp/q3_14b
 build_qwen3() {
-  [ -f $Q3/config.json ] || MCQ_BENCH_CAP_GB= python3 tiny_qwen.py $Q3 --family qwen3 --shape qwen3-14b \
+  [ -f $Q3/config.json ] || MCQ_BENCH_CAP_GB= python3 -m mcqtune tiny $Q3 --family qwen3 --shape qwen3-14b \
     --dtype bfloat16 --tokenizer .benchdata/tokenizer-qwen3 > "$OUT/q3build.log" 2>&1
   lap "q3build"
 }
@@ -54,7 +54,7 @@ for run in ${RUNS:-b16 anchor_a}; do
     random|batch_rebalance|group_by_length)
          train "train_$run" configs/qwen2.5-14b-4090.yaml /tmp/q14b --train_sampling_strategy "$run" ;;
     card16) MCQ_BENCH_CAP_GB=15 train card16 configs/qwen2.5-14b-16gb.yaml /tmp/q14b ;;
-    learn) python3 sample_data.py /tmp/sample --train 1600 --test 160 > /dev/null
+    learn) python3 -m mcqtune sample /tmp/sample --train 1600 --test 160 > /dev/null
            python3 train_sft.py --config configs/qwen2.5-14b-4090.yaml --model_name_or_path /tmp/q14b \
              --train_file /tmp/sample/train.csv --max_steps 30 --eval_steps 10 --save_steps 10 \
              --output_dir /tmp/m_learn > "$OUT/learn.log" 2>&1; cp /tmp/m_learn/training_summary.json "$OUT/learn.json" ;;

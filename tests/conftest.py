@@ -4,29 +4,18 @@ and its exports. Plain helpers shared by several test files are in helpers.py.""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.chdir(ROOT)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED_DATA = ROOT.parent / "shared" / "data" / "cmmlu"
-
-from modeling import select_backend  # noqa: E402
+from mcqtune.model.loading import select_backend  # noqa: E402
 
 select_backend("auto")  # Unsloth, when installed, must be imported before transformers/trl/peft
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped on CPU-only machines")
-    config.addinivalue_line("markers", "slow: trains or answers with a trained model, or launches a script in a "
-                                       "subprocess; -m 'not slow' is the fast lane")
+from tests.helpers import SHARED_DATA, train_args  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -44,14 +33,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer():
-    from tiny_qwen import build_qwen_tokenizer
+    from mcqtune.tiny.qwen import build_qwen_tokenizer
 
     return build_qwen_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, qwen_tokenizer):
-    from tiny_qwen import write_tiny_qwen
+    from mcqtune.tiny.qwen import write_tiny_qwen
 
     return write_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"), tokenizer=qwen_tokenizer)
 
@@ -65,27 +54,17 @@ def cmmlu_dir():
 
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory):
-    from sample_data import write_sample
+    from mcqtune.data.sample import write_sample
 
     out = tmp_path_factory.mktemp("sample")
     write_sample(out)
     return out
 
 
-def train_args(model_dir, train_file, output_dir, *extra):
-    """Parsed (script_args, training_args) for the CPU demo config with overrides, as the CLI builds them."""
-    from train_sft import make_parser
-
-    argv = ["--config", str(ROOT / "configs" / "demo-cpu.yaml"), "--model_name_or_path", str(model_dir),
-            "--train_file", str(train_file), "--output_dir", str(output_dir), *map(str, extra)]
-    return make_parser().parse_args_and_config(argv)
-
-
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_model_dir, sample_dir):
     """One real training run through train_sft.main on the sample questions (2 epochs, merged export)."""
-    import train_sft
-
+    from mcqtune.train import sft as train_sft
     out = tmp_path_factory.mktemp("run")
     script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", out,
                                             "--export", "merged", "--merged_dtype", "float32")
@@ -112,7 +91,7 @@ def random_adapter(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def merged_model(trained_run, tmp_path_factory):
     """The trained run's adapter merged into float32 weights, in several shards."""
-    from merged_export import export_merged
+    from mcqtune.export.merged import export_merged
 
     out = tmp_path_factory.mktemp("merged")
     return export_merged(trained_run["dir"] / "adapter", out, base_model_id=str(trained_run["model_dir"]),

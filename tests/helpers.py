@@ -9,12 +9,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cli
-import ensemble
-import prediction_store
-from conftest import ROOT
-from mcq_dataset import LETTERS
-from run_folder import write_csv_atomic, write_json_atomic
+from mcqtune.config_files import config_dir
+from mcqtune import errors as cli
+from mcqtune.ensemble import fuse as ensemble
+from mcqtune.runs import predictions as prediction_store
+from mcqtune.data.questions import LETTERS
+from mcqtune.runs.folder import write_csv_atomic, write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: its root scripts and data/sample
+SHARED_DATA = ROOT.parent / "shared" / "data" / "cmmlu"  # real CMMLU rows, where ../shared is laid beside
+
+
+def train_args(model_dir, train_file, output_dir, *extra):
+    """Parsed (script_args, training_args) for the CPU demo config with overrides, as the CLI builds them."""
+    from mcqtune.train.sft import make_parser
+
+    argv = ["--config", str(config_dir() / "demo-cpu.yaml"), "--model_name_or_path", str(model_dir),
+            "--train_file", str(train_file), "--output_dir", str(output_dir), *map(str, extra)]
+    return make_parser().parse_args_and_config(argv)
+
 
 try:  # dev-only (requirements-dev.txt): the parser itself never uses it
     import opencc
@@ -55,7 +68,7 @@ def letter_logits_hf(model, tokenizer, frame):
     """(rows, 4) logits of the letters A-D after each row's prompt, one prompt at a time (the plain reference)."""
     import torch
 
-    from mcq_dataset import encode_prompt
+    from mcqtune.data.questions import encode_prompt
 
     letters = [tokenizer.convert_tokens_to_ids(x) for x in "ABCD"]
     rows = []
@@ -67,8 +80,7 @@ def letter_logits_hf(model, tokenizer, frame):
 
 def infer_args(trained_run, tmp_path, **overrides):
     """InferArguments answering the sample's test file with the trained run's adapter, into ``tmp_path``."""
-    import infer
-
+    from mcqtune.answering import infer
     values = dict(test_file=str(trained_run["sample_dir"] / "test_no_answer.csv"),
                   model_path=str(trained_run["dir"] / "adapter"), output_file=str(tmp_path / "submission.csv"),
                   batch_size=16)

@@ -1,222 +1,69 @@
-"""cli: how every command ends, run as a user runs it (the real command lines, in subprocesses): bad invocations
-and injected faults.
+"""The `mcq-tune` command: its subcommands are the scripts' commands, it works from any folder (configs are
+package data), and a wrong subcommand is one line with a non-zero status."""
 
-For each: the exit status is non-zero, stderr ends with one line saying what to fix, there is no traceback, no
-partial or wrong submission is left, and the normal run that follows succeeds.
-"""
-
-import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from conftest import ROOT
-from helpers import run_script
+from mcqtune import cli
+from mcqtune.config_files import config_dir, resolve_config, resolve_config_argv, shipped_configs
+from tests.helpers import ROOT
 
 
-def assert_one_line_error(result, *fragments, status=1):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == status, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert lines and lines[-1].startswith("error: "), result.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in lines[-1], (fragment, lines[-1])
+def command(*argv, cwd):
+    """The installed console script when it is on PATH, else ``python -m mcqtune`` (the same entry point)."""
+    exe = shutil.which("mcq-tune")
+    prefix = [exe] if exe else [sys.executable, "-m", "mcqtune"]
+    return subprocess.run([*prefix, *map(str, argv)], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def answered(trained_run, tmp_path_factory):
-    """A normal CLI run's submission, to compare every recovered run with."""
-    out = tmp_path_factory.mktemp("reference")
-    result = run_script("infer.py", *infer_argv(trained_run, out / "submission.csv"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return (out / "submission.csv").read_bytes()
+def test_help_from_another_folder_lists_every_job(tmp_path):
+    result = command("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("train", "infer", "ensemble", "export", "validate", "parse", "template", "sample", "tiny", "demo"):
+        assert f"\n  {name} " in result.stdout
 
 
-def infer_argv(trained_run, output_file, *extra, test_file=None):
-    return ["--model_path", trained_run["dir"] / "adapter", "--test_file",
-            test_file or trained_run["sample_dir"] / "test_no_answer.csv", "--output_file", output_file,
-            "--batch_size", 16, *extra]
+def test_an_unknown_or_missing_subcommand_is_one_line(tmp_path, capsys):
+    assert cli.main(["trian"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown command 'trian'") and "\n" not in err
+    assert cli.main([]) == 1
 
 
-def write(path, text):
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-# ------------------------------------------------------------------------------------------ bad invocations
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", ["yaml_syntax", "yaml_unknown_key", "yaml_not_a_mapping", "misspelt_backend",
-                                  "template_field", "output_is_test_file", "no_id_column", "missing_config"])
-def test_bad_inference_invocations(case, trained_run, tmp_path, answered):
-    test_file = tmp_path / "test.csv"
-    shutil.copy(trained_run["sample_dir"] / "test_no_answer.csv", test_file)
-    original = test_file.read_bytes()
-    out = tmp_path / "submission.csv"
-    argv, fragments = {
-        "yaml_syntax": (["--config", write(tmp_path / "a.yaml", "mode: [score\n")], ["a.yaml", "not valid YAML"]),
-        "yaml_unknown_key": (["--config", write(tmp_path / "b.yaml", "modee: score\n")], ["modee"]),
-        "yaml_not_a_mapping": (["--config", write(tmp_path / "c.yaml", "- mode\n")], ["c.yaml", "option: value"]),
-        "misspelt_backend": (["--backend", "unslothh"], ["--backend must be one of", "unslothh"]),
-        "template_field": (["--user_template", "{question} {A} {B} {C} {D} {E}"], ["unknown placeholder", "{E}"]),
-        "output_is_test_file": ([], ["would overwrite the input"]),
-        "no_id_column": ([], ["has no 'ID' column", "--number_rows true"]),
-        "missing_config": (["--config", tmp_path / "nope.yaml"], ["nope.yaml", "no such file"]),
-    }[case]
-    if case == "output_is_test_file":
-        out = test_file
-    if case == "no_id_column":
-        frame = pd.read_csv(test_file, dtype=str).rename(columns={"ID": "编号"})
-        frame.to_csv(test_file, index=False)
-        original = test_file.read_bytes()
-    result = run_script("infer.py", *infer_argv(trained_run, out, *argv, test_file=test_file))
-    assert_one_line_error(result, *fragments)
-    assert test_file.read_bytes() == original  # the input is never touched
-    assert case == "output_is_test_file" or not out.exists()  # no submission from a failed run
-    if case == "no_id_column":  # asked for explicitly, row numbers are fine
-        result = run_script("infer.py", *infer_argv(trained_run, out, "--number_rows", "true", test_file=test_file))
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert list(pd.read_csv(out, dtype=str)["ID"]) == [str(i) for i in range(len(pd.read_csv(test_file)))]
+def test_subcommands_equal_the_scripts(sample_dir, tmp_path):
+    """The same arguments through the command and through the root script give the same output."""
+    csv = sample_dir / "train.csv"
+    via_command = command("validate", csv, "--require-answer", cwd=tmp_path)
+    via_script = subprocess.run([sys.executable, str(ROOT / "mcq_dataset.py"), "validate", str(csv),
+                                 "--require-answer"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert via_command.returncode == via_script.returncode == 0
+    assert via_command.stdout == via_script.stdout and "OK" in via_command.stdout
+    reply = "经过分析，正确答案是（Ｃ）。"
+    parsed = command("parse", reply, cwd=tmp_path)
+    assert parsed.returncode == 0 and parsed.stdout.startswith("C")
+    script = subprocess.run([sys.executable, str(ROOT / "answer_parser.py"), reply], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert script.stdout == parsed.stdout
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["yaml_syntax", "misspelt_backend", "missing_train_file", "template_field",
-                                  "wrong_type"])
-def test_bad_training_invocations(case, tiny_model_dir, sample_dir, tmp_path):
-    argv, fragments = {
-        "yaml_syntax": (["--config", write(tmp_path / "c.yaml", "learning_rate: [1\n")], ["c.yaml", "not valid YAML"]),
-        "misspelt_backend": (["--backend", "hff"], ["--backend must be one of"]),
-        "missing_train_file": (["--train_file", tmp_path / "absent.csv"], ["absent.csv", "no such file"]),
-        "template_field": (["--user_template", "{question} {A} {B} {C} {D} {subject}"], ["{subject}"]),
-        "wrong_type": (["--lora_r", "sixteen"], []),
-    }[case]
-    result = run_script("train_sft.py", "--config", "configs/demo-cpu.yaml", "--model_name_or_path", tiny_model_dir,
-                        "--train_file", sample_dir / "train.csv", "--output_dir", tmp_path / "out", *argv)
-    if case == "wrong_type":  # argparse's own one-line usage error
-        assert result.returncode == 2 and "Traceback" not in result.stderr and "--lora_r" in result.stderr
-    else:
-        assert_one_line_error(result, *fragments)
-    assert not (tmp_path / "out" / "adapter").exists()
+def test_train_help_from_another_folder_names_the_options(tmp_path):
+    result = command("train", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--train_file" in result.stdout and "--folds" in result.stdout
 
 
-@pytest.mark.slow
-def test_validate_reports_each_bad_file_in_one_line(tmp_path):
-    missing = tmp_path / "missing.csv"
-    no_id = write(tmp_path / "no_id.csv", "question,option_A,option_B,option_C,option_D\nq,a,b,c,d\n")
-    result = run_script("mcq_dataset.py", "validate", missing, no_id)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert result.returncode == 1 and len(errors) == 2 and "Traceback" not in result.stderr
-    assert "missing.csv" in errors[0] and "no_id.csv" in errors[1] and "has no 'ID' column" in errors[1]
-    assert run_script("mcq_dataset.py", "validate", no_id, "--number-rows").returncode == 0
-
-
-# ------------------------------------------------------------------------------------------ damaged models
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("damage", ["truncated_weights", "garbage_weights", "garbage_config", "missing_weights",
-                                    "relative_base_from_elsewhere"])
-def test_damaged_adapters_are_refused_in_one_line(damage, trained_run, tmp_path, answered):
-    adapter = tmp_path / "adapter"
-    shutil.copytree(trained_run["dir"] / "adapter", adapter)
-    weights, config = adapter / "adapter_model.safetensors", adapter / "adapter_config.json"
-    cwd, fragments = ROOT, ["adapter"]
-    if damage == "truncated_weights":
-        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-        fragments = ["adapter_model.safetensors", "damaged or was cut short"]
-    elif damage == "garbage_weights":
-        weights.write_bytes(b"\x00garbage" * 100)
-        fragments = ["adapter_model.safetensors", "not a readable safetensors file"]
-    elif damage == "garbage_config":
-        config.write_text("{not json", encoding="utf-8")
-        fragments = ["adapter_config.json"]
-    elif damage == "missing_weights":
-        weights.unlink()
-        fragments = ["no adapter_model.safetensors"]
-    else:  # a base recorded relative to the folder training ran in, used from another folder
-        shutil.copytree(trained_run["model_dir"], tmp_path / "models" / "tiny-base")
-        data = json.loads(config.read_text())
-        data["base_model_name_or_path"] = "models/tiny-base"
-        config.write_text(json.dumps(data), encoding="utf-8")
-        cwd = tmp_path / "adapter"  # neither models/ here nor beside the adapter
-        fragments = ["models/tiny-base", "--base_model_id"]
-    out = tmp_path / "submission.csv"
-    argv = ["--model_path", adapter, "--test_file", trained_run["sample_dir"] / "test_no_answer.csv",
-            "--output_file", out, "--batch_size", 16]
-    result = run_script("infer.py", *argv, cwd=cwd)
-    assert_one_line_error(result, *fragments)
-    assert not out.exists()
-    if damage == "relative_base_from_elsewhere":  # from the folder training ran in, it is found
-        assert run_script("infer.py", *argv, cwd=tmp_path).returncode == 0
-        assert out.read_bytes() == answered
-
-
-# ------------------------------------------------------------------------------------------ faults while running
-
-
-@pytest.mark.slow
-def test_a_full_output_location_fails_in_one_line_and_the_next_run_completes(trained_run, tmp_path, answered):
-    out = tmp_path / "submission.csv"
-    result = run_script("infer.py", *infer_argv(trained_run, out), limit_file_bytes=4096)  # like a nearly full disk
-    assert_one_line_error(result, "File too large")
-    assert not out.exists()
-    result = run_script("infer.py", *infer_argv(trained_run, out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert out.read_bytes() == answered
-
-
-@pytest.mark.slow
-def test_a_read_only_output_location_fails_in_one_line(trained_run, tmp_path):
-    blocker = write(tmp_path / "not-a-folder", "a file where the run folder should be")
-    argv = infer_argv(trained_run, tmp_path / "submission.csv", "--output_dir", blocker / "run")
-    result = run_script("infer.py", *argv)
-    assert_one_line_error(result, "not-a-folder")
-    assert not (tmp_path / "submission.csv").exists()
-
-
-@pytest.mark.slow
-def test_two_runs_on_one_folder_the_second_stops_naming_the_first(trained_run, tmp_path, answered):
-    from run_folder import RunLock
-
-    out = tmp_path / "submission.csv"
-    with RunLock(tmp_path / "submission_run"):
-        result = run_script("infer.py", *infer_argv(trained_run, out))
-    assert_one_line_error(result, "is in use by another run", f"pid {os.getpid()}")
-    assert not out.exists()
-    assert run_script("infer.py", *infer_argv(trained_run, out)).returncode == 0 and out.read_bytes() == answered
-
-
-def kill_when_answers_reach(argv, checkpoint: Path, lines: int, timeout: float = 240) -> None:
-    process = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), *map(str, argv)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        if checkpoint.is_file() and checkpoint.read_bytes().count(b"\n") >= lines:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-
-
-@pytest.mark.slow
-def test_kill_9_twice_then_the_same_command_gives_the_uninterrupted_submission(trained_run, tmp_path, answered):
-    out = tmp_path / "submission.csv"
-    checkpoint = tmp_path / "submission_run" / "predictions.partial.jsonl"
-    argv = infer_argv(trained_run, out)
-    kill_when_answers_reach(argv, checkpoint, 1 + 16)
-    kill_when_answers_reach(argv, checkpoint, 1 + 48)
-    with checkpoint.open("ab") as handle:  # and the last record cut in the middle, as a full disk leaves it
-        handle.write('{"ID": "x", "raw": "答'.encode()[:-1])
-    result = run_script("infer.py", *argv)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert out.read_bytes() == answered
-    report = json.loads((tmp_path / "submission_run" / "report.json").read_text())
-    assert report["damaged_records_set_aside"] == 1 and report["answered_this_run"] < report["rows"]
+def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "qwen2.5-14b-4090.yaml" in shipped_configs() and "demo-cpu.yaml" in shipped_configs()
+    shipped = str(config_dir() / "demo-cpu.yaml")
+    assert resolve_config("demo-cpu.yaml") == resolve_config("demo-cpu") == shipped
+    assert resolve_config("configs/demo-cpu.yaml") == shipped  # the README's spelling in a checkout
+    mine = tmp_path / "demo-cpu.yaml"
+    mine.write_text("learning_rate: 0.1\n")
+    assert resolve_config("demo-cpu.yaml") == "demo-cpu.yaml"  # a file of the user's own wins
+    assert resolve_config("elsewhere/missing.yaml") == "elsewhere/missing.yaml"  # left for the parser to name
+    assert resolve_config_argv(["--config=demo-cpu", "--x", "1"]) == [f"--config={shipped}", "--x", "1"]

@@ -1,0 +1,178 @@
+"""Answer a competition test file and write submission.csv (ID,answer), resumably, with a report.
+
+    python infer.py --model_path outputs/run/adapter --test_file test.csv --output_file submission.csv
+    python infer.py --config configs/infer-14b-4090.yaml --mode generate
+
+`--model_path` is a LoRA adapter directory (its base comes from adapter_config.json or `--base_model_id`),
+a merged model directory, or a plain model. Modes:
+
+* `score` (default): one forward pass per question; the answer is the letter A-D with the highest
+  next-token logit at the answer position of the training prompt. Keeps the four probabilities.
+* `generate`: greedy generation (Unsloth's fast path on the unsloth backend), read by `answer_parser`.
+  A reply it cannot read is answered by `score` instead, and listed in the report with its text.
+
+The run folder (`--output_dir`, default `<output_file stem>_run/`) is locked for the whole run: a second run
+on it stops at once. Answers are checkpointed to `<run folder>/predictions.partial.jsonl` as they come, under
+the run's identity (`run_identity.py`: every option, the test file's bytes and decoding, the models by content,
+the precision loaded, the chat template); the same command continues where an interrupted one stopped, and any
+other run starts over (the old checkpoint kept as `*.stale`). A run that starts over first moves the earlier
+submission and report into `<run folder>/previous-<time>/`, so a run that fails never leaves another run's
+answers under its name. The run folder also receives `predictions.csv`, `report.json`, `report.md` and charts.
+
+This file is the command line and the one answering loop; the option checks, model sources and run identity
+are in `infer_setup.py`, the ways the model is loaded in `infer_loading.py`, what each mode computes in
+`answer_modes.py`, the run folder's files and the output assembly in `infer_outputs.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from mcqtune.answering.modes import estimate_letter_prior_of, fill_unparsed, generator, score_utilisation, scorer
+from mcqtune.model.chat_template import find_answer_slot
+from mcqtune.errors import ConfigError, parse_with
+from mcqtune.runs.distributed import agree_on, distributed_info, shard
+from mcqtune.answering.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
+                           set_aside_earlier_outputs, write_outputs)
+from mcqtune.answering.setup import check_args, expand_fold_run, load_request, run_identity_of
+from mcqtune.answering.options import InferArguments
+from mcqtune.data.questions import encode_prompts, load_mcq_csv
+from mcqtune.reporting.meters import BatchClock, HostMemoryWatch
+from mcqtune.model.loading import peek_backend, select_backend
+from mcqtune.runs.folder import lock_run_folder
+
+logger = logging.getLogger("infer")
+
+
+# ------------------------------------------------------------------------------------------ answering
+
+
+def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This process's share of fixed batches over *all* rows (longest first). The batches do not depend on
+    the number of processes, only on the batch size: each question meets the same neighbours and padding on
+    one GPU or many, so the answers are the same; a resumed run rebuilds the same batches too."""
+    from mcqtune.answering.scoring import length_sorted_batches
+
+    return shard(length_sorted_batches([len(p) for p in prompts], batch_size), rank, world)
+
+
+def answer_batches(batches: list[list[int]], ids: list[str], compute: Callable, store, progress,
+                   clock: BatchClock) -> None:
+    """The one answering loop: each batch not yet in the store is computed (split on out-of-memory) and stored."""
+    from mcqtune.answering.scoring import run_halving
+
+    for batch in batches:
+        if all(ids[i] in store.records for i in batch):
+            continue
+        store.add(clock.run(lambda rows: run_halving(compute, rows), batch))
+        progress.update(len(batch))
+
+
+def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, batch_size: int, store,
+           rank: int, world: int, prior=None) -> tuple[int, BatchClock]:
+    """Answer this process's batches: how many were answered in this run, and the time each batch took."""
+    from tqdm.auto import tqdm
+
+    batches = plan_batches(prompts, batch_size, rank, world)
+    ids = frame["ID"].tolist()
+    mine = [ids[i] for batch in batches for i in batch]
+    todo = sum(id_ not in store.records for id_ in mine)
+    clock = BatchClock()
+    compute = scorer(model, tokenizer, frame, prompts, args, prior) if args.mode == "score" else \
+        generator(model, tokenizer, frame, prompts, args)
+    with tqdm(total=len(mine), initial=len(mine) - todo, unit="q", desc=args.mode, disable=rank != 0) as progress:
+        answer_batches(batches, ids, compute, store, progress, clock)
+    if args.mode == "generate":
+        fill_unparsed(model, tokenizer, frame, args, batch_size, store)
+    return todo, clock
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main(args: InferArguments, backend: str | None = None) -> dict:
+    """Validate, lock the run folder, load, answer (resumably), write submission + predictions + report.
+
+    Under torchrun / accelerate launch with N processes (one or several machines), the length-sorted batches
+    are dealt out to the processes whole; each keeps its own checkpoint and rank 0 gathers every answer over
+    the process group and writes one submission in input order, the same as a one-process run's.
+    """
+    args = expand_fold_run(args)
+    check_args(args)
+    frame = load_mcq_csv(args.test_file, encoding=args.encoding, number_rows=args.number_rows)
+    rank, world, _ = distributed_info()
+    plan = None
+    if args.rescore:
+        from mcqtune.answering.cascade import Rescore
+
+        plan = Rescore.plan(args.rescore, frame, args.rescore_fraction)
+        logger.info("rescore: answering the %d least confident of %d questions again", len(plan.ids), len(frame))
+    with lock_run_folder(args.run_dir, rank, world), lock_output_file(args.output_file, rank), \
+            HostMemoryWatch() as host:
+        return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan)
+
+
+def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | None, host, plan=None) -> dict:
+    """Answer ``frame`` (the test file, or with a cascade ``plan`` its rows to answer again) and write the outputs."""
+    import torch
+
+    from mcqtune.answering.batch_planning import auto_batch_size
+    from mcqtune.answering.loading import load_inference_model
+    from mcqtune.runs.predictions import PredictionStore
+
+    started = time.time()
+    rank, world, local_rank = distributed_info()
+    backend = select_backend(backend or args.backend)
+    device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
+    request = load_request(args, backend, device_map)
+    model, tokenizer, load_info = load_inference_model(request)
+    loaded = time.time()
+    slot = find_answer_slot(tokenizer, args.prompt_style).describe(tokenizer, args.prompt_style)  # or refuse
+    logger.info(slot)
+    prompts = encode_prompts(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)  # once, every mode
+    batch_size = agree_on(args.batch_size or auto_batch_size(model, max(map(len, prompts)), args), world)
+    prior = agree_on(estimate_letter_prior_of(model, tokenizer, frame, prompts, args, batch_size), world)
+    identity = run_identity_of(args, request, load_info, tokenizer, batch_size, prior)
+    store = PredictionStore(checkpoint_path(args.run_dir, rank, world), identity, args.resume, frame["ID"])
+    if rank == 0:
+        set_aside_earlier_outputs(args, store)
+    answered, clock = answer(model, tokenizer, frame, prompts, args, batch_size, store, rank, world, prior)
+    store.close()
+    records, answered = gather_answers(store, answered, world)
+    if rank != 0:
+        return {"rank": rank, "answered_this_run": answered}
+    run = {"test_file": args.test_file, "test_file_sha256": identity["test_file"]["bytes_sha256"],
+           "model_path": args.model_path, "base_model": request.base,
+           "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
+           "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
+           "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),
+           "answer_timing": clock.summary(), "answer_slot": slot,
+           "score_mfu": score_utilisation(model, tokenizer, prompts, args, clock.summary()),
+           **letter_distributions(records, prior)}
+    return write_outputs(args, frame, records, run, answered=answered, host=host, started=started, loaded=loaded,
+                         plan=plan)
+
+
+def make_parser():
+    from trl import TrlParser
+
+    return TrlParser((InferArguments,))
+
+
+def parse_args(argv: Sequence[str] | None) -> InferArguments:
+    (args,) = parse_with(make_parser(), argv, ConfigError)
+    return args
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    import json
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    backend = select_backend(peek_backend(argv))
+    report = main(parse_args(argv), backend)
+    print(json.dumps({k: report[k] for k in ("rows", "questions_per_second", "accuracy", "precision") if k in report}))
+    return 0

@@ -1,0 +1,57 @@
+"""The options of `mcq-tune infer` (infer.py): the prompt's, the weights', and the answering run's own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcqtune.data.questions import PromptOptions
+from mcqtune.model.options import InferenceWeightOptions
+
+
+# Dataclass fields (and --help) follow the bases in reverse: the prompt's, the weights', then these.
+@dataclass
+class InferArguments(InferenceWeightOptions, PromptOptions):
+    test_file: str = field(default="", metadata={"help": "competition CSV (ID,question,option_A..D[,answer])"})
+    model_path: str = field(default="", metadata={"help": "adapter directory, merged model or base model"})
+    base_model_id: str | None = field(default=None, metadata={"help": "base model of an adapter (default: "
+                                                                      "the one in adapter_config.json)"})
+    output_file: str = field(default="submission.csv", metadata={"help": "where ID,answer goes"})
+    output_dir: str | None = field(default=None, metadata={"help": "predictions, report, checkpoint "
+                                                                   "(default: <output_file stem>_run/)"})
+    mode: str = field(default="score", metadata={"help": "score | generate", "choices": ["score", "generate"]})
+    batch_size: int | None = field(default=None, metadata={"help": "default: from the GPU memory this process may "
+                                                                   "use (see gpu_memory_gb)"})
+    gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory to plan the batch for (default: "
+                                                                        "the card's, within any process cap)"})
+    max_new_tokens: int = field(default=48, metadata={"help": "generate mode: reply length limit"})
+    repetition_penalty: float = field(default=1.1, metadata={"help": "generate mode"})
+    permutations: int = field(default=1, metadata={"help": "score mode: average over N cyclic option orders (1-4)"})
+    share_prefix: bool = field(default=True, metadata={"help": "score mode: compute the prompt start shared by all "
+                                                              "questions once (same answers, less compute; "
+                                                              "bench/RESULTS.md)"})
+    debias_letters: bool = field(default=False, metadata={"help": "score mode: divide out the model's preference "
+                                                                    "for some letters, estimated from the four cyclic "
+                                                                    "option orders of debias_sample test questions "
+                                                                    "(PriDe); report.json shows both distributions"})
+    debias_sample: int = field(default=64, metadata={"help": "questions the letter prior is estimated on"})
+    rescore: str | None = field(default=None, metadata={"help": "cascade: a finished score-mode run of this test "
+                                                                "file (run folder or predictions.csv); answer only "
+                                                                "its least confident rows, keep its other answers"})
+    rescore_fraction: float = field(default=0.2, metadata={"help": "with --rescore: the share of rows (smallest "
+                                                                   "margin between the top two letters) answered "
+                                                                   "again"})
+    ensemble: list[str] = field(default_factory=list, metadata={"help": "more adapter directories to average "
+                                                                        "(score mode)"})
+    resume: bool = field(default=True, metadata={"help": "continue from the checkpoint of an identical run"})
+    encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8 (gb18030, big5)"})
+    number_rows: bool = field(default=False, metadata={"help": "the test file has no ID column: use row numbers "
+                                                                 "0..N-1 as IDs (check that the competition expects "
+                                                                 "that)"})
+
+    @property
+    def run_dir(self) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir)
+        out = Path(self.output_file)
+        return out.with_name(out.stem + "_run")

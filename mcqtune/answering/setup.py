@@ -1,0 +1,117 @@
+"""What infer.py settles before the first answer: the options checked, the models that answer, the run's identity.
+
+``check_args`` names every problem with the options in one ``cli.ConfigError`` before anything is loaded. A k-fold
+training folder as ``--model_path`` becomes the average of its fold adapters; an adapter's base comes from its
+adapter_config.json unless ``--base_model_id`` names it. ``run_identity_of`` is what the answer checkpoint is
+kept under (``run_identity.inference_identity``): the same command continues it, any other run starts over.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mcqtune.errors import ConfigError
+from mcqtune.answering.outputs import output_problems
+from mcqtune.data.questions import check_prompt_options
+
+if TYPE_CHECKING:
+    from mcqtune.answering.options import InferArguments
+
+logger = logging.getLogger(__name__)
+
+
+def check_args(args: InferArguments) -> None:
+    """Every problem with the options in one sentence, before anything is loaded."""
+    problems = check_prompt_options(args)
+    if not args.test_file:
+        problems.append("test_file is required")
+    if not args.model_path:
+        problems.append("model_path is required")
+    if not 1 <= args.permutations <= 4:
+        problems.append(f"permutations must be 1-4, got {args.permutations}")
+    if args.batch_size is not None and args.batch_size < 1:
+        problems.append("batch_size must be >= 1")
+    if args.max_new_tokens < 1:
+        problems.append("max_new_tokens must be >= 1")
+    if args.mode == "generate" and (args.permutations > 1 or args.ensemble or args.debias_letters):
+        problems.append("permutations, ensemble and debias_letters apply to score mode only")
+    if args.rescore and (args.mode != "score" or not 0 < args.rescore_fraction <= 1):
+        problems.append(f"rescore needs score mode and 0 < rescore_fraction <= 1, got {args.mode}, "
+                        f"{args.rescore_fraction}")
+    if args.debias_sample < 1:
+        problems.append(f"debias_sample must be >= 1, got {args.debias_sample}")
+    problems += output_problems(args)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def resolve_sources(model_path: str, base_model_id: str | None = None) -> tuple[str, str | None]:
+    """(base model, adapter or None) from --model_path / --base_model_id."""
+    from mcqtune.model.loading import check_model_source, is_adapter_dir, resolve_adapter_base
+
+    check_model_source(model_path)
+    if not is_adapter_dir(model_path):
+        return model_path, None
+    return base_model_id or resolve_adapter_base(model_path), model_path
+
+
+def load_request(args: InferArguments, backend: str, device_map=None):
+    """What to load: the models from the sources, infer's loading options with ``backend`` resolved from 'auto'."""
+    from mcqtune.model.options import InferenceWeightOptions
+    from mcqtune.answering.loading import InferenceLoad
+
+    base, adapter = resolve_sources(args.model_path, args.base_model_id)
+    for extra in args.ensemble:
+        resolve_sources(extra)
+    return InferenceLoad(base=base, weights=InferenceWeightOptions.of(args, backend=backend), adapter=adapter,
+                         ensemble=list(args.ensemble), chat_template=args.chat_template,
+                         max_seq_length=args.max_prompt_tokens + args.max_new_tokens, device_map=device_map)
+
+
+def expand_fold_run(args: InferArguments) -> InferArguments:
+    """``--model_path`` of a k-fold training run (fold-*/adapter inside): every fold's adapter, averaged."""
+    import dataclasses
+
+    from mcqtune.runs.folds import fold_adapters
+
+    folder = Path(args.model_path) if args.model_path else None
+    if folder is None or not folder.is_dir() or (folder / "config.json").is_file() \
+            or (folder / "adapter_config.json").is_file():
+        return args
+    adapters = [str(a) for a in fold_adapters(folder)]
+    if not adapters:
+        return args
+    logger.info("%s is a k-fold run: answering with the average of its %d fold adapters", folder, len(adapters))
+    return dataclasses.replace(args, model_path=adapters[0], ensemble=adapters[1:] + list(args.ensemble))
+
+
+def adapter_names(args: InferArguments) -> list[str | None]:
+    if not args.ensemble:
+        return [None]
+    return ["default"] + [f"ensemble_{n}" for n in range(len(args.ensemble))]
+
+
+def run_identity_of(args: InferArguments, request, load_info: dict, tokenizer, batch_size: int,
+                    letter_prior=None) -> dict:
+    """Everything that decides the answers (run_identity.inference_identity), the letter prior included."""
+    from mcqtune.runs.identity import adapter_identity, inference_identity, model_identity
+
+    return inference_identity(
+        args, base=model_identity(request.base),
+        adapter=adapter_identity(request.adapter) if request.adapter else None,
+        ensemble=[adapter_identity(a) for a in args.ensemble], backend=request.weights.backend, batch_size=batch_size,
+        precision=load_info["precision"], tokenizer_template=tokenizer.chat_template,
+        parser_sha256=parser_identity() if args.mode == "generate" else None,
+        letter_prior=letter_prior)
+
+
+def parser_identity() -> str:
+    """The answer parser by content: its rules (answer_parser.py) and the patterns they match (answer_grammar.py);
+    a change to either can read a reply as another letter."""
+    from mcqtune.answering import grammar as answer_grammar
+    from mcqtune.answering import parser as answer_parser
+    from mcqtune.runs.identity import sha256_file, sha256_text
+
+    return sha256_text(" ".join(sha256_file(module.__file__) for module in (answer_parser, answer_grammar)))

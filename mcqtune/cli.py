@@ -1,0 +1,69 @@
+"""The `mcq-tune` command: one subcommand per job, each the same command as its script in a checkout.
+
+    mcq-tune train --config qwen2.5-14b-4090.yaml --train_file train.csv      # = python train_sft.py ...
+    mcq-tune infer --config infer-14b-4090.yaml --model_path outputs/qwen2.5-14b-lora/adapter --test_file test.csv
+    mcq-tune --help                                                           # the subcommands
+    mcq-tune train --help                                                     # one subcommand's options
+
+Shipped configs are found by name from any folder (``--config qwen2.5-14b-4090.yaml``). Every subcommand
+ends the same way: its result, or one line on stderr and a non-zero exit status (errors.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import NamedTuple, Sequence
+
+from mcqtune import __version__
+from mcqtune.errors import EXIT_USER_ERROR, run_cli
+
+
+class Command(NamedTuple):
+    module: str
+    function: str  # takes argv, returns the exit status
+    help: str
+    leading: tuple[str, ...] = ()  # arguments put before the user's (the function's own subcommand)
+
+
+COMMANDS = {
+    "train": Command("mcqtune.train.sft", "cli_main", "fine-tune a model with LoRA on a labelled CSV (train_sft.py)"),
+    "infer": Command("mcqtune.answering.infer", "cli_main", "answer a test CSV and write submission.csv (infer.py)"),
+    "ensemble": Command("mcqtune.ensemble.fuse", "main", "fuse several runs' letter probabilities (ensemble.py)"),
+    "export": Command("mcqtune.export.exporter", "main", "merged 16-bit weights, GGUF, a clean adapter, an lm-eval "
+                                                        "task (export.py)"),
+    "validate": Command("mcqtune.data.questions", "main", "check competition CSVs and summarise them "
+                                                        "(mcq_dataset.py validate)", ("validate",)),
+    "parse": Command("mcqtune.answering.parser", "main", "read the answer letter from a model reply "
+                                                        "(answer_parser.py)"),
+    "template": Command("mcqtune.model.chat_template", "main", "where a model's chat template puts the answer "
+                                                             "letter"),
+    "sample": Command("mcqtune.data.sample", "main", "write the project's sample questions (or the hard testbed)"),
+    "tiny": Command("mcqtune.tiny.write", "main", "write a tiny random model with the real Qwen2.5 tokenizer"),
+    "demo": Command("mcqtune.demo", "main", "train and answer with a tiny model on the CPU, before and after"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: mcq-tune <command> [options]   (mcq-tune {__version__})", "", "commands:"]
+    lines += [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
+    lines += ["", "mcq-tune <command> --help lists a command's options; shipped configs: --config NAME.yaml"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_USER_ERROR
+    if argv[0] in ("-V", "--version"):
+        print(f"mcq-tune {__version__}")
+        return 0
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(f"error: unknown command '{argv[0]}'; one of: {', '.join(COMMANDS)} (mcq-tune --help)", file=sys.stderr)
+        return EXIT_USER_ERROR
+    function = getattr(importlib.import_module(command.module), command.function)
+    return run_cli(function, [*command.leading, *argv[1:]])
+

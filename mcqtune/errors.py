@@ -1,0 +1,117 @@
+"""How every command ends: its result, or one line on stderr that says what to fix, and a non-zero status.
+
+    sys.exit(run_cli(main, argv))      # train_sft.py, infer.py, export.py, mcq_dataset.py validate
+
+A mistake in the input or the options, or an ordinary fault (a full disk, a read-only folder, a damaged
+file), is a ``UserError`` or an ``OSError``: it is printed as ``error: <what, where, what to do>`` and the
+command exits with status 1. Anything else is a bug in this project: it is still one line on stderr (status
+2), and the traceback goes to a file whose path that line names, for the bug report. ``MCQ_DEBUG=1`` lets
+every exception through with its traceback instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Sequence
+
+logger = logging.getLogger(__name__)
+
+EXIT_USER_ERROR = 1  # the user can fix it: the message says how
+EXIT_BUG = 2  # unexpected: the traceback is saved for a bug report
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+
+class UserError(ValueError):
+    """An input, an option or a fault the user can act on; the message names the file or option and what to do."""
+
+
+class ConfigError(UserError):
+    """A bad option or option combination, found before anything is loaded."""
+
+
+class DataError(UserError):
+    """A problem with an input file, phrased so the user can fix it without reading code."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None, column: str | None = None):
+        where = str(path)
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column '{column}'"
+        super().__init__(f"{where}: {message}")
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """Messages of libraries span lines; the command's answer is one."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def describe_os_error(err: OSError) -> str:
+    """'<path>: <reason>; <what to do>' for the faults a user meets: no space, no permission, missing file."""
+    where = err.filename or "a file"
+    if err.filename2:
+        where = f"{err.filename} -> {err.filename2}"
+    hint = {errno.ENOSPC: "free some space or write elsewhere (--output_dir / --output_file)",
+            errno.EFBIG: "the file grew past a size limit (ulimit -f?); raise it or write elsewhere",
+            errno.EDQUOT: "the disk quota is used up; free some space or write elsewhere",
+            errno.EACCES: "the folder or file is not writable by you; choose another --output_dir",
+            errno.EPERM: "the folder or file is not writable by you; choose another --output_dir",
+            errno.EROFS: "the file system is read-only; choose another --output_dir",
+            errno.ENOENT: "check the path"}.get(err.errno, "check the path and the disk")
+    return f"{where}: {err.strerror or err}; {hint}. Nothing already written was lost: run the same command again"
+
+
+def _save_traceback() -> str:
+    path = os.path.join(tempfile.gettempdir(), time.strftime("mcq-tune-error-%Y%m%d-%H%M%S") + f"-{os.getpid()}.txt")
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(" ".join(sys.argv) + "\n\n" + traceback.format_exc())
+    except OSError:
+        return "(could not be saved)"
+    return path
+
+
+def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
+    """Call ``main(argv)``; its int result is the exit status (None: 0). Expected failures become one line."""
+    if os.environ.get("MCQ_DEBUG"):
+        result = main(argv)
+        return result if isinstance(result, int) else 0
+    try:
+        result = main(argv)
+    except UserError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:
+        print(f"error: {one_line(describe_os_error(err))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: what was finished is kept; run the same command again to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001  (a bug: one line for the user, the traceback in a file)
+        print(f"error: unexpected {type(err).__name__}: {one_line(err, 300)} -- this is a bug in mcq-tune; the "
+              f"traceback is in {_save_traceback()} (MCQ_DEBUG=1 shows it here)", file=sys.stderr)
+        return EXIT_BUG
+    return result if isinstance(result, int) else 0
+
+
+def parse_with(parser, argv: Sequence[str] | None, error: type[UserError] = UserError):
+    """``parser.parse_args_and_config(argv)`` (TRL's parser: YAML config + command line), with a bad value, an
+    unknown option or unreadable YAML as one ``error`` naming it instead of a traceback."""
+    import yaml
+
+    from mcqtune.config_files import resolve_config_argv
+
+    try:
+        return parser.parse_args_and_config(resolve_config_argv(sys.argv[1:] if argv is None else argv))
+    except yaml.YAMLError as err:
+        raise error(f"the --config file is not valid YAML: {one_line(err)}") from None
+    except (ValueError, TypeError, KeyError) as err:  # unknown keys, wrong types, bad choices
+        raise error(f"bad option: {one_line(err)}; see --help") from None

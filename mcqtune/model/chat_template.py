@@ -1,0 +1,171 @@
+"""Where the answer letter sits in a model's chat template: found once, used by training and answering alike.
+
+    python chat_template.py --model_name_or_path MODEL_DIR [--system_prompt ""]   # prints the answer slot
+
+Training appends the answer to the very token ids infer.py scores and generates from (``encode_prompt``),
+so the tokens in front of the letter are the same in training, validation, scoring and generation by
+construction. What is left to check is the template itself. ``find_answer_slot`` renders a probe question
+with each answer A-D and requires that
+  * the conversation with the answer starts with exactly the prompt's tokens (nothing merges across),
+  * the very next token is the letter: one token, a different one per letter, nothing written before it
+    (a template that puts an empty thinking block there would leave the model to generate it),
+  * the template then closes the turn with an end token, which the answer loss covers and generation
+    stops at.
+Anything else is refused with the reason before a model is loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from mcqtune.errors import UserError, parse_with
+from mcqtune.data.questions import (ANSWER_COLUMN, LETTERS, PromptOptions, PromptStyle, build_messages,
+                                    encode_prompt_checked, render_chat)
+
+PROBE_ROW = {"question": "下列说法中正确的是", "option_A": "甲", "option_B": "乙", "option_C": "丙", "option_D": "丁"}
+
+
+class TemplateError(UserError):
+    """The chat template cannot carry a single-letter answer in the way training and answering need."""
+
+
+@dataclass(frozen=True)
+class AnswerSlot:
+    """What every prompt is followed by: the letter's token, then the tokens that close the turn."""
+
+    letter_ids: tuple[int, ...]  # the token of A, B, C, D right after the generation prompt
+    end_ids: tuple[int, ...]  # what the template writes after the letter, up to its end-of-turn token
+    prompt_tail: str  # the generation prompt's last characters, for the start-up line
+    thinking_switch: bool  # the template renders differently with enable_thinking on and off
+    end_from_template: bool  # False: the template closes nothing after the answer, so EOS is appended
+
+    def describe(self, tokenizer, style: PromptStyle) -> str:
+        ends = tokenizer.decode(list(self.end_ids))
+        source = "" if self.end_from_template else " (EOS appended: the template writes nothing after the answer)"
+        thinking = f"; thinking switch: {'on' if style.enable_thinking else 'off'}" if self.thinking_switch else ""
+        return (f"answer slot: the letter is scored right after ...{self.prompt_tail!r}; A-D are tokens "
+                f"{list(self.letter_ids)}; the loss covers the letter and {ends!r}{source}{thinking}")
+
+
+def render_or_refuse(tokenizer, messages: list[dict], style: PromptStyle, add_generation_prompt: bool) -> str:
+    """``render_chat``, with a template's own refusal (Gemma 2 and Mistral refuse a system turn) as one line."""
+    from jinja2 import TemplateError as JinjaError
+
+    try:
+        return render_chat(tokenizer, messages, style, add_generation_prompt)
+    except JinjaError as err:
+        hint = " Set system_prompt to an empty string (--system_prompt '')." if messages[0]["role"] == "system" \
+            else ""
+        reason = str(err).rstrip(".")
+        raise TemplateError(f"the model's chat template refuses this conversation: {reason}.{hint}") from None
+
+
+def special_ids(tokenizer) -> set[int]:
+    ids = {i for i, token in tokenizer.added_tokens_decoder.items() if getattr(token, "special", False)}
+    return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+
+
+def _answer_tokens(tokenizer, style: PromptStyle, letter: str, prompt_text: str, prompt_ids: list[int]) -> list[int]:
+    """The tokens the template puts after the prompt when ``letter`` is the answer; refuses a bad template."""
+    messages = build_messages({**PROBE_ROW, ANSWER_COLUMN: letter}, style, with_answer=True)
+    full_text = render_or_refuse(tokenizer, messages, style, add_generation_prompt=False)
+    if not full_text.startswith(prompt_text):
+        at = next(i for i, (a, b) in enumerate(zip(prompt_text + "\0", full_text)) if a != b)
+        raise TemplateError(f"the chat template renders the prompt differently once the answer follows (from "
+                            f"{prompt_text[max(at - 20, 0):at + 20]!r} to {full_text[max(at - 20, 0):at + 20]!r})")
+    written = full_text[len(prompt_text):]
+    if not written.lstrip(" ").startswith(letter):
+        before = written[:written.find(letter)] if letter in written else written
+        switch = " Its thinking switch is on: use enable_thinking false." if style.enable_thinking else ""
+        raise TemplateError(f"the chat template writes {before!r} between the generation prompt and the answer; "
+                            f"the model would have to generate it, so the answer letter is not the next token."
+                            f"{switch}")
+    ids = tokenizer.encode(full_text, add_special_tokens=False)
+    if ids[:len(prompt_ids)] != prompt_ids:
+        raise TemplateError(f"the answer {letter!r} merges with the prompt's last token "
+                            f"({tokenizer.decode(prompt_ids[-1:])!r}): it cannot be scored at one position")
+    rest = ids[len(prompt_ids):]
+    if not rest or tokenizer.decode(rest[:1]).strip() != letter:
+        raise TemplateError(f"the answer {letter!r} is not one token after the prompt (it is "
+                            f"{[tokenizer.decode([t]) for t in rest[:3]]})")
+    return rest
+
+
+def _closing(tokenizer, rest: Sequence[int]) -> tuple[tuple[int, ...], bool]:
+    """The tokens after the letter up to the template's end-of-turn token (a special token)."""
+    specials = special_ids(tokenizer)
+    for i, token in enumerate(rest[1:], start=1):
+        if token in specials:
+            return tuple(rest[1:i + 1]), True
+    if tokenizer.eos_token_id is None:
+        raise TemplateError("the chat template writes no end-of-turn token after the answer and the tokenizer "
+                            "has no EOS token: generation could not stop")
+    return (tokenizer.eos_token_id,), False
+
+
+@functools.lru_cache(maxsize=8)
+def find_answer_slot(tokenizer, style: PromptStyle = PromptStyle()) -> AnswerSlot:
+    """The answer slot of ``tokenizer``'s chat template under ``style``; refuses with the reason."""
+    prompt_text = render_or_refuse(tokenizer, build_messages(PROBE_ROW, style), style, add_generation_prompt=True)
+    prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
+    letter_ids, closing = [], set()
+    for letter in LETTERS:
+        rest = _answer_tokens(tokenizer, style, letter, prompt_text, prompt_ids)
+        letter_ids.append(rest[0])
+        closing.add(_closing(tokenizer, rest))
+    if len(set(letter_ids)) != len(LETTERS):
+        raise TemplateError(f"the letters A-D share tokens after the prompt ({letter_ids}): they cannot be told apart")
+    if len(closing) != 1:
+        raise TemplateError("the chat template closes the answer differently depending on the letter")
+    (end_ids, from_template), = closing
+    flipped = PromptStyle(style.system_prompt, style.user_template, not style.enable_thinking)
+    switch = render_or_refuse(tokenizer, build_messages(PROBE_ROW, flipped), flipped, True) != prompt_text
+    return AnswerSlot(tuple(letter_ids), end_ids, prompt_text[-48:], switch, from_template)
+
+
+def encode_training_example(tokenizer, row, style: PromptStyle = PromptStyle(), max_prompt_tokens: int | None = None,
+                            max_answer_tokens: int | None = None) -> dict:
+    """``input_ids`` and ``completion_mask`` for one training row: the inference prompt's ids, then the answer
+    letter's token and the template's end-of-turn tokens (the loss falls on exactly these); and whether the
+    question was shortened (``question_shortened``) or the answer cut (``answer_cut``) to fit."""
+    slot = find_answer_slot(tokenizer, style)
+    answer = str(row[ANSWER_COLUMN])
+    if answer not in LETTERS:
+        raise ValueError(f"answer {answer!r} is not one of {', '.join(LETTERS)}")
+    prompt_ids, shortened = encode_prompt_checked(tokenizer, row, style, max_prompt_tokens)
+    completion_ids = [slot.letter_ids[LETTERS.index(answer)], *slot.end_ids]
+    cut = max_answer_tokens is not None and len(completion_ids) > max_answer_tokens
+    if cut:
+        completion_ids = completion_ids[:max_answer_tokens]
+    return {"input_ids": prompt_ids + completion_ids,
+            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+            "question_shortened": shortened, "answer_cut": cut}
+
+
+def stop_token_ids(tokenizer, model=None, style: PromptStyle = PromptStyle()) -> list[int]:
+    """What generation stops at: the template's end-of-turn token, EOS, pad and the model's own stop ids."""
+    stops = [*find_answer_slot(tokenizer, style).end_ids[-1:], tokenizer.eos_token_id, tokenizer.pad_token_id]
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    stops += configured if isinstance(configured, list) else [configured]
+    return list(dict.fromkeys(t for t in stops if t is not None))
+
+
+@dataclass
+class SlotArguments(PromptOptions):
+    model_name_or_path: str = field(default="", metadata={"help": "model directory or hub id whose tokenizer and "
+                                                                  "chat template to check"})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from trl import TrlParser
+
+    from mcqtune.model.loading import load_tokenizer
+
+    (args,) = parse_with(TrlParser((SlotArguments,)), argv)
+    if not args.model_name_or_path:
+        raise UserError("--model_name_or_path is required")
+    tokenizer = load_tokenizer(args.model_name_or_path, chat_template=args.chat_template)
+    print(find_answer_slot(tokenizer, args.prompt_style).describe(tokenizer, args.prompt_style))
+    return 0

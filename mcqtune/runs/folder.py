@@ -1,0 +1,156 @@
+"""One run per folder: an exclusive lock held for the whole run, earlier outputs set aside, files written whole.
+
+* ``RunLock`` — ``fcntl.flock`` on ``<folder>/.mcq-run.lock``. The kernel releases it when the process ends,
+  however it ends (``kill -9`` too), so a lock is never stale; a second run on the same folder stops at once
+  with one line naming the holder.
+* ``set_aside`` — a fresh run moves what an earlier run left under the names it will write (adapter, summary,
+  submission, report ...) into ``<folder>/previous-<time>/`` first: a run that fails never leaves another
+  run's model or answers under its own name, and nothing is deleted.
+* ``write_atomic`` — written beside the target, flushed to disk, then renamed over it: an interrupted write
+  never replaces a good file with half of one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+from mcqtune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".mcq-run.lock"
+
+
+class FolderInUse(UserError):
+    """Another run holds the folder's lock."""
+
+
+class RunLock:
+    """Exclusive lock on a run folder for the lifetime of the ``with`` block (or until ``release``)."""
+
+    def __init__(self, folder: str | Path, name: str = LOCK_NAME, what: str | Path | None = None):
+        self.folder = Path(folder)
+        self.path = self.folder / name
+        self.what = str(what or folder)  # what the message says is in use
+        self._handle = None
+
+    def acquire(self) -> "RunLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise FolderInUse(f"{self.what} is in use by another run ({holder}); wait for it to finish, or give "
+                              "this run another --output_dir / --output_file") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                     f"{' '.join(sys.argv)[:300]}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> "RunLock":
+        return self if self._handle is not None else self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_run_folder(folder: str | Path, rank: int = 0, world: int = 1) -> RunLock:
+    """Every process of a run locks its part of the folder (rank 0 the folder itself); if any cannot, all stop
+    with the holder's name, so a launch of several processes never half-starts."""
+    from mcqtune.runs.distributed import gather_to_all
+
+    lock = RunLock(folder, LOCK_NAME if rank == 0 else f".mcq-run.rank{rank}.lock")
+    try:
+        lock.acquire()
+        problem = None
+    except FolderInUse as err:
+        problem = str(err)
+    problems = [p for p in gather_to_all(problem, world) if p]
+    if problems:
+        lock.release()
+        raise FolderInUse(problems[0])
+    return lock
+
+
+def unique_path(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3`` ... whichever does not exist yet (set-aside names never collide)."""
+    if not path.exists():
+        return path
+    number = 2
+    while path.with_name(f"{path.name}-{number}").exists():
+        number += 1
+    return path.with_name(f"{path.name}-{number}")
+
+
+def set_aside(folder: str | Path, names: Iterable[str | Path], reason: str) -> Path | None:
+    """Move each of ``names`` that exists (relative to ``folder``, or absolute) into one new
+    ``<folder>/previous-<time>/``; returns that folder, or None when there was nothing to move."""
+    folder = Path(folder)
+    present = [Path(n) if Path(n).is_absolute() else folder / n for n in names]
+    present = [p for p in present if p.exists() or p.is_symlink()]
+    if not present:
+        return None
+    aside = unique_path(folder / time.strftime("previous-%Y%m%d-%H%M%S"))
+    aside.mkdir(parents=True)
+    for path in present:
+        os.replace(path, unique_path(aside / path.name))
+    logger.warning("%s: %s; moved %s to %s", folder, reason, ", ".join(p.name for p in present), aside)
+    return aside
+
+
+def fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_csv_atomic(frame, path: str | Path) -> Path:
+    return write_atomic(path, frame.to_csv(index=False))
+
+
+def write_json_atomic(data: dict, path: str | Path) -> Path:
+    return write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (the same path, a link, or a hard link to it)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()

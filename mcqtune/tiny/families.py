@@ -1,0 +1,157 @@
+"""Tiny random models of other chat-model families, each with its family's chat template and special tokens.
+
+    mcq-tune tiny outputs/tiny-llama --family llama3      # the CLI lives in write.py
+
+The token vocabulary is Qwen2.5's byte-level BPE (the only real vocabulary available offline, and one that
+writes Chinese well); on top of it each family gets its own special tokens, BOS/EOS/pad, BOS-on-encode
+behaviour and the chat template its instruct models ship (configs/chat_templates/). The model classes are
+transformers' own (Qwen3, Llama, Gemma 2, Gemma 3, Mistral), so whatever a family does differently in its
+forward pass (q/k norms, embedding scaling, logit soft-capping, sliding windows) is exercised as it is.
+``qwen3-14b`` is Qwen3-14B's published shape with random weights, for speed and memory measurements.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcqtune.config_files import chat_template_dir
+from mcqtune.tiny.qwen import FIRST_SPECIAL_ID, QWEN25_ADDED_TOKENS, build_qwen_tokenizer, qwen_bpe
+
+TEMPLATES = chat_template_dir()
+TINY = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=4096, initializer_range=0.1)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a family's tokenizer and model look like, as far as training and answering can tell."""
+
+    config_class: str
+    model_class: str
+    template: str  # file under configs/chat_templates/
+    added_tokens: tuple[tuple[str, bool], ...]  # (text, special) in id order from FIRST_SPECIAL_ID
+    bos: str | None
+    eos: str
+    pad: str
+    stops: tuple[str, ...]  # generation_config.eos_token_id, as the family's instruct models set it
+    add_bos: bool = False  # encode(add_special_tokens=True) prepends BOS, as Llama/Gemma/Mistral tokenizers do
+    tiny: dict = field(default_factory=dict)  # config fields of the tiny shape beyond TINY
+
+
+FAMILIES = {
+    "qwen3": Family("Qwen3Config", "Qwen3ForCausalLM", "qwen3.jinja",
+                    QWEN25_ADDED_TOKENS + (("<tool_response>", False), ("</tool_response>", False),
+                                           ("<think>", False), ("</think>", False)),
+                    bos=None, eos="<|im_end|>", pad="<|endoftext|>", stops=("<|im_end|>", "<|endoftext|>"),
+                    tiny=dict(head_dim=32, tie_word_embeddings=True)),
+    "llama3": Family("LlamaConfig", "LlamaForCausalLM", "llama3.1.jinja",
+                     (("<|begin_of_text|>", True), ("<|end_of_text|>", True), ("<|start_header_id|>", True),
+                      ("<|end_header_id|>", True), ("<|eot_id|>", True), ("<|eom_id|>", True),
+                      ("<|python_tag|>", True), ("<|finetune_right_pad_id|>", True)),
+                     bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>",
+                     stops=("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"), add_bos=True,
+                     tiny=dict(tie_word_embeddings=True)),
+    "gemma2": Family("Gemma2Config", "Gemma2ForCausalLM", "gemma2.jinja",
+                     (("<pad>", True), ("<eos>", True), ("<bos>", True), ("<unk>", True),
+                      ("<start_of_turn>", True), ("<end_of_turn>", True)),
+                     bos="<bos>", eos="<eos>", pad="<pad>", stops=("<eos>", "<end_of_turn>"), add_bos=True,
+                     tiny=dict(head_dim=32, query_pre_attn_scalar=32, sliding_window=64,
+                               final_logit_softcapping=30.0, attn_logit_softcapping=50.0)),
+    "gemma3": Family("Gemma3TextConfig", "Gemma3ForCausalLM", "gemma3.jinja",
+                     (("<pad>", True), ("<eos>", True), ("<bos>", True), ("<unk>", True),
+                      ("<start_of_turn>", True), ("<end_of_turn>", True)),
+                     bos="<bos>", eos="<eos>", pad="<pad>", stops=("<eos>", "<end_of_turn>"), add_bos=True,
+                     tiny=dict(head_dim=32, query_pre_attn_scalar=32, sliding_window=64, sliding_window_pattern=2)),
+    "mistral": Family("MistralConfig", "MistralForCausalLM", "mistral-v0.2.jinja",
+                      (("<unk>", True), ("<s>", True), ("</s>", True), ("[INST]", True), ("[/INST]", True)),
+                      bos="<s>", eos="</s>", pad="<unk>", stops=("</s>",), add_bos=True,
+                      tiny=dict(head_dim=32, tie_word_embeddings=True)),
+}
+
+# Qwen3-14B's published config (random weights stand in for the real ones in speed and memory runs).
+QWEN3_14B = dict(hidden_size=5120, intermediate_size=17408, num_hidden_layers=40, num_attention_heads=40,
+                 num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
+                 rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, initializer_range=0.02,
+                 hidden_act="silu", attention_bias=False)
+
+
+def family_names() -> list[str]:
+    return sorted(FAMILIES)
+
+
+def build_family_tokenizer(name: str):
+    """Qwen2.5's BPE with the family's special tokens, template and BOS handling, built offline."""
+    from tokenizers import AddedToken, processors
+
+    family = FAMILIES[name]
+    if name == "qwen3":  # Qwen3 extends Qwen2.5's tokenizer by four added tokens
+        tokenizer = build_qwen_tokenizer(added_tokens=family.added_tokens)
+    else:
+        from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+
+        vocab, merges = qwen_bpe()
+        vocab.update({text: FIRST_SPECIAL_ID + i for i, (text, _) in enumerate(family.added_tokens)})
+        tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=family.bos,
+                                   eos_token=family.eos, pad_token=family.pad, errors="replace",
+                                   model_max_length=131072, clean_up_tokenization_spaces=False)
+        tokenizer.add_tokens([AddedToken(text, special=special, normalized=False)
+                              for text, special in family.added_tokens])
+    for i, (text, _) in enumerate(family.added_tokens):
+        if tokenizer.convert_tokens_to_ids(text) != FIRST_SPECIAL_ID + i:
+            raise RuntimeError(f"{name}: special token {text} did not land on id {FIRST_SPECIAL_ID + i}")
+    if family.add_bos:
+        bos_id = tokenizer.convert_tokens_to_ids(family.bos)
+        tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{family.bos}:0 $A:0", pair=f"{family.bos}:0 $A:0 {family.bos}:1 $B:1",
+            special_tokens=[(family.bos, bos_id)])
+    tokenizer.chat_template = (TEMPLATES / family.template).read_text()
+    return tokenizer
+
+
+def build_family_config(name: str, shape: str = "tiny", **overrides):
+    import transformers
+
+    family = FAMILIES[name]
+    ids = {text: FIRST_SPECIAL_ID + i for i, (text, _) in enumerate(family.added_tokens)}
+    vocab = FIRST_SPECIAL_ID + len(family.added_tokens)
+    if shape == "qwen3-14b":
+        if name != "qwen3":
+            raise ValueError("the qwen3-14b shape belongs to the qwen3 family")
+        fields = dict(QWEN3_14B)
+    elif shape == "tiny":
+        fields = {**TINY, "vocab_size": -(-vocab // 64) * 64, **family.tiny}
+    else:
+        known = "tiny or qwen3-14b" if name == "qwen3" else "tiny"
+        raise ValueError(f"unknown shape {shape!r} for {name}; choose {known}")
+    special = dict(bos_token_id=ids.get(family.bos) if family.bos else None, eos_token_id=ids[family.eos],
+                   pad_token_id=ids[family.pad])
+    return getattr(transformers, family.config_class)(**{**fields, **special, **overrides})
+
+
+def write_tiny_family(out_dir: str | Path, name: str, shape: str = "tiny", seed: int = 0, dtype: str = "float32",
+                      tokenizer=None, **overrides) -> Path:
+    """Save a randomly initialised model of family ``name`` with its tokenizer (built unless given) as a model
+    directory."""
+    import torch
+    import transformers
+    from transformers import GenerationConfig
+
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(family_names())}")
+    family = FAMILIES[name]
+    out_dir = Path(out_dir)
+    config = build_family_config(name, shape, **overrides)
+    tokenizer = tokenizer or build_family_tokenizer(name)
+    torch.manual_seed(seed)
+    with torch.device("cuda" if shape != "tiny" and torch.cuda.is_available() else "cpu"):
+        model = getattr(transformers, family.model_class)(config).to(getattr(torch, dtype))
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, pad_token_id=config.pad_token_id, do_sample=False,
+        eos_token_id=[tokenizer.convert_tokens_to_ids(s) for s in family.stops])
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "tiny_qwen.json").write_text(json.dumps({"family": name, "shape": shape, "seed": seed, **overrides},
+                                                       indent=1))
+    return out_dir

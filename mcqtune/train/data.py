@@ -1,0 +1,118 @@
+"""Training rows: the competition file split (or a fold), extra sources added apart, tokenised for TRL.
+
+train_sft.py and cross_validation.py call these; the prompt and the answer tokens come from chat_template.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from mcqtune.model.chat_template import encode_training_example
+from mcqtune.data.questions import ANSWER_COLUMN, describe, load_mcq_csv
+from mcqtune.data.option_orders import augment_with_permutations
+
+logger = logging.getLogger("train_sft")
+
+
+def load_training_file(script_args):
+    """The validated training file (DataError names the file, line and column on failure)."""
+    return load_mcq_csv(script_args.train_file, require_answer=True, encoding=script_args.encoding, number_rows=True)
+
+
+def load_splits(script_args, seed: int, frame=None, val=None):
+    """Train and validation frames: ``val`` as given (a fold), else val_file, else a stratified split."""
+    frame = load_training_file(script_args) if frame is None else frame
+    if val is not None:
+        train = frame
+    elif script_args.val_file:
+        train, val = frame, load_mcq_csv(script_args.val_file, require_answer=True, encoding=script_args.encoding,
+                                         number_rows=True)
+    else:
+        train, val = split_train_val(frame, script_args.val_fraction, seed)
+    if script_args.max_train_samples:
+        train = train.head(script_args.max_train_samples)
+    train = add_extra_sources(train, val, script_args, seed)
+    if script_args.augment_permutations:
+        train = augment_with_permutations(train, script_args.augment_permutations, seed)
+    logger.info("train: %s", describe(train))
+    logger.info("validation: %s", describe(val))
+    return train, val
+
+
+def split_train_val(frame: pd.DataFrame, val_fraction: float = 0.1,
+                    seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified by answer letter and seeded: every letter keeps its share in both parts."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    val_parts = []
+    for _, group in frame.groupby(ANSWER_COLUMN, sort=True):
+        n_val = int(round(len(group) * val_fraction))
+        val_parts.append(group.sample(n=n_val, random_state=seed))
+    val = pd.concat(val_parts).sort_index()
+    train = frame.drop(index=val.index)
+    return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def add_extra_sources(train, val, script_args, seed: int):
+    """train_file's training rows plus each extra file's rows at its weight, with a ``source`` column; questions
+    that also appear in the validation rows are dropped from the extra rows (they would leak), and counted."""
+    if not script_args.extra_train_files:
+        return train
+    seen = set(val["question"].str.strip())
+    parts = [train.assign(source=script_args.train_file)]
+    for number, path in enumerate(script_args.extra_train_files):
+        weight = script_args.extra_train_weights[number] if number < len(script_args.extra_train_weights) else 1.0
+        extra = load_mcq_csv(path, require_answer=True, encoding=script_args.encoding, number_rows=True)
+        leaking = extra["question"].str.strip().isin(seen)
+        repeated = extra["question"].str.strip().isin(set(train["question"].str.strip()))
+        logger.info("%s: %d rows, weight %g; %d of its questions are also in train_file's training rows; %d in the "
+                    "validation rows are left out", path, len(extra), weight, int(repeated.sum()), int(leaking.sum()))
+        extra = sample_rows(extra[~leaking], weight, seed + number)
+        parts.append(extra.assign(ID=[f"{path}#{i}" for i in extra["ID"]], source=path))
+    return pd.concat(parts, ignore_index=True)
+
+
+def sample_rows(frame: pd.DataFrame, weight: float, seed: int = 42) -> pd.DataFrame:
+    """``weight`` x the rows: every row int(weight) times, plus a seeded sample for the fractional part."""
+    whole, part = int(weight), weight - int(weight)
+    copies = [frame] * whole + ([frame.sample(n=int(round(part * len(frame))), random_state=seed)] if part else [])
+    return pd.concat(copies, ignore_index=True) if copies else frame.iloc[:0]
+
+
+def build_datasets(tokenizer, train, val, script_args, counts: dict | None = None):
+    """Pre-tokenised datasets (input_ids + completion_mask): TRL builds answer-only labels from the mask.
+    ``counts`` (if given) receives how many rows had their question shortened or their answer cut, per split."""
+    from datasets import Dataset
+
+    def encode(frame, split):
+        rows = [encode_training_example(tokenizer, row, script_args.prompt_style, script_args.max_prompt_tokens,
+                                        script_args.max_answer_tokens) for _, row in frame.iterrows()]
+        shortened, cut = sum(r.pop("question_shortened") for r in rows), sum(r.pop("answer_cut") for r in rows)
+        if counts is not None:
+            counts[split] = {"rows": len(rows), "question_shortened": shortened, "answer_cut": cut,
+                             "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / max(len(rows), 1), 1)}
+            if "source" in frame:
+                counts[split]["by_source"] = {str(k): int(v) for k, v in frame["source"].value_counts().items()}
+        if shortened:
+            logger.warning("%s: %d of %d questions were longer than max_prompt_tokens %d and were shortened (the "
+                           "options are kept)", split, shortened, len(rows), script_args.max_prompt_tokens)
+        if cut:
+            logger.warning("%s: %d answers were cut at max_answer_tokens %d", split, cut, script_args.max_answer_tokens)
+        return Dataset.from_list(rows)
+
+    return encode(train, "train"), encode(val, "validation")
+
+
+def check_nothing_dropped(trainer, train_ds, val_ds) -> None:
+    """TRL filters and truncates datasets on its own; a row lost there would be trained on silently less."""
+    kept = len(trainer.train_dataset)
+    if kept != len(train_ds):
+        raise RuntimeError(f"TRL kept {kept} of {len(train_ds)} training rows; nothing may be dropped silently")
+    if trainer.eval_dataset is not None and len(trainer.eval_dataset) != len(val_ds):
+        raise RuntimeError(f"TRL kept {len(trainer.eval_dataset)} of {len(val_ds)} validation rows")
+    longest = max(len(ids) for ids in trainer.train_dataset["input_ids"])
+    original = max(len(ids) for ids in train_ds["input_ids"])
+    if longest != original:
+        raise RuntimeError(f"TRL cut training rows from {original} to {longest} tokens")

@@ -1,0 +1,135 @@
+"""The options of `mcq-tune train` (train_sft.py): the dataclass, the parser, and the checks that need no data.
+
+Every option can come from a YAML config or the command line (the command line wins); the recipe's Trainer
+defaults are in the shipped ``defaults.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from mcqtune.config_files import config_dir
+from mcqtune.data.questions import PromptOptions, check_prompt_options
+from mcqtune.errors import ConfigError
+from mcqtune.model.options import LoraOptions, WeightOptions, check_lora_options
+
+logger = logging.getLogger("train_sft")
+
+
+# Dataclass fields (and --help) follow the bases in reverse: the prompt's, the weights', LoRA's, then these.
+@dataclass
+class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
+    train_file: str = field(default="", metadata={"help": "competition CSV with an answer column"})
+    val_file: str | None = field(default=None, metadata={"help": "validation CSV; default: split train_file"})
+    extra_train_files: list[str] = field(default_factory=list, metadata={
+        "help": "more labelled CSVs in the same layout (public MCQ sets ...), added to the training rows only: "
+                "validation and folds come from train_file, the one the leaderboard resembles"})
+    extra_train_weights: list[float] = field(default_factory=list, metadata={
+        "help": "per extra file, the share of its rows to use (0.5: a seeded half; 2: every row twice); default 1"})
+    val_fraction: float = field(default=0.1, metadata={"help": "share of train_file held out (stratified)"})
+    model_name_or_path: str = field(default="", metadata={"help": "local model directory or hub id"})
+    offload_embedding: bool = field(default=False, metadata={
+        "help": "keep the input embedding table in host RAM, only looked-up rows go to the GPU (a lower GPU peak, "
+                "bench/RESULTS.md; unsloth backend, one training process; not used with several)"})
+    max_answer_tokens: int = field(default=48, metadata={"help": "answer tokens kept (letter + <|im_end|>)"})
+    loss: str = field(default="answer", metadata={
+        "help": "answer: cross-entropy of the answer tokens over the whole vocabulary (TRL's loss); letters: "
+                "cross-entropy among A-D only, at the answer position, which is what the scorer reads: no gradient "
+                "is spent on the rest of the vocabulary or <|im_end|> (one training process)",
+        "choices": ["answer", "letters"]})
+    augment_permutations: int = field(default=0, metadata={"help": "extra copies of each row, options shuffled"})
+    export: str = field(default="adapter", metadata={"help": "adapter | merged (adapter + merged 16-bit weights)",
+                                                     "choices": ["adapter", "merged"]})
+    merged_dtype: str | None = field(default=None, metadata={"help": "dtype of merged weights (default: the base "
+                                                                     "model's own; bfloat16, float16, float32)"})
+    early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement"})
+    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
+    keep_effective_batch: bool = field(default=True, metadata={"help": "on N GPUs divide gradient_accumulation_steps "
+                                                                      "by N so the effective batch stays the same"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
+    encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8 (gb18030, big5)"})
+    folds: int = field(default=1, metadata={"help": "k-fold: train K adapters into <output_dir>/fold-<i>/, each "
+                                                    "validated on its own fold; out-of-fold predictions and "
+                                                    "cv_report.md at the end"})
+    fold: int | None = field(default=None, metadata={"help": "with --folds K: train only fold i (0..K-1), e.g. "
+                                                             "one fold per GPU or machine"})
+
+
+def recipe_defaults() -> dict:
+    """The recipe's SFTConfig overrides (defaults.yaml, package data)."""
+    import yaml
+
+    return yaml.safe_load((config_dir() / "defaults.yaml").read_text(encoding="utf-8"))
+
+
+def make_parser():
+    from trl import SFTConfig, TrlParser
+
+    parser = TrlParser((ScriptArguments, SFTConfig))
+    parser.set_defaults(**recipe_defaults())
+    return parser
+
+
+def check_config(script_args: ScriptArguments, training_args) -> None:
+    """Fail on impossible settings with one sentence, before any data or model is loaded."""
+    problems = []
+    if not script_args.train_file:
+        problems.append("train_file is required")
+    if not script_args.model_name_or_path:
+        problems.append("model_name_or_path is required")
+    if not 0 < script_args.val_fraction < 1 and not script_args.val_file:
+        problems.append(f"val_fraction must be between 0 and 1, got {script_args.val_fraction}")
+    problems += check_lora_options(script_args)
+    problems += check_prompt_options(script_args)
+    if script_args.folds < 1 or (script_args.fold is not None and not 0 <= script_args.fold < script_args.folds):
+        problems.append(f"folds must be >= 1 and fold in 0..folds-1, got folds {script_args.folds}, fold "
+                        f"{script_args.fold}")
+    if len(script_args.extra_train_weights) > len(script_args.extra_train_files) or \
+            any(w <= 0 for w in script_args.extra_train_weights):
+        problems.append("extra_train_weights: one positive number per extra_train_files entry")
+    if script_args.folds > 1 and script_args.val_file:
+        problems.append("with --folds the validation rows are the folds of train_file: leave out val_file")
+    if script_args.max_answer_tokens < 2:
+        problems.append(f"max_answer_tokens must be >= 2 (the letter and the end of the turn), got "
+                        f"{script_args.max_answer_tokens}")
+    if training_args.per_device_train_batch_size < 1 or training_args.gradient_accumulation_steps < 1:
+        problems.append("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
+    if getattr(training_args, "padding_free", False) or getattr(training_args, "packing", False):
+        problems.append("padding_free / packing put several questions into one sequence, which is right only with "
+                        "FlashAttention's variable-length kernels; this recipe runs PyTorch's SDPA attention, where "
+                        "the questions would attend to each other. To cut padding use --train_sampling_strategy "
+                        "group_by_length instead")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def fit_max_length(script_args: ScriptArguments, training_args) -> None:
+    """TRL's max_length follows the prompt and answer limits, so TRL never cuts a row that this script built."""
+    wanted = script_args.max_prompt_tokens + script_args.max_answer_tokens
+    if getattr(training_args, "max_length", None) != wanted:
+        logger.info("max_length %s -> %d (max_prompt_tokens + max_answer_tokens)", training_args.max_length, wanted)
+        training_args.max_length = wanted
+
+
+def scale_for_processes(script_args: ScriptArguments, training_args) -> None:
+    """Data-parallel on N GPUs: keep micro-batch x accumulation x N equal to the single-GPU recipe."""
+    world = training_args.world_size
+    launched = int(os.environ.get("WORLD_SIZE", 1))
+    if launched > 1 and world != launched:
+        raise ConfigError(f"launched as {launched} processes but the Trainer runs {world} (data parallelism needs "
+                          "one GPU per process); without GPUs train in one process")
+    if world <= 1 or not script_args.keep_effective_batch:
+        return
+    micro, accumulation = training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps
+    effective = micro * accumulation
+    if effective % world:
+        logger.warning("the effective batch %d cannot be split over %d processes: it grows to %d", effective, world,
+                       micro * accumulation * world)
+        return
+    share = effective // world  # samples each process contributes to one optimiser step
+    micro = next(m for m in range(min(micro, share), 0, -1) if share % m == 0)
+    training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps = micro, share // micro
+    logger.info("%d processes: micro-batch %d x accumulation %d per process (effective batch %d unchanged)", world,
+                micro, share // micro, effective)

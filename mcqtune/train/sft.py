@@ -1,0 +1,47 @@
+"""Fine-tune a chat model on single-choice questions with LoRA; keep the checkpoint with the best accuracy.
+
+    mcq-tune train --config qwen2.5-14b-4090.yaml --train_file train.csv
+    python train_sft.py --config demo-cpu.yaml --train_file data/sample/train.csv --output_dir outputs/demo
+
+Every option can come from the YAML file or the command line (the command line wins); `--help` lists them.
+The backend (`unsloth`: 4-bit NF4 with Unsloth's fused LoRA kernels; `hf`: plain transformers + peft +
+bitsandbytes, the reference recipe) is chosen before trl/transformers are imported. The output directory
+ends up holding the LoRA adapter (`adapter/`), optionally merged 16-bit weights (`merged/`), Trainer
+checkpoints (`checkpoint-*`, for `--resume`), `training_summary.json` and `training_curves.png`. With
+`--folds K` each fold is a run of its own process (folds.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from mcqtune.errors import ConfigError, parse_with
+from mcqtune.model.loading import peek_backend, select_backend
+from mcqtune.train.data import load_splits
+from mcqtune.train.folds import train_folds
+from mcqtune.train.options import ScriptArguments, check_config, fit_max_length, make_parser, scale_for_processes
+from mcqtune.train.run import train_locked
+
+logger = logging.getLogger("train_sft")
+
+
+def main(script_args: ScriptArguments, training_args, backend: str | None = None) -> dict:
+    """Validate, lock the output folder, load, train, export, summarise. Returns training_summary.json's content
+    (with --folds, the k-fold driver's summary of all folds)."""
+    check_config(script_args, training_args)
+    scale_for_processes(script_args, training_args)
+    fit_max_length(script_args, training_args)
+    backend = select_backend(backend or script_args.backend)
+    if script_args.folds > 1:
+        return train_folds(script_args, training_args, backend)
+    train, val = load_splits(script_args, training_args.seed)
+    return train_locked(script_args, training_args, backend, train, val)
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    backend = select_backend(peek_backend(argv))
+    script_args, training_args = parse_with(make_parser(), argv, ConfigError)
+    main(script_args, training_args, backend)
+    return 0

@@ -1,0 +1,67 @@
+"""infer_setup: every problem with the options is named in one ConfigError before anything is loaded; a k-fold
+training folder answers as the average of its fold adapters."""
+
+import pytest
+
+from mcqtune.answering.infer import InferArguments
+from mcqtune.errors import ConfigError
+from mcqtune.answering.setup import adapter_names, check_args, expand_fold_run
+
+
+def test_every_problem_with_the_options_is_named_in_one_error(tmp_path):
+    args = InferArguments(output_file=str(tmp_path / "s.csv"), permutations=5, batch_size=0, max_new_tokens=0,
+                          debias_sample=0)
+    with pytest.raises(ConfigError) as caught:
+        check_args(args)
+    problems = str(caught.value).split("; ")
+    assert problems == ["test_file is required", "model_path is required", "permutations must be 1-4, got 5",
+                        "batch_size must be >= 1", "max_new_tokens must be >= 1", "debias_sample must be >= 1, got 0"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mode": "generate", "permutations": 2}, "apply to score mode only"),
+    ({"mode": "generate", "debias_letters": True}, "apply to score mode only"),
+    ({"rescore": "first_run", "rescore_fraction": 0}, "rescore needs score mode and 0 < rescore_fraction <= 1"),
+    ({"output_file": "no-such-folder/s.csv"}, "the folder of output_file does not exist"),
+])
+def test_options_that_cannot_go_together_are_refused(tmp_path, monkeypatch, options, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "test.csv").write_text("ID,question\n", encoding="utf-8")
+    args = InferArguments(**{"test_file": "test.csv", "model_path": "model", "output_file": "s.csv", **options})
+    with pytest.raises(ConfigError, match=message):
+        check_args(args)
+
+
+def test_the_submission_may_not_overwrite_the_test_file(tmp_path):
+    test_file = tmp_path / "test.csv"
+    test_file.write_text("ID,question\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="would overwrite the input"):
+        check_args(InferArguments(test_file=str(test_file), model_path="m", output_file=str(test_file)))
+    assert test_file.read_text(encoding="utf-8") == "ID,question\n"
+
+
+def test_a_kfold_folder_becomes_its_fold_adapters_in_fold_order(tmp_path):
+    for fold in (1, 0, 10):
+        (tmp_path / f"fold-{fold}" / "adapter").mkdir(parents=True)
+        (tmp_path / f"fold-{fold}" / "adapter" / "adapter_config.json").write_text("{}")
+    args = expand_fold_run(InferArguments(model_path=str(tmp_path), ensemble=["extra"]))
+    assert args.model_path == str(tmp_path / "fold-0" / "adapter")
+    assert args.ensemble == [str(tmp_path / "fold-1" / "adapter"), str(tmp_path / "fold-10" / "adapter"), "extra"]
+    assert adapter_names(args) == ["default", "ensemble_0", "ensemble_1", "ensemble_2"]
+    plain = InferArguments(model_path=str(tmp_path / "fold-0" / "adapter"))
+    assert expand_fold_run(plain) is plain and adapter_names(plain) == [None]
+
+
+def test_the_parser_identity_covers_its_rules_and_its_grammar(tmp_path, monkeypatch):
+    from mcqtune.answering import grammar as answer_grammar
+    from mcqtune.answering import parser as answer_parser
+    from mcqtune.answering.setup import parser_identity
+
+    before = parser_identity()
+    assert parser_identity() == before
+    for module in (answer_parser, answer_grammar):  # an edited copy of either file is another parser
+        copy = tmp_path / f"{module.__name__}.py"
+        copy.write_text(open(module.__file__, encoding="utf-8").read() + "\n# edited\n", encoding="utf-8")
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "__file__", str(copy))
+            assert parser_identity() != before

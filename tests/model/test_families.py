@@ -1,0 +1,256 @@
+"""Other chat-model families (Qwen3 with thinking off, Llama 3.1, Gemma 2 and 3, Mistral): the tokens in front of
+the answer are the same in training and answering, the answer slot is checked, and each family trains, scores,
+generates, resumes and merges on a tiny model of its own class and template."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mcqtune.model.chat_template import TemplateError, encode_training_example, find_answer_slot
+from tests.helpers import train_args
+from mcqtune.data.questions import LETTERS, PINNED_DATE, PromptStyle, build_messages, encode_prompt, load_mcq_csv, render_chat
+from mcqtune.tiny.families import FAMILIES, build_family_tokenizer, family_names, write_tiny_family
+
+NO_SYSTEM_TURN = {"gemma2", "mistral"}  # their templates refuse a system message
+
+
+def style_for(family: str, **changes) -> PromptStyle:
+    return PromptStyle(**({"system_prompt": None} if family in NO_SYSTEM_TURN else {}), **changes)
+
+
+def system_flags(family: str) -> dict:
+    return {"system_prompt": ""} if family in NO_SYSTEM_TURN else {}
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    return {name: build_family_tokenizer(name) for name in family_names()}
+
+
+@pytest.fixture(scope="module")
+def sample_rows(sample_dir):
+    return load_mcq_csv(sample_dir / "train.csv", require_answer=True).head(6)
+
+
+@pytest.mark.parametrize("family", family_names())
+def test_training_tokens_are_the_prompt_then_the_templates_own_answer(family, tokenizers, sample_rows):
+    tokenizer, style = tokenizers[family], style_for(family)
+    slot = find_answer_slot(tokenizer, style)
+    for letter in LETTERS:
+        row = {**sample_rows.iloc[0].to_dict(), "answer": letter}
+        example = encode_training_example(tokenizer, row, style)
+        prompt = encode_prompt(tokenizer, row, style)
+        n = len(prompt)
+        assert example["input_ids"][:n] == prompt  # what infer.py scores and generates from
+        assert example["completion_mask"] == [0] * n + [1] * (len(example["input_ids"]) - n)
+        completion = example["input_ids"][n:]
+        assert tokenizer.decode(completion[:1]) == letter and completion[0] == slot.letter_ids[LETTERS.index(letter)]
+        # the conversation as the template itself renders it, answer included, holds exactly these tokens
+        full = render_chat(tokenizer, build_messages(row, style, with_answer=True), style, add_generation_prompt=False)
+        assert tokenizer.encode(full, add_special_tokens=False)[:len(example["input_ids"])] == example["input_ids"]
+        assert "<think>" not in tokenizer.decode(completion)  # the loss is never on think tags
+    end = tokenizer.decode(list(slot.end_ids))
+    assert end == {"qwen3": "<|im_end|>", "llama3": "<|eot_id|>", "gemma2": "<end_of_turn>",
+                   "gemma3": "<end_of_turn>", "mistral": "</s>"}[family]
+
+
+def test_qwen3_scores_after_the_empty_think_block_and_refuses_thinking_on(tokenizers):
+    tokenizer = tokenizers["qwen3"]
+    slot = find_answer_slot(tokenizer, PromptStyle())
+    assert slot.thinking_switch and slot.prompt_tail.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    with pytest.raises(TemplateError, match="<think>.*enable_thinking false"):
+        find_answer_slot(tokenizer, PromptStyle(enable_thinking=True))
+
+
+def test_templates_without_a_thinking_switch_say_so(tokenizers):
+    for family in ("llama3", "gemma3", "mistral"):
+        assert not find_answer_slot(tokenizers[family], style_for(family)).thinking_switch
+
+
+@pytest.mark.parametrize("family", sorted(NO_SYSTEM_TURN))
+def test_a_template_that_refuses_a_system_turn_says_how_to_fix_it(family, tokenizers):
+    with pytest.raises(TemplateError, match="--system_prompt ''"):
+        find_answer_slot(tokenizers[family], PromptStyle())
+
+
+def test_a_date_reading_template_renders_the_pinned_date(qwen_tokenizer):
+    import copy
+    import datetime
+
+    tokenizer = copy.deepcopy(qwen_tokenizer)
+    tokenizer.chat_template = (  # Llama 3.2's date logic around a ChatML body
+        "{%- if not date_string is defined %}{%- if strftime_now is defined %}"
+        "{%- set date_string = strftime_now('%d %b %Y') %}{%- else %}{%- set date_string = 'x' %}{%- endif %}"
+        "{%- endif %}<|im_start|>system\nToday Date: {{ date_string }}<|im_end|>\n"
+        "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endfor %}"
+        "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}")
+    text = render_chat(tokenizer, [{"role": "user", "content": "问"}], PromptStyle())
+    assert f"Today Date: {PINNED_DATE}" in text
+    today = datetime.date.today().strftime("%d %b %Y")
+    assert today not in text or today == PINNED_DATE
+
+
+CHATML_USER = ("{% for m in messages %}{% if m.role == 'user' %}<|im_start|>user\n{{ m.content }}<|im_end|>\n"
+               "{% elif m.role == 'assistant' %}<|im_start|>assistant\n{{ ANSWER }}{{ END }}{% endif %}"
+               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{{ GEN }}{% endif %}")
+
+
+def template(answer="{{ m.content }}", end="<|im_end|>\n", gen=""):
+    return CHATML_USER.replace("{{ ANSWER }}", answer).replace("{{ END }}", end).replace("{{ GEN }}", gen)
+
+
+@pytest.mark.parametrize("chat_template,message", [
+    (template(answer="答案：{{ m.content }}"), "writes '答案：' between the generation prompt and the answer"),
+    (template(answer="Answer: {{ m.content }}", gen="Answer: "), "merges with the prompt's last token"),
+    (template(answer="{{ m.content | lower }}"), "renders the prompt differently|writes"),
+    (template(answer="{{ 'X' + m.content }}", gen="X"), "merges with the prompt's last token|not one token"),
+])
+def test_a_template_that_cannot_carry_the_answer_is_refused(qwen_tokenizer, chat_template, message):
+    import copy
+
+    tokenizer = copy.deepcopy(qwen_tokenizer)
+    tokenizer.chat_template = chat_template
+    with pytest.raises(TemplateError, match=message):
+        find_answer_slot(tokenizer, PromptStyle(system_prompt=None))
+
+
+def test_a_template_that_closes_nothing_gets_eos_and_says_so(qwen_tokenizer):
+    import copy
+
+    tokenizer = copy.deepcopy(qwen_tokenizer)
+    tokenizer.chat_template = template(end="")
+    slot = find_answer_slot(tokenizer, PromptStyle(system_prompt=None))
+    assert slot.end_ids == (tokenizer.eos_token_id,) and not slot.end_from_template
+    assert "EOS appended" in slot.describe(tokenizer, PromptStyle(system_prompt=None))
+
+
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory):
+    return {name: write_tiny_family(tmp_path_factory.mktemp(name), name) for name in family_names()}
+
+
+@pytest.mark.parametrize("family", family_names())
+def test_scores_are_the_models_own_next_token_probabilities(family, family_models, sample_rows):
+    """Scoring reads the output layer directly (and reuses the template prefix's keys and values): it must
+    give what the model's own forward gives, soft-capping (Gemma 2) and sliding windows included."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mcqtune.answering.scoring import score_frame
+
+    tokenizer = AutoTokenizer.from_pretrained(family_models[family])
+    model = AutoModelForCausalLM.from_pretrained(family_models[family], dtype=torch.float32).eval()
+    style = style_for(family)
+    letters = list(find_answer_slot(tokenizer, style).letter_ids)
+    with torch.no_grad():
+        expected = np.array([torch.softmax(model(torch.tensor([encode_prompt(tokenizer, row, style)])).logits[0, -1],
+                                           -1)[letters].numpy() for _, row in sample_rows.iterrows()])
+    expected = expected / expected.sum(1, keepdims=True)
+    for share_prefix in (True, False):
+        got = score_frame(model, tokenizer, sample_rows, style, batch_size=4, share_prefix=share_prefix)
+        np.testing.assert_allclose(got, expected, atol=2e-4)
+
+
+def test_the_tiny_families_are_their_own_classes(family_models):
+    import json
+
+    for name, path in family_models.items():
+        config = json.loads((path / "config.json").read_text())
+        assert config["architectures"] == [FAMILIES[name].model_class]
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", family_names())
+def test_family_trains_answers_resumes_and_merges(family, family_models, sample_dir, tmp_path):
+    from mcqtune.answering import infer
+    from mcqtune.train import run as train_run
+from mcqtune.train import sft as train_sft
+    from transformers import TrainerCallback
+
+    flags = [f"--{k}={v}" for k, v in system_flags(family).items()]
+    short = ["--max_steps", 4, "--save_steps", 2, "--eval_steps", 2, "--max_train_samples", 64, *flags]
+    whole = tmp_path / "whole"
+    summary = train_sft.main(*train_args(family_models[family], sample_dir / "train.csv", whole, *short,
+                                         "--export", "merged", "--merged_dtype", "float32"))
+    assert summary["steps"] == 4
+    assert all(np.isfinite(e["eval_loss"]) for e in summary["log_history"] if "eval_loss" in e)
+    slot = find_answer_slot(build_family_tokenizer(family), style_for(family))
+    assert summary["answer_slot"] == slot.describe(build_family_tokenizer(family), style_for(family))
+
+    class Stop(Exception):
+        pass
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise Stop
+
+    original = train_run.build_trainer
+
+    def build_interrupted(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.add_callback(Interrupt())
+        return trainer
+
+    resumed = tmp_path / "resumed"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_run, "build_trainer", build_interrupted)
+        with pytest.raises(Stop):
+            train_sft.main(*train_args(family_models[family], sample_dir / "train.csv", resumed, *short))
+    assert (resumed / "checkpoint-2").is_dir()
+    train_sft.main(*train_args(family_models[family], sample_dir / "train.csv", resumed, *short, "--resume", "true",
+                               "--export", "merged", "--merged_dtype", "float32"))
+    test_file = sample_dir / "test_no_answer.csv"
+    answers = {}
+    for name, model_path, mode in (("adapter", whole / "adapter", "score"), ("merged", whole / "merged", "score"),
+                                   ("generate", whole / "adapter", "generate")):
+        out = tmp_path / f"{name}.csv"
+        infer.main(infer.InferArguments(test_file=str(test_file), model_path=str(model_path), output_file=str(out),
+                                        batch_size=8, mode=mode, max_new_tokens=4, load_in_4bit=False,
+                                        **system_flags(family)))
+        submission = pd.read_csv(out, dtype=str)
+        assert list(submission["ID"]) == list(load_mcq_csv(test_file)["ID"])
+        answers[name] = submission
+    assert answers["adapter"]["answer"].isin(list(LETTERS)).all()
+    replies = pd.read_csv(tmp_path / "generate_run" / "predictions.csv", dtype=str, keep_default_na=False)
+    assert "raw" in replies and answers["generate"]["answer"].isin(list(LETTERS)).all()  # unreadable: scored
+    probs = {n: pd.read_csv(tmp_path / f"{n}_run" / "predictions.csv", dtype={"ID": str})
+             for n in ("adapter", "merged")}
+    cols = [f"p_{x}" for x in LETTERS]
+    np.testing.assert_allclose(probs["adapter"][cols].to_numpy(), probs["merged"][cols].to_numpy(), atol=1e-3)
+
+    from safetensors.torch import load_file
+
+    a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (whole, resumed))
+    assert a.keys() == b.keys()
+    gap = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert gap < 1e-6, f"a resumed run does not end with the uninterrupted run's adapter (largest difference {gap:.2g})"
+
+
+
+@pytest.mark.slow
+def test_a_qwen3_gguf_scores_like_transformers(family_models, sample_rows, tmp_path):
+    """llama.cpp's converter supports Qwen3: the GGUF of the tiny Qwen3 gives the letter logits of the model
+    (the other families' tiny tokenizers borrow Qwen's vocabulary, which the converter does not recognise under
+    their names, so their GGUF is not checked here)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mcqtune.export.gguf import convert_to_gguf
+
+    path = family_models["qwen3"]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    gguf = convert_to_gguf(path, tmp_path / "qwen3-f32.gguf", "f32")
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=1024, logits_all=True, verbose=False)
+    letters = list(find_answer_slot(tokenizer, PromptStyle()).letter_ids)
+    for _, row in sample_rows.iterrows():
+        ids = encode_prompt(tokenizer, row)
+        llm.reset()
+        llm.eval(ids)
+        with torch.no_grad():
+            expected = model(torch.tensor([ids])).logits[0, -1, letters].numpy()
+        np.testing.assert_allclose(np.asarray(llm.scores[llm.n_tokens - 1])[letters], expected, atol=2e-3, rtol=1e-3)

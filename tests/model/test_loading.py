@@ -1,0 +1,61 @@
+"""modeling: a failure to attach an adapter keeps its real cause in the message."""
+
+import peft
+import pytest
+import torch
+
+from mcqtune.model.loading import ModelLoadError, attach_adapter
+
+
+def test_adapter_out_of_memory_keeps_its_real_cause(random_adapter, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 MiB")
+
+    monkeypatch.setattr(peft.PeftModel, "from_pretrained", no_memory)
+    with pytest.raises(ModelLoadError, match="out of GPU memory while attaching") as caught:
+        attach_adapter(object(), random_adapter, "hf")
+    assert "does not fit" not in str(caught.value)
+
+
+def fake_hub_cache(root, repo_id: str) -> None:
+    """The hub cache's layout for one model: refs/main names a snapshot that holds config.json."""
+    folder = root / ("models--" + repo_id.replace("/", "--"))
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+    (folder / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (folder / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+
+
+def test_offline_hub_id_must_be_in_the_cache(tmp_path, monkeypatch):
+    """With HF_HUB_OFFLINE=1 a name that is neither a local folder nor cached stops with what to pass (a
+    mistyped local path such as outputs/tiny-qwen looks like a hub id); a cached one is accepted."""
+    from huggingface_hub import constants
+
+    from mcqtune.model.loading import check_model_source
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match="outputs/tiny-qwen is not a local folder, and it is not in the hub cache"):
+        check_model_source("outputs/tiny-qwen")
+    fake_hub_cache(tmp_path, "Qwen/Qwen2.5-14B-Instruct-1M")
+    check_model_source("Qwen/Qwen2.5-14B-Instruct-1M")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    check_model_source("outputs/tiny-qwen")  # online, a hub id is for the hub to answer
+
+
+def test_plain_peft_adapters_start_from_the_seed(tiny_model_dir):
+    """With the hf backend the adapters' random start comes from --seed, as Unsloth's random_state does: the same
+    seed gives the same start whatever used the random generator before, another seed another start."""
+    from mcqtune.model.options import LoraOptions
+    from mcqtune.model.loading import add_lora, load_base_model
+
+    def start(seed: int) -> dict:
+        model, _ = load_base_model(tiny_model_dir, "hf", load_in_4bit=False, training=True)
+        torch.rand(1000)  # what ran before in this process
+        peft_model = add_lora(model, "hf", LoraOptions(), gradient_checkpointing=False, seed=seed)
+        return {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_A" in n}
+
+    first, again, other = start(7), start(7), start(8)
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    assert not all(torch.equal(first[n], other[n]) for n in first)

@@ -1,0 +1,102 @@
+"""report.py: the subject chart draws the user's Chinese subject names, or numbers them, never empty boxes."""
+
+import io
+import logging
+import warnings
+
+import pandas as pd
+import pytest
+
+from mcqtune.reporting import report
+PER_SUBJECT = {"历史": 0.5, "高中物理": 0.75, "计算机科学": 0.25}
+
+
+def save_and_collect_glyph_warnings(fig) -> list[str]:
+    """Render the figure; matplotlib warns once per character its font has no glyph for (an empty box)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(io.BytesIO(), format="png")
+    report._pyplot().close(fig)
+    return [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+
+def tick_texts(fig) -> list[str]:
+    return [tick.get_text() for tick in fig.axes[0].get_yticklabels()]
+
+
+def labelled_frame(subject_header: str = "subject"):
+    frame = pd.DataFrame({
+        "ID": ["1", "2", "3", "4"], "question": ["q1", "q2", "q3", "q4"],
+        "option_A": ["a"] * 4, "option_B": ["b"] * 4, "option_C": ["c"] * 4, "option_D": ["d"] * 4,
+        "answer": ["A", "B", "C", "D"], subject_header: ["历史", "历史", "高中物理", "计算机科学"]})
+    predictions = pd.DataFrame({"ID": frame["ID"], "answer": ["A", "C", "C", "A"]})
+    return frame, predictions
+
+
+RUN = {"mode": "score", "test_file": "test.csv", "model_path": "m", "base_model": "b", "precision": "float32",
+       "startup_seconds": 1.0, "batch_size": 4, "processes": 1}
+
+
+def test_ascii_names_keep_the_default_font():
+    labels = report.label_subjects(["history", "physics"])
+    assert labels.font is None and not labels.numbered and labels.labels["history"] == "history"
+
+
+def test_without_a_cjk_font_the_bars_are_numbered_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(report, "candidate_fonts", lambda: [])
+    with caplog.at_level(logging.WARNING, logger="report"):
+        labels = report.label_subjects(list(PER_SUBJECT))
+    assert labels.numbered and labels.font is None
+    assert labels.labels == {"历史": "subject 1", "计算机科学": "subject 2", "高中物理": "subject 3"}  # name order
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1 and "pip install" in logged[0].getMessage()
+
+    fig = report.draw_subject_accuracy(PER_SUBJECT, labels)
+    assert sorted(tick_texts(fig)) == ["subject 1", "subject 2", "subject 3"]
+    assert save_and_collect_glyph_warnings(fig) == []
+
+
+def test_report_md_maps_the_numbers_to_the_names_when_no_font_draws_them(monkeypatch, caplog, tmp_path):
+    monkeypatch.setattr(report, "candidate_fonts", lambda: [])
+    frame, predictions = labelled_frame()
+    result = report.inference_report(frame, predictions, RUN, seconds=1.0, answered_now=4)
+    with caplog.at_level(logging.WARNING, logger="report"):
+        report.write_inference_report(result, predictions, frame, tmp_path)
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| subject 1 | 历史 | 50.00% |" in markdown and "| subject 3 | 高中物理 | 100.00% |" in markdown
+    assert (tmp_path / "accuracy_by_subject.png").is_file()
+
+
+def test_a_cjk_font_when_installed_draws_the_names_themselves():
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    font = report.find_font("历史")
+    if font is None:
+        pytest.skip(f"no CJK font on this machine ({report.FONT_HINT})")
+    charmap = FT2Font(font.path).get_charmap()
+    assert ord("历") in charmap and ord("史") in charmap
+    by_family = font_manager.findfont(font_manager.FontProperties(family=font.family), fallback_to_default=False)
+    assert report.font_covers(by_family, "历史")  # the family name matplotlib resolves has the glyphs too
+
+    labels = report.label_subjects(list(PER_SUBJECT))
+    assert not labels.numbered and labels.font is not None
+    fig = report.draw_subject_accuracy(PER_SUBJECT, labels)
+    assert sorted(tick_texts(fig)) == sorted(PER_SUBJECT)
+    assert {tick.get_fontproperties().get_file() for tick in fig.axes[0].get_yticklabels()} == {labels.font.path}
+    assert save_and_collect_glyph_warnings(fig) == []
+
+
+def test_the_default_chart_never_draws_empty_boxes(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report.plot_subject_accuracy(PER_SUBJECT, tmp_path / "subjects.png")
+    assert not [w for w in caught if "missing from font" in str(w.message)]
+
+
+@pytest.mark.parametrize("header", ["subject", "Subject", "SUBJECT", " Subject "])
+def test_accuracy_by_subject_reads_any_spelling_of_the_subject_header(header):
+    frame, predictions = labelled_frame(header)
+    result = report.inference_report(frame, predictions, RUN, seconds=1.0, answered_now=4)
+    assert result["accuracy_by_subject"] == {"历史": 0.5, "计算机科学": 0.0, "高中物理": 1.0}

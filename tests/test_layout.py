@@ -1,0 +1,120 @@
+"""The package's layout: imports run one way, down the floors listed in mcqtune/__init__.py; no module imports
+another in a circle; the library never imports a root script; the root holds only thin entry points."""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+PACKAGE = ROOT / "mcqtune"
+ROOT_SCRIPTS = {"train_sft", "infer", "mcq_dataset", "answer_parser", "export", "ensemble", "demo"}
+# Lower floors first; a module may import its own floor's modules (without a circle) and any floor below.
+FLOORS = [
+    {"mcqtune", "mcqtune.errors", "mcqtune.config_files"},
+    {"mcqtune.data", "mcqtune.tiny"},
+    {"mcqtune.runs"},
+    {"mcqtune.reporting"},
+    {"mcqtune.model"},
+    {"mcqtune.answering"},
+    {"mcqtune.export"},
+    {"mcqtune.train"},
+    {"mcqtune.ensemble"},
+    {"mcqtune.demo"},
+    {"mcqtune.cli", "mcqtune.__main__"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module of the package or the root that ``path`` imports, at module level or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names
+                         if (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/")).with_suffix(".py")
+                         .is_file() or (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/")).is_dir())
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.split(".")[0] == "mcqtune" or m in ROOT_SCRIPTS}
+
+
+def floor_of(module: str) -> int:
+    best = None
+    for level, names in enumerate(FLOORS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and (best is None or len(name) > best[1]):
+                best = (level, len(name))
+    assert best is not None, f"{module} is on no floor: add it to FLOORS"
+    return best[0]
+
+
+GRAPH = {module_name(p): imported_modules(p) - {module_name(p)} for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_every_module_is_on_a_floor():
+    for module in GRAPH:
+        floor_of(module)
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_run_down_the_floors(module):
+    upward = [m for m in GRAPH[module] if m not in ROOT_SCRIPTS and m != "mcqtune" and floor_of(m) > floor_of(module)]
+    assert not upward, f"{module} (floor {floor_of(module)}) imports upward: {upward}"
+
+
+def test_the_library_never_imports_a_root_script():
+    offenders = {module: sorted(GRAPH[module] & ROOT_SCRIPTS) for module in GRAPH if GRAPH[module] & ROOT_SCRIPTS}
+    assert not offenders, offenders
+
+
+def test_no_import_circles():
+    """Depth-first search over module -> module edges (packages' __init__ files are left out: they import nothing)."""
+    edges = {m: {d for d in deps if d in GRAPH and d != "mcqtune" and not (PACKAGE / d.replace("mcqtune.", "")
+                                                                           .replace(".", "/")).is_dir()}
+             for m, deps in GRAPH.items()}
+    state, path = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == "open":
+                raise AssertionError("import circle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+
+
+def test_the_root_holds_only_thin_entry_points():
+    scripts = sorted(p.stem for p in ROOT.glob("*.py"))
+    assert set(scripts) <= ROOT_SCRIPTS and len(scripts) <= 10, scripts
+    for name in scripts:
+        tree = ast.parse((ROOT / f"{name}.py").read_text(encoding="utf-8"))
+        assert ast.get_docstring(tree), f"{name}.py starts with its usage"
+        functions = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not functions, f"{name}.py defines {[f.name for f in functions]}: code belongs in mcqtune/"
+
+
+def test_importing_the_package_loads_no_machine_learning_library():
+    """`mcq-tune --help` and the lightweight commands stay fast: nothing heavy is imported at module level by the
+    package root, its command or the CSV contract."""
+    import subprocess
+
+    code = ("import sys, mcqtune.cli, mcqtune.data.questions, mcqtune.answering.parser; "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'unsloth') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

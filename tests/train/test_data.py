@@ -1,0 +1,22 @@
+"""train_data: the stratified, seeded train/validation split."""
+
+import pandas as pd
+
+from mcqtune.train.data import split_train_val
+
+
+def make_frame(n_per_letter=50):
+    rows = [{"ID": str(i), "question": f"q{i}", "option_A": "a", "option_B": "b", "option_C": "c",
+             "option_D": "d", "answer": "ABCD"[i % 4]} for i in range(4 * n_per_letter)]
+    return pd.DataFrame(rows)
+
+
+def test_split_is_stratified_seeded_and_disjoint():
+    frame = make_frame()
+    train, val = split_train_val(frame, 0.1, seed=42)
+    assert len(val) == 20 and len(train) == 180
+    assert val["answer"].value_counts().to_dict() == {"A": 5, "B": 5, "C": 5, "D": 5}
+    assert not set(train["ID"]) & set(val["ID"])
+    again_train, again_val = split_train_val(frame, 0.1, seed=42)
+    assert list(again_val["ID"]) == list(val["ID"])
+    assert list(split_train_val(frame, 0.1, seed=1)[1]["ID"]) != list(val["ID"])

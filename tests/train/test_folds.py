@@ -1,0 +1,75 @@
+"""cross_validation: stratified folds, out-of-fold predictions covering every row once, finished folds kept."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from mcqtune.train import sft as train_sft
+from tests.helpers import train_args
+from mcqtune.train.folds import assign_folds
+from mcqtune.data.questions import load_mcq_csv
+
+FOLD_RUN = ["--max_steps", 2, "--save_steps", 2, "--eval_steps", 2, "--logging_steps", 1]
+
+
+def test_folds_are_stratified_seeded_and_cover_every_row_once(sample_dir):
+    frame = load_mcq_csv(sample_dir / "train.csv", require_answer=True)
+    folds = assign_folds(frame, 5, seed=3)
+    assert sorted(set(folds)) == [0, 1, 2, 3, 4] and len(folds) == len(frame)
+    sizes = pd.Series(folds).value_counts()
+    assert sizes.max() - sizes.min() <= 1
+    shares = pd.crosstab(pd.Series(folds), frame["answer"].values, normalize="index")
+    overall = frame["answer"].value_counts(normalize=True)
+    assert (shares.sub(overall, axis=1).abs() < 0.05).all().all()  # every fold keeps each letter's share
+    assert assign_folds(frame, 5, seed=3) == folds and assign_folds(frame, 5, seed=4) != folds
+    with pytest.raises(ValueError):
+        assign_folds(frame, 1)
+
+
+@pytest.mark.slow
+def test_kfold_run_writes_out_of_fold_predictions_and_keeps_finished_folds(tiny_model_dir, sample_dir, tmp_path,
+                                                                           monkeypatch):
+    small = tmp_path / "train.csv"
+    pd.read_csv(sample_dir / "train.csv", dtype=str).head(64).to_csv(small, index=False)
+    out = tmp_path / "cv"
+    only_fold_1 = train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2, "--fold", 1))
+    assert only_fold_1["folds_missing"] == [0] and not (out / "fold-0").exists()
+    summary = train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2))
+    oof = pd.read_csv(out / "oof_predictions.csv", dtype=str)
+    assert list(oof["ID"]) == list(pd.read_csv(small, dtype=str)["ID"])  # every row once, in file order
+    assert set(oof["fold"]) == {"0", "1"}
+    assert summary["out_of_fold"]["rows"] == 64 and 0 <= summary["out_of_fold"]["accuracy"] <= 1
+    assert json.loads((out / "cv_summary.json").read_text())["per_fold"]["0"]["rows"] == 32
+    assert "out-of-fold accuracy" in (out / "cv_report.md").read_text()
+
+    trained = []  # a rerun trains nothing: both folds finished with the same identity
+    monkeypatch.setattr(train_sft, "train_locked", lambda *a, **k: trained.append(a))
+    train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2))
+    assert trained == []
+    train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2, "--learning_rate", 0.05))
+    assert len(trained) == 2  # other settings: both folds are trained again
+
+
+@pytest.mark.slow
+def test_infer_on_a_kfold_folder_averages_the_folds(tiny_model_dir, sample_dir, tmp_path):
+    import numpy as np
+
+    from mcqtune.answering import infer
+    small = tmp_path / "train.csv"
+    pd.read_csv(sample_dir / "train.csv", dtype=str).head(48).to_csv(small, index=False)
+    out = tmp_path / "cv"
+    train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2))
+    test_file = str(sample_dir / "test.csv")
+
+    def answer(name, model_path, ensemble=()):
+        args = infer.InferArguments(test_file=test_file, model_path=str(model_path),
+                                    ensemble=[str(e) for e in ensemble],
+                                    output_file=str(tmp_path / f"{name}.csv"), batch_size=16)
+        report = infer.main(args)
+        return report, pd.read_csv(args.run_dir / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
+
+    report, folds = answer("folds", out)
+    assert report["adapters"] == [str(out / "fold-0" / "adapter"), str(out / "fold-1" / "adapter")]
+    _, listed = answer("listed", out / "fold-0" / "adapter", [out / "fold-1" / "adapter"])
+    assert np.allclose(folds, listed, atol=1e-6)

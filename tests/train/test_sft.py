@@ -15,6 +15,7 @@ from tests.helpers import ROOT, train_args
 from tests.helpers import run_script
 
 from mcqtune.train import run as train_run
+
 from mcqtune.train import sft as train_sft
 def test_loss_falls_only_on_answer_letter_and_im_end(tiny_model_dir, sample_dir, tmp_path):
     script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path)

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from mcqtune.config_files import resolve_config, shipped_configs
 from mcqtune.errors import UserError
 from mcqtune.model.options import BACKENDS, LoraOptions, quantization_config
 from mcqtune.runs.identity import WEIGHT_SUFFIXES
@@ -69,9 +70,10 @@ def peek_backend(argv: Sequence[str] | None) -> str:
         return known.backend
     if not known.config:
         return "auto"
-    path = Path(known.config)
+    path = Path(resolve_config(known.config))
     if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
+        raise UserError(f"--config {path}: no such file (a file of yours, or one of the shipped configs: "
+                        f"{', '.join(shipped_configs())})")
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:

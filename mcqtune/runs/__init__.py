@@ -1,0 +1,2 @@
+"""Run folders and their locks, the run identity (provenance), prediction stores, the k-fold folder layout,
+distributed helpers."""

@@ -87,7 +87,7 @@ def train_folds(script_args, training_args, backend: str) -> dict:
             if not trained:  # the report of the earlier folds is kept, not overwritten
                 set_aside(training_args.output_dir, CV_OUTPUTS, "out-of-fold outputs of earlier folds")
             trained = True
-            run_fold_process(fold_script, fold_training, backend)
+            run_fold_process(fold_script, training_args, backend)
     if not training_args.should_save:
         return {"rank": training_args.process_index}
     return write_cv_outputs(Path(training_args.output_dir), frame, script_args.folds)
@@ -120,22 +120,24 @@ def train_fold(script_args, training_args, backend: str, frame: pd.DataFrame, as
 
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder holding mcqtune/, for the child's imports
+FOLD_WORKER = [sys.executable, "-m", "mcqtune.train.fold_worker"]
 
 
-def run_fold_process(fold_script, fold_training, backend: str) -> None:
-    """One fold as a child process (fold_worker.py), its options handed over on standard input as JSON; its log
-    goes to this terminal. A fold that fails stops the k-fold run with one line; finished folds are kept."""
+def run_fold_process(fold_script, training_args, backend: str) -> None:
+    """Fold ``fold_script.fold`` as a child process (fold_worker.py) that runs ``train_folds`` with ``--fold i``
+    over the k-fold run's own options (handed over on standard input as JSON); its log goes to this terminal. A
+    fold that fails stops the k-fold run with one line; finished folds are kept."""
     payload = json.dumps({"script_args": dataclasses.asdict(fold_script),
-                          "training_args": trainer_options(fold_training), "backend": backend})
+                          "training_args": trainer_options(training_args), "backend": backend})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT),
                                                                      os.environ.get("PYTHONPATH")]))}
     logger.info("fold %d of %d: training in a child process", fold_script.fold, fold_script.folds)
-    result = subprocess.run([sys.executable, "-m", "mcqtune.train.fold_worker"], input=payload, text=True, env=env)
+    result = subprocess.run(FOLD_WORKER, input=payload, text=True, env=env)
     if result.returncode != 0:
         how = f"was killed by signal {-result.returncode}" if result.returncode < 0 else \
             f"stopped with exit status {result.returncode} (its message is above)"
         raise FoldFailed(f"fold {fold_script.fold} of {fold_script.folds} {how}; the finished folds are kept in "
-                         f"{Path(fold_training.output_dir).parent}: run the same command again to continue "
+                         f"{training_args.output_dir}: run the same command again to continue "
                          "(add --resume true to continue the fold from its last checkpoint)")
 
 

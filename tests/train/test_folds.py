@@ -7,6 +7,7 @@ import pytest
 
 from mcqtune.train import sft as train_sft
 from tests.helpers import train_args
+from mcqtune.train import folds
 from mcqtune.train.folds import assign_folds
 from mcqtune.data.questions import load_mcq_csv
 
@@ -43,12 +44,12 @@ def test_kfold_run_writes_out_of_fold_predictions_and_keeps_finished_folds(tiny_
     assert json.loads((out / "cv_summary.json").read_text())["per_fold"]["0"]["rows"] == 32
     assert "out-of-fold accuracy" in (out / "cv_report.md").read_text()
 
-    trained = []  # a rerun trains nothing: both folds finished with the same identity
-    monkeypatch.setattr(train_sft, "train_locked", lambda *a, **k: trained.append(a))
+    trained = []  # a rerun launches no fold: both folds finished with the same identity
+    monkeypatch.setattr(folds, "run_fold_process", lambda fold_script, *a, **k: trained.append(fold_script.fold))
     train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2))
     assert trained == []
     train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2, "--learning_rate", 0.05))
-    assert len(trained) == 2  # other settings: both folds are trained again
+    assert trained == [0, 1]  # other settings: both folds are trained again, each in a child process
 
 
 @pytest.mark.slow
@@ -73,3 +74,39 @@ def test_infer_on_a_kfold_folder_averages_the_folds(tiny_model_dir, sample_dir, 
     assert report["adapters"] == [str(out / "fold-0" / "adapter"), str(out / "fold-1" / "adapter")]
     _, listed = answer("listed", out / "fold-0" / "adapter", [out / "fold-1" / "adapter"])
     assert np.allclose(folds, listed, atol=1e-6)
+
+
+def test_a_fold_is_handed_to_its_process_with_every_option(tiny_model_dir, sample_dir, tmp_path):
+    """The child builds its SFTConfig from trainer_options: every option equals the parent's, so the fold trains
+    exactly as it would have in the parent (and its run identity is the same)."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path / "cv", "--folds", 3,
+                                            "--learning_rate", 0.003, "--lr_scheduler_type", "linear",
+                                            "--eval_strategy", "steps", "--eval_steps", 7, "--save_steps", 14)
+    rebuilt = SFTConfig(**json.loads(json.dumps(folds.trainer_options(training_args))))
+    differ = [f.name for f in dataclasses.fields(training_args)
+              if f.init and folds.plain(getattr(rebuilt, f.name)) != folds.plain(getattr(training_args, f.name))]
+    assert differ == []
+    fold_script, fold_training = folds.fold_arguments(script_args, rebuilt, 1)
+    assert fold_training.output_dir == str(tmp_path / "cv" / "fold-1")
+    assert folds.training_run_identity(fold_script, fold_training) == \
+        folds.training_run_identity(*folds.fold_arguments(script_args, training_args, 1))
+
+
+def test_a_fold_process_that_dies_stops_the_run_in_one_line(tiny_model_dir, sample_dir, tmp_path, monkeypatch):
+    import sys
+
+    from mcqtune.errors import UserError
+
+    monkeypatch.setattr(folds, "FOLD_WORKER", [sys.executable, "-c", "import os, signal; "
+                                                                     "os.kill(os.getpid(), signal.SIGKILL)"])
+    small = tmp_path / "train.csv"
+    pd.read_csv(sample_dir / "train.csv", dtype=str).head(32).to_csv(small, index=False)
+    with pytest.raises(UserError) as caught:
+        train_sft.main(*train_args(tiny_model_dir, small, tmp_path / "cv", *FOLD_RUN, "--folds", 2))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("fold 0 of 2 was killed by signal 9")
+    assert "run the same command again" in message

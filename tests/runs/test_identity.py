@@ -6,7 +6,7 @@ import pytest
 
 from mcqtune.config_files import config_dir
 from mcqtune.runs import identity as run_identity
-from tests.helpers import ROOT, train_args
+from tests.helpers import train_args
 
 # The options of infer.py and train_sft.py that are in the identity. Adding an option makes this test fail
 # until it is either listed here (it decides the result: nothing to do) or excluded in run_identity.py with

@@ -134,7 +134,6 @@ def test_the_loss_option_reaches_the_trainer_and_the_identity(tmp_path, tiny_mod
 
     from mcqtune.train import run as train_run
 
-    from mcqtune.train import sft as train_sft
     script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, "--loss", "letters")
     assert script_args.loss == "letters"
     default, _ = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path)

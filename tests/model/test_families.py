@@ -9,7 +9,8 @@ import torch
 
 from mcqtune.model.chat_template import TemplateError, encode_training_example, find_answer_slot
 from tests.helpers import train_args
-from mcqtune.data.questions import LETTERS, PINNED_DATE, PromptStyle, build_messages, encode_prompt, load_mcq_csv, render_chat
+from mcqtune.data.questions import (LETTERS, PINNED_DATE, PromptStyle, build_messages, encode_prompt, load_mcq_csv,
+                                    render_chat)
 from mcqtune.tiny.families import FAMILIES, build_family_tokenizer, family_names, write_tiny_family
 
 NO_SYSTEM_TURN = {"gemma2", "mistral"}  # their templates refuse a system message

@@ -4,7 +4,7 @@
     python bench/cpu_levers.py --table            # the markdown table of bench/cpu_levers.json (bench/RESULTS.md)
 
 Everything runs through the real command lines, as subprocesses, in ``--work_dir``: a tiny random Qwen2 with the
-real tokenizer (``tiny_qwen.py``), the hard sample (``sample_data.py --hard``: near-miss distractors, label
+real tokenizer (``mcq-tune tiny``), the hard sample (``mcq-tune sample --hard``: near-miss distractors, label
 noise, training answers skewed towards A, a balanced test file), then per training seed the configs/demo-cpu.yaml
 recipe (backend hf, 16-bit base weights, a fixed number of steps) for
 
@@ -92,8 +92,8 @@ def accuracy(submission: Path, test_file: Path) -> float:
 def prepare(run: Runner, steps: int) -> dict:
     """The tiny model and the hard sample, made once for every seed; ``steps`` per training run."""
     paths = {"model": run.work / "tiny-qwen", "data": run.work / "data"}
-    run("tiny_model", "tiny_qwen.py", paths["model"])
-    run("data", "sample_data.py", paths["data"], "--hard", "--seed", DATA_SEED)
+    run("tiny_model", "-m", "mcqtune", "tiny", paths["model"])
+    run("data", "-m", "mcqtune", "sample", paths["data"], "--hard", "--seed", DATA_SEED)
     return {**paths, "train": paths["data"] / "train.csv", "test": paths["data"] / "test.csv", "steps": steps}
 
 

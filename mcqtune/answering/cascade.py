@@ -21,6 +21,7 @@ import pandas as pd
 
 from mcqtune.errors import UserError
 from mcqtune.runs.predictions import PROB_COLUMNS
+from mcqtune.runs.provenance import check_answered
 
 
 class CascadeError(UserError):
@@ -35,10 +36,14 @@ def predictions_file(source: str | Path) -> Path:
     return path
 
 
-def read_first_run(source: str | Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """The first run's predictions in the test file's row order; refused unless they cover exactly its IDs and
-    every row has four probabilities."""
+def read_first_run(source: str | Path, frame: pd.DataFrame, test_sha: str | None = None, test_name: str = "",
+                   allow_bare: bool = False) -> pd.DataFrame:
+    """The first run's predictions in the test file's row order; refused unless its report.json says it answered
+    this very test file (runs/provenance.py; a bare file only with ``allow_bare``), they cover exactly its IDs
+    and every row has four probabilities."""
     path = predictions_file(source)
+    check_answered(path, test_sha, consumer="--rescore", test_name=test_name or "this test file",
+                   allow_bare=allow_bare)
     first = pd.read_csv(path, dtype={"ID": str, "answer": str}, keep_default_na=False, na_values={c: [""] for c in
                                                                                                   PROB_COLUMNS})
     missing = [c for c in ("ID", "answer", *PROB_COLUMNS) if c not in first]
@@ -79,8 +84,9 @@ class Rescore:
     source: str
 
     @classmethod
-    def plan(cls, source: str, frame: pd.DataFrame, fraction: float) -> "Rescore":
-        first = read_first_run(source, frame)
+    def plan(cls, source: str, frame: pd.DataFrame, fraction: float, test_sha: str | None = None,
+             test_name: str = "", allow_bare: bool = False) -> "Rescore":
+        first = read_first_run(source, frame, test_sha, test_name, allow_bare)
         return cls(frame, first, least_confident(first, fraction), str(predictions_file(source)))
 
     def rows(self) -> pd.DataFrame:

@@ -109,7 +109,10 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     if args.rescore:
         from mcqtune.answering.cascade import Rescore
 
-        plan = Rescore.plan(args.rescore, frame, args.rescore_fraction)
+        from mcqtune.runs.identity import sha256_file
+
+        plan = Rescore.plan(args.rescore, frame, args.rescore_fraction, sha256_file(args.test_file), args.test_file,
+                            args.allow_bare_predictions)
         logger.info("rescore: answering the %d least confident of %d questions again", len(plan.ids), len(frame))
     with lock_run_folder(args.run_dir, rank, world), lock_output_file(args.output_file, rank), \
             HostMemoryWatch() as host:

@@ -41,6 +41,9 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
     rescore_fraction: float = field(default=0.2, metadata={"help": "with --rescore: the share of rows (smallest "
                                                                    "margin between the top two letters) answered "
                                                                    "again"})
+    allow_bare_predictions: bool = field(default=False, metadata={"help": "with --rescore: accept a "
+                                                                       "predictions.csv without its run's report.json "
+                                                                       "(what it answered cannot be checked)"})
     ensemble: list[str] = field(default_factory=list, metadata={"help": "more adapter directories to average "
                                                                         "(score mode)"})
     resume: bool = field(default=True, metadata={"help": "continue from the checkpoint of an identical run"})

@@ -124,6 +124,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation", nargs="+", default=[], metavar="VMEMBER",
                         help="validation runs (with true_answer), one per member in the same order")
     parser.add_argument("--report_dir", default=None, help="default: <output_file stem>_ensemble/")
+    parser.add_argument("--allow_bare_predictions", type=lambda v: v.lower() in ("1", "true", "yes"), default=False,
+                        metavar="BOOL", help="accept a member predictions.csv without its run's report.json (what it "
+                                             "answered cannot be checked)")
     parser.add_argument("--debias_prior", default=None, metavar="A,B,C,D",
                         help="divide the combined probabilities by this letter prior before answering")
     return parser
@@ -140,7 +143,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def ensemble(args: argparse.Namespace) -> dict:
     """Load and check, fit the weights on validation if asked, combine, write; returns the report."""
-    members = load_members(args.members)
+    members = load_members(args.members, allow_bare=args.allow_bare_predictions)
     validation = load_validation(args.validation, members) if args.validation else []
     check_outputs(args, [m.path for m in members + validation] + [Path(m.test_file) for m in members if m.test_file])
     weights = None if args.method == "max" else np.full(len(members), 1 / len(members))  # logmean: exponents

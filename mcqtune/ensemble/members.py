@@ -18,6 +18,7 @@ import pandas as pd
 
 from mcqtune.errors import UserError
 from mcqtune.data.questions import LETTERS
+from mcqtune.runs.provenance import check_same_answered
 from mcqtune.runs.predictions import PROB_COLUMNS, TRUE_ANSWER_COLUMN
 from mcqtune.runs.folder import same_file
 
@@ -72,12 +73,6 @@ def read_report(predictions: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
-
-
-def test_file_identity(member: "Member") -> str | None:
-    """What the member answered: the test file's hash recorded at answering time, else its recorded path."""
-    report = read_report(member.path)
-    return report.get("test_file_sha256") or report.get("test_file")
 
 
 def check_ids(frame: pd.DataFrame, name: str) -> None:
@@ -140,8 +135,9 @@ def check_same_questions(first: Member, other: Member) -> None:
                             f"'{other.ids[row]}' instead of '{first.ids[row]}'); run both on the same test file")
 
 
-def load_members(names: Sequence[str]) -> list[Member]:
-    """Every member, checked against the first one."""
+def load_members(names: Sequence[str], allow_bare: bool = False) -> list[Member]:
+    """Every member, checked against the first one; all must have answered one test file by their provenance
+    (runs/provenance.py: a bare predictions.csv only with ``allow_bare``)."""
     members = [load_member(name) for name in names]
     for number, member in enumerate(members):  # a member named twice would silently count double
         twice = next((m for m in members[:number] if same_file(m.path, member.path)), None)
@@ -149,11 +145,8 @@ def load_members(names: Sequence[str]) -> list[Member]:
             raise EnsembleError(f"{member.name} and {twice.name} are the same predictions; name each member once")
     for other in members[1:]:
         check_same_questions(members[0], other)
-    answered = {test_file_identity(m) for m in members} - {None}
-    if len(answered) > 1:  # the same IDs need not be the same questions (another file, options reordered)
-        names = ", ".join(sorted({str(m.test_file) for m in members}))
-        raise EnsembleError(f"the members answered different test files ({names}; by their report.json): combine "
-                            "runs of one test file only")
+    # the same IDs need not be the same questions (another file, options reordered)
+    check_same_answered([m.path for m in members], consumer="ensemble", allow_bare=allow_bare)
     return members
 
 

@@ -29,6 +29,7 @@ INFER_EXCLUDED = {
     "output_dir": "where the run folder is",
     "resume": "the switch that asks for reuse",
     "gpu_memory_gb": "only plans the batch size, and the batch size used is in the identity",
+    "allow_bare_predictions": "whether an unprovable --rescore input is accepted, not what is computed",
 }
 # ... and options replaced by what they resolve to (the caller passes the resolved values).
 INFER_RESOLVED = ("test_file", "model_path", "base_model_id", "ensemble", "backend", "batch_size", "chat_template",

@@ -1,0 +1,63 @@
+"""provenance: runs are combined only with runs made for the same inputs; a bare predictions.csv (no report.json)
+is refused unless asked for; every refusal is one line naming both sides."""
+
+import hashlib
+
+import pandas as pd
+import pytest
+
+from mcqtune.answering.cascade import read_first_run
+from mcqtune.runs.provenance import ProvenanceError, check_answered, check_same_answered
+from tests.helpers import IDS, random_probs, run_ensemble, write_member
+
+
+def sha(name):
+    return hashlib.sha256(name.encode()).hexdigest()  # the helpers' stand-in for a test file's bytes
+
+
+def frame():
+    return pd.DataFrame({"ID": list(IDS)})
+
+
+def test_rescore_refuses_a_first_run_of_another_test_file_with_the_same_ids(tmp_path):
+    first = write_member(tmp_path / "a_run", random_probs(1), test_file="other.csv")
+    with pytest.raises(ProvenanceError) as caught:
+        read_first_run(first, frame(), test_sha=sha("test.csv"), test_name="test.csv")
+    message = str(caught.value)
+    assert "\n" not in message and "another test file" in message and "other.csv" in message and "test.csv" in message
+    assert len(read_first_run(first, frame(), test_sha=sha("other.csv"), test_name="other.csv")) == len(IDS)
+
+
+def test_a_bare_predictions_file_is_refused_unless_asked_for(tmp_path):
+    first = write_member(tmp_path / "a_run", random_probs(1))
+    (first / "report.json").unlink()
+    with pytest.raises(ProvenanceError, match="--allow_bare_predictions true"):
+        read_first_run(first, frame(), test_sha=sha("test.csv"), test_name="test.csv")
+    assert len(read_first_run(first, frame(), test_sha=sha("test.csv"), allow_bare=True)) == len(IDS)
+    (first / "report.json").write_text("{not json")  # a damaged record proves nothing either
+    with pytest.raises(ProvenanceError, match="no report.json"):
+        check_answered(first / "predictions.csv", sha("test.csv"), consumer="x", test_name="test.csv")
+
+
+def test_ensemble_refuses_members_of_different_test_files_and_bare_members(tmp_path, capsys):
+    a = write_member(tmp_path / "a_run", random_probs(1))
+    b = write_member(tmp_path / "b_run", random_probs(2), test_file="shifted.csv")
+    status, out = run_ensemble([a, b, "--output_file", tmp_path / "sub.csv"], capsys)
+    assert status == 1 and out.err.count("\n") == 1 and "different test files" in out.err
+    assert not (tmp_path / "sub.csv").exists()
+    bare = write_member(tmp_path / "c_run", random_probs(3))
+    (bare / "report.json").unlink()
+    status, out = run_ensemble([a, bare / "predictions.csv", "--output_file", tmp_path / "sub.csv"], capsys)
+    assert status == 1 and "--allow_bare_predictions true" in out.err and not (tmp_path / "sub.csv").exists()
+    status, out = run_ensemble([a, bare / "predictions.csv", "--output_file", tmp_path / "sub.csv",
+                                "--allow_bare_predictions", "true"], capsys)
+    assert status == 0 and (tmp_path / "sub.csv").is_file()
+
+
+def test_same_answered_names_the_two_files(tmp_path):
+    a = write_member(tmp_path / "a", random_probs(1)) / "predictions.csv"
+    b = write_member(tmp_path / "b", random_probs(1), test_file="b.csv") / "predictions.csv"
+    assert check_same_answered([a, a], consumer="x") == sha("test.csv")
+    with pytest.raises(ProvenanceError) as caught:
+        check_same_answered([a, b], consumer="ensemble")
+    assert str(a) in str(caught.value) and str(b) in str(caught.value)

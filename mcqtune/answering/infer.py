@@ -101,7 +101,7 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     are dealt out to the processes whole; each keeps its own checkpoint and rank 0 gathers every answer over
     the process group and writes one submission in input order, the same as a one-process run's.
     """
-    args = expand_fold_run(args)
+    args, kfold = expand_fold_run(args)
     check_args(args)
     frame = load_mcq_csv(args.test_file, encoding=args.encoding, number_rows=args.number_rows)
     rank, world, _ = distributed_info()
@@ -116,10 +116,11 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
         logger.info("rescore: answering the %d least confident of %d questions again", len(plan.ids), len(frame))
     with lock_run_folder(args.run_dir, rank, world), lock_output_file(args.output_file, rank), \
             HostMemoryWatch() as host:
-        return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan)
+        return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan, kfold)
 
 
-def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | None, host, plan=None) -> dict:
+def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | None, host, plan=None,
+                     kfold: dict | None = None) -> dict:
     """Answer ``frame`` (the test file, or with a cascade ``plan`` its rows to answer again) and write the outputs."""
     import torch
 
@@ -151,6 +152,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     run = {"test_file": args.test_file, "test_file_sha256": identity["test_file"]["bytes_sha256"],
            "model_path": args.model_path, "base_model": request.base,
            "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
+           **({"kfold": kfold} if kfold else {}),
            "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
            "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),
            "answer_timing": clock.summary(), "answer_slot": slot,

@@ -44,6 +44,9 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
     allow_bare_predictions: bool = field(default=False, metadata={"help": "with --rescore: accept a "
                                                                        "predictions.csv without its run's report.json "
                                                                        "(what it answered cannot be checked)"})
+    partial_folds: bool = field(default=False, metadata={"help": "--model_path of a k-fold folder whose plan is not "
+                                                               "finished: answer with its finished folds (report.json "
+                                                               "lists them) instead of refusing"})
     ensemble: list[str] = field(default_factory=list, metadata={"help": "more adapter directories to average "
                                                                         "(score mode)"})
     resume: bool = field(default=True, metadata={"help": "continue from the checkpoint of an identical run"})

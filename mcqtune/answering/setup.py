@@ -70,21 +70,23 @@ def load_request(args: InferArguments, backend: str, device_map=None):
                          max_seq_length=args.max_prompt_tokens + args.max_new_tokens, device_map=device_map)
 
 
-def expand_fold_run(args: InferArguments) -> InferArguments:
-    """``--model_path`` of a k-fold training run (fold-*/adapter inside): every fold's adapter, averaged."""
+def expand_fold_run(args: InferArguments) -> tuple[InferArguments, dict | None]:
+    """``--model_path`` of a k-fold training run (fold-*/adapter inside): the adapters of its recorded fold plan,
+    averaged (runs/folds.py refuses unfinished or foreign folds unless --partial_folds); what was used, for the
+    report (None for any other model path)."""
     import dataclasses
 
-    from mcqtune.runs.folds import fold_adapters
+    from mcqtune.runs.folds import fold_adapters, planned_folds
 
     folder = Path(args.model_path) if args.model_path else None
     if folder is None or not folder.is_dir() or (folder / "config.json").is_file() \
-            or (folder / "adapter_config.json").is_file():
-        return args
-    adapters = [str(a) for a in fold_adapters(folder)]
-    if not adapters:
-        return args
-    logger.info("%s is a k-fold run: answering with the average of its %d fold adapters", folder, len(adapters))
-    return dataclasses.replace(args, model_path=adapters[0], ensemble=adapters[1:] + list(args.ensemble))
+            or (folder / "adapter_config.json").is_file() or not fold_adapters(folder):
+        return args, None
+    adapters, used = planned_folds(folder, args.partial_folds)
+    adapters = [str(a) for a in adapters]
+    logger.info("%s is a k-fold run: answering with the average of %d fold adapters (folds %s of its %d-fold plan)",
+                folder, len(adapters), ", ".join(map(str, used["used"])), used["folds"])
+    return dataclasses.replace(args, model_path=adapters[0], ensemble=adapters[1:] + list(args.ensemble)), used
 
 
 def adapter_names(args: InferArguments) -> list[str | None]:

@@ -30,6 +30,7 @@ INFER_EXCLUDED = {
     "resume": "the switch that asks for reuse",
     "gpu_memory_gb": "only plans the batch size, and the batch size used is in the identity",
     "allow_bare_predictions": "whether an unprovable --rescore input is accepted, not what is computed",
+    "partial_folds": "which folds answer is in the identity through the adapters it resolves to",
 }
 # ... and options replaced by what they resolve to (the caller passes the resolved values).
 INFER_RESOLVED = ("test_file", "model_path", "base_model_id", "ensemble", "backend", "batch_size", "chat_template",

@@ -31,7 +31,7 @@ import pandas as pd
 from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN
 from mcqtune.errors import ConfigError, UserError
 from mcqtune.runs.folder import set_aside
-from mcqtune.runs.folds import CV_OUTPUTS, fold_dir, fold_finished
+from mcqtune.runs.folds import CV_OUTPUTS, fold_dir, fold_finished, write_fold_plan
 from mcqtune.train.run import train_locked, training_run_identity
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ def train_folds(script_args, training_args, backend: str) -> dict:
 
     frame = load_training_file(script_args)
     assignment = pd.Series(assign_folds(frame, script_args.folds, training_args.seed), index=frame.index)
+    if training_args.should_save:
+        write_plan(script_args, training_args)
     if script_args.fold is not None:
         train_fold(script_args, training_args, backend, frame, assignment, script_args.fold)
     else:
@@ -91,6 +93,15 @@ def train_folds(script_args, training_args, backend: str) -> dict:
     if not training_args.should_save:
         return {"rank": training_args.process_index}
     return write_cv_outputs(Path(training_args.output_dir), frame, script_args.folds)
+
+
+def write_plan(script_args, training_args) -> None:
+    """fold_plan.json: the folds, their seed, the training file and each fold's identity (runs/folds.py), which is
+    what a reader of the k-fold folder checks; a plan of other settings is replaced."""
+    identities = {fold: training_run_identity(*fold_arguments(script_args, training_args, fold))
+                  for fold in range(script_args.folds)}
+    train_file = next(iter(identities.values())).get("train_file")
+    write_fold_plan(training_args.output_dir, script_args.folds, training_args.seed, train_file, identities)
 
 
 def fold_arguments(script_args, training_args, fold: int):

@@ -1,6 +1,8 @@
 """infer_setup: every problem with the options is named in one ConfigError before anything is loaded; a k-fold
 training folder answers as the average of its fold adapters."""
 
+import json
+
 import pytest
 
 from mcqtune.answering.infer import InferArguments
@@ -40,16 +42,47 @@ def test_the_submission_may_not_overwrite_the_test_file(tmp_path):
     assert test_file.read_text(encoding="utf-8") == "ID,question\n"
 
 
-def test_a_kfold_folder_becomes_its_fold_adapters_in_fold_order(tmp_path):
-    for fold in (1, 0, 10):
-        (tmp_path / f"fold-{fold}" / "adapter").mkdir(parents=True)
-        (tmp_path / f"fold-{fold}" / "adapter" / "adapter_config.json").write_text("{}")
-    args = expand_fold_run(InferArguments(model_path=str(tmp_path), ensemble=["extra"]))
+def fake_fold(folder, fold, identity):
+    """A finished fold as the k-fold driver leaves it: adapter, summary with its identity, validation predictions."""
+    (folder / f"fold-{fold}" / "adapter").mkdir(parents=True)
+    (folder / f"fold-{fold}" / "adapter" / "adapter_config.json").write_text("{}")
+    (folder / f"fold-{fold}" / "training_summary.json").write_text(json.dumps({"run_identity": identity}))
+    (folder / f"fold-{fold}" / "validation_predictions.csv").write_text("ID\n")
+
+
+def test_a_kfold_folder_becomes_the_adapters_of_its_plan_in_fold_order(tmp_path):
+    from mcqtune.runs.folds import write_fold_plan
+
+    plan = {fold: {"fold": fold} for fold in range(11)}
+    for fold in range(11):
+        fake_fold(tmp_path, fold, plan[fold])
+    write_fold_plan(tmp_path, 11, 42, None, plan)
+    args, used = expand_fold_run(InferArguments(model_path=str(tmp_path), ensemble=["extra"]))
     assert args.model_path == str(tmp_path / "fold-0" / "adapter")
-    assert args.ensemble == [str(tmp_path / "fold-1" / "adapter"), str(tmp_path / "fold-10" / "adapter"), "extra"]
-    assert adapter_names(args) == ["default", "ensemble_0", "ensemble_1", "ensemble_2"]
+    assert args.ensemble == [str(tmp_path / f"fold-{f}" / "adapter") for f in range(1, 11)] + ["extra"]
+    assert used["used"] == list(range(11)) and used["missing"] == []
+    assert adapter_names(args)[:2] == ["default", "ensemble_0"]
     plain = InferArguments(model_path=str(tmp_path / "fold-0" / "adapter"))
-    assert expand_fold_run(plain) is plain and adapter_names(plain) == [None]
+    assert expand_fold_run(plain) == (plain, None) and adapter_names(plain) == [None]
+
+
+def test_a_kfold_folder_uses_exactly_its_plan_and_refuses_an_unfinished_one(tmp_path):
+    """--folds 3 then --folds 2 into one folder: the old plan's fold-2 is never averaged in; a fold of the plan
+    that is missing or was trained with other settings stops the run unless --partial_folds."""
+    from mcqtune.runs.folds import write_fold_plan
+    from mcqtune.runs.provenance import ProvenanceError
+
+    for fold in range(3):
+        fake_fold(tmp_path, fold, {"plan": 3, "fold": fold})
+    with pytest.raises(ProvenanceError, match="no readable fold_plan.json"):
+        expand_fold_run(InferArguments(model_path=str(tmp_path)))
+    write_fold_plan(tmp_path, 2, 42, None, {0: {"plan": 2, "fold": 0}, 1: {"plan": 3, "fold": 1}})
+    with pytest.raises(ProvenanceError) as caught:  # fold 0 was trained under the 3-fold plan
+        expand_fold_run(InferArguments(model_path=str(tmp_path)))
+    assert "folds 0 of its 2-fold plan" in str(caught.value) and "\n" not in str(caught.value)
+    args, used = expand_fold_run(InferArguments(model_path=str(tmp_path), partial_folds=True))
+    assert args.model_path == str(tmp_path / "fold-1" / "adapter") and args.ensemble == []
+    assert used == {"plan": str(tmp_path / "fold_plan.json"), "folds": 2, "used": [1], "missing": [0]}
 
 
 def test_the_parser_identity_covers_its_rules_and_its_grammar(tmp_path, monkeypatch):

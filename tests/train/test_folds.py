@@ -72,6 +72,9 @@ def test_infer_on_a_kfold_folder_averages_the_folds(tiny_model_dir, sample_dir, 
 
     report, folds = answer("folds", out)
     assert report["adapters"] == [str(out / "fold-0" / "adapter"), str(out / "fold-1" / "adapter")]
+    assert report["kfold"]["used"] == [0, 1] and report["kfold"]["missing"] == []  # the plan's folds, recorded
+    plan = json.loads((out / "fold_plan.json").read_text())
+    assert plan["folds"] == 2 and sorted(plan["fold_identities"]) == ["0", "1"]
     _, listed = answer("listed", out / "fold-0" / "adapter", [out / "fold-1" / "adapter"])
     assert np.allclose(folds, listed, atol=1e-6)
 

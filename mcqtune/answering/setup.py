@@ -62,9 +62,12 @@ def load_request(args: InferArguments, backend: str, device_map=None):
     from mcqtune.model.options import InferenceWeightOptions
     from mcqtune.answering.loading import InferenceLoad
 
+    from mcqtune.runs.provenance import check_same_base
+
     base, adapter = resolve_sources(args.model_path, args.base_model_id)
     for extra in args.ensemble:
-        resolve_sources(extra)
+        extra_base, extra_adapter = resolve_sources(extra)
+        check_same_base(base, extra_base, extra, consumer="--ensemble")
     return InferenceLoad(base=base, weights=InferenceWeightOptions.of(args, backend=backend), adapter=adapter,
                          ensemble=list(args.ensemble), chat_template=args.chat_template,
                          max_seq_length=args.max_prompt_tokens + args.max_new_tokens, device_map=device_map)

@@ -78,3 +78,24 @@ def check_same_answered(paths: list[Path], *, consumer: str, allow_bare: bool = 
         raise ProvenanceError(f"{consumer}: {first} and {second} answered different test files (sha256 {a[:12]} and "
                               f"{b[:12]}, by their report.json); combine runs of one test file only")
     return next(iter(shas), None)
+
+
+def base_fingerprint(name_or_path: str) -> dict:
+    """A base model as adapters record it, comparable across copies: its config and its weight files by name and
+    size (a hub id by id and cached revision)."""
+    from mcqtune.runs.identity import model_identity
+
+    found = model_identity(name_or_path)
+    if "hub_id" in found:
+        return found
+    return {"config_sha256": found["config_sha256"],
+            "weights": [{"name": w["name"], "size": w["size"]} for w in found["weights"]]}
+
+
+def check_same_base(base: str, member_base: str, member: str, *, consumer: str) -> None:
+    """An adapter combined with others must have been trained on the base model the run loads."""
+    if base == member_base or base_fingerprint(base) == base_fingerprint(member_base):
+        return
+    raise ProvenanceError(f"{consumer}: the adapter {member} was trained on {member_base}, another model than the "
+                          f"run's base {base}; only adapters of one base model can be averaged (answer with each "
+                          "model apart and combine the runs with ensemble.py)")

@@ -61,3 +61,28 @@ def test_same_answered_names_the_two_files(tmp_path):
     with pytest.raises(ProvenanceError) as caught:
         check_same_answered([a, b], consumer="ensemble")
     assert str(a) in str(caught.value) and str(b) in str(caught.value)
+
+
+def test_ensemble_adapters_of_another_base_model_are_refused(tiny_model_dir, random_adapter, qwen_tokenizer,
+                                                              tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from mcqtune.answering.options import InferArguments
+    from mcqtune.answering.setup import load_request
+    from mcqtune.tiny.qwen import write_tiny_qwen
+
+    other_base = write_tiny_qwen(tmp_path / "other-base", tokenizer=qwen_tokenizer, hidden_size=64,
+                                 intermediate_size=128)
+    torch.manual_seed(0)
+    other = get_peft_model(AutoModelForCausalLM.from_pretrained(other_base, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    other.save_pretrained(tmp_path / "other-adapter")
+    args = InferArguments(test_file="t.csv", model_path=str(random_adapter), ensemble=[str(tmp_path / "other-adapter")])
+    with pytest.raises(ProvenanceError) as caught:
+        load_request(args, "hf")
+    message = str(caught.value)
+    assert "\n" not in message and "other-adapter" in message and str(other_base) in message
+    same = InferArguments(test_file="t.csv", model_path=str(random_adapter), ensemble=[str(random_adapter)])
+    assert load_request(same, "hf").ensemble == [str(random_adapter)]

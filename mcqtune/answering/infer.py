@@ -38,7 +38,8 @@ from mcqtune.errors import ConfigError, parse_with
 from mcqtune.runs.distributed import agree_on, distributed_info, shard
 from mcqtune.answering.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
-from mcqtune.answering.setup import check_args, expand_fold_run, load_request, run_identity_of
+from mcqtune.answering.setup import (adopt_training_prompt, check_args, expand_fold_run, load_request,
+                                    run_identity_of)
 from mcqtune.answering.options import InferArguments
 from mcqtune.data.questions import encode_prompts, load_mcq_csv
 from mcqtune.reporting.meters import BatchClock, HostMemoryWatch
@@ -102,6 +103,7 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     the process group and writes one submission in input order, the same as a one-process run's.
     """
     args, kfold = expand_fold_run(args)
+    args, prompt = adopt_training_prompt(args)
     check_args(args)
     frame = load_mcq_csv(args.test_file, encoding=args.encoding, number_rows=args.number_rows)
     rank, world, _ = distributed_info()
@@ -116,11 +118,12 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
         logger.info("rescore: answering the %d least confident of %d questions again", len(plan.ids), len(frame))
     with lock_run_folder(args.run_dir, rank, world), lock_output_file(args.output_file, rank), \
             HostMemoryWatch() as host:
-        return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan, kfold)
+        return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan,
+                                {"kfold": kfold, "prompt_provenance": prompt})
 
 
 def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | None, host, plan=None,
-                     kfold: dict | None = None) -> dict:
+                     provenance: dict | None = None) -> dict:
     """Answer ``frame`` (the test file, or with a cascade ``plan`` its rows to answer again) and write the outputs."""
     import torch
 
@@ -152,7 +155,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     run = {"test_file": args.test_file, "test_file_sha256": identity["test_file"]["bytes_sha256"],
            "model_path": args.model_path, "base_model": request.base,
            "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
-           **({"kfold": kfold} if kfold else {}),
+           **{k: v for k, v in (provenance or {}).items() if v},
            "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
            "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),
            "answer_timing": clock.summary(), "answer_slot": slot,

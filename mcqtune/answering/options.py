@@ -44,6 +44,10 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
     allow_bare_predictions: bool = field(default=False, metadata={"help": "with --rescore: accept a "
                                                                        "predictions.csv without its run's report.json "
                                                                        "(what it answered cannot be checked)"})
+    prompt_mismatch_ok: bool = field(default=False, metadata={"help": "answer with prompt settings other than the "
+                                                                    "adapter was trained with (refused otherwise; "
+                                                                    "left at their defaults, the training run's are "
+                                                                    "used)"})
     partial_folds: bool = field(default=False, metadata={"help": "--model_path of a k-fold folder whose plan is not "
                                                                "finished: answer with its finished folds (report.json "
                                                                "lists them) instead of refusing"})

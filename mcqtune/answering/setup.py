@@ -92,6 +92,41 @@ def expand_fold_run(args: InferArguments) -> tuple[InferArguments, dict | None]:
     return dataclasses.replace(args, model_path=adapters[0], ensemble=adapters[1:] + list(args.ensemble)), used
 
 
+def adopt_training_prompt(args: InferArguments) -> tuple[InferArguments, dict | None]:
+    """The prompt settings the adapter was trained with (runs/provenance.py), used by default: an option left at
+    its default takes the training run's value; an explicit other value is refused in one line unless
+    ``--prompt_mismatch_ok true``. What was adopted or allowed, for report.json (None: no record)."""
+    import dataclasses
+
+    from mcqtune.runs.provenance import PROMPT_FIELDS, ProvenanceError, training_prompt
+
+    adapters = [a for a in [args.model_path, *args.ensemble] if a and Path(a, "adapter_config.json").is_file()]
+    trained = training_prompt(adapters)
+    if trained is None:
+        return args, None
+    defaults = {f.name: f.default for f in dataclasses.fields(args) if f.name in PROMPT_FIELDS}
+    adopted, differ = {}, []
+    for name in PROMPT_FIELDS:
+        mine, theirs = getattr(args, name), trained.get(name)
+        if name == "chat_template" and mine and Path(mine).is_file():
+            mine = Path(mine).read_text(encoding="utf-8")
+        if mine == theirs:
+            continue
+        if getattr(args, name) == defaults[name]:
+            adopted[name] = theirs
+        else:
+            differ.append(name)
+    if differ and not args.prompt_mismatch_ok:
+        raise ProvenanceError(f"{adapters[0]} was trained with another {', '.join('--' + n for n in differ)} than "
+                              "this command gives; leave them out to use the training run's (the default), or "
+                              "pass --prompt_mismatch_ok true to answer with yours")
+    if adopted:
+        logger.info("using the training run's prompt settings for %s (recorded in %s)", ", ".join(adopted),
+                    Path(adapters[0]) / "mcq_provenance.json")
+    info = {"adopted_from_adapter": sorted(adopted), "differs_from_training": differ}
+    return dataclasses.replace(args, **adopted), info
+
+
 def adapter_names(args: InferArguments) -> list[str | None]:
     if not args.ensemble:
         return [None]

@@ -35,6 +35,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+from mcqtune.runs.provenance import ADAPTER_RECORD
 from mcqtune.errors import DataError
 from mcqtune.export.gguf import DEFAULT_GGUF_TYPE, GGUF_CONVERTER_TYPES, GGUF_KQUANTS, export_gguf
 from mcqtune.export.lm_eval_task import write_lm_eval_task
@@ -69,7 +70,7 @@ def export_adapter(adapter_path: str | Path, output_dir: str | Path, base_model_
     base = resolve_base(adapter_dir, base_model_id)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ADAPTER_FILES + TOKENIZER_FILES:
+    for name in ADAPTER_FILES + TOKENIZER_FILES + (ADAPTER_RECORD,):  # the record: how it was trained
         if (adapter_dir / name).is_file():
             copy_verified(adapter_dir / name, out_dir / name)
     if not (out_dir / "tokenizer_config.json").is_file():

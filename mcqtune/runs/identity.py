@@ -31,6 +31,7 @@ INFER_EXCLUDED = {
     "gpu_memory_gb": "only plans the batch size, and the batch size used is in the identity",
     "allow_bare_predictions": "whether an unprovable --rescore input is accepted, not what is computed",
     "partial_folds": "which folds answer is in the identity through the adapters it resolves to",
+    "prompt_mismatch_ok": "whether a prompt unlike training's is accepted; the prompt used is in the identity",
 }
 # ... and options replaced by what they resolve to (the caller passes the resolved values).
 INFER_RESOLVED = ("test_file", "model_path", "base_model_id", "ensemble", "backend", "batch_size", "chat_template",

@@ -18,6 +18,8 @@ from mcqtune.errors import UserError
 
 PREDICTIONS_RECORD = "report.json"  # written by infer.py beside predictions.csv
 FOLD_PLAN = "fold_plan.json"  # written by the k-fold driver at the k-fold folder's root
+ADAPTER_RECORD = "mcq_provenance.json"  # written by training into adapter/
+PROMPT_FIELDS = ("system_prompt", "user_template", "max_prompt_tokens", "enable_thinking", "chat_template")
 ALLOW_BARE_HINT = "--allow_bare_predictions true"
 
 
@@ -99,3 +101,45 @@ def check_same_base(base: str, member_base: str, member: str, *, consumer: str) 
     raise ProvenanceError(f"{consumer}: the adapter {member} was trained on {member_base}, another model than the "
                           f"run's base {base}; only adapters of one base model can be averaged (answer with each "
                           "model apart and combine the runs with ensemble.py)")
+
+
+def prompt_record(options) -> dict:
+    """The prompt settings of a training run (PromptOptions), as an adapter records them: the values, and a
+    custom chat template by its text."""
+    from mcqtune.runs.identity import template_identity
+
+    record = {name: getattr(options, name) for name in PROMPT_FIELDS if name != "chat_template"}
+    template = options.chat_template
+    record["chat_template"] = None if not template else \
+        (Path(template).read_text(encoding="utf-8") if Path(template).is_file() else template)
+    record["chat_template_sha256"] = template_identity(template)
+    return record
+
+
+def write_adapter_record(adapter_dir: str | Path, script_args, train_file: dict | None) -> Path:
+    """adapter/mcq_provenance.json: how the adapter was trained (base model, prompt settings, training file)."""
+    from mcqtune.runs.folder import write_json_atomic
+
+    record = {"base_model": script_args.model_name_or_path, "train_file": train_file,
+              "prompt": prompt_record(script_args)}
+    return write_json_atomic(record, Path(adapter_dir) / ADAPTER_RECORD)
+
+
+def adapter_prompt(adapter_dir: str | Path) -> dict | None:
+    """The prompt settings an adapter was trained with (None: an adapter without a record, e.g. not ours)."""
+    record = read_json(Path(adapter_dir) / ADAPTER_RECORD)
+    return record.get("prompt") if record and isinstance(record.get("prompt"), dict) else None
+
+
+def training_prompt(adapters: list[str]) -> dict | None:
+    """The one prompt the adapters (a run's adapter and its ensemble) were trained with; adapters trained with
+    different prompts cannot be answered in one pass and are refused."""
+    found = [(a, adapter_prompt(a)) for a in adapters]
+    found = [(a, p) for a, p in found if p is not None]
+    for adapter, prompt in found[1:]:
+        differ = [k for k in PROMPT_FIELDS if prompt.get(k) != found[0][1].get(k)]
+        if differ:
+            raise ProvenanceError(f"--ensemble: {adapter} was trained with another {', '.join(differ)} than "
+                                  f"{found[0][0]}; adapters answered together must share the prompt (combine "
+                                  "separate runs with ensemble.py instead)")
+    return found[0][1] if found else None

@@ -122,7 +122,12 @@ def prepare_output_dir(script_args: ScriptArguments, training_args) -> tuple[dic
 def export_results(trainer, tokenizer, script_args: ScriptArguments, training_args) -> dict[str, str]:
     from mcqtune.model.loading import save_adapter
 
-    return {"adapter": str(save_adapter(trainer.model, tokenizer, Path(training_args.output_dir) / "adapter"))}
+    from mcqtune.runs.identity import csv_identity
+    from mcqtune.runs.provenance import write_adapter_record
+
+    adapter = save_adapter(trainer.model, tokenizer, Path(training_args.output_dir) / "adapter")
+    write_adapter_record(adapter, script_args, csv_identity(script_args.train_file, script_args.encoding))
+    return {"adapter": str(adapter)}
 
 
 def export_merged_weights(script_args: ScriptArguments, training_args, summary: dict) -> dict:

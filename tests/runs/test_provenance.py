@@ -86,3 +86,64 @@ def test_ensemble_adapters_of_another_base_model_are_refused(tiny_model_dir, ran
     assert "\n" not in message and "other-adapter" in message and str(other_base) in message
     same = InferArguments(test_file="t.csv", model_path=str(random_adapter), ensemble=[str(random_adapter)])
     assert load_request(same, "hf").ensemble == [str(random_adapter)]
+
+
+def fake_adapter(folder, **prompt):
+    """An adapter folder with the provenance record training writes (the default prompt, overridden)."""
+    from mcqtune.answering.options import InferArguments
+    from mcqtune.runs.provenance import write_adapter_record
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    options = InferArguments(**prompt)
+    options.model_name_or_path = "base"
+    write_adapter_record(folder, options, None)
+    return folder
+
+
+def test_an_adapter_answers_with_its_training_prompt_unless_told_otherwise(tmp_path):
+    from mcqtune.answering.options import InferArguments
+    from mcqtune.answering.setup import adopt_training_prompt
+
+    adapter = fake_adapter(tmp_path / "adapter", system_prompt="", max_prompt_tokens=384)
+    args, info = adopt_training_prompt(InferArguments(model_path=str(adapter)))
+    assert args.system_prompt == "" and args.max_prompt_tokens == 384  # the defaults give way to training's
+    assert info == {"adopted_from_adapter": ["max_prompt_tokens", "system_prompt"], "differs_from_training": []}
+    with pytest.raises(ProvenanceError) as caught:  # an explicit other value is refused
+        adopt_training_prompt(InferArguments(model_path=str(adapter), user_template="{question} {A}{B}{C}{D}"))
+    assert "--user_template" in str(caught.value) and "--prompt_mismatch_ok true" in str(caught.value)
+    args, info = adopt_training_prompt(InferArguments(model_path=str(adapter), user_template="{question}{A}{B}{C}{D}",
+                                                      prompt_mismatch_ok=True))
+    assert args.user_template == "{question}{A}{B}{C}{D}" and info["differs_from_training"] == ["user_template"]
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ messages }}")
+    trained_with_file = fake_adapter(tmp_path / "templated", chat_template=str(template))
+    args, _ = adopt_training_prompt(InferArguments(model_path=str(trained_with_file)))
+    assert args.chat_template == "{{ messages }}"  # the template's text travels with the adapter
+    plain = tmp_path / "not-ours"
+    plain.mkdir()
+    (plain / "adapter_config.json").write_text("{}")
+    untouched = InferArguments(model_path=str(plain), system_prompt="x")
+    assert adopt_training_prompt(untouched) == (untouched, None)
+
+
+def test_ensemble_adapters_trained_with_different_prompts_are_refused(tmp_path):
+    from mcqtune.answering.options import InferArguments
+    from mcqtune.answering.setup import adopt_training_prompt
+
+    a = fake_adapter(tmp_path / "a")
+    b = fake_adapter(tmp_path / "b", system_prompt="")
+    with pytest.raises(ProvenanceError, match="system_prompt"):
+        adopt_training_prompt(InferArguments(model_path=str(a), ensemble=[str(b)]))
+
+
+@pytest.mark.slow
+def test_training_records_how_the_adapter_was_trained(trained_run):
+    import json
+
+    record = json.loads((trained_run["dir"] / "adapter" / "mcq_provenance.json").read_text())
+    script_args = trained_run["summary"]["script_args"]
+    assert record["base_model"] == script_args["model_name_or_path"]
+    assert {k: record["prompt"][k] for k in ("system_prompt", "user_template", "max_prompt_tokens")} == \
+        {k: script_args[k] for k in ("system_prompt", "user_template", "max_prompt_tokens")}
+    assert record["train_file"]["bytes_sha256"]

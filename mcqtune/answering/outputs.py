@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from mcqtune.runs.distributed import gather_to_first
 from mcqtune.data.questions import LETTERS
 from mcqtune.runs.predictions import assemble_predictions
-from mcqtune.runs.folder import RunLock, same_file, set_aside, write_csv_atomic
+from mcqtune.runs.folder import RunLock, lies_within, set_aside, write_csv_atomic
 
 if TYPE_CHECKING:
     from mcqtune.answering.options import InferArguments
@@ -42,10 +42,27 @@ def output_problems(args: InferArguments) -> list[str]:
     written = [out] + [args.run_dir / name for name in (CHECKPOINT_NAME, *RUN_OUTPUTS)]
     rescored = [str(Path(args.rescore) / "predictions.csv") if Path(args.rescore).is_dir() else args.rescore] \
         if args.rescore else []
-    for source in [args.test_file, args.model_path, *args.ensemble, *rescored]:
-        if source and any(same_file(target, source) for target in written):
-            problems.append(f"output_file / output_dir would overwrite the input {source}; write elsewhere")
+    for source in [args.test_file, args.model_path, args.base_model_id, *adapter_bases(args), *args.ensemble,
+                   *rescored]:
+        if source and Path(source).exists() and any(lies_within(target, source) for target in written):
+            problems.append(f"output_file / output_dir would write into the input {source}; write elsewhere")
     return problems
+
+
+def adapter_bases(args: InferArguments) -> list[str]:
+    """The base models the adapters name (folders that exist here): the run reads them, so it writes nothing there."""
+    from mcqtune.model.loading import read_adapter_base
+
+    bases = []
+    for adapter in [args.model_path, *args.ensemble]:
+        if adapter and Path(adapter, "adapter_config.json").is_file():
+            try:
+                base = read_adapter_base(adapter)
+            except Exception:  # noqa: BLE001  (an unreadable config is reported where the adapter is loaded)
+                continue
+            if base and Path(base).is_dir():
+                bases.append(base)
+    return bases
 
 
 def checkpoint_path(run_dir: Path, rank: int, world: int) -> Path:

@@ -154,3 +154,11 @@ def same_file(a: str | Path, b: str | Path) -> bool:
     if a.exists() and b.exists():
         return os.path.samefile(a, b)
     return a.resolve() == b.resolve()
+
+
+def lies_within(target: str | Path, source: str | Path) -> bool:
+    """Whether writing ``target`` would write into ``source``: the same file, or a path inside the folder."""
+    if same_file(target, source):
+        return True
+    source_path = Path(source).resolve()
+    return source_path.is_dir() and source_path in Path(target).resolve().parents

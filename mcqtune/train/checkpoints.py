@@ -30,7 +30,9 @@ SEAL_NAME = "mcq_checkpoint.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # What a training run writes into its folder: a fresh run sets the earlier run's aside first, so a run that
 # fails never leaves another run's model under its name.
-RUN_OUTPUTS = ("adapter", "merged", "training_summary.json", "training_curves.png", "validation_predictions.csv")
+# README.md: TRL writes its model card there; an earlier one (a user's own too) is set aside, never overwritten
+RUN_OUTPUTS = ("adapter", "merged", "training_summary.json", "training_curves.png", "validation_predictions.csv",
+               "README.md")
 
 
 class ResumeError(UserError):

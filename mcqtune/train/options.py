@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mcqtune.config_files import config_dir
 from mcqtune.data.questions import PromptOptions, check_prompt_options
@@ -91,6 +92,7 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
         problems.append("extra_train_weights: one positive number per extra_train_files entry")
     if script_args.folds > 1 and script_args.val_file:
         problems.append("with --folds the validation rows are the folds of train_file: leave out val_file")
+    problems += output_problems(script_args, training_args)
     if script_args.max_answer_tokens < 2:
         problems.append(f"max_answer_tokens must be >= 2 (the letter and the end of the turn), got "
                         f"{script_args.max_answer_tokens}")
@@ -133,3 +135,14 @@ def scale_for_processes(script_args: ScriptArguments, training_args) -> None:
     training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps = micro, share // micro
     logger.info("%d processes: micro-batch %d x accumulation %d per process (effective batch %d unchanged)", world,
                 micro, share // micro, effective)
+
+
+def output_problems(script_args: ScriptArguments, training_args) -> list[str]:
+    """Training writes nothing into what it reads: the output folder is neither the model's folder nor inside it.
+    (Files it would replace in the output folder are moved aside first: checkpoints.set_aside_previous_run.)"""
+    from mcqtune.runs.folder import lies_within
+
+    out, model = training_args.output_dir, script_args.model_name_or_path
+    if out and model and Path(model).is_dir() and lies_within(out, model):
+        return [f"output_dir {out} lies inside the model folder {model}; write elsewhere"]
+    return []

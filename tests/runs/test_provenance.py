@@ -147,3 +147,37 @@ def test_training_records_how_the_adapter_was_trained(trained_run):
     assert {k: record["prompt"][k] for k in ("system_prompt", "user_template", "max_prompt_tokens")} == \
         {k: script_args[k] for k in ("system_prompt", "user_template", "max_prompt_tokens")}
     assert record["train_file"]["bytes_sha256"]
+
+
+def test_nothing_is_written_into_an_input(tiny_model_dir, random_adapter, tmp_path):
+    """The submission or run folder inside the base model, the adapter or the adapter's base is refused; so is a
+    training output folder inside the model."""
+    from mcqtune.answering.options import InferArguments
+    from mcqtune.answering.outputs import output_problems
+    from mcqtune.errors import ConfigError
+    from mcqtune.train import sft as train_sft
+    from tests.helpers import train_args
+
+    test_file = tmp_path / "test.csv"
+    test_file.write_text("ID,question\n")
+    for output in (tiny_model_dir / "model.safetensors", random_adapter / "adapter_config.json",
+                   tiny_model_dir / "sub.csv"):
+        problems = output_problems(InferArguments(test_file=str(test_file), model_path=str(random_adapter),
+                                                  output_file=str(output)))
+        assert any("would write into the input" in p for p in problems), (output, problems)
+    inside_run = InferArguments(test_file=str(test_file), model_path=str(random_adapter),
+                                output_file=str(tmp_path / "sub.csv"), output_dir=str(tiny_model_dir / "run"))
+    assert output_problems(inside_run)
+    fine = InferArguments(test_file=str(test_file), model_path=str(random_adapter), output_file=str(tmp_path / "s.csv"))
+    assert output_problems(fine) == []
+    with pytest.raises(ConfigError, match="lies inside the model folder"):
+        train_sft.check_config(*train_args(tiny_model_dir, test_file, tiny_model_dir / "out"))
+
+
+def test_a_new_training_run_never_overwrites_a_readme_it_did_not_write(tmp_path):
+    """TRL writes its model card to <output_dir>/README.md: an earlier one is moved aside first, kept whole."""
+    from mcqtune.train.checkpoints import set_aside_previous_run
+
+    (tmp_path / "README.md").write_text("my notes")
+    kept = set_aside_previous_run(tmp_path)
+    assert not (tmp_path / "README.md").exists() and (kept / "README.md").read_text() == "my notes"

@@ -22,8 +22,13 @@ def decode_csv_bytes(path: str | Path, data: bytes, encoding: str | None = None)
                 and _is_utf8(data):
             raise DataError(path, f"is UTF-8 text; read as {encoding} it would be garbled: leave out --encoding")
         return text
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):  # before UTF-16: its BOM starts like UTF-32's
+        return _decode_named(path, data, "utf-32")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
+        return _decode_named(path, data, "utf-16")
+    unmarked = _unmarked_wide_unicode(data)
+    if unmarked:
+        return _decode_named(path, data, unmarked)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -47,3 +52,27 @@ def _decodes(data: bytes, encoding: str) -> bool:
 
 def _is_utf8(data: bytes) -> bool:
     return _decodes(data.removeprefix(b"\xef\xbb\xbf"), "utf-8")
+
+
+def _decode_named(path, data: bytes, encoding: str) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"looks like {encoding.upper()} text but is damaged at offset {err.start}: convert it "
+                        "to UTF-8 first") from None
+
+
+def _unmarked_wide_unicode(data: bytes) -> str | None:
+    """UTF-16 or UTF-32 without a byte order mark, recognised by its zero bytes: a CSV header is ASCII, so every
+    other (UTF-16) or every fourth (UTF-32) byte of it is zero. Named, never guessed from less."""
+    head = data[:64]
+    if len(head) < 8 or b"\x00" not in head:
+        return None
+    for width, names in ((4, ("utf-32-le", "utf-32-be")), (2, ("utf-16-le", "utf-16-be"))):
+        usable = len(head) - len(head) % width
+        units = [head[i:i + width] for i in range(0, usable, width)]
+        if all(u[1:] == b"\x00" * (width - 1) and u[0] for u in units):
+            return names[0]
+        if all(u[:-1] == b"\x00" * (width - 1) and u[-1] for u in units):
+            return names[1]
+    return None

@@ -165,6 +165,9 @@ def _check_header(path: Path, header: list[str], require_answer: bool) -> list[s
 
 
 def _check_row(path: Path, line: int, row: dict[str, str], require_answer: bool) -> None:
+    if all(_canonical_column(value) == _canonical_column(column) for column, value in row.items() if value.strip()) \
+            and all(row[c].strip() for c in REQUIRED_COLUMNS):
+        raise DataError(path, "repeats the header (two files joined?); remove that line", line=line)
     for column in REQUIRED_COLUMNS:
         if not row[column].strip():
             raise DataError(path, "is empty; every question needs its text and all four options",

@@ -28,3 +28,14 @@ def test_a_utf8_file_read_with_another_encoding_is_refused(tmp_path):
     with pytest.raises(DataError, match="is UTF-8 text; read as latin-1 it would be garbled"):
         load_mcq_csv(path, encoding="latin-1")
     assert load_mcq_csv(path, encoding="utf-8").loc[0, "option_A"] == "臺北"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "utf-32"])
+def test_utf16_and_utf32_are_recognised_with_or_without_a_byte_order_mark(tmp_path, encoding):
+    frame = load_mcq_csv(write(tmp_path, HEADER + GOOD_ROWS, encoding=encoding), require_answer=True)
+    assert list(frame["ID"]) == ["1", "2", "3"] and frame["question"].iat[0] == "中国的首都是哪里？"
+
+
+def test_a_repeated_header_line_is_refused_with_its_line_number(tmp_path):
+    with pytest.raises(DataError, match=r"line 3: repeats the header"):
+        load_mcq_csv(write(tmp_path, HEADER + GOOD_ROWS.splitlines(keepends=True)[0] + HEADER + GOOD_ROWS))

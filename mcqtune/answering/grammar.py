@@ -18,9 +18,9 @@ LETTERS = ("A", "B", "C", "D")
 # that have a Traditional form, so one set of patterns reads both scripts. A full converter is not needed
 # (only the parser's own words must match) and would break the standard-library-only rule. Characters
 # outside the grammar are left as they are: ``維生素C`` and ``C語言`` stay names because 素 and 語 are not grammar.
-# Both columns are checked against OpenCC's s2t / s2tw / s2hk in tests/test_answer_grammar.py.
-TRADITIONAL = "與兩個爲為於會內準則別併敘敍嗎學實對並應開當擇斷無顯沒點確約絕觀覺計認許該誤說説這還選錯難項"
-SIMPLIFIED = "与两个为为于会内准则别并叙叙吗学实对并应开当择断无显没点确约绝观觉计认许该误说说这还选错难项"
+# Both columns are checked against OpenCC's s2t / s2tw / s2hk in tests/answering/test_grammar.py.
+TRADITIONAL = "與兩個爲為於會內準則別併敘敍嗎學實對並應開當擇斷無顯沒點確種約絕觀覺計認許該誤說説這過還選錯難項"
+SIMPLIFIED = "与两个为为于会内准则别并叙叙吗学实对并应开当择断无显没点确种约绝观觉计认许该误说说这过还选错难项"
 TO_SIMPLIFIED = str.maketrans(TRADITIONAL, SIMPLIFIED)
 
 # --- what may stand next to an answer letter -------------------------------------------------------------
@@ -83,6 +83,15 @@ JUDGED_WRONG = re.compile(
     r"(?:[两二三四]\s*(?:项|个选项)\s*)?(?:的\s*)?(?:(?:说法|表述|观点|描述|叙述|内容)\s*)?(?::\s*)?"
     r"(?:(?:都|均|也|明显|显然|肯定|完全|本身|是)\s*)*(?:" + WRONG + r")"
     r"(?![^\S\n]*(?:选项)?[(\[（]?[A-Da-d](?![A-Za-z]))")  # "选C不选A": 不选 denies A, it does not judge C
+# An exclusion that follows the letter: A以外的选项, A之外, A的反面 (the letter is named only to be set aside).
+EXCLUDED_AFTER = re.compile(r"\s*(?:(?:选项|项)\s*)?(?:[)\]）】]\s*)?(?:以外|之外|除外|的反面|的对立面|的相反|相反)")
+# A clause right after the letter's that refutes what was just said: "有人说答案是A，这是错的", "It's A, which is
+# wrong", "答案是A，但这不对".
+REFUTED_AFTER = re.compile(
+    r"\s*(?:(?:选项|项)\s*)?(?:[)\]）】]\s*)?[，,;；]\s*(?:(?:但是?|可是?|然而|不过|(?i:but|however))\s*[，,]?\s*)?"
+    r"(?:这种说法|这个说法|该说法|这一说法|这个答案|这|那|此|(?i:which|that|this|it))\s*"
+    r"(?:(?:是|显然|明显|其实|当然|(?i:is|was|['’]s|clearly|obviously))\s*)*"
+    r"(?:错的|错误的?|不对的?|不正确的?|有误|不成立|(?i:wrong|incorrect|false|not\s+(?:right|correct|true))(?![A-Za-z]))")
 # A trailing clause that only rejects letters: "所以是C，不是A。", "It's C rather than A.", "……是C。A错误。"
 REJECTION_TAIL = re.compile(
     r"[\s，,;；:。.!！(（]*(?:(?:而|并且?|也|(?i:and|but)(?![A-Za-z]))\s*)?"

@@ -62,12 +62,13 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from mcqtune.answering.grammar import (ANSWER_PHRASE, ANY_LETTER, BOXED, CJK_AFTER_OK, CJK_BEFORE_OK, CLAUSE_END,
-                                       CONCLUSION, CORRECTION, DENIED_BEFORE, ENUM_AFTER, ENUM_BEFORE, EXCLUDED_BEFORE,
-                                       HEDGE_IN_CLAUSE, IS_CORRECT, JUDGED_LETTERS, JUDGED_LETTERS_UP_TO, JUDGED_WRONG,
-                                       LEADING, LETTERS, LONGEST_NAMING_WORD, MARKDOWN, NAMING_WORDS, NEARBY, NEGATION,
-                                       OPEN_ALTERNATIVE, QUESTION_END, REJECTION_AHEAD, REJECTION_TAIL, ROLE_LINE,
-                                       SAME_LINE_LABEL, SAME_LINE_WORD, SENTENCE_END, SPACE_THEN_WORD, SPECIAL_TOKEN,
-                                       THINK_BLOCK, UNCERTAIN, WORD_CHAR, normalise_script)
+                                       CONCLUSION, CORRECTION, DENIED_BEFORE, ENUM_AFTER, ENUM_BEFORE, EXCLUDED_AFTER,
+                                       EXCLUDED_BEFORE, HEDGE_IN_CLAUSE, IS_CORRECT, JUDGED_LETTERS,
+                                       JUDGED_LETTERS_UP_TO, JUDGED_WRONG, LEADING, LETTERS, LONGEST_NAMING_WORD,
+                                       MARKDOWN, NAMING_WORDS, NEARBY, NEGATION, OPEN_ALTERNATIVE, QUESTION_END,
+                                       REFUTED_AFTER, REJECTION_AHEAD, REJECTION_TAIL, ROLE_LINE, SAME_LINE_LABEL,
+                                       SAME_LINE_WORD, SENTENCE_END, SPACE_THEN_WORD, SPECIAL_TOKEN, THINK_BLOCK,
+                                       UNCERTAIN, WORD_CHAR, normalise_script)
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,10 @@ def _denied_later(text: str, letter: str, end: int) -> bool:
 
 
 def _rejected(text: str, start: int, end: int) -> bool:
-    """The letter text[start:end] is denied, excluded or judged wrong, here or (denied) later."""
-    return _negated(text, start) or _judged_wrong(text, end) or _denied_later(text, text[start:end], end)
+    """The letter text[start:end] is denied, excluded (before or after it: 除了A, A以外) or judged wrong (A错误, or
+    a refuting clause: "有人说是A，这是错的"), here or (denied) later."""
+    return _negated(text, start) or _judged_wrong(text, end) or _denied_later(text, text[start:end], end) \
+        or bool(EXCLUDED_AFTER.match(text, end)) or bool(REFUTED_AFTER.match(text, end))
 
 
 def _without_rejection_tail(text: str) -> str:

@@ -174,6 +174,22 @@ JUDGED_WRONG = [  # letters judged wrong are never the answer
 ]
 
 
+# A letter named only to set it aside (after it: A以外, A之外, A的反面) or to report a claim that is then refuted
+# ("有人说答案是A，这是错的", "…, which is wrong") is never the answer; what the reply does commit to still is.
+NAMED_TO_BE_SET_ASIDE = [
+    ("答案是A以外的选项", None), ("答案应为A以外的选项", None), ("答案是A的反面", None), ("答案在A之外", None),
+    ("有人说答案是A，这是错的", None), ("有人认为选B，但这是错误的。", None), ("我认为是（C），但这不对", None),
+    ("Someone says A, which is wrong.", None), ("Some would pick B, but that is incorrect.", None),
+    ("有人说选B，这是不对的，应该选D", "D"), ("Someone might say A, which is wrong. The answer is C.", "C"),
+    ("答案是A，这是正确的", "A"), ("除A之外都错，答案是A", "A"),
+]
+
+
+@pytest.mark.parametrize("text,expected", NAMED_TO_BE_SET_ASIDE)
+def test_a_letter_named_only_to_be_set_aside_is_never_returned(text, expected):
+    assert parse_answer(text) == expected
+
+
 @pytest.mark.parametrize("text,expected", COMMITTED_AND_REJECTED)
 def test_commitment_wins_over_rejected_letters(text, expected):
     assert parse_answer(text) == expected

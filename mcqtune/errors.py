@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -104,14 +105,56 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
 
 def parse_with(parser, argv: Sequence[str] | None, error: type[UserError] = UserError):
     """``parser.parse_args_and_config(argv)`` (TRL's parser: YAML config + command line), with a bad value, an
-    unknown option or unreadable YAML as one ``error`` naming it instead of a traceback."""
+    unknown option or unreadable YAML as one ``error`` naming it instead of a traceback or a page of usage; values
+    from YAML must have their option's type (argparse checks only the command line's)."""
     import yaml
 
     from mcqtune.config_files import resolve_config_argv
 
+    def refuse(message):  # argparse's own error() prints the whole usage and exits 2
+        raise error(f"bad option: {one_line(message)}; see --help")
+
+    parser.error = refuse
     try:
-        return parser.parse_args_and_config(resolve_config_argv(sys.argv[1:] if argv is None else argv))
+        parsed = parser.parse_args_and_config(resolve_config_argv(sys.argv[1:] if argv is None else argv))
     except yaml.YAMLError as err:
         raise error(f"the --config file is not valid YAML: {one_line(err)}") from None
+    except UserError:
+        raise
     except (ValueError, TypeError, KeyError) as err:  # unknown keys, wrong types, bad choices
-        raise error(f"bad option: {one_line(err)}; see --help") from None
+        text = one_line(err)
+        unknown = re.search(r"Unknown arguments[^\[]*(\[[^\]]*\])", text)
+        if unknown:
+            source = "the --config file" if "config file" in text else "the command line"
+            raise error(f"unknown option(s) in {source}: {unknown.group(1)}; check the spelling (see --help)") \
+                from None
+        raise error(f"bad option: {text}; see --help") from None
+    for options in parsed:
+        check_types(options, error)
+    return parsed
+
+
+def check_types(options, error: type[UserError] = UserError) -> None:
+    """Every int, float and bool option holds a value of its type (YAML's ``max_steps: 3.5`` or ``bf16: "yes"``
+    reach the dataclass unchecked)."""
+    import dataclasses
+    import typing
+
+    try:
+        hints = typing.get_type_hints(type(options))
+    except (NameError, TypeError):  # a forward reference the class's module cannot resolve: nothing to check with
+        return
+    for field in dataclasses.fields(options):
+        wanted = hints.get(field.name)
+        if typing.get_origin(wanted) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            members = [a for a in typing.get_args(wanted) if a is not type(None)]
+            wanted = members[0] if len(members) == 1 else None
+        value = getattr(options, field.name, None)
+        if value is None or wanted not in (int, float, bool):
+            continue
+        ok = isinstance(value, bool) if wanted is bool else \
+            isinstance(value, int) and not isinstance(value, bool) if wanted is int else \
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            kind = {int: "a whole number", float: "a number", bool: "true or false"}[wanted]
+            raise error(f"bad option: {field.name} must be {kind}, got {value!r}; see --help")

@@ -220,3 +220,28 @@ def test_kill_9_twice_then_the_same_command_gives_the_uninterrupted_submission(t
     assert out.read_bytes() == answered
     report = json.loads((tmp_path / "submission_run" / "report.json").read_text())
     assert report["damaged_records_set_aside"] == 1 and report["answered_this_run"] < report["rows"]
+
+
+@pytest.mark.parametrize("yaml_text,expected", [
+    ("max_steps: 3.5\n", "max_steps must be a whole number, got 3.5"),
+    ("learning_rate: fast\n", "invalid float value: 'fast'"),
+    ("no_such_key: 1\n", "unknown option(s) in the --config file: ['--no_such_key', '1']"),
+])
+def test_bad_yaml_values_are_one_line_before_anything_loads(tmp_path, yaml_text, expected):
+    from mcqtune.errors import ConfigError, parse_with
+    from mcqtune.train.options import make_parser
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError) as caught:
+        parse_with(make_parser(), ["--config", str(config), "--train_file", "x.csv"], ConfigError)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("template", ["{question}{A!z}{B}{C}{D}", "{question}{A:>{width}}{B}{C}{D}",
+                                      "{question}{A:q}{B}{C}{D}"])
+def test_a_user_template_that_cannot_be_filled_in_is_named(template):
+    from mcqtune.data.questions import PromptOptions, check_prompt_options
+
+    problems = check_prompt_options(PromptOptions(user_template=template))
+    assert problems and "user_template" in problems[0]

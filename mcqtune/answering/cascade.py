@@ -70,6 +70,9 @@ def margins(probs: np.ndarray) -> np.ndarray:
 def least_confident(first: pd.DataFrame, fraction: float) -> list[str]:
     """IDs of the ``fraction`` of rows with the smallest margins (ties broken by file order)."""
     count = int(round(fraction * len(first)))
+    if count == 0:
+        raise CascadeError(f"--rescore_fraction {fraction} of {len(first)} questions is no question; give at least "
+                           f"{1 / len(first):.3g}")
     order = np.argsort(margins(first[list(PROB_COLUMNS)].to_numpy(dtype=float)), kind="stable")
     return list(first["ID"].iloc[np.sort(order[:count])])
 

@@ -106,6 +106,12 @@ def check_prompt_options(options: PromptOptions) -> list[str]:
     missing = [name for name in PLACEHOLDERS if name not in fields_used]
     if missing:
         problems.append(f"user_template lacks the placeholder(s) {' '.join('{' + n + '}' for n in missing)}")
+    if not unknown:  # conversions and format specs ({A!z}, {A:>{width}}) fail only when filled in
+        try:
+            options.user_template.format(**{name: "x" for name in PLACEHOLDERS})
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            problems.append(f"user_template cannot be filled in ({one_line(err)}); use plain placeholders "
+                            "{question} {A} {B} {C} {D} and {{ }} for literal braces")
     if options.max_prompt_tokens < 32:
         problems.append(f"max_prompt_tokens must be >= 32, got {options.max_prompt_tokens}")
     if options.chat_template and len(options.chat_template) < 256 and "{" not in options.chat_template \

@@ -32,6 +32,8 @@ from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN
 from mcqtune.errors import ConfigError, UserError
 from mcqtune.runs.folder import set_aside
 from mcqtune.runs.folds import CV_OUTPUTS, fold_dir, fold_finished, write_fold_plan
+from mcqtune.runs.identity import same_json
+from mcqtune.runs.provenance import FOLD_PLAN, read_json
 from mcqtune.train.run import train_locked, training_run_identity
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,9 @@ def train_folds(script_args, training_args, backend: str) -> dict:
     from mcqtune.train.data import load_training_file
 
     frame = load_training_file(script_args)
+    if script_args.folds > len(frame):
+        raise ConfigError(f"--folds {script_args.folds} needs at least {script_args.folds} training rows; "
+                          f"{script_args.train_file} has {len(frame)}")
     assignment = pd.Series(assign_folds(frame, script_args.folds, training_args.seed), index=frame.index)
     if training_args.should_save:
         write_plan(script_args, training_args)
@@ -101,6 +106,17 @@ def write_plan(script_args, training_args) -> None:
     identities = {fold: training_run_identity(*fold_arguments(script_args, training_args, fold))
                   for fold in range(script_args.folds)}
     train_file = next(iter(identities.values())).get("train_file")
+    earlier = read_json(Path(training_args.output_dir) / FOLD_PLAN)
+    if script_args.fold is not None and earlier and earlier.get("fold_identities") != \
+            {str(k): v for k, v in same_json(identities).items()}:
+        kept = [int(k) for k, identity in (earlier.get("fold_identities") or {}).items()
+                if fold_finished(fold_dir(training_args.output_dir, int(k)), identity)]
+        if kept:
+            raise ConfigError(f"{training_args.output_dir} holds a k-fold run of other settings (folds "
+                              f"{earlier.get('folds')}, seed {earlier.get('seed')}, finished folds {kept}); train "
+                              f"--fold {script_args.fold} "
+                              "with that run's settings, into another --output_dir, or run every fold without --fold "
+                              "to replace it")
     write_fold_plan(training_args.output_dir, script_args.folds, training_args.seed, train_file, identities)
 
 
@@ -194,8 +210,9 @@ def out_of_fold(frame: pd.DataFrame, parts: list[pd.DataFrame]) -> pd.DataFrame:
     oof = pd.concat(parts, ignore_index=True)
     counts = oof["ID"].value_counts()
     if (counts > 1).any() or set(oof["ID"]) != set(frame["ID"]):
-        raise RuntimeError(f"the fold predictions do not cover the training rows once each ({int((counts > 1).sum())} "
-                           f"repeated, {len(set(frame['ID']) - set(oof['ID']))} missing)")
+        raise UserError(f"the folds' validation predictions do not cover the training rows once each "
+                        f"({int((counts > 1).sum())} repeated, {len(set(frame['ID']) - set(oof['ID']))} missing): "
+                        "some folds were trained with other settings; run every fold again without --fold")
     return oof.set_index("ID").loc[frame["ID"]].reset_index()
 
 

@@ -80,7 +80,8 @@ def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: Sc
     if str(training_args.eval_strategy) in ("no", "IntervalStrategy.NO"):
         val_ds = val_frame = None
     elif len(val_ds) == 0:
-        raise ConfigError("the validation split is empty: raise val_fraction, pass val_file, or set eval_strategy no")
+        raise ConfigError("the validation split is empty: raise val_fraction, pass val_file, or train without "
+                          "validation (--eval_strategy no --load_best_model_at_end false)")
     if script_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=script_args.early_stopping_patience))
     return MCQTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=val_ds,

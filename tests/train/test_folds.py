@@ -113,3 +113,34 @@ def test_a_fold_process_that_dies_stops_the_run_in_one_line(tiny_model_dir, samp
     message = str(caught.value)
     assert "\n" not in message and message.startswith("fold 0 of 2 was killed by signal 9")
     assert "run the same command again" in message
+
+
+def test_folds_beyond_the_rows_and_a_fold_of_other_settings_are_one_line(tiny_model_dir, sample_dir, tmp_path,
+                                                                        monkeypatch):
+    from mcqtune.errors import ConfigError
+    from mcqtune.runs.folds import write_fold_plan
+
+    small = tmp_path / "train.csv"
+    pd.read_csv(sample_dir / "train.csv", dtype=str).head(8).to_csv(small, index=False)
+    with pytest.raises(ConfigError, match="--folds 9 needs at least 9 training rows"):
+        train_sft.main(*train_args(tiny_model_dir, small, tmp_path / "cv", *FOLD_RUN, "--folds", 9))
+    # a finished fold of a 3-fold plan with seed 42; then --fold 2 with seed 7 into the same folder
+    out = tmp_path / "cv"
+    (out / "fold-0").mkdir(parents=True)
+    identity = {"seed": 42}
+    (out / "fold-0" / "training_summary.json").write_text(json.dumps({"run_identity": identity}))
+    (out / "fold-0" / "validation_predictions.csv").write_text("ID\n")
+    write_fold_plan(out, 3, 42, None, {0: identity, 1: {"seed": 42, "f": 1}, 2: {"seed": 42, "f": 2}})
+    monkeypatch.setattr(folds, "train_fold", lambda *a, **k: pytest.fail("no fold may train"))
+    with pytest.raises(ConfigError, match="holds a k-fold run of other settings") as caught:
+        train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 3, "--fold", 2, "--seed", 7))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_rescore_fraction_of_no_row_is_one_line():
+    from mcqtune.answering.cascade import CascadeError, least_confident
+
+    first = pd.DataFrame({"ID": [str(i) for i in range(40)], **{f"p_{x}": [0.25] * 40 for x in "ABCD"}})
+    with pytest.raises(CascadeError, match="is no question"):
+        least_confident(first, 0.01)
+    assert len(least_confident(first, 0.05)) == 2

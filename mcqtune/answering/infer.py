@@ -41,7 +41,7 @@ from mcqtune.answering.outputs import (checkpoint_path, gather_answers, letter_d
 from mcqtune.answering.setup import (adopt_training_prompt, check_args, expand_fold_run, load_request,
                                     run_identity_of)
 from mcqtune.answering.options import InferArguments
-from mcqtune.data.questions import encode_prompts, load_mcq_csv
+from mcqtune.data.questions import encode_prompts_checked, load_mcq_csv
 from mcqtune.reporting.meters import BatchClock, HostMemoryWatch
 from mcqtune.model.loading import peek_backend, select_backend
 from mcqtune.runs.folder import lock_run_folder
@@ -140,7 +140,10 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     loaded = time.time()
     slot = find_answer_slot(tokenizer, args.prompt_style).describe(tokenizer, args.prompt_style)  # or refuse
     logger.info(slot)
-    prompts = encode_prompts(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)  # once, every mode
+    prompts, shortened = encode_prompts_checked(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)
+    if shortened:  # once, every mode; counted in report.json
+        logger.warning("%d of %d questions were longer than max_prompt_tokens %d and were shortened (their template "
+                       "and options are kept whole)", shortened, len(frame), args.max_prompt_tokens)
     batch_size = agree_on(args.batch_size or auto_batch_size(model, max(map(len, prompts)), args), world)
     prior = agree_on(estimate_letter_prior_of(model, tokenizer, frame, prompts, args, batch_size), world)
     identity = run_identity_of(args, request, load_info, tokenizer, batch_size, prior)
@@ -158,7 +161,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
            **{k: v for k, v in (provenance or {}).items() if v},
            "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
            "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),
-           "answer_timing": clock.summary(), "answer_slot": slot,
+           "answer_timing": clock.summary(), "answer_slot": slot, "questions_shortened": shortened,
            "score_mfu": score_utilisation(model, tokenizer, prompts, args, clock.summary()),
            **letter_distributions(records, prior)}
     return write_outputs(args, frame, records, run, answered=answered, host=host, started=started, loaded=loaded,

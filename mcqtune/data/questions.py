@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from mcqtune.errors import DataError, describe_os_error, one_line
+from mcqtune.errors import DataError, UserError, describe_os_error, one_line
 from mcqtune.data.encoding import decode_csv_bytes
 
 logger = logging.getLogger(__name__)
@@ -292,12 +292,24 @@ def to_prompt_completion(row: dict[str, Any] | pd.Series, style: PromptStyle = P
     return {"prompt": prompt, "completion": [answer]}
 
 
+class PromptTooLong(UserError):
+    """The template and the options of some rows do not fit in max_prompt_tokens, even with an empty question."""
+
+    def __init__(self, needed: list[tuple[str, int]], limit: int):
+        self.needed, self.limit = needed, limit
+        most = max(tokens for _, tokens in needed)
+        super().__init__(f"{len(needed)} question(s) (first ID {needed[0][0]}) do not fit in --max_prompt_tokens "
+                         f"{limit} even with the question text shortened away: their template and options take up to "
+                         f"{most} tokens, and options are never cut; raise --max_prompt_tokens to at least {most + 16}")
+
+
 def encode_prompt(tokenizer, row, style: PromptStyle = PromptStyle(),
                   max_prompt_tokens: int | None = None) -> list[int]:
     """Token ids of the chat prompt for one row (the same ids in training and inference).
 
     A prompt longer than ``max_prompt_tokens`` keeps its template and options: the question text is cut
-    (from its end) until it fits, so the answer position and the option letters are never lost.
+    (from its end) until it fits, so the answer position and the option letters are never lost; a row whose
+    template and options alone do not fit is refused (PromptTooLong), never cut.
     """
     return encode_prompt_checked(tokenizer, row, style, max_prompt_tokens)[0]
 
@@ -316,14 +328,32 @@ def encode_prompt_checked(tokenizer, row, style: PromptStyle = PromptStyle(),
     overflow = len(ids) - max_prompt_tokens
     keep = max(len(question_ids) - overflow - 2, 0)
     ids = render(tokenizer.decode(question_ids[:keep]) + "…")
-    if len(ids) > max_prompt_tokens:  # the options alone are too long: cut from the left, keep the end
-        ids = ids[-max_prompt_tokens:]
+    if len(ids) > max_prompt_tokens:  # the template and options alone are too long: refused, never cut
+        raise PromptTooLong([(str(row.get("ID", "?")), len(render("…")))], max_prompt_tokens)
     return ids, True
+
+
+def encode_prompts_checked(tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
+                           max_prompt_tokens: int | None = None) -> tuple[list[list[int]], int]:
+    """Every row's prompt ids and how many questions were shortened; rows that cannot fit are refused together
+    (one PromptTooLong naming how many, the first and the limit that would fit them all)."""
+    prompts, shortened, too_long = [], 0, []
+    for _, row in frame.iterrows():
+        try:
+            ids, cut = encode_prompt_checked(tokenizer, row, style, max_prompt_tokens)
+        except PromptTooLong as err:
+            too_long += err.needed
+            continue
+        prompts.append(ids)
+        shortened += cut
+    if too_long:
+        raise PromptTooLong(too_long, max_prompt_tokens)
+    return prompts, shortened
 
 
 def encode_prompts(tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
                    max_prompt_tokens: int | None = None) -> list[list[int]]:
-    return [encode_prompt(tokenizer, row, style, max_prompt_tokens) for _, row in frame.iterrows()]
+    return encode_prompts_checked(tokenizer, frame, style, max_prompt_tokens)[0]
 
 
 def build_sft_records(frame: pd.DataFrame, style: PromptStyle = PromptStyle()) -> list[dict[str, list]]:

@@ -9,6 +9,7 @@ import logging
 
 import pandas as pd
 
+from mcqtune.data.questions import PromptTooLong
 from mcqtune.model.chat_template import encode_training_example
 from mcqtune.data.questions import ANSWER_COLUMN, describe, load_mcq_csv
 from mcqtune.data.option_orders import augment_with_permutations
@@ -87,8 +88,15 @@ def build_datasets(tokenizer, train, val, script_args, counts: dict | None = Non
     from datasets import Dataset
 
     def encode(frame, split):
-        rows = [encode_training_example(tokenizer, row, script_args.prompt_style, script_args.max_prompt_tokens,
-                                        script_args.max_answer_tokens) for _, row in frame.iterrows()]
+        rows, too_long = [], []
+        for _, row in frame.iterrows():
+            try:
+                rows.append(encode_training_example(tokenizer, row, script_args.prompt_style,
+                                                    script_args.max_prompt_tokens, script_args.max_answer_tokens))
+            except PromptTooLong as err:  # refused together: the limit that fits them all
+                too_long += err.needed
+        if too_long:
+            raise PromptTooLong(too_long, script_args.max_prompt_tokens)
         shortened, cut = sum(r.pop("question_shortened") for r in rows), sum(r.pop("answer_cut") for r in rows)
         if counts is not None:
             counts[split] = {"rows": len(rows), "question_shortened": shortened, "answer_cut": cut,

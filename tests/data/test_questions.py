@@ -130,3 +130,27 @@ def test_prompt_style_is_configurable():
     messages = build_messages(ROW, PromptStyle(system_prompt=None, user_template="Q: {question} | {A}/{B}/{C}/{D}"))
     assert messages == [{"role": "user", "content": "Q: 中国的首都是哪里？ | 北京/上海/广州/深圳"}]
     assert build_messages(ROW)[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
+
+
+def test_options_are_never_cut_a_prompt_that_cannot_fit_is_refused(qwen_tokenizer, sample_dir):
+    """Questions are shortened first (their options and template kept whole, counted); rows whose template and
+    options alone exceed the limit are refused together, naming the limit that fits them all; a limit that fits
+    no prompt is refused too."""
+    from mcqtune.data.questions import PromptTooLong, encode_prompts_checked
+
+    frame = load_mcq_csv(sample_dir / "test.csv").head(6).reset_index(drop=True)
+    frame.loc[0, "question"] = "很长的题目" * 200
+    prompts, shortened = encode_prompts_checked(qwen_tokenizer, frame, max_prompt_tokens=160)
+    assert shortened == 1 and max(map(len, prompts)) <= 160
+    assert qwen_tokenizer.decode(prompts[0]).count("A. ") == 1  # the options survive the shortening
+    frame.loc[2, "option_A"] = "很长的选项" * 100
+    frame.loc[4, "option_B"] = "很长的选项" * 150
+    with pytest.raises(PromptTooLong) as caught:
+        encode_prompts_checked(qwen_tokenizer, frame, max_prompt_tokens=160)
+    message = str(caught.value)
+    assert "2 question(s) (first ID" in message and "--max_prompt_tokens 160" in message and "\n" not in message
+    assert caught.value.limit == 160 and len(caught.value.needed) == 2
+    fitting = max(tokens for _, tokens in caught.value.needed) + 16
+    assert len(encode_prompts_checked(qwen_tokenizer, frame, max_prompt_tokens=fitting)[0]) == 6
+    with pytest.raises(PromptTooLong, match="6 question"):  # a limit that would cut every prompt
+        encode_prompts_checked(qwen_tokenizer, frame, max_prompt_tokens=40)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Sequence
 from pathlib import Path
 
 from mcqtune.config_files import config_dir
@@ -20,6 +21,42 @@ logger = logging.getLogger("train_sft")
 
 
 # Dataclass fields (and --help) follow the bases in reverse: the prompt's, the weights', LoRA's, then these.
+PACKING_REFUSED = ("padding_free / packing put several questions into one sequence, which is right only with "
+                   "FlashAttention's variable-length kernels; this recipe runs PyTorch's SDPA attention, where the "
+                   "questions would attend to each other. To cut padding use --train_sampling_strategy "
+                   "group_by_length instead")
+# Options a backend may switch off while the config is built (Unsloth turns packing and padding_free off with a
+# notice or silently), so their request is read from the command line and the YAML file before parsing.
+ASKED_BEFORE_PARSING = ("packing", "padding_free")
+
+
+def check_requested(argv: Sequence[str]) -> None:
+    """Refuse, in one line, what was asked for on the command line or in --config but cannot be honoured, before
+    a backend's config hook can turn it off unseen."""
+    import yaml
+
+    from mcqtune.config_files import resolve_config
+
+    asked = {}
+    if "--config" in argv[:-1]:
+        path = Path(resolve_config(argv[argv.index("--config") + 1]))
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, yaml.YAMLError):
+            config = None  # the parser names the problem
+        asked.update({k: v for k, v in (config or {}).items() if k in ASKED_BEFORE_PARSING} if isinstance(config, dict)
+                     else {})
+    for i, item in enumerate(argv):
+        for name in ASKED_BEFORE_PARSING:
+            if item in (f"--{name}", f"--{name.replace('_', '-')}"):
+                value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true"
+                asked[name] = value
+            elif item.startswith(f"--{name}="):
+                asked[name] = item.split("=", 1)[1]
+    if any(str(v).lower() in ("true", "1", "yes") for v in asked.values()):
+        raise ConfigError(PACKING_REFUSED)
+
+
 @dataclass
 class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
     train_file: str = field(default="", metadata={"help": "competition CSV with an answer column"})
@@ -99,10 +136,7 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
     if training_args.per_device_train_batch_size < 1 or training_args.gradient_accumulation_steps < 1:
         problems.append("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
     if getattr(training_args, "padding_free", False) or getattr(training_args, "packing", False):
-        problems.append("padding_free / packing put several questions into one sequence, which is right only with "
-                        "FlashAttention's variable-length kernels; this recipe runs PyTorch's SDPA attention, where "
-                        "the questions would attend to each other. To cut padding use --train_sampling_strategy "
-                        "group_by_length instead")
+        problems.append(PACKING_REFUSED)
     if problems:
         raise ConfigError("; ".join(problems))
 

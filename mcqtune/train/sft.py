@@ -14,13 +14,15 @@ checkpoints (`checkpoint-*`, for `--resume`), `training_summary.json` and `train
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Sequence
 
 from mcqtune.errors import ConfigError, parse_with
 from mcqtune.model.loading import peek_backend, select_backend
 from mcqtune.train.data import load_splits
 from mcqtune.train.folds import train_folds
-from mcqtune.train.options import ScriptArguments, check_config, fit_max_length, make_parser, scale_for_processes
+from mcqtune.train.options import (ScriptArguments, check_config, check_requested, fit_max_length, make_parser,
+                                   scale_for_processes)
 from mcqtune.train.run import train_locked
 
 logger = logging.getLogger("train_sft")
@@ -41,6 +43,8 @@ def main(script_args: ScriptArguments, training_args, backend: str | None = None
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_requested(argv)
     backend = select_backend(peek_backend(argv))
     script_args, training_args = parse_with(make_parser(), argv, ConfigError)
     main(script_args, training_args, backend)

@@ -38,8 +38,8 @@ from mcqtune.errors import ConfigError, parse_with
 from mcqtune.runs.distributed import agree_on, distributed_info, shard
 from mcqtune.answering.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
-from mcqtune.answering.setup import (adopt_training_prompt, check_args, expand_fold_run, load_request,
-                                    run_identity_of)
+from mcqtune.answering.setup import (adopt_training_prompt, check_answer_slot, check_args, expand_fold_run,
+                                    load_request, run_identity_of)
 from mcqtune.answering.options import InferArguments
 from mcqtune.data.questions import encode_prompts_checked, load_mcq_csv
 from mcqtune.reporting.meters import BatchClock, HostMemoryWatch
@@ -105,6 +105,7 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     args, kfold = expand_fold_run(args)
     args, prompt = adopt_training_prompt(args)
     check_args(args)
+    check_answer_slot(args)
     frame = load_mcq_csv(args.test_file, encoding=args.encoding, number_rows=args.number_rows)
     rank, world, _ = distributed_info()
     plan = None

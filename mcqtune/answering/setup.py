@@ -57,6 +57,17 @@ def resolve_sources(model_path: str, base_model_id: str | None = None) -> tuple[
     return base_model_id or resolve_adapter_base(model_path), model_path
 
 
+def check_answer_slot(args: InferArguments) -> None:
+    """The chat template can carry the answer (model/chat_template.py), checked on the tokenizer alone before any
+    weights load: a refusal (a thinking template with --enable_thinking true, say) costs no loading time."""
+    from mcqtune.model.chat_template import find_answer_slot
+    from mcqtune.model.loading import load_tokenizer
+
+    base, adapter = resolve_sources(args.model_path, args.base_model_id)
+    source = adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else base
+    find_answer_slot(load_tokenizer(source, args.trust_remote_code, args.chat_template), args.prompt_style)
+
+
 def load_request(args: InferArguments, backend: str, device_map=None):
     """What to load: the models from the sources, infer's loading options with ``backend`` resolved from 'auto'."""
     from mcqtune.model.options import InferenceWeightOptions

@@ -254,3 +254,14 @@ def test_a_qwen3_gguf_scores_like_transformers(family_models, sample_rows, tmp_p
         with torch.no_grad():
             expected = model(torch.tensor([ids])).logits[0, -1, letters].numpy()
         np.testing.assert_allclose(np.asarray(got), expected, atol=2e-3, rtol=1e-3)
+
+
+def test_infer_refuses_a_thinking_template_before_any_weights_load(family_models, sample_dir, tmp_path, monkeypatch):
+    from mcqtune.answering import infer, loading
+
+    monkeypatch.setattr(loading, "load_inference_model", lambda *a, **k: pytest.fail("weights were loaded"))
+    args = infer.InferArguments(test_file=str(sample_dir / "test.csv"), model_path=str(family_models["qwen3"]),
+                                output_file=str(tmp_path / "sub.csv"), enable_thinking=True)
+    with pytest.raises(TemplateError, match="enable_thinking false"):
+        infer.main(args)
+    assert not (tmp_path / "sub.csv").exists()

@@ -145,16 +145,28 @@ def check_types(options, error: type[UserError] = UserError) -> None:
     except (NameError, TypeError):  # a forward reference the class's module cannot resolve: nothing to check with
         return
     for field in dataclasses.fields(options):
-        wanted = hints.get(field.name)
-        if typing.get_origin(wanted) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-            members = [a for a in typing.get_args(wanted) if a is not type(None)]
-            wanted = members[0] if len(members) == 1 else None
-        value = getattr(options, field.name, None)
-        if value is None or wanted not in (int, float, bool):
-            continue
-        ok = isinstance(value, bool) if wanted is bool else \
-            isinstance(value, int) and not isinstance(value, bool) if wanted is int else \
-            isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok:
-            kind = {int: "a whole number", float: "a number", bool: "true or false"}[wanted]
-            raise error(f"bad option: {field.name} must be {kind}, got {value!r}; see --help")
+        wanted, value = plain_type(hints.get(field.name)), getattr(options, field.name, None)
+        if value is not None and wanted in SCALAR_KINDS and not has_type(value, wanted):
+            raise error(f"bad option: {field.name} must be {SCALAR_KINDS[wanted]}, got {value!r}; see --help")
+
+
+SCALAR_KINDS = {int: "a whole number", float: "a number", bool: "true or false"}
+
+
+def plain_type(hint):
+    """``int`` for ``int``, ``int | None`` and ``Optional[int]``; None for anything else."""
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        return members[0] if len(members) == 1 else None
+    return hint
+
+
+def has_type(value, wanted: type) -> bool:
+    if wanted is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # True is an int to Python, never to a user
+        return False
+    return isinstance(value, int) if wanted is int else isinstance(value, (int, float))

@@ -103,6 +103,7 @@ def main(args: InferArguments, backend: str | None = None) -> dict:
     the process group and writes one submission in input order, the same as a one-process run's.
     """
     args, kfold = expand_fold_run(args)
+    check_args(args)  # the options as given, then as completed from the adapter's training record
     args, prompt = adopt_training_prompt(args)
     check_args(args)
     check_answer_slot(args)

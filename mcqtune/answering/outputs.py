@@ -45,7 +45,8 @@ def output_problems(args: InferArguments) -> list[str]:
     for source in [args.test_file, args.model_path, args.base_model_id, *adapter_bases(args), *args.ensemble,
                    *rescored]:
         if source and Path(source).exists() and any(lies_within(target, source) for target in written):
-            problems.append(f"output_file / output_dir would write into the input {source}; write elsewhere")
+            problems.append(f"output_file / output_dir would overwrite the input {source} (or write inside it); "
+                            "write elsewhere")
     return problems
 
 

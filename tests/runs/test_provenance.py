@@ -164,7 +164,7 @@ def test_nothing_is_written_into_an_input(tiny_model_dir, random_adapter, tmp_pa
                    tiny_model_dir / "sub.csv"):
         problems = output_problems(InferArguments(test_file=str(test_file), model_path=str(random_adapter),
                                                   output_file=str(output)))
-        assert any("would write into the input" in p for p in problems), (output, problems)
+        assert any("would overwrite the input" in p for p in problems), (output, problems)
     inside_run = InferArguments(test_file=str(test_file), model_path=str(random_adapter),
                                 output_file=str(tmp_path / "sub.csv"), output_dir=str(tiny_model_dir / "run"))
     assert output_problems(inside_run)

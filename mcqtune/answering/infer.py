@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -157,7 +158,8 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     records, answered = gather_answers(store, answered, world)
     if rank != 0:
         return {"rank": rank, "answered_this_run": answered}
-    run = {"test_file": args.test_file, "test_file_sha256": identity["test_file"]["bytes_sha256"],
+    run = {"output_file": str(Path(args.output_file).resolve()),
+           "test_file": args.test_file, "test_file_sha256": identity["test_file"]["bytes_sha256"],
            "model_path": args.model_path, "base_model": request.base,
            "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
            **{k: v for k, v in (provenance or {}).items() if v},

@@ -5,6 +5,7 @@ runs, both on those (in-sample for fitted weights).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -57,7 +58,7 @@ def build_report(members, validation, args, weights, probs: np.ndarray) -> dict:
     """Everything ensemble_report.json holds."""
     answers = np.array(LETTERS)[probs.argmax(axis=1)]
     labels = next((true_labels(m) for m in members if true_labels(m) is not None), None)
-    report = {"method": args.method, "rows": len(probs), "output_file": args.output_file,
+    report = {"method": args.method, "rows": len(probs), "output_file": str(Path(args.output_file).resolve()),
               "weights": None if weights is None else dict(zip([m.name for m in members], map(float, weights))),
               "debias_prior": None if args.prior is None else dict(zip(LETTERS, map(float, args.prior))),
               "members": describe_members(members, answers, labels),

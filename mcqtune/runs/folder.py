@@ -162,3 +162,23 @@ def lies_within(target: str | Path, source: str | Path) -> bool:
         return True
     source_path = Path(source).resolve()
     return source_path.is_dir() and source_path in Path(target).resolve().parents
+
+
+def submission_owned(submission: str | Path, record: str | Path) -> bool:
+    """Whether the JSON ``record`` (a run's report) names ``submission`` as the file it wrote."""
+    try:
+        named = json.loads(Path(record).read_text(encoding="utf-8")).get("output_file")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(named) and Path(named).resolve() == Path(submission).resolve()
+
+
+def submission_problem(submission: str | Path, record: str | Path, option: str) -> str | None:
+    """A submission that exists may only be replaced by the run whose ``record`` says it wrote it (it is then set
+    aside with that run's other outputs); another run's or a hand-made file is never moved from under its owner."""
+    submission = Path(submission)
+    if not submission.exists() or submission_owned(submission, record):
+        return None
+    return (f"{option} {submission} already exists and was not written by the run folder {Path(record).parent} "
+            "(it may be another run's submission, whose folder would then describe a file that is gone); "
+            "name another file, or move it away first")

@@ -1,6 +1,8 @@
 """infer: complete submissions in both modes, resume after interruption, reports, and clear failures."""
 
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -188,6 +190,8 @@ def test_permutation_averaging_and_ensembles(trained_run, tmp_path):
 def test_bad_input_exits_with_one_message_and_keeps_the_old_submission(trained_run, tmp_path):
     good = tmp_path / "submission.csv"
     good.write_text("ID,answer\n1,A\n")
+    (tmp_path / "submission_run").mkdir()  # the earlier run that wrote it
+    (tmp_path / "submission_run" / "report.json").write_text(json.dumps({"output_file": str(good.resolve())}))
     bad = tmp_path / "bad.csv"
     bad.write_text("ID,question,option_A,option_B\n1,q,a,b\n", encoding="utf-8")
     result = run_script("infer.py", "--model_path", trained_run["dir"] / "adapter", "--test_file", bad,

@@ -30,3 +30,23 @@ def test_a_run_that_starts_over_sets_the_earlier_submission_and_report_aside(tmp
     set_aside_earlier_outputs(args, SimpleNamespace(resumed=False))
     (aside,) = args.run_dir.glob("previous-*")
     assert sorted(p.name for p in aside.iterdir()) == ["report.json", "s.csv"] and not (tmp_path / "s.csv").exists()
+
+
+def test_a_submission_of_another_run_or_a_hand_made_one_is_never_replaced(tmp_path):
+    import json
+
+    from mcqtune.answering.outputs import output_problems
+
+    test_file = tmp_path / "test.csv"
+    test_file.write_text("ID,question\n")
+    (tmp_path / "s.csv").write_text("ID,answer\n1,A\n")
+    mine = InferArguments(output_file=str(tmp_path / "s.csv"), test_file=str(test_file))
+    other = InferArguments(output_file=str(tmp_path / "s.csv"), test_file=str(test_file),
+                           output_dir=str(tmp_path / "other_run"))
+    (problem,) = [p for p in output_problems(mine) if "already exists" in p]  # hand-made: nobody owns it
+    assert "s.csv" in problem and "move it away" in problem
+    mine.run_dir.mkdir()
+    (mine.run_dir / "report.json").write_text(json.dumps({"output_file": str((tmp_path / "s.csv").resolve())}))
+    assert not [p for p in output_problems(mine) if "already exists" in p]  # its own earlier submission
+    (problem,) = [p for p in output_problems(other) if "already exists" in p]  # s_run's submission
+    assert "other_run" in problem

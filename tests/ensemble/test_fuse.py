@@ -89,5 +89,10 @@ def test_members_of_other_test_files_are_refused_and_inputs_and_earlier_outputs_
     assert run_ensemble([a, "--output_file", tmp_path / "sub.csv"], capsys)[0] == 0  # another ensemble, same names
     (aside,) = (tmp_path / "sub_ensemble").glob("previous-*")
     assert (aside / "sub.csv").read_text() == first and (aside / "ensemble_report.json").is_file()
+    infer_submission = (tmp_path / "a_run" / "predictions.csv").with_name("sub.csv")  # an infer run's submission
+    infer_submission.write_text("ID,answer\n")
+    status, out = run_ensemble([a, c, "--output_file", infer_submission], capsys)
+    assert status == 1 and "already exists and was not written by" in out.err
+    assert infer_submission.read_text() == "ID,answer\n" and not (tmp_path / "a_run" / "sub_ensemble").exists()
 
 

@@ -50,11 +50,14 @@ def check_args(args: InferArguments) -> None:
 def resolve_sources(model_path: str, base_model_id: str | None = None) -> tuple[str, str | None]:
     """(base model, adapter or None) from --model_path / --base_model_id."""
     from mcqtune.model.loading import check_model_source, is_adapter_dir, resolve_adapter_base
+    from mcqtune.runs.provenance import check_base_of_adapter
 
     check_model_source(model_path)
     if not is_adapter_dir(model_path):
         return model_path, None
-    return base_model_id or resolve_adapter_base(model_path), model_path
+    base = base_model_id or resolve_adapter_base(model_path)
+    check_base_of_adapter(model_path, base, consumer="--base_model_id" if base_model_id else "infer")
+    return base, model_path
 
 
 def check_answer_slot(args: InferArguments) -> None:
@@ -73,12 +76,13 @@ def load_request(args: InferArguments, backend: str, device_map=None):
     from mcqtune.model.options import InferenceWeightOptions
     from mcqtune.answering.loading import InferenceLoad
 
-    from mcqtune.runs.provenance import check_same_base
+    from mcqtune.runs.provenance import check_base_of_adapter, check_same_base
 
     base, adapter = resolve_sources(args.model_path, args.base_model_id)
     for extra in args.ensemble:
         extra_base, extra_adapter = resolve_sources(extra)
         check_same_base(base, extra_base, extra, consumer="--ensemble")
+        check_base_of_adapter(extra, base, consumer="--ensemble")
     return InferenceLoad(base=base, weights=InferenceWeightOptions.of(args, backend=backend), adapter=adapter,
                          ensemble=list(args.ensemble), chat_template=args.chat_template,
                          max_seq_length=args.max_prompt_tokens + args.max_new_tokens, device_map=device_map)

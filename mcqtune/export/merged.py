@@ -46,8 +46,11 @@ def check_adapter(adapter_dir: str | Path) -> Path:
 
 def resolve_base(adapter_dir: Path, base_model_id: str | None) -> str:
     """The base to merge into: --base_model_id, else the one the adapter records, found as infer.py finds it."""
+    from mcqtune.runs.provenance import check_base_of_adapter
+
     base = base_model_id or resolve_adapter_base(adapter_dir)
     check_model_source(base)
+    check_base_of_adapter(adapter_dir, base, consumer="export")
     return base
 
 

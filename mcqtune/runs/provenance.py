@@ -3,7 +3,8 @@ runs checks it here, in one place, refusing in one line that names both sides.
 
     run folder / predictions.csv   report.json beside it: the test file's bytes (sha256), mode, models
     k-fold folder                  fold_plan.json: the folds, their seed, the training file, each fold's identity
-    adapter/                       mcq_provenance.json: the base model, the prompt settings it was trained with
+    adapter/                       mcq_provenance.json: the base model (and its config), the prompt settings it was
+                                   trained with
 
 A bare predictions.csv (no report.json beside it) cannot say what it answered; it is refused unless the user
 says so (``--allow_bare_predictions true``).
@@ -103,6 +104,53 @@ def check_same_base(base: str, member_base: str, member: str, *, consumer: str) 
                           "model apart and combine the runs with ensemble.py)")
 
 
+# Config keys that differ between copies of one model (a 4-bit copy, another transformers' save, Unsloth's).
+CONFIG_NOISE = ("quantization_config", "dtype", "torch_dtype", "_name_or_path", "transformers_version", "use_cache",
+                "pad_token_id", "architectures", "auto_map")
+
+
+def model_config(name_or_path: str) -> dict | None:
+    """A base model's config.json (a folder, or a hub id in the local cache) without the keys in which copies of
+    one model differ; None when it cannot be read here."""
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        config_file = folder / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(str(name_or_path), "config.json")
+        except Exception:  # noqa: BLE001  (an odd id: nothing cached)
+            found = None
+        config_file = Path(found) if isinstance(found, str) else None
+    config = read_json(config_file) if config_file else None
+    if config is None:
+        return None
+    return {k: v for k, v in config.items() if k not in CONFIG_NOISE and not k.startswith(("unsloth", "_attn"))}
+
+
+def config_differences(a: dict, b: dict) -> list[str]:
+    """The keys both configs have and give different values (a key one of them lacks proves nothing)."""
+    return sorted(k for k in set(a) & set(b) if a[k] != b[k])
+
+
+def check_base_of_adapter(adapter_dir: str | Path, base: str, *, consumer: str) -> None:
+    """The base a run loads under an adapter must be the model it was trained on, by the config the adapter
+    recorded (another copy of that model, 4-bit or 16-bit, anywhere, passes; a base model of another training
+    -- Instruct or not, another context length -- does not). Adapters without a record are checked by shape
+    only, when they load."""
+    record = read_json(Path(adapter_dir) / ADAPTER_RECORD) or {}
+    trained_on, given = record.get("base_config"), model_config(base)
+    if not isinstance(trained_on, dict) or given is None:
+        return
+    differ = config_differences(trained_on, given)
+    if differ:
+        shown = ", ".join(f"{k} {trained_on[k]!r} vs {given[k]!r}" for k in differ[:3])
+        raise ProvenanceError(f"{consumer}: the adapter {adapter_dir} was trained on another model than {base} "
+                              f"(config.json differs: {shown}{' ...' if len(differ) > 3 else ''}); give the base "
+                              f"it was trained on ({record.get('base_model')})")
+
+
 def prompt_record(options) -> dict:
     """The prompt settings of a training run (PromptOptions), as an adapter records them: the values, and a
     custom chat template by its text."""
@@ -120,8 +168,8 @@ def write_adapter_record(adapter_dir: str | Path, script_args, train_file: dict 
     """adapter/mcq_provenance.json: how the adapter was trained (base model, prompt settings, training file)."""
     from mcqtune.runs.folder import write_json_atomic
 
-    record = {"base_model": script_args.model_name_or_path, "train_file": train_file,
-              "prompt": prompt_record(script_args)}
+    record = {"base_model": script_args.model_name_or_path, "base_config": model_config(script_args.model_name_or_path),
+              "train_file": train_file, "prompt": prompt_record(script_args)}
     return write_json_atomic(record, Path(adapter_dir) / ADAPTER_RECORD)
 
 

@@ -2,6 +2,7 @@
 
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -208,9 +209,15 @@ def test_adapter_on_the_wrong_base_model_is_refused(trained_run, tmp_path, qwen_
     from mcqtune.model.loading import ModelLoadError
     from mcqtune.tiny.qwen import write_tiny_qwen
 
+    from mcqtune.runs.provenance import ADAPTER_RECORD, ProvenanceError
+
     other = write_tiny_qwen(tmp_path / "other-base", tokenizer=qwen_tokenizer, hidden_size=64, intermediate_size=128)
+    with pytest.raises(ProvenanceError, match="trained on another model.*config.json differs.*hidden_size"):
+        infer.main(infer_args(trained_run, tmp_path, base_model_id=str(other)))  # by the adapter's record
+    unrecorded = shutil.copytree(trained_run["dir"] / "adapter", tmp_path / "unrecorded")
+    (unrecorded / ADAPTER_RECORD).unlink()  # an adapter that is not ours: its shapes still refuse the base
     with pytest.raises(ModelLoadError, match="does not fit this base model.*size mismatch"):
-        infer.main(infer_args(trained_run, tmp_path, base_model_id=str(other)))
+        infer.main(infer_args(trained_run, tmp_path, model_path=str(unrecorded), base_model_id=str(other)))
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 is refused unless asked for; every refusal is one line naming both sides."""
 
 import hashlib
+import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -139,14 +141,14 @@ def test_ensemble_adapters_trained_with_different_prompts_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_training_records_how_the_adapter_was_trained(trained_run):
-    import json
-
     record = json.loads((trained_run["dir"] / "adapter" / "mcq_provenance.json").read_text())
     script_args = trained_run["summary"]["script_args"]
     assert record["base_model"] == script_args["model_name_or_path"]
     assert {k: record["prompt"][k] for k in ("system_prompt", "user_template", "max_prompt_tokens")} == \
         {k: script_args[k] for k in ("system_prompt", "user_template", "max_prompt_tokens")}
     assert record["train_file"]["bytes_sha256"]
+    assert record["base_config"]["hidden_size"] == json.loads(
+        (Path(script_args["model_name_or_path"]) / "config.json").read_text())["hidden_size"]
 
 
 def test_nothing_is_written_into_an_input(tiny_model_dir, random_adapter, tmp_path):
@@ -181,3 +183,34 @@ def test_a_new_training_run_never_overwrites_a_readme_it_did_not_write(tmp_path)
     (tmp_path / "README.md").write_text("my notes")
     kept = set_aside_previous_run(tmp_path)
     assert not (tmp_path / "README.md").exists() and (kept / "README.md").read_text() == "my notes"
+
+
+def write_config(folder, **config):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_an_adapter_is_used_only_on_the_model_it_was_trained_on(tmp_path):
+    from mcqtune.export.merged import resolve_base
+    from mcqtune.runs.provenance import ADAPTER_RECORD, check_base_of_adapter, model_config
+
+    trained_on = write_config(tmp_path / "instruct", hidden_size=64, max_position_embeddings=32768, eos_token_id=2,
+                              torch_dtype="bfloat16")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / ADAPTER_RECORD).write_text(json.dumps({"base_model": trained_on, "base_config": model_config(trained_on)}))
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": trained_on}))
+    four_bit_copy = write_config(tmp_path / "copy-nf4", hidden_size=64, max_position_embeddings=32768, eos_token_id=2,
+                                 torch_dtype="float16", quantization_config={"load_in_4bit": True})
+    check_base_of_adapter(adapter, four_bit_copy, consumer="export")  # another copy of that model: fine
+    same_shape_other = write_config(tmp_path / "base", hidden_size=64, max_position_embeddings=131072, eos_token_id=1)
+    with pytest.raises(ProvenanceError) as caught:
+        check_base_of_adapter(adapter, same_shape_other, consumer="export")
+    message = str(caught.value)
+    assert "\n" not in message and "eos_token_id 2 vs 1" in message and "instruct" in message
+    with pytest.raises(ProvenanceError, match="trained on another model"):  # export checks it before merging
+        resolve_base(adapter, same_shape_other)
+    assert resolve_base(adapter, None) == trained_on
+    (adapter / ADAPTER_RECORD).write_text(json.dumps({"base_model": trained_on}))  # an older record: shape only
+    check_base_of_adapter(adapter, same_shape_other, consumer="export")

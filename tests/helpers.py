@@ -102,7 +102,7 @@ def softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def write_member(folder, probs, ids=IDS, truth=None, subject=None, test_file="test.csv"):
+def write_member(folder, probs, ids=IDS, truth=None, subject=None, test_file="test.csv", model="model"):
     """A run folder as infer.py leaves it: predictions.csv (assemble_predictions' layout) and report.json."""
     frame = pd.DataFrame({"ID": list(ids)})
     if truth is not None:
@@ -112,7 +112,7 @@ def write_member(folder, probs, ids=IDS, truth=None, subject=None, test_file="te
     records = {id_: prediction_store.score_record(id_, np.asarray(p)) for id_, p in zip(ids, probs)}
     write_csv_atomic(prediction_store.assemble_predictions(frame, records), folder / "predictions.csv")
     # infer.py records the test file's bytes; a stand-in hash of its name keeps "another file" distinguishable
-    write_json_atomic({"test_file": test_file, "rows": len(ids),
+    write_json_atomic({"test_file": test_file, "rows": len(ids), "base_model": model, "adapters": [],
                        "test_file_sha256": hashlib.sha256(test_file.encode()).hexdigest()}, folder / "report.json")
     return folder
 
@@ -141,8 +141,10 @@ def confident(truth, strength, seed):
 def fitted_setup(tmp_path, test_truth):
     val_ids = [f"v{i}" for i in range(200)]
     val_truth = [LETTERS[i % 4] for i in range(200)]
-    good = write_member(tmp_path / "val_good", confident(val_truth, 3.0, 1), ids=val_ids, truth=val_truth)
-    bad = write_member(tmp_path / "val_bad", confident(val_truth, 0.0, 2), ids=val_ids, truth=val_truth)
-    test_good = write_member(tmp_path / "test_good", random_probs(3), truth=test_truth)
-    test_bad = write_member(tmp_path / "test_bad", random_probs(4), truth=test_truth)
+    good = write_member(tmp_path / "val_good", confident(val_truth, 3.0, 1), ids=val_ids, truth=val_truth,
+                        test_file="val.csv", model="good")
+    bad = write_member(tmp_path / "val_bad", confident(val_truth, 0.0, 2), ids=val_ids, truth=val_truth,
+                       test_file="val.csv", model="bad")
+    test_good = write_member(tmp_path / "test_good", random_probs(3), truth=test_truth, model="good")
+    test_bad = write_member(tmp_path / "test_bad", random_probs(4), truth=test_truth, model="bad")
     return [test_good, test_bad, "--validation", good, bad]

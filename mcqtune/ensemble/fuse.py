@@ -148,7 +148,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def ensemble(args: argparse.Namespace) -> dict:
     """Load and check, fit the weights on validation if asked, combine, write; returns the report."""
     members = load_members(args.members, allow_bare=args.allow_bare_predictions)
-    validation = load_validation(args.validation, members) if args.validation else []
+    validation = load_validation(args.validation, members, args.allow_bare_predictions) if args.validation else []
     check_outputs(args, [m.path for m in members + validation] + [Path(m.test_file) for m in members if m.test_file])
     weights = None if args.method == "max" else np.full(len(members), 1 / len(members))  # logmean: exponents
     if args.method == "fitted":

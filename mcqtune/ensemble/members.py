@@ -18,7 +18,7 @@ import pandas as pd
 
 from mcqtune.errors import UserError
 from mcqtune.data.questions import LETTERS
-from mcqtune.runs.provenance import check_same_answered
+from mcqtune.runs.provenance import check_same_answered, check_same_models
 from mcqtune.runs.predictions import PROB_COLUMNS, TRUE_ANSWER_COLUMN
 from mcqtune.runs.folder import same_file
 
@@ -158,8 +158,9 @@ def true_labels(member: Member) -> np.ndarray | None:
     return labels if np.isin(labels, LETTERS).any() else None
 
 
-def load_validation(names: Sequence[str], members: Sequence[Member]) -> list[Member]:
-    """One validation run per member, each with a true answer on every row, all on the same questions."""
+def load_validation(names: Sequence[str], members: Sequence[Member], allow_bare: bool = False) -> list[Member]:
+    """One validation run per member, made by that member's models (by both records), each with a true answer on
+    every row, all on the same questions."""
     if len(names) != len(members):
         raise EnsembleError(f"--validation got {len(names)} files for {len(members)} members; give one validation "
                             "run per member, in the members' order")
@@ -167,7 +168,9 @@ def load_validation(names: Sequence[str], members: Sequence[Member]) -> list[Mem
         if same_file(find_predictions(name), member.path):
             raise EnsembleError(f"--validation {name} is the test member {member.name} itself; weights are fitted "
                                 "on validation predictions only")
-    validation = load_members(names)
+    validation = load_members(names, allow_bare=allow_bare)
+    for run, member in zip(validation, members):
+        check_same_models(run.path, member.path, consumer="--validation", allow_bare=allow_bare)
     for run in validation:
         labels = true_labels(run)
         if labels is None or not np.isin(labels, LETTERS).all():

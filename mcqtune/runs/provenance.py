@@ -83,6 +83,39 @@ def check_same_answered(paths: list[Path], *, consumer: str, allow_bare: bool = 
     return next(iter(shas), None)
 
 
+def models_of(record: dict | None) -> list[str] | None:
+    """The models a run answered with, by its record: the base model and the adapters (None: not recorded)."""
+    if not record or not record.get("base_model"):
+        return None
+    return [record["base_model"], *(record.get("adapters") or [])]
+
+
+def same_source(a: str, b: str) -> bool:
+    """Two recorded model paths name one model: the same text, or folders that are one folder here."""
+    if a == b:
+        return True
+    try:
+        return Path(a).exists() and Path(b).exists() and Path(a).samefile(b)
+    except OSError:
+        return False
+
+
+def check_same_models(run: str | Path, member: str | Path, *, consumer: str, allow_bare: bool = False) -> None:
+    """The predictions ``run`` (a validation run) were made by the models of ``member`` (a test run), by their
+    records: weights fitted on one model's validation answers mean nothing for another model's test answers."""
+    mine, theirs = models_of(predictions_record(run)), models_of(predictions_record(member))
+    if mine is None or theirs is None:
+        if allow_bare:
+            return
+        raise ProvenanceError(f"{consumer}: {run if mine is None else member} does not record the models it answered "
+                              f"with (no report.json beside it), so it cannot be paired with "
+                              f"{member if mine is None else run}; give infer.py run folders, or pass {ALLOW_BARE_HINT}")
+    if len(mine) != len(theirs) or not all(same_source(a, b) for a, b in zip(mine, theirs)):
+        raise ProvenanceError(f"{consumer}: {run} was answered by {', '.join(mine)} but its member {member} by "
+                              f"{', '.join(theirs)}; give one validation run per member, made by the same model, in "
+                              "the members' order")
+
+
 def base_fingerprint(name_or_path: str) -> dict:
     """A base model as adapters record it, comparable across copies: its config and its weight files by name and
     size (a hub id by id and cached revision)."""

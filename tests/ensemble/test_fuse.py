@@ -43,6 +43,21 @@ def test_fitted_weights_come_from_validation_only_and_favour_the_better_member(t
     assert [r["ensemble"]["accuracy"]["labelled"] for r in reports] == [6, 6]  # the test truth was there, unused
 
 
+def test_fitted_pairs_each_validation_run_with_the_member_of_its_model(tmp_path, capsys):
+    test_good, test_bad, flag, good, bad = fitted_setup(tmp_path, "ABCDAB")
+    status, captured = run_ensemble([test_good, test_bad, flag, bad, good, "--method", "fitted", "--output_file",
+                                     tmp_path / "sub.csv"], capsys)  # the validation runs in the wrong order
+    assert status == 1 and "answered by bad but its member" in captured.err and "good" in captured.err
+    assert not (tmp_path / "sub.csv").exists()
+    (bad / "report.json").unlink()  # a validation run that cannot say which model made it
+    status, captured = run_ensemble([test_good, test_bad, flag, good, bad, "--method", "fitted", "--output_file",
+                                     tmp_path / "sub.csv"], capsys)
+    assert status == 1 and "--allow_bare_predictions true" in captured.err
+    status, _ = run_ensemble([test_good, test_bad, flag, good, bad, "--method", "fitted", "--output_file",
+                              tmp_path / "sub.csv", "--allow_bare_predictions", "true"], capsys)
+    assert status == 0
+
+
 def test_fitted_without_usable_validation_is_refused(tmp_path, capsys):
     a = write_member(tmp_path / "a_run", random_probs(0), truth="ABCDAB")
     b = write_member(tmp_path / "b_run", random_probs(1), truth="ABCDAB")

@@ -207,6 +207,12 @@ def check_safetensors(path: str | Path, allow_pickle: bool = False) -> None:
             "export load safetensors only)")
 
 
+def safetensors_rule(allow_pickle: bool) -> bool | None:
+    """transformers' ``use_safetensors``: safetensors only, or (allowed pickle) safetensors where there are some and
+    pickle otherwise -- never pickle only, which would not find a safetensors model at all."""
+    return None if allow_pickle else True
+
+
 def verify_safetensors(path: str | Path) -> None:
     """ModelLoadError unless ``path`` is a whole safetensors file: its header parses and every tensor it lists
     lies inside the file (a copy cut short, or a file overwritten half-way, fails here instead of later)."""
@@ -251,7 +257,7 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
             model_name=str(name_or_path), max_seq_length=max_seq_length, dtype=dtype,
             load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit and not load_in_4bit,
             trust_remote_code=trust_remote_code, random_state=seed,
-            use_gradient_checkpointing="unsloth" if training else False, use_safetensors=not allow_pickle,
+            use_gradient_checkpointing="unsloth" if training else False, use_safetensors=safetensors_rule(allow_pickle),
             offload_embedding=offload_embedding and torch.cuda.is_available(),
             **({"device_map": device_map} if device_map is not None else {}),
         )
@@ -263,7 +269,7 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
         device_map = {"": 0} if torch.cuda.is_available() else None
     model = AutoModelForCausalLM.from_pretrained(
         str(name_or_path), dtype=dtype, quantization_config=quantization, device_map=device_map,
-        trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle,
+        trust_remote_code=trust_remote_code, use_safetensors=safetensors_rule(allow_pickle),
     )
     return model, load_tokenizer(name_or_path, trust_remote_code)
 
@@ -303,9 +309,10 @@ def attach_adapter(model, adapter_dir: str | Path, backend: str, allow_pickle: b
 
     check_safetensors(adapter_dir, allow_pickle)
     weights = Path(adapter_dir) / "adapter_model.safetensors"
-    if not allow_pickle and not weights.is_file() and Path(adapter_dir).is_dir():
-        raise ModelLoadError(f"{adapter_dir} has no adapter_model.safetensors (only pickle weights?): re-save the "
-                             "adapter with safe_serialization=True, or pass --allow_pickle true if you trust it")
+    if Path(adapter_dir).is_dir() and not weights.is_file() and not (Path(adapter_dir) / "adapter_model.bin").is_file():
+        raise ModelLoadError(f"{adapter_dir} has no adapter weights (adapter_model.safetensors is missing): a "
+                             "checkpoint cut short, or not an adapter folder; use another checkpoint-* or the final "
+                             "adapter/")
     if weights.is_file():
         verify_safetensors(weights)
     try:

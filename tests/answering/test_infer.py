@@ -158,11 +158,23 @@ def test_pickle_weights_are_refused_unless_allowed(trained_run, tmp_path):
     (base / "model.safetensors").rename(base / "pytorch_model.bin")
     with pytest.raises(ModelLoadError, match="only pickle weights.*--allow_pickle true"):
         infer.main(infer_args(trained_run, tmp_path, model_path=str(base)))
-    adapter = tmp_path / "bin-adapter"
+    import torch
+    from safetensors.torch import load_file
+
+    adapter = tmp_path / "bin-adapter"  # a real pickle adapter on the safetensors base
     shutil.copytree(trained_run["dir"] / "adapter", adapter)
-    (adapter / "adapter_model.safetensors").rename(adapter / "adapter_model.bin")
-    with pytest.raises(ModelLoadError, match="pickle"):
+    torch.save(load_file(adapter / "adapter_model.safetensors"), adapter / "adapter_model.bin")
+    (adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="only pickle weights.*--allow_pickle true"):
         infer.main(infer_args(trained_run, tmp_path, model_path=str(adapter)))
+    allowed = infer.main(infer_args(trained_run, tmp_path / "p", model_path=str(adapter), allow_pickle=True,
+                                    test_file=str(trained_run["sample_dir"] / "test.csv")))
+    same = infer.main(infer_args(trained_run, tmp_path / "s", test_file=str(trained_run["sample_dir"] / "test.csv")))
+    assert allowed["accuracy"] == same["accuracy"]  # the base still loads from its safetensors
+    (adapter / "adapter_model.bin").unlink()  # a checkpoint cut short: no weights at all, not "pickle"
+    with pytest.raises(ModelLoadError, match="has no adapter weights.*cut short") as caught:
+        infer.main(infer_args(trained_run, tmp_path, model_path=str(adapter), allow_pickle=True))
+    assert "pickle weights" not in str(caught.value)
 
 
 @pytest.mark.slow

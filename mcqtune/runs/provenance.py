@@ -18,6 +18,7 @@ from pathlib import Path
 from mcqtune.errors import UserError
 
 PREDICTIONS_RECORD = "report.json"  # written by infer.py beside predictions.csv
+OOF_PREDICTIONS, OOF_RECORD = "oof_predictions.csv", "cv_summary.json"  # written by the k-fold driver
 FOLD_PLAN = "fold_plan.json"  # written by the k-fold driver at the k-fold folder's root
 ADAPTER_RECORD = "mcq_provenance.json"  # written by training into adapter/
 PROMPT_FIELDS = ("system_prompt", "user_template", "max_prompt_tokens", "enable_thinking", "chat_template")
@@ -38,8 +39,10 @@ def read_json(path: Path) -> dict | None:
 
 
 def predictions_record(predictions: str | Path) -> dict | None:
-    """The provenance of a predictions.csv: its run's report.json (None for a bare file)."""
-    return read_json(Path(predictions).with_name(PREDICTIONS_RECORD))
+    """The provenance of a predictions.csv: its run's report.json, or for a k-fold run's oof_predictions.csv its
+    cv_summary.json (None for a bare file)."""
+    path = Path(predictions)
+    return read_json(path.with_name(OOF_RECORD if path.name == OOF_PREDICTIONS else PREDICTIONS_RECORD))
 
 
 def answered_sha(record: dict | None) -> str | None:
@@ -84,10 +87,12 @@ def check_same_answered(paths: list[Path], *, consumer: str, allow_bare: bool = 
 
 
 def models_of(record: dict | None) -> list[str] | None:
-    """The models a run answered with, by its record: the base model and the adapters (None: not recorded)."""
+    """The models a run answered with, by its record: its adapters, or the base model when it used none (an
+    adapter is checked against its base where it loads, so a 4-bit copy of that base is the same model here);
+    None when the record does not say."""
     if not record or not record.get("base_model"):
         return None
-    return [record["base_model"], *(record.get("adapters") or [])]
+    return list(record.get("adapters") or []) or [record["base_model"]]
 
 
 def same_source(a: str, b: str) -> bool:

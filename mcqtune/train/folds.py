@@ -97,7 +97,19 @@ def train_folds(script_args, training_args, backend: str) -> dict:
             run_fold_process(fold_script, training_args, backend)
     if not training_args.should_save:
         return {"rank": training_args.process_index}
-    return write_cv_outputs(Path(training_args.output_dir), frame, script_args.folds)
+    return write_cv_outputs(Path(training_args.output_dir), frame, script_args.folds, oof_provenance(script_args,
+                                                                                                 training_args))
+
+
+def oof_provenance(script_args, training_args) -> dict:
+    """What the out-of-fold predictions answered and with which models, in cv_summary.json (runs/provenance.py
+    reads it as the record of oof_predictions.csv, e.g. for ensemble.py --validation)."""
+    from mcqtune.runs.identity import csv_identity
+
+    return {"test_file": script_args.train_file,
+            "test_file_sha256": csv_identity(script_args.train_file, script_args.encoding)["bytes_sha256"],
+            "base_model": script_args.model_name_or_path,
+            "adapters": [str(fold_dir(training_args.output_dir, fold) / "adapter") for fold in range(script_args.folds)]}
 
 
 def write_plan(script_args, training_args) -> None:
@@ -253,8 +265,9 @@ def render_cv_report(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_cv_outputs(output_dir: Path, frame: pd.DataFrame, folds: int) -> dict:
-    """oof_predictions.csv, cv_summary.json and cv_report.md once every fold is done; else what is missing."""
+def write_cv_outputs(output_dir: Path, frame: pd.DataFrame, folds: int, provenance: dict | None = None) -> dict:
+    """oof_predictions.csv, cv_summary.json (with the ``provenance`` of the predictions) and cv_report.md once
+    every fold is done; else what is missing."""
     from mcqtune.runs.folder import write_atomic, write_csv_atomic, write_json_atomic
 
     parts, missing = read_fold_predictions(output_dir, folds)
@@ -264,7 +277,7 @@ def write_cv_outputs(output_dir: Path, frame: pd.DataFrame, folds: int) -> dict:
         return {"folds": folds, "folds_missing": missing}
     oof = out_of_fold(frame, parts)
     write_csv_atomic(oof, output_dir / "oof_predictions.csv")
-    summary = cv_summary(oof, folds)
+    summary = {**cv_summary(oof, folds), **(provenance or {})}
     write_json_atomic(summary, output_dir / "cv_summary.json")
     write_atomic(output_dir / "cv_report.md", render_cv_report(summary))
     logger.info("out-of-fold accuracy %.2f%% ± %.2f%% over %d folds (%s)", 100 * summary["out_of_fold"]["accuracy"],

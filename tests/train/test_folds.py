@@ -77,6 +77,16 @@ def test_infer_on_a_kfold_folder_averages_the_folds(tiny_model_dir, sample_dir, 
     assert plan["folds"] == 2 and sorted(plan["fold_identities"]) == ["0", "1"]
     _, listed = answer("listed", out / "fold-0" / "adapter", [out / "fold-1" / "adapter"])
     assert np.allclose(folds, listed, atol=1e-6)
+    # the README's fitted ensemble: the out-of-fold predictions validate the run of the same fold adapters
+    from mcqtune import errors as cli
+    from mcqtune.ensemble import fuse as ensemble
+
+    fitted = ["--method", "fitted", "--validation", str(out / "oof_predictions.csv")]
+    assert cli.run_cli(ensemble.main, [str(tmp_path / "folds_run"), *fitted, "--output_file",
+                                       str(tmp_path / "e.csv")]) == 0
+    answer("one", out / "fold-0" / "adapter")  # not the models of the out-of-fold predictions: refused
+    assert cli.run_cli(ensemble.main, [str(tmp_path / "one_run"), *fitted, "--output_file",
+                                       str(tmp_path / "e2.csv")]) == 1 and not (tmp_path / "e2.csv").exists()
 
 
 def test_a_fold_is_handed_to_its_process_with_every_option(tiny_model_dir, sample_dir, tmp_path):

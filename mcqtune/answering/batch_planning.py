@@ -42,10 +42,27 @@ def generation_bytes_per_token(config) -> int:
     """Generation: the key/value cache of every layer for the prompt and the new tokens, plus the larger of one
     layer's transients and the prefill's logits over the whole vocabulary for every prompt position (the fast
     generation path computes them all). bench/RESULTS.md has the 14B measurement this model was fitted to."""
+    return cache_bytes_per_token(config) + max(6 * config.intermediate_size * 2, config.vocab_size * 2)
+
+
+def cache_bytes_per_token(config) -> int:
+    """The key/value cache one token keeps in every layer (16-bit)."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    cache = config.num_hidden_layers * 2 * kv_heads * head_dim * 2
-    return cache + max(6 * config.intermediate_size * 2, config.vocab_size * 2)
+    return config.num_hidden_layers * 2 * kv_heads * head_dim * 2
+
+
+def question_bytes(config, longest_prompt: int, args) -> tuple[float, int]:
+    """(bytes one question of the longest batch needs, with the margin; the tokens it holds). A reasoning reply's
+    tokens keep only their cache: the prefill's transients are the prompt's alone."""
+    if args.mode == "reason":
+        tokens = longest_prompt + args.max_reasoning_tokens
+        return GENERATION_MARGIN * (longest_prompt * generation_bytes_per_token(config)
+                                    + args.max_reasoning_tokens * cache_bytes_per_token(config)), tokens
+    generate = args.mode == "generate"
+    per_token = generation_bytes_per_token(config) if generate else scoring_bytes_per_token(config)
+    tokens = longest_prompt + (args.max_new_tokens if generate else 0)
+    return (GENERATION_MARGIN if generate else MEMORY_MARGIN) * per_token * tokens, tokens
 
 
 def auto_batch_size(model, longest_prompt: int, args) -> int:
@@ -55,13 +72,10 @@ def auto_batch_size(model, longest_prompt: int, args) -> int:
 
     if not torch.cuda.is_available():
         return CPU_BATCH
-    generate = args.mode == "generate"
-    per_token = generation_bytes_per_token(model.config) if generate else scoring_bytes_per_token(model.config)
-    margin = GENERATION_MARGIN if generate else MEMORY_MARGIN
-    tokens = longest_prompt + (args.max_new_tokens if generate else 0)
+    needed, tokens = question_bytes(model.config, longest_prompt, args)
     budget = memory_budget_gb(args.gpu_memory_gb)
-    fits = int(budget * 2**30 / (margin * per_token * tokens))
+    fits = int(budget * 2**30 / needed)
     size = max(1, min(MAX_AUTO_BATCH, 2 ** max(0, fits.bit_length() - 1)))
-    logger.info("batch size %d: %.1f GB usable, up to %d tokens a question, %.0f KB a token (%s)", size, budget, tokens,
-                per_token / 1024, args.mode)
+    logger.info("batch size %d: %.1f GB usable, up to %d tokens a question, %.0f MB a question (%s)", size, budget,
+                tokens, needed / 2**20, args.mode)
     return size

@@ -103,8 +103,11 @@ class Rescore:
         merged["answer_before"] = merged["answer"]
         new = again.set_index("ID")
         chosen = merged["rescored"].to_numpy()
-        for column in ("answer", "source", *PROB_COLUMNS):
-            merged.loc[chosen, column] = new.loc[merged.loc[chosen, "ID"], column].to_numpy()
+        for column in ("answer", "source", *PROB_COLUMNS, "raw", "rule", "reasoning_tokens"):
+            if column in new:  # a reasoning reply has no probabilities: its rows get none
+                merged.loc[chosen, column] = new.loc[merged.loc[chosen, "ID"], column].to_numpy()
+            elif column in PROB_COLUMNS:
+                merged.loc[chosen, column] = float("nan")
         changed = int((merged["answer"] != merged["answer_before"]).sum())
         return merged, {"rescore": {"first_run": self.source, "rows": len(self.ids), "of": len(merged),
                                     "answers_changed": changed}}

@@ -10,6 +10,8 @@ a merged model directory, or a plain model. Modes:
   next-token logit at the answer position of the training prompt. Keeps the four probabilities.
 * `generate`: greedy generation (Unsloth's fast path on the unsloth backend), read by `answer_parser`.
   A reply it cannot read is answered by `score` instead, and listed in the report with its text.
+* `reason`: the model reasons (within `--max_reasoning_tokens`), then answers; the letter is read after the
+  reasoning, and a reply that commits to nothing is closed and its letter scored (answering/reasoning.py).
 
 The run folder (`--output_dir`, default `<output_file stem>_run/`) is locked for the whole run: a second run
 on it stops at once. Answers are checkpointed to `<run folder>/predictions.partial.jsonl` as they come, under
@@ -33,14 +35,15 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from mcqtune.answering.modes import estimate_letter_prior_of, fill_unparsed, generator, score_utilisation, scorer
+from mcqtune.answering.modes import (estimate_letter_prior_of, fill_unparsed, generator, reasoner_of,
+                                    score_utilisation, scorer)
 from mcqtune.model.chat_template import find_answer_slot
 from mcqtune.errors import ConfigError, parse_with
 from mcqtune.runs.distributed import agree_on, distributed_info, shard
 from mcqtune.answering.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
-from mcqtune.answering.setup import (adopt_training_prompt, check_answer_slot, check_args, expand_fold_run,
-                                    load_request, run_identity_of)
+from mcqtune.answering.setup import (adopt_training_prompt, answer_style, check_answer_slot, check_args,
+                                    expand_fold_run, load_request, run_identity_of)
 from mcqtune.answering.options import InferArguments
 from mcqtune.data.questions import encode_prompts_checked, load_mcq_csv
 from mcqtune.reporting.meters import BatchClock, HostMemoryWatch
@@ -84,8 +87,9 @@ def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments,
     mine = [ids[i] for batch in batches for i in batch]
     todo = sum(id_ not in store.records for id_ in mine)
     clock = BatchClock()
-    compute = scorer(model, tokenizer, frame, prompts, args, prior) if args.mode == "score" else \
-        generator(model, tokenizer, frame, prompts, args)
+    compute = {"score": lambda: scorer(model, tokenizer, frame, prompts, args, prior),
+               "generate": lambda: generator(model, tokenizer, frame, prompts, args),
+               "reason": lambda: reasoner_of(model, tokenizer, frame, prompts, args)}[args.mode]()
     with tqdm(total=len(mine), initial=len(mine) - todo, unit="q", desc=args.mode, disable=rank != 0) as progress:
         answer_batches(batches, ids, compute, store, progress, clock)
     if args.mode == "generate":
@@ -141,7 +145,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     request = load_request(args, backend, device_map)
     model, tokenizer, load_info = load_inference_model(request)
     loaded = time.time()
-    slot = find_answer_slot(tokenizer, args.prompt_style).describe(tokenizer, args.prompt_style)  # or refuse
+    slot = find_answer_slot(tokenizer, answer_style(args)).describe(tokenizer, answer_style(args))  # or refuse
     logger.info(slot)
     prompts, shortened = encode_prompts_checked(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)
     if shortened:  # once, every mode; counted in report.json

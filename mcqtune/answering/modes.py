@@ -4,6 +4,7 @@
   divided by the letter prior when ``--debias_letters`` estimated one (``estimate_letter_prior_of``).
 * ``generator``: greedy replies read by ``answer_parser``; ``fill_unparsed`` then answers the replies with no
   readable letter by letter scoring, keeping their text for the report.
+* ``reasoner_of``: reasoning replies (reasoning.py), read after the reasoning or closed and scored.
 """
 
 from __future__ import annotations
@@ -92,6 +93,17 @@ def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgumen
     return compute
 
 
+def reasoner_of(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments) -> Callable:
+    """rows -> records: reasoning replies read after their reasoning, or closed and scored (reasoning.py)."""
+    from mcqtune.answering.reasoning import opens_thinking, reasoner, turn_style
+    from mcqtune.data.questions import render_prompt
+    from mcqtune.model.chat_template import PROBE_ROW
+
+    stop_ids = stop_token_ids(tokenizer, model, turn_style(args.prompt_style))
+    opened = opens_thinking(render_prompt(tokenizer, PROBE_ROW, args.prompt_style))
+    return reasoner(model, tokenizer, frame, prompts, args, stop_ids, opened)
+
+
 def score_utilisation(model, tokenizer, prompts, args: InferArguments, timing: dict) -> dict:
     """Model-FLOP utilisation of the steady scoring batches (mfu.py): the tokens each question needs computed
     (its prompt, less the shared template prefix computed once), at the steady questions per second."""
@@ -99,7 +111,7 @@ def score_utilisation(model, tokenizer, prompts, args: InferArguments, timing: d
     from mcqtune.answering.scoring import SharedPrefix, template_prefix
 
     if args.mode != "score":
-        return {"mfu": None, "reason": "generate mode"}
+        return {"mfu": None, "reason": f"{args.mode} mode"}
     prefix = len(template_prefix(tokenizer, args.prompt_style)) if args.share_prefix else 0
     prefix = prefix if prefix >= SharedPrefix.MIN_TOKENS else 0
     mean_tokens = sum(len(p) for p in prompts) / max(len(prompts), 1) - prefix

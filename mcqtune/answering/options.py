@@ -19,13 +19,18 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
     output_file: str = field(default="submission.csv", metadata={"help": "where ID,answer goes"})
     output_dir: str | None = field(default=None, metadata={"help": "predictions, report, checkpoint "
                                                                    "(default: <output_file stem>_run/)"})
-    mode: str = field(default="score", metadata={"help": "score | generate", "choices": ["score", "generate"]})
+    mode: str = field(default="score", metadata={"help": "score | generate | reason (reasoning, then the answer: "
+                                                         "answering/reasoning.py)",
+                                                 "choices": ["score", "generate", "reason"]})
     batch_size: int | None = field(default=None, metadata={"help": "default: from the GPU memory this process may "
                                                                    "use (see gpu_memory_gb)"})
     gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory to plan the batch for (default: "
                                                                         "the card's, within any process cap)"})
     max_new_tokens: int = field(default=48, metadata={"help": "generate mode: reply length limit"})
-    repetition_penalty: float = field(default=1.1, metadata={"help": "generate mode"})
+    repetition_penalty: float = field(default=1.1, metadata={"help": "generate and reason modes"})
+    max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
+                                                                      "take; a reply cut there is closed and its "
+                                                                      "letter scored (counted in report.json)"})
     permutations: int = field(default=1, metadata={"help": "score mode: average over N cyclic option orders (1-4)"})
     share_prefix: bool = field(default=True, metadata={"help": "score mode: compute the prompt start shared by all "
                                                               "questions once (same answers, less compute; "
@@ -58,6 +63,10 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
     number_rows: bool = field(default=False, metadata={"help": "the test file has no ID column: use row numbers "
                                                                  "0..N-1 as IDs (check that the competition expects "
                                                                  "that)"})
+
+    @property
+    def reasoning(self) -> bool:
+        return self.mode == "reason"
 
     @property
     def run_dir(self) -> Path:

@@ -35,10 +35,12 @@ def check_args(args: InferArguments) -> None:
         problems.append("batch_size must be >= 1")
     if args.max_new_tokens < 1:
         problems.append("max_new_tokens must be >= 1")
-    if args.mode == "generate" and (args.permutations > 1 or args.ensemble or args.debias_letters):
-        problems.append("permutations, ensemble and debias_letters apply to score mode only")
-    if args.rescore and (args.mode != "score" or not 0 < args.rescore_fraction <= 1):
-        problems.append(f"rescore needs score mode and 0 < rescore_fraction <= 1, got {args.mode}, "
+    if args.max_reasoning_tokens < 1:
+        problems.append("max_reasoning_tokens must be >= 1")
+    if args.mode != "score" and (args.permutations > 1 or args.ensemble or args.debias_letters):
+        problems.append(f"permutations, ensemble and debias_letters apply to score mode only, not {args.mode}")
+    if args.rescore and (args.mode == "generate" or not 0 < args.rescore_fraction <= 1):
+        problems.append(f"rescore needs score or reason mode and 0 < rescore_fraction <= 1, got {args.mode}, "
                         f"{args.rescore_fraction}")
     if args.debias_sample < 1:
         problems.append(f"debias_sample must be >= 1, got {args.debias_sample}")
@@ -63,12 +65,24 @@ def resolve_sources(model_path: str, base_model_id: str | None = None) -> tuple[
 def check_answer_slot(args: InferArguments) -> None:
     """The chat template can carry the answer (model/chat_template.py), checked on the tokenizer alone before any
     weights load: a refusal (a thinking template with --enable_thinking true, say) costs no loading time."""
+    from mcqtune.answering.reasoning import closing_letter_ids
     from mcqtune.model.chat_template import find_answer_slot
     from mcqtune.model.loading import load_tokenizer
 
     base, adapter = resolve_sources(args.model_path, args.base_model_id)
     source = adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else base
-    find_answer_slot(load_tokenizer(source, args.trust_remote_code, args.chat_template), args.prompt_style)
+    tokenizer = load_tokenizer(source, args.trust_remote_code, args.chat_template)
+    find_answer_slot(tokenizer, answer_style(args))
+    if args.reasoning:
+        closing_letter_ids(tokenizer)
+
+
+def answer_style(args: InferArguments):
+    """The style whose answer slot the run needs: the prompt's own for direct answers; for reasoning replies the
+    direct form, whose end of turn generation stops at (the letter comes after the reasoning)."""
+    from mcqtune.answering.reasoning import turn_style
+
+    return turn_style(args.prompt_style) if args.reasoning else args.prompt_style
 
 
 def load_request(args: InferArguments, backend: str, device_map=None):
@@ -158,15 +172,16 @@ def run_identity_of(args: InferArguments, request, load_info: dict, tokenizer, b
         adapter=adapter_identity(request.adapter) if request.adapter else None,
         ensemble=[adapter_identity(a) for a in args.ensemble], backend=request.weights.backend, batch_size=batch_size,
         precision=load_info["precision"], tokenizer_template=tokenizer.chat_template,
-        parser_sha256=parser_identity() if args.mode == "generate" else None,
+        parser_sha256=parser_identity() if args.mode != "score" else None,
         letter_prior=letter_prior)
 
 
 def parser_identity() -> str:
-    """The answer parser by content: its rules (answer_parser.py) and the patterns they match (answer_grammar.py);
-    a change to either can read a reply as another letter."""
+    """The answer parser by content: its rules (answer_parser.py), the patterns they match (answer_grammar.py) and
+    how reasoning replies are read (reasoning.py); a change to any can read a reply as another letter."""
     from mcqtune.answering import grammar as answer_grammar
     from mcqtune.answering import parser as answer_parser
+    from mcqtune.answering import reasoning
     from mcqtune.runs.identity import sha256_file, sha256_text
 
-    return sha256_text(" ".join(sha256_file(module.__file__) for module in (answer_parser, answer_grammar)))
+    return sha256_text(" ".join(sha256_file(module.__file__) for module in (answer_parser, answer_grammar, reasoning)))

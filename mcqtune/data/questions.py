@@ -35,6 +35,7 @@ REQUIRED_COLUMNS = ("question", *OPTION_COLUMNS)
 ID_COLUMN = "ID"
 ANSWER_COLUMN = "answer"
 SUBJECT_COLUMN = "subject"  # optional: per-subject accuracy in reports
+REASONING_COLUMN = "reasoning"  # optional: the reasoning before the answer, to train reasoning replies on
 HEADER_HINT = "ID,question,option_A,option_B,option_C,option_D[,answer]"
 
 # The reference system's prompt, kept verbatim: the model is trained and queried on exactly this text.
@@ -43,15 +44,23 @@ DEFAULT_USER_TEMPLATE = (
     "请回答以下选择题。你的回答必须仅以单个字母（A、B、C或D）开头。\n\n"
     "问题：{question}\n\n选项：\nA. {A}\nB. {B}\nC. {C}\nD. {D}"
 )
+# Reasoning replies (infer.py --mode reason, training on a reasoning column): the instruction that follows the
+# question, and the prefix that introduces the final answer after the reasoning.
+ANSWER_PREFIX = "答案："
+DEFAULT_REASONING_INSTRUCTION = f"\n\n请先逐步分析，最后单独一行写出“{ANSWER_PREFIX}X”（X为A、B、C或D）。"
 
 
 @dataclass(frozen=True)
 class PromptStyle:
-    """What the model sees around a question. Change it in the YAML config, never in code."""
+    """What the model sees around a question. Change it in the YAML config, never in code. ``reasoning``: the
+    model reasons before it answers (the instruction follows the question; the reply ends with the answer
+    prefix and the letter)."""
 
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     user_template: str = DEFAULT_USER_TEMPLATE
     enable_thinking: bool = False
+    reasoning: bool = False
+    reasoning_instruction: str = DEFAULT_REASONING_INSTRUCTION
 
     @property
     def template_kwargs(self) -> dict:
@@ -78,13 +87,23 @@ class PromptOptions:
                                                                   "match training"})
     enable_thinking: bool = field(default=False, metadata={
         "help": "for templates with a thinking switch (Qwen3): off (default) renders the template's empty "
-                "thinking block before the answer, as the template itself does; on is refused, since a "
+                "thinking block before the answer, as the template itself does; on is for reasoning replies "
+                "(infer --mode reason, training on a reasoning column) and refused for direct answers, since a "
                 "thinking model writes its reasoning where the answer letter is scored; must match training"})
+    reasoning_instruction: str = field(default=DEFAULT_REASONING_INSTRUCTION, metadata={
+        "help": "reasoning replies only: appended to the question, asks for the reasoning and a last line "
+                f"'{ANSWER_PREFIX}X'; empty: none (a thinking model may need none)"})
+
+    @property
+    def reasoning(self) -> bool:
+        """Whether replies reason before the answer (infer.py --mode reason; training on a reasoning column)."""
+        return False
 
     @property
     def prompt_style(self) -> PromptStyle:
         return PromptStyle(system_prompt=self.system_prompt or None, user_template=self.user_template,
-                           enable_thinking=self.enable_thinking)
+                           enable_thinking=self.enable_thinking, reasoning=self.reasoning,
+                           reasoning_instruction=self.reasoning_instruction)
 
 
 PLACEHOLDERS = ("question", "A", "B", "C", "D")
@@ -263,15 +282,29 @@ def describe(frame: pd.DataFrame) -> str:
 
 def build_messages(row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle(),
                    with_answer: bool = False) -> list[dict[str, str]]:
-    """The chat for one question: [system], user, and the assistant's answer letter when ``with_answer``."""
+    """The chat for one question: [system], user, and the assistant's answer letter when ``with_answer`` (for a
+    reasoning style, the row's reasoning then the answer prefix and the letter: ``reasoned_reply``)."""
     user = style.user_template.format(
         question=row["question"], A=row["option_A"], B=row["option_B"], C=row["option_C"], D=row["option_D"]
     )
+    if style.reasoning:
+        user += style.reasoning_instruction
     messages = [{"role": "system", "content": style.system_prompt}] if style.system_prompt else []
     messages.append({"role": "user", "content": user})
     if with_answer:
-        messages.append({"role": "assistant", "content": row[ANSWER_COLUMN]})
+        content = reasoned_reply(row[REASONING_COLUMN], row[ANSWER_COLUMN], style) if style.reasoning \
+            else row[ANSWER_COLUMN]
+        messages.append({"role": "assistant", "content": content})
     return messages
+
+
+def reasoned_reply(reasoning: str, answer: str, style: PromptStyle) -> str:
+    """A reasoning reply in the template's own form: a thinking block when thinking is on, else plain text; the
+    answer prefix and the letter last."""
+    reasoning = str(reasoning).strip()
+    if style.enable_thinking:
+        return f"<think>\n{reasoning}\n</think>\n\n{ANSWER_PREFIX}{answer}"
+    return f"{reasoning}\n\n{ANSWER_PREFIX}{answer}"
 
 
 def render_chat(tokenizer, messages: list[dict[str, str]], style: PromptStyle = PromptStyle(),

@@ -78,7 +78,8 @@ def _answer_tokens(tokenizer, style: PromptStyle, letter: str, prompt_text: str,
     written = full_text[len(prompt_text):]
     if not written.lstrip(" ").startswith(letter):
         before = written[:written.find(letter)] if letter in written else written
-        switch = " Its thinking switch is on: use enable_thinking false." if style.enable_thinking else ""
+        switch = (" Its thinking switch is on: use enable_thinking false for direct answers, or --mode reason to let "
+                  "it think.") if style.enable_thinking else ""
         raise TemplateError(f"the chat template writes {before!r} between the generation prompt and the answer; "
                             f"the model would have to generate it, so the answer letter is not the next token."
                             f"{switch}")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
+import pandas as pd
 
 from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN, has_answers
 from mcqtune.reporting.meters import peak_memory_gb
@@ -257,6 +258,19 @@ def accuracy_by_subject(frame, correct: np.ndarray) -> dict[str, float] | None:
     return {s: round(float(correct[subjects == s].mean()), 4) for s in sorted(set(subjects))}
 
 
+def reasoning_summary(predictions) -> dict:
+    """Reasoning replies: how many committed to a letter after their reasoning, how many were closed and scored
+    (and why), and the tokens generated."""
+    reasoned = predictions[predictions["source"].isin(["reason", "reason_closed"])]
+    tokens = pd.to_numeric(reasoned["reasoning_tokens"], errors="coerce")
+    closed = reasoned[reasoned["source"] == "reason_closed"]
+    return {"replies": len(reasoned), "read_after_reasoning": int((reasoned["source"] == "reason").sum()),
+            "closed_and_scored": len(closed), "closed_because": closed["rule"].value_counts().to_dict(),
+            "generated_tokens": int(tokens.sum()),
+            "mean_tokens": round(float(tokens.mean()), 1) if len(tokens) else None,
+            "max_tokens": int(tokens.max()) if len(tokens) else None}
+
+
 def inference_report(frame, predictions, run: dict[str, Any], seconds: float, answered_now: int) -> dict:
     """report.json of infer.py: the run (model, precision, batch, restarts), speed, answers, accuracy."""
     report = {
@@ -272,6 +286,8 @@ def inference_report(frame, predictions, run: dict[str, Any], seconds: float, an
                               "by_reason": unparsed["rule"].value_counts().to_dict(),
                               "rows": unparsed[["ID", "raw", "rule", "answer"]].to_dict("records")}
         report["rules"] = predictions["rule"].value_counts().to_dict()
+    if "reasoning_tokens" in predictions:
+        report["reasoning"] = reasoning_summary(predictions)
     if has_answers(frame):
         correct = predictions["answer"].values == frame[ANSWER_COLUMN].values
         report["accuracy"] = round(float(correct.mean()), 4)
@@ -331,6 +347,12 @@ def render_markdown(report: dict, subject_labels: SubjectLabels | None = None) -
                      f"{', '.join(report['restarted']['changed'])}")
     if "accuracy" in report:
         lines.append(f"- **accuracy: {report['accuracy']:.2%}**")
+    if "reasoning" in report:
+        r = report["reasoning"]
+        lines.append(f"- reasoning: {r['read_after_reasoning']} of {r['replies']} replies committed to a letter after "
+                     f"their reasoning; {r['closed_and_scored']} were closed and their letter scored "
+                     f"({', '.join(f'{k} {v}' for k, v in r['closed_because'].items()) or 'none'}); "
+                     f"{r['generated_tokens']} tokens generated, {r['mean_tokens']} per reply (max {r['max_tokens']})")
     if "unparsed" in report:
         lines.append(f"- replies without a readable letter: {report['unparsed']['count']} (answered by scoring)")
         for row in report["unparsed"]["rows"][:20]:

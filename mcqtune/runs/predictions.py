@@ -164,6 +164,8 @@ def assemble_predictions(frame: pd.DataFrame, answers: dict[str, dict]) -> pd.Da
     if any("raw" in r for r in records):
         predictions["raw"] = [r.get("raw") for r in records]
         predictions["rule"] = [r.get("rule") for r in records]
+    if any("reasoning_tokens" in r for r in records):
+        predictions["reasoning_tokens"] = [r.get("reasoning_tokens") for r in records]
     for column, written in ((ANSWER_COLUMN, TRUE_ANSWER_COLUMN), (SUBJECT_COLUMN, SUBJECT_COLUMN)):
         if column in frame:
             predictions[written] = list(frame[column])

@@ -112,9 +112,10 @@ def check_same_models(run: str | Path, member: str | Path, *, consumer: str, all
     if mine is None or theirs is None:
         if allow_bare:
             return
-        raise ProvenanceError(f"{consumer}: {run if mine is None else member} does not record the models it answered "
-                              f"with (no report.json beside it), so it cannot be paired with "
-                              f"{member if mine is None else run}; give infer.py run folders, or pass {ALLOW_BARE_HINT}")
+        raise ProvenanceError(f"{consumer}: {run if mine is None else member} does not record the models it "
+                              f"answered with (no report.json beside it), so it cannot be paired with "
+                              f"{member if mine is None else run}; give infer.py run folders, or pass "
+                              f"{ALLOW_BARE_HINT}")
     if len(mine) != len(theirs) or not all(same_source(a, b) for a, b in zip(mine, theirs)):
         raise ProvenanceError(f"{consumer}: {run} was answered by {', '.join(mine)} but its member {member} by "
                               f"{', '.join(theirs)}; give one validation run per member, made by the same model, in "

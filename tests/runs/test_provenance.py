@@ -199,7 +199,8 @@ def test_an_adapter_is_used_only_on_the_model_it_was_trained_on(tmp_path):
                               torch_dtype="bfloat16")
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    (adapter / ADAPTER_RECORD).write_text(json.dumps({"base_model": trained_on, "base_config": model_config(trained_on)}))
+    record = {"base_model": trained_on, "base_config": model_config(trained_on)}
+    (adapter / ADAPTER_RECORD).write_text(json.dumps(record))
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": trained_on}))
     four_bit_copy = write_config(tmp_path / "copy-nf4", hidden_size=64, max_position_embeddings=32768, eos_token_id=2,
                                  torch_dtype="float16", quantization_config={"load_in_4bit": True})

@@ -1,0 +1,65 @@
+"""Plain transformers ``generate`` on the same 4-bit weights and prompts as ``infer.py --mode reason``, for the
+comparison the reasoning mode is measured against (bench/RESULTS.md).
+
+    python bench/plain_generate.py --model /tmp/q14b --test_file t.csv --batch_size 32 --new_tokens 512 --json o.json
+
+Every reply is forced to ``--new_tokens`` (min = max), so the figure is tokens per second of generation at that
+batch and length, whatever random weights would otherwise do. One warm-up batch, then ``--batches`` timed ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from bench_14b import cap_memory, card, peak_gb, reset_peak
+    from mcqtune.answering.scoring import left_pad
+    from mcqtune.data.questions import PromptStyle, encode_prompts, load_mcq_csv
+
+    parser = argparse.ArgumentParser()
+    for name, kind in (("--model", str), ("--test_file", str), ("--batch_size", int), ("--new_tokens", int),
+                       ("--batches", int), ("--json", str)):
+        parser.add_argument(name, type=kind, required=name not in ("--batches",), default=2)
+    args = parser.parse_args()
+    cap_memory()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                               bnb_4bit_use_double_quant=True)
+    model = AutoModelForCausalLM.from_pretrained(args.model, quantization_config=quant, dtype=torch.bfloat16,
+                                                 device_map={"": 0})
+    frame = load_mcq_csv(args.test_file, number_rows=True)
+    prompts = encode_prompts(tokenizer, frame, PromptStyle(reasoning=True), 512)
+    rates = []
+    reset_peak()
+    for number in range(args.batches + 1):
+        rows = [prompts[(number * args.batch_size + i) % len(prompts)] for i in range(args.batch_size)]
+        input_ids, attention_mask = left_pad(rows, tokenizer.pad_token_id)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(input_ids=input_ids.cuda(), attention_mask=attention_mask.cuda(), do_sample=False,
+                                 min_new_tokens=args.new_tokens, max_new_tokens=args.new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id)
+        torch.cuda.synchronize()
+        made = (out.shape[1] - input_ids.shape[1]) * args.batch_size
+        if number:  # the first batch warms up
+            rates.append(made / (time.perf_counter() - start))
+    result = {"card": card(), "batch_size": args.batch_size, "new_tokens": args.new_tokens,
+              "tokens_per_s": round(sorted(rates)[len(rates) // 2], 1), "all_rates": [round(r, 1) for r in rates],
+              **peak_gb()}
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,7 @@
 #   anchor_a|anchor_b|anchor_c   bench/anchors.py trainer-grouped | plain-loop | unsloth-notebook
 #   ref          bench_14b.py reference (the older two-step reference, kept for the earlier calls' keys)
 #   q3train, q3infer   the README commands with configs/qwen3-14b-4090.yaml at Qwen3-14B's shape
-#   reason512, reason2048   infer.py --mode reason (64 / 32 questions) and bench/plain_generate.py at its batch
+#   reason512, reason2048   infer.py --mode reason (64 / 16 questions) and bench/plain_generate.py at its batch
 set -uo pipefail
 CALL=${CALL:-run}; WATCHDOG_S=${WATCHDOG_S:-575}
 source bench/call.sh   # $OUT, the watchdog, lap, finish_call
@@ -96,10 +96,10 @@ for run in ${RUNS:-b16 anchor_a}; do
     ref) python3 bench/bench_14b.py reference --model /tmp/q14b --data .benchdata/train.csv --json "$OUT/ref.json" \
            --n-ref-train ${N_REF_TRAIN:-128} --n-ref-generate ${N_REF_GENERATE:-8} > "$OUT/ref.log" 2>&1 ;;
     reason512|reason2048)  # the README's reasoning command, replies of at most N tokens (random weights run to N)
-      n=${run#reason}; head -$(( n == 512 ? 65 : 33 )) .benchdata/test.csv > /tmp/reason_test.csv
+      n=${run#reason}; head -$(( n == 512 ? 65 : 17 )) .benchdata/test.csv > /tmp/reason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/reason_test.csv
       batch=$(python3 -c "import json; print(json.load(open('$OUT/$run.json'))['batch_size'])")
-      python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size "$batch" \
+      [ "$n" = 512 ] || [ -n "${PLAIN_2048:-}" ] && python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size "$batch" \
         --new_tokens "$n" --batches 1 --json "$OUT/plain$n.json" > "$OUT/plain$n.log" 2>&1 ;;
     q3train) build_qwen3; train q3train configs/qwen3-14b-4090.yaml $Q3 ;;
     q3infer) build_qwen3; answer q3infer "${ADAPTER:-$Q3}" ;;

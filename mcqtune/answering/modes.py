@@ -79,7 +79,7 @@ def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgumen
         input_ids, attention_mask = left_pad([prompts[i] for i in rows], tokenizer.pad_token_id)
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                    max_new_tokens=args.max_new_tokens, do_sample=False,
+                                    max_length=input_ids.shape[1] + args.max_new_tokens, do_sample=False,
                                     repetition_penalty=args.repetition_penalty, eos_token_id=stop_ids,
                                     pad_token_id=tokenizer.pad_token_id, use_cache=True)
         replies = tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from mcqtune.answering.options import InferArguments
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+CLOSING_TOKENS = 16  # room for closing_text's tokens after a reply that used its whole budget
 
 
 def turn_style(style: PromptStyle) -> PromptStyle:
@@ -124,7 +125,7 @@ def reasoner(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgument
         input_ids, attention_mask = left_pad([prompts[i] for i in rows], tokenizer.pad_token_id)
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                    max_new_tokens=args.max_reasoning_tokens, do_sample=False,
+                                    max_length=input_ids.shape[1] + args.max_reasoning_tokens, do_sample=False,
                                     repetition_penalty=args.repetition_penalty, eos_token_id=list(stop_ids),
                                     pad_token_id=tokenizer.pad_token_id, use_cache=True)
         replies, texts, parsed = {}, {}, {}

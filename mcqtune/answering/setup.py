@@ -99,7 +99,14 @@ def load_request(args: InferArguments, backend: str, device_map=None):
         check_base_of_adapter(extra, base, consumer="--ensemble")
     return InferenceLoad(base=base, weights=InferenceWeightOptions.of(args, backend=backend), adapter=adapter,
                          ensemble=list(args.ensemble), chat_template=args.chat_template,
-                         max_seq_length=args.max_prompt_tokens + args.max_new_tokens, device_map=device_map)
+                         max_seq_length=args.max_prompt_tokens + reply_tokens(args), device_map=device_map)
+
+
+def reply_tokens(args: InferArguments) -> int:
+    """The most tokens a reply may add to its prompt: a reasoning reply, closed, holds its budget and the closing."""
+    from mcqtune.answering.reasoning import CLOSING_TOKENS
+
+    return args.max_reasoning_tokens + CLOSING_TOKENS if args.reasoning else args.max_new_tokens
 
 
 def expand_fold_run(args: InferArguments) -> tuple[InferArguments, dict | None]:

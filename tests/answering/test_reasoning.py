@@ -1,0 +1,123 @@
+"""reasoning: a reasoning reply's letter is read after its reasoning (never from inside it); a reply that commits
+to nothing is closed and its letters scored exactly as the model scores them there; a reasoning run resumes to
+the same submission."""
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from mcqtune.answering.reasoning import closing_text, read_reply, reply_ids
+from mcqtune.data.questions import PromptStyle, build_messages, reasoned_reply
+
+OPTIONS = ["北京", "上海", "广州", "深圳"]
+
+
+@pytest.mark.parametrize("reply, opened, letter, rule", [
+    ("<think>\nA项错误，B项也不对。\n</think>\n\n答案：C", False, "C", "after_thinking:answer_phrase"),
+    ("先看A，A不对；C符合题意。\n</think>\n\n答案：C", True, "C", "after_thinking:answer_phrase"),  # R1: opened by prompt
+    ("分析：A项错误，B项正确。\n答案：B", False, "B", "last_line:answer_phrase"),
+    ("答案：A\n再想想，A忽略了条件。\n答案：D", False, "D", "last_line:answer_phrase"),  # several answers: the last
+    ("答案：A\n不对，答案应为C", False, "C", "last_line:answer_phrase"),  # a corrected answer
+    ("<think>\n答案是A吗？让我再想想", False, None, "unfinished:thinking"),  # an answer inside the reasoning only
+    ("我认为答案是B。\n总之这题很难。", False, None, "last_line:unparsed:no_letter"),  # not in the conclusion
+    ("<think>\n……\n</think>\n\n可能是A，也可能是B", False, None, "after_thinking:unparsed:hedge"),
+    ("", False, None, "last_line:unparsed:empty"),
+    ("<think>\n\n</think>\n\n", False, None, "after_thinking:unparsed:empty"),
+])
+def test_the_letter_is_read_after_the_reasoning(reply, opened, letter, rule):
+    parsed = read_reply(reply, OPTIONS, finished=True, opened=opened)
+    assert (parsed.letter, parsed.rule) == (letter, rule)
+
+
+def test_a_reply_cut_by_its_budget_is_never_read():
+    assert read_reply("分析……\n答案：B", OPTIONS, finished=False).rule == "unfinished:budget"
+
+
+def test_closing_ends_an_open_thinking_block_then_writes_the_answer_prefix():
+    assert closing_text("<think>\n分析", opened=False) == "\n</think>\n\n答案："
+    assert closing_text("分析", opened=True) == "\n</think>\n\n答案："  # the prompt opened it
+    assert closing_text("<think>\n分析\n</think>\n\n也许", opened=False) == "\n\n答案："
+    assert closing_text("分析到一半", opened=False) == "\n\n答案："
+
+
+def test_reply_ids_stop_at_the_first_stop_token_and_drop_padding():
+    assert reply_ids([5, 6, 9, 7, 0], stop_ids=[9], pad_id=0) == ([5, 6], True)
+    assert reply_ids([5, 6, 7, 0, 0], stop_ids=[9], pad_id=0) == ([5, 6, 7], False)
+
+
+def test_training_replies_take_the_templates_form():
+    row = {"question": "q", "option_A": "a", "option_B": "b", "option_C": "c", "option_D": "d", "answer": "B",
+           "reasoning": " 因为b对。 "}
+    plain, thinking = PromptStyle(reasoning=True), PromptStyle(reasoning=True, enable_thinking=True)
+    assert reasoned_reply(row["reasoning"], "B", plain) == "因为b对。\n\n答案：B"
+    assert reasoned_reply(row["reasoning"], "B", thinking) == "<think>\n因为b对。\n</think>\n\n答案：B"
+    user = build_messages(row, plain)[-1]["content"]
+    assert user.endswith(plain.reasoning_instruction) and "答案：X" in user
+    assert build_messages(row, plain, with_answer=True)[-1] == {"role": "assistant",
+                                                                "content": "因为b对。\n\n答案：B"}
+
+
+@pytest.fixture(scope="module")
+def tiny_reasoner(tiny_model_dir, qwen_tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return model, qwen_tokenizer
+
+
+def test_a_closed_reply_is_scored_as_the_models_own_forward_there(tiny_reasoner, sample_dir):
+    import numpy as np
+    import torch
+
+    from mcqtune.answering.reasoning import closing_letter_ids, reasoner, turn_style
+    from mcqtune.data.questions import encode_prompts, load_mcq_csv
+    from mcqtune.model.chat_template import stop_token_ids
+
+    model, tokenizer = tiny_reasoner
+    frame = load_mcq_csv(sample_dir / "test.csv").head(3)
+    style = PromptStyle(reasoning=True)
+    prompts = encode_prompts(tokenizer, frame, style, 512)
+    stops = stop_token_ids(tokenizer, model, turn_style(style))
+    args = SimpleNamespace(max_reasoning_tokens=6, repetition_penalty=1.0)
+    compute = reasoner(model, tokenizer, frame, prompts, args, stops, opened=False)
+    for i in range(3):  # random weights: every reply runs out of its 6 tokens
+        (record,) = compute([i])
+        assert record["source"] == "reason_closed" and record["rule"] == "unfinished:budget"
+        assert record["reasoning_tokens"] == 6
+        with torch.inference_mode():  # the same greedy reply, token by token (its text need not re-encode to it)
+            out = model.generate(torch.tensor([prompts[i]]), max_length=len(prompts[i]) + 6, do_sample=False,
+                                 eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
+        reply = out[0, len(prompts[i]):].tolist()
+        assert tokenizer.decode(reply) == record["raw"]
+        closed = prompts[i] + reply + tokenizer.encode("\n\n答案：", add_special_tokens=False)
+        with torch.inference_mode():
+            logits = model(torch.tensor([closed])).logits[0, -1, closing_letter_ids(tokenizer)]
+        assert np.allclose(record["probs"], torch.softmax(logits, -1).numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_reasoning_run_resumes_to_the_same_submission(tiny_model_dir, sample_dir, tmp_path):
+    from mcqtune.answering import infer
+
+    def run(name):
+        args = infer.InferArguments(test_file=str(sample_dir / "test.csv"), model_path=str(tiny_model_dir),
+                                    mode="reason", max_reasoning_tokens=8, batch_size=4,
+                                    output_file=str(tmp_path / "s.csv"))
+        return infer.main(args), args
+
+    report, args = run("first")
+    first = (tmp_path / "s.csv").read_text()
+    assert report["reasoning"]["replies"] == report["rows"]
+    assert report["reasoning"]["generated_tokens"] == 8 * report["rows"]
+    predictions = pd.read_csv(args.run_dir / "predictions.csv")
+    assert {"raw", "rule", "reasoning_tokens"} <= set(predictions.columns)
+    checkpoint = args.run_dir / "predictions.partial.jsonl"
+    lines = checkpoint.read_text(encoding="utf-8").splitlines(keepends=True)
+    checkpoint.write_text("".join(lines[:4]) + lines[4][:10], encoding="utf-8")  # killed mid-write after 3 answers
+    resumed, _ = run("again")
+    assert resumed["answered_this_run"] == report["rows"] - 3
+    assert (tmp_path / "s.csv").read_text() == first
+    assert json.loads((args.run_dir / "report.json").read_text())["mode"] == "reason"

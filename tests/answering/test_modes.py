@@ -59,4 +59,5 @@ def test_generate_records_are_the_replies_as_the_parser_reads_them(tiny, reply, 
     assert [r["ID"] for r in records] == [frame["ID"].iloc[1], frame["ID"].iloc[3]]
     expected = {"answer": letter, "raw": reply, "rule": rule, "source": "generate"}
     assert all(r == {"ID": r["ID"], **expected} for r in records)
-    assert model.calls[0]["do_sample"] is False and model.calls[0]["max_new_tokens"] == args.max_new_tokens
+    longest = max(len(prompts[1]), len(prompts[3]))  # left-padded to the longer prompt, then the reply's budget
+    assert model.calls[0]["do_sample"] is False and model.calls[0]["max_length"] == longest + args.max_new_tokens

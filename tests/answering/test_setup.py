@@ -23,7 +23,10 @@ def test_every_problem_with_the_options_is_named_in_one_error(tmp_path):
 @pytest.mark.parametrize("options, message", [
     ({"mode": "generate", "permutations": 2}, "apply to score mode only"),
     ({"mode": "generate", "debias_letters": True}, "apply to score mode only"),
-    ({"rescore": "first_run", "rescore_fraction": 0}, "rescore needs score mode and 0 < rescore_fraction <= 1"),
+    ({"rescore": "first_run", "rescore_fraction": 0}, "rescore needs score or reason mode and 0 < rescore_fraction"),
+    ({"rescore": "first_run", "mode": "generate"}, "rescore needs score or reason mode"),
+    ({"mode": "reason", "ensemble": ["other"]}, "apply to score mode only, not reason"),
+    ({"mode": "reason", "max_reasoning_tokens": 0}, "max_reasoning_tokens must be >= 1"),
     ({"output_file": "no-such-folder/s.csv"}, "the folder of output_file does not exist"),
 ])
 def test_options_that_cannot_go_together_are_refused(tmp_path, monkeypatch, options, message):

@@ -16,13 +16,14 @@ INFER_INCLUDED = [
     "model_path",
     "base_model_id", "mode", "backend", "batch_size", "load_in_4bit", "load_in_8bit", "offload", "fallback_ladder",
     "allow_pickle", "max_new_tokens", "repetition_penalty", "permutations", "share_prefix", "debias_letters",
-    "debias_sample", "rescore", "rescore_fraction", "ensemble",
+    "debias_sample", "rescore", "rescore_fraction", "ensemble", "max_reasoning_tokens", "reasoning_instruction",
     "trust_remote_code", "encoding", "number_rows"]
 TRAIN_SCRIPT_INCLUDED = [
     "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "enable_thinking", "train_file", "val_file",
     "extra_train_files", "extra_train_weights", "val_fraction",
     "model_name_or_path", "backend", "load_in_4bit", "max_answer_tokens", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_target_modules", "augment_permutations", "max_train_samples", "encoding", "folds", "fold", "loss"]
+    "lora_target_modules", "augment_permutations", "max_train_samples", "encoding", "folds", "fold", "loss",
+    "reasoning_instruction"]
 
 
 def test_every_infer_option_is_in_the_identity_or_excluded_with_a_reason():

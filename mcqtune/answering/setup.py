@@ -140,9 +140,14 @@ def adopt_training_prompt(args: InferArguments) -> tuple[InferArguments, dict | 
     trained = training_prompt(adapters)
     if trained is None:
         return args, None
+    if trained.get("reasoning") and not args.reasoning and not args.prompt_mismatch_ok:
+        raise ProvenanceError(f"{adapters[0]} was trained to reason before it answers (reasoning_column): answer "
+                              "with --mode reason, or pass --prompt_mismatch_ok true to score its letters directly")
     defaults = {f.name: f.default for f in dataclasses.fields(args) if f.name in PROMPT_FIELDS}
     adopted, differ = {}, []
     for name in PROMPT_FIELDS:
+        if name not in trained:  # an adapter recorded before this setting existed
+            continue
         mine, theirs = getattr(args, name), trained.get(name)
         if name == "chat_template" and mine and Path(mine).is_file():
             mine = Path(mine).read_text(encoding="utf-8")

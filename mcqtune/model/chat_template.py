@@ -16,6 +16,7 @@ Anything else is refused with the reason before a model is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -108,7 +109,10 @@ def _closing(tokenizer, rest: Sequence[int]) -> tuple[tuple[int, ...], bool]:
 
 @functools.lru_cache(maxsize=8)
 def find_answer_slot(tokenizer, style: PromptStyle = PromptStyle()) -> AnswerSlot:
-    """The answer slot of ``tokenizer``'s chat template under ``style``; refuses with the reason."""
+    """The answer slot of ``tokenizer``'s chat template under ``style``; refuses with the reason. A reasoning
+    style's slot is its direct form's: the reply ends its turn the same way, its letter comes later."""
+    if style.reasoning:
+        style = dataclasses.replace(style, reasoning=False, enable_thinking=False)
     prompt_text = render_or_refuse(tokenizer, build_messages(PROBE_ROW, style), style, add_generation_prompt=True)
     prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
     letter_ids, closing = [], set()
@@ -131,11 +135,20 @@ def encode_training_example(tokenizer, row, style: PromptStyle = PromptStyle(), 
     """``input_ids`` and ``completion_mask`` for one training row: the inference prompt's ids, then the answer
     letter's token and the template's end-of-turn tokens (the loss falls on exactly these); and whether the
     question was shortened (``question_shortened``) or the answer cut (``answer_cut``) to fit."""
-    slot = find_answer_slot(tokenizer, style)
     answer = str(row[ANSWER_COLUMN])
     if answer not in LETTERS:
         raise ValueError(f"answer {answer!r} is not one of {', '.join(LETTERS)}")
     prompt_ids, shortened = encode_prompt_checked(tokenizer, row, style, max_prompt_tokens)
+    if style.reasoning:
+        completion_ids = reasoning_completion(tokenizer, row, style)
+        if max_answer_tokens is not None and len(completion_ids) > max_answer_tokens:
+            raise TemplateError(f"the reasoning reply of ID {row.get('ID', '?')} takes {len(completion_ids)} tokens, "
+                                f"more than max_answer_tokens {max_answer_tokens}; raise max_answer_tokens (a "
+                                "reasoning reply is never cut: its answer comes last)")
+        return {"input_ids": prompt_ids + completion_ids,
+                "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+                "question_shortened": shortened, "answer_cut": False}
+    slot = find_answer_slot(tokenizer, style)
     completion_ids = [slot.letter_ids[LETTERS.index(answer)], *slot.end_ids]
     cut = max_answer_tokens is not None and len(completion_ids) > max_answer_tokens
     if cut:
@@ -143,6 +156,30 @@ def encode_training_example(tokenizer, row, style: PromptStyle = PromptStyle(), 
     return {"input_ids": prompt_ids + completion_ids,
             "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
             "question_shortened": shortened, "answer_cut": cut}
+
+
+def reasoning_completion(tokenizer, row, style: PromptStyle) -> list[int]:
+    """The tokens the template writes after the prompt for a reasoning reply (the reasoning, the answer prefix
+    and letter, the end of the turn); refused when the template changes the prompt or drops the reasoning (some
+    reasoning templates strip the thinking block from assistant turns). The prompt ends with the generation
+    prompt whether or not its question was shortened, so these tokens follow any version of it."""
+    full_text = render_or_refuse(tokenizer, build_messages(row, style, with_answer=True), style, False)
+    prompt_text = render_or_refuse(tokenizer, build_messages(row, style), style, True)
+    prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
+    reasoning = str(row["reasoning"]).strip()
+    if not full_text.startswith(prompt_text):
+        raise TemplateError("the chat template renders the prompt differently once a reasoning reply follows")
+    written = full_text[len(prompt_text):]
+    if reasoning not in written:
+        raise TemplateError("the chat template drops the reasoning from the assistant's turn, so it cannot be "
+                            "trained on; use a template that keeps it (--chat_template)")
+    ids = tokenizer.encode(full_text, add_special_tokens=False)
+    if ids[:len(prompt_ids)] != prompt_ids:
+        raise TemplateError("a reasoning reply merges with the prompt's last token")
+    rest = ids[len(prompt_ids):]
+    specials = special_ids(tokenizer)
+    end = next((i for i, token in enumerate(rest) if token in specials), None)
+    return rest[:end + 1] if end is not None else rest + [tokenizer.eos_token_id]
 
 
 def stop_token_ids(tokenizer, model=None, style: PromptStyle = PromptStyle()) -> list[int]:

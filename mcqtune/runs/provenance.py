@@ -21,7 +21,8 @@ PREDICTIONS_RECORD = "report.json"  # written by infer.py beside predictions.csv
 OOF_PREDICTIONS, OOF_RECORD = "oof_predictions.csv", "cv_summary.json"  # written by the k-fold driver
 FOLD_PLAN = "fold_plan.json"  # written by the k-fold driver at the k-fold folder's root
 ADAPTER_RECORD = "mcq_provenance.json"  # written by training into adapter/
-PROMPT_FIELDS = ("system_prompt", "user_template", "max_prompt_tokens", "enable_thinking", "chat_template")
+PROMPT_FIELDS = ("system_prompt", "user_template", "max_prompt_tokens", "enable_thinking", "chat_template",
+                 "reasoning_instruction")
 ALLOW_BARE_HINT = "--allow_bare_predictions true"
 
 
@@ -200,6 +201,7 @@ def prompt_record(options) -> dict:
     record["chat_template"] = None if not template else \
         (Path(template).read_text(encoding="utf-8") if Path(template).is_file() else template)
     record["chat_template_sha256"] = template_identity(template)
+    record["reasoning"] = options.reasoning  # trained to reason before the answer (train --reasoning_column)
     return record
 
 
@@ -224,7 +226,7 @@ def training_prompt(adapters: list[str]) -> dict | None:
     found = [(a, adapter_prompt(a)) for a in adapters]
     found = [(a, p) for a, p in found if p is not None]
     for adapter, prompt in found[1:]:
-        differ = [k for k in PROMPT_FIELDS if prompt.get(k) != found[0][1].get(k)]
+        differ = [k for k in (*PROMPT_FIELDS, "reasoning") if prompt.get(k) != found[0][1].get(k)]
         if differ:
             raise ProvenanceError(f"--ensemble: {adapter} was trained with another {', '.join(differ)} than "
                                   f"{found[0][0]}; adapters answered together must share the prompt (combine "

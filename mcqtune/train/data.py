@@ -11,15 +11,32 @@ import pandas as pd
 
 from mcqtune.data.questions import PromptTooLong
 from mcqtune.model.chat_template import encode_training_example
-from mcqtune.data.questions import ANSWER_COLUMN, describe, load_mcq_csv
+from mcqtune.data.questions import ANSWER_COLUMN, REASONING_COLUMN, describe, load_mcq_csv
+from mcqtune.errors import DataError
 from mcqtune.data.option_orders import augment_with_permutations
 
 logger = logging.getLogger("train_sft")
 
 
-def load_training_file(script_args):
-    """The validated training file (DataError names the file, line and column on failure)."""
-    return load_mcq_csv(script_args.train_file, require_answer=True, encoding=script_args.encoding, number_rows=True)
+def load_training_file(script_args, path: str | None = None):
+    """A validated labelled file (train_file unless ``path``; DataError names the file, line and column on
+    failure), with its reasoning column when the run trains reasoning replies."""
+    path = path or script_args.train_file
+    frame = load_mcq_csv(path, require_answer=True, encoding=script_args.encoding, number_rows=True)
+    return with_reasoning(frame, script_args.reasoning_column, path) if script_args.reasoning else frame
+
+
+def with_reasoning(frame: pd.DataFrame, column: str, path: str) -> pd.DataFrame:
+    """The frame with ``column``'s text as its reasoning; every row must have some (a row without would train
+    another reply form)."""
+    if column not in frame:
+        raise DataError(path, f"no column '{column}' (reasoning_column); columns: {', '.join(frame.columns)}")
+    empty = frame[column].fillna("").astype(str).str.strip() == ""
+    if empty.any():
+        first = int(empty.to_numpy().argmax())
+        raise DataError(path, f"{int(empty.sum())} rows have no text in '{column}' (first: ID "
+                              f"{frame['ID'].iloc[first]}); every row trained on reasoning needs its reasoning")
+    return frame.assign(**{REASONING_COLUMN: frame[column].astype(str)})
 
 
 def load_splits(script_args, seed: int, frame=None, val=None):
@@ -28,8 +45,7 @@ def load_splits(script_args, seed: int, frame=None, val=None):
     if val is not None:
         train = frame
     elif script_args.val_file:
-        train, val = frame, load_mcq_csv(script_args.val_file, require_answer=True, encoding=script_args.encoding,
-                                         number_rows=True)
+        train, val = frame, load_training_file(script_args, script_args.val_file)
     else:
         train, val = split_train_val(frame, script_args.val_fraction, seed)
     if script_args.max_train_samples:
@@ -65,7 +81,7 @@ def add_extra_sources(train, val, script_args, seed: int):
     parts = [train.assign(source=script_args.train_file)]
     for number, path in enumerate(script_args.extra_train_files):
         weight = script_args.extra_train_weights[number] if number < len(script_args.extra_train_weights) else 1.0
-        extra = load_mcq_csv(path, require_answer=True, encoding=script_args.encoding, number_rows=True)
+        extra = load_training_file(script_args, path)
         leaking = extra["question"].str.strip().isin(seen)
         repeated = extra["question"].str.strip().isin(set(train["question"].str.strip()))
         logger.info("%s: %d rows, weight %g; %d of its questions are also in train_file's training rows; %d in the "

@@ -78,6 +78,11 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
                 "is spent on the rest of the vocabulary or <|im_end|> (one training process)",
         "choices": ["answer", "letters"]})
     augment_permutations: int = field(default=0, metadata={"help": "extra copies of each row, options shuffled"})
+    reasoning_column: str | None = field(default=None, metadata={
+        "help": "train reasoning replies: this column's text (e.g. reasoning, explanation), then the answer prefix "
+                "and the letter, in the template's own form (a thinking block with enable_thinking); the loss covers "
+                "the reasoning and the answer (max_answer_tokens must hold both: a longer row is refused, never "
+                "cut); validation is then eval_loss over those tokens; answer with infer.py --mode reason"})
     export: str = field(default="adapter", metadata={"help": "adapter | merged (adapter + merged 16-bit weights)",
                                                      "choices": ["adapter", "merged"]})
     merged_dtype: str | None = field(default=None, metadata={"help": "dtype of merged weights (default: the base "
@@ -88,6 +93,10 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
                                                                       "by N so the effective batch stays the same"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
     encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8 (gb18030, big5)"})
+    @property
+    def reasoning(self) -> bool:
+        return bool(self.reasoning_column)
+
     folds: int = field(default=1, metadata={"help": "k-fold: train K adapters into <output_dir>/fold-<i>/, each "
                                                     "validated on its own fold; out-of-fold predictions and "
                                                     "cv_report.md at the end"})
@@ -130,6 +139,12 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
     if script_args.folds > 1 and script_args.val_file:
         problems.append("with --folds the validation rows are the folds of train_file: leave out val_file")
     problems += output_problems(script_args, training_args)
+    if script_args.reasoning and script_args.loss == "letters":
+        problems.append("--loss letters scores the letter right after the prompt; reasoning replies put it after "
+                        "the reasoning: use --loss answer with reasoning_column")
+    if script_args.reasoning and script_args.folds > 1:
+        problems.append("--folds with reasoning_column is not supported: out-of-fold answers of reasoning replies "
+                        "need generation (answer each fold's validation rows with infer.py --mode reason)")
     if script_args.max_answer_tokens < 2:
         problems.append(f"max_answer_tokens must be >= 2 (the letter and the end of the turn), got "
                         f"{script_args.max_answer_tokens}")
@@ -147,6 +162,15 @@ def fit_max_length(script_args: ScriptArguments, training_args) -> None:
     if getattr(training_args, "max_length", None) != wanted:
         logger.info("max_length %s -> %d (max_prompt_tokens + max_answer_tokens)", training_args.max_length, wanted)
         training_args.max_length = wanted
+
+
+def fit_reasoning_validation(script_args: ScriptArguments, training_args) -> None:
+    """Reasoning replies are validated by eval_loss over their reasoning and answer tokens (the letter after the
+    prompt, which eval_accuracy scores, is not where they answer): the best checkpoint follows it."""
+    if script_args.reasoning and training_args.metric_for_best_model in ("eval_accuracy", "accuracy"):
+        logger.info("reasoning_column: the best checkpoint is chosen by eval_loss (lower is better) over the "
+                    "reasoning and answer tokens; measure accuracy with infer.py --mode reason on the validation rows")
+        training_args.metric_for_best_model, training_args.greater_is_better = "eval_loss", False
 
 
 def scale_for_processes(script_args: ScriptArguments, training_args) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
@@ -190,7 +191,9 @@ def check_answer_slot(model_name_or_path: str, options: PromptOptions, trust_rem
 
     check_model_source(model_name_or_path)  # a missing model: its own one-line error, not the hub's
     tokenizer = load_tokenizer(model_name_or_path, trust_remote_code, options.chat_template)
-    line = find_answer_slot(tokenizer, options.prompt_style).describe(tokenizer, options.prompt_style)
+    style = dataclasses.replace(options.prompt_style, enable_thinking=False, reasoning=False) \
+        if options.prompt_style.reasoning else options.prompt_style  # a reasoning reply ends its turn the same way
+    line = find_answer_slot(tokenizer, style).describe(tokenizer, style)
     logger.info(line)
     return line
 
@@ -212,7 +215,7 @@ def write_validation_predictions(trainer, tokenizer, val, script_args: ScriptArg
     from mcqtune.runs.folder import write_csv_atomic
     from mcqtune.answering.scoring import score_frame
 
-    if val is None or not len(val):
+    if val is None or not len(val) or script_args.reasoning:  # reasoning replies answer after their reasoning
         return None
     probs = score_frame(trainer.model, tokenizer, val, script_args.prompt_style,
                         batch_size=trainer.args.per_device_eval_batch_size,

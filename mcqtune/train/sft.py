@@ -21,8 +21,8 @@ from mcqtune.errors import ConfigError, parse_with
 from mcqtune.model.loading import peek_backend, select_backend
 from mcqtune.train.data import load_splits
 from mcqtune.train.folds import train_folds
-from mcqtune.train.options import (ScriptArguments, check_config, check_requested, fit_max_length, make_parser,
-                                   scale_for_processes)
+from mcqtune.train.options import (ScriptArguments, check_config, check_requested, fit_max_length,
+                                   fit_reasoning_validation, make_parser, scale_for_processes)
 from mcqtune.train.run import train_locked
 
 logger = logging.getLogger("train_sft")
@@ -34,6 +34,7 @@ def main(script_args: ScriptArguments, training_args, backend: str | None = None
     check_config(script_args, training_args)
     scale_for_processes(script_args, training_args)
     fit_max_length(script_args, training_args)
+    fit_reasoning_validation(script_args, training_args)
     backend = select_backend(backend or script_args.backend)
     if script_args.folds > 1:
         return train_folds(script_args, training_args, backend)

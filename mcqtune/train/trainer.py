@@ -177,7 +177,8 @@ class MCQTrainer(SFTTrainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        if self.val_frame is None or "answer" not in self.val_frame:
+        if self.val_frame is None or "answer" not in self.val_frame or self.prompt_style.reasoning:
+            # reasoning replies: eval_loss over the reasoning and answer tokens (accuracy: infer.py --mode reason)
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         started = time.time()
         world = max(self.args.world_size, 1)

@@ -16,7 +16,8 @@ OPTIONS = ["北京", "上海", "广州", "深圳"]
 
 @pytest.mark.parametrize("reply, opened, letter, rule", [
     ("<think>\nA项错误，B项也不对。\n</think>\n\n答案：C", False, "C", "after_thinking:answer_phrase"),
-    ("先看A，A不对；C符合题意。\n</think>\n\n答案：C", True, "C", "after_thinking:answer_phrase"),  # R1: opened by prompt
+    ("先看A，A不对；C符合题意。\n</think>\n\n答案：C", True, "C", "after_thinking:answer_phrase"),  # opened by the
+    # prompt (DeepSeek-R1-Distill)
     ("分析：A项错误，B项正确。\n答案：B", False, "B", "last_line:answer_phrase"),
     ("答案：A\n再想想，A忽略了条件。\n答案：D", False, "D", "last_line:answer_phrase"),  # several answers: the last
     ("答案：A\n不对，答案应为C", False, "C", "last_line:answer_phrase"),  # a corrected answer

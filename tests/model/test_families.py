@@ -265,3 +265,24 @@ def test_infer_refuses_a_thinking_template_before_any_weights_load(family_models
     with pytest.raises(TemplateError, match="enable_thinking false"):
         infer.main(args)
     assert not (tmp_path / "sub.csv").exists()
+
+
+@pytest.mark.parametrize("family", ["qwen3", "llama3"])
+@pytest.mark.parametrize("thinking", [False, True])
+def test_training_on_reasoning_puts_the_loss_on_exactly_the_reasoning_and_the_answer(family, thinking, tokenizers,
+                                                                                     sample_rows):
+    tokenizer = tokenizers[family]
+    if thinking and family != "qwen3":
+        pytest.skip("only Qwen3's template has a thinking switch")
+    style = style_for(family, reasoning=True, enable_thinking=thinking)
+    row = {**sample_rows.iloc[0].to_dict(), "answer": "C", "reasoning": "甲、乙都不符合题意，丙符合。"}
+    example = encode_training_example(tokenizer, row, style, max_answer_tokens=200)
+    prompt = encode_prompt(tokenizer, row, style)
+    assert example["input_ids"][:len(prompt)] == prompt and prompt[-1] == example["input_ids"][len(prompt) - 1]
+    assert example["completion_mask"] == [0] * len(prompt) + [1] * (len(example["input_ids"]) - len(prompt))
+    completion = tokenizer.decode(example["input_ids"][len(prompt):])
+    end = {"qwen3": "<|im_end|>", "llama3": "<|eot_id|>"}[family]
+    reasoning = "<think>\n甲、乙都不符合题意，丙符合。\n</think>\n\n" if thinking else "甲、乙都不符合题意，丙符合。\n\n"
+    assert completion == f"{reasoning}答案：C{end}"  # the reasoning, the answer prefix, the letter, the end
+    with pytest.raises(TemplateError, match="raise max_answer_tokens"):  # never cut: its answer comes last
+        encode_training_example(tokenizer, row, style, max_answer_tokens=5)

@@ -20,3 +20,19 @@ def test_split_is_stratified_seeded_and_disjoint():
     again_train, again_val = split_train_val(frame, 0.1, seed=42)
     assert list(again_val["ID"]) == list(val["ID"])
     assert list(split_train_val(frame, 0.1, seed=1)[1]["ID"]) != list(val["ID"])
+
+
+def test_a_reasoning_column_must_exist_and_be_filled_on_every_row(tmp_path):
+    import pytest
+
+    from mcqtune.errors import DataError
+    from mcqtune.train.data import with_reasoning
+
+    frame = make_frame(2).assign(ID=[str(i) for i in range(8)])
+    with pytest.raises(DataError, match="no column 'why'"):
+        with_reasoning(frame, "why", "t.csv")
+    frame["why"] = ["因为"] * 7 + ["  "]
+    with pytest.raises(DataError, match="1 rows have no text in 'why' \\(first: ID 7\\)"):
+        with_reasoning(frame, "why", "t.csv")
+    frame.loc[7, "why"] = "所以"
+    assert list(with_reasoning(frame, "why", "t.csv")["reasoning"]) == ["因为"] * 7 + ["所以"]

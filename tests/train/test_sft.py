@@ -448,3 +448,31 @@ def test_length_grouped_batches_carry_less_padding_than_random_ones(tiny_model_d
         if order == "group_by_length":
             assert widths[0] == max(widths)  # the longest batch first: running out of memory shows at once
     assert shares["group_by_length"] < shares["random"] / 2, shares
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_reasoning_answers_by_reasoning(tiny_model_dir, sample_dir, tmp_path):
+    import pandas as pd
+
+    from mcqtune.answering import infer
+    from mcqtune.runs.provenance import ProvenanceError
+    from mcqtune.train import sft as train_sft
+
+    frame = pd.read_csv(sample_dir / "train.csv", dtype=str).head(40)
+    frame["explanation"] = [f"逐项比较后，{a}项最符合。" for a in frame["answer"]]
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    summary = train_sft.main(*train_args(tiny_model_dir, tmp_path / "train.csv", tmp_path / "run",
+                                         "--reasoning_column", "explanation", "--max_answer_tokens", 64,
+                                         "--max_steps", 2, "--eval_steps", 2, "--save_steps", 2))
+    assert summary["best_eval_accuracy"] is None  # validated by eval_loss over the reasoning and the answer
+    record = json.loads((tmp_path / "run" / "adapter" / "mcq_provenance.json").read_text())
+    assert record["prompt"]["reasoning"] is True
+    args = dict(test_file=str(sample_dir / "test.csv"), model_path=str(tmp_path / "run" / "adapter"),
+                output_file=str(tmp_path / "s.csv"), batch_size=8)
+    with pytest.raises(ProvenanceError, match="trained to reason.*--mode reason"):
+        infer.main(infer.InferArguments(**args))
+    report = infer.main(infer.InferArguments(**args, mode="reason", max_reasoning_tokens=12))
+    assert report["reasoning"]["replies"] == report["rows"]
+    with pytest.raises(ConfigError, match="reasoning_column is not supported"):
+        train_sft.main(*train_args(tiny_model_dir, tmp_path / "train.csv", tmp_path / "cv", "--folds", 2,
+                                   "--reasoning_column", "explanation"))

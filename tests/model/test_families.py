@@ -282,7 +282,8 @@ def test_training_on_reasoning_puts_the_loss_on_exactly_the_reasoning_and_the_an
     assert example["completion_mask"] == [0] * len(prompt) + [1] * (len(example["input_ids"]) - len(prompt))
     completion = tokenizer.decode(example["input_ids"][len(prompt):])
     end = {"qwen3": "<|im_end|>", "llama3": "<|eot_id|>"}[family]
-    reasoning = "<think>\n甲、乙都不符合题意，丙符合。\n</think>\n\n" if thinking else "甲、乙都不符合题意，丙符合。\n\n"
+    said = "甲、乙都不符合题意，丙符合。"
+    reasoning = f"<think>\n{said}\n</think>\n\n" if thinking else f"{said}\n\n"
     assert completion == f"{reasoning}答案：C{end}"  # the reasoning, the answer prefix, the letter, the end
     with pytest.raises(TemplateError, match="raise max_answer_tokens"):  # never cut: its answer comes last
         encode_training_example(tokenizer, row, style, max_answer_tokens=5)

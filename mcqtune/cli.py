@@ -29,6 +29,8 @@ class Command(NamedTuple):
 COMMANDS = {
     "train": Command("mcqtune.train.sft", "cli_main", "fine-tune a model with LoRA on a labelled CSV (train_sft.py)"),
     "infer": Command("mcqtune.answering.infer", "cli_main", "answer a test CSV and write submission.csv (infer.py)"),
+    "traces": Command("mcqtune.answering.traces", "main", "reason over the training rows and keep the traces that "
+                                                         "reach the label (a training CSV with a reasoning column)"),
     "ensemble": Command("mcqtune.ensemble.fuse", "main", "fuse several runs' letter probabilities (ensemble.py)"),
     "export": Command("mcqtune.export.exporter", "main", "merged 16-bit weights, GGUF, a clean adapter, an lm-eval "
                                                         "task (export.py)"),

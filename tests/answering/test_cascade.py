@@ -37,6 +37,21 @@ def test_the_rows_with_the_smallest_margins_are_answered_again_and_merged_back(t
     assert info["rescore"]["rows"] == 2 and info["rescore"]["answers_changed"] == 2 and info["rescore"]["of"] == 4
 
 
+def test_reasoning_on_the_least_confident_rows_keeps_the_replies_and_claims_no_probabilities(tmp_path):
+    probs = [[0.9, 0.05, 0.03, 0.02], [0.4, 0.38, 0.12, 0.1], [0.3, 0.3, 0.2, 0.2], [0.6, 0.2, 0.1, 0.1]]
+    frame = pd.DataFrame({"ID": ["a", "b", "c", "d"], "question": list("qqqq")})
+    plan = Rescore.plan(str(first_run(tmp_path / "first", probs)), frame, 0.5, allow_bare=True)
+    again = pd.DataFrame({"ID": ["b", "c"], "answer": ["D", "C"], "source": ["reason", "reason_closed"],
+                          "p_A": [None, 0.1], "p_B": [None, 0.1], "p_C": [None, 0.7], "p_D": [None, 0.1],
+                          "raw": ["……\n答案：D", "想到一半"], "rule": ["last_line:answer_phrase", "unfinished:budget"],
+                          "reasoning_tokens": [40, 64]})
+    merged, _ = plan.merge(again)
+    assert list(merged["answer"]) == ["A", "D", "C", "A"] and list(merged["source"][1:3]) == ["reason", "reason_closed"]
+    assert merged["p_A"].isna().tolist() == [False, True, False, False]  # a reasoned letter has no probabilities
+    assert list(merged["reasoning_tokens"][1:3]) == [40, 64] and merged["raw"].isna().tolist() == [True, False,
+                                                                                                 False, True]
+
+
 def test_a_first_run_of_other_questions_or_without_probabilities_is_refused(tmp_path):
     frame = pd.DataFrame({"ID": ["a", "b", "c", "d"]})
     with pytest.raises(CascadeError, match="no predictions.csv there"):

@@ -122,3 +122,34 @@ def test_a_reasoning_run_resumes_to_the_same_submission(tiny_model_dir, sample_d
     assert resumed["answered_this_run"] == report["rows"] - 3
     assert (tmp_path / "s.csv").read_text() == first
     assert json.loads((args.run_dir / "report.json").read_text())["mode"] == "reason"
+
+
+def test_traces_keep_only_replies_that_committed_to_the_label():
+    from mcqtune.answering.traces import keep_traces, reasoning_of
+
+    frame = pd.DataFrame({"ID": ["1", "2", "3", "4"], "answer": ["A", "B", "C", "D"],
+                          "subject": ["math", "math", "law", "law"]})
+    predictions = pd.DataFrame({
+        "ID": ["4", "3", "2", "1"], "answer": ["D", "A", "B", "A"],
+        "source": ["reason", "reason", "reason_closed", "reason"],
+        "raw": ["分析丁。\n答案：D", "分析。\n答案：A", "想到一半", "<think>\n甲对。\n</think>\n\n答案：A"]})
+    kept, summary = keep_traces(frame, predictions)
+    assert list(kept["ID"]) == ["1", "4"] and list(kept["reasoning"]) == ["甲对。", "分析丁。"]
+    assert summary == {"tried": 4, "kept": 2, "closed_and_scored": 1, "wrong_answer": 1,
+                       "by_subject": {"law": {"tried": 2, "kept": 1}, "math": {"tried": 2, "kept": 1}}}
+    assert reasoning_of("答案：B") == ""  # nothing but the answer: no reasoning to train on
+
+
+@pytest.mark.slow
+def test_the_traces_command_writes_a_training_file_and_its_summary(tiny_model_dir, sample_dir, tmp_path):
+    from mcqtune import cli
+
+    status = cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(sample_dir / "test.csv"),
+                       "--output_file", str(tmp_path / "traces.csv"), "--max_reasoning_tokens", "6",
+                       "--batch_size", "8"])
+    assert status == 0
+    summary = json.loads((tmp_path / "traces_summary.json").read_text())
+    rows = len(pd.read_csv(sample_dir / "test.csv"))
+    assert summary["tried"] == rows and summary["closed_and_scored"] == rows and summary["kept"] == 0  # random
+    assert list(pd.read_csv(tmp_path / "traces.csv").columns)[-1] == "reasoning"
+    assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", "x.csv"]) == 1

@@ -1,0 +1,93 @@
+"""Self-taught reasoning traces: a model reasons over the labelled training rows, and the traces whose answer
+matches the label become a training file with a reasoning column.
+
+    mcq-tune traces --model_path MODEL_OR_ADAPTER --train_file train.csv --output_file traces.csv \
+        --max_reasoning_tokens 1024
+    mcq-tune train --config qwen2.5-14b-4090.yaml --train_file traces.csv --reasoning_column reasoning ...
+
+The reasoning is ``infer.py --mode reason`` on the training file (so it is resumable, batched and reported like
+any run: its run folder is ``<output stem>_run/``). A trace is kept only when its reply committed to a letter
+after its reasoning (not closed and scored) and that letter is the label; the reasoning kept is the reply without
+its committed answer (the thinking block's text, or the reply less its last line), which training then follows
+with the answer prefix and the label. ``<output stem>_summary.json`` counts kept / tried overall and per subject.
+One greedy trace per question.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from mcqtune.answering.reasoning import THINK_CLOSE, THINK_OPEN
+from mcqtune.data.questions import ANSWER_COLUMN, REASONING_COLUMN, SUBJECT_COLUMN, load_mcq_csv
+from mcqtune.errors import ConfigError, parse_with
+from mcqtune.runs.folder import write_csv_atomic, write_json_atomic
+
+logger = logging.getLogger("traces")
+
+
+def reasoning_of(reply: str) -> str:
+    """The reasoning of a reply that committed to its answer: inside the thinking block, or all but its last line."""
+    if THINK_CLOSE in reply:
+        return reply.rsplit(THINK_CLOSE, 1)[0].replace(THINK_OPEN, "").strip()
+    lines = reply.strip().splitlines()
+    return "\n".join(lines[:-1]).strip()
+
+
+def keep_traces(frame: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The training rows whose reasoning reply committed to the label (with that reasoning), and the counts."""
+    answered = predictions.set_index("ID").loc[frame["ID"]]
+    reasoning = answered["raw"].fillna("").astype(str).map(reasoning_of).to_numpy()
+    kept = ((answered["source"] == "reason") & (answered["answer"].to_numpy() == frame[ANSWER_COLUMN].to_numpy())
+            & (reasoning != "")).to_numpy()
+    out = frame.assign(**{REASONING_COLUMN: reasoning})[kept].reset_index(drop=True)
+    summary = {"tried": len(frame), "kept": int(kept.sum()),
+               "closed_and_scored": int((answered["source"] == "reason_closed").sum()),
+               "wrong_answer": int(((answered["source"] == "reason").to_numpy()
+                                    & (answered["answer"].to_numpy() != frame[ANSWER_COLUMN].to_numpy())).sum())}
+    if SUBJECT_COLUMN in frame:
+        summary["by_subject"] = {str(s): {"tried": int((frame[SUBJECT_COLUMN] == s).sum()),
+                                          "kept": int(((frame[SUBJECT_COLUMN] == s).to_numpy() & kept).sum())}
+                                 for s in sorted(frame[SUBJECT_COLUMN].unique())}
+    return out, summary
+
+
+def make_parser():
+    from trl import TrlParser
+
+    from mcqtune.answering.options import InferArguments
+
+    return TrlParser((InferArguments,))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import dataclasses
+
+    from mcqtune.answering import infer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(argv or [])
+    if "--output_file" not in argv:
+        raise ConfigError("traces needs --output_file: the training CSV (with a reasoning column) to write")
+    if "--train_file" in argv:  # the training file is what the reasoning answers
+        argv[argv.index("--train_file")] = "--test_file"
+    (args,) = parse_with(make_parser(), argv, ConfigError)
+    if args.mode not in ("score", "reason"):
+        raise ConfigError(f"traces are reasoning replies: leave out --mode {args.mode}")
+    out = Path(args.output_file)
+    args = dataclasses.replace(args, mode="reason", output_dir=args.output_dir or str(out.with_name(out.stem + "_run")),
+                               output_file=str(out.with_name(out.stem + "_answers.csv")))
+    frame = load_mcq_csv(args.test_file, require_answer=True, encoding=args.encoding, number_rows=True)
+    infer.main(args)
+    predictions = pd.read_csv(Path(args.run_dir) / "predictions.csv", dtype={"ID": str, "answer": str},
+                              keep_default_na=False)
+    kept, summary = keep_traces(frame, predictions)
+    write_csv_atomic(kept, out)
+    write_json_atomic(summary, out.with_name(out.stem + "_summary.json"))
+    logger.info("kept %d of %d traces (their answer is the label) in %s", summary["kept"], summary["tried"], out)
+    print(json.dumps({k: v for k, v in summary.items() if k != "by_subject"}))
+    return 0

@@ -31,6 +31,8 @@ COMMANDS = {
     "infer": Command("mcqtune.answering.infer", "cli_main", "answer a test CSV and write submission.csv (infer.py)"),
     "traces": Command("mcqtune.answering.traces", "main", "reason over the training rows and keep the traces that "
                                                          "reach the label (a training CSV with a reasoning column)"),
+    "compare": Command("mcqtune.reporting.compare", "main", "runs of one labelled file side by side (direct, "
+                                                           "reasoning, cascade): accuracy, cost, fallbacks"),
     "ensemble": Command("mcqtune.ensemble.fuse", "main", "fuse several runs' letter probabilities (ensemble.py)"),
     "export": Command("mcqtune.export.exporter", "main", "merged 16-bit weights, GGUF, a clean adapter, an lm-eval "
                                                         "task (export.py)"),

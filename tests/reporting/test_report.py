@@ -100,3 +100,35 @@ def test_accuracy_by_subject_reads_any_spelling_of_the_subject_header(header):
     frame, predictions = labelled_frame(header)
     result = report.inference_report(frame, predictions, RUN, seconds=1.0, answered_now=4)
     assert result["accuracy_by_subject"] == {"历史": 0.5, "计算机科学": 0.0, "高中物理": 1.0}
+
+
+def test_compare_puts_runs_of_one_labelled_file_side_by_side(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from mcqtune import errors
+    from mcqtune.reporting import compare
+    from tests.helpers import random_probs, write_member
+
+    truth = "ABCDAB"
+    direct = write_member(tmp_path / "direct_run", random_probs(1), truth=truth, subject=["s1"] * 3 + ["s2"] * 3)
+    reason = write_member(tmp_path / "reason_run", random_probs(2), truth=truth)
+    for folder, accuracy, extra in ((direct, 0.5, {}), (reason, 0.6667, {"mode": "reason", "seconds": 12.0,
+                                                                           "reasoning": {"generated_tokens": 600}})):
+        report = json.loads((folder / "report.json").read_text())
+        (folder / "report.json").write_text(json.dumps({**report, "mode": "score", "accuracy": accuracy,
+                                                        "seconds": 3.0, "accuracy_by_subject": {"s1": 1.0}, **extra}))
+    predictions = (reason / "predictions.csv")
+    frame = pd.read_csv(predictions, dtype=str)
+    frame["source"] = ["reason"] * 4 + ["reason_closed"] * 2
+    frame.to_csv(predictions, index=False)
+    out = tmp_path / "cmp.md"
+    assert errors.run_cli(compare.main, [str(direct), str(reason), "--output_file", str(out)]) == 0
+    rows = json.loads((tmp_path / "cmp.json").read_text())["runs"]
+    assert [r["mode"] for r in rows] == ["score", "reason"] and rows[1]["generated_tokens_per_question"] == 100.0
+    assert rows[1]["seconds_per_question"] == 2.0 and rows[1]["fallback_share"] == round(2 / 6, 4)
+    assert rows[0]["fallback_share"] == 0 and "| s1 | 100.00% | 100.00% |" in out.read_text()
+    other = write_member(tmp_path / "other_run", random_probs(3), truth=truth, test_file="other.csv")
+    assert errors.run_cli(compare.main, [str(direct), str(other)]) == 1  # another labelled file: refused
+    assert "answered different test files" in capsys.readouterr().err

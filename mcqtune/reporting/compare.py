@@ -1,0 +1,88 @@
+"""Runs side by side on one labelled file: direct scoring, reasoning, the reasoning cascade, or any other runs.
+
+    mcq-tune infer ... --test_file val.csv --output_file direct.csv                      # score mode
+    mcq-tune infer ... --test_file val.csv --output_file reason.csv --mode reason
+    mcq-tune infer ... --test_file val.csv --output_file cascade.csv --mode reason --rescore direct_run
+    mcq-tune compare direct_run reason_run cascade_run --output_file compare.md
+
+Each run folder's report.json and predictions.csv give: accuracy overall and per subject, seconds and generated
+tokens per question, and the share of answers that came from a fallback (a reasoning reply closed and scored, a
+generated reply answered by scoring). Every run must have answered the same labelled file (by the test file's
+bytes their reports recorded: runs/provenance.py). Writes the Markdown table and ``<stem>.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from mcqtune.errors import UserError
+from mcqtune.runs.folder import write_atomic, write_json_atomic
+from mcqtune.runs.provenance import check_same_answered, predictions_record
+
+FALLBACK_SOURCES = ("reason_closed", "score_fallback")
+
+
+def describe_run(folder: Path) -> dict:
+    """One run's row of the comparison."""
+    report = predictions_record(folder / "predictions.csv") or {}
+    if "accuracy" not in report:
+        raise UserError(f"{folder}: its report.json has no accuracy; compare runs of a labelled file (with an "
+                        "answer column)")
+    predictions = pd.read_csv(folder / "predictions.csv", dtype={"ID": str, "answer": str}, keep_default_na=False)
+    rows = len(predictions)
+    tokens = (report.get("reasoning") or {}).get("generated_tokens")
+    seconds = report.get("seconds")
+    return {"run": str(folder), "mode": report.get("mode"), "rows": rows, "accuracy": report["accuracy"],
+            "accuracy_by_subject": report.get("accuracy_by_subject", {}),
+            "seconds_per_question": round(seconds / rows, 3) if seconds and rows else None,
+            "generated_tokens_per_question": round(tokens / rows, 1) if tokens is not None and rows else None,
+            "fallback_share": round(float(predictions["source"].isin(FALLBACK_SOURCES).mean()), 4),
+            "rescored_rows": (report.get("rescore") or {}).get("rows")}
+
+
+def render(rows: list[dict]) -> str:
+    lines = ["# Runs compared on one labelled file", "",
+             "| run | mode | accuracy | s / question | generated tokens / question | fallback share | rows answered "
+             "again |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| `{r['run']}` | {r['mode']} | {r['accuracy']:.2%} | {r['seconds_per_question']} | "
+                     f"{r['generated_tokens_per_question'] if r['generated_tokens_per_question'] is not None else '-'}"
+                     f" | {r['fallback_share']:.1%} | {r['rescored_rows'] or '-'} |")
+    subjects = sorted({s for r in rows for s in r["accuracy_by_subject"]})
+    if subjects:
+        lines += ["", "| subject | " + " | ".join(f"`{Path(r['run']).name}`" for r in rows) + " |",
+                  "| --- |" + " --- |" * len(rows)]
+        for subject in subjects:
+            cells = [r["accuracy_by_subject"].get(subject) for r in rows]
+            lines.append(f"| {subject} | " + " | ".join("-" if c is None else f"{c:.2%}" for c in cells) + " |")
+    lines += ["", "Fallback share: answers from a reasoning reply closed and scored, or a generated reply answered by "
+                  "scoring. Seconds are answering time (start-up excluded), as each report.json records it."]
+    return "\n".join(lines) + "\n"
+
+
+def refuse_usage(message: str):
+    """argparse's mistakes as one line (errors.run_cli), not a page of usage."""
+    raise UserError(f"bad option: {message}; see --help")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="infer.py run folders (predictions.csv and report.json inside)")
+    parser.add_argument("--output_file", default="compare.md")
+    parser.error = refuse_usage
+    args = parser.parse_args(argv)
+    folders = [Path(r) for r in args.runs]
+    for folder in folders:
+        if not (folder / "predictions.csv").is_file():
+            raise UserError(f"{folder}: no predictions.csv; give infer.py run folders")
+    check_same_answered([f / "predictions.csv" for f in folders], consumer="compare")
+    rows = [describe_run(folder) for folder in folders]
+    out = Path(args.output_file)
+    write_atomic(out, render(rows))
+    write_json_atomic({"runs": rows}, out.with_suffix(".json"))
+    print(render(rows))
+    return 0

@@ -12,7 +12,7 @@ from tests.helpers import ROOT
 
 SCRIPTS = ("train_sft.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py", "answer_parser.py", "demo.py")
 SUBCOMMANDS = {"train": "train_sft.py", "infer": "infer.py", "ensemble": "ensemble.py", "export": "export.py",
-               "validate": "mcq_dataset.py"}
+               "validate": "mcq_dataset.py", "traces": "traces", "compare": "compare"}
 
 
 def split_words(text: str) -> list[str]:
@@ -61,6 +61,14 @@ def parse(script: str, argv: list[str]) -> None:
         job = exporter.choose_job(args)
         exporter.refuse_unused_options(args, job)
         exporter.require_inputs(args, job)
+    elif script == "traces":
+        from mcqtune.answering.traces import parse_args
+
+        parse_args(argv)
+    elif script == "compare":
+        from mcqtune.reporting.compare import make_parser
+
+        make_parser().parse_args(argv)
     elif script == "mcq_dataset.py":
         from mcqtune.data.questions import make_parser
 
@@ -74,7 +82,7 @@ COMMANDS = list(command_lines((ROOT / "README.md").read_text(encoding="utf-8")))
 
 def test_the_readme_has_the_commands_this_test_reads():
     scripts = {script for script, _ in COMMANDS}
-    assert {"train_sft.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py"} <= scripts
+    assert {"train_sft.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py", "traces", "compare"} <= scripts
     assert len(COMMANDS) >= 20
 
 

@@ -64,12 +64,8 @@ def make_parser():
     return TrlParser((InferArguments,))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import dataclasses
-
-    from mcqtune.answering import infer
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def parse_args(argv: Sequence[str] | None):
+    """infer.py's options, with --train_file for the file reasoned over and --output_file required."""
     argv = list(argv or [])
     if "--output_file" not in argv:
         raise ConfigError("traces needs --output_file: the training CSV (with a reasoning column) to write")
@@ -78,6 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args,) = parse_with(make_parser(), argv, ConfigError)
     if args.mode not in ("score", "reason"):
         raise ConfigError(f"traces are reasoning replies: leave out --mode {args.mode}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import dataclasses
+
+    from mcqtune.answering import infer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
     out = Path(args.output_file)
     args = dataclasses.replace(args, mode="reason", output_dir=args.output_dir or str(out.with_name(out.stem + "_run")),
                                output_file=str(out.with_name(out.stem + "_answers.csv")))

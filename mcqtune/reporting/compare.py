@@ -69,12 +69,16 @@ def refuse_usage(message: str):
     raise UserError(f"bad option: {message}; see --help")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="infer.py run folders (predictions.csv and report.json inside)")
     parser.add_argument("--output_file", default="compare.md")
     parser.error = refuse_usage
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
     folders = [Path(r) for r in args.runs]
     for folder in folders:
         if not (folder / "predictions.csv").is_file():

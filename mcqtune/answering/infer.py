@@ -42,8 +42,8 @@ from mcqtune.errors import ConfigError, parse_with
 from mcqtune.runs.distributed import agree_on, distributed_info, shard
 from mcqtune.answering.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
-from mcqtune.answering.setup import (adopt_training_prompt, answer_style, check_answer_slot, check_args,
-                                    expand_fold_run, load_request, run_identity_of)
+from mcqtune.answering.setup import (adopt_training_prompt, check_answer_slot, check_args, expand_fold_run,
+                                    load_request, run_identity_of)
 from mcqtune.answering.options import InferArguments
 from mcqtune.data.questions import encode_prompts_checked, load_mcq_csv
 from mcqtune.reporting.meters import BatchClock, HostMemoryWatch
@@ -145,7 +145,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     request = load_request(args, backend, device_map)
     model, tokenizer, load_info = load_inference_model(request)
     loaded = time.time()
-    slot = find_answer_slot(tokenizer, answer_style(args)).describe(tokenizer, answer_style(args))  # or refuse
+    slot = find_answer_slot(tokenizer, args.prompt_style).describe(tokenizer, args.prompt_style)  # or refuse
     logger.info(slot)
     prompts, shortened = encode_prompts_checked(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)
     if shortened:  # once, every mode; counted in report.json

@@ -95,11 +95,11 @@ def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgumen
 
 def reasoner_of(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments) -> Callable:
     """rows -> records: reasoning replies read after their reasoning, or closed and scored (reasoning.py)."""
-    from mcqtune.answering.reasoning import opens_thinking, reasoner, turn_style
+    from mcqtune.answering.reasoning import opens_thinking, reasoner
     from mcqtune.data.questions import render_prompt
     from mcqtune.model.chat_template import PROBE_ROW
 
-    stop_ids = stop_token_ids(tokenizer, model, turn_style(args.prompt_style))
+    stop_ids = stop_token_ids(tokenizer, model, args.prompt_style)  # the direct form's end of turn
     opened = opens_thinking(render_prompt(tokenizer, PROBE_ROW, args.prompt_style))
     return reasoner(model, tokenizer, frame, prompts, args, stop_ids, opened)
 

@@ -16,13 +16,12 @@ The record keeps the reply, the rule or why it was closed, and the number of tok
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import pandas as pd
 
 from mcqtune.answering.parser import ParsedAnswer, parse_answer_with_rule
-from mcqtune.data.questions import ANSWER_PREFIX, LETTERS, OPTION_COLUMNS, PromptStyle
+from mcqtune.data.questions import ANSWER_PREFIX, LETTERS, OPTION_COLUMNS
 from mcqtune.model.chat_template import TemplateError
 from mcqtune.runs.predictions import score_record
 
@@ -31,11 +30,6 @@ if TYPE_CHECKING:
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CLOSING_TOKENS = 16  # room for closing_text's tokens after a reply that used its whole budget
-
-
-def turn_style(style: PromptStyle) -> PromptStyle:
-    """The direct-answer form of ``style``: where the template's turn ends (the stop tokens) is found with it."""
-    return dataclasses.replace(style, enable_thinking=False, reasoning=False)
 
 
 def closing_letter_ids(tokenizer) -> list[int]:
@@ -91,57 +85,72 @@ def closing_text(reply: str, opened: bool) -> str:
     return (f"\n{THINK_CLOSE}\n\n" if thinking_open(reply, opened) else "\n\n") + ANSWER_PREFIX
 
 
-def reply_ids(generated: Sequence[int], stop_ids: Sequence[int], pad_id: int | None) -> tuple[list[int], bool]:
-    """The reply's tokens up to (not including) the first stop token, and whether it stopped by itself."""
+def cut_at_stop(generated: Sequence[int], stop_ids: Sequence[int]) -> tuple[list[int], bool]:
+    """The reply's tokens up to (not including) the first stop token, and whether it stopped by itself (the pad
+    token is among the stop tokens, so a finished row's padding is cut too)."""
     ids = list(generated)
     for i, token in enumerate(ids):
         if token in stop_ids:
             return ids[:i], True
-    while ids and pad_id is not None and ids[-1] == pad_id and pad_id not in stop_ids:
-        ids.pop()
     return ids, False
 
 
-def reasoner(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, stop_ids: Sequence[int],
-             opened: bool) -> Callable:
-    """rows -> records: a reasoning reply per row, read after its reasoning, or closed and scored."""
+def generate_replies(model, tokenizer, prompts: list[list[int]], budget: int, stop_ids: Sequence[int],
+                     repetition_penalty: float) -> list[tuple[list[int], bool]]:
+    """Greedy replies of at most ``budget`` tokens: each one's tokens and whether it stopped by itself."""
+    import torch
+
+    from mcqtune.answering.scoring import left_pad, model_device
+
+    device = model_device(model)
+    input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
+    with torch.inference_mode():
+        output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                max_length=input_ids.shape[1] + budget, do_sample=False,
+                                repetition_penalty=repetition_penalty, eos_token_id=list(stop_ids),
+                                pad_token_id=tokenizer.pad_token_id, use_cache=True)
+    return [cut_at_stop(row, stop_ids) for row in output[:, input_ids.shape[1]:].tolist()]
+
+
+def score_closed(model, tokenizer, sequences: list[list[int]]):
+    """(n, 4) letter probabilities after each closed reply (prompt + reply + closing text)."""
     import torch
 
     from mcqtune.answering.scoring import left_pad, letter_logits, model_device
 
     device = model_device(model)
-    letter_ids = closing_letter_ids(tokenizer)
+    input_ids, attention_mask = left_pad(sequences, tokenizer.pad_token_id)
+    with torch.inference_mode():
+        logits = letter_logits(model, input_ids.to(device), attention_mask.to(device), closing_letter_ids(tokenizer))
+    return torch.softmax(logits, dim=-1).cpu().numpy()
+
+
+def reasoner(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, stop_ids: Sequence[int],
+             opened: bool) -> Callable:
+    """rows -> records: a reasoning reply per row, read after its reasoning, or closed and scored."""
+    closing_letter_ids(tokenizer)  # refused before the first reply, not after it
     ids, options = frame["ID"].tolist(), frame[list(OPTION_COLUMNS)].values.tolist()
 
-    def close_and_score(rows: list[int], replies: dict[int, list[int]], texts: dict[int, str]) -> dict[int, list]:
-        sequences = [prompts[i] + replies[i] + tokenizer.encode(closing_text(texts[i], opened),
-                                                               add_special_tokens=False) for i in rows]
-        input_ids, attention_mask = left_pad(sequences, tokenizer.pad_token_id)
-        with torch.inference_mode():
-            logits = letter_logits(model, input_ids.to(device), attention_mask.to(device), letter_ids)
-        return dict(zip(rows, torch.softmax(logits, dim=-1).cpu().numpy()))
-
     def compute(rows: list[int]) -> list[dict]:
-        input_ids, attention_mask = left_pad([prompts[i] for i in rows], tokenizer.pad_token_id)
-        with torch.inference_mode():
-            output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                    max_length=input_ids.shape[1] + args.max_reasoning_tokens, do_sample=False,
-                                    repetition_penalty=args.repetition_penalty, eos_token_id=list(stop_ids),
-                                    pad_token_id=tokenizer.pad_token_id, use_cache=True)
-        replies, texts, parsed = {}, {}, {}
-        for i, generated in zip(rows, output[:, input_ids.shape[1]:].tolist()):
-            replies[i], finished = reply_ids(generated, stop_ids, tokenizer.pad_token_id)
-            texts[i] = tokenizer.decode(replies[i], skip_special_tokens=False)
-            parsed[i] = read_reply(texts[i], options[i], finished, opened)
-        unanswered = [i for i in rows if parsed[i].letter is None]
-        closed = close_and_score(unanswered, replies, texts) if unanswered else {}
-        records = []
-        for i in rows:
-            reply = {"raw": texts[i], "rule": parsed[i].rule, "reasoning_tokens": len(replies[i])}
-            if i in closed:
-                records.append({**score_record(ids[i], closed[i], "reason_closed"), **reply})
-            else:
-                records.append({"ID": ids[i], "answer": parsed[i].letter, "source": "reason", **reply})
-        return records
+        replies = generate_replies(model, tokenizer, [prompts[i] for i in rows], args.max_reasoning_tokens,
+                                   stop_ids, args.repetition_penalty)
+        texts = [tokenizer.decode(reply, skip_special_tokens=False) for reply, _ in replies]
+        parsed = [read_reply(text, options[i], finished, opened)
+                  for i, text, (_, finished) in zip(rows, texts, replies)]
+        unanswered = [k for k, p in enumerate(parsed) if p.letter is None]
+        closed = dict(zip(unanswered, score_closed(model, tokenizer, [
+            prompts[rows[k]] + replies[k][0] + tokenizer.encode(closing_text(texts[k], opened),
+                                                                 add_special_tokens=False)
+            for k in unanswered]))) if unanswered else {}
+        return [reasoning_record(ids[i], texts[k], parsed[k], len(replies[k][0]), closed.get(k))
+                for k, i in enumerate(rows)]
 
     return compute
+
+
+def reasoning_record(id_: str, text: str, parsed: ParsedAnswer, tokens: int, closed_probs=None) -> dict:
+    """A question answered by reasoning: the letter read after the reasoning, or the closed reply's scores."""
+    reply = {"raw": text, "rule": parsed.rule, "reasoning_tokens": tokens}
+    if closed_probs is not None:
+        return {**score_record(id_, closed_probs, "reason_closed"), **reply}
+    return {"ID": id_, "answer": parsed.letter, "source": "reason", **reply}

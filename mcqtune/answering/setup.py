@@ -72,17 +72,12 @@ def check_answer_slot(args: InferArguments) -> None:
     base, adapter = resolve_sources(args.model_path, args.base_model_id)
     source = adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else base
     tokenizer = load_tokenizer(source, args.trust_remote_code, args.chat_template)
-    find_answer_slot(tokenizer, answer_style(args))
+    find_answer_slot(tokenizer, args.prompt_style)
     if args.reasoning:
         closing_letter_ids(tokenizer)
 
 
-def answer_style(args: InferArguments):
-    """The style whose answer slot the run needs: the prompt's own for direct answers; for reasoning replies the
-    direct form, whose end of turn generation stops at (the letter comes after the reasoning)."""
-    from mcqtune.answering.reasoning import turn_style
 
-    return turn_style(args.prompt_style) if args.reasoning else args.prompt_style
 
 
 def load_request(args: InferArguments, backend: str, device_map=None):
@@ -146,8 +141,8 @@ def adopt_training_prompt(args: InferArguments) -> tuple[InferArguments, dict | 
     defaults = {f.name: f.default for f in dataclasses.fields(args) if f.name in PROMPT_FIELDS}
     adopted, differ = {}, []
     for name in PROMPT_FIELDS:
-        if name not in trained:  # an adapter recorded before this setting existed
-            continue
+        if name not in trained or (name == "reasoning_instruction" and not trained.get("reasoning")):
+            continue  # recorded before this setting existed; an instruction a direct adapter never saw
         mine, theirs = getattr(args, name), trained.get(name)
         if name == "chat_template" and mine and Path(mine).is_file():
             mine = Path(mine).read_text(encoding="utf-8")

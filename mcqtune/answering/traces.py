@@ -10,7 +10,7 @@ any run: its run folder is ``<output stem>_run/``). A trace is kept only when it
 after its reasoning (not closed and scored) and that letter is the label; the reasoning kept is the reply without
 its committed answer (the thinking block's text, or the reply less its last line), which training then follows
 with the answer prefix and the label. ``<output stem>_summary.json`` counts kept / tried overall and per subject.
-One greedy trace per question.
+One greedy trace per question (``--mode`` is always reason here).
 """
 
 from __future__ import annotations
@@ -66,15 +66,33 @@ def make_parser():
 
 def parse_args(argv: Sequence[str] | None):
     """infer.py's options, with --train_file for the file reasoned over and --output_file required."""
-    argv = list(argv or [])
-    if "--output_file" not in argv:
-        raise ConfigError("traces needs --output_file: the training CSV (with a reasoning column) to write")
-    if "--train_file" in argv:  # the training file is what the reasoning answers
-        argv[argv.index("--train_file")] = "--test_file"
+    from mcqtune.answering.options import InferArguments
+
+    argv = ["--test_file" if item == "--train_file" else item.replace("--train_file=", "--test_file=", 1)
+            for item in (argv or [])]  # the training file is what the reasoning answers
     (args,) = parse_with(make_parser(), argv, ConfigError)
-    if args.mode not in ("score", "reason"):
-        raise ConfigError(f"traces are reasoning replies: leave out --mode {args.mode}")
+    if args.output_file == InferArguments.output_file:
+        raise ConfigError("traces needs --output_file: the training CSV (with a reasoning column) to write")
+    if args.mode == "generate":
+        raise ConfigError("traces are reasoning replies: leave out --mode generate")
     return args
+
+
+def check_output(args) -> Path:
+    """The traces file never replaces the training file, nor a file an earlier traces run did not write."""
+    from mcqtune.runs.folder import lies_within, submission_problem
+
+    out = Path(args.output_file)
+    if Path(args.test_file).exists() and lies_within(out, args.test_file):
+        raise ConfigError(f"--output_file {out} is the training file itself; write the traces elsewhere")
+    problem = submission_problem(out, summary_path(out), "--output_file")
+    if problem:
+        raise ConfigError(problem)
+    return out
+
+
+def summary_path(out: Path) -> Path:
+    return out.with_name(out.stem + "_summary.json")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,16 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    out = Path(args.output_file)
+    out = check_output(args)
     args = dataclasses.replace(args, mode="reason", output_dir=args.output_dir or str(out.with_name(out.stem + "_run")),
                                output_file=str(out.with_name(out.stem + "_answers.csv")))
-    frame = load_mcq_csv(args.test_file, require_answer=True, encoding=args.encoding, number_rows=True)
-    infer.main(args)
+    frame = load_mcq_csv(args.test_file, require_answer=True, encoding=args.encoding, number_rows=args.number_rows)
+    if infer.main(args).get("rank", 0) != 0:  # several processes: the first one writes the traces
+        return 0
     predictions = pd.read_csv(Path(args.run_dir) / "predictions.csv", dtype={"ID": str, "answer": str},
                               keep_default_na=False)
     kept, summary = keep_traces(frame, predictions)
-    write_csv_atomic(kept, out)
-    write_json_atomic(summary, out.with_name(out.stem + "_summary.json"))
+    write_json_atomic({**summary, "output_file": str(out.resolve())}, summary_path(out))
+    write_csv_atomic(kept, out)  # last, as infer writes its submission
     logger.info("kept %d of %d traces (their answer is the label) in %s", summary["kept"], summary["tried"], out)
     print(json.dumps({k: v for k, v in summary.items() if k != "by_subject"}))
     return 0

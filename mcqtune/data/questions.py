@@ -48,6 +48,7 @@ DEFAULT_USER_TEMPLATE = (
 # question, and the prefix that introduces the final answer after the reasoning.
 ANSWER_PREFIX = "答案："
 DEFAULT_REASONING_INSTRUCTION = f"\n\n请先逐步分析，最后单独一行写出“{ANSWER_PREFIX}X”（X为A、B、C或D）。"
+LETTER_FIRST = "你的回答必须仅以单个字母（A、B、C或D）开头。"  # the default template's, dropped for reasoning replies
 
 
 @dataclass(frozen=True)
@@ -283,8 +284,10 @@ def describe(frame: pd.DataFrame) -> str:
 def build_messages(row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle(),
                    with_answer: bool = False) -> list[dict[str, str]]:
     """The chat for one question: [system], user, and the assistant's answer letter when ``with_answer`` (for a
-    reasoning style, the row's reasoning then the answer prefix and the letter: ``reasoned_reply``)."""
-    user = style.user_template.format(
+    reasoning style, the row's reasoning then the answer prefix and the letter: ``reasoned_reply``; its question
+    asks for reasoning, not for a reply that starts with the letter)."""
+    template = style.user_template.replace(LETTER_FIRST, "") if style.reasoning else style.user_template
+    user = template.format(
         question=row["question"], A=row["option_A"], B=row["option_B"], C=row["option_C"], D=row["option_D"]
     )
     if style.reasoning:

@@ -22,14 +22,25 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from mcqtune.errors import UserError, parse_with
-from mcqtune.data.questions import (ANSWER_COLUMN, LETTERS, PromptOptions, PromptStyle, build_messages,
-                                    encode_prompt_checked, render_chat)
+from mcqtune.data.questions import (ANSWER_COLUMN, LETTERS, REASONING_COLUMN, PromptOptions, PromptStyle,
+                                    build_messages, encode_prompt_checked, render_chat)
 
 PROBE_ROW = {"question": "下列说法中正确的是", "option_A": "甲", "option_B": "乙", "option_C": "丙", "option_D": "丁"}
 
 
 class TemplateError(UserError):
     """The chat template cannot carry a single-letter answer in the way training and answering need."""
+
+
+class ReplyTooLong(UserError):
+    """Reasoning replies longer than max_answer_tokens: refused together, never cut (their answer comes last)."""
+
+    def __init__(self, needed: list[tuple[str, int]], limit: int):
+        self.needed, self.limit = needed, limit
+        most = max(tokens for _, tokens in needed)
+        super().__init__(f"{len(needed)} reasoning repl{'y' if len(needed) == 1 else 'ies'} (first ID "
+                         f"{needed[0][0]}) take more than max_answer_tokens {limit} (up to {most} tokens); set "
+                         f"--max_answer_tokens {most} or more (a reasoning reply is never cut: its answer comes last)")
 
 
 @dataclass(frozen=True)
@@ -142,9 +153,7 @@ def encode_training_example(tokenizer, row, style: PromptStyle = PromptStyle(), 
     if style.reasoning:
         completion_ids = reasoning_completion(tokenizer, row, style)
         if max_answer_tokens is not None and len(completion_ids) > max_answer_tokens:
-            raise TemplateError(f"the reasoning reply of ID {row.get('ID', '?')} takes {len(completion_ids)} tokens, "
-                                f"more than max_answer_tokens {max_answer_tokens}; raise max_answer_tokens (a "
-                                "reasoning reply is never cut: its answer comes last)")
+            raise ReplyTooLong([(str(row.get("ID", "?")), len(completion_ids))], max_answer_tokens)
         return {"input_ids": prompt_ids + completion_ids,
                 "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
                 "question_shortened": shortened, "answer_cut": False}
@@ -166,7 +175,7 @@ def reasoning_completion(tokenizer, row, style: PromptStyle) -> list[int]:
     full_text = render_or_refuse(tokenizer, build_messages(row, style, with_answer=True), style, False)
     prompt_text = render_or_refuse(tokenizer, build_messages(row, style), style, True)
     prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
-    reasoning = str(row["reasoning"]).strip()
+    reasoning = str(row[REASONING_COLUMN]).strip()
     if not full_text.startswith(prompt_text):
         raise TemplateError("the chat template renders the prompt differently once a reasoning reply follows")
     written = full_text[len(prompt_text):]

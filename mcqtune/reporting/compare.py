@@ -35,13 +35,17 @@ def describe_run(folder: Path) -> dict:
     predictions = pd.read_csv(folder / "predictions.csv", dtype={"ID": str, "answer": str}, keep_default_na=False)
     rows = len(predictions)
     tokens = (report.get("reasoning") or {}).get("generated_tokens")
-    seconds = report.get("seconds")
+    seconds, answered = report.get("seconds"), report.get("answered_this_run") or rows
     return {"run": str(folder), "mode": report.get("mode"), "rows": rows, "accuracy": report["accuracy"],
             "accuracy_by_subject": report.get("accuracy_by_subject", {}),
-            "seconds_per_question": round(seconds / rows, 3) if seconds and rows else None,
+            "seconds_per_question": round(seconds / answered, 3) if seconds and answered else None,
             "generated_tokens_per_question": round(tokens / rows, 1) if tokens is not None and rows else None,
             "fallback_share": round(float(predictions["source"].isin(FALLBACK_SOURCES).mean()), 4),
             "rescored_rows": (report.get("rescore") or {}).get("rows")}
+
+
+def shown(value) -> str:
+    return "-" if value is None else str(value)
 
 
 def render(rows: list[dict]) -> str:
@@ -49,9 +53,9 @@ def render(rows: list[dict]) -> str:
              "| run | mode | accuracy | s / question | generated tokens / question | fallback share | rows answered "
              "again |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| `{r['run']}` | {r['mode']} | {r['accuracy']:.2%} | {r['seconds_per_question']} | "
-                     f"{r['generated_tokens_per_question'] if r['generated_tokens_per_question'] is not None else '-'}"
-                     f" | {r['fallback_share']:.1%} | {r['rescored_rows'] or '-'} |")
+        cells = [shown(r["seconds_per_question"]), shown(r["generated_tokens_per_question"])]
+        lines.append(f"| `{r['run']}` | {r['mode']} | {r['accuracy']:.2%} | {cells[0]} | {cells[1]} | "
+                     f"{r['fallback_share']:.1%} | {r['rescored_rows'] or '-'} |")
     subjects = sorted({s for r in rows for s in r["accuracy_by_subject"]})
     if subjects:
         lines += ["", "| subject | " + " | ".join(f"`{Path(r['run']).name}`" for r in rows) + " |",
@@ -60,7 +64,8 @@ def render(rows: list[dict]) -> str:
             cells = [r["accuracy_by_subject"].get(subject) for r in rows]
             lines.append(f"| {subject} | " + " | ".join("-" if c is None else f"{c:.2%}" for c in cells) + " |")
     lines += ["", "Fallback share: answers from a reasoning reply closed and scored, or a generated reply answered by "
-                  "scoring. Seconds are answering time (start-up excluded), as each report.json records it."]
+                  "scoring. Seconds: answering time of the run's last invocation (start-up excluded) per question it "
+                  "answered; a cascade's excludes its first run."]
     return "\n".join(lines) + "\n"
 
 
@@ -80,12 +85,16 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     folders = [Path(r) for r in args.runs]
+    out = Path(args.output_file)
+    if out.suffix != ".md":
+        raise UserError(f"--output_file {out}: name a .md file (the JSON goes beside it as {out.stem}.json)")
     for folder in folders:
         if not (folder / "predictions.csv").is_file():
             raise UserError(f"{folder}: no predictions.csv; give infer.py run folders")
+        if folder.resolve() in out.resolve().parents:
+            raise UserError(f"--output_file {out} lies inside the run folder {folder}, an input; write elsewhere")
     check_same_answered([f / "predictions.csv" for f in folders], consumer="compare")
     rows = [describe_run(folder) for folder in folders]
-    out = Path(args.output_file)
     write_atomic(out, render(rows))
     write_json_atomic({"runs": rows}, out.with_suffix(".json"))
     print(render(rows))

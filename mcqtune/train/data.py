@@ -10,7 +10,7 @@ import logging
 import pandas as pd
 
 from mcqtune.data.questions import PromptTooLong
-from mcqtune.model.chat_template import encode_training_example
+from mcqtune.model.chat_template import ReplyTooLong, encode_training_example
 from mcqtune.data.questions import ANSWER_COLUMN, REASONING_COLUMN, describe, load_mcq_csv
 from mcqtune.errors import DataError
 from mcqtune.data.option_orders import augment_with_permutations
@@ -104,15 +104,19 @@ def build_datasets(tokenizer, train, val, script_args, counts: dict | None = Non
     from datasets import Dataset
 
     def encode(frame, split):
-        rows, too_long = [], []
+        rows, too_long, replies_too_long = [], [], []
         for _, row in frame.iterrows():
             try:
                 rows.append(encode_training_example(tokenizer, row, script_args.prompt_style,
                                                     script_args.max_prompt_tokens, script_args.max_answer_tokens))
             except PromptTooLong as err:  # refused together: the limit that fits them all
                 too_long += err.needed
+            except ReplyTooLong as err:
+                replies_too_long += err.needed
         if too_long:
             raise PromptTooLong(too_long, script_args.max_prompt_tokens)
+        if replies_too_long:
+            raise ReplyTooLong(replies_too_long, script_args.max_answer_tokens)
         shortened, cut = sum(r.pop("question_shortened") for r in rows), sum(r.pop("answer_cut") for r in rows)
         if counts is not None:
             counts[split] = {"rows": len(rows), "question_shortened": shortened, "answer_cut": cut,

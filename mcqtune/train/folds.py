@@ -109,7 +109,7 @@ def oof_provenance(script_args, training_args) -> dict:
     return {"test_file": script_args.train_file,
             "test_file_sha256": csv_identity(script_args.train_file, script_args.encoding)["bytes_sha256"],
             "base_model": script_args.model_name_or_path,
-            "adapters": [str(fold_dir(training_args.output_dir, fold) / "adapter")
+            "adapters": [str((fold_dir(training_args.output_dir, fold) / "adapter").resolve())
                          for fold in range(script_args.folds)]}
 
 

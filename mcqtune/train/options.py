@@ -93,15 +93,15 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
                                                                       "by N so the effective batch stays the same"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
     encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8 (gb18030, big5)"})
-    @property
-    def reasoning(self) -> bool:
-        return bool(self.reasoning_column)
-
     folds: int = field(default=1, metadata={"help": "k-fold: train K adapters into <output_dir>/fold-<i>/, each "
                                                     "validated on its own fold; out-of-fold predictions and "
                                                     "cv_report.md at the end"})
     fold: int | None = field(default=None, metadata={"help": "with --folds K: train only fold i (0..K-1), e.g. "
                                                              "one fold per GPU or machine"})
+
+    @property
+    def reasoning(self) -> bool:
+        return bool(self.reasoning_column)
 
 
 def recipe_defaults() -> dict:
@@ -142,6 +142,9 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
     if script_args.reasoning and script_args.loss == "letters":
         problems.append("--loss letters scores the letter right after the prompt; reasoning replies put it after "
                         "the reasoning: use --loss answer with reasoning_column")
+    if script_args.reasoning and script_args.augment_permutations:
+        problems.append("augment_permutations with reasoning_column would move the options and the answer letter "
+                        "but not the reasoning that names them: leave one out")
     if script_args.reasoning and script_args.folds > 1:
         problems.append("--folds with reasoning_column is not supported: out-of-fold answers of reasoning replies "
                         "need generation (answer each fold's validation rows with infer.py --mode reason)")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
@@ -191,9 +190,7 @@ def check_answer_slot(model_name_or_path: str, options: PromptOptions, trust_rem
 
     check_model_source(model_name_or_path)  # a missing model: its own one-line error, not the hub's
     tokenizer = load_tokenizer(model_name_or_path, trust_remote_code, options.chat_template)
-    style = dataclasses.replace(options.prompt_style, enable_thinking=False, reasoning=False) \
-        if options.prompt_style.reasoning else options.prompt_style  # a reasoning reply ends its turn the same way
-    line = find_answer_slot(tokenizer, style).describe(tokenizer, style)
+    line = find_answer_slot(tokenizer, options.prompt_style).describe(tokenizer, options.prompt_style)
     logger.info(line)
     return line
 

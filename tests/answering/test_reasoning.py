@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from mcqtune.answering.reasoning import closing_text, read_reply, reply_ids
+from mcqtune.answering.reasoning import closing_text, cut_at_stop, read_reply
 from mcqtune.data.questions import PromptStyle, build_messages, reasoned_reply
 
 OPTIONS = ["北京", "上海", "广州", "深圳"]
@@ -43,9 +43,9 @@ def test_closing_ends_an_open_thinking_block_then_writes_the_answer_prefix():
     assert closing_text("分析到一半", opened=False) == "\n\n答案："
 
 
-def test_reply_ids_stop_at_the_first_stop_token_and_drop_padding():
-    assert reply_ids([5, 6, 9, 7, 0], stop_ids=[9], pad_id=0) == ([5, 6], True)
-    assert reply_ids([5, 6, 7, 0, 0], stop_ids=[9], pad_id=0) == ([5, 6, 7], False)
+def test_a_reply_ends_at_its_first_stop_token():
+    assert cut_at_stop([5, 6, 9, 7, 0], stop_ids=[9, 0]) == ([5, 6], True)
+    assert cut_at_stop([5, 6, 7, 8], stop_ids=[9, 0]) == ([5, 6, 7, 8], False)
 
 
 def test_training_replies_take_the_templates_form():
@@ -56,6 +56,7 @@ def test_training_replies_take_the_templates_form():
     assert reasoned_reply(row["reasoning"], "B", thinking) == "<think>\n因为b对。\n</think>\n\n答案：B"
     user = build_messages(row, plain)[-1]["content"]
     assert user.endswith(plain.reasoning_instruction) and "答案：X" in user
+    assert "单个字母" not in user and "单个字母" in build_messages(row, PromptStyle())[-1]["content"]
     assert build_messages(row, plain, with_answer=True)[-1] == {"role": "assistant",
                                                                 "content": "因为b对。\n\n答案：B"}
 
@@ -73,7 +74,7 @@ def test_a_closed_reply_is_scored_as_the_models_own_forward_there(tiny_reasoner,
     import numpy as np
     import torch
 
-    from mcqtune.answering.reasoning import closing_letter_ids, reasoner, turn_style
+    from mcqtune.answering.reasoning import closing_letter_ids, reasoner
     from mcqtune.data.questions import encode_prompts, load_mcq_csv
     from mcqtune.model.chat_template import stop_token_ids
 
@@ -81,7 +82,7 @@ def test_a_closed_reply_is_scored_as_the_models_own_forward_there(tiny_reasoner,
     frame = load_mcq_csv(sample_dir / "test.csv").head(3)
     style = PromptStyle(reasoning=True)
     prompts = encode_prompts(tokenizer, frame, style, 512)
-    stops = stop_token_ids(tokenizer, model, turn_style(style))
+    stops = stop_token_ids(tokenizer, model, style)
     args = SimpleNamespace(max_reasoning_tokens=6, repetition_penalty=1.0)
     compute = reasoner(model, tokenizer, frame, prompts, args, stops, opened=False)
     for i in range(3):  # random weights: every reply runs out of its 6 tokens
@@ -152,4 +153,13 @@ def test_the_traces_command_writes_a_training_file_and_its_summary(tiny_model_di
     rows = len(pd.read_csv(sample_dir / "test.csv"))
     assert summary["tried"] == rows and summary["closed_and_scored"] == rows and summary["kept"] == 0  # random
     assert list(pd.read_csv(tmp_path / "traces.csv").columns)[-1] == "reasoning"
-    assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", "x.csv"]) == 1
+    assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", "x.csv"]) == 1  # no output
+    train = tmp_path / "train.csv"
+    train.write_bytes((sample_dir / "test.csv").read_bytes())
+    assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(train),
+                     "--output_file", str(train)]) == 1  # never over the training file
+    assert train.read_bytes() == (sample_dir / "test.csv").read_bytes()
+    (tmp_path / "hand.csv").write_text("mine\n")
+    assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(train),
+                     "--output_file", str(tmp_path / "hand.csv")]) == 1  # nor over a file it did not write
+    assert (tmp_path / "hand.csv").read_text() == "mine\n"

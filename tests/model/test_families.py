@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mcqtune.model.chat_template import TemplateError, encode_training_example, find_answer_slot
+from mcqtune.model.chat_template import ReplyTooLong, TemplateError, encode_training_example, find_answer_slot
 from tests.helpers import train_args
 from mcqtune.data.questions import (LETTERS, PINNED_DATE, PromptStyle, build_messages, encode_prompt, load_mcq_csv,
                                     render_chat)
@@ -285,5 +285,5 @@ def test_training_on_reasoning_puts_the_loss_on_exactly_the_reasoning_and_the_an
     said = "甲、乙都不符合题意，丙符合。"
     reasoning = f"<think>\n{said}\n</think>\n\n" if thinking else f"{said}\n\n"
     assert completion == f"{reasoning}答案：C{end}"  # the reasoning, the answer prefix, the letter, the end
-    with pytest.raises(TemplateError, match="raise max_answer_tokens"):  # never cut: its answer comes last
+    with pytest.raises(ReplyTooLong, match="set --max_answer_tokens"):  # never cut: its answer comes last
         encode_training_example(tokenizer, row, style, max_answer_tokens=5)

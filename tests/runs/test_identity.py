@@ -23,7 +23,7 @@ TRAIN_SCRIPT_INCLUDED = [
     "extra_train_files", "extra_train_weights", "val_fraction",
     "model_name_or_path", "backend", "load_in_4bit", "max_answer_tokens", "lora_r", "lora_alpha", "lora_dropout",
     "lora_target_modules", "augment_permutations", "max_train_samples", "encoding", "folds", "fold", "loss",
-    "reasoning_instruction"]
+    "reasoning_instruction", "reasoning_column"]
 
 
 def test_every_infer_option_is_in_the_identity_or_excluded_with_a_reason():

@@ -28,6 +28,10 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                                                                         "the card's, within any process cap)"})
     max_new_tokens: int = field(default=48, metadata={"help": "generate mode: reply length limit"})
     repetition_penalty: float = field(default=1.1, metadata={"help": "generate and reason modes"})
+    temperature: float = field(default=0.0, metadata={"help": "reason mode: 0 (default) for greedy replies; above 0 "
+                                                              "samples them, seeded per batch by --seed (the same "
+                                                              "run resumes to the same replies)"})
+    seed: int = field(default=0, metadata={"help": "reason mode with temperature > 0: the sampling seed"})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "
                                                                       "letter scored (counted in report.json)"})

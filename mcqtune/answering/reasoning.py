@@ -96,20 +96,34 @@ def cut_at_stop(generated: Sequence[int], stop_ids: Sequence[int]) -> tuple[list
 
 
 def generate_replies(model, tokenizer, prompts: list[list[int]], budget: int, stop_ids: Sequence[int],
-                     repetition_penalty: float) -> list[tuple[list[int], bool]]:
-    """Greedy replies of at most ``budget`` tokens: each one's tokens and whether it stopped by itself."""
+                     repetition_penalty: float, temperature: float = 0.0,
+                     seed: int | None = None) -> list[tuple[list[int], bool]]:
+    """Replies of at most ``budget`` tokens, greedy or (``temperature`` > 0) sampled from ``seed``: each one's
+    tokens and whether it stopped by itself."""
     import torch
 
     from mcqtune.answering.scoring import left_pad, model_device
 
     device = model_device(model)
     input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
+        else {"do_sample": False}
+    if temperature > 0:
+        torch.manual_seed(seed or 0)
     with torch.inference_mode():
         output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                max_length=input_ids.shape[1] + budget, do_sample=False,
+                                max_length=input_ids.shape[1] + budget, **sampling,
                                 repetition_penalty=repetition_penalty, eos_token_id=list(stop_ids),
                                 pad_token_id=tokenizer.pad_token_id, use_cache=True)
     return [cut_at_stop(row, stop_ids) for row in output[:, input_ids.shape[1]:].tolist()]
+
+
+def batch_seed(seed: int, first_id: str) -> int:
+    """The sampling seed of the batch that starts with question ``first_id``: the same batch gets the same
+    replies whether the run is whole or resumed."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{first_id}".encode()).digest()[:4], "little")
 
 
 def score_closed(model, tokenizer, sequences: list[list[int]]):
@@ -133,7 +147,8 @@ def reasoner(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgument
 
     def compute(rows: list[int]) -> list[dict]:
         replies = generate_replies(model, tokenizer, [prompts[i] for i in rows], args.max_reasoning_tokens,
-                                   stop_ids, args.repetition_penalty)
+                                   stop_ids, args.repetition_penalty, args.temperature,
+                                   batch_seed(args.seed, ids[rows[0]]))
         texts = [tokenizer.decode(reply, skip_special_tokens=False) for reply, _ in replies]
         parsed = [read_reply(text, options[i], finished, opened)
                   for i, text, (_, finished) in zip(rows, texts, replies)]

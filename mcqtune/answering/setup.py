@@ -35,6 +35,9 @@ def check_args(args: InferArguments) -> None:
         problems.append("batch_size must be >= 1")
     if args.max_new_tokens < 1:
         problems.append("max_new_tokens must be >= 1")
+    if args.temperature < 0 or (args.temperature > 0 and args.mode != "reason"):
+        problems.append(f"temperature must be >= 0 and applies to reason mode only, got {args.temperature} in "
+                        f"{args.mode} mode")
     if args.max_reasoning_tokens < 1:
         problems.append("max_reasoning_tokens must be >= 1")
     if args.mode != "score" and (args.permutations > 1 or args.ensemble or args.debias_letters):

@@ -10,13 +10,16 @@ any run: its run folder is ``<output stem>_run/``). A trace is kept only when it
 after its reasoning (not closed and scored) and that letter is the label; the reasoning kept is the reply without
 its committed answer (the thinking block's text, or the reply less its last line), which training then follows
 with the answer prefix and the label. ``<output stem>_summary.json`` counts kept / tried overall and per subject.
-One greedy trace per question (``--mode`` is always reason here).
+One greedy trace per question by default; ``--samples N --temperature T`` samples N replies per question (sample
+k seeded by ``--seed`` + k, each in ``<stem>_run/sample-<k>/``) and keeps every distinct one that reaches the label
+(``--mode`` is always reason here).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -56,12 +59,31 @@ def keep_traces(frame: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.Data
     return out, summary
 
 
+@dataclass
+class TraceOptions:
+    samples: int = field(default=1, metadata={"help": "replies per question (more than one needs --temperature > 0; "
+                                                      "sample k uses --seed + k); every distinct reply that reaches "
+                                                      "the label is kept"})
+
+
+def merge_samples(parts: list[tuple[pd.DataFrame, dict]]) -> tuple[pd.DataFrame, dict]:
+    """The kept traces of every sample, each distinct reasoning of a question once; the counts added up."""
+    kept = pd.concat([p for p, _ in parts], ignore_index=True).drop_duplicates(["ID", REASONING_COLUMN])
+    summary = {key: sum(s[key] for _, s in parts) for key in ("tried", "kept", "closed_and_scored", "wrong_answer")}
+    summary.update(kept=len(kept), samples=len(parts), questions_with_a_trace=int(kept["ID"].nunique()))
+    if "by_subject" in parts[0][1]:
+        summary["by_subject"] = {subject: {"tried": sum(s["by_subject"][subject]["tried"] for _, s in parts),
+                                           "kept": int((kept[SUBJECT_COLUMN] == subject).sum())}
+                                 for subject in parts[0][1]["by_subject"]}
+    return kept, summary
+
+
 def make_parser():
     from trl import TrlParser
 
     from mcqtune.answering.options import InferArguments
 
-    return TrlParser((InferArguments,))
+    return TrlParser((InferArguments, TraceOptions))
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -70,12 +92,15 @@ def parse_args(argv: Sequence[str] | None):
 
     argv = ["--test_file" if item == "--train_file" else item.replace("--train_file=", "--test_file=", 1)
             for item in (argv or [])]  # the training file is what the reasoning answers
-    (args,) = parse_with(make_parser(), argv, ConfigError)
+    args, options = parse_with(make_parser(), argv, ConfigError)
     if args.output_file == InferArguments.output_file:
         raise ConfigError("traces needs --output_file: the training CSV (with a reasoning column) to write")
     if args.mode == "generate":
         raise ConfigError("traces are reasoning replies: leave out --mode generate")
-    return args
+    if options.samples < 1 or (options.samples > 1 and args.temperature <= 0):
+        raise ConfigError(f"--samples {options.samples}: give 1, or more than 1 with --temperature above 0 (greedy "
+                          "replies would all be the same)")
+    return args, options.samples
 
 
 def check_output(args) -> Path:
@@ -101,16 +126,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mcqtune.answering import infer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
+    args, samples = parse_args(argv)
     out = check_output(args)
-    args = dataclasses.replace(args, mode="reason", output_dir=args.output_dir or str(out.with_name(out.stem + "_run")),
-                               output_file=str(out.with_name(out.stem + "_answers.csv")))
     frame = load_mcq_csv(args.test_file, require_answer=True, encoding=args.encoding, number_rows=args.number_rows)
-    if infer.main(args).get("rank", 0) != 0:  # several processes: the first one writes the traces
-        return 0
-    predictions = pd.read_csv(Path(args.run_dir) / "predictions.csv", dtype={"ID": str, "answer": str},
-                              keep_default_na=False)
-    kept, summary = keep_traces(frame, predictions)
+    parts = []
+    for k in range(samples):
+        run_dir, suffix = Path(args.output_dir or out.with_name(out.stem + "_run")), k if samples > 1 else ""
+        sample = dataclasses.replace(args, mode="reason", seed=args.seed + k,
+                                     output_dir=str(run_dir / f"sample-{k}" if samples > 1 else run_dir),
+                                     output_file=str(out.with_name(f"{out.stem}_answers{suffix}.csv")))
+        if infer.main(sample).get("rank", 0) != 0:  # several processes: the first one writes the traces
+            return 0
+        parts.append(keep_traces(frame, pd.read_csv(Path(sample.run_dir) / "predictions.csv",
+                                                    dtype={"ID": str, "answer": str}, keep_default_na=False)))
+    kept, summary = merge_samples(parts)
     write_json_atomic({**summary, "output_file": str(out.resolve())}, summary_path(out))
     write_csv_atomic(kept, out)  # last, as infer writes its submission
     logger.info("kept %d of %d traces (their answer is the label) in %s", summary["kept"], summary["tried"], out)

@@ -83,7 +83,7 @@ def test_a_closed_reply_is_scored_as_the_models_own_forward_there(tiny_reasoner,
     style = PromptStyle(reasoning=True)
     prompts = encode_prompts(tokenizer, frame, style, 512)
     stops = stop_token_ids(tokenizer, model, style)
-    args = SimpleNamespace(max_reasoning_tokens=6, repetition_penalty=1.0)
+    args = SimpleNamespace(max_reasoning_tokens=6, repetition_penalty=1.0, temperature=0.0, seed=0)
     compute = reasoner(model, tokenizer, frame, prompts, args, stops, opened=False)
     for i in range(3):  # random weights: every reply runs out of its 6 tokens
         (record,) = compute([i])
@@ -141,6 +141,38 @@ def test_traces_keep_only_replies_that_committed_to_the_label():
     assert reasoning_of("答案：B") == ""  # nothing but the answer: no reasoning to train on
 
 
+def test_sampled_replies_come_from_the_seed_of_their_batch(tiny_reasoner, sample_dir):
+    from mcqtune.answering.reasoning import batch_seed, generate_replies
+    from mcqtune.data.questions import encode_prompts, load_mcq_csv
+    from mcqtune.model.chat_template import stop_token_ids
+
+    model, tokenizer = tiny_reasoner
+    style = PromptStyle(reasoning=True)
+    prompts = encode_prompts(tokenizer, load_mcq_csv(sample_dir / "test.csv").head(2), style, 512)
+    stops = stop_token_ids(tokenizer, model, style)
+
+    def sample(seed):
+        return generate_replies(model, tokenizer, prompts, 8, stops, 1.0, temperature=1.0, seed=seed)
+
+    assert sample(batch_seed(0, "1")) == sample(batch_seed(0, "1"))  # a resumed batch: the same replies
+    assert sample(batch_seed(0, "1")) != sample(batch_seed(1, "1"))  # another seed: other replies
+    assert batch_seed(0, "1") != batch_seed(0, "2")
+
+
+def test_several_samples_keep_each_distinct_trace_once():
+    from mcqtune.answering.traces import keep_traces, merge_samples
+
+    frame = pd.DataFrame({"ID": ["1", "2"], "answer": ["A", "B"]})
+    first = pd.DataFrame({"ID": ["1", "2"], "answer": ["A", "C"], "source": ["reason", "reason"],
+                          "raw": ["甲对。\n答案：A", "丙。\n答案：C"]})
+    second = pd.DataFrame({"ID": ["1", "2"], "answer": ["A", "B"], "source": ["reason", "reason"],
+                           "raw": ["甲对。\n答案：A", "乙对。\n答案：B"]})
+    kept, summary = merge_samples([keep_traces(frame, first), keep_traces(frame, second)])
+    assert list(zip(kept["ID"], kept["reasoning"])) == [("1", "甲对。"), ("2", "乙对。")]
+    assert summary["tried"] == 4 and summary["kept"] == 2 and summary["questions_with_a_trace"] == 2
+    assert summary["wrong_answer"] == 1 and summary["samples"] == 2
+
+
 @pytest.mark.slow
 def test_the_traces_command_writes_a_training_file_and_its_summary(tiny_model_dir, sample_dir, tmp_path):
     from mcqtune import cli
@@ -163,3 +195,10 @@ def test_the_traces_command_writes_a_training_file_and_its_summary(tiny_model_di
     assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(train),
                      "--output_file", str(tmp_path / "hand.csv")]) == 1  # nor over a file it did not write
     assert (tmp_path / "hand.csv").read_text() == "mine\n"
+    assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(train),
+                     "--output_file", str(tmp_path / "t2.csv"), "--samples", "2"]) == 1  # greedy twice: refused
+    assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(train), "--output_file",
+                     str(tmp_path / "t2.csv"), "--samples", "2", "--temperature", "1.0",
+                     "--max_reasoning_tokens", "4", "--batch_size", "8"]) == 0
+    assert sorted(p.name for p in (tmp_path / "t2_run").iterdir()) == ["sample-0", "sample-1"]
+    assert json.loads((tmp_path / "t2_summary.json").read_text())["tried"] == 2 * rows

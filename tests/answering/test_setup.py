@@ -27,6 +27,7 @@ def test_every_problem_with_the_options_is_named_in_one_error(tmp_path):
     ({"rescore": "first_run", "mode": "generate"}, "rescore needs score or reason mode"),
     ({"mode": "reason", "ensemble": ["other"]}, "apply to score mode only, not reason"),
     ({"mode": "reason", "max_reasoning_tokens": 0}, "max_reasoning_tokens must be >= 1"),
+    ({"mode": "score", "temperature": 0.7}, "applies to reason mode only"),
     ({"output_file": "no-such-folder/s.csv"}, "the folder of output_file does not exist"),
 ])
 def test_options_that_cannot_go_together_are_refused(tmp_path, monkeypatch, options, message):

@@ -28,6 +28,8 @@ class Command(NamedTuple):
 
 COMMANDS = {
     "train": Command("mcqtune.train.sft", "cli_main", "fine-tune a model with LoRA on a labelled CSV (train_sft.py)"),
+    "grpo": Command("mcqtune.reinforce.run", "cli_main", "reinforce a model (or an SFT adapter) with GRPO and a "
+                                                        "correctness reward (train_grpo.py)"),
     "infer": Command("mcqtune.answering.infer", "cli_main", "answer a test CSV and write submission.csv (infer.py)"),
     "traces": Command("mcqtune.answering.traces", "main", "reason over the training rows and keep the traces that "
                                                          "reach the label (a training CSV with a reasoning column)"),

@@ -25,7 +25,7 @@ def chat_template_dir() -> Path:
 
 
 def shipped_configs() -> list[str]:
-    return sorted(p.name for p in config_dir().glob("*.yaml") if p.name != "defaults.yaml")
+    return sorted(p.name for p in config_dir().glob("*.yaml") if not p.name.endswith("defaults.yaml"))
 
 
 def resolve_config(value: str) -> str:

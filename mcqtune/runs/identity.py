@@ -47,6 +47,12 @@ TRAIN_SCRIPT_EXCLUDED = {
     "keep_effective_batch": "its effect, micro-batch x accumulation, is in the identity",
 }
 TRAIN_SCRIPT_RESOLVED = ("train_file", "val_file", "extra_train_files", "model_name_or_path", "chat_template")
+# --- train_grpo.py: script options that do not change the trained weights ------------------------------------
+GRPO_SCRIPT_EXCLUDED = {
+    "resume": "the switch that asks for reuse",
+    "offload_embedding": "where the embedding table is kept; the looked-up rows are the same",
+}
+GRPO_SCRIPT_RESOLVED = ("train_file", "val_file", "model_name_or_path", "adapter", "chat_template")
 # --- train_sft.py: Trainer / SFTConfig options that do not change the trained weights --------------------------
 # By prefix, since the Trainer has many of each kind; every other field (there are many) is in.
 TRAINER_EXCLUDED_PREFIXES = {
@@ -209,6 +215,23 @@ def training_identity(script_args, training_args, *, model: dict, world_size: in
         raise IdentityError(f"options in both argument classes: {sorted(overlap)}")
     effective = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world_size
     return same_json({"format": IDENTITY_FORMAT, **script, **trainer, "effective_batch": effective})
+
+
+def grpo_identity(args, training_args, *, model: dict, world_size: int = 1) -> dict:
+    """What must be equal for a GRPO checkpoint to be continued: as ``training_identity``, with the starting
+    adapter by content and GRPOConfig's options (rollouts, rewards, KL) in."""
+    resolved = {"train_file": csv_identity(args.train_file, args.encoding),
+                "val_file": csv_identity(args.val_file, args.encoding),
+                "model_name_or_path": model,
+                "adapter": adapter_identity(args.adapter) if args.adapter else None,
+                "chat_template": template_identity(args.chat_template)}
+    script = options_identity(args, GRPO_SCRIPT_EXCLUDED, resolved)
+    trainer = options_identity(training_args, {}, {}, TRAINER_EXCLUDED_PREFIXES)
+    overlap = set(script) & set(trainer)
+    if overlap:
+        raise IdentityError(f"options in both argument classes: {sorted(overlap)}")
+    effective = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world_size
+    return same_json({"format": IDENTITY_FORMAT, "job": "grpo", **script, **trainer, "effective_batch": effective})
 
 
 # ------------------------------------------------------------------------------------------ models by content

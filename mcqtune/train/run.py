@@ -98,12 +98,13 @@ def training_run_identity(script_args: ScriptArguments, training_args) -> dict:
                              world_size=max(training_args.world_size, 1))
 
 
-def prepare_output_dir(script_args: ScriptArguments, training_args) -> tuple[dict, str | None]:
-    """The run's identity and the checkpoint to resume from (None: start fresh). A fresh run moves an earlier
-    run's checkpoints and outputs aside; --resume refuses checkpoints made with other data, model or settings."""
+def prepare_output_dir(script_args, training_args, identity: dict | None = None) -> tuple[dict, str | None]:
+    """The run's identity (default: train_sft.py's) and the checkpoint to resume from (None: start fresh). A fresh
+    run moves an earlier run's checkpoints and outputs aside; --resume refuses checkpoints made with other data,
+    model or settings."""
     from mcqtune.train.checkpoints import checkpoint_to_resume, set_aside_previous_run
 
-    identity = training_run_identity(script_args, training_args)
+    identity = identity or training_run_identity(script_args, training_args)
     node_local = training_args.save_on_each_node  # no shared filesystem: every node keeps its own checkpoints
     main_process = int(os.environ.get("LOCAL_RANK" if node_local else "RANK", 0)) == 0
     if not script_args.resume:

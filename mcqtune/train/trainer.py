@@ -129,7 +129,74 @@ def check_loss(loss: str, world_size: int) -> str:
     return loss
 
 
-class MCQTrainer(SFTTrainer):
+class KeepAdapterDtype:
+    """Trainer mixin: resume with the adapter weights in the dtype the run trains them in."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume with the adapter weights in the dtype the run trains them in. A fresh run trains them in the
+        dtype TRL's SFTTrainer gave them (bfloat16 on a quantised base, QLoRA's recipe), but loading a
+        checkpoint's adapter (peft's load_adapter) brings them back in float32: the resumed run would continue
+        in another precision than the uninterrupted one and end elsewhere. The values are the same (the
+        checkpoint holds the trained dtype's values), so casting back is exact."""
+        target = model if model is not None else self.model
+        trained = {name: p.dtype for name, p in target.named_parameters() if p.requires_grad}
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        for name, param in target.named_parameters():
+            if name in trained and param.dtype != trained[name]:
+                param.data = param.data.to(trained[name])
+
+
+def scoring_metrics(trainer, frame: pd.DataFrame, style: PromptStyle, max_prompt_tokens: int | None,
+                    prefix: str = "eval") -> dict:
+    """One pass of infer.py's scorer over the validation questions: ``<prefix>_accuracy`` and ``<prefix>_loss``
+    (the cross-entropy of the right letter among the four), split over data-parallel ranks."""
+    started = time.time()
+    world = max(trainer.args.world_size, 1)
+    with eager_forward():
+        probs = score_frame(trainer.model, trainer.processing_class, frame, style,
+                            batch_size=trainer.args.per_device_eval_batch_size,
+                            max_prompt_tokens=max_prompt_tokens, shard=(trainer.args.process_index, world))
+    if world > 1:
+        probs = combine_shards(probs)
+    expected = list(frame["answer"])
+    right = probs[np.arange(len(expected)), [LETTERS.index(letter) for letter in expected]]
+    seconds = time.time() - started
+    return {f"{prefix}_loss": float(-np.log(np.clip(right, 1e-12, 1)).mean()),
+            f"{prefix}_accuracy": accuracy(letters_from_probs(probs), expected),
+            f"{prefix}_runtime": round(seconds, 3),
+            f"{prefix}_samples_per_second": round(len(expected) / seconds, 2)}
+
+
+def log_evaluation(trainer, metrics: dict) -> dict:
+    """Log an evaluation's metrics and let the callbacks (best checkpoint, early stopping) see them."""
+    trainer.log(metrics)
+    trainer.control = trainer.callback_handler.on_evaluate(trainer.args, trainer.state, trainer.control, metrics)
+    return metrics
+
+
+class PhaseTimes:
+    """Trainer mixin: the PhaseTimer callback's summary and the run's GPU memory peak."""
+
+    def _phase_timer(self) -> "PhaseTimer | None":
+        return next((c for c in self.callback_handler.callbacks if isinstance(c, PhaseTimer)), None)
+
+    def phase_times(self) -> dict:
+        timer = self._phase_timer()
+        if timer is None:
+            return {}
+        world = max(self.args.world_size, 1)
+        return timer.summary(self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * world)
+
+    def peak_gpu_gb(self) -> float | None:
+        """GPU memory peak (reserved) of the whole run: load, training, evaluation, checkpoints."""
+        timer = self._phase_timer()
+        if timer is not None:
+            return timer.run_peak_gb()
+        gpu = gpu_peak_gb()
+        return None if gpu is None else gpu["reserved"]
+
+
+class MCQTrainer(KeepAdapterDtype, PhaseTimes, SFTTrainer):
     def __init__(self, *args, val_frame: pd.DataFrame | None = None, prompt_style: PromptStyle = PromptStyle(),
                  max_prompt_tokens: int | None = 512, loss: str = "answer", **kwargs):
         super().__init__(*args, **kwargs)
@@ -145,19 +212,6 @@ class MCQTrainer(SFTTrainer):
             # would attend to each other and take the wrong positions without a word: refuse instead.
             raise RuntimeError("padding-free batches were switched on (by the config or by Unsloth); this trainer "
                                "needs padded batches: set padding_free false")
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Resume with the adapter weights in the dtype the run trains them in. A fresh run trains them in the
-        dtype TRL's SFTTrainer gave them (bfloat16 on a quantised base, QLoRA's recipe), but loading a
-        checkpoint's adapter (peft's load_adapter) brings them back in float32: the resumed run would continue
-        in another precision than the uninterrupted one and end elsewhere. The values are the same (the
-        checkpoint holds the trained dtype's values), so casting back is exact."""
-        target = model if model is not None else self.model
-        trained = {name: p.dtype for name, p in target.named_parameters() if p.requires_grad}
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        for name, param in target.named_parameters():
-            if name in trained and param.dtype != trained[name]:
-                param.data = param.data.to(trained[name])
 
     def _get_num_items_in_batch(self, batch_samples: list, device):
         # The letters loss has one item per row (its answer position), not one per labelled token.
@@ -180,43 +234,8 @@ class MCQTrainer(SFTTrainer):
         if self.val_frame is None or "answer" not in self.val_frame or self.prompt_style.reasoning:
             # reasoning replies: eval_loss over the reasoning and answer tokens (accuracy: infer.py --mode reason)
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        started = time.time()
-        world = max(self.args.world_size, 1)
-        with eager_forward():
-            probs = score_frame(self.model, self.processing_class, self.val_frame, self.prompt_style,
-                                batch_size=self.args.per_device_eval_batch_size,
-                                max_prompt_tokens=self.max_prompt_tokens, shard=(self.args.process_index, world))
-        if world > 1:
-            probs = combine_shards(probs)
-        expected = list(self.val_frame["answer"])
-        right = probs[np.arange(len(expected)), [LETTERS.index(letter) for letter in expected]]
-        seconds = time.time() - started
-        metrics = {f"{metric_key_prefix}_loss": float(-np.log(np.clip(right, 1e-12, 1)).mean()),
-                   f"{metric_key_prefix}_accuracy": accuracy(letters_from_probs(probs), expected),
-                   f"{metric_key_prefix}_runtime": round(seconds, 3),
-                   f"{metric_key_prefix}_samples_per_second": round(len(expected) / seconds, 2)}
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
-
-    def _phase_timer(self) -> "PhaseTimer | None":
-        return next((c for c in self.callback_handler.callbacks if isinstance(c, PhaseTimer)), None)
-
-    def phase_times(self) -> dict:
-        timer = self._phase_timer()
-        if timer is None:
-            return {}
-        world = max(self.args.world_size, 1)
-        return timer.summary(self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * world)
-
-    def peak_gpu_gb(self) -> float | None:
-        """GPU memory peak (reserved) of the whole run: load, training, evaluation, checkpoints."""
-        timer = self._phase_timer()
-        if timer is not None:
-            return timer.run_peak_gb()
-        gpu = gpu_peak_gb()
-        return None if gpu is None else gpu["reserved"]
-
+        return log_evaluation(self, scoring_metrics(self, self.val_frame, self.prompt_style, self.max_prompt_tokens,
+                                                    metric_key_prefix))
 
 class PhaseTimer(TrainerCallback):
     """Wall time of each optimiser step, of the time between steps (batch preparation, logging), of

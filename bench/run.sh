@@ -20,6 +20,9 @@
 #   ref          bench_14b.py reference (the older two-step reference, kept for the earlier calls' keys)
 #   q3train, q3infer   the README commands with configs/qwen3-14b-4090.yaml at Qwen3-14B's shape
 #   reason512, reason2048   infer.py --mode reason (64 / 16 questions) and bench/plain_generate.py at its batch
+#   grpo, grpo_reason   train_grpo.py with configs/qwen2.5-14b-grpo-4090.yaml (direct, G_STEPS optimiser steps, default
+#                20, validation half-way and at the end) / configs/qwen2.5-14b-grpo-reason-4090.yaml (R_STEPS, default 3,
+#                no validation); replies forced to max_completion_length (min_new_tokens), from the last adapter
 set -uo pipefail
 CALL=${CALL:-run}; WATCHDOG_S=${WATCHDOG_S:-575}
 source bench/call.sh   # $OUT, the watchdog, lap, finish_call
@@ -101,6 +104,15 @@ for run in ${RUNS:-b16 anchor_a}; do
       batch=$(python3 -c "import json; print(json.load(open('$OUT/$run.json'))['batch_size'])")
       [ "$n" = 512 ] || [ -n "${PLAIN_2048:-}" ] && python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size "$batch" \
         --new_tokens "$n" --batches 1 --json "$OUT/plain$n.json" > "$OUT/plain$n.log" 2>&1 ;;
+    grpo|grpo_reason)
+      if [ "$run" = grpo ]; then g=${G_STEPS:-20}; cfg=configs/qwen2.5-14b-grpo-4090.yaml; n=8
+        extra=(--eval_steps $(( (g + 1) / 2 )) --save_steps $(( (g + 1) / 2 )))
+      else g=${R_STEPS:-3}; cfg=configs/qwen2.5-14b-grpo-reason-4090.yaml; n=512
+        extra=(--eval_strategy no --load_best_model_at_end false --save_steps "$g"); fi
+      python3 train_grpo.py --config "$cfg" --model_name_or_path /tmp/q14b --train_file .benchdata/train.csv \
+        --max_steps "$g" --logging_steps 1 --output_dir /tmp/g_$run --generation_kwargs "{\"min_new_tokens\": $n}" \
+        ${ADAPTER:+--adapter "$ADAPTER"} ${GRPO_BACKEND:+--backend "$GRPO_BACKEND"} "${extra[@]}" > "$OUT/$run.log" 2>&1
+      cp /tmp/g_$run/training_summary.json "$OUT/$run.json" ;;
     q3train) build_qwen3; train q3train configs/qwen3-14b-4090.yaml $Q3 ;;
     q3infer) build_qwen3; answer q3infer "${ADAPTER:-$Q3}" ;;
     *) echo "unknown run $run" >> "$OUT/times.txt" ;;

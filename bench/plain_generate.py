@@ -5,6 +5,8 @@ comparison the reasoning mode is measured against (bench/RESULTS.md).
 
 Every reply is forced to ``--new_tokens`` (min = max), so the figure is tokens per second of generation at that
 batch and length, whatever random weights would otherwise do. One warm-up batch, then ``--batches`` timed ones.
+``--cache static``: transformers' static key/value cache, with which ``generate`` compiles the decoding step
+(the warm-up batch then includes the compilation).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     for name, kind in (("--model", str), ("--test_file", str), ("--batch_size", int), ("--new_tokens", int),
-                       ("--batches", int), ("--json", str)):
-        parser.add_argument(name, type=kind, required=name not in ("--batches",), default=2)
+                       ("--batches", int), ("--json", str), ("--cache", str)):
+        parser.add_argument(name, type=kind, required=name not in ("--batches", "--cache"),
+                            default={"--batches": 2, "--cache": "dynamic"}.get(name))
     args = parser.parse_args()
     cap_memory()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -49,12 +52,16 @@ def main() -> None:
         with torch.inference_mode():
             out = model.generate(input_ids=input_ids.cuda(), attention_mask=attention_mask.cuda(), do_sample=False,
                                  min_new_tokens=args.new_tokens, max_new_tokens=args.new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id)
+                                 pad_token_id=tokenizer.pad_token_id,
+                                 **({"cache_implementation": "static"} if args.cache == "static" else {}))
         torch.cuda.synchronize()
         made = (out.shape[1] - input_ids.shape[1]) * args.batch_size
         if number:  # the first batch warms up
             rates.append(made / (time.perf_counter() - start))
-    result = {"card": card(), "batch_size": args.batch_size, "new_tokens": args.new_tokens,
+        else:
+            warmup = time.perf_counter() - start
+    result = {"card": card(), "batch_size": args.batch_size, "new_tokens": args.new_tokens, "cache": args.cache,
+              "warmup_seconds": round(warmup, 1),
               "tokens_per_s": round(sorted(rates)[len(rates) // 2], 1), "all_rates": [round(r, 1) for r in rates],
               **peak_gb()}
     Path(args.json).write_text(json.dumps(result, indent=1))

@@ -20,6 +20,7 @@
 #   ref          bench_14b.py reference (the older two-step reference, kept for the earlier calls' keys)
 #   q3train, q3infer   the README commands with configs/qwen3-14b-4090.yaml at Qwen3-14B's shape
 #   reason512, reason2048   infer.py --mode reason (64 / 16 questions) and bench/plain_generate.py at its batch
+#   static512   bench/plain_generate.py --cache static (compiled decoding), batch 32, 512 tokens
 #   grpo, grpo_reason   train_grpo.py with configs/qwen2.5-14b-grpo-4090.yaml (direct, G_STEPS optimiser steps, default
 #                20, validation half-way and at the end) / configs/qwen2.5-14b-grpo-reason-4090.yaml (R_STEPS, default 3,
 #                no validation); replies forced to max_completion_length (min_new_tokens), from the last adapter
@@ -113,6 +114,10 @@ for run in ${RUNS:-b16 anchor_a}; do
         --max_steps "$g" --logging_steps 1 --output_dir /tmp/g_$run --generation_kwargs "{\"min_new_tokens\": $n}" \
         ${ADAPTER:+--adapter "$ADAPTER"} ${GRPO_BACKEND:+--backend "$GRPO_BACKEND"} "${extra[@]}" > "$OUT/$run.log" 2>&1
       cp /tmp/g_$run/training_summary.json "$OUT/$run.json" ;;
+    static512)  # plain generate with the static cache (compiled decoding) at batch 32, replies of 512 tokens
+      head -65 .benchdata/test.csv > /tmp/reason_test.csv
+      python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size 32 \
+        --new_tokens 512 --batches 1 --cache static --json "$OUT/static512.json" > "$OUT/static512.log" 2>&1 ;;
     q3train) build_qwen3; train q3train configs/qwen3-14b-4090.yaml $Q3 ;;
     q3infer) build_qwen3; answer q3infer "${ADAPTER:-$Q3}" ;;
     *) echo "unknown run $run" >> "$OUT/times.txt" ;;

@@ -122,6 +122,9 @@ def set_stop_tokens(model, tokenizer, style) -> list[int]:
     stops = stop_token_ids(tokenizer, model, style)
     model.generation_config.eos_token_id = stops
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    # TRL asks for max_new_tokens; a config's own max_length (the 1M model's 1,010,000) beside it would print
+    # transformers' "Both `max_new_tokens` and `max_length`" notice at every rollout
+    model.generation_config.max_length = None
     return stops
 
 

@@ -332,7 +332,18 @@ TABLE = {
     "infer16_cold_cgroup_max_events": ("refactor_h200/infer16.cgroup.txt", ["memory.events", "max"]),
     "infer16_cold_cgroup_oom_kills": ("refactor_h200/infer16.cgroup.txt", ["memory.events", "oom_kill"]),
     "export_merged_14b_seconds": ("refactor_h200/times.txt", ["infer16", "export"]),
+    # GRPO (session 12): train_grpo.py with the shipped 24 GB configs from the base, replies forced to their length
+    "grpo_14b_seconds_per_step": ("grpo_h200/grpo.json", ["steady_seconds_per_step"]),
+    "grpo_14b_peak_reserved_gb": ("grpo_h200/grpo.json", ["peak_gpu_memory_gb"]),
+    "grpo_14b_rollout_tokens_per_s": ("grpo_h200/grpo.json", ["rollout_tokens_per_second"]),
+    "grpo_14b_warmup_seconds": ("grpo_h200/grpo.json", ["warmup_seconds"]),
+    "grpo_14b_eval_seconds": ("grpo_h200/grpo.json", ["eval_seconds"]),
+    "grpo_reason_14b_second_step_seconds": ("grpo2_h200/grpo_reason.json", ["step_seconds", 1]),
+    "grpo_reason_14b_rollout_tokens_per_s": ("grpo2_h200/grpo_reason.json", ["rollout_tokens_per_second"]),
+    "grpo_reason_14b_peak_reserved_gb": ("grpo2_h200/grpo_reason.json", ["peak_gpu_memory_gb"]),
+    "reason_14b_static_cache_plain_generate_tokens_per_s": ("grpo2_h200/static512.json", ["tokens_per_s"]),
 }
+GRPO_KEYS = [k for k in TABLE if k.startswith("grpo") or "static_cache" in k]
 
 RTX_4090_OVER_H200 = 165.2 / 989.4  # dense BF16 peaks (mfu.py's sources): the projection's scale
 

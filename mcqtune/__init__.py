@@ -5,6 +5,7 @@ The package is laid out by job; imports run one way, down this list (tests/test_
     cli            the `mcq-tune` command: one subcommand per job (train, infer, ensemble, export, ...)
     demo           the CPU demo (trains and answers with a tiny model)
     ensemble/      fuse several runs' letter probabilities (mean, vote, fitted weights) into one submission
+    reinforce/     GRPO from a correctness reward: rewards read by the answer parser, shuffled prompts, its trainer
     export/        adapter -> merged 16-bit weights, GGUF for llama.cpp / Ollama, an lm-eval task
     train/         the SFT run, its trainer, data, checkpoints and k-fold driver
     answering/     infer: letter scoring, generation and the answer parser, the cascade, letter bias

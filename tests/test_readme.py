@@ -10,8 +10,8 @@ import pytest
 
 from tests.helpers import ROOT
 
-SCRIPTS = ("train_sft.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py", "answer_parser.py", "demo.py")
-SUBCOMMANDS = {"train": "train_sft.py", "infer": "infer.py", "ensemble": "ensemble.py", "export": "export.py",
+SCRIPTS = ("train_sft.py", "train_grpo.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py", "answer_parser.py", "demo.py")
+SUBCOMMANDS = {"train": "train_sft.py", "grpo": "train_grpo.py", "infer": "infer.py", "ensemble": "ensemble.py", "export": "export.py",
                "validate": "mcq_dataset.py", "traces": "traces", "compare": "compare"}
 
 
@@ -45,6 +45,11 @@ def parse(script: str, argv: list[str]) -> None:
         from mcqtune.train.sft import make_parser
 
         check_requested(argv)
+        parse_with(make_parser(), argv, ConfigError)
+    elif script == "train_grpo.py":
+        from mcqtune.errors import ConfigError, parse_with
+        from mcqtune.reinforce.options import make_parser
+
         parse_with(make_parser(), argv, ConfigError)
     elif script == "infer.py":
         from mcqtune.answering.infer import parse_args
@@ -82,7 +87,7 @@ COMMANDS = list(command_lines((ROOT / "README.md").read_text(encoding="utf-8")))
 
 def test_the_readme_has_the_commands_this_test_reads():
     scripts = {script for script, _ in COMMANDS}
-    assert {"train_sft.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py", "traces", "compare"} <= scripts
+    assert {"train_sft.py", "train_grpo.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py", "traces", "compare"} <= scripts
     assert len(COMMANDS) >= 20
 
 

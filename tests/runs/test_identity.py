@@ -25,6 +25,11 @@ TRAIN_SCRIPT_INCLUDED = [
     "model_name_or_path", "backend", "load_in_4bit", "max_answer_tokens", "lora_r", "lora_alpha", "lora_dropout",
     "lora_target_modules", "augment_permutations", "max_train_samples", "encoding", "folds", "fold", "loss",
     "reasoning_instruction", "reasoning_column"]
+GRPO_SCRIPT_INCLUDED = [
+    "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "enable_thinking", "reasoning_instruction",
+    "backend", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "train_file", "val_file",
+    "val_fraction", "model_name_or_path", "adapter", "reasoning", "format_reward_weight", "max_train_samples",
+    "encoding"]
 
 
 def test_every_infer_option_is_in_the_identity_or_excluded_with_a_reason():
@@ -42,6 +47,15 @@ def test_every_training_option_is_in_the_identity_or_excluded_with_a_reason():
     included = run_identity.included_fields(ScriptArguments, run_identity.TRAIN_SCRIPT_EXCLUDED)
     assert sorted(included) == sorted(TRAIN_SCRIPT_INCLUDED)
     assert set(run_identity.TRAIN_SCRIPT_RESOLVED) <= set(included)
+
+
+def test_every_grpo_option_is_in_the_identity_or_excluded_with_a_reason():
+    from mcqtune.reinforce.options import GRPOArguments
+
+    included = run_identity.included_fields(GRPOArguments, run_identity.GRPO_SCRIPT_EXCLUDED)
+    assert sorted(included) == sorted(GRPO_SCRIPT_INCLUDED)
+    assert set(run_identity.GRPO_SCRIPT_RESOLVED) <= set(included)
+    assert all(reason.strip() for reason in run_identity.GRPO_SCRIPT_EXCLUDED.values())
 
 
 def test_trainer_options_are_in_by_default_and_only_cadence_and_logging_are_left_out():

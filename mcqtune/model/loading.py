@@ -178,9 +178,38 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def remote_code_of(name_or_path: str | Path) -> str | None:
+    """The model type of a local model (or adapter base) folder that transformers cannot build without the model's
+    own code (its config.json names code in ``auto_map`` for a type transformers does not know: InternLM 3,
+    Baichuan 2 ...); None when transformers has the class itself, or nothing can be read."""
+    path = Path(name_or_path) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or not config.get("auto_map"):
+        return None
+    from transformers import CONFIG_MAPPING
+
+    model_type = str(config.get("model_type") or "?")
+    return None if model_type in CONFIG_MAPPING else model_type
+
+
+def check_remote_code(name_or_path: str | Path, trust_remote_code: bool) -> None:
+    """Refuse, in one line, a model that needs its own code when --trust_remote_code was not given."""
+    model_type = None if trust_remote_code else remote_code_of(name_or_path)
+    if model_type:
+        raise ModelLoadError(f"{name_or_path}: model type '{model_type}' is not in transformers and needs the Python "
+                             "code shipped with the model (config.json auto_map), which would run on this machine; "
+                             "pass --trust_remote_code true only if you trust its source")
+
+
 def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, chat_template: str | None = None):
     from transformers import AutoTokenizer
 
+    check_remote_code(name_or_path, trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     if chat_template:
         tokenizer.chat_template = Path(chat_template).read_text() if Path(chat_template).is_file() else chat_template
@@ -248,6 +277,7 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
     import torch
 
     check_model_source(name_or_path)
+    check_remote_code(name_or_path, trust_remote_code)
     check_safetensors(name_or_path, allow_pickle)
     dtype = dtype or compute_dtype()
     if backend == "unsloth":

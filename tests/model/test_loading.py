@@ -59,3 +59,35 @@ def test_plain_peft_adapters_start_from_the_seed(tiny_model_dir):
     first, again, other = start(7), start(7), start(8)
     assert all(torch.equal(first[n], again[n]) for n in first)
     assert not all(torch.equal(first[n], other[n]) for n in first)
+
+
+REMOTE_CODE_CONFIG = {"model_type": "internlm3", "architectures": ["InternLM3ForCausalLM"],
+                      "auto_map": {"AutoConfig": "configuration_internlm3.InternLM3Config",
+                                   "AutoModelForCausalLM": "modeling_internlm3.InternLM3ForCausalLM"}}
+
+
+def test_a_model_that_needs_its_own_code_is_refused_in_one_line_without_trust_remote_code(tmp_path, sample_dir):
+    import json
+
+    from mcqtune.model.loading import ModelLoadError, check_remote_code, remote_code_of
+    from tests.helpers import run_script
+
+    model = tmp_path / "internlm3"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(REMOTE_CODE_CONFIG))
+    assert remote_code_of(model) == "internlm3"
+    with pytest.raises(ModelLoadError, match="model type 'internlm3' is not in transformers"):
+        check_remote_code(model, trust_remote_code=False)
+    check_remote_code(model, trust_remote_code=True)  # asked for: allowed
+    native = tmp_path / "qwen2-with-auto-map"  # a type transformers has: its own class, no code runs
+    native.mkdir()
+    (native / "config.json").write_text(json.dumps({**REMOTE_CODE_CONFIG, "model_type": "qwen2"}))
+    assert remote_code_of(native) is None
+    for script, argv in (("infer.py", ["--model_path", model, "--test_file", sample_dir / "test.csv",
+                                       "--output_file", tmp_path / "s.csv"]),
+                         ("train_sft.py", ["--config", "demo-cpu.yaml", "--model_name_or_path", model,
+                                           "--train_file", sample_dir / "train.csv", "--output_dir", tmp_path / "o"])):
+        result = run_script(script, *argv)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "--trust_remote_code true" in \
+            result.stderr.strip().splitlines()[-1]

@@ -42,12 +42,12 @@ def grpo_command(paths: dict, seed: int, adapter: Path, out: Path, steps: int, *
 
 
 def run_seed(run: Runner, paths: dict, seed: int, sft_steps: int, extra: int, grpo_steps: int,
-             temperature: float) -> dict:
+             temperature: float, learning_rate: float) -> dict:
     w = run.work / f"seed-{seed}"
     run(f"seed{seed}_sft_long", *train_command({**paths, "steps": sft_steps + extra}, seed, w / "sft_long"))
     run(f"seed{seed}_sft_short", *train_command({**paths, "steps": sft_steps}, seed, w / "sft_short"))
     run(f"seed{seed}_grpo", *grpo_command(paths, seed, w / "sft_short" / "adapter", w / "grpo", grpo_steps,
-                                          "--temperature", temperature))
+                                          "--temperature", temperature, "--learning_rate", learning_rate))
     out = {}
     for name, adapter in (("sft", w / "sft_long" / "adapter"), ("sft_short", w / "sft_short" / "adapter"),
                           ("grpo", w / "grpo" / "adapter")):
@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument("--grpo_steps", type=int, default=GRPO_STEPS)
     parser.add_argument("--extra_sft_steps", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=1.0, help="GRPO's sampling temperature")
+    parser.add_argument("--learning_rate", type=float, default=2e-3, help="GRPO's (demo-grpo-cpu.yaml's by default)")
     parser.add_argument("--output", default=str(OUTPUT))
     args = parser.parse_args(argv)
     extra = args.extra_sft_steps if args.extra_sft_steps is not None else \
@@ -74,15 +75,15 @@ def main(argv=None) -> int:
     started = time.time()
     run = Runner(Path(args.work_dir).resolve())
     paths = prepare(run, args.sft_steps)
-    per_seed = {seed: run_seed(run, paths, seed, args.sft_steps, extra, args.grpo_steps, args.temperature)
-                for seed in args.seeds}
+    per_seed = {seed: run_seed(run, paths, seed, args.sft_steps, extra, args.grpo_steps, args.temperature,
+                               args.learning_rate) for seed in args.seeds}
     summary = {name: {"accuracy": [round(per_seed[s][name], 4) for s in args.seeds],
                       "mean": round(statistics.fmean(per_seed[s][name] for s in args.seeds), 4)}
                for name in ("sft", "sft_short", "grpo")}
     results = {"what": "accuracy on the hard sample's balanced test file, tiny random Qwen2 (CPU), per training seed",
                "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "data_seed": DATA_SEED,
                "sft_steps": args.sft_steps, "extra_sft_steps": extra, "grpo_steps": args.grpo_steps,
-               "grpo_temperature": args.temperature,
+               "grpo_temperature": args.temperature, "grpo_learning_rate": args.learning_rate,
                "questions_seen_after_sft": {"sft": extra * SFT_QUESTIONS_PER_STEP,
                                             "grpo": args.grpo_steps * GRPO_QUESTIONS_PER_STEP},
                "cpu_grpo_accuracy": summary["grpo"]["mean"], "cpu_sft_accuracy": summary["sft"]["mean"],

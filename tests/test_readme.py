@@ -10,8 +10,10 @@ import pytest
 
 from tests.helpers import ROOT
 
-SCRIPTS = ("train_sft.py", "train_grpo.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py", "answer_parser.py", "demo.py")
-SUBCOMMANDS = {"train": "train_sft.py", "grpo": "train_grpo.py", "infer": "infer.py", "ensemble": "ensemble.py", "export": "export.py",
+SCRIPTS = ("train_sft.py", "train_grpo.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py",
+           "answer_parser.py", "demo.py")
+SUBCOMMANDS = {"train": "train_sft.py", "grpo": "train_grpo.py", "infer": "infer.py", "ensemble": "ensemble.py",
+               "export": "export.py",
                "validate": "mcq_dataset.py", "traces": "traces", "compare": "compare"}
 
 
@@ -87,7 +89,8 @@ COMMANDS = list(command_lines((ROOT / "README.md").read_text(encoding="utf-8")))
 
 def test_the_readme_has_the_commands_this_test_reads():
     scripts = {script for script, _ in COMMANDS}
-    assert {"train_sft.py", "train_grpo.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py", "traces", "compare"} <= scripts
+    assert {"train_sft.py", "train_grpo.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py", "traces",
+            "compare"} <= scripts
     assert len(COMMANDS) >= 20
 
 

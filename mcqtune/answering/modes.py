@@ -95,7 +95,8 @@ def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgumen
 
 def reasoner_of(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments) -> Callable:
     """rows -> records: reasoning replies read after their reasoning, or closed and scored (reasoning.py)."""
-    from mcqtune.answering.reasoning import opens_thinking, reasoner
+    from mcqtune.answering.reasoning import reasoner
+    from mcqtune.model.chat_template import opens_thinking
     from mcqtune.data.questions import render_prompt
     from mcqtune.model.chat_template import PROBE_ROW
 

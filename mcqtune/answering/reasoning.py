@@ -22,13 +22,13 @@ import pandas as pd
 
 from mcqtune.answering.parser import ParsedAnswer, parse_answer_with_rule
 from mcqtune.data.questions import ANSWER_PREFIX, LETTERS, OPTION_COLUMNS
-from mcqtune.model.chat_template import TemplateError
+from mcqtune.model.chat_template import THINK_OPEN, TemplateError
 from mcqtune.runs.predictions import score_record
 
 if TYPE_CHECKING:
     from mcqtune.answering.options import InferArguments
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+THINK_CLOSE = "</think>"
 CLOSING_TOKENS = 16  # room for closing_text's tokens after a reply that used its whole budget
 
 
@@ -45,11 +45,6 @@ def closing_letter_ids(tokenizer) -> list[int]:
     if len(set(found)) != len(LETTERS):
         raise TemplateError("the letters A-D share a token after the answer prefix")
     return found
-
-
-def opens_thinking(prompt_text: str) -> bool:
-    """The generation prompt itself opens the thinking block (DeepSeek-R1-Distill's template does)."""
-    return prompt_text.rstrip().endswith(THINK_OPEN)
 
 
 def thinking_open(reply: str, opened: bool) -> bool:

@@ -25,7 +25,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from mcqtune.answering.reasoning import THINK_CLOSE, THINK_OPEN
+from mcqtune.answering.reasoning import THINK_CLOSE
+from mcqtune.model.chat_template import THINK_OPEN
 from mcqtune.data.questions import ANSWER_COLUMN, REASONING_COLUMN, SUBJECT_COLUMN, load_mcq_csv
 from mcqtune.errors import ConfigError, parse_with
 from mcqtune.runs.folder import write_csv_atomic, write_json_atomic

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from mcqtune.errors import UserError, parse_with
-from mcqtune.data.questions import (ANSWER_COLUMN, LETTERS, REASONING_COLUMN, PromptOptions, PromptStyle,
-                                    build_messages, encode_prompt_checked, render_chat)
+from mcqtune.data.questions import (ANSWER_COLUMN, ANSWER_PREFIX, LETTERS, REASONING_COLUMN, PromptOptions,
+                                    PromptStyle, build_messages, encode_prompt_checked, render_chat)
 
 PROBE_ROW = {"question": "下列说法中正确的是", "option_A": "甲", "option_B": "乙", "option_C": "丙", "option_D": "丁"}
 
@@ -118,13 +118,45 @@ def _closing(tokenizer, rest: Sequence[int]) -> tuple[tuple[int, ...], bool]:
     return (tokenizer.eos_token_id,), False
 
 
+THINK_OPEN = "<think>"
+
+
+def opens_thinking(prompt_text: str) -> bool:
+    """The generation prompt itself opens the thinking block (DeepSeek-R1-Distill's template does)."""
+    return prompt_text.rstrip().endswith(THINK_OPEN)
+
+
+def _reasoning_slot(tokenizer, style: PromptStyle, prompt_text: str) -> AnswerSlot:
+    """The slot of a template whose generation prompt opens a thinking block: replies reason, so the letters are
+    the tokens after the answer prefix, and the turn ends where the template closes an assistant reply."""
+    messages = build_messages({**PROBE_ROW, ANSWER_COLUMN: "A", REASONING_COLUMN: "想一想。"}, style,
+                              with_answer=True)
+    full_text = render_or_refuse(tokenizer, messages, style, add_generation_prompt=False)
+    at = full_text.rfind(ANSWER_PREFIX + "A")
+    if at < 0:
+        raise TemplateError("the chat template drops the answer from the assistant's turn")
+    rest = tokenizer.encode(full_text[at:], add_special_tokens=False)
+    prefix = len(tokenizer.encode(ANSWER_PREFIX, add_special_tokens=False))
+    end_ids, from_template = _closing(tokenizer, rest[prefix:])
+    letter_ids = tuple(tokenizer.encode(ANSWER_PREFIX + letter, add_special_tokens=False)[-1] for letter in LETTERS)
+    return AnswerSlot(letter_ids, end_ids, prompt_text[-48:], False, from_template)
+
+
 @functools.lru_cache(maxsize=8)
 def find_answer_slot(tokenizer, style: PromptStyle = PromptStyle()) -> AnswerSlot:
     """The answer slot of ``tokenizer``'s chat template under ``style``; refuses with the reason. A reasoning
-    style's slot is its direct form's: the reply ends its turn the same way, its letter comes later."""
+    style's slot is its direct form's: the reply ends its turn the same way, its letter comes later; a template
+    whose generation prompt opens a thinking block (DeepSeek-R1-Distill) answers by reasoning only."""
     if style.reasoning:
+        prompt_text = render_or_refuse(tokenizer, build_messages(PROBE_ROW, style), style, add_generation_prompt=True)
+        if opens_thinking(prompt_text):
+            return _reasoning_slot(tokenizer, style, prompt_text)
         style = dataclasses.replace(style, reasoning=False, enable_thinking=False)
     prompt_text = render_or_refuse(tokenizer, build_messages(PROBE_ROW, style), style, add_generation_prompt=True)
+    if opens_thinking(prompt_text):
+        raise TemplateError("the chat template's generation prompt opens a thinking block (<think>), so the model "
+                            "reasons before any answer: answer with --mode reason (train_grpo.py --reasoning true); "
+                            "direct scoring and training on direct answers are not possible with this template")
     prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
     letter_ids, closing = [], set()
     for letter in LETTERS:
@@ -176,6 +208,10 @@ def reasoning_completion(tokenizer, row, style: PromptStyle) -> list[int]:
     prompt_text = render_or_refuse(tokenizer, build_messages(row, style), style, True)
     prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
     reasoning = str(row[REASONING_COLUMN]).strip()
+    if opens_thinking(prompt_text):
+        raise TemplateError("the chat template's generation prompt opens a thinking block that its assistant turns do "
+                            "not keep, so reasoning replies cannot be trained on with it (answering them with --mode "
+                            "reason works); pass a template that keeps the reasoning (--chat_template)")
     if not full_text.startswith(prompt_text):
         raise TemplateError("the chat template renders the prompt differently once a reasoning reply follows")
     written = full_text[len(prompt_text):]

@@ -155,7 +155,7 @@ def grpo_run_identity(args: GRPOArguments, training_args) -> dict:
 
 
 def build_trainer(model, tokenizer, datasets, val, args: GRPOArguments, training_args, stops, identity: dict):
-    from mcqtune.answering.reasoning import opens_thinking
+    from mcqtune.model.chat_template import opens_thinking
     from mcqtune.data.questions import render_prompt
     from mcqtune.reinforce.rewards import ReplyReader, reward_functions
     from mcqtune.reinforce.trainer import MCQGRPOTrainer

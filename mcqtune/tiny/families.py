@@ -5,7 +5,8 @@
 The token vocabulary is Qwen2.5's byte-level BPE (the only real vocabulary available offline, and one that
 writes Chinese well); on top of it each family gets its own special tokens, BOS/EOS/pad, BOS-on-encode
 behaviour and the chat template its instruct models ship (configs/chat_templates/). The model classes are
-transformers' own (Qwen3, Llama, Gemma 2, Gemma 3, Mistral), so whatever a family does differently in its
+transformers' own (Qwen3, Llama, Gemma 2, Gemma 3, Mistral; Qwen2 for DeepSeek-R1-Distill-Qwen, whose template opens a
+thinking block at every generation prompt), so whatever a family does differently in its
 forward pass (q/k norms, embedding scaling, logit soft-capping, sliding windows) is exercised as it is.
 ``qwen3-14b`` is Qwen3-14B's published shape with random weights, for speed and memory measurements.
 """
@@ -70,6 +71,17 @@ FAMILIES = {
                       tiny=dict(head_dim=32, tie_word_embeddings=True)),
 }
 
+# Families whose generation prompt opens a thinking block: they answer by reasoning only (infer.py --mode reason,
+# train_grpo.py --reasoning true); the direct answer slot refuses them, so the direct-answer tests leave them out.
+REASONING_FAMILIES = {
+    "r1distill": Family("Qwen2Config", "Qwen2ForCausalLM", "deepseek-r1-distill-qwen.jinja",
+                        (("<｜end▁of▁sentence｜>", True), ("<｜User｜>", False), ("<｜Assistant｜>", False),
+                         ("<｜begin▁of▁sentence｜>", True), ("<|EOT|>", True), ("<think>", False), ("</think>", False)),
+                        bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>", pad="<｜end▁of▁sentence｜>",
+                        stops=("<｜end▁of▁sentence｜>",), add_bos=True, tiny=dict(tie_word_embeddings=True)),
+}
+ALL_FAMILIES = {**FAMILIES, **REASONING_FAMILIES}
+
 # Qwen3-14B's published config (random weights stand in for the real ones in speed and memory runs).
 QWEN3_14B = dict(hidden_size=5120, intermediate_size=17408, num_hidden_layers=40, num_attention_heads=40,
                  num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
@@ -78,14 +90,19 @@ QWEN3_14B = dict(hidden_size=5120, intermediate_size=17408, num_hidden_layers=40
 
 
 def family_names() -> list[str]:
+    """The families that answer directly (every one of them also reasons on request)."""
     return sorted(FAMILIES)
+
+
+def all_family_names() -> list[str]:
+    return sorted(ALL_FAMILIES)
 
 
 def build_family_tokenizer(name: str):
     """Qwen2.5's BPE with the family's special tokens, template and BOS handling, built offline."""
     from tokenizers import AddedToken, processors
 
-    family = FAMILIES[name]
+    family = ALL_FAMILIES[name]
     if name == "qwen3":  # Qwen3 extends Qwen2.5's tokenizer by four added tokens
         tokenizer = build_qwen_tokenizer(added_tokens=family.added_tokens)
     else:
@@ -113,7 +130,7 @@ def build_family_tokenizer(name: str):
 def build_family_config(name: str, shape: str = "tiny", **overrides):
     import transformers
 
-    family = FAMILIES[name]
+    family = ALL_FAMILIES[name]
     ids = {text: FIRST_SPECIAL_ID + i for i, (text, _) in enumerate(family.added_tokens)}
     vocab = FIRST_SPECIAL_ID + len(family.added_tokens)
     if shape == "qwen3-14b":
@@ -138,9 +155,9 @@ def write_tiny_family(out_dir: str | Path, name: str, shape: str = "tiny", seed:
     import transformers
     from transformers import GenerationConfig
 
-    if name not in FAMILIES:
-        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(family_names())}")
-    family = FAMILIES[name]
+    if name not in ALL_FAMILIES:
+        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(all_family_names())}")
+    family = ALL_FAMILIES[name]
     out_dir = Path(out_dir)
     config = build_family_config(name, shape, **overrides)
     tokenizer = tokenizer or build_family_tokenizer(name)

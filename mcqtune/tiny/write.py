@@ -16,7 +16,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
     parser.add_argument("--family", default="qwen2.5",
-                        help="qwen2.5 (the demo's) or one of families.FAMILIES: qwen3, llama3, gemma2, gemma3, mistral")
+                        help="qwen2.5 (the demo's) or one of families.ALL_FAMILIES: qwen3, llama3, gemma2, gemma3, "
+                             "mistral, r1distill (DeepSeek-R1-Distill-Qwen's template: answers by reasoning only)")
     parser.add_argument("--shape", default="tiny",
                         help=f"{', '.join(sorted(MODEL_SHAPES))}; qwen3-14b for --family qwen3")
     parser.add_argument("--seed", type=int, default=0)

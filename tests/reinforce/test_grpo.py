@@ -132,6 +132,21 @@ def test_an_adapter_trained_with_other_prompt_settings_is_refused(trained_run, t
                              "--adapter", tmp_path))
 
 
+@pytest.mark.parametrize("config", sorted(p.name for p in config_dir().glob("*grpo*.yaml")
+                                          if not p.name.endswith("defaults.yaml")))
+def test_shipped_grpo_configs_parse_and_pass_the_checks(config, tmp_path):
+    from mcqtune.reinforce.options import check_grpo_config
+
+    args, training_args = make_parser().parse_args_and_config(["--config", str(config_dir() / config),
+                                                                "--output_dir", str(tmp_path)])
+    check_grpo_config(args, training_args)
+    replies = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    assert replies % training_args.num_generations == 0
+    if "14b" in config:  # the 24 GB recipes: 4 questions x 8 replies per step, as measured (bench/RESULTS.md)
+        assert (replies, training_args.num_generations) == (32, 8) and args.load_in_4bit
+        assert training_args.max_completion_length == (512 if args.reasoning else 8)
+
+
 def test_a_bad_option_is_one_line_from_the_command(tmp_path):
     result = run_script("train_grpo.py", "--config", "demo-grpo-cpu.yaml", "--num_generations", "1",
                         "--output_dir", tmp_path)

@@ -66,7 +66,8 @@ def test_reasoning_replies_are_read_after_the_reasoning(qwen_tokenizer, im_end, 
 @pytest.mark.parametrize("text,reasoning,expected", [
     ("A", False, True), (" B ", False, True), ("答案是A", False, False), ("A或B", False, False),
     ("分析\n\n" + ANSWER_PREFIX + "C", True, True), ("分析\n\n答案是C", True, False),
-    ("<think>\n嗯\n</think>\n\n" + ANSWER_PREFIX + "D", True, True), ("<think>\n嗯\n" + ANSWER_PREFIX + "D", True, False),
+    ("<think>\n嗯\n</think>\n\n" + ANSWER_PREFIX + "D", True, True),
+    ("<think>\n嗯\n" + ANSWER_PREFIX + "D", True, False),
 ])
 def test_the_format_reward_asks_for_the_trained_reply_form(qwen_tokenizer, im_end, text, reasoning, expected):
     reader = ReplyReader(qwen_tokenizer, frozenset({im_end}), reasoning=reasoning)

@@ -46,7 +46,8 @@ TRAIN_SCRIPT_EXCLUDED = {
     "early_stopping_patience": "when to stop, not what a step computes",
     "keep_effective_batch": "its effect, micro-batch x accumulation, is in the identity",
 }
-TRAIN_SCRIPT_RESOLVED = ("train_file", "val_file", "extra_train_files", "model_name_or_path", "chat_template")
+TRAIN_SCRIPT_RESOLVED = ("train_file", "val_file", "extra_train_files", "model_name_or_path", "chat_template",
+                         "distill_from")
 # --- train_grpo.py: script options that do not change the trained weights ------------------------------------
 GRPO_SCRIPT_EXCLUDED = {
     "resume": "the switch that asks for reuse",
@@ -207,7 +208,8 @@ def training_identity(script_args, training_args, *, model: dict, world_size: in
                 "val_file": csv_identity(script_args.val_file, script_args.encoding),
                 "extra_train_files": [csv_identity(p, script_args.encoding) for p in script_args.extra_train_files],
                 "model_name_or_path": model,
-                "chat_template": template_identity(script_args.chat_template)}
+                "chat_template": template_identity(script_args.chat_template),
+                "distill_from": [teacher_identity(p) for p in getattr(script_args, "distill_from", [])]}
     script = options_identity(script_args, TRAIN_SCRIPT_EXCLUDED, resolved)
     trainer = options_identity(training_args, {}, {}, TRAINER_EXCLUDED_PREFIXES)
     overlap = set(script) & set(trainer)
@@ -215,6 +217,14 @@ def training_identity(script_args, training_args, *, model: dict, world_size: in
         raise IdentityError(f"options in both argument classes: {sorted(overlap)}")
     effective = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world_size
     return same_json({"format": IDENTITY_FORMAT, **script, **trainer, "effective_batch": effective})
+
+
+def teacher_identity(source: str) -> dict:
+    """A --distill_from teacher by the bytes of its predictions (a run folder by the predictions files in it)."""
+    path = Path(source)
+    files = [path] if path.is_file() else [p for p in (path / "predictions.csv", path / "oof_predictions.csv")
+                                           if p.is_file()]
+    return {"path": str(path.resolve()), "sha256": {p.name: sha256_file(p) for p in files}}
 
 
 def grpo_identity(args, training_args, *, model: dict, world_size: int = 1) -> dict:

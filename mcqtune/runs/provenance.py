@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mcqtune.errors import UserError
+from mcqtune.errors import DataError, UserError
 
 PREDICTIONS_RECORD = "report.json"  # written by infer.py beside predictions.csv
 OOF_PREDICTIONS, OOF_RECORD = "oof_predictions.csv", "cv_summary.json"  # written by the k-fold driver
@@ -44,6 +44,20 @@ def predictions_record(predictions: str | Path) -> dict | None:
     cv_summary.json (None for a bare file)."""
     path = Path(predictions)
     return read_json(path.with_name(OOF_RECORD if path.name == OOF_PREDICTIONS else PREDICTIONS_RECORD))
+
+
+def predictions_file(source: str | Path, consumer: str) -> Path:
+    """A run folder -> its predictions.csv (or a k-fold folder's oof_predictions.csv); a file -> itself."""
+    path = Path(source)
+    if path.is_dir():
+        for name in ("predictions.csv", OOF_PREDICTIONS):
+            if (path / name).is_file():
+                return path / name
+        raise DataError(str(path), f"holds no predictions.csv or {OOF_PREDICTIONS} ({consumer}); give an infer.py "
+                                   "run folder or a k-fold folder")
+    if not path.is_file():
+        raise DataError(str(path), f"no such file or folder ({consumer})")
+    return path
 
 
 def answered_sha(record: dict | None) -> str | None:

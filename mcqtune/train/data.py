@@ -6,6 +6,7 @@ train_sft.py and cross_validation.py call these; the prompt and the answer token
 from __future__ import annotations
 
 import logging
+import math
 
 import pandas as pd
 
@@ -14,6 +15,7 @@ from mcqtune.model.chat_template import ReplyTooLong, encode_training_example
 from mcqtune.data.questions import ANSWER_COLUMN, REASONING_COLUMN, describe, load_mcq_csv
 from mcqtune.errors import DataError
 from mcqtune.data.option_orders import augment_with_permutations
+from mcqtune.train.distill import TEACHER_COLUMN
 
 logger = logging.getLogger("train_sft")
 
@@ -109,6 +111,8 @@ def build_datasets(tokenizer, train, val, script_args, counts: dict | None = Non
             try:
                 rows.append(encode_training_example(tokenizer, row, script_args.prompt_style,
                                                     script_args.max_prompt_tokens, script_args.max_answer_tokens))
+                if TEACHER_COLUMN in frame:
+                    rows[-1][TEACHER_COLUMN] = list(row[TEACHER_COLUMN])
             except PromptTooLong as err:  # refused together: the limit that fits them all
                 too_long += err.needed
             except ReplyTooLong as err:
@@ -121,6 +125,8 @@ def build_datasets(tokenizer, train, val, script_args, counts: dict | None = Non
         if counts is not None:
             counts[split] = {"rows": len(rows), "question_shortened": shortened, "answer_cut": cut,
                              "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / max(len(rows), 1), 1)}
+            if TEACHER_COLUMN in frame:
+                counts[split]["distilled_rows"] = sum(not math.isnan(r[TEACHER_COLUMN][0]) for r in rows)
             if "source" in frame:
                 counts[split]["by_source"] = {str(k): int(v) for k, v in frame["source"].value_counts().items()}
         if shortened:

@@ -83,6 +83,14 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
                 "and the letter, in the template's own form (a thinking block with enable_thinking); the loss covers "
                 "the reasoning and the answer (max_answer_tokens must hold both: a longer row is refused, never "
                 "cut); validation is then eval_loss over those tokens; answer with infer.py --mode reason"})
+    distill_from: list[str] = field(default_factory=list, metadata={
+        "help": "teachers' letter probabilities for the training rows: infer.py run folders or predictions.csv of "
+                "the training file, or a k-fold folder / oof_predictions.csv (averaged when several; checked to be "
+                "of this train file); the loss adds distill_weight x KL(teacher || student) over A-D at the answer"})
+    distill_weight: float = field(default=1.0, metadata={"help": "weight of the distillation term beside the "
+                                                                 "label's cross-entropy"})
+    distill_temperature: float = field(default=1.0, metadata={
+        "help": "softens teacher and student alike (the term is scaled by its square)"})
     export: str = field(default="adapter", metadata={"help": "adapter | merged (adapter + merged 16-bit weights)",
                                                      "choices": ["adapter", "merged"]})
     merged_dtype: str | None = field(default=None, metadata={"help": "dtype of merged weights (default: the base "
@@ -148,6 +156,17 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
     if script_args.reasoning and script_args.folds > 1:
         problems.append("--folds with reasoning_column is not supported: out-of-fold answers of reasoning replies "
                         "need generation (answer each fold's validation rows with infer.py --mode reason)")
+    if script_args.distill_from:
+        conflicts = [name for name, on in (("reasoning_column", script_args.reasoning),
+                                           ("--loss letters", script_args.loss == "letters"),
+                                           ("augment_permutations", script_args.augment_permutations),
+                                           ("--folds", script_args.folds > 1),
+                                           ("several processes", training_args.world_size > 1)) if on]
+        if conflicts:
+            problems.append(f"distill_from is not supported with {', '.join(conflicts)} (the teacher's probabilities "
+                            "belong to each training row's own options and answer position, in one process)")
+        if script_args.distill_weight <= 0 or script_args.distill_temperature <= 0:
+            problems.append("distill_weight and distill_temperature must be > 0")
     if script_args.max_answer_tokens < 2:
         problems.append(f"max_answer_tokens must be >= 2 (the letter and the end of the turn), got "
                         f"{script_args.max_answer_tokens}")

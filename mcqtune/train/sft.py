@@ -39,7 +39,22 @@ def main(script_args: ScriptArguments, training_args, backend: str | None = None
     if script_args.folds > 1:
         return train_folds(script_args, training_args, backend)
     train, val = load_splits(script_args, training_args.seed)
+    if script_args.distill_from:
+        train = with_teachers(script_args, train)
     return train_locked(script_args, training_args, backend, train, val)
+
+
+def with_teachers(script_args: ScriptArguments, train):
+    """The training rows with the teachers' letter probabilities (train/distill.py), checked against the train
+    file."""
+    from mcqtune.runs.identity import csv_identity
+    from mcqtune.train.distill import attach_teacher, load_teachers
+
+    sha = csv_identity(script_args.train_file, script_args.encoding)["bytes_sha256"]
+    train, counts = attach_teacher(train, load_teachers(script_args.distill_from, script_args.train_file, sha))
+    logger.info("--distill_from: %d training rows with teacher probabilities, %d on their label only",
+                counts["distilled_rows"], counts["label_only_rows"])
+    return train
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:

@@ -76,6 +76,32 @@ def letters_only_loss(model, inputs: dict, letter_ids, num_items_in_batch=None) 
     return loss / at.sum().clamp(min=1)
 
 
+def distilled_answer_loss(model, inputs: dict, letter_ids, weight: float, temperature: float,
+                          num_items_in_batch=None) -> torch.Tensor:
+    """``answer_only_loss`` plus ``weight`` x KL(teacher || student) over A-D at each row's answer position, from
+    the same decoder pass (rows whose teacher probabilities are NaN add no KL). Both teacher and student are
+    softened by ``temperature`` and the term is scaled by its square; the KL is a mean over the step's rows
+    (under gradient accumulation: ``num_items_in_batch`` labelled tokens, the same number per row)."""
+    labels = inputs["labels"]
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                     use_cache=False).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    cross_entropy = F.cross_entropy(soft_cap(model, head(hidden[keep]).float()), targets[keep], reduction="sum")
+    at = answer_only_labels(labels)[:, 1:] != IGNORE_INDEX  # one position per row, in row order
+    student = torch.log_softmax(soft_cap(model, letter_rows(hidden[at], head, letter_ids)) / temperature, dim=-1)
+    teacher = inputs["teacher_probs"].to(student.device, torch.float32)
+    known = ~torch.isnan(teacher).any(dim=1)
+    soft = torch.softmax(teacher[known].clamp_min(1e-12).log() / temperature, dim=-1)
+    kl = (soft * (soft.clamp_min(1e-12).log() - student[known])).sum() * temperature ** 2
+    rows = labels.shape[0]
+    if num_items_in_batch is not None:
+        step_rows = num_items_in_batch * rows / keep.sum().clamp(min=1)  # labelled tokens -> rows of the step
+        return cross_entropy / num_items_in_batch + weight * kl / step_rows
+    return cross_entropy / keep.sum().clamp(min=1) + weight * kl / rows
+
+
 def answer_only_labels(labels: torch.Tensor) -> torch.Tensor:
     """``labels`` with only each row's first labelled position (the answer letter) kept."""
     keep = labels != IGNORE_INDEX
@@ -174,6 +200,19 @@ def log_evaluation(trainer, metrics: dict) -> dict:
     return metrics
 
 
+class TeacherCollator:
+    """The trainer's collator, with each row's teacher probabilities (--distill_from) stacked beside the batch."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, examples: list[dict]) -> dict:
+        teacher = [example.pop("teacher_probs") for example in examples]
+        batch = self.collate(examples)
+        batch["teacher_probs"] = torch.tensor(teacher, dtype=torch.float32)
+        return batch
+
+
 class PhaseTimes:
     """Trainer mixin: the PhaseTimer callback's summary and the run's GPU memory peak."""
 
@@ -198,10 +237,15 @@ class PhaseTimes:
 
 class MCQTrainer(KeepAdapterDtype, PhaseTimes, SFTTrainer):
     def __init__(self, *args, val_frame: pd.DataFrame | None = None, prompt_style: PromptStyle = PromptStyle(),
-                 max_prompt_tokens: int | None = 512, loss: str = "answer", **kwargs):
+                 max_prompt_tokens: int | None = 512, loss: str = "answer",
+                 distill: tuple[float, float] | None = None, **kwargs):
+        self.distill = distill  # (weight, temperature): --distill_from's teacher probabilities are in the batches
         super().__init__(*args, **kwargs)
         self.loss_name = check_loss(loss, self.args.world_size)
-        self.letter_ids = letter_token_ids(self.processing_class, prompt_style) if loss == "letters" else None
+        self.letter_ids = letter_token_ids(self.processing_class, prompt_style) \
+            if loss == "letters" or distill else None
+        if distill:
+            self.data_collator = TeacherCollator(self.data_collator)
         self.val_frame = val_frame
         self.prompt_style = prompt_style
         self.max_prompt_tokens = max_prompt_tokens
@@ -213,6 +257,11 @@ class MCQTrainer(KeepAdapterDtype, PhaseTimes, SFTTrainer):
             raise RuntimeError("padding-free batches were switched on (by the config or by Unsloth); this trainer "
                                "needs padded batches: set padding_free false")
 
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self.distill and "teacher_probs" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "teacher_probs"]
+
     def _get_num_items_in_batch(self, batch_samples: list, device):
         # The letters loss has one item per row (its answer position), not one per labelled token.
         if self.loss_name == "letters":
@@ -222,6 +271,9 @@ class MCQTrainer(KeepAdapterDtype, PhaseTimes, SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.loss_name == "letters":
             loss = letters_only_loss(model, inputs, self.letter_ids, num_items_in_batch)
+            return (loss, {"loss": loss}) if return_outputs else loss
+        if self.distill and "teacher_probs" in inputs:
+            loss = distilled_answer_loss(model, inputs, self.letter_ids, *self.distill, num_items_in_batch)
             return (loss, {"loss": loss}) if return_outputs else loss
         if self.args.world_size > 1:
             # Under DDP the forward must go through the wrapper so that gradients are synchronised: use

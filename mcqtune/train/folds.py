@@ -186,8 +186,12 @@ def trainer_options(training_args) -> dict:
     builds its SFTConfig from them, so every option it runs with equals this process's."""
     from trl import SFTConfig
 
-    default = SFTConfig(output_dir=training_args.output_dir)
-    options = {"output_dir": training_args.output_dir}
+    # precision and device are always passed: SFTConfig's own default (bf16 where supported) is refused on a CPU
+    # unless Unsloth is imported, which the hf backend does not do
+    pinned = {"output_dir": training_args.output_dir, "bf16": training_args.bf16, "fp16": training_args.fp16,
+              "use_cpu": training_args.use_cpu}
+    default = SFTConfig(**pinned)
+    options = dict(pinned)
     for item in dataclasses.fields(training_args):
         value = plain(getattr(training_args, item.name))
         if item.init and value != plain(getattr(default, item.name)):

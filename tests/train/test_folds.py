@@ -109,6 +109,20 @@ def test_a_fold_is_handed_to_its_process_with_every_option(tiny_model_dir, sampl
         folds.training_run_identity(*folds.fold_arguments(script_args, training_args, 1))
 
 
+@pytest.mark.slow
+def test_kfold_on_the_hf_backend_on_a_cpu_hands_its_precision_to_the_fold(tiny_model_dir, sample_dir, tmp_path):
+    """Without Unsloth imported, SFTConfig's own default precision is refused on a CPU: the fold's options must
+    carry the run's (bf16 false from the demo config), in the parent and in the fold's process."""
+    from tests.helpers import run_script
+
+    result = run_script("train_sft.py", "--config", "demo-cpu.yaml", "--model_name_or_path", tiny_model_dir,
+                        "--train_file", sample_dir / "train.csv", "--output_dir", tmp_path / "cv", "--backend", "hf",
+                        "--load_in_4bit", "false", "--folds", 2, "--fold", 0, "--max_steps", 1, "--eval_steps", 1,
+                        "--save_steps", 1)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "cv" / "fold-0" / "adapter" / "adapter_model.safetensors").is_file()
+
+
 def test_a_fold_process_that_dies_stops_the_run_in_one_line(tiny_model_dir, sample_dir, tmp_path, monkeypatch):
     import sys
 

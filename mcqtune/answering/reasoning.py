@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import pandas as pd
 
 from mcqtune.answering.parser import ParsedAnswer, parse_answer_with_rule
-from mcqtune.data.questions import ANSWER_PREFIX, LETTERS, OPTION_COLUMNS
-from mcqtune.model.chat_template import THINK_OPEN, TemplateError
+from mcqtune.data.questions import ANSWER_PREFIX, OPTION_COLUMNS
+from mcqtune.model.chat_template import THINK_OPEN, closing_letter_ids
 from mcqtune.runs.predictions import score_record
 
 if TYPE_CHECKING:
@@ -30,21 +30,6 @@ if TYPE_CHECKING:
 
 THINK_CLOSE = "</think>"
 CLOSING_TOKENS = 16  # room for closing_text's tokens after a reply that used its whole budget
-
-
-def closing_letter_ids(tokenizer) -> list[int]:
-    """The token of each letter right after the answer prefix; refused unless each is one token of its own."""
-    prefix = tokenizer.encode(ANSWER_PREFIX, add_special_tokens=False)
-    found = []
-    for letter in LETTERS:
-        ids = tokenizer.encode(ANSWER_PREFIX + letter, add_special_tokens=False)
-        if ids[:len(prefix)] != prefix or len(ids) != len(prefix) + 1:
-            raise TemplateError(f"the tokenizer does not write {ANSWER_PREFIX + letter!r} as the prefix then one "
-                                "letter token, so a closed reasoning reply cannot be scored")
-        found.append(ids[-1])
-    if len(set(found)) != len(LETTERS):
-        raise TemplateError("the letters A-D share a token after the answer prefix")
-    return found
 
 
 def thinking_open(reply: str, opened: bool) -> bool:

@@ -126,6 +126,21 @@ def opens_thinking(prompt_text: str) -> bool:
     return prompt_text.rstrip().endswith(THINK_OPEN)
 
 
+def closing_letter_ids(tokenizer) -> list[int]:
+    """The token of each letter right after the answer prefix; refused unless each is one token of its own."""
+    prefix = tokenizer.encode(ANSWER_PREFIX, add_special_tokens=False)
+    found = []
+    for letter in LETTERS:
+        ids = tokenizer.encode(ANSWER_PREFIX + letter, add_special_tokens=False)
+        if ids[:len(prefix)] != prefix or len(ids) != len(prefix) + 1:
+            raise TemplateError(f"the tokenizer does not write {ANSWER_PREFIX + letter!r} as the prefix then one "
+                                "letter token, so a closed reasoning reply cannot be scored")
+        found.append(ids[-1])
+    if len(set(found)) != len(LETTERS):
+        raise TemplateError("the letters A-D share a token after the answer prefix")
+    return found
+
+
 def _reasoning_slot(tokenizer, style: PromptStyle, prompt_text: str) -> AnswerSlot:
     """The slot of a template whose generation prompt opens a thinking block: replies reason, so the letters are
     the tokens after the answer prefix, and the turn ends where the template closes an assistant reply."""
@@ -138,7 +153,7 @@ def _reasoning_slot(tokenizer, style: PromptStyle, prompt_text: str) -> AnswerSl
     rest = tokenizer.encode(full_text[at:], add_special_tokens=False)
     prefix = len(tokenizer.encode(ANSWER_PREFIX, add_special_tokens=False))
     end_ids, from_template = _closing(tokenizer, rest[prefix:])
-    letter_ids = tuple(tokenizer.encode(ANSWER_PREFIX + letter, add_special_tokens=False)[-1] for letter in LETTERS)
+    letter_ids = tuple(closing_letter_ids(tokenizer))
     return AnswerSlot(letter_ids, end_ids, prompt_text[-48:], False, from_template)
 
 

@@ -73,6 +73,9 @@ def check_grpo_config(args: GRPOArguments, training_args) -> None:
         problems.append(f"format_reward_weight must be >= 0, got {args.format_reward_weight}")
     if training_args.reward_weights is not None:
         problems.append("reward_weights is set by format_reward_weight (the correctness reward weighs 1)")
+    if args.adapter and training_args.beta > 0:
+        problems.append(f"beta {training_args.beta} with --adapter: the KL term's reference would be the base model "
+                        "without any adapter, pulling training back from the adapter you start from; use beta 0")
     if args.enable_thinking and not args.reasoning:
         problems.append("enable_thinking makes the model reason in its thinking block before the letter: add "
                         "--reasoning true, or leave thinking off for direct replies")

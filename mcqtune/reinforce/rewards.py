@@ -54,7 +54,7 @@ class ReplyReader:
             return False
         if not self.reasoning:
             return text.strip() in LETTERS
-        if thinking_open(text, self.opened) or (self.opened is False and text.count(THINK_CLOSE) > 1):
+        if thinking_open(text, self.opened) or text.count(THINK_CLOSE) > 1:
             return False
         last, _ = conclusion(text)
         lines = [line for line in last.splitlines() if line.strip()]

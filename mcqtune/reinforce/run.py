@@ -46,37 +46,41 @@ def load_questions(args: GRPOArguments, seed: int):
     return train, val
 
 
+UNSUPPORTED_LORA_KEYS = ("use_rslora", "use_dora", "rank_pattern", "alpha_pattern", "modules_to_save",
+                         "layers_to_transform")
+
+
 def adopt_adapter(args: GRPOArguments) -> None:
-    """Starting from an SFT adapter: its base must be this base, its prompt settings these, and its LoRA shape is
-    the one trained (rank, alpha, targets, dropout are taken from it)."""
+    """Starting from an SFT adapter of train_sft.py: its record must say it was trained on this base with these
+    prompt settings, and its LoRA shape (rank, alpha, targets, dropout) is the one rebuilt here; an adapter
+    without a record, or with LoRA features this rebuild does not carry, is refused."""
     from mcqtune.model.loading import is_adapter_dir
-    from mcqtune.runs.provenance import PROMPT_FIELDS, ProvenanceError, adapter_prompt, check_base_of_adapter
+    from mcqtune.runs.provenance import ProvenanceError, adapter_prompt, check_base_of_adapter, prompt_differences
 
     if not args.adapter:
         return
     if not is_adapter_dir(args.adapter):
         raise ConfigError(f"--adapter {args.adapter}: no adapter_config.json there (give train_sft.py's adapter/ "
                           "folder)")
+    trained = adapter_prompt(args.adapter)
+    if trained is None:
+        raise ProvenanceError(f"grpo: {args.adapter} has no mcq_provenance.json, so its base model and prompt "
+                              "cannot be checked; start from an adapter written by train_sft.py")
     check_base_of_adapter(args.adapter, args.model_name_or_path, consumer="grpo")
-    trained = adapter_prompt(args.adapter) or {}
-    differ = []
-    for name in PROMPT_FIELDS:
-        if name not in trained or (name == "reasoning_instruction" and not (trained.get("reasoning") and
-                                                                            args.reasoning)):
-            continue
-        mine = getattr(args, name)
-        if name == "chat_template" and mine and Path(mine).is_file():
-            mine = Path(mine).read_text(encoding="utf-8")
-        if mine != trained[name]:
-            differ.append(name)
+    differ = prompt_differences(args, trained)
     if differ:
         raise ProvenanceError(f"grpo: {args.adapter} was trained with another {', '.join('--' + n for n in differ)}"
                               " than this command gives; use the training run's values")
     config = json.loads(Path(args.adapter, "adapter_config.json").read_text(encoding="utf-8"))
     targets = config.get("target_modules")
+    unsupported = [k for k in UNSUPPORTED_LORA_KEYS if config.get(k)]
+    if not isinstance(targets, list) or unsupported:
+        layout = ", ".join(unsupported) if isinstance(targets, list) else f"target_modules {targets!r}"
+        raise ConfigError(f"--adapter {args.adapter}: its LoRA layout ({layout}) is not one train_sft.py writes; "
+                          "start from an adapter of train_sft.py")
     args.lora_r, args.lora_alpha = int(config["r"]), int(config["lora_alpha"])
     args.lora_dropout = float(config.get("lora_dropout") or 0.0)
-    args.lora_target_modules = sorted(targets) if isinstance(targets, list) else args.lora_target_modules
+    args.lora_target_modules = sorted(targets)
     logger.info("starting from %s: LoRA r %d, alpha %d, targets %s", args.adapter, args.lora_r, args.lora_alpha,
                 ", ".join(args.lora_target_modules))
 
@@ -108,11 +112,16 @@ def load_adapter_weights(model, adapter: str) -> None:
     if not path.is_file():
         raise ConfigError(f"--adapter {adapter}: no adapter_model.safetensors (a checkpoint cut short, or a pickle "
                           "adapter: save it again as safetensors)")
-    result = set_peft_model_state_dict(model, load_file(str(path)))
+    weights = load_file(str(path))
+    result = set_peft_model_state_dict(model, weights)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
         raise ConfigError(f"--adapter {adapter}: {len(unexpected)} of its weights have no place in this model (first:"
                           f" {unexpected[0]}); was it trained on another architecture?")
+    missing = [k for k in getattr(result, "missing_keys", []) or [] if "lora_" in k]
+    if missing:
+        raise ConfigError(f"--adapter {adapter}: {len(missing)} LoRA weights of this model are not in it (first: "
+                          f"{missing[0]}); the adapter is incomplete or of another shape")
 
 
 def set_stop_tokens(model, tokenizer, style) -> list[int]:
@@ -138,6 +147,8 @@ def build_datasets(tokenizer, train, val, args: GRPOArguments, training_args, wo
     per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world
     rounds = rounds_needed(len(train), training_args.num_train_epochs, training_args.max_steps,
                            per_step // training_args.num_generations)
+    if training_args.max_steps <= 0:  # the rounds are the epochs: one pass over them
+        training_args.num_train_epochs = training_args.num_train_epochs / rounds
     shuffled = shuffled_rounds(train, rounds, training_args.seed)
     records, prompt_ids, shortened = prompt_records(tokenizer, shuffled, args.prompt_style, args.max_prompt_tokens)
     val_records, val_ids, _ = prompt_records(tokenizer, val, args.prompt_style, args.max_prompt_tokens)
@@ -233,9 +244,6 @@ def reinforce_in_folder(args: GRPOArguments, training_args, backend: str, train,
     datasets = build_datasets(tokenizer, train, val, args, training_args, max(training_args.world_size, 1), counts)
     logger.info("%d shuffled round(s) of %d questions; label letters %s", counts["rounds"], counts["train_rows"],
                 counts["label_letters"])
-    if args.adapter and training_args.beta > 0:
-        logger.warning("beta %g: the KL term's reference is the base model without any adapter, not %s",
-                       training_args.beta, args.adapter)
     trainer = build_trainer(model, tokenizer, datasets, val, args, training_args, stops, identity)
     trainer.train(resume_from_checkpoint=resume_from)
     if not training_args.should_save:

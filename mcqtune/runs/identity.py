@@ -209,7 +209,7 @@ def training_identity(script_args, training_args, *, model: dict, world_size: in
                 "extra_train_files": [csv_identity(p, script_args.encoding) for p in script_args.extra_train_files],
                 "model_name_or_path": model,
                 "chat_template": template_identity(script_args.chat_template),
-                "distill_from": [teacher_identity(p) for p in getattr(script_args, "distill_from", [])]}
+                "distill_from": [teacher_identity(p) for p in script_args.distill_from]}
     script = options_identity(script_args, TRAIN_SCRIPT_EXCLUDED, resolved)
     trainer = options_identity(training_args, {}, {}, TRAINER_EXCLUDED_PREFIXES)
     overlap = set(script) & set(trainer)

@@ -228,6 +228,22 @@ def write_adapter_record(adapter_dir: str | Path, script_args, train_file: dict 
     return write_json_atomic(record, Path(adapter_dir) / ADAPTER_RECORD)
 
 
+def prompt_differences(options, trained: dict) -> list[str]:
+    """The prompt settings (PROMPT_FIELDS) in which ``options`` differ from an adapter's recorded ``trained`` ones
+    (a custom chat template compared by its text; the reasoning instruction only when both reason)."""
+    differ = []
+    for name in PROMPT_FIELDS:
+        if name not in trained or (name == "reasoning_instruction" and not (trained.get("reasoning")
+                                                                            and options.reasoning)):
+            continue
+        mine = getattr(options, name)
+        if name == "chat_template" and mine and Path(mine).is_file():
+            mine = Path(mine).read_text(encoding="utf-8")
+        if mine != trained[name]:
+            differ.append(name)
+    return differ
+
+
 def adapter_prompt(adapter_dir: str | Path) -> dict | None:
     """The prompt settings an adapter was trained with (None: an adapter without a record, e.g. not ours)."""
     record = read_json(Path(adapter_dir) / ADAPTER_RECORD)

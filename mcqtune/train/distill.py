@@ -32,7 +32,13 @@ def read_teacher(path: Path) -> dict[str, np.ndarray]:
     if missing:
         raise DataError(str(path), f"no {', '.join(missing)} column(s): a teacher needs letter probabilities "
                                    "(infer.py in score mode)")
-    probs = frame[list(PROB_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    cells = frame[list(PROB_COLUMNS)]
+    probs = cells.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    unreadable = np.isnan(probs) & (cells.apply(lambda c: c.str.strip()).to_numpy() != "")
+    if unreadable.any():
+        row = int(unreadable.any(axis=1).argmax())
+        raise DataError(str(path), f"ID {frame['ID'].iloc[row]}: a letter probability that is not a number "
+                                   f"({cells.iloc[row].tolist()}); an empty cell means no probabilities")
     usable = ~np.isnan(probs).any(axis=1)
     bad = usable & ((probs < 0).any(axis=1) | (np.abs(probs.sum(axis=1) - 1) > 1e-3))
     if bad.any():

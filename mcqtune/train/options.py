@@ -86,7 +86,8 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
     distill_from: list[str] = field(default_factory=list, metadata={
         "help": "teachers' letter probabilities for the training rows: infer.py run folders or predictions.csv of "
                 "the training file, or a k-fold folder / oof_predictions.csv (averaged when several; checked to be "
-                "of this train file); the loss adds distill_weight x KL(teacher || student) over A-D at the answer"})
+                "of this train file); each row's loss adds distill_weight x KL(teacher || student) over A-D at the "
+                "answer position (rows without a teacher: the label's loss only)"})
     distill_weight: float = field(default=1.0, metadata={"help": "weight of the distillation term beside the "
                                                                  "label's cross-entropy"})
     distill_temperature: float = field(default=1.0, metadata={

@@ -89,7 +89,7 @@ def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: Sc
                       prompt_style=script_args.prompt_style, max_prompt_tokens=script_args.max_prompt_tokens,
                       loss=script_args.loss,
                       distill=(script_args.distill_weight, script_args.distill_temperature)
-                      if getattr(script_args, "distill_from", None) else None)
+                      if script_args.distill_from else None)
 
 
 def training_run_identity(script_args: ScriptArguments, training_args) -> dict:

@@ -33,6 +33,7 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from mcqtune.data.questions import LETTERS, PromptStyle
+from mcqtune.train.distill import TEACHER_COLUMN
 from mcqtune.reporting.meters import gpu_peak_gb
 from mcqtune.answering.scoring import accuracy, decoder_and_head, letters_from_probs, score_frame, soft_cap
 # A-D's rows of the output layer, as the scorer reads them
@@ -79,9 +80,11 @@ def letters_only_loss(model, inputs: dict, letter_ids, num_items_in_batch=None) 
 def distilled_answer_loss(model, inputs: dict, letter_ids, weight: float, temperature: float,
                           num_items_in_batch=None) -> torch.Tensor:
     """``answer_only_loss`` plus ``weight`` x KL(teacher || student) over A-D at each row's answer position, from
-    the same decoder pass (rows whose teacher probabilities are NaN add no KL). Both teacher and student are
-    softened by ``temperature`` and the term is scaled by its square; the KL is a mean over the step's rows
-    (under gradient accumulation: ``num_items_in_batch`` labelled tokens, the same number per row)."""
+    the same decoder pass. Both are softened by ``temperature`` and the term is scaled by its square. The KL is
+    a mean over the step's rows in which a row without teacher probabilities (NaN) counts 0, so each row's
+    objective is its label's cross-entropy plus, where it has a teacher, weight x its KL. Under gradient
+    accumulation ``num_items_in_batch`` counts the step's labelled tokens; every row has the same number (the
+    letter and the template's end of turn), which gives the step's rows."""
     labels = inputs["labels"]
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
@@ -91,7 +94,7 @@ def distilled_answer_loss(model, inputs: dict, letter_ids, weight: float, temper
     cross_entropy = F.cross_entropy(soft_cap(model, head(hidden[keep]).float()), targets[keep], reduction="sum")
     at = answer_only_labels(labels)[:, 1:] != IGNORE_INDEX  # one position per row, in row order
     student = torch.log_softmax(soft_cap(model, letter_rows(hidden[at], head, letter_ids)) / temperature, dim=-1)
-    teacher = inputs["teacher_probs"].to(student.device, torch.float32)
+    teacher = inputs[TEACHER_COLUMN].to(student.device, torch.float32)
     known = ~torch.isnan(teacher).any(dim=1)
     soft = torch.softmax(teacher[known].clamp_min(1e-12).log() / temperature, dim=-1)
     kl = (soft * (soft.clamp_min(1e-12).log() - student[known])).sum() * temperature ** 2
@@ -207,9 +210,9 @@ class TeacherCollator:
         self.collate = collate
 
     def __call__(self, examples: list[dict]) -> dict:
-        teacher = [example.pop("teacher_probs") for example in examples]
+        teacher = [example.pop(TEACHER_COLUMN) for example in examples]
         batch = self.collate(examples)
-        batch["teacher_probs"] = torch.tensor(teacher, dtype=torch.float32)
+        batch[TEACHER_COLUMN] = torch.tensor(teacher, dtype=torch.float32)
         return batch
 
 
@@ -259,8 +262,8 @@ class MCQTrainer(KeepAdapterDtype, PhaseTimes, SFTTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if self.distill and "teacher_probs" not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, "teacher_probs"]
+        if self.distill and TEACHER_COLUMN not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, TEACHER_COLUMN]
 
     def _get_num_items_in_batch(self, batch_samples: list, device):
         # The letters loss has one item per row (its answer position), not one per labelled token.
@@ -272,9 +275,11 @@ class MCQTrainer(KeepAdapterDtype, PhaseTimes, SFTTrainer):
         if self.loss_name == "letters":
             loss = letters_only_loss(model, inputs, self.letter_ids, num_items_in_batch)
             return (loss, {"loss": loss}) if return_outputs else loss
-        if self.distill and "teacher_probs" in inputs:
+        if self.distill and TEACHER_COLUMN in inputs:
             loss = distilled_answer_loss(model, inputs, self.letter_ids, *self.distill, num_items_in_batch)
             return (loss, {"loss": loss}) if return_outputs else loss
+        if self.distill and model.training:
+            raise RuntimeError("--distill_from: a training batch came without its teacher probabilities")
         if self.args.world_size > 1:
             # Under DDP the forward must go through the wrapper so that gradients are synchronised: use
             # TRL's own loss (same labels, full logits; Unsloth fuses it on the GPU).

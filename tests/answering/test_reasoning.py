@@ -74,7 +74,8 @@ def test_a_closed_reply_is_scored_as_the_models_own_forward_there(tiny_reasoner,
     import numpy as np
     import torch
 
-    from mcqtune.answering.reasoning import closing_letter_ids, reasoner
+    from mcqtune.answering.reasoning import reasoner
+    from mcqtune.model.chat_template import closing_letter_ids
     from mcqtune.data.questions import encode_prompts, load_mcq_csv
     from mcqtune.model.chat_template import stop_token_ids
 

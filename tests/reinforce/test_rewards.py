@@ -75,6 +75,18 @@ def test_the_format_reward_asks_for_the_trained_reply_form(qwen_tokenizer, im_en
     assert reader.well_formed(reply(qwen_tokenizer, text, None)) is False  # unfinished: never well formed
 
 
+@pytest.mark.parametrize("text,letter,formed", [
+    ("想一想。\n</think>\n\n" + ANSWER_PREFIX + "A", "A", True),
+    ("想一想，答案是A", None, False),                                     # still inside the opened block
+    ("想。\n</think>\n再想。\n</think>\n\n" + ANSWER_PREFIX + "A", "A", False),  # two closings: not the form
+])
+def test_a_prompt_that_opened_thinking_is_read_as_inside_it(qwen_tokenizer, im_end, text, letter, formed):
+    reader = ReplyReader(qwen_tokenizer, frozenset({im_end}), reasoning=True, opened=True)
+    ids = reply(qwen_tokenizer, text, im_end)
+    assert reader.read(ids, OPTIONS).letter == letter
+    assert reader.well_formed(ids) is formed
+
+
 def test_reward_functions_read_each_rows_own_shuffled_options_and_log_silence(qwen_tokenizer, im_end):
     reader = ReplyReader(qwen_tokenizer, frozenset({im_end}))
     correct, form = reward_functions(reader, with_format=True)

@@ -57,6 +57,12 @@ def test_teacher_probabilities_reach_the_batches_and_the_loss_adds_the_kl(traine
         assert torch.allclose(loss, plain + 0.7 * kl, atol=1e-4)
         none = {**batch, "teacher_probs": torch.full_like(batch["teacher_probs"], float("nan"))}
         assert torch.allclose(distilled_answer_loss(model, none, trainer.letter_ids, 0.7, 2.0), plain, atol=1e-5)
+        # as the Trainer calls it: the step's labelled tokens given; two micro-batches add up to the whole batch
+        tokens = int((batch["labels"][:, 1:] != -100).sum())
+        half = batch["input_ids"].shape[0] // 2
+        parts = [{k: v[rows] for k, v in batch.items()} for rows in (slice(0, half), slice(half, None))]
+        summed = sum(distilled_answer_loss(model, part, trainer.letter_ids, 0.7, 2.0, tokens) for part in parts)
+        assert torch.allclose(summed, loss, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -91,6 +97,14 @@ def test_only_teachers_of_this_train_file_are_accepted(trained_run, teacher_run,
     (other / "report.json").unlink()
     with pytest.raises(ProvenanceError, match="no report.json"):
         train_sft.main(*distilled(trained_run, tmp_path / "b", "--distill_from", other))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    frame = pd.read_csv(teacher_run / "predictions.csv", dtype=str)
+    frame.loc[3, "p_B"] = "abc"
+    frame.to_csv(broken / "predictions.csv", index=False)
+    (broken / "report.json").write_text((teacher_run / "report.json").read_text())
+    with pytest.raises(DataError, match="not a number"):
+        train_sft.main(*distilled(trained_run, tmp_path / "e", "--distill_from", broken))
     with pytest.raises(DataError, match="no such file"):
         train_sft.main(*distilled(trained_run, tmp_path / "c", "--distill_from", tmp_path / "missing"))
     with pytest.raises(ConfigError, match="not supported with --loss letters"):

@@ -210,13 +210,19 @@ def training_identity(script_args, training_args, *, model: dict, world_size: in
                 "model_name_or_path": model,
                 "chat_template": template_identity(script_args.chat_template),
                 "distill_from": [teacher_identity(p) for p in script_args.distill_from]}
-    script = options_identity(script_args, TRAIN_SCRIPT_EXCLUDED, resolved)
+    return run_options_identity(options_identity(script_args, TRAIN_SCRIPT_EXCLUDED, resolved), training_args,
+                                world_size)
+
+
+def run_options_identity(script: dict, training_args, world_size: int, **extra) -> dict:
+    """A training job's identity: its script options (resolved), every Trainer option that changes the weights,
+    and the effective batch."""
     trainer = options_identity(training_args, {}, {}, TRAINER_EXCLUDED_PREFIXES)
     overlap = set(script) & set(trainer)
     if overlap:
         raise IdentityError(f"options in both argument classes: {sorted(overlap)}")
     effective = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world_size
-    return same_json({"format": IDENTITY_FORMAT, **script, **trainer, "effective_batch": effective})
+    return same_json({"format": IDENTITY_FORMAT, **extra, **script, **trainer, "effective_batch": effective})
 
 
 def teacher_identity(source: str) -> dict:
@@ -235,13 +241,8 @@ def grpo_identity(args, training_args, *, model: dict, world_size: int = 1) -> d
                 "model_name_or_path": model,
                 "adapter": adapter_identity(args.adapter) if args.adapter else None,
                 "chat_template": template_identity(args.chat_template)}
-    script = options_identity(args, GRPO_SCRIPT_EXCLUDED, resolved)
-    trainer = options_identity(training_args, {}, {}, TRAINER_EXCLUDED_PREFIXES)
-    overlap = set(script) & set(trainer)
-    if overlap:
-        raise IdentityError(f"options in both argument classes: {sorted(overlap)}")
-    effective = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world_size
-    return same_json({"format": IDENTITY_FORMAT, "job": "grpo", **script, **trainer, "effective_batch": effective})
+    return run_options_identity(options_identity(args, GRPO_SCRIPT_EXCLUDED, resolved), training_args, world_size,
+                                job="grpo")
 
 
 # ------------------------------------------------------------------------------------------ models by content

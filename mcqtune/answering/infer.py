@@ -136,6 +136,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
 
     from mcqtune.answering.batch_planning import auto_batch_size
     from mcqtune.answering.loading import load_inference_model
+    from mcqtune.answering.scoring import prefix_sharing
     from mcqtune.runs.predictions import PredictionStore
 
     started = time.time()
@@ -170,6 +171,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
            "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
            "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),
            "answer_timing": clock.summary(), "answer_slot": slot, "questions_shortened": shortened,
+           "shared_prefix": prefix_sharing(model, args.share_prefix) if args.mode == "score" else None,
            "score_mfu": score_utilisation(model, tokenizer, prompts, args, clock.summary()),
            **letter_distributions(records, prior)}
     return write_outputs(args, frame, records, run, answered=answered, host=host, started=started, loaded=loaded,

@@ -109,11 +109,12 @@ def score_utilisation(model, tokenizer, prompts, args: InferArguments, timing: d
     """Model-FLOP utilisation of the steady scoring batches (mfu.py): the tokens each question needs computed
     (its prompt, less the shared template prefix computed once), at the steady questions per second."""
     from mcqtune.reporting.mfu import utilisation
-    from mcqtune.answering.scoring import SharedPrefix, template_prefix
+    from mcqtune.answering.scoring import SharedPrefix, keeps_keys_values, template_prefix
 
     if args.mode != "score":
         return {"mfu": None, "reason": f"{args.mode} mode"}
-    prefix = len(template_prefix(tokenizer, args.prompt_style)) if args.share_prefix else 0
+    shared = args.share_prefix and keeps_keys_values(model)
+    prefix = len(template_prefix(tokenizer, args.prompt_style)) if shared else 0
     prefix = prefix if prefix >= SharedPrefix.MIN_TOKENS else 0
     mean_tokens = sum(len(p) for p in prompts) / max(len(prompts), 1) - prefix
     qps = timing.get("steady_questions_per_second")

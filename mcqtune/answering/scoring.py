@@ -73,7 +73,7 @@ def letter_logits(model, input_ids, attention_mask, letter_ids: Sequence[int]):
     """(batch, 4) logits of the letters at the last position; the output layer sees one row per question."""
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, -1]
-    return soft_cap(model, _head_rows(hidden, head, letter_ids))
+    return finish_logits(model, _head_rows(hidden, head, letter_ids))
 
 
 def _head_rows(hidden, head, letter_ids: Sequence[int]):
@@ -84,13 +84,37 @@ def _head_rows(hidden, head, letter_ids: Sequence[int]):
     return logits.float()
 
 
-def soft_cap(model, logits):
-    """The model's own final-logit soft-capping (Gemma 2: cap * tanh(logits / cap)), which its forward applies
-    after the output layer: scores and the answer loss read the output layer directly, so they apply it too."""
+def finish_logits(model, logits):
+    """What the model's own forward does to the output layer's logits, which scores and the answer loss read
+    directly: MiniCPM3's and Granite's division by ``logits_scaling``, Cohere's ``logit_scale``, Gemma 2's final
+    soft-capping (cap * tanh(logits / cap)). Each family's tiny model checks its scores against its forward."""
     import torch
 
-    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    config = getattr(model, "config", None)
+    scaling = getattr(config, "logits_scaling", None)
+    if scaling and scaling != 1:
+        logits = logits / scaling
+    scale = getattr(config, "logit_scale", None)
+    if isinstance(scale, (int, float)) and scale != 1:
+        logits = logits * scale
+    cap = getattr(config, "final_logit_softcapping", None)
     return logits if not cap else torch.tanh(logits / cap) * cap
+
+
+def keeps_keys_values(model) -> bool:
+    """Whether every layer keeps keys and values that a later batch can read as its start. Qwen3.5's
+    linear-attention layers keep a recurrent state instead: such a model computes every prompt whole."""
+    kinds = getattr(getattr(model, "config", None), "layer_types", None) or ()
+    return all(kind in ("full_attention", "sliding_attention") for kind in kinds)
+
+
+def prefix_sharing(model, share_prefix: bool) -> str:
+    """How the template prefix was computed, for report.json."""
+    if not share_prefix:
+        return "off (--share_prefix false)"
+    if not keeps_keys_values(model):
+        return "off: some layers keep a recurrent state, not keys and values, so every prompt is computed whole"
+    return "on"
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -197,7 +221,7 @@ def letter_logits_after_prefix(model, prefix: SharedPrefix, adapter, sequences: 
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                      past_key_values=prefix.past_for(model, adapter, length, batch), use_cache=False).last_hidden_state
     hidden = hidden[torch.arange(batch, device=device), own - 1]
-    return soft_cap(model, _head_rows(hidden, head, letter_ids))
+    return finish_logits(model, _head_rows(hidden, head, letter_ids))
 
 
 def run_halving(compute: Callable[[list[int]], list], batch: list[int]) -> list:
@@ -296,7 +320,7 @@ def batch_scorer(model, tokenizer, frame: pd.DataFrame, style: PromptStyle = Pro
     returns the (orders, rows, 4) position probabilities instead (``combine_orders`` averages them)."""
     if prompts is None:
         prompts = encode_prompts(tokenizer, frame, style, max_prompt_tokens)
-    prefix = SharedPrefix(tokenizer, style) if share_prefix else None
+    prefix = SharedPrefix(tokenizer, style) if share_prefix and keeps_keys_values(model) else None
 
     def compute(rows: list[int]) -> np.ndarray:
         found = position_probs(model, tokenizer, frame, rows, style, max_prompt_tokens, orders, adapters, prompts,

@@ -312,9 +312,12 @@ def reasoned_reply(reasoning: str, answer: str, style: PromptStyle) -> str:
 
 def render_chat(tokenizer, messages: list[dict[str, str]], style: PromptStyle = PromptStyle(),
                 add_generation_prompt: bool = True) -> str:
-    """Every rendering of a chat goes through here, so every one passes the same template variables."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+    """Every rendering of a chat goes through here, so every one passes the same template variables. A space that
+    a generation prompt ends in (ERNIE 4.5's 'Assistant: ') is left to the reply: the model read it fused with the
+    answer's first token (' A') in every conversation it was trained on."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
                                          **style.template_kwargs)
+    return text.rstrip(" ") if add_generation_prompt else text
 
 
 def render_prompt(tokenizer, row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle()) -> str:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mcqtune.config_files import resolve_config, shipped_configs
-from mcqtune.errors import UserError
-from mcqtune.model.options import BACKENDS, LoraOptions, quantization_config
+from mcqtune.errors import ConfigError, UserError
+from mcqtune.model.options import BACKENDS, LORA_TARGETS, LoraOptions, quantization_config
 from mcqtune.runs.identity import WEIGHT_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -304,14 +304,48 @@ def load_base_model(name_or_path: str | Path, backend: str, *, load_in_4bit: boo
     return model, load_tokenizer(name_or_path, trust_remote_code)
 
 
+def linear_layer_names(model) -> list[str]:
+    """The names of the linear layers inside the decoder's blocks, in order of appearance (the output layer and
+    the embeddings excluded): Qwen's q/k/v/o and gate/up/down, GLM-4's fused gate_up_proj, MiniCPM3's q_a/q_b and
+    kv_a/kv_b, Qwen3.5's linear-attention in_proj_* and out_proj."""
+    import torch
+
+    names = []
+    output = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear) and module is not output and ".layers." in f".{name}" \
+                and leaf not in names:
+            names.append(leaf)
+    return names
+
+
+def resolve_lora_targets(model, requested) -> list[str]:
+    """The modules that get adapters. The default list follows the architecture (every linear layer of the
+    blocks: the seven of Qwen and Llama, the others' own names); a list given by the user must name layers the
+    model has."""
+    present = linear_layer_names(model)
+    if list(requested) == list(LORA_TARGETS):
+        return present
+    missing = [name for name in requested if name not in present]
+    if missing:
+        raise ConfigError(f"--lora_target_modules: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not a "
+                          f"linear layer of this model; its layers are {', '.join(present)}")
+    return list(requested)
+
+
 def add_lora(model, backend: str, lora: LoraOptions, gradient_checkpointing: bool = True, seed: int = 42):
-    """Wrap the base model with trainable LoRA adapters (Unsloth's fused path or plain peft)."""
+    """Wrap the base model with trainable LoRA adapters (Unsloth's fused path or plain peft) on the modules
+    ``resolve_lora_targets`` names."""
+    targets = resolve_lora_targets(model, lora.lora_target_modules)
+    if set(targets) != set(LORA_TARGETS):
+        logger.info("LoRA adapters on %s", ", ".join(targets))
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
         return FastLanguageModel.get_peft_model(
             model, r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
-            target_modules=list(lora.lora_target_modules), bias="none",
+            target_modules=targets, bias="none",
             use_gradient_checkpointing="unsloth" if gradient_checkpointing else False, random_state=seed,
         )
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -322,7 +356,7 @@ def add_lora(model, backend: str, lora: LoraOptions, gradient_checkpointing: boo
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     config = LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
-                        target_modules=list(lora.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+                        target_modules=targets, bias="none", task_type="CAUSAL_LM")
     from transformers import set_seed
 
     set_seed(seed)  # the adapters' random start comes from --seed (Unsloth's random_state), not from what ran before

@@ -69,6 +69,51 @@ FAMILIES = {
                       (("<unk>", True), ("<s>", True), ("</s>", True), ("[INST]", True), ("[/INST]", True)),
                       bos="<s>", eos="</s>", pad="<unk>", stops=("</s>",), add_bos=True,
                       tiny=dict(head_dim=32, tie_word_embeddings=True)),
+    # The Chinese model zoo: the families a competition that allows only models released in China leaves.
+    "qwen3_5": Family("Qwen3_5TextConfig", "Qwen3_5ForCausalLM", "qwen3.5.jinja",
+                      QWEN25_ADDED_TOKENS + (("<tool_response>", False), ("</tool_response>", False),
+                                             ("<think>", False), ("</think>", False)),
+                      bos=None, eos="<|im_end|>", pad="<|endoftext|>", stops=("<|im_end|>", "<|endoftext|>"),
+                      tiny=dict(head_dim=32, tie_word_embeddings=True, layer_types=["linear_attention",
+                                                                                    "full_attention"],
+                                linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                                linear_value_head_dim=16)),
+    "glm4": Family("Glm4Config", "Glm4ForCausalLM", "glm4.jinja",
+                   (("<|endoftext|>", True), ("[MASK]", True), ("[gMASK]", True), ("[sMASK]", True), ("<sop>", True),
+                    ("<eop>", True), ("<|system|>", True), ("<|user|>", True), ("<|assistant|>", True),
+                    ("<|observation|>", True)),
+                   bos=None, eos="<|endoftext|>", pad="<|endoftext|>",
+                   stops=("<|endoftext|>", "<|user|>", "<|observation|>"), tiny=dict(head_dim=32)),
+    "ernie4_5": Family("Ernie4_5Config", "Ernie4_5ForCausalLM", "ernie4.5.jinja",
+                       (("<unk>", True), ("<s>", True), ("</s>", True), ("<|begin_of_sentence|>", True),
+                        ("<|end_of_sentence|>", True), ("<|PAD|>", True)),
+                       bos="<s>", eos="</s>", pad="<unk>", stops=("</s>", "<|end_of_sentence|>"),
+                       tiny=dict(head_dim=32, tie_word_embeddings=True)),
+    "hunyuan": Family("HunYuanDenseV1Config", "HunYuanDenseV1ForCausalLM", "hunyuan-dense.jinja",
+                      (("<｜hy_begin▁of▁sentence｜>", True), ("<｜hy_end▁of▁sentence｜>", True),
+                       ("<｜hy_pad｜>", True), ("<｜hy_User｜>", True), ("<｜hy_Assistant｜>", True),
+                       ("<｜hy_place▁holder▁no▁2｜>", True), ("<｜hy_place▁holder▁no▁3｜>", True)),
+                      bos="<｜hy_begin▁of▁sentence｜>", eos="<｜hy_place▁holder▁no▁2｜>", pad="<｜hy_pad｜>",
+                      stops=("<｜hy_place▁holder▁no▁2｜>", "<｜hy_end▁of▁sentence｜>"), tiny=dict(head_dim=32)),
+    "seed_oss": Family("SeedOssConfig", "SeedOssForCausalLM", "seed-oss.jinja",
+                       (("<seed:bos>", True), ("<seed:pad>", True), ("<seed:eos>", True), ("<seed:think>", False),
+                        ("</seed:think>", False), ("<seed:cot_budget_reflect>", False),
+                        ("</seed:cot_budget_reflect>", False), ("<seed:tool_call>", False),
+                        ("</seed:tool_call>", False)),
+                       bos="<seed:bos>", eos="<seed:eos>", pad="<seed:pad>", stops=("<seed:eos>",),
+                       tiny=dict(head_dim=32, attention_dropout=0.0, residual_dropout=0.0)),
+    "minicpm3": Family("MiniCPM3Config", "MiniCPM3ForCausalLM", "minicpm3.jinja",
+                       (("<unk>", True), ("<s>", True), ("</s>", True), ("<|im_start|>", True),
+                        ("<|im_end|>", True)),
+                       bos="<s>", eos="<|im_end|>", pad="<unk>", stops=("</s>", "<|im_end|>"), add_bos=True,
+                       tiny=dict(q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16,
+                                 v_head_dim=16, head_dim=16, num_key_value_heads=4, scale_emb=12, dim_model_base=64,
+                                 scale_depth=1.4, tie_word_embeddings=True)),
+    "yi": Family("LlamaConfig", "LlamaForCausalLM", "yi-1.5.jinja",
+                 (("<unk>", True), ("<|startoftext|>", True), ("<|endoftext|>", True), ("<|im_start|>", True),
+                  ("<|im_end|>", True), ("<|im_sep|>", True)),
+                 bos="<|startoftext|>", eos="<|im_end|>", pad="<unk>", stops=("<|im_end|>", "<|endoftext|>"),
+                 tiny=dict(tie_word_embeddings=False)),
 }
 
 # Families whose generation prompt opens a thinking block: they answer by reasoning only (infer.py --mode reason,
@@ -103,7 +148,7 @@ def build_family_tokenizer(name: str):
     from tokenizers import AddedToken, processors
 
     family = ALL_FAMILIES[name]
-    if name == "qwen3":  # Qwen3 extends Qwen2.5's tokenizer by four added tokens
+    if name in ("qwen3", "qwen3_5"):  # Qwen3 extends Qwen2.5's tokenizer by four added tokens
         tokenizer = build_qwen_tokenizer(added_tokens=family.added_tokens)
     else:
         from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer

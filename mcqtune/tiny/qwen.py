@@ -10,6 +10,8 @@ synthetic 14B-shape model all load these directories exactly as a user loads a d
 
 from __future__ import annotations
 
+import functools
+
 import json
 import logging
 from pathlib import Path
@@ -124,7 +126,14 @@ def qwen_tiktoken_path() -> Path:
 
 
 def qwen_bpe() -> tuple[dict, list]:
-    """Qwen2.5's 151,643 byte-level BPE ranks as a (vocab, merges) pair."""
+    """Qwen2.5's 151,643 byte-level BPE ranks as a (vocab, merges) pair, the caller's own copy."""
+    vocab, merges = _read_qwen_bpe()
+    return dict(vocab), list(merges)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_qwen_bpe() -> tuple[dict, list]:
+    """Read once per process: extracting the merges takes seconds, and every tiny family starts from them."""
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     vocab, merges = TikTokenConverter(str(qwen_tiktoken_path())).extract_vocab_merges_from_model(

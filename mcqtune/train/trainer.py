@@ -35,7 +35,7 @@ from trl import SFTTrainer
 from mcqtune.data.questions import LETTERS, PromptStyle
 from mcqtune.train.distill import TEACHER_COLUMN
 from mcqtune.reporting.meters import gpu_peak_gb
-from mcqtune.answering.scoring import accuracy, decoder_and_head, letters_from_probs, score_frame, soft_cap
+from mcqtune.answering.scoring import accuracy, decoder_and_head, letters_from_probs, score_frame, finish_logits
 # A-D's rows of the output layer, as the scorer reads them
 from mcqtune.answering.scoring import _head_rows as letter_rows
 from mcqtune.answering.scoring import letter_token_ids
@@ -55,7 +55,7 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
                      use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = soft_cap(model, head(hidden[:, :-1][keep]).float())  # as the model's own forward
+    logits = finish_logits(model, head(hidden[:, :-1][keep]).float())  # as the model's own forward
     loss = F.cross_entropy(logits, targets[keep], reduction="sum")
     if num_items_in_batch is not None:
         return loss / num_items_in_batch
@@ -70,7 +70,7 @@ def letters_only_loss(model, inputs: dict, letter_ids, num_items_in_batch=None) 
     hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
                      use_cache=False).last_hidden_state
     at = answer_only_labels(inputs["labels"])[:, 1:] != IGNORE_INDEX
-    logits = soft_cap(model, letter_rows(hidden[:, :-1][at], head, letter_ids))  # as the scorer reads them
+    logits = finish_logits(model, letter_rows(hidden[:, :-1][at], head, letter_ids))  # as the scorer reads them
     loss = F.cross_entropy(logits, letter_classes(inputs["labels"][:, 1:][at], letter_ids), reduction="sum")
     if num_items_in_batch is not None:
         return loss / num_items_in_batch
@@ -91,9 +91,9 @@ def distilled_answer_loss(model, inputs: dict, letter_ids, weight: float, temper
                      use_cache=False).last_hidden_state[:, :-1]
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    cross_entropy = F.cross_entropy(soft_cap(model, head(hidden[keep]).float()), targets[keep], reduction="sum")
+    cross_entropy = F.cross_entropy(finish_logits(model, head(hidden[keep]).float()), targets[keep], reduction="sum")
     at = answer_only_labels(labels)[:, 1:] != IGNORE_INDEX  # one position per row, in row order
-    student = torch.log_softmax(soft_cap(model, letter_rows(hidden[at], head, letter_ids)) / temperature, dim=-1)
+    student = torch.log_softmax(finish_logits(model, letter_rows(hidden[at], head, letter_ids)) / temperature, dim=-1)
     teacher = inputs[TEACHER_COLUMN].to(student.device, torch.float32)
     known = ~torch.isnan(teacher).any(dim=1)
     soft = torch.softmax(teacher[known].clamp_min(1e-12).log() / temperature, dim=-1)

@@ -342,7 +342,20 @@ TABLE = {
     "grpo_reason_14b_rollout_tokens_per_s": ("grpo2_h200/grpo_reason.json", ["rollout_tokens_per_second"]),
     "grpo_reason_14b_peak_reserved_gb": ("grpo2_h200/grpo_reason.json", ["peak_gpu_memory_gb"]),
     "reason_14b_static_cache_plain_generate_tokens_per_s": ("grpo2_h200/static512.json", ["tokens_per_s"]),
+    # the Chinese model zoo: bench/run.sh RUNS=glm4 (20 steps, the 1,839-question file) and RUNS=qwen3_5 (12 steps,
+    # the first 600 questions), the README's 4090 commands at GLM-4-9B-0414's and Qwen3.5-9B's shapes, Unsloth
+    "glm4_9b_train_samples_per_s": ("zoo_glm4_h200/glm4_train.json", ["steady_train_samples_per_second"]),
+    "glm4_9b_train_peak_gb": ("zoo_glm4_h200/glm4_train.json", ["peak_gpu_memory_gb"]),
+    "glm4_9b_score_qps": ("zoo_glm4_h200/glm4_infer.json", ["answer_timing", "steady_questions_per_second"]),
+    "glm4_9b_score_peak_reserved_gb": ("zoo_glm4_h200/glm4_infer.json", ["gpu_peak_reserved_gb"]),
+    "qwen3_5_train_samples_per_s": ("zoo_qwen3_5_h200/qwen3_5_train.json", ["steady_train_samples_per_second"]),
+    "qwen3_5_train_warmup_seconds": ("zoo_qwen3_5_h200/qwen3_5_train.json", ["warmup_seconds"]),
+    "qwen3_5_train_peak_gb": ("zoo_qwen3_5_h200/qwen3_5_train.json", ["peak_gpu_memory_gb"]),
+    "qwen3_5_score_qps": ("zoo_qwen3_5_h200/qwen3_5_infer.json", ["answer_timing", "steady_questions_per_second"]),
+    "qwen3_5_score_peak_reserved_gb": ("zoo_qwen3_5_h200/qwen3_5_infer.json", ["gpu_peak_reserved_gb"]),
+    "qwen3_5_shared_prefix": ("zoo_qwen3_5_h200/qwen3_5_infer.json", ["shared_prefix"]),
 }
+ZOO_SIZES = {"qwen3_5_size": "Qwen3.5-9B (text model, 8.95B parameters)", "glm4_9b_size": "GLM-4-9B-0414 (9.40B)"}
 GRPO_KEYS = [k for k in TABLE if k.startswith("grpo") or "static_cache" in k]
 
 RTX_4090_OVER_H200 = 165.2 / 989.4  # dense BF16 peaks (mfu.py's sources): the projection's scale
@@ -377,6 +390,9 @@ def derived_anchor_keys(r: dict, raw: Path) -> dict:
                                          build_model_config("qwen2.5-14b"))
     keys["qwen3_14b_score_mfu"] = score_mfu(raw, "qwen3_h200/q3infer.json", "qwen3_h200/score_tokens.json",
                                             build_family_config("qwen3", "qwen3-14b"))
+    for family in ("glm4_9b", "qwen3_5"):  # a run's peak: training's or answering's, whichever is higher
+        keys[f"{family}_run_peak_reserved_gb"] = max(r[f"{family}_train_peak_gb"], r[f"{family}_score_peak_reserved_gb"])
+    keys.update(ZOO_SIZES)
     return keys
 
 

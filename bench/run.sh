@@ -19,6 +19,9 @@
 #   anchor_a|anchor_b|anchor_c   bench/anchors.py trainer-grouped | plain-loop | unsloth-notebook
 #   ref          bench_14b.py reference (the older two-step reference, kept for the earlier calls' keys)
 #   q3train, q3infer   the README commands with configs/qwen3-14b-4090.yaml at Qwen3-14B's shape
+#   glm4, qwen3_5   build GLM-4-9B-0414's / Qwen3.5-9B's shape, the README training command (MAX_STEPS), then the README
+#                inference command (run with NO_Q14B=1: these need no 14B model; the bundle must hold
+#                flash-linear-attention for Qwen3.5's linear-attention layers, see bench/README.md)
 #   reason512, reason2048   infer.py --mode reason (64 / 16 questions) and bench/plain_generate.py at its batch
 #   static512   bench/plain_generate.py --cache static (compiled decoding), batch 32, 512 tokens
 #   grpo, grpo_reason   train_grpo.py with configs/qwen2.5-14b-grpo-4090.yaml (direct, G_STEPS optimiser steps, default
@@ -118,6 +121,15 @@ for run in ${RUNS:-b16 anchor_a}; do
       head -65 .benchdata/test.csv > /tmp/reason_test.csv
       python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size 32 \
         --new_tokens 512 --batches 1 --cache static --json "$OUT/static512.json" > "$OUT/static512.log" 2>&1 ;;
+    glm4|qwen3_5)  # the README's 4090 commands at GLM-4-9B-0414's / Qwen3.5-9B's shape (random weights, the
+                   # family's stand-in tokenizer); ZOO_BACKEND=hf if Unsloth refuses the family; ZOO_TEST_ROWS questions
+      shape=$( [ $run = glm4 ] && echo glm4-9b || echo qwen3.5-9b ); zm=/tmp/zoo_$run
+      [ -f $zm/config.json ] || MCQ_BENCH_CAP_GB= python3 -m mcqtune tiny $zm --family $run --shape $shape \
+        --dtype bfloat16 --tokenizer .benchdata/tokenizer-$run > "$OUT/${run}_build.log" 2>&1; lap "${run}_build"
+      train "${run}_train" configs/qwen2.5-14b-4090.yaml $zm ${ZOO_BACKEND:+--backend "$ZOO_BACKEND"}; lap "${run}_train"
+      head -$(( ${ZOO_TEST_ROWS:-1839} + 1 )) .benchdata/test.csv > /tmp/zoo_test.csv
+      answer "${run}_infer" "$ADAPTER" --test_file /tmp/zoo_test.csv ${ZOO_BACKEND:+--backend "$ZOO_BACKEND"}
+      rm -rf $zm ;;
     q3train) build_qwen3; train q3train configs/qwen3-14b-4090.yaml $Q3 ;;
     q3infer) build_qwen3; answer q3infer "${ADAPTER:-$Q3}" ;;
     *) echo "unknown run $run" >> "$OUT/times.txt" ;;

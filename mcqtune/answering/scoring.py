@@ -66,7 +66,14 @@ def decoder_and_head(model):
 
 
 def model_device(model):
-    return next(p.device for p in model.parameters())
+    """Where a batch goes: the first weight on an accelerator, else the CPU. Unsloth's offload_embedding keeps the
+    input embedding (the first weight) in host memory while every layer computes on the GPU."""
+    first = None
+    for parameter in model.parameters():
+        if parameter.device.type != "cpu":
+            return parameter.device
+        first = first or parameter.device
+    return first
 
 
 def letter_logits(model, input_ids, attention_mask, letter_ids: Sequence[int]):

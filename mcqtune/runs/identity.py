@@ -47,7 +47,7 @@ TRAIN_SCRIPT_EXCLUDED = {
     "keep_effective_batch": "its effect, micro-batch x accumulation, is in the identity",
 }
 TRAIN_SCRIPT_RESOLVED = ("train_file", "val_file", "extra_train_files", "model_name_or_path", "chat_template",
-                         "distill_from")
+                         "distill_from", "pseudo_label_from", "pseudo_label_file")
 # --- train_grpo.py: script options that do not change the trained weights ------------------------------------
 GRPO_SCRIPT_EXCLUDED = {
     "resume": "the switch that asks for reuse",
@@ -209,7 +209,9 @@ def training_identity(script_args, training_args, *, model: dict, world_size: in
                 "extra_train_files": [csv_identity(p, script_args.encoding) for p in script_args.extra_train_files],
                 "model_name_or_path": model,
                 "chat_template": template_identity(script_args.chat_template),
-                "distill_from": [teacher_identity(p) for p in script_args.distill_from]}
+                "distill_from": [teacher_identity(p) for p in script_args.distill_from],
+                "pseudo_label_from": [teacher_identity(p) for p in script_args.pseudo_label_from],
+                "pseudo_label_file": csv_identity(script_args.pseudo_label_file, script_args.encoding)}
     return run_options_identity(options_identity(script_args, TRAIN_SCRIPT_EXCLUDED, resolved), training_args,
                                 world_size)
 
@@ -226,7 +228,7 @@ def run_options_identity(script: dict, training_args, world_size: int, **extra) 
 
 
 def teacher_identity(source: str) -> dict:
-    """A --distill_from teacher by the bytes of its predictions (a run folder by the predictions files in it)."""
+    """A --distill_from teacher (or a --pseudo_label_from run) by the bytes of its predictions (a run folder by the predictions files in it)."""
     path = Path(source)
     files = [path] if path.is_file() else [p for p in (path / "predictions.csv", path / "oof_predictions.csv")
                                            if p.is_file()]

@@ -134,6 +134,23 @@ QWEN3_14B = dict(hidden_size=5120, intermediate_size=17408, num_hidden_layers=40
                  hidden_act="silu", attention_bias=False)
 
 
+# GLM-4-9B-0414's published config. Its own vocabulary has 151,552 entries; the stand-in tokenizer (Qwen2.5's BPE and
+# GLM's special tokens) needs 151,653, so the shape's vocabulary is that, rounded up to 64 (151,680: +0.08%).
+GLM4_9B = dict(hidden_size=4096, intermediate_size=13696, num_hidden_layers=40, num_attention_heads=32,
+               num_key_value_heads=2, head_dim=128, vocab_size=151552, max_position_embeddings=32768,
+               partial_rotary_factor=0.5, attention_bias=True, rope_theta=10000.0, rms_norm_eps=1e-5,
+               tie_word_embeddings=False, initializer_range=0.02, hidden_act="silu")
+# Qwen3.5-9B's text model: transformers' Qwen3_5TextConfig defaults (hidden 4,096, 32 layers of which every
+# fourth is full attention, gated delta-net linear attention in the others, vocabulary 248,320; ~8.9B parameters).
+QWEN3_5_9B = dict(initializer_range=0.02)
+PUBLISHED_SHAPES = {("qwen3", "qwen3-14b"): QWEN3_14B, ("glm4", "glm4-9b"): GLM4_9B,
+                    ("qwen3_5", "qwen3.5-9b"): QWEN3_5_9B}
+
+
+def shapes_of(name: str) -> list[str]:
+    return ["tiny"] + sorted(shape for family, shape in PUBLISHED_SHAPES if family == name)
+
+
 def family_names() -> list[str]:
     """The families that answer directly (every one of them also reasons on request)."""
     return sorted(FAMILIES)
@@ -178,15 +195,14 @@ def build_family_config(name: str, shape: str = "tiny", **overrides):
     family = ALL_FAMILIES[name]
     ids = {text: FIRST_SPECIAL_ID + i for i, (text, _) in enumerate(family.added_tokens)}
     vocab = FIRST_SPECIAL_ID + len(family.added_tokens)
-    if shape == "qwen3-14b":
-        if name != "qwen3":
-            raise ValueError("the qwen3-14b shape belongs to the qwen3 family")
-        fields = dict(QWEN3_14B)
+    if (name, shape) in PUBLISHED_SHAPES:
+        fields = dict(PUBLISHED_SHAPES[name, shape])
+        if "vocab_size" in fields:
+            fields["vocab_size"] = max(fields["vocab_size"], -(-vocab // 64) * 64)
     elif shape == "tiny":
         fields = {**TINY, "vocab_size": -(-vocab // 64) * 64, **family.tiny}
     else:
-        known = "tiny or qwen3-14b" if name == "qwen3" else "tiny"
-        raise ValueError(f"unknown shape {shape!r} for {name}; choose {known}")
+        raise ValueError(f"unknown shape {shape!r} for {name}; choose {' or '.join(shapes_of(name))}")
     special = dict(bos_token_id=ids.get(family.bos) if family.bos else None, eos_token_id=ids[family.eos],
                    pad_token_id=ids[family.pad])
     return getattr(transformers, family.config_class)(**{**fields, **special, **overrides})

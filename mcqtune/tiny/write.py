@@ -17,9 +17,11 @@ def main(argv=None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument("--family", default="qwen2.5",
                         help="qwen2.5 (the demo's) or one of families.ALL_FAMILIES: qwen3, llama3, gemma2, gemma3, "
-                             "mistral, r1distill (DeepSeek-R1-Distill-Qwen's template: answers by reasoning only)")
+                             "mistral, qwen3_5, glm4, ernie4_5, hunyuan, seed_oss, minicpm3, yi, r1distill "
+                             "(DeepSeek-R1-Distill-Qwen's template: answers by reasoning only)")
     parser.add_argument("--shape", default="tiny",
-                        help=f"{', '.join(sorted(MODEL_SHAPES))}; qwen3-14b for --family qwen3")
+                        help=f"{', '.join(sorted(MODEL_SHAPES))}; published shapes with random weights: qwen3-14b "
+                             "(--family qwen3), glm4-9b (glm4), qwen3.5-9b (qwen3_5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--tokenizer", default=None, help="copy this saved tokenizer instead of building one "

@@ -12,10 +12,11 @@ import pandas as pd
 
 from mcqtune.data.questions import PromptTooLong
 from mcqtune.model.chat_template import ReplyTooLong, encode_training_example
-from mcqtune.data.questions import ANSWER_COLUMN, REASONING_COLUMN, describe, load_mcq_csv
+from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, REASONING_COLUMN, describe, load_mcq_csv
 from mcqtune.errors import DataError
 from mcqtune.data.option_orders import augment_with_permutations
 from mcqtune.train.distill import TEACHER_COLUMN
+from mcqtune.train.pseudo_labels import PSEUDO_SOURCE, add_pseudo_labels
 
 logger = logging.getLogger("train_sft")
 
@@ -53,6 +54,7 @@ def load_splits(script_args, seed: int, frame=None, val=None):
     if script_args.max_train_samples:
         train = train.head(script_args.max_train_samples)
     train = add_extra_sources(train, val, script_args, seed)
+    train, _ = add_pseudo_labels(train, val, script_args)
     if script_args.augment_permutations:
         train = augment_with_permutations(train, script_args.augment_permutations, seed)
     logger.info("train: %s", describe(train))
@@ -129,6 +131,9 @@ def build_datasets(tokenizer, train, val, script_args, counts: dict | None = Non
                 counts[split]["distilled_rows"] = sum(not math.isnan(r[TEACHER_COLUMN][0]) for r in rows)
             if "source" in frame:
                 counts[split]["by_source"] = {str(k): int(v) for k, v in frame["source"].value_counts().items()}
+                pseudo = frame.loc[frame["source"] == PSEUDO_SOURCE, ANSWER_COLUMN].value_counts()
+                if len(pseudo):
+                    counts[split]["pseudo_label_letters"] = {x: int(pseudo.get(x, 0)) for x in LETTERS}
         if shortened:
             logger.warning("%s: %d of %d questions were longer than max_prompt_tokens %d and were shortened (the "
                            "options are kept)", split, shortened, len(rows), script_args.max_prompt_tokens)

@@ -92,6 +92,13 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
                                                                  "label's cross-entropy"})
     distill_temperature: float = field(default=1.0, metadata={
         "help": "softens teacher and student alike (the term is scaled by its square)"})
+    pseudo_label_from: list[str] = field(default_factory=list, metadata={
+        "help": "infer.py runs (score mode) of --pseudo_label_file, averaged when several: its questions they answer "
+                "with probability >= pseudo_label_threshold join training with that letter (never validation)"})
+    pseudo_label_file: str | None = field(default=None, metadata={
+        "help": "the test CSV the --pseudo_label_from runs answered (checked by its bytes)"})
+    pseudo_label_threshold: float = field(default=0.9, metadata={
+        "help": "the least probability of a pseudo-label's letter"})
     export: str = field(default="adapter", metadata={"help": "adapter | merged (adapter + merged 16-bit weights)",
                                                      "choices": ["adapter", "merged"]})
     merged_dtype: str | None = field(default=None, metadata={"help": "dtype of merged weights (default: the base "
@@ -168,6 +175,15 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
                             "belong to each training row's own options and answer position, in one process)")
         if script_args.distill_weight <= 0 or script_args.distill_temperature <= 0:
             problems.append("distill_weight and distill_temperature must be > 0")
+    if script_args.pseudo_label_from:
+        if not script_args.pseudo_label_file:
+            problems.append("pseudo_label_from needs --pseudo_label_file: the test CSV those runs answered")
+        if not 0.25 < script_args.pseudo_label_threshold <= 1:
+            problems.append(f"pseudo_label_threshold must be in (0.25, 1], got {script_args.pseudo_label_threshold}")
+        if script_args.reasoning:
+            problems.append("pseudo_label_from with reasoning_column: pseudo-labelled questions have no reasoning")
+    elif script_args.pseudo_label_file:
+        problems.append("pseudo_label_file is used with --pseudo_label_from RUN (runs that answered it)")
     if script_args.max_answer_tokens < 2:
         problems.append(f"max_answer_tokens must be >= 2 (the letter and the end of the turn), got "
                         f"{script_args.max_answer_tokens}")

@@ -131,10 +131,47 @@ def test_add_lora_passes_the_options_to_unsloth(monkeypatch):
     monkeypatch.setattr(unsloth.FastLanguageModel, "get_peft_model", staticmethod(get_peft_model))
     from mcqtune.model.loading import add_lora
 
-    add_lora("model", "unsloth", LORA, gradient_checkpointing=True, seed=7)
+    add_lora(block_model(), "unsloth", LORA, gradient_checkpointing=True, seed=7)
     assert (seen["r"], seen["lora_alpha"], seen["lora_dropout"]) == (4, 8, 0.1)
     assert seen["target_modules"] == ["q_proj", "down_proj"] and seen["random_state"] == 7
     assert seen["use_gradient_checkpointing"] == "unsloth"
+
+
+def block_model(names=("q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj")):
+    """A stand-in causal LM: blocks of linear layers under ``model.layers``, and an output layer."""
+    import torch
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            for name in names:
+                setattr(self, name, torch.nn.Linear(2, 2))
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = torch.nn.Module()
+            self.model.layers = torch.nn.ModuleList([Block(), Block()])
+            self.lm_head = torch.nn.Linear(2, 5)
+
+        def get_output_embeddings(self):
+            return self.lm_head
+
+    return Model()
+
+
+def test_the_default_lora_targets_follow_the_architecture_and_a_missing_name_is_refused():
+    from mcqtune.errors import ConfigError
+    from mcqtune.model.loading import resolve_lora_targets
+    from mcqtune.model.options import LORA_TARGETS
+
+    glm = block_model()  # GLM-4's fused gate_up_proj: the default list would miss it
+    assert resolve_lora_targets(glm, LORA_TARGETS) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj",
+                                                       "down_proj"]
+    assert resolve_lora_targets(glm, ["q_proj", "gate_up_proj"]) == ["q_proj", "gate_up_proj"]
+    with pytest.raises(ConfigError, match="gate_proj is not a linear layer of this model; its layers are q_proj"):
+        resolve_lora_targets(glm, ["q_proj", "gate_proj"])
+    assert "lm_head" not in resolve_lora_targets(block_model(LORA_TARGETS), LORA_TARGETS)
 
 
 def test_the_inference_loading_options_are_taken_out_of_infer_arguments_with_the_backend_resolved():

@@ -1,0 +1,77 @@
+"""Pseudo-labels (``train_sft.py --pseudo_label_from RUN... --pseudo_label_file test.csv``): the test questions
+that a run -- better, several runs averaged, an ensemble by the mean -- answered with at least
+``--pseudo_label_threshold`` probability join the training rows with that letter.
+
+Each run must carry the record of what it answered (its ``report.json``), and that must be the given file's
+bytes. The pseudo-labelled rows are training rows only: validation stays on labelled data, and a test question
+whose ID is also a training or validation ID is refused (the same ID need not be the same question).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, load_mcq_csv
+from mcqtune.errors import DataError
+from mcqtune.runs.provenance import check_answered, predictions_file
+from mcqtune.train.distill import read_teacher
+
+logger = logging.getLogger("train_sft")
+PSEUDO_SOURCE = "pseudo-labels"
+
+
+def averaged_probs(sources: Sequence[str], test_file: str, test_sha: str) -> dict[str, np.ndarray]:
+    """ID -> the letter probabilities averaged over the runs, each checked to have answered ``test_file``."""
+    found: dict[str, list[np.ndarray]] = {}
+    for source in sources:
+        path = predictions_file(source, "--pseudo_label_from")
+        check_answered(path, test_sha, consumer="--pseudo_label_from", test_name=test_file)
+        for id_, probs in read_teacher(path).items():
+            found.setdefault(id_, []).append(probs)
+    return {id_: np.mean(values, axis=0) for id_, values in found.items() if len(values) == len(sources)}
+
+
+def pseudo_labelled_rows(script_args, labelled_ids: set[str]) -> tuple[pd.DataFrame, dict]:
+    """The confident test rows with their letters, and what training_summary.json records of them."""
+    from mcqtune.runs.identity import csv_identity
+
+    test_file, threshold = script_args.pseudo_label_file, script_args.pseudo_label_threshold
+    test = load_mcq_csv(test_file, encoding=script_args.encoding)
+    shared = sorted(set(test["ID"]) & labelled_ids)
+    if shared:
+        raise DataError(test_file, f"{len(shared)} of its IDs are also training or validation IDs (first "
+                                   f"{shared[0]}); give the test file the runs answered, not a labelled one")
+    probs = averaged_probs(script_args.pseudo_label_from, test_file,
+                           csv_identity(test_file, script_args.encoding)["bytes_sha256"])
+    if not probs:
+        raise DataError(test_file, "the --pseudo_label_from runs share no scored row of it (score mode gives the "
+                                   "letter probabilities pseudo-labels need)")
+    scored = test[test["ID"].isin(probs)]
+    best = np.array([probs[id_] for id_ in scored["ID"]])
+    keep = best.max(axis=1) >= threshold
+    rows = scored[keep].assign(**{ANSWER_COLUMN: [LETTERS[i] for i in best[keep].argmax(axis=1)],
+                                  "source": PSEUDO_SOURCE})
+    letters = rows[ANSWER_COLUMN].value_counts()
+    summary = {"file": test_file, "threshold": threshold, "runs": list(script_args.pseudo_label_from),
+               "test_rows": len(test), "scored_rows": len(scored), "rows": len(rows),
+               "letters": {x: int(letters.get(x, 0)) for x in LETTERS}}
+    logger.info("--pseudo_label_from: %d of %d test questions at probability >= %g join training (A-D: %s)",
+                len(rows), len(test), threshold, ", ".join(str(summary["letters"][x]) for x in LETTERS))
+    return rows, summary
+
+
+def add_pseudo_labels(train: pd.DataFrame, val: pd.DataFrame, script_args) -> tuple[pd.DataFrame, dict | None]:
+    """``train`` with the pseudo-labelled test rows after it (validation untouched)."""
+    if not script_args.pseudo_label_from:
+        return train, None
+    rows, summary = pseudo_labelled_rows(script_args, set(train["ID"]) | set(val["ID"]))
+    if not len(rows):
+        logger.warning("--pseudo_label_from: no test question reaches probability %g; training on the labelled "
+                       "rows only", script_args.pseudo_label_threshold)
+        return train, summary
+    base = train if "source" in train else train.assign(source=script_args.train_file)
+    return pd.concat([base, rows[[c for c in rows if c in base or c == "source"]]], ignore_index=True), summary

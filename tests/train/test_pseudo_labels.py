@@ -1,0 +1,83 @@
+"""Pseudo-labels: the test questions that runs of that very file answered confidently join the training rows (never
+validation) with the letter they chose; runs of another file, a labelled file's IDs and options without their
+partner are refused in one line."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mcqtune.data.questions import LETTERS
+from mcqtune.errors import ConfigError, DataError
+from mcqtune.runs.identity import csv_identity
+from mcqtune.runs.provenance import ProvenanceError
+from mcqtune.train.data import build_datasets, load_splits
+from mcqtune.train.options import check_config
+from mcqtune.train.pseudo_labels import PSEUDO_SOURCE
+from tests.helpers import train_args
+
+
+def fake_run(folder, test_file, probs: np.ndarray, ids):
+    """What infer.py leaves in a score-mode run folder, as far as pseudo-labels read it."""
+    folder.mkdir()
+    frame = pd.DataFrame(probs, columns=[f"p_{x}" for x in LETTERS]).assign(ID=list(ids))
+    frame.assign(answer=[LETTERS[i] for i in probs.argmax(1)]).to_csv(folder / "predictions.csv", index=False)
+    (folder / "report.json").write_text(json.dumps({
+        "test_file": str(test_file), "test_file_sha256": csv_identity(test_file, None)["bytes_sha256"]}))
+    return folder
+
+
+@pytest.fixture
+def two_runs(sample_dir, tmp_path):
+    test_file = sample_dir / "test_no_answer.csv"
+    ids = pd.read_csv(test_file, dtype=str)["ID"]
+    rng = np.random.default_rng(0)
+    runs = [fake_run(tmp_path / f"run{k}", test_file, rng.dirichlet([0.3] * 4, len(ids)), ids) for k in range(2)]
+    return test_file, ids, runs
+
+
+def test_confident_test_rows_join_training_with_the_averaged_letter_and_never_validation(
+        two_runs, sample_dir, tmp_path, qwen_tokenizer):
+    test_file, ids, runs = two_runs
+    script_args, _ = train_args("m", sample_dir / "train.csv", tmp_path / "out", "--pseudo_label_from", *runs,
+                                "--pseudo_label_file", test_file, "--pseudo_label_threshold", 0.6)
+    plain_train, plain_val = load_splits(train_args("m", sample_dir / "train.csv", tmp_path / "o2")[0], 42)
+    train, val = load_splits(script_args, 42)
+    mean = np.mean([pd.read_csv(r / "predictions.csv")[[f"p_{x}" for x in LETTERS]].to_numpy() for r in runs], 0)
+    confident = mean.max(1) >= 0.6
+    assert 0 < confident.sum() < len(ids)
+    pseudo = train[train["source"] == PSEUDO_SOURCE]
+    assert list(pseudo["ID"]) == list(ids[confident])
+    assert list(pseudo["answer"]) == [LETTERS[i] for i in mean[confident].argmax(1)]
+    assert len(train) == len(plain_train) + confident.sum() and val.equals(plain_val)  # validation untouched
+    counts = {}
+    build_datasets(qwen_tokenizer, train, val, script_args, counts)
+    letters = pd.Series([LETTERS[i] for i in mean[confident].argmax(1)]).value_counts()
+    assert counts["train"]["pseudo_label_letters"] == {x: int(letters.get(x, 0)) for x in LETTERS}
+    assert counts["train"]["by_source"][PSEUDO_SOURCE] == confident.sum()
+    assert "pseudo_label_letters" not in counts["validation"]
+
+
+def test_a_run_of_another_file_and_a_labelled_file_are_refused(two_runs, sample_dir, tmp_path):
+    test_file, ids, runs = two_runs
+    edited = tmp_path / "edited.csv"
+    edited.write_text(test_file.read_text(encoding="utf-8").replace("下列", "以下", 1), encoding="utf-8")
+    other, _ = train_args("m", sample_dir / "train.csv", tmp_path / "out", "--pseudo_label_from", *runs,
+                          "--pseudo_label_file", edited)
+    with pytest.raises(ProvenanceError, match="answered another test file"):
+        load_splits(other, 42)
+    labelled, _ = train_args("m", sample_dir / "train.csv", tmp_path / "out", "--pseudo_label_from", *runs,
+                             "--pseudo_label_file", sample_dir / "train.csv")
+    with pytest.raises(DataError, match="also training or validation IDs"):
+        load_splits(labelled, 42)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--pseudo_label_from", "run"], "needs --pseudo_label_file"),
+    (["--pseudo_label_file", "test.csv"], "used with --pseudo_label_from"),
+    (["--pseudo_label_from", "run", "--pseudo_label_file", "t.csv", "--pseudo_label_threshold", 0.2], r"\(0.25, 1\]"),
+])
+def test_pseudo_label_options_without_their_partner_are_one_line(sample_dir, tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(*train_args("m", sample_dir / "train.csv", tmp_path / "out", *extra))

@@ -604,6 +604,8 @@ def collect(raw: Path, out: Path) -> dict:
                                                             / results["ref_gen_qps"], 1)
     results.update(read_table(raw))
     results.update(derived_anchor_keys(results, raw))
+    kept = json.loads(out.read_text()) if out.is_file() else {}  # keys other entries write (cpu_*.py, by hand)
+    results = {**kept, **results}
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
 

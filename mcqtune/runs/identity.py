@@ -228,7 +228,8 @@ def run_options_identity(script: dict, training_args, world_size: int, **extra) 
 
 
 def teacher_identity(source: str) -> dict:
-    """A --distill_from teacher (or a --pseudo_label_from run) by the bytes of its predictions (a run folder by the predictions files in it)."""
+    """A --distill_from teacher (or a --pseudo_label_from run) by the bytes of its predictions (a run folder by the
+    predictions files in it)."""
     path = Path(source)
     files = [path] if path.is_file() else [p for p in (path / "predictions.csv", path / "oof_predictions.csv")
                                            if p.is_file()]

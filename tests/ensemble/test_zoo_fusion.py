@@ -37,7 +37,8 @@ def test_two_families_fuse_by_mean_and_by_weights_fitted_out_of_fold(tiny_model_
     assert cli.run_cli(ensemble.main, [*members, "--output_file", str(tmp_path / "mean.csv")]) == 0
     report = json.loads((tmp_path / "mean_ensemble" / "ensemble_report.json").read_text())
     truth = rows.iloc[48:88]["answer"].to_numpy()
-    probs = [pd.read_csv(tmp_path / f"{name}_run" / "predictions.csv")[list(PROB_COLUMNS)].to_numpy() for name in families]
+    probs = [pd.read_csv(tmp_path / f"{name}_run" / "predictions.csv")[list(PROB_COLUMNS)].to_numpy()
+             for name in families]
     for member, p in zip(report["members"], probs):
         assert member["accuracy"]["accuracy"] == pytest.approx((np.array(list("ABCD"))[p.argmax(1)] == truth).mean())
     fused = np.array(list("ABCD"))[np.mean(probs, axis=0).argmax(1)]

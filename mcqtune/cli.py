@@ -35,6 +35,8 @@ COMMANDS = {
                                                          "reach the label (a training CSV with a reasoning column)"),
     "compare": Command("mcqtune.reporting.compare", "main", "runs of one labelled file side by side (direct, "
                                                            "reasoning, cascade): accuracy, cost, fallbacks"),
+    "shift": Command("mcqtune.reporting.shift", "main", "how distinguishable the test questions are from the "
+                                                       "training ones, and the most test-like training rows"),
     "ensemble": Command("mcqtune.ensemble.fuse", "main", "fuse several runs' letter probabilities (ensemble.py)"),
     "export": Command("mcqtune.export.exporter", "main", "merged 16-bit weights, GGUF, a clean adapter, an lm-eval "
                                                         "task (export.py)"),

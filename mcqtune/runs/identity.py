@@ -47,7 +47,7 @@ TRAIN_SCRIPT_EXCLUDED = {
     "keep_effective_batch": "its effect, micro-batch x accumulation, is in the identity",
 }
 TRAIN_SCRIPT_RESOLVED = ("train_file", "val_file", "extra_train_files", "model_name_or_path", "chat_template",
-                         "distill_from", "pseudo_label_from", "pseudo_label_file")
+                         "distill_from", "pseudo_label_from", "pseudo_label_file", "val_test_like")
 # --- train_grpo.py: script options that do not change the trained weights ------------------------------------
 GRPO_SCRIPT_EXCLUDED = {
     "resume": "the switch that asks for reuse",
@@ -211,7 +211,8 @@ def training_identity(script_args, training_args, *, model: dict, world_size: in
                 "chat_template": template_identity(script_args.chat_template),
                 "distill_from": [teacher_identity(p) for p in script_args.distill_from],
                 "pseudo_label_from": [teacher_identity(p) for p in script_args.pseudo_label_from],
-                "pseudo_label_file": csv_identity(script_args.pseudo_label_file, script_args.encoding)}
+                "pseudo_label_file": csv_identity(script_args.pseudo_label_file, script_args.encoding),
+                "val_test_like": csv_identity(script_args.val_test_like, None)}
     return run_options_identity(options_identity(script_args, TRAIN_SCRIPT_EXCLUDED, resolved), training_args,
                                 world_size)
 

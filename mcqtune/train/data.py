@@ -49,6 +49,12 @@ def load_splits(script_args, seed: int, frame=None, val=None):
         train = frame
     elif script_args.val_file:
         train, val = frame, load_training_file(script_args, script_args.val_file)
+    elif script_args.val_test_like:
+        from mcqtune.reporting.shift import load_likeness, split_test_like
+
+        likeness = load_likeness(script_args.val_test_like, script_args.train_file, script_args.encoding)
+        train, val = split_test_like(frame, likeness, script_args.val_fraction)
+        logger.info("validation: the %d most test-like rows (--val_test_like)", len(val))
     else:
         train, val = split_train_val(frame, script_args.val_fraction, seed)
     if script_args.max_train_samples:

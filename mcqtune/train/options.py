@@ -92,6 +92,9 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
                                                                  "label's cross-entropy"})
     distill_temperature: float = field(default=1.0, metadata={
         "help": "softens teacher and student alike (the term is scaled by its square)"})
+    val_test_like: str | None = field(default=None, metadata={
+        "help": "validate on the val_fraction most test-like training rows, as ranked by mcq-tune shift's "
+                "train_test_likeness.csv for this train file, instead of a random split"})
     pseudo_label_from: list[str] = field(default_factory=list, metadata={
         "help": "infer.py runs (score mode) of --pseudo_label_file, averaged when several: its questions they answer "
                 "with probability >= pseudo_label_threshold join training with that letter (never validation)"})
@@ -175,6 +178,9 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
                             "belong to each training row's own options and answer position, in one process)")
         if script_args.distill_weight <= 0 or script_args.distill_temperature <= 0:
             problems.append("distill_weight and distill_temperature must be > 0")
+    if script_args.val_test_like and (script_args.val_file or script_args.folds > 1):
+        problems.append("val_test_like picks the validation rows of a random split's place; not with val_file or "
+                        "--folds (their validation rows are given)")
     if script_args.pseudo_label_from:
         if not script_args.pseudo_label_file:
             problems.append("pseudo_label_from needs --pseudo_label_file: the test CSV those runs answered")

@@ -25,7 +25,7 @@ TRAIN_SCRIPT_INCLUDED = [
     "model_name_or_path", "backend", "load_in_4bit", "max_answer_tokens", "lora_r", "lora_alpha", "lora_dropout",
     "lora_target_modules", "augment_permutations", "max_train_samples", "encoding", "folds", "fold", "loss",
     "reasoning_instruction", "reasoning_column", "distill_from", "distill_weight", "distill_temperature",
-    "pseudo_label_from", "pseudo_label_file", "pseudo_label_threshold"]
+    "val_test_like", "pseudo_label_from", "pseudo_label_file", "pseudo_label_threshold"]
 GRPO_SCRIPT_INCLUDED = [
     "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "enable_thinking", "reasoning_instruction",
     "backend", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "train_file", "val_file",

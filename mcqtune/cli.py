@@ -35,6 +35,8 @@ COMMANDS = {
                                                          "reach the label (a training CSV with a reasoning column)"),
     "compare": Command("mcqtune.reporting.compare", "main", "runs of one labelled file side by side (direct, "
                                                            "reasoning, cascade): accuracy, cost, fallbacks"),
+    "benchmark": Command("mcqtune.answering.benchmark", "main", "accuracy the way published C-Eval / CMMLU figures "
+                                                               "are scored (lm-eval's prompt, k-shot, CircularEval)"),
     "shift": Command("mcqtune.reporting.shift", "main", "how distinguishable the test questions are from the "
                                                        "training ones, and the most test-like training rows"),
     "ensemble": Command("mcqtune.ensemble.fuse", "main", "fuse several runs' letter probabilities (ensemble.py)"),

@@ -14,7 +14,8 @@ SCRIPTS = ("train_sft.py", "train_grpo.py", "infer.py", "ensemble.py", "export.p
            "answer_parser.py", "demo.py")
 SUBCOMMANDS = {"train": "train_sft.py", "grpo": "train_grpo.py", "infer": "infer.py", "ensemble": "ensemble.py",
                "export": "export.py",
-               "validate": "mcq_dataset.py", "traces": "traces", "compare": "compare", "shift": "shift"}
+               "validate": "mcq_dataset.py", "traces": "traces", "compare": "compare", "shift": "shift",
+               "benchmark": "benchmark"}
 
 
 def split_words(text: str) -> list[str]:
@@ -72,6 +73,10 @@ def parse(script: str, argv: list[str]) -> None:
         from mcqtune.answering.traces import parse_args
 
         parse_args(argv)
+    elif script == "benchmark":
+        from mcqtune.answering.benchmark import make_parser
+
+        make_parser().parse_args(argv)
     elif script == "shift":
         from mcqtune.reporting.shift import make_parser
 

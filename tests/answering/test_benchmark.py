@@ -94,8 +94,9 @@ def test_the_prompt_is_lm_evals_cmmlu_template_and_circular_rotations_move_the_a
            "option_D": "深圳", "answer": "A"}
     shot = pd.DataFrame([{**row, "question": "一加一等于？", "option_A": "1", "option_B": "2", "answer": "B"}])
     text = benchmark.build_context(row, shot, "以下是关于常识的单项选择题，请直接给出正确答案的选项。\n\n")
-    assert text == ("以下是关于常识的单项选择题，请直接给出正确答案的选项。\n\n一加一等于？\nA. 1\nB. 2\nC. 广州\nD. 深圳\n答案： B"
-                    "\n\n中国的首都是？\nA. 北京\nB. 上海\nC. 广州\nD. 深圳\n答案：")
+    assert text == ("以下是关于常识的单项选择题，请直接给出正确答案的选项。\n\n"
+                    "一加一等于？\nA. 1\nB. 2\nC. 广州\nD. 深圳\n答案： B\n\n"
+                    "中国的首都是？\nA. 北京\nB. 上海\nC. 广州\nD. 深圳\n答案：")
     from mcqtune.data.option_orders import cyclic_orders, permute_options
 
     answers = [permute_options(row, order)["answer"] for order in cyclic_orders(4)]

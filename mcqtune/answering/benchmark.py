@@ -34,6 +34,7 @@ from mcqtune.errors import ConfigError, DataError, UserError
 logger = logging.getLogger("benchmark")
 TASKS = {"cmmlu": "cmmlu/cmmlu_{subject}.yaml", "ceval": "ceval/ceval-valid_{subject}.yaml"}
 DESCRIPTION = "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n"
+MAX_CONTEXT_TOKENS = 4096  # the sequence length the model is loaded for: five solved questions and the question fit
 
 
 def subject_description(task: str, subject: str | None) -> str:
@@ -194,9 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     test = load_mcq_csv(args.test_file, require_answer=True)
     dev = load_mcq_csv(args.dev_file, require_answer=True) if args.dev_file else None
     backend = select_backend(args.backend)
-    request = load_request(InferArguments(test_file=args.test_file, model_path=args.model_path,
-                                          base_model_id=args.base_model_id, backend=backend,
-                                          load_in_4bit=args.load_in_4bit), backend)
+    options = InferArguments(test_file=args.test_file, model_path=args.model_path, base_model_id=args.base_model_id,
+                             backend=backend, load_in_4bit=args.load_in_4bit, max_prompt_tokens=MAX_CONTEXT_TOKENS)
+    request = load_request(options, backend)
     model, tokenizer, _ = load_inference_model(request)
     result = benchmark(model.eval(), tokenizer, test, dev, task=args.task, shots=args.shots, circular=args.circular,
                        batch_size=args.batch_size)

@@ -190,8 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = make_parser().parse_args(argv)
-    if args.shots < 0 or (args.shots and not args.dev_file) or args.batch_size < 1:
-        raise ConfigError("--shots must be >= 0 and needs --dev_file when > 0; --batch_size must be >= 1")
+    if args.shots < 0 or args.batch_size < 1:
+        raise ConfigError(f"--shots must be 0 or more and --batch_size 1 or more (got {args.shots}, {args.batch_size})")
+    if args.shots and not args.dev_file:
+        raise ConfigError(f"--shots {args.shots} needs --dev_file: the solved questions the shots are taken from")
     test = load_mcq_csv(args.test_file, require_answer=True)
     dev = load_mcq_csv(args.dev_file, require_answer=True) if args.dev_file else None
     backend = select_backend(args.backend)

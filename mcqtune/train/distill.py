@@ -47,16 +47,19 @@ def read_teacher(path: Path) -> dict[str, np.ndarray]:
     return {id_: p / p.sum() for id_, p, ok in zip(frame["ID"], probs, usable) if ok}
 
 
-def load_teachers(sources: Sequence[str], train_file: str, train_sha: str) -> dict[str, np.ndarray]:
-    """Every teacher's probabilities, checked to answer ``train_file``; averaged per ID over the teachers that
-    answered it."""
+def load_teachers(sources: Sequence[str], train_file: str, train_sha: str, consumer: str = "--distill_from",
+                  scored_by_all: bool = False) -> dict[str, np.ndarray]:
+    """Every source's letter probabilities, each source checked to have answered ``train_file`` (the file whose
+    bytes hash to ``train_sha``); averaged per ID over the sources that scored it (``scored_by_all``: only IDs every
+    source scored)."""
     found: dict[str, list[np.ndarray]] = {}
     for source in sources:
-        path = predictions_file(source, "--distill_from")
-        check_answered(path, train_sha, consumer="--distill_from", test_name=train_file)
+        path = predictions_file(source, consumer)
+        check_answered(path, train_sha, consumer=consumer, test_name=train_file)
         for id_, probs in read_teacher(path).items():
             found.setdefault(id_, []).append(probs)
-    return {id_: np.mean(values, axis=0) for id_, values in found.items()}
+    return {id_: np.mean(values, axis=0) for id_, values in found.items()
+            if not scored_by_all or len(values) == len(sources)}
 
 
 def attach_teacher(frame: pd.DataFrame, teacher: dict[str, np.ndarray]) -> tuple[pd.DataFrame, dict]:

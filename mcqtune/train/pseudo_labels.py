@@ -10,29 +10,16 @@ whose ID is also a training or validation ID is refused (the same ID need not be
 from __future__ import annotations
 
 import logging
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, load_mcq_csv
 from mcqtune.errors import DataError
-from mcqtune.runs.provenance import check_answered, predictions_file
-from mcqtune.train.distill import read_teacher
+from mcqtune.train.distill import load_teachers
 
 logger = logging.getLogger("train_sft")
 PSEUDO_SOURCE = "pseudo-labels"
-
-
-def averaged_probs(sources: Sequence[str], test_file: str, test_sha: str) -> dict[str, np.ndarray]:
-    """ID -> the letter probabilities averaged over the runs, each checked to have answered ``test_file``."""
-    found: dict[str, list[np.ndarray]] = {}
-    for source in sources:
-        path = predictions_file(source, "--pseudo_label_from")
-        check_answered(path, test_sha, consumer="--pseudo_label_from", test_name=test_file)
-        for id_, probs in read_teacher(path).items():
-            found.setdefault(id_, []).append(probs)
-    return {id_: np.mean(values, axis=0) for id_, values in found.items() if len(values) == len(sources)}
 
 
 def pseudo_labelled_rows(script_args, labelled_ids: set[str]) -> tuple[pd.DataFrame, dict]:
@@ -45,8 +32,9 @@ def pseudo_labelled_rows(script_args, labelled_ids: set[str]) -> tuple[pd.DataFr
     if shared:
         raise DataError(test_file, f"{len(shared)} of its IDs are also training or validation IDs (first "
                                    f"{shared[0]}); give the test file the runs answered, not a labelled one")
-    probs = averaged_probs(script_args.pseudo_label_from, test_file,
-                           csv_identity(test_file, script_args.encoding)["bytes_sha256"])
+    probs = load_teachers(script_args.pseudo_label_from, test_file,
+                          csv_identity(test_file, script_args.encoding)["bytes_sha256"],
+                          consumer="--pseudo_label_from", scored_by_all=True)
     if not probs:
         raise DataError(test_file, "the --pseudo_label_from runs share no scored row of it (score mode gives the "
                                    "letter probabilities pseudo-labels need)")

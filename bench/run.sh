@@ -23,6 +23,7 @@
 #                inference command (run with NO_Q14B=1: these need no 14B model; the bundle must hold
 #                flash-linear-attention for Qwen3.5's linear-attention layers, see bench/README.md)
 #   reason512, reason2048   infer.py --mode reason (64 / 16 questions) and bench/plain_generate.py at its batch
+#   cb          bench/continuous_generate.py: transformers' continuous batching, CB_RUNS (requests x forced tokens)
 #   static512   bench/plain_generate.py --cache static (compiled decoding), batch 32, 512 tokens
 #   grpo, grpo_reason   train_grpo.py with configs/qwen2.5-14b-grpo-4090.yaml (direct, G_STEPS optimiser steps, default
 #                20, validation half-way and at the end) / configs/qwen2.5-14b-grpo-reason-4090.yaml (R_STEPS, default 3,
@@ -117,6 +118,9 @@ for run in ${RUNS:-b16 anchor_a}; do
         --max_steps "$g" --logging_steps 1 --output_dir /tmp/g_$run --generation_kwargs "{\"min_new_tokens\": $n}" \
         ${ADAPTER:+--adapter "$ADAPTER"} ${GRPO_BACKEND:+--backend "$GRPO_BACKEND"} "${extra[@]}" > "$OUT/$run.log" 2>&1
       cp /tmp/g_$run/training_summary.json "$OUT/$run.json" ;;
+    cb)  # transformers' continuous batching (paged cache, CUDA graphs) on the same NF4 weights, CB_RUNS requests x tokens
+      python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv \
+        --runs "${CB_RUNS:-128x512,32x2048}" --json "$OUT/cb.json" ${CB_ARGS:-} > "$OUT/cb.log" 2>&1 ;;
     static512)  # plain generate with the static cache (compiled decoding) at batch 32, replies of 512 tokens
       head -65 .benchdata/test.csv > /tmp/reason_test.csv
       python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size 32 \

@@ -38,7 +38,7 @@ except ImportError:
 TO_TRADITIONAL = [opencc.OpenCC(config) for config in ("s2t", "s2tw", "s2hk")] if opencc else []
 needs_opencc = pytest.mark.skipif(opencc is None, reason="opencc is not installed")
 
-# One competition question, shared by the prompt tests (test_mcq_dataset.py) and the option-order tests.
+# One competition question, shared by the prompt tests (tests/data/test_questions.py) and the option-order tests.
 ROW = {"ID": "9", "question": "中国的首都是哪里？", "option_A": "北京", "option_B": "上海", "option_C": "广州",
        "option_D": "深圳", "answer": "A"}
 

@@ -15,15 +15,16 @@ a merged model directory, or a plain model. Modes:
 
 The run folder (`--output_dir`, default `<output_file stem>_run/`) is locked for the whole run: a second run
 on it stops at once. Answers are checkpointed to `<run folder>/predictions.partial.jsonl` as they come, under
-the run's identity (`run_identity.py`: every option, the test file's bytes and decoding, the models by content,
+the run's identity (`runs/identity.py`: every option, the test file's bytes and decoding, the models by content,
 the precision loaded, the chat template); the same command continues where an interrupted one stopped, and any
 other run starts over (the old checkpoint kept as `*.stale`). A run that starts over first moves the earlier
 submission and report into `<run folder>/previous-<time>/`, so a run that fails never leaves another run's
 answers under its name. The run folder also receives `predictions.csv`, `report.json`, `report.md` and charts.
 
 This file is the command line and the one answering loop; the option checks, model sources and run identity
-are in `infer_setup.py`, the ways the model is loaded in `infer_loading.py`, what each mode computes in
-`answer_modes.py`, the run folder's files and the output assembly in `infer_outputs.py`.
+are in `setup.py`, the ways the model is loaded in `loading.py`, what each mode computes in `modes.py` (reasoning
+replies in `reasoning.py`, continuous batching in `continuous.py`), the run folder's files and the output assembly
+in `outputs.py`.
 """
 
 from __future__ import annotations
@@ -142,6 +143,9 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     started = time.time()
     rank, world, local_rank = distributed_info()
     backend = select_backend(backend or args.backend)
+    if args.generation_engine == "continuous" and backend != "hf":
+        raise ConfigError(f"generation_engine continuous runs transformers' own attention, which the {backend} "
+                          f"backend replaces: add --backend hf")
     device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
     request = load_request(args, backend, device_map)
     model, tokenizer, load_info = load_inference_model(request)
@@ -167,6 +171,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
            "test_file": args.test_file, "test_file_sha256": identity["test_file"]["bytes_sha256"],
            "model_path": args.model_path, "base_model": request.base,
            "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
+           "generation_engine": args.generation_engine if args.mode == "reason" else None,
            **{k: v for k, v in (provenance or {}).items() if v},
            "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
            "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),

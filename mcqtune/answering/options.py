@@ -32,6 +32,11 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                                                               "samples them, seeded per batch by --seed (the same "
                                                               "run resumes to the same replies)"})
     seed: int = field(default=0, metadata={"help": "reason mode with temperature > 0: the sampling seed"})
+    generation_engine: str = field(default="generate", metadata={
+        "help": "reason mode: generate (model.generate, padded batches) | continuous (transformers' continuous "
+                "batching: paged key/value cache, CUDA graphs; the same greedy replies, faster on a GPU: "
+                "bench/RESULTS.md; needs --backend hf and --repetition_penalty 1.0)",
+        "choices": ["generate", "continuous"]})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "
                                                                       "letter scored (counted in report.json)"})

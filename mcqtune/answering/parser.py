@@ -8,7 +8,7 @@ Standard library only, so it can be imported anywhere (notebooks, evaluation ser
 stack. The reply is first normalised: chat special tokens and reasoning blocks dropped, full-width forms
 folded (NFKC), and Traditional Chinese read as Simplified (``選B``, ``答案為B``, ``正確選項為：Ｃ`` and
 ``無法確定`` read like ``选B``, ``答案为B``, ``正确选项为：C`` and ``无法确定``; a table covers every character
-of the grammar, whose patterns ``answer_grammar.py`` holds). A letter is returned only when the reply
+of the grammar, whose patterns ``grammar.py`` holds). A letter is returned only when the reply
 *commits* to it, through one of these rules (the first that decides wins):
 
 1. ``boxed``          ``\\boxed{C}`` (maths-style replies); two different boxed letters -> None

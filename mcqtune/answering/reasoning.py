@@ -76,14 +76,19 @@ def cut_at_stop(generated: Sequence[int], stop_ids: Sequence[int]) -> tuple[list
 
 
 def generate_replies(model, tokenizer, prompts: list[list[int]], budget: int, stop_ids: Sequence[int],
-                     repetition_penalty: float, temperature: float = 0.0,
-                     seed: int | None = None) -> list[tuple[list[int], bool]]:
+                     repetition_penalty: float, temperature: float = 0.0, seed: int | None = None,
+                     engine: str = "generate", gpu_memory_gb: float | None = None) -> list[tuple[list[int], bool]]:
     """Replies of at most ``budget`` tokens, greedy or (``temperature`` > 0) sampled from ``seed``: each one's
-    tokens and whether it stopped by itself."""
+    tokens and whether it stopped by itself. ``engine`` "continuous": through continuous batching (continuous.py)."""
     import torch
 
     from mcqtune.answering.scoring import left_pad, model_device
 
+    if engine == "continuous":
+        from mcqtune.answering.continuous import continuous_replies
+
+        return [cut_at_stop(reply, stop_ids) for reply in continuous_replies(
+            model, tokenizer, prompts, budget, stop_ids, temperature, seed, gpu_memory_gb)]
     device = model_device(model)
     input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
@@ -128,7 +133,7 @@ def reasoner(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgument
     def compute(rows: list[int]) -> list[dict]:
         replies = generate_replies(model, tokenizer, [prompts[i] for i in rows], args.max_reasoning_tokens,
                                    stop_ids, args.repetition_penalty, args.temperature,
-                                   batch_seed(args.seed, ids[rows[0]]))
+                                   batch_seed(args.seed, ids[rows[0]]), args.generation_engine, args.gpu_memory_gb)
         texts = [tokenizer.decode(reply, skip_special_tokens=False) for reply, _ in replies]
         parsed = [read_reply(text, options[i], finished, opened)
                   for i, text, (_, finished) in zip(rows, texts, replies)]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mcqtune.errors import ConfigError
+from mcqtune.answering.continuous import engine_problems
 from mcqtune.answering.outputs import output_problems
 from mcqtune.data.questions import check_prompt_options
 
@@ -47,6 +48,7 @@ def check_args(args: InferArguments) -> None:
                         f"{args.rescore_fraction}")
     if args.debias_sample < 1:
         problems.append(f"debias_sample must be >= 1, got {args.debias_sample}")
+    problems += engine_problems(args.generation_engine, args.mode, args.repetition_penalty)
     problems += output_problems(args)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -187,7 +189,7 @@ def run_identity_of(args: InferArguments, request, load_info: dict, tokenizer, b
 
 
 def parser_identity() -> str:
-    """The answer parser by content: its rules (answer_parser.py), the patterns they match (answer_grammar.py) and
+    """The answer parser by content: its rules (parser.py), the patterns they match (grammar.py) and
     how reasoning replies are read (reasoning.py); a change to any can read a reply as another letter."""
     from mcqtune.answering import grammar as answer_grammar
     from mcqtune.answering import parser as answer_parser

@@ -23,8 +23,8 @@ Writes the submission ``ID,answer`` and, in ``--report_dir`` (default ``<output 
 answers are known), the ensemble's, the weights, pairwise agreement between members and the answer
 distribution. Every mistake in the inputs is one ``error:`` line and exit status 1 (``cli.run_cli``).
 
-The members are read and checked in ``ensemble_members.py``, combined in ``ensemble_combine.py`` and described
-in ``ensemble_report.py``; this file is the command line and the outputs.
+The members are read and checked in ``members.py``, combined in ``combine.py`` and described
+in ``report.py``; this file is the command line and the outputs.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Every weights file is checked before it is used and after it is copied: a damage
 adapter_model.safetensors stops the export with one line saying so. Options that the chosen format does not
 use are refused rather than ignored (`--lm_eval_task` exports no model, so it takes no `--format`).
 
-One module per format: `merged_export.py`, `gguf_export.py` (llama.cpp's converter and quantiser, from
+One module per format: `merged.py`, `gguf.py` (llama.cpp's converter and quantiser, from
 `requirements-export.txt`), `lm_eval_task.py`; `model_card.py` writes the cards. This file is the command line,
 the clean adapter copy and the 4-bit base.
 """

@@ -5,7 +5,7 @@ it, unless it is named in one of the exclusion lists below with the reason besid
 a path to something that decides the result is replaced by that thing's content (``resolved``): the input
 CSV by its bytes and the text they decode to, a model or adapter by its files, a chat template by its text.
 What the run found out at load time (the precision the weights were loaded in, the chat template, the batch
-size used) is added by the caller. ``tests/test_run_identity.py`` fails when an option is added without a
+size used) is added by the caller. ``tests/runs/test_identity.py`` fails when an option is added without a
 decision here.
 
 Two runs are the same run only when their identities are equal; ``changed_keys`` names what differs, and the
@@ -187,7 +187,7 @@ def inference_identity(args, *, base: dict, adapter: dict | None, ensemble: list
     """What decides infer.py's answers. ``base``, ``adapter`` (the one in model_path, or None) and ``ensemble``
     are identities by content (``model_identity``, ``adapter_identity``); ``precision`` is what the weights were
     loaded in; ``tokenizer_template`` the chat template the tokenizer renders; ``parser_sha256`` the answer
-    parser's source (answer_parser.py and answer_grammar.py) in generate mode (its rules decide which replies
+    parser's source (answering/parser.py and grammar.py) in generate mode (its rules decide which replies
     count); ``letter_prior`` the prior that --debias_letters estimated (an estimate that comes out otherwise is
     another run)."""
     resolved = {"test_file": csv_identity(args.test_file, args.encoding),

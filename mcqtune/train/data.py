@@ -1,6 +1,6 @@
 """Training rows: the competition file split (or a fold), extra sources added apart, tokenised for TRL.
 
-train_sft.py and cross_validation.py call these; the prompt and the answer tokens come from chat_template.py.
+train_sft.py and train/folds.py call these; the prompt and the answer tokens come from chat_template.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Example lists first (kept as strict as they were when written), then rejections, Traditional Chinese,
 metamorphic properties drawn by Hypothesis, and the command line. The Traditional->Simplified table itself is
-tested in test_answer_grammar.py.
+tested in test_grammar.py.
 """
 
 import re

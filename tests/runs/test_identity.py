@@ -9,7 +9,7 @@ from mcqtune.runs import identity as run_identity
 from tests.helpers import train_args
 
 # The options of infer.py and train_sft.py that are in the identity. Adding an option makes this test fail
-# until it is either listed here (it decides the result: nothing to do) or excluded in run_identity.py with
+# until it is either listed here (it decides the result: nothing to do) or excluded in mcqtune/runs/identity.py with
 # the reason -- the decision the identity depends on.
 INFER_INCLUDED = [
     "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "enable_thinking", "test_file",

@@ -1,0 +1,84 @@
+"""transformers' continuous batching (``generate_batch``: paged key/value cache, CUDA graphs) on the same 4-bit
+weights and reasoning prompts as ``infer.py --mode reason``, for the generation-speed measurements of
+bench/RESULTS.md.
+
+    python bench/continuous_generate.py --model /tmp/q14b --test_file t.csv --requests 128 --new_tokens 512 --json o.json
+
+Every reply is forced to ``--new_tokens`` (no end-of-turn token), so the figure is generated tokens per second at
+that length whatever random weights would otherwise do. The cache gets the memory the 24 GiB cap leaves
+(``--cache_share`` of it); ``--graphs false`` turns CUDA graphs off. One short warm-up run first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    from bench_14b import cap_memory, card, peak_gb, reset_peak
+    from mcqtune.answering.batch_planning import cache_bytes_per_token, memory_budget_gb
+    from mcqtune.data.questions import PromptStyle, encode_prompts, load_mcq_csv
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--test_file", required=True)
+    parser.add_argument("--runs", required=True, help="REQUESTSxTOKENS[:graphs][:share] ,... e.g. 128x512,"
+                                                      "32x2048:graphs:0.4 (CUDA graphs on, 40%% of the memory)")
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--cache_share", type=float, default=0.8)
+    parser.add_argument("--block_size", type=int, default=256)
+    parser.add_argument("--max_batch_tokens", type=int, default=2048)
+    parser.add_argument("--graphs", default="auto")
+    args = parser.parse_args()
+    cap_memory()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                               bnb_4bit_use_double_quant=True)
+    model = AutoModelForCausalLM.from_pretrained(args.model, quantization_config=quant, dtype=torch.bfloat16,
+                                                 device_map={"": 0}, attn_implementation="paged|sdpa")
+    frame = load_mcq_csv(args.test_file, number_rows=True)
+    prompts = encode_prompts(tokenizer, frame, PromptStyle(reasoning=True), 512)
+    budget = memory_budget_gb()
+    block_bytes = args.block_size * cache_bytes_per_token(model.config)
+    results = {"card": card(), "weights_gb": round(torch.cuda.memory_allocated() / 2**30, 2),
+               "budget_gb": round(budget, 2), "block_size": args.block_size,
+               "max_batch_tokens": args.max_batch_tokens,
+               "prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1), "runs": []}
+    for spec in ["8x16"] + args.runs.split(","):
+        size, *flags = spec.split(":")
+        requests, new_tokens = map(int, size.split("x"))
+        graphs = True if "graphs" in flags else None if args.graphs == "auto" else args.graphs == "true"
+        share = next((float(f) for f in flags if f[0].isdigit()), args.cache_share)
+        blocks = int(budget * share * 2**30 / block_bytes)
+        rows = [prompts[i % len(prompts)] for i in range(requests)]
+        config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1,
+                                  pad_token_id=tokenizer.pad_token_id)
+        cb = ContinuousBatchingConfig(num_blocks=blocks, block_size=args.block_size,
+                                      max_batch_tokens=args.max_batch_tokens, use_cuda_graph=graphs)
+        reset_peak()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = model.generate_batch(rows, generation_config=config, continuous_batching_config=cb)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        made = sum(len(o.generated_tokens) for o in out.values())
+        errors = [o.error for o in out.values() if o.error]
+        run = {"spec": spec, "num_blocks": blocks, "requests": requests, "new_tokens": new_tokens, "seconds": round(seconds, 1), "generated": made,
+               "tokens_per_s": round(made / seconds, 1), "errors": errors[:3], **peak_gb()}
+        results["runs"].append(run)
+        print(json.dumps(run), flush=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

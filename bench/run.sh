@@ -24,6 +24,7 @@
 #                flash-linear-attention for Qwen3.5's linear-attention layers, see bench/README.md)
 #   reason512, reason2048   infer.py --mode reason (64 / 16 questions) and bench/plain_generate.py at its batch
 #   cb          bench/continuous_generate.py: transformers' continuous batching, CB_RUNS (requests x forced tokens)
+#   creason512, creason2048   the same with --generation_engine continuous (128 / 32 questions)
 #   static512   bench/plain_generate.py --cache static (compiled decoding), batch 32, 512 tokens
 #   grpo, grpo_reason   train_grpo.py with configs/qwen2.5-14b-grpo-4090.yaml (direct, G_STEPS optimiser steps, default
 #                20, validation half-way and at the end) / configs/qwen2.5-14b-grpo-reason-4090.yaml (R_STEPS, default 3,
@@ -109,6 +110,11 @@ for run in ${RUNS:-b16 anchor_a}; do
       batch=$(python3 -c "import json; print(json.load(open('$OUT/$run.json'))['batch_size'])")
       [ "$n" = 512 ] || [ -n "${PLAIN_2048:-}" ] && python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size "$batch" \
         --new_tokens "$n" --batches 1 --json "$OUT/plain$n.json" > "$OUT/plain$n.log" 2>&1 ;;
+    creason512|creason2048)  # the same with --generation_engine continuous (hf backend, no repetition penalty),
+                             # on 128 / 32 questions (enough to keep its cache full)
+      n=${run#creason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/creason_test.csv
+      answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/creason_test.csv \
+        --backend hf --generation_engine continuous --repetition_penalty 1.0 ;;
     grpo|grpo_reason)
       if [ "$run" = grpo ]; then g=${G_STEPS:-20}; cfg=configs/qwen2.5-14b-grpo-4090.yaml; n=8
         extra=(--eval_steps $(( (g + 1) / 2 )) --save_steps $(( (g + 1) / 2 )))

@@ -354,6 +354,16 @@ TABLE = {
     "qwen3_5_score_qps": ("zoo_qwen3_5_h200/qwen3_5_infer.json", ["answer_timing", "steady_questions_per_second"]),
     "qwen3_5_score_peak_reserved_gb": ("zoo_qwen3_5_h200/qwen3_5_infer.json", ["gpu_peak_reserved_gb"]),
     "qwen3_5_shared_prefix": ("zoo_qwen3_5_h200/qwen3_5_infer.json", ["shared_prefix"]),
+    # --generation_engine continuous (session 14): bench/run.sh RUNS="creason512 creason2048" (creason/), then
+    # creason512 again with the cache never over-committed (creason_b/, the code as landed); bench/continuous_generate.py
+    # on the same NF4 weights: CUDA graphs off and on (cb2/), 128 x 512 with graphs off (cb1/)
+    "reason_14b_continuous_peak_reserved_gb": ("continuous_h200/creason_b/creason512.json", ["gpu_peak_reserved_gb"]),
+    "reason_14b_continuous_batch_size_512": ("continuous_h200/creason_b/creason512.json", ["batch_size"]),
+    "reason_14b_continuous_batch_size_2048": ("continuous_h200/creason/creason2048.json", ["batch_size"]),
+    "continuous_14b_tokens_per_s_64x128_no_graphs": ("continuous_h200/cb2/cb.json", ["runs", 1, "tokens_per_s"]),
+    "continuous_14b_tokens_per_s_64x128_graphs": ("continuous_h200/cb2/cb.json", ["runs", 2, "tokens_per_s"]),
+    "continuous_14b_tokens_per_s_128x256_graphs": ("continuous_h200/cb2/cb.json", ["runs", 5, "tokens_per_s"]),
+    "continuous_14b_tokens_per_s_128x512_no_graphs": ("continuous_h200/cb1/cb.json", ["runs", 1, "tokens_per_s"]),
 }
 ZOO_SIZES = {"qwen3_5_size": "Qwen3.5-9B (text model, 8.95B parameters)", "glm4_9b_size": "GLM-4-9B-0414 (9.40B)"}
 GRPO_KEYS = [k for k in TABLE if k.startswith("grpo") or "static_cache" in k]
@@ -393,7 +403,20 @@ def derived_anchor_keys(r: dict, raw: Path) -> dict:
     for family in ("glm4_9b", "qwen3_5"):  # a run's peak: training's or answering's, whichever is higher
         keys[f"{family}_run_peak_reserved_gb"] = max(r[f"{family}_train_peak_gb"], r[f"{family}_score_peak_reserved_gb"])
     keys.update(ZOO_SIZES)
+    keys.update(continuous_keys(raw / "continuous_h200"))
     return keys
+
+
+def continuous_keys(raw: Path) -> dict:
+    """Generated tokens per second of the README's reasoning command on the continuous engine: every reply's tokens
+    over the answering seconds (its one batch, CUDA graphs captured and the closed replies scored included)."""
+    def rate(report):
+        r = json.loads((raw / report).read_text())
+        return round(r["reasoning"]["generated_tokens"] / r["seconds"], 1)
+
+    return {"reason_14b_continuous_tokens_per_s_512": rate("creason_b/creason512.json"),
+            "reason_14b_continuous_tokens_per_s_512_first_call": rate("creason/creason512.json"),
+            "reason_14b_continuous_tokens_per_s_2048": rate("creason/creason2048.json")}
 
 
 def read_cgroup(text: str) -> dict:

@@ -84,8 +84,12 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
                               **sampling)
     cuda = torch.cuda.is_available()
     blocks = cache_blocks(model, sum(len(p) + budget for p in prompts), gpu_memory_gb)
+    # no more replies at once than the cache holds at their longest: transformers would otherwise admit more and,
+    # when the cache fills, throw some replies' cache away and compute them again
+    held = max(1, blocks * BLOCK_SIZE // (max(map(len, prompts)) + budget))
     batching = ContinuousBatchingConfig(num_blocks=blocks, block_size=BLOCK_SIZE, max_batch_tokens=PREFILL_TOKENS,
-                                        use_cuda_graph=cuda, seed=seed or 0, allow_block_sharing=False)
+                                        max_requests_per_batch=held, use_cuda_graph=cuda, seed=seed or 0,
+                                        allow_block_sharing=False)
     out = model.generate_batch(prompts, generation_config=config, continuous_batching_config=batching,
                                warmup=cuda, progress_bar=False)
     replies = []

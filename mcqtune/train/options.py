@@ -83,6 +83,9 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
                 "and the letter, in the template's own form (a thinking block with enable_thinking); the loss covers "
                 "the reasoning and the answer (max_answer_tokens must hold both: a longer row is refused, never "
                 "cut); validation is then eval_loss over those tokens; answer with infer.py --mode reason"})
+    answer_weight: float = field(default=1.0, metadata={
+        "help": "with reasoning_column: how many times the answer letter's cross-entropy counts beside each "
+                "reasoning token's (1: every target token alike; above 1 leans the loss towards the answer)"})
     distill_from: list[str] = field(default_factory=list, metadata={
         "help": "teachers' letter probabilities for the training rows: infer.py run folders or predictions.csv of "
                 "the training file, or a k-fold folder / oof_predictions.csv (averaged when several; checked to be "
@@ -167,6 +170,14 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
     if script_args.reasoning and script_args.folds > 1:
         problems.append("--folds with reasoning_column is not supported: out-of-fold answers of reasoning replies "
                         "need generation (answer each fold's validation rows with infer.py --mode reason)")
+    if script_args.answer_weight <= 0:
+        problems.append(f"answer_weight must be > 0, got {script_args.answer_weight}")
+    elif script_args.answer_weight != 1.0 and not script_args.reasoning:
+        problems.append("answer_weight weighs the answer against the reasoning: it needs reasoning_column (a direct "
+                        "answer is the letter and the end of the turn only)")
+    elif script_args.answer_weight != 1.0 and training_args.world_size > 1:
+        problems.append("answer_weight is applied by the one-process loss; several processes use TRL's loss, which "
+                        "weighs every token alike: train in one process or leave answer_weight at 1")
     if script_args.distill_from:
         conflicts = [name for name, on in (("reasoning_column", script_args.reasoning),
                                            ("--loss letters", script_args.loss == "letters"),

@@ -87,7 +87,7 @@ def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: Sc
     return MCQTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=val_ds,
                       processing_class=tokenizer, callbacks=callbacks, val_frame=val_frame,
                       prompt_style=script_args.prompt_style, max_prompt_tokens=script_args.max_prompt_tokens,
-                      loss=script_args.loss,
+                      loss=script_args.loss, answer_weight=script_args.answer_weight,
                       distill=(script_args.distill_weight, script_args.distill_temperature)
                       if script_args.distill_from else None)
 

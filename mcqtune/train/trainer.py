@@ -33,6 +33,7 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from mcqtune.data.questions import LETTERS, PromptStyle
+from mcqtune.model.chat_template import closing_letter_ids
 from mcqtune.train.distill import TEACHER_COLUMN
 from mcqtune.reporting.meters import gpu_peak_gb
 from mcqtune.answering.scoring import accuracy, decoder_and_head, letters_from_probs, score_frame, finish_logits
@@ -47,8 +48,10 @@ WARMUP_STEPS = 2  # the first optimiser steps compile kernels and fill caches: r
 LOSSES = ("answer", "letters")  # train_sft.py --loss: answer_only_loss, letters_only_loss
 
 
-def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-    """Mean (or, under gradient accumulation, the share of the summed) cross-entropy on labelled positions."""
+def answer_only_loss(model, inputs: dict, num_items_in_batch=None, answer_weight: float = 1.0,
+                     letter_ids=None) -> torch.Tensor:
+    """Mean (or, under gradient accumulation, the share of the summed) cross-entropy on labelled positions; with
+    ``answer_weight`` W, each row's answer letter (its last labelled token among ``letter_ids``) counts W times."""
     labels = inputs["labels"]
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
@@ -56,7 +59,11 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     logits = finish_logits(model, head(hidden[:, :-1][keep]).float())  # as the model's own forward
-    loss = F.cross_entropy(logits, targets[keep], reduction="sum")
+    if answer_weight != 1.0:
+        weights = torch.where(last_letters(targets, letter_ids)[keep], answer_weight, 1.0)
+        loss = (F.cross_entropy(logits, targets[keep], reduction="none") * weights).sum()
+    else:
+        loss = F.cross_entropy(logits, targets[keep], reduction="sum")
     if num_items_in_batch is not None:
         return loss / num_items_in_batch
     return loss / keep.sum().clamp(min=1)
@@ -110,6 +117,17 @@ def answer_only_labels(labels: torch.Tensor) -> torch.Tensor:
     keep = labels != IGNORE_INDEX
     first = keep & (keep.cumsum(dim=1) == 1)
     return torch.where(first, labels, torch.full_like(labels, IGNORE_INDEX))
+
+
+def last_letters(targets: torch.Tensor, letter_ids) -> torch.Tensor:
+    """Each row's answer letter: its last labelled token among ``letter_ids`` (a reasoning reply ends on
+    ``答案：X`` and the end of the turn; letters the reasoning names come before it)."""
+    is_letter = (targets[..., None] == torch.tensor(list(letter_ids), device=targets.device)).any(-1)
+    last = is_letter & (is_letter.flip(1).cumsum(1).flip(1) == 1)
+    if not bool(last.any(dim=1).all()):
+        raise ValueError("answer_weight: a training reply has no answer letter among its target tokens as the "
+                         "answer parser reads them after 答案：; check the reasoning column's rows")
+    return last
 
 
 def letter_classes(tokens: torch.Tensor, letter_ids) -> torch.Tensor:
@@ -241,12 +259,15 @@ class PhaseTimes:
 class MCQTrainer(KeepAdapterDtype, PhaseTimes, SFTTrainer):
     def __init__(self, *args, val_frame: pd.DataFrame | None = None, prompt_style: PromptStyle = PromptStyle(),
                  max_prompt_tokens: int | None = 512, loss: str = "answer",
-                 distill: tuple[float, float] | None = None, **kwargs):
+                 distill: tuple[float, float] | None = None, answer_weight: float = 1.0, **kwargs):
         self.distill = distill  # (weight, temperature): --distill_from's teacher probabilities are in the batches
         super().__init__(*args, **kwargs)
         self.loss_name = check_loss(loss, self.args.world_size)
         self.letter_ids = letter_token_ids(self.processing_class, prompt_style) \
             if loss == "letters" or distill else None
+        self.answer_weight = answer_weight
+        # the reasoning form's answer letter, as read after 答案： (the answer-slot check guarantees one token)
+        self.closing_ids = closing_letter_ids(self.processing_class) if answer_weight != 1.0 else None
         if distill:
             self.data_collator = TeacherCollator(self.data_collator)
         self.val_frame = val_frame
@@ -284,7 +305,7 @@ class MCQTrainer(KeepAdapterDtype, PhaseTimes, SFTTrainer):
             # Under DDP the forward must go through the wrapper so that gradients are synchronised: use
             # TRL's own loss (same labels, full logits; Unsloth fuses it on the GPU).
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss = answer_only_loss(model, inputs, num_items_in_batch)
+        loss = answer_only_loss(model, inputs, num_items_in_batch, self.answer_weight, self.closing_ids)
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):

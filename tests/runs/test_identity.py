@@ -17,7 +17,7 @@ INFER_INCLUDED = [
     "base_model_id", "mode", "backend", "batch_size", "load_in_4bit", "load_in_8bit", "offload", "fallback_ladder",
     "allow_pickle", "max_new_tokens", "repetition_penalty", "permutations", "share_prefix", "debias_letters",
     "debias_sample", "rescore", "rescore_fraction", "ensemble", "max_reasoning_tokens", "reasoning_instruction",
-    "temperature", "seed",
+    "temperature", "seed", "generation_engine",
     "trust_remote_code", "encoding", "number_rows"]
 TRAIN_SCRIPT_INCLUDED = [
     "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "enable_thinking", "train_file", "val_file",
@@ -25,7 +25,7 @@ TRAIN_SCRIPT_INCLUDED = [
     "model_name_or_path", "backend", "load_in_4bit", "max_answer_tokens", "lora_r", "lora_alpha", "lora_dropout",
     "lora_target_modules", "augment_permutations", "max_train_samples", "encoding", "folds", "fold", "loss",
     "reasoning_instruction", "reasoning_column", "distill_from", "distill_weight", "distill_temperature",
-    "val_test_like", "pseudo_label_from", "pseudo_label_file", "pseudo_label_threshold"]
+    "val_test_like", "pseudo_label_from", "pseudo_label_file", "pseudo_label_threshold", "answer_weight"]
 GRPO_SCRIPT_INCLUDED = [
     "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "enable_thinking", "reasoning_instruction",
     "backend", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "train_file", "val_file",

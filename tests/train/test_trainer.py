@@ -152,3 +152,54 @@ def test_training_with_the_letters_loss(tmp_path, tiny_model_dir, sample_dir):
     summary = train_sft.main(script_args, training_args)
     assert (tmp_path / "adapter").is_dir()
     assert 0 <= summary["best_eval_accuracy"] <= 1
+
+
+def test_the_answer_weight_counts_a_reasoning_replys_letter_that_many_times(tiny_model_dir, sample_dir, tmp_path):
+    import pandas as pd
+    import torch.nn.functional as F
+
+    from mcqtune.train import run as train_run
+    from mcqtune.train import sft as train_sft
+    from tests.helpers import train_args
+
+    frame = pd.read_csv(sample_dir / "train.csv", dtype=str).head(40)
+    frame["explanation"] = [f"A项不对，B项也不对，{a}项最符合。" for a in frame["answer"]]  # letters inside too
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    script_args, training_args = train_args(tiny_model_dir, tmp_path / "train.csv", tmp_path / "run",
+                                            "--reasoning_column", "explanation", "--max_answer_tokens", 64,
+                                            "--answer_weight", 3, "--per_device_train_batch_size", 4)
+    train, val = train_sft.load_splits(script_args, training_args.seed)
+    model, tokenizer = train_run.load_model(script_args, training_args, "hf")
+    train_ds, val_ds = train_run.build_datasets(tokenizer, train, val, script_args)
+    trainer = train_run.build_trainer(model, tokenizer, train_ds, val_ds, val, script_args, training_args)
+    batch = next(iter(trainer.get_train_dataloader()))
+    prefix = tokenizer.encode("答案：", add_special_tokens=False)
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    weights = keep.float()
+    for row, ids in enumerate(batch["input_ids"].tolist()):  # the letter after the reply's last 答案：
+        at = max(i for i in range(len(ids)) if ids[i:i + len(prefix)] == prefix) + len(prefix)
+        assert keep[row, at - 1] and tokenizer.decode(ids[at]) in "ABCD"
+        weights[row, at - 1] = 3.0
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        per_token = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
+        weighted = trainer.compute_loss(model, batch)
+        assert torch.allclose(weighted, (per_token * weights).sum() / keep.sum(), atol=1e-4)
+        assert torch.allclose(answer_only_loss(model, batch), (per_token * keep).sum() / keep.sum(), atol=1e-4)
+        assert not torch.allclose(weighted, answer_only_loss(model, batch), atol=1e-3)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--answer_weight", 2], "answer_weight weighs the answer against the reasoning: it needs reasoning_column"),
+    (["--answer_weight", 0, "--reasoning_column", "explanation"], "answer_weight must be > 0, got 0"),
+])
+def test_an_answer_weight_without_reasoning_or_not_positive_is_refused(tiny_model_dir, sample_dir, tmp_path, extra,
+                                                                       message):
+    from mcqtune.errors import ConfigError
+    from mcqtune.train.options import check_config
+    from tests.helpers import train_args
+
+    with pytest.raises(ConfigError, match=message):
+        check_config(*train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path / "run", *extra))

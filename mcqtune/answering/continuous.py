@@ -90,6 +90,7 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
     batching = ContinuousBatchingConfig(num_blocks=blocks, block_size=BLOCK_SIZE, max_batch_tokens=PREFILL_TOKENS,
                                         max_requests_per_batch=held, use_cuda_graph=cuda, seed=seed or 0,
                                         allow_block_sharing=False)
+    logging.getLogger("ContinuousBatchingLogger").setLevel(logging.WARNING)  # not a line per CUDA graph
     out = model.generate_batch(prompts, generation_config=config, continuous_batching_config=batching,
                                warmup=cuda, progress_bar=False)
     replies = []

@@ -71,7 +71,8 @@ class MCQGRPOTrainer(KeepAdapterDtype, PhaseTimes, GRPOTrainer):
         frame, tokenizer = self.val_frame.reset_index(drop=True), self.processing_class
         prompts = encode_prompts(tokenizer, frame, self.prompt_style, self.max_prompt_tokens)
         options = SimpleNamespace(max_reasoning_tokens=self.args.max_completion_length, repetition_penalty=1.0,
-                                  temperature=0.0, seed=self.args.seed)
+                                  temperature=0.0, seed=self.args.seed, generation_engine="generate",
+                                  gpu_memory_gb=None)
         answer = reasoner(self.model, tokenizer, frame, prompts, options, self.stop_ids, self.opened)
         size = self.args.per_device_eval_batch_size
         records = []

@@ -84,7 +84,8 @@ def test_a_closed_reply_is_scored_as_the_models_own_forward_there(tiny_reasoner,
     style = PromptStyle(reasoning=True)
     prompts = encode_prompts(tokenizer, frame, style, 512)
     stops = stop_token_ids(tokenizer, model, style)
-    args = SimpleNamespace(max_reasoning_tokens=6, repetition_penalty=1.0, temperature=0.0, seed=0)
+    args = SimpleNamespace(max_reasoning_tokens=6, repetition_penalty=1.0, temperature=0.0, seed=0,
+                           generation_engine="generate", gpu_memory_gb=None)
     compute = reasoner(model, tokenizer, frame, prompts, args, stops, opened=False)
     for i in range(3):  # random weights: every reply runs out of its 6 tokens
         (record,) = compute([i])

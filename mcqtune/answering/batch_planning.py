@@ -70,10 +70,6 @@ def auto_batch_size(model, longest_prompt: int, args) -> int:
     longest, so a misjudgement shows at once and is split by ``scoring.run_halving``) fits the memory budget."""
     import torch
 
-    if getattr(args, "generation_engine", "generate") == "continuous":
-        from mcqtune.answering.continuous import rows_per_call
-
-        return rows_per_call(model, longest_prompt, args.max_reasoning_tokens, args.gpu_memory_gb)
     if not torch.cuda.is_available():
         return CPU_BATCH
     needed, tokens = question_bytes(model.config, longest_prompt, args)

@@ -98,6 +98,16 @@ def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments,
     return todo, clock
 
 
+def plan_batch_size(model, longest_prompt: int, args: InferArguments) -> int:
+    """Questions a batch: what the memory model fits, or on the continuous engine what keeps its cache full."""
+    from mcqtune.answering.batch_planning import auto_batch_size
+    from mcqtune.answering.continuous import rows_per_call
+
+    if args.generation_engine == "continuous":
+        return rows_per_call(model, longest_prompt, args.max_reasoning_tokens, args.gpu_memory_gb)
+    return auto_batch_size(model, longest_prompt, args)
+
+
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -135,7 +145,6 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     """Answer ``frame`` (the test file, or with a cascade ``plan`` its rows to answer again) and write the outputs."""
     import torch
 
-    from mcqtune.answering.batch_planning import auto_batch_size
     from mcqtune.answering.loading import load_inference_model
     from mcqtune.answering.scoring import prefix_sharing
     from mcqtune.runs.predictions import PredictionStore
@@ -156,7 +165,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     if shortened:  # once, every mode; counted in report.json
         logger.warning("%d of %d questions were longer than max_prompt_tokens %d and were shortened (their template "
                        "and options are kept whole)", shortened, len(frame), args.max_prompt_tokens)
-    batch_size = agree_on(args.batch_size or auto_batch_size(model, max(map(len, prompts)), args), world)
+    batch_size = agree_on(args.batch_size or plan_batch_size(model, max(map(len, prompts)), args), world)
     prior = agree_on(estimate_letter_prior_of(model, tokenizer, frame, prompts, args, batch_size), world)
     identity = run_identity_of(args, request, load_info, tokenizer, batch_size, prior)
     store = PredictionStore(checkpoint_path(args.run_dir, rank, world), identity, args.resume, frame["ID"])

@@ -39,8 +39,11 @@ def test_continuous_replies_are_generates_greedy_replies(tiny_generator, sample_
 def test_a_reasoning_run_gives_the_same_answers_on_either_engine(tiny_model_dir, sample_dir, tmp_path):
     from mcqtune.answering import infer
 
+    test_file = tmp_path / "test.csv"
+    pd.read_csv(sample_dir / "test.csv", dtype=str).head(40).to_csv(test_file, index=False)
+
     def run(engine):
-        args = InferArguments(test_file=str(sample_dir / "test.csv"), model_path=str(tiny_model_dir), mode="reason",
+        args = InferArguments(test_file=str(test_file), model_path=str(tiny_model_dir), mode="reason",
                               max_reasoning_tokens=6, batch_size=8, repetition_penalty=1.0,
                               generation_engine=engine, backend="hf", output_file=str(tmp_path / f"{engine}.csv"))
         report = infer.main(args)

@@ -61,9 +61,9 @@ def rows_per_call(model, longest_prompt: int, budget: int, gpu_memory_gb: float 
     if held < 1:
         from mcqtune.errors import ConfigError
 
-        raise ConfigError(f"generation_engine continuous: the key/value cache that fits ({held} questions) cannot "
-                          f"hold one reply of {longest_prompt} + {budget} tokens; lower --max_reasoning_tokens or "
-                          f"use --generation_engine generate")
+        raise ConfigError(f"generation_engine continuous: the key/value cache that fits in this GPU's memory cannot "
+                          f"hold one reply of {longest_prompt} prompt + {budget} reasoning tokens; lower "
+                          f"--max_reasoning_tokens or use --generation_engine generate")
     size = min(MAX_ROWS_PER_CALL, 2 * held)
     logger.info("continuous batching: %d questions a batch, the cache holds %d at %d tokens", size, held,
                 longest_prompt + budget)

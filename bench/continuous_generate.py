@@ -2,11 +2,12 @@
 weights and reasoning prompts as ``infer.py --mode reason``, for the generation-speed measurements of
 bench/RESULTS.md.
 
-    python bench/continuous_generate.py --model /tmp/q14b --test_file t.csv --requests 128 --new_tokens 512 --json o.json
+    python bench/continuous_generate.py --model /tmp/q14b --test_file t.csv --runs 128x512:graphs,64x128 --json o.json
 
 Every reply is forced to ``--new_tokens`` (no end-of-turn token), so the figure is generated tokens per second at
-that length whatever random weights would otherwise do. The cache gets the memory the 24 GiB cap leaves
-(``--cache_share`` of it); ``--graphs false`` turns CUDA graphs off. One short warm-up run first.
+that length whatever random weights would otherwise do. The cache gets ``--cache_share`` of the memory the 24 GiB
+cap leaves (``:0.3`` after a run's size: 30%); CUDA graphs follow transformers' default (off with SDPA) unless a
+run says ``:graphs`` or ``--graphs true/false`` is given. One short warm-up run first.
 """
 
 from __future__ import annotations

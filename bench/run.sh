@@ -126,7 +126,7 @@ for run in ${RUNS:-b16 anchor_a}; do
       cp /tmp/g_$run/training_summary.json "$OUT/$run.json" ;;
     cb)  # transformers' continuous batching (paged cache, CUDA graphs) on the same NF4 weights, CB_RUNS requests x tokens
       python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv \
-        --runs "${CB_RUNS:-128x512,32x2048}" --json "$OUT/cb.json" ${CB_ARGS:-} > "$OUT/cb.log" 2>&1 ;;
+        --runs "${CB_RUNS:-128x512:graphs,64x128}" --json "$OUT/cb.json" ${CB_ARGS:-} > "$OUT/cb.log" 2>&1 ;;
     static512)  # plain generate with the static cache (compiled decoding) at batch 32, replies of 512 tokens
       head -65 .benchdata/test.csv > /tmp/reason_test.csv
       python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size 32 \

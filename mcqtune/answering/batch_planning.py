@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 logger = logging.getLogger(__name__)
 
@@ -12,6 +13,10 @@ MEMORY_MARGIN = 1.5
 GENERATION_MARGIN = 1.5  # what the generation model leaves out (Unsloth's buffers, allocator slack): bench/RESULTS.md
 MAX_AUTO_BATCH = 128
 CPU_BATCH = 16
+# the continuous engine (continuous.py): its key/value cache, in blocks
+CACHE_BLOCK_TOKENS = 256  # transformers' default block; a reply wastes at most one partly filled block
+CACHE_SHARE = 0.8  # of the memory left after loading; the rest is each step's transients (logits, CUDA graphs)
+MAX_CONTINUOUS_BATCH = 512  # questions a checkpointed batch: a kill loses at most this many replies
 
 
 def memory_budget_gb(requested_gb: float | None = None) -> float:
@@ -65,11 +70,50 @@ def question_bytes(config, longest_prompt: int, args) -> tuple[float, int]:
     return (GENERATION_MARGIN if generate else MEMORY_MARGIN) * per_token * tokens, tokens
 
 
+def cache_blocks(model, tokens_needed: int, gpu_memory_gb: float | None = None) -> int:
+    """The continuous engine's cache blocks: on a GPU, ``CACHE_SHARE`` of the memory this process may still use
+    (within any per-process cap, which transformers' own sizing does not see); on a CPU, ``tokens_needed``."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return math.ceil(tokens_needed / CACHE_BLOCK_TOKENS) + 1
+    budget = memory_budget_gb(gpu_memory_gb) * CACHE_SHARE * 2**30
+    return max(1, int(budget // (CACHE_BLOCK_TOKENS * cache_bytes_per_token(model.config))))
+
+
+def replies_held(blocks: int, longest_prompt: int, budget: int) -> int:
+    """Replies of ``longest_prompt`` + ``budget`` tokens that ``blocks`` hold at once; refused when not one."""
+    from mcqtune.errors import ConfigError
+
+    held = blocks * CACHE_BLOCK_TOKENS // (longest_prompt + budget)
+    if held < 1:
+        raise ConfigError(f"generation_engine continuous: the key/value cache that fits in this GPU's memory cannot "
+                          f"hold one reply of {longest_prompt} prompt + {budget} reasoning tokens; lower "
+                          f"--max_reasoning_tokens or use --generation_engine generate")
+    return held
+
+
+def continuous_batch_size(model, longest_prompt: int, args) -> int:
+    """The continuous engine's batch: twice the replies its cache holds at their longest, so that finished
+    replies' places are taken by waiting questions."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return CPU_BATCH
+    held = replies_held(cache_blocks(model, 0, args.gpu_memory_gb), longest_prompt, args.max_reasoning_tokens)
+    size = min(MAX_CONTINUOUS_BATCH, 2 * held)
+    logger.info("continuous batching: %d questions a batch, the cache holds %d at %d tokens", size, held,
+                longest_prompt + args.max_reasoning_tokens)
+    return size
+
+
 def auto_batch_size(model, longest_prompt: int, args) -> int:
     """The largest power of two whose longest batch (prompts of ``longest_prompt`` tokens; the first batch is the
     longest, so a misjudgement shows at once and is split by ``scoring.run_halving``) fits the memory budget."""
     import torch
 
+    if getattr(args, "generation_engine", "generate") == "continuous":
+        return continuous_batch_size(model, longest_prompt, args)
     if not torch.cuda.is_available():
         return CPU_BATCH
     needed, tokens = question_bytes(model.config, longest_prompt, args)

@@ -43,8 +43,8 @@ from mcqtune.errors import ConfigError, parse_with
 from mcqtune.runs.distributed import agree_on, distributed_info, shard
 from mcqtune.answering.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
-from mcqtune.answering.setup import (adopt_training_prompt, check_answer_slot, check_args, expand_fold_run,
-                                    load_request, run_identity_of)
+from mcqtune.answering.setup import (adopt_training_prompt, check_answer_slot, check_args, check_engine,
+                                    expand_fold_run, load_request, run_identity_of)
 from mcqtune.answering.options import InferArguments
 from mcqtune.data.questions import encode_prompts_checked, load_mcq_csv
 from mcqtune.reporting.meters import BatchClock, HostMemoryWatch
@@ -98,16 +98,6 @@ def answer(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments,
     return todo, clock
 
 
-def plan_batch_size(model, longest_prompt: int, args: InferArguments) -> int:
-    """Questions a batch: what the memory model fits, or on the continuous engine what keeps its cache full."""
-    from mcqtune.answering.batch_planning import auto_batch_size
-    from mcqtune.answering.continuous import rows_per_call
-
-    if args.generation_engine == "continuous":
-        return rows_per_call(model, longest_prompt, args.max_reasoning_tokens, args.gpu_memory_gb)
-    return auto_batch_size(model, longest_prompt, args)
-
-
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -145,6 +135,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     """Answer ``frame`` (the test file, or with a cascade ``plan`` its rows to answer again) and write the outputs."""
     import torch
 
+    from mcqtune.answering.batch_planning import auto_batch_size
     from mcqtune.answering.loading import load_inference_model
     from mcqtune.answering.scoring import prefix_sharing
     from mcqtune.runs.predictions import PredictionStore
@@ -152,9 +143,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     started = time.time()
     rank, world, local_rank = distributed_info()
     backend = select_backend(backend or args.backend)
-    if args.generation_engine == "continuous" and backend != "hf":
-        raise ConfigError(f"generation_engine continuous runs transformers' own attention, which the {backend} "
-                          f"backend replaces: add --backend hf")
+    check_engine(args.generation_engine, backend, world)
     device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
     request = load_request(args, backend, device_map)
     model, tokenizer, load_info = load_inference_model(request)
@@ -165,7 +154,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     if shortened:  # once, every mode; counted in report.json
         logger.warning("%d of %d questions were longer than max_prompt_tokens %d and were shortened (their template "
                        "and options are kept whole)", shortened, len(frame), args.max_prompt_tokens)
-    batch_size = agree_on(args.batch_size or plan_batch_size(model, max(map(len, prompts)), args), world)
+    batch_size = agree_on(args.batch_size or auto_batch_size(model, max(map(len, prompts)), args), world)
     prior = agree_on(estimate_letter_prior_of(model, tokenizer, frame, prompts, args, batch_size), world)
     identity = run_identity_of(args, request, load_info, tokenizer, batch_size, prior)
     store = PredictionStore(checkpoint_path(args.run_dir, rank, world), identity, args.resume, frame["ID"])

@@ -9,6 +9,8 @@ from mcqtune.data.questions import PromptOptions
 from mcqtune.model.options import InferenceWeightOptions
 
 
+GENERATION_ENGINES = ("generate", "continuous")  # how reasoning replies are generated: modes.py, continuous.py
+
 # Dataclass fields (and --help) follow the bases in reverse: the prompt's, the weights', then these.
 @dataclass
 class InferArguments(InferenceWeightOptions, PromptOptions):
@@ -34,9 +36,10 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
     seed: int = field(default=0, metadata={"help": "reason mode with temperature > 0: the sampling seed"})
     generation_engine: str = field(default="generate", metadata={
         "help": "reason mode: generate (model.generate, padded batches) | continuous (transformers' continuous "
-                "batching: paged key/value cache, CUDA graphs; the same greedy replies, faster on a GPU: "
-                "bench/RESULTS.md; needs --backend hf and --repetition_penalty 1.0)",
-        "choices": ["generate", "continuous"]})
+                "batching: paged key/value cache, CUDA graphs; greedy replies equal generate's in the CPU test, "
+                "GPU kernels may differ; faster on a GPU: bench/RESULTS.md; needs --backend hf, "
+                "--repetition_penalty 1.0 and one process)",
+        "choices": list(GENERATION_ENGINES)})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "
                                                                       "letter scored (counted in report.json)"})

@@ -7,6 +7,7 @@ defaults are in the shipped ``defaults.yaml``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -85,7 +86,8 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
                 "cut); validation is then eval_loss over those tokens; answer with infer.py --mode reason"})
     answer_weight: float = field(default=1.0, metadata={
         "help": "with reasoning_column: how many times the answer letter's cross-entropy counts beside each "
-                "reasoning token's (1: every target token alike; above 1 leans the loss towards the answer)"})
+                "reasoning token's (1: every target token alike; above 1 leans the loss towards the answer); "
+                "eval_loss is weighted alike, so compare it only between runs of one weight"})
     distill_from: list[str] = field(default_factory=list, metadata={
         "help": "teachers' letter probabilities for the training rows: infer.py run folders or predictions.csv of "
                 "the training file, or a k-fold folder / oof_predictions.csv (averaged when several; checked to be "
@@ -170,8 +172,8 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
     if script_args.reasoning and script_args.folds > 1:
         problems.append("--folds with reasoning_column is not supported: out-of-fold answers of reasoning replies "
                         "need generation (answer each fold's validation rows with infer.py --mode reason)")
-    if script_args.answer_weight <= 0:
-        problems.append(f"answer_weight must be > 0, got {script_args.answer_weight}")
+    if not (math.isfinite(script_args.answer_weight) and script_args.answer_weight > 0):
+        problems.append(f"answer_weight must be a number > 0, got {script_args.answer_weight}")
     elif script_args.answer_weight != 1.0 and not script_args.reasoning:
         problems.append("answer_weight weighs the answer against the reasoning: it needs reasoning_column (a direct "
                         "answer is the letter and the end of the turn only)")

@@ -1,4 +1,4 @@
-"""batch_planning: the automatic batch is planned for the memory this process may still use."""
+"""answering/batch_planning.py: the automatic batch is planned for the memory this process may still use."""
 
 import torch
 

@@ -1,5 +1,5 @@
-"""cascade: only the least confident rows of a finished run are answered again, the rest keep its answers; a first
-run of other questions or without probabilities is refused."""
+"""answering/cascade.py: only the least confident rows of a finished run are answered again, the rest keep its answers;
+a first run of other questions or without probabilities is refused."""
 
 import numpy as np
 import pandas as pd

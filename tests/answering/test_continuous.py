@@ -1,5 +1,5 @@
-"""continuous: reasoning replies through transformers' continuous batching are model.generate's greedy replies,
-in prompt order, stopping where generate stops; the options it cannot honour are refused in one line."""
+"""answering/continuous.py: reasoning replies through transformers' continuous batching are model.generate's greedy
+replies, in prompt order, stopping where generate stops; the options it cannot honour are refused in one line."""
 
 import pandas as pd
 import pytest
@@ -36,6 +36,7 @@ def test_continuous_replies_are_generates_greedy_replies(tiny_generator, sample_
     assert packed[0] == (first[:5], True) and any(not finished for _, finished in packed)
 
 
+@pytest.mark.slow
 def test_a_reasoning_run_gives_the_same_answers_on_either_engine(tiny_model_dir, sample_dir, tmp_path):
     from mcqtune.answering import infer
 
@@ -67,6 +68,25 @@ def test_what_continuous_batching_cannot_do_is_refused(options, message):
     args = InferArguments(test_file="t.csv", model_path="m", generation_engine="continuous", **options)
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         check_args(args)
+
+
+def test_the_engine_needs_the_hf_backend_and_one_process():
+    from mcqtune.answering.setup import check_engine
+
+    check_engine("continuous", "hf", 1)
+    check_engine("generate", "unsloth", 4)
+    with pytest.raises(ConfigError, match="add --backend hf"):
+        check_engine("continuous", "unsloth", 1)
+    with pytest.raises(ConfigError, match="runs in one process, not 2"):
+        check_engine("continuous", "hf", 2)
+
+
+def test_a_cache_that_holds_no_reply_is_refused_in_one_line():
+    from mcqtune.answering.batch_planning import CACHE_BLOCK_TOKENS, replies_held
+
+    assert replies_held(4, 200, 3 * CACHE_BLOCK_TOKENS) == 1
+    with pytest.raises(ConfigError, match="cannot hold one reply of 200 prompt \\+ 1024 reasoning tokens"):
+        replies_held(4, 200, 1024)
 
 
 def test_continuous_batching_on_unsloth_is_refused_before_loading(tiny_model_dir, sample_dir, tmp_path, monkeypatch):

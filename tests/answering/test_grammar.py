@@ -1,4 +1,4 @@
-"""answer_grammar: the Traditional->Simplified table covers every character of the grammar, one to one, and
+"""answering/grammar.py: the Traditional->Simplified table covers every character of the grammar, one to one, and
 reads hand-written and OpenCC-converted Traditional grammar words as the parser's own."""
 
 import re

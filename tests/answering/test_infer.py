@@ -1,4 +1,5 @@
-"""infer: complete submissions in both modes, resume after interruption, reports, and clear failures."""
+"""answering/infer.py (infer.py): complete submissions in both modes, resume after interruption, reports, and clear
+failures."""
 
 
 import json

@@ -1,4 +1,4 @@
-"""letter_bias: the prior of a model biased towards one letter is recovered, and dividing it out helps."""
+"""answering/letter_bias.py: the prior of a model biased towards one letter is recovered, and dividing it out helps."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
-"""infer_loading: the ways a model is loaded in, in order; a failed load stops with the option to change unless the
-ladder is asked for; the precision reported is the one the weights got."""
+"""answering/loading.py: the ways a model is loaded in, in order; a failed load stops with the option to change unless
+the ladder is asked for; the precision reported is the one the weights got."""
 
 import pytest
 import torch

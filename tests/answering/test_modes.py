@@ -1,4 +1,4 @@
-"""answer_modes: score mode's records are the letter probabilities (divided by a letter prior when one is given,
+"""answering/modes.py: score mode's records are the letter probabilities (divided by a letter prior when one is given,
 the uncorrected ones kept beside them); generate mode's are the greedy replies as the answer parser reads them."""
 
 import numpy as np

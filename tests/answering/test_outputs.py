@@ -1,4 +1,4 @@
-"""infer_outputs: one checkpoint per process, the letters before a prior was divided out, and a finished run's
+"""answering/outputs.py: one checkpoint per process, the letters before a prior was divided out, and a finished run's
 outputs set aside by a run that does not continue it."""
 
 from types import SimpleNamespace

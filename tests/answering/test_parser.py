@@ -1,4 +1,4 @@
-"""answer_parser: realistic Chinese and English replies -> letter (or None, never a guess).
+"""answering/parser.py (answer_parser.py): realistic Chinese and English replies -> letter (or None, never a guess).
 
 Example lists first (kept as strict as they were when written), then rejections, Traditional Chinese,
 metamorphic properties drawn by Hypothesis, and the command line. The Traditional->Simplified table itself is

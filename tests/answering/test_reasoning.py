@@ -1,5 +1,5 @@
-"""reasoning: a reasoning reply's letter is read after its reasoning (never from inside it); a reply that commits
-to nothing is closed and its letters scored exactly as the model scores them there; a reasoning run resumes to
+"""answering/reasoning.py: a reasoning reply's letter is read after its reasoning (never from inside it); a reply that
+commits to nothing is closed and its letters scored exactly as the model scores them there; a reasoning run resumes to
 the same submission."""
 
 import json

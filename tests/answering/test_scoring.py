@@ -1,4 +1,5 @@
-"""scoring: one-pass letter scoring equals the full model's logits; batching and out-of-memory splitting."""
+"""answering/scoring.py: one-pass letter scoring equals the full model's logits; batching and out-of-memory
+splitting."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""infer_setup: every problem with the options is named in one ConfigError before anything is loaded; a k-fold
+"""answering/setup.py: every problem with the options is named in one ConfigError before anything is loaded; a k-fold
 training folder answers as the average of its fold adapters."""
 
 import json

@@ -1,4 +1,4 @@
-"""csv_encoding: Unicode files are read, other encodings only when named (refused, never guessed)."""
+"""data/encoding.py: Unicode files are read, other encodings only when named (refused, never guessed)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""option_orders: a permuted question keeps its answer with its text; scores map back; cyclic orders cover."""
+"""data/option_orders.py: a permuted question keeps its answer with its text; scores map back; cyclic orders cover."""
 
 import pandas as pd
 import pytest

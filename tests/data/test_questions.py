@@ -1,4 +1,4 @@
-"""mcq_dataset: the CSV contract and the one prompt builder."""
+"""data/questions.py (mcq_dataset.py): the CSV contract and the one prompt builder."""
 
 import subprocess
 import sys

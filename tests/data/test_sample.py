@@ -1,4 +1,4 @@
-"""sample_data: the hard testbed's files are valid competition CSVs with the skew, noise and balance asked for."""
+"""data/sample.py: the hard testbed's files are valid competition CSVs with the skew, noise and balance asked for."""
 
 from collections import Counter
 

@@ -1,4 +1,5 @@
-"""ensemble_combine: logmean, max and the weighted mean on hand-made stacks; fitted weights reach the best mixture."""
+"""ensemble/combine.py: logmean, max and the weighted mean on hand-made stacks; fitted weights reach the best
+mixture."""
 
 import numpy as np
 

@@ -1,4 +1,5 @@
-"""ensemble: members checked against each other, combined as defined, weights fitted on validation only, reports."""
+"""ensemble/fuse.py (ensemble.py): members checked against each other, combined as defined, weights fitted on validation
+only, reports."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""ensemble_members: members that answered other questions, in another order, with unusable probabilities or
+"""ensemble/members.py: members that answered other questions, in another order, with unusable probabilities or
 named twice are refused in one line (through ensemble.py's command line, as a user meets them)."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""ensemble_report: each member's accuracy, the weights, agreement and answer distributions, in JSON and Markdown."""
+"""ensemble/report.py: each member's accuracy, the weights, agreement and answer distributions, in JSON and Markdown."""
 
 import json
 

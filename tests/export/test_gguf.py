@@ -1,5 +1,5 @@
-"""gguf: an f16 GGUF that llama.cpp runs answers as transformers does; a k-quant loads; llama.cpp always runs in
-a child process, so that its crash is one line (and a failed test), never a dead caller."""
+"""export/gguf.py: an f16 GGUF that llama.cpp runs answers as transformers does; a k-quant loads; llama.cpp always runs
+in a child process, so that its crash is one line (and a failed test), never a dead caller."""
 
 import signal
 import sys

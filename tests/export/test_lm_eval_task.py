@@ -1,5 +1,5 @@
-"""lm_eval_task: the lm-eval task renders the project's prompt over the CSV, and lm-eval's answers with it agree
-with infer.py's."""
+"""export/lm_eval_task.py: the lm-eval task renders the project's prompt over the CSV, and lm-eval's answers with it
+agree with infer.py's."""
 
 import numpy as np
 import pandas as pd

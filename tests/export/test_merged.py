@@ -1,4 +1,4 @@
-"""merged_export: sharded merged weights that plain transformers loads and that answer as base + adapter do, in
+"""export/merged.py: sharded merged weights that plain transformers loads and that answer as base + adapter do, in
 the base's own dtype unless another is asked for."""
 
 import json

@@ -1,4 +1,5 @@
-"""model_card: the card states the LoRA settings, the data, the checkpoint's step and accuracy, and the prompt."""
+"""export/model_card.py: the card states the LoRA settings, the data, the checkpoint's step and accuracy, and the
+prompt."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""modeling: a failure to attach an adapter keeps its real cause in the message."""
+"""model/loading.py: a failure to attach an adapter keeps its real cause in the message."""
 
 import peft
 import pytest

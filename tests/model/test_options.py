@@ -1,4 +1,4 @@
-"""model_options: the shared model flags are declared once and reach both parsers alike; the quantisation config
+"""model/options.py: the shared model flags are declared once and reach both parsers alike; the quantisation config
 is QLoRA's; add_lora builds the adapters the LoRA options name."""
 
 import dataclasses

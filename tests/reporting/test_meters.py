@@ -1,4 +1,5 @@
-"""meters: the batch clock tells warm-up from the steady rate; the host watch splits own memory from mapped files."""
+"""reporting/meters.py: the batch clock tells warm-up from the steady rate; the host watch splits own memory from mapped
+files."""
 
 import mmap
 

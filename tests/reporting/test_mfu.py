@@ -1,4 +1,4 @@
-"""mfu: FLOPs per real token from the model's config, the card's peak by name, and their ratio."""
+"""reporting/mfu.py: FLOPs per real token from the model's config, the card's peak by name, and their ratio."""
 
 import pytest
 import torch

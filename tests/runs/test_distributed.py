@@ -1,4 +1,4 @@
-"""distributed: N processes (torchrun, one host or two nodes) shard inference and training, and their results
+"""runs/distributed.py: N processes (torchrun, one host or two nodes) shard inference and training, and their results
 meet over the process group: one submission in input order, the same LoRA weights on every rank."""
 
 import os

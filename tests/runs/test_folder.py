@@ -1,4 +1,4 @@
-"""run_folder: one run per folder (the lock), earlier outputs set aside, files written whole."""
+"""runs/folder.py: one run per folder (the lock), earlier outputs set aside, files written whole."""
 
 import os
 import signal

@@ -1,4 +1,4 @@
-"""run_identity: every option is in a run's identity unless excluded with a reason; inputs count by content."""
+"""runs/identity.py: every option is in a run's identity unless excluded with a reason; inputs count by content."""
 
 import dataclasses
 

@@ -1,4 +1,4 @@
-"""prediction_store: answers reused only under the same identity; damaged records set aside, never a crash."""
+"""runs/predictions.py: answers reused only under the same identity; damaged records set aside, never a crash."""
 
 import json
 import os

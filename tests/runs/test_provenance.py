@@ -1,5 +1,5 @@
-"""provenance: runs are combined only with runs made for the same inputs; a bare predictions.csv (no report.json)
-is refused unless asked for; every refusal is one line naming both sides."""
+"""runs/provenance.py: runs are combined only with runs made for the same inputs; a bare predictions.csv (no
+report.json) is refused unless asked for; every refusal is one line naming both sides."""
 
 import hashlib
 import json

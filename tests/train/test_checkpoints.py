@@ -1,4 +1,4 @@
-"""checkpoints: a seal detects truncated or overwritten files; a fresh run sets earlier checkpoints aside."""
+"""train/checkpoints.py: a seal detects truncated or overwritten files; a fresh run sets earlier checkpoints aside."""
 
 import torch
 from safetensors.torch import save_file

@@ -1,4 +1,4 @@
-"""train_data: the stratified, seeded train/validation split."""
+"""train/data.py: the stratified, seeded train/validation split."""
 
 import pandas as pd
 

@@ -1,4 +1,4 @@
-"""cross_validation: stratified folds, out-of-fold predictions covering every row once, finished folds kept."""
+"""train/folds.py: stratified folds, out-of-fold predictions covering every row once, finished folds kept."""
 
 import json
 

@@ -1,6 +1,6 @@
-"""train_sft: answer-only loss, learning on the CPU, export, resume, early failures; the shipped training configs
-parse and pass the checks, their batch order and embedding placement reach the Trainer, and length-grouped
-batches carry little padding."""
+"""train/sft.py (train_sft.py): answer-only loss, learning on the CPU, export, resume, early failures; the shipped
+training configs parse and pass the checks, their batch order and embedding placement reach the Trainer, and
+length-grouped batches carry little padding."""
 
 import json
 import subprocess

@@ -154,6 +154,7 @@ def test_training_with_the_letters_loss(tmp_path, tiny_model_dir, sample_dir):
     assert 0 <= summary["best_eval_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_the_answer_weight_counts_a_reasoning_replys_letter_that_many_times(tiny_model_dir, sample_dir, tmp_path):
     import pandas as pd
     import torch.nn.functional as F
@@ -193,7 +194,8 @@ def test_the_answer_weight_counts_a_reasoning_replys_letter_that_many_times(tiny
 
 @pytest.mark.parametrize("extra, message", [
     (["--answer_weight", 2], "answer_weight weighs the answer against the reasoning: it needs reasoning_column"),
-    (["--answer_weight", 0, "--reasoning_column", "explanation"], "answer_weight must be > 0, got 0"),
+    (["--answer_weight", 0, "--reasoning_column", "explanation"], "answer_weight must be a number > 0, got 0"),
+    (["--answer_weight", "nan", "--reasoning_column", "explanation"], "answer_weight must be a number > 0, got nan"),
 ])
 def test_an_answer_weight_without_reasoning_or_not_positive_is_refused(tiny_model_dir, sample_dir, tmp_path, extra,
                                                                        message):

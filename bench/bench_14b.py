@@ -56,6 +56,18 @@ def peak_gb() -> dict:
             "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
 
 
+def load_nf4_model(path: str, **kwargs):
+    """A model in 4-bit NF4 on GPU 0 with the config infer.py's hf backend loads with (model/options.py), for the
+    generation comparisons: they measure the weights infer.py answers with."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mcqtune.model.options import quantization_config
+
+    return AutoModelForCausalLM.from_pretrained(path, quantization_config=quantization_config(True, False, torch.bfloat16),
+                                                dtype=torch.bfloat16, device_map={"": 0}, **kwargs)
+
+
 def reset_peak() -> None:
     import torch
 

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig
+    from transformers import AutoTokenizer, GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-    from bench_14b import cap_memory, card, peak_gb, reset_peak
+    from bench_14b import cap_memory, card, load_nf4_model, peak_gb, reset_peak
     from mcqtune.answering.batch_planning import cache_bytes_per_token, memory_budget_gb
     from mcqtune.data.questions import PromptStyle, encode_prompts, load_mcq_csv
 
@@ -43,10 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     cap_memory()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
-                               bnb_4bit_use_double_quant=True)
-    model = AutoModelForCausalLM.from_pretrained(args.model, quantization_config=quant, dtype=torch.bfloat16,
-                                                 device_map={"": 0}, attn_implementation="paged|sdpa")
+    model = load_nf4_model(args.model, attn_implementation="paged|sdpa")
     frame = load_mcq_csv(args.test_file, number_rows=True)
     prompts = encode_prompts(tokenizer, frame, PromptStyle(reasoning=True), 512)
     budget = memory_budget_gb()

@@ -40,17 +40,25 @@ def main() -> None:
     parser.add_argument("--block_size", type=int, default=256)
     parser.add_argument("--max_batch_tokens", type=int, default=2048)
     parser.add_argument("--graphs", default="auto")
+    parser.add_argument("--fp8", action="store_true", help="convert the weights with generation/fp8.py first")
     args = parser.parse_args()
     cap_memory()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = load_nf4_model(args.model, attn_implementation="paged|sdpa")
+    converted = None
+    if args.fp8:
+        from mcqtune.generation.fp8 import to_fp8
+
+        start = time.perf_counter()
+        model, layers = to_fp8(model)
+        converted = {"layers": layers, "seconds": round(time.perf_counter() - start, 1), **peak_gb()}
     frame = load_mcq_csv(args.test_file, number_rows=True)
     prompts = encode_prompts(tokenizer, frame, PromptStyle(reasoning=True), 512)
     budget = memory_budget_gb()
     block_bytes = args.block_size * cache_bytes_per_token(model.config)
     results = {"card": card(), "weights_gb": round(torch.cuda.memory_allocated() / 2**30, 2),
                "budget_gb": round(budget, 2), "block_size": args.block_size,
-               "max_batch_tokens": args.max_batch_tokens,
+               "max_batch_tokens": args.max_batch_tokens, "fp8": converted,
                "prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1), "runs": []}
     for spec in ["8x16"] + args.runs.split(","):
         size, *flags = spec.split(":")

@@ -24,7 +24,10 @@
 #                flash-linear-attention for Qwen3.5's linear-attention layers, see bench/README.md)
 #   reason512, reason2048   infer.py --mode reason (64 / 16 questions) and bench/plain_generate.py at its batch
 #   cb          bench/continuous_generate.py: transformers' continuous batching, CB_RUNS (requests x forced tokens)
+#   cbfp8       the same on FP8 weights (generation/fp8.py), CB8_RUNS
+#   fp8check    bench/fp8_check.py: Fp8Linear on the GPU against the same arithmetic in float32
 #   creason512, creason2048   the same with --generation_engine continuous (128 / 32 questions)
+#   freason512, freason2048   the same with --generation_engine fp8 (128 questions each)
 #   static512   bench/plain_generate.py --cache static (compiled decoding), batch 32, 512 tokens
 #   grpo, grpo_reason   train_grpo.py with configs/qwen2.5-14b-grpo-4090.yaml (direct, G_STEPS optimiser steps, default
 #                20, validation half-way and at the end) / configs/qwen2.5-14b-grpo-reason-4090.yaml (R_STEPS, default 3,
@@ -115,6 +118,10 @@ for run in ${RUNS:-b16 anchor_a}; do
       n=${run#creason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/creason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/creason_test.csv \
         --backend hf --generation_engine continuous --repetition_penalty 1.0 ;;
+    freason512|freason2048)  # the same with --generation_engine fp8 (adapter merged, FP8 weights), 128 questions
+      n=${run#freason}; head -129 .benchdata/test.csv > /tmp/freason_test.csv
+      answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/freason_test.csv \
+        --backend hf --generation_engine fp8 --repetition_penalty 1.0 ;;
     grpo|grpo_reason)
       if [ "$run" = grpo ]; then g=${G_STEPS:-20}; cfg=configs/qwen2.5-14b-grpo-4090.yaml; n=8
         extra=(--eval_steps $(( (g + 1) / 2 )) --save_steps $(( (g + 1) / 2 )))
@@ -127,6 +134,10 @@ for run in ${RUNS:-b16 anchor_a}; do
     cb)  # transformers' continuous batching (paged cache, CUDA graphs) on the same NF4 weights, CB_RUNS requests x tokens
       python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv \
         --runs "${CB_RUNS:-128x512:graphs,64x128}" --json "$OUT/cb.json" ${CB_ARGS:-} > "$OUT/cb.log" 2>&1 ;;
+    fp8check) python3 bench/fp8_check.py --json "$OUT/fp8check.json" > "$OUT/fp8check.log" 2>&1 ;;
+    cbfp8)  # the same after generation/fp8.py's conversion (FP8 weights), CB8_RUNS
+      python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv --fp8 \
+        --runs "${CB8_RUNS:-64x512:graphs,128x512:graphs}" --json "$OUT/cbfp8.json" ${CB_ARGS:-} > "$OUT/cbfp8.log" 2>&1 ;;
     static512)  # plain generate with the static cache (compiled decoding) at batch 32, replies of 512 tokens
       head -65 .benchdata/test.csv > /tmp/reason_test.csv
       python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size 32 \

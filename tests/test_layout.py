@@ -18,6 +18,7 @@ FLOORS = [
     {"mcqtune.runs"},
     {"mcqtune.reporting"},
     {"mcqtune.model"},
+    {"mcqtune.generation"},
     {"mcqtune.answering"},
     {"mcqtune.export"},
     {"mcqtune.train"},

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 
+from mcqtune.answering.options import PAGED_ENGINES
+
 logger = logging.getLogger(__name__)
 
 # Memory a question needs while it is scored, per prompt token: one layer's transients at a time (the MLP's
@@ -112,7 +114,7 @@ def auto_batch_size(model, longest_prompt: int, args) -> int:
     longest, so a misjudgement shows at once and is split by ``scoring.run_halving``) fits the memory budget."""
     import torch
 
-    if getattr(args, "generation_engine", "generate") == "continuous":
+    if getattr(args, "generation_engine", "generate") in PAGED_ENGINES:
         return continuous_batch_size(model, longest_prompt, args)
     if not torch.cuda.is_available():
         return CPU_BATCH

@@ -147,6 +147,8 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
     request = load_request(args, backend, device_map)
     model, tokenizer, load_info = load_inference_model(request)
+    if args.mode == "reason" and args.generation_engine == "fp8":
+        model, load_info = weights_for_decoding(model, load_info)
     loaded = time.time()
     slot = find_answer_slot(tokenizer, args.prompt_style).describe(tokenizer, args.prompt_style)  # or refuse
     logger.info(slot)
@@ -179,6 +181,16 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
            **letter_distributions(records, prior)}
     return write_outputs(args, frame, records, run, answered=answered, host=host, started=started, loaded=loaded,
                          plan=plan)
+
+
+def weights_for_decoding(model, load_info: dict):
+    """``--generation_engine fp8``: the adapter merged and the decoder's linear layers held in FP8, once, before the
+    first reply; report.json's precision says so."""
+    from mcqtune.generation.fp8 import to_fp8
+
+    model, converted = to_fp8(model)
+    return model, {**load_info, "precision": f"FP8 e4m3 (per-row scales, {converted} layers, adapter merged) from "
+                                             f"{load_info['precision']}"}
 
 
 def make_parser():

@@ -9,7 +9,8 @@ from mcqtune.data.questions import PromptOptions
 from mcqtune.model.options import InferenceWeightOptions
 
 
-GENERATION_ENGINES = ("generate", "continuous")  # how reasoning replies are generated: modes.py, continuous.py
+GENERATION_ENGINES = ("generate", "continuous", "fp8")  # how reasoning replies are generated: reasoning.py
+PAGED_ENGINES = ("continuous", "fp8")  # through transformers' continuous batching (continuous.py)
 
 # Dataclass fields (and --help) follow the bases in reverse: the prompt's, the weights', then these.
 @dataclass
@@ -38,7 +39,9 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
         "help": "reason mode: generate (model.generate, padded batches) | continuous (transformers' continuous "
                 "batching: paged key/value cache, CUDA graphs; greedy replies equal generate's in the CPU test, "
                 "GPU kernels may differ; faster on a GPU: bench/RESULTS.md; needs --backend hf, "
-                "--repetition_penalty 1.0 and one process)",
+                "--repetition_penalty 1.0 and one process) | fp8 (the same, after the adapter is merged and every "
+                "decoder linear layer is held in FP8 for decoding: generation/fp8.py; needs a GPU with FP8 tensor "
+                "cores, RTX 4090 / H100 / H200; the fastest, bench/RESULTS.md)",
         "choices": list(GENERATION_ENGINES)})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import pandas as pd
 
+from mcqtune.answering.options import PAGED_ENGINES
 from mcqtune.answering.parser import ParsedAnswer, parse_answer_with_rule
 from mcqtune.data.questions import ANSWER_PREFIX, OPTION_COLUMNS
 from mcqtune.model.chat_template import THINK_OPEN, closing_letter_ids
@@ -79,12 +80,13 @@ def generate_replies(model, tokenizer, prompts: list[list[int]], budget: int, st
                      repetition_penalty: float, temperature: float = 0.0, seed: int | None = None,
                      engine: str = "generate", gpu_memory_gb: float | None = None) -> list[tuple[list[int], bool]]:
     """Replies of at most ``budget`` tokens, greedy or (``temperature`` > 0) sampled from ``seed``: each one's
-    tokens and whether it stopped by itself. ``engine`` "continuous": through continuous batching (continuous.py)."""
+    tokens and whether it stopped by itself. ``engine`` "continuous" or "fp8": through continuous batching
+    (continuous.py; for fp8 the model's weights were converted once after loading, generation/fp8.py)."""
     import torch
 
     from mcqtune.answering.scoring import left_pad, model_device
 
-    if engine == "continuous":
+    if engine in PAGED_ENGINES:
         from mcqtune.answering.continuous import continuous_replies
 
         return [cut_at_stop(reply, stop_ids) for reply in continuous_replies(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mcqtune.errors import ConfigError
-from mcqtune.answering.options import GENERATION_ENGINES
+from mcqtune.answering.options import GENERATION_ENGINES, PAGED_ENGINES
 from mcqtune.answering.outputs import output_problems
 from mcqtune.data.questions import check_prompt_options
 
@@ -55,28 +55,35 @@ def check_args(args: InferArguments) -> None:
 
 
 def engine_problems(engine: str, mode: str, repetition_penalty: float) -> list[str]:
-    """What is wrong with ``--generation_engine`` for these options (backend and processes: ``check_engine``)."""
+    """What is wrong with ``--generation_engine`` for these options (backend, processes, GPU: ``check_engine``)."""
     if engine not in GENERATION_ENGINES:
         return [f"generation_engine must be one of {', '.join(GENERATION_ENGINES)}, got {engine!r}"]
-    if engine == "continuous" and mode != "reason":
-        return [f"generation_engine continuous applies to reason mode only, not {mode}"]
-    if engine == "continuous" and repetition_penalty != 1.0:
-        return [f"generation_engine continuous has no repetition penalty (transformers' continuous batching drops "
+    if engine in PAGED_ENGINES and mode != "reason":
+        return [f"generation_engine {engine} applies to reason mode only, not {mode}"]
+    if engine in PAGED_ENGINES and repetition_penalty != 1.0:
+        return [f"generation_engine {engine} has no repetition penalty (transformers' continuous batching drops "
                 f"it): pass --repetition_penalty 1.0, or --generation_engine generate to keep {repetition_penalty}"]
     return []
 
 
 def check_engine(engine: str, backend: str, world: int) -> None:
-    """The continuous engine runs transformers' own attention classes (Unsloth replaces them), in one process
-    (transformers seeds its sampling per process rank, so shards would not answer as one process does)."""
-    if engine != "continuous":
+    """The paged engines run transformers' own attention classes (Unsloth replaces them), in one process
+    (transformers seeds its sampling per process rank, so shards would not answer as one process does); fp8 needs
+    FP8 tensor cores. Checked before the model loads."""
+    if engine not in PAGED_ENGINES:
         return
     if backend != "hf":
-        raise ConfigError(f"generation_engine continuous runs transformers' own attention, which the {backend} "
+        raise ConfigError(f"generation_engine {engine} runs transformers' own attention, which the {backend} "
                           f"backend replaces: add --backend hf")
     if world > 1:
-        raise ConfigError(f"generation_engine continuous runs in one process, not {world}: answer in one process "
+        raise ConfigError(f"generation_engine {engine} runs in one process, not {world}: answer in one process "
                           f"or use --generation_engine generate")
+    if engine == "fp8":
+        from mcqtune.generation.fp8 import fp8_problem
+
+        problem = fp8_problem()
+        if problem:
+            raise ConfigError(problem)
 
 
 def resolve_sources(model_path: str, base_model_id: str | None = None) -> tuple[str, str | None]:

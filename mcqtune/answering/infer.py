@@ -172,6 +172,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
            "model_path": args.model_path, "base_model": request.base,
            "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
            "generation_engine": args.generation_engine if args.mode == "reason" else None,
+           "samples": args.samples if args.mode == "reason" else None,
            **{k: v for k, v in (provenance or {}).items() if v},
            "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
            "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),

@@ -35,6 +35,11 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                                                               "samples them, seeded per batch by --seed (the same "
                                                               "run resumes to the same replies)"})
     seed: int = field(default=0, metadata={"help": "reason mode with temperature > 0: the sampling seed"})
+    samples: int = field(default=1, metadata={"help": "reason mode, self-consistency: up to N sampled replies per "
+                                                      "question (needs --temperature > 0), answered by the vote of "
+                                                      "their letters; a question stops once its leading letter can "
+                                                      "no longer lose, and a tie goes to the higher closing letter "
+                                                      "probability. predictions.csv's vote column has the counts"})
     generation_engine: str = field(default="generate", metadata={
         "help": "reason mode: generate (model.generate, padded batches) | continuous (transformers' continuous "
                 "batching: paged key/value cache, CUDA graphs; greedy replies equal generate's in the CPU test, "

@@ -22,7 +22,7 @@ import pandas as pd
 
 from mcqtune.answering.options import PAGED_ENGINES
 from mcqtune.answering.parser import ParsedAnswer, parse_answer_with_rule
-from mcqtune.data.questions import ANSWER_PREFIX, OPTION_COLUMNS
+from mcqtune.data.questions import ANSWER_PREFIX, LETTERS, OPTION_COLUMNS
 from mcqtune.model.chat_template import THINK_OPEN, closing_letter_ids
 from mcqtune.runs.predictions import score_record
 
@@ -128,26 +128,97 @@ def score_closed(model, tokenizer, sequences: list[list[int]]):
 
 def reasoner(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, stop_ids: Sequence[int],
              opened: bool) -> Callable:
-    """rows -> records: a reasoning reply per row, read after its reasoning, or closed and scored."""
+    """rows -> records: a reasoning reply per row, read after its reasoning, or closed and scored; with
+    ``--samples N``, the vote of up to N sampled replies (``voter``)."""
     closing_letter_ids(tokenizer)  # refused before the first reply, not after it
     ids, options = frame["ID"].tolist(), frame[list(OPTION_COLUMNS)].values.tolist()
 
-    def compute(rows: list[int]) -> list[dict]:
+    def close(sequences: list[tuple[int, list[int], str]]):
+        """(row, reply tokens, reply text) -> letter probabilities after the closed reply."""
+        return score_closed(model, tokenizer, [
+            prompts[i] + reply + tokenizer.encode(closing_text(text, opened), add_special_tokens=False)
+            for i, reply, text in sequences]) if sequences else []
+
+    def one_reply(rows: list[int], seed: int) -> list[dict]:
         replies = generate_replies(model, tokenizer, [prompts[i] for i in rows], args.max_reasoning_tokens,
-                                   stop_ids, args.repetition_penalty, args.temperature,
-                                   batch_seed(args.seed, ids[rows[0]]), args.generation_engine, args.gpu_memory_gb)
+                                   stop_ids, args.repetition_penalty, args.temperature, seed,
+                                   args.generation_engine, args.gpu_memory_gb)
         texts = [tokenizer.decode(reply, skip_special_tokens=False) for reply, _ in replies]
         parsed = [read_reply(text, options[i], finished, opened)
                   for i, text, (_, finished) in zip(rows, texts, replies)]
         unanswered = [k for k, p in enumerate(parsed) if p.letter is None]
-        closed = dict(zip(unanswered, score_closed(model, tokenizer, [
-            prompts[rows[k]] + replies[k][0] + tokenizer.encode(closing_text(texts[k], opened),
-                                                                 add_special_tokens=False)
-            for k in unanswered]))) if unanswered else {}
-        return [reasoning_record(ids[i], texts[k], parsed[k], len(replies[k][0]), closed.get(k))
-                for k, i in enumerate(rows)]
+        closed = dict(zip(unanswered, close([(rows[k], replies[k][0], texts[k]) for k in unanswered])))
+        return [{**reasoning_record(ids[i], texts[k], parsed[k], len(replies[k][0]), closed.get(k)),
+                 "_tokens": replies[k][0]} for k, i in enumerate(rows)]
+
+    def compute(rows: list[int]) -> list[dict]:
+        return [without_tokens(r) for r in one_reply(rows, batch_seed(args.seed, ids[rows[0]]))]
+
+    return voter(ids, one_reply, close, args) if args.samples > 1 else compute
+
+
+def without_tokens(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "_tokens"}
+
+
+def can_still_lose(counts: dict[str, int], remaining: int) -> bool:
+    """The leading letter could still be caught (or tied) by another with ``remaining`` votes to come."""
+    ranked = sorted(counts.values(), reverse=True) + [0]
+    return ranked[0] <= ranked[1] + remaining
+
+
+def voter(ids: list[str], one_reply: Callable, close: Callable, args: InferArguments) -> Callable:
+    """rows -> records: self-consistency. Each round samples one reply for every question still open (its seed from
+    --seed, the batch and the round, so a resumed run draws the same replies); a reply votes for the letter it
+    commits to, or, closed and scored, for its most probable letter. A question stops once its leading letter can
+    no longer lose; after --samples rounds a tie goes to the tied letter with the highest closing letter
+    probability summed over the question's replies (every reply closed and scored)."""
+    from collections import Counter
+
+    def compute(rows: list[int]) -> list[dict]:
+        replies: dict[int, list[dict]] = {i: [] for i in rows}
+        open_rows = list(rows)
+        for round_ in range(args.samples):
+            for i, record in zip(open_rows, one_reply(open_rows, batch_seed(args.seed, f"{ids[rows[0]]}#{round_}"))):
+                replies[i].append(record)
+            remaining = args.samples - round_ - 1
+            open_rows = [i for i in open_rows if remaining and can_still_lose(
+                Counter(r["answer"] for r in replies[i]), remaining)]
+            if not open_rows:
+                break
+        return [vote_record(i, replies[i], close) for i in rows]
 
     return compute
+
+
+def vote_record(row: int, replies: list[dict], close: Callable) -> dict:
+    """A question answered by the vote of its replies: the count per letter in ``vote``, the first reply for the
+    winning letter in ``raw``, every reply's tokens in ``reasoning_tokens``."""
+    import numpy as np
+
+    counts = {letter: sum(r["answer"] == letter for r in replies) for letter in LETTERS}
+    top = max(counts.values())
+    tied = [letter for letter in LETTERS if counts[letter] == top]
+    record = {}
+    if len(tied) > 1:
+        probs = np.sum([r["probs"] if "probs" in r else p for r, p in zip(replies, close_each(row, replies, close))],
+                       axis=0) / len(replies)
+        winner = max(tied, key=lambda letter: probs[LETTERS.index(letter)])
+        record = {"probs": [round(float(x), 6) for x in probs]}
+    else:
+        winner = tied[0]
+    first = next(r for r in replies if r["answer"] == winner)
+    return {"ID": first["ID"], "answer": winner, "source": "vote", **record, "raw": first["raw"],
+            "rule": f"vote:{len(tied)}-way tie" if len(tied) > 1 else "vote",
+            "reasoning_tokens": sum(r["reasoning_tokens"] for r in replies),
+            "vote": " ".join(f"{letter}:{counts[letter]}" for letter in LETTERS)}
+
+
+def close_each(row: int, replies: list[dict], close: Callable) -> list:
+    """Every reply's closing letter probabilities (a closed reply's were computed when it was scored)."""
+    todo = [k for k, r in enumerate(replies) if "probs" not in r]
+    computed = dict(zip(todo, close([(row, replies[k]["_tokens"], replies[k]["raw"]) for k in todo])))
+    return [computed.get(k) for k in range(len(replies))]
 
 
 def reasoning_record(id_: str, text: str, parsed: ParsedAnswer, tokens: int, closed_probs=None) -> dict:

@@ -39,6 +39,11 @@ def check_args(args: InferArguments) -> None:
     if args.temperature < 0 or (args.temperature > 0 and args.mode != "reason"):
         problems.append(f"temperature must be >= 0 and applies to reason mode only, got {args.temperature} in "
                         f"{args.mode} mode")
+    if args.samples < 1:
+        problems.append(f"samples must be >= 1, got {args.samples}")
+    elif args.samples > 1 and (args.mode != "reason" or not args.temperature > 0):
+        problems.append(f"samples {args.samples} votes over sampled reasoning replies: it needs --mode reason and "
+                        f"--temperature above 0 (got {args.mode} mode, temperature {args.temperature})")
     if args.max_reasoning_tokens < 1:
         problems.append("max_reasoning_tokens must be >= 1")
     if args.mode != "score" and (args.permutations > 1 or args.ensemble or args.debias_letters):

@@ -34,9 +34,13 @@ def describe_run(folder: Path) -> dict:
                         "answer column)")
     predictions = pd.read_csv(folder / "predictions.csv", dtype={"ID": str, "answer": str}, keep_default_na=False)
     rows = len(predictions)
-    tokens = (report.get("reasoning") or {}).get("generated_tokens")
+    reasoning = report.get("reasoning") or {}
+    tokens = (reasoning.get("votes") or reasoning).get("generated_tokens")
+    mode = report.get("mode")
+    if reasoning.get("votes"):
+        mode = f"reason, vote of up to {report.get('samples')}"
     seconds, answered = report.get("seconds"), report.get("answered_this_run") or rows
-    return {"run": str(folder), "mode": report.get("mode"), "rows": rows, "accuracy": report["accuracy"],
+    return {"run": str(folder), "mode": mode, "rows": rows, "accuracy": report["accuracy"],
             "accuracy_by_subject": report.get("accuracy_by_subject", {}),
             "seconds_per_question": round(seconds / answered, 3) if seconds and answered else None,
             "generated_tokens_per_question": round(tokens / rows, 1) if tokens is not None and rows else None,

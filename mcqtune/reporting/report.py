@@ -260,15 +260,28 @@ def accuracy_by_subject(frame, correct: np.ndarray) -> dict[str, float] | None:
 
 def reasoning_summary(predictions) -> dict:
     """Reasoning replies: how many committed to a letter after their reasoning, how many were closed and scored
-    (and why), and the tokens generated."""
+    (and why), and the tokens generated; with self-consistency, the votes (``vote_summary``)."""
     reasoned = predictions[predictions["source"].isin(["reason", "reason_closed"])]
     tokens = pd.to_numeric(reasoned["reasoning_tokens"], errors="coerce")
     closed = reasoned[reasoned["source"] == "reason_closed"]
+    if "vote" in predictions:
+        return {"votes": vote_summary(predictions[predictions["source"] == "vote"])}
     return {"replies": len(reasoned), "read_after_reasoning": int((reasoned["source"] == "reason").sum()),
             "closed_and_scored": len(closed), "closed_because": closed["rule"].value_counts().to_dict(),
             "generated_tokens": int(tokens.sum()),
             "mean_tokens": round(float(tokens.mean()), 1) if len(tokens) else None,
             "max_tokens": int(tokens.max()) if len(tokens) else None}
+
+
+def vote_summary(voted) -> dict:
+    """Self-consistency: replies sampled per question, questions stopped before the last round, ties broken."""
+    counts = [sum(int(cell.split(":")[1]) for cell in vote.split()) for vote in voted["vote"]]
+    tokens = int(pd.to_numeric(voted["reasoning_tokens"]).sum())
+    return {"questions": len(voted), "replies": sum(counts), "generated_tokens": tokens,
+            "mean_replies_per_question": round(sum(counts) / len(counts), 2) if counts else None,
+            "fewest_replies": min(counts, default=None), "most_replies": max(counts, default=None),
+            "ties_broken_by_closing_probabilities": int(voted["rule"].str.contains("tie").sum()),
+            "mean_tokens_per_reply": round(tokens / sum(counts), 1) if sum(counts) else None}
 
 
 def inference_report(frame, predictions, run: dict[str, Any], seconds: float, answered_now: int) -> dict:
@@ -347,7 +360,13 @@ def render_markdown(report: dict, subject_labels: SubjectLabels | None = None) -
                      f"{', '.join(report['restarted']['changed'])}")
     if "accuracy" in report:
         lines.append(f"- **accuracy: {report['accuracy']:.2%}**")
-    if "reasoning" in report:
+    if "votes" in report.get("reasoning", {}):
+        v = report["reasoning"]["votes"]
+        lines.append(f"- self-consistency: {v['replies']} sampled replies for {v['questions']} questions "
+                     f"({v['mean_replies_per_question']} each, {v['fewest_replies']}-{v['most_replies']}: a question "
+                     f"stops once its leading letter cannot lose); {v['ties_broken_by_closing_probabilities']} ties "
+                     f"broken by closing letter probabilities; {v['generated_tokens']} tokens generated")
+    elif "reasoning" in report:
         r = report["reasoning"]
         lines.append(f"- reasoning: {r['read_after_reasoning']} of {r['replies']} replies committed to a letter after "
                      f"their reasoning; {r['closed_and_scored']} were closed and their letter scored "

@@ -22,10 +22,15 @@ from mcqtune.model.loading import select_backend
 def ensure_tiny_model(out: Path) -> Path:
     from mcqtune.tiny.qwen import write_tiny_qwen
 
+    from mcqtune.errors import UserError
+
     model_dir = out / "tiny-qwen"
-    if not (model_dir / "config.json").is_file():
-        write_tiny_qwen(model_dir)
-    return model_dir
+    if (model_dir / "tiny_qwen.json").is_file():  # written last: the folder is whole
+        return model_dir
+    if model_dir.exists() and any(model_dir.iterdir()):
+        raise UserError(f"{model_dir} holds an incomplete model (an earlier write was interrupted); remove that "
+                        "folder and run the demo again")
+    return write_tiny_qwen(model_dir)
 
 
 def ensure_sample(out: Path) -> Path:

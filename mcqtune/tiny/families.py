@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcqtune.config_files import chat_template_dir
-from mcqtune.tiny.qwen import FIRST_SPECIAL_ID, QWEN25_ADDED_TOKENS, build_qwen_tokenizer, qwen_bpe
+from mcqtune.tiny.qwen import FIRST_SPECIAL_ID, QWEN25_ADDED_TOKENS, build_qwen_tokenizer, model_folder, qwen_bpe
 
 TEMPLATES = chat_template_dir()
 TINY = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
@@ -228,8 +228,9 @@ def write_tiny_family(out_dir: str | Path, name: str, shape: str = "tiny", seed:
     model.generation_config = GenerationConfig(
         bos_token_id=config.bos_token_id, pad_token_id=config.pad_token_id, do_sample=False,
         eos_token_id=[tokenizer.convert_tokens_to_ids(s) for s in family.stops])
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "tiny_qwen.json").write_text(json.dumps({"family": name, "shape": shape, "seed": seed, **overrides},
-                                                       indent=1))
+    with model_folder(out_dir) as partial:
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        (partial / "tiny_qwen.json").write_text(json.dumps({"family": name, "shape": shape, "seed": seed,
+                                                            **overrides}, indent=1))
     return out_dir

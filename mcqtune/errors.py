@@ -87,8 +87,15 @@ def _save_traceback() -> str:
     return path
 
 
+# Library loggers whose warnings concern the libraries' own internals, not the user's run: torch's pytree
+# deprecation notes (raised while torchao and Unsloth import) and bitsandbytes' optional CPU kernels package.
+LIBRARY_NOISE = ("torch.utils._pytree", "bitsandbytes.backends.cpu.ops")
+
+
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)``; its int result is the exit status (None: 0). Expected failures become one line."""
+    for name in LIBRARY_NOISE:
+        logging.getLogger(name).setLevel(logging.ERROR)
     if os.environ.get("MCQ_DEBUG"):
         result = main(argv)
         return result if isinstance(result, int) else 0

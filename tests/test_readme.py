@@ -1,5 +1,5 @@
-"""The README's commands stay true: every command line in its ```bash blocks names a script or subcommand that
-exists and options that its parser accepts with the values written there (configs read, types checked), so a
+"""The README's and the docs pages' commands stay true: every command line in their ```bash blocks names a script
+or subcommand that exists and options that its parser accepts with the values written there (configs read, types checked), so a
 renamed or removed option fails here, not on a user's machine. The commands run end to end elsewhere in the suite
 on tiny models (the demo, tests/train, tests/answering, tests/export)."""
 
@@ -36,7 +36,8 @@ def command_lines(text: str):
                         yield word, words[i + 1:]
                         break
                     if word == "mcq-tune" and i + 1 < len(words) and words[i + 1] in SUBCOMMANDS:
-                        yield SUBCOMMANDS[words[i + 1]], words[i + 2:]
+                        leading = ["validate"] if words[i + 1] == "validate" else []  # mcq_dataset.py validate
+                        yield SUBCOMMANDS[words[i + 1]], leading + words[i + 2:]
                         break
 
 
@@ -93,7 +94,9 @@ def parse(script: str, argv: list[str]) -> None:
         pytest.fail(f"no parser check for {script}")
 
 
-COMMANDS = list(command_lines((ROOT / "README.md").read_text(encoding="utf-8")))
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+COMMANDS = [command for page in PAGES for command in command_lines(page.read_text(encoding="utf-8"))]
+README_LIMIT = 30_000  # characters: the README is the first screen and a map; reference lives in docs/
 
 
 def test_the_readme_has_the_commands_this_test_reads():
@@ -101,6 +104,19 @@ def test_the_readme_has_the_commands_this_test_reads():
     assert {"train_sft.py", "train_grpo.py", "infer.py", "ensemble.py", "export.py", "mcq_dataset.py", "traces",
             "compare"} <= scripts
     assert len(COMMANDS) >= 20
+
+
+def test_the_readme_is_a_first_screen_and_its_links_resolve():
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text) <= README_LIMIT
+    head = text[:text.index("## Headline figures")]
+    assert "pip install ." in head and "mcq-tune demo" in head and "mcq-tune train" in head \
+        and "mcq-tune infer" in head
+    for page in PAGES:
+        for target in re.findall(r"\]\((?!http|#)([^)#]+)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
 
 
 @pytest.mark.parametrize("script, argv", COMMANDS, ids=[f"{s} {' '.join(a)[:60]}" for s, a in COMMANDS])

@@ -39,7 +39,9 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                                                       "question (needs --temperature > 0), answered by the vote of "
                                                       "their letters; a question stops once its leading letter can "
                                                       "no longer lose, and a tie goes to the higher closing letter "
-                                                      "probability. predictions.csv's vote column has the counts"})
+                                                      "probability. predictions.csv's vote column has the counts "
+                                                      "(mcq-tune traces: N replies per question, seeds --seed + k, "
+                                                      "every distinct one that reaches the label kept)"})
     generation_engine: str = field(default="generate", metadata={
         "help": "reason mode: generate (model.generate, padded batches) | continuous (transformers' continuous "
                 "batching: paged key/value cache, CUDA graphs; greedy replies equal generate's in the CPU test, "

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -60,13 +59,6 @@ def keep_traces(frame: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.Data
     return out, summary
 
 
-@dataclass
-class TraceOptions:
-    samples: int = field(default=1, metadata={"help": "replies per question (more than one needs --temperature > 0; "
-                                                      "sample k uses --seed + k); every distinct reply that reaches "
-                                                      "the label is kept"})
-
-
 def merge_samples(parts: list[tuple[pd.DataFrame, dict]]) -> tuple[pd.DataFrame, dict]:
     """The kept traces of every sample, each distinct reasoning of a question once; the counts added up."""
     kept = pd.concat([p for p, _ in parts], ignore_index=True).drop_duplicates(["ID", REASONING_COLUMN])
@@ -84,7 +76,7 @@ def make_parser():
 
     from mcqtune.answering.options import InferArguments
 
-    return TrlParser((InferArguments, TraceOptions))
+    return TrlParser((InferArguments,))
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -93,15 +85,15 @@ def parse_args(argv: Sequence[str] | None):
 
     argv = ["--test_file" if item == "--train_file" else item.replace("--train_file=", "--test_file=", 1)
             for item in (argv or [])]  # the training file is what the reasoning answers
-    args, options = parse_with(make_parser(), argv, ConfigError)
+    (args,) = parse_with(make_parser(), argv, ConfigError)
     if args.output_file == InferArguments.output_file:
         raise ConfigError("traces needs --output_file: the training CSV (with a reasoning column) to write")
     if args.mode == "generate":
         raise ConfigError("traces are reasoning replies: leave out --mode generate")
-    if options.samples < 1 or (options.samples > 1 and args.temperature <= 0):
-        raise ConfigError(f"--samples {options.samples}: give 1, or more than 1 with --temperature above 0 (greedy "
+    if args.samples < 1 or (args.samples > 1 and args.temperature <= 0):
+        raise ConfigError(f"--samples {args.samples}: give 1, or more than 1 with --temperature above 0 (greedy "
                           "replies would all be the same)")
-    return args, options.samples
+    return args, args.samples
 
 
 def check_output(args) -> Path:
@@ -133,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts = []
     for k in range(samples):
         run_dir, suffix = Path(args.output_dir or out.with_name(out.stem + "_run")), k if samples > 1 else ""
-        sample = dataclasses.replace(args, mode="reason", seed=args.seed + k,
+        sample = dataclasses.replace(args, mode="reason", seed=args.seed + k, samples=1,  # one reply a run, no vote
                                      output_dir=str(run_dir / f"sample-{k}" if samples > 1 else run_dir),
                                      output_file=str(out.with_name(f"{out.stem}_answers{suffix}.csv")))
         if infer.main(sample).get("rank", 0) != 0:  # several processes: the first one writes the traces

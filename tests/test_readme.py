@@ -1,7 +1,7 @@
 """The README's and the docs pages' commands stay true: every command line in their ```bash blocks names a script
 or subcommand that exists and options that its parser accepts with the values written there (configs read, types
-checked), so a renamed or removed option fails here, not on a user's machine. The commands run end to end elsewhere in the suite
-on tiny models (the demo, tests/train, tests/answering, tests/export)."""
+checked), so a renamed or removed option fails here, not on a user's machine. The commands run end to end
+elsewhere in the suite on tiny models (the demo, tests/train, tests/answering, tests/export)."""
 
 import re
 import shlex

@@ -95,14 +95,14 @@ def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgumen
 
 def reasoner_of(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments) -> Callable:
     """rows -> records: reasoning replies read after their reasoning, or closed and scored (reasoning.py)."""
-    from mcqtune.answering.reasoning import reasoner
+    from mcqtune.answering.reasoning import ReplyOptions, reasoner
     from mcqtune.model.chat_template import opens_thinking
     from mcqtune.data.questions import render_prompt
     from mcqtune.model.chat_template import PROBE_ROW
 
     stop_ids = stop_token_ids(tokenizer, model, args.prompt_style)  # the direct form's end of turn
     opened = opens_thinking(render_prompt(tokenizer, PROBE_ROW, args.prompt_style))
-    return reasoner(model, tokenizer, frame, prompts, args, stop_ids, opened)
+    return reasoner(model, tokenizer, frame, prompts, ReplyOptions.of(args), stop_ids, opened)
 
 
 def score_utilisation(model, tokenizer, prompts, args: InferArguments, timing: dict) -> dict:

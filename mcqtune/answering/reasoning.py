@@ -16,7 +16,8 @@ The record keeps the reply, the rule or why it was closed, and the number of tok
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -26,10 +27,29 @@ from mcqtune.data.questions import ANSWER_PREFIX, LETTERS, OPTION_COLUMNS
 from mcqtune.model.chat_template import THINK_OPEN, closing_letter_ids
 from mcqtune.runs.predictions import score_record
 
-if TYPE_CHECKING:
-    from mcqtune.answering.options import InferArguments
 
 THINK_CLOSE = "</think>"
+
+
+@dataclass(frozen=True)
+class ReplyOptions:
+    """What the reasoning replies need, and nothing else: infer.py builds it from its options (``of``), GRPO's
+    validation from its own."""
+
+    max_reasoning_tokens: int
+    repetition_penalty: float = 1.0
+    temperature: float = 0.0
+    seed: int = 0
+    generation_engine: str = "generate"
+    gpu_memory_gb: float | None = None
+    samples: int = 1
+
+    @classmethod
+    def of(cls, args) -> "ReplyOptions":
+        """The reply options among a command's parsed options (infer.py's, traces')."""
+        import dataclasses
+
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 CLOSING_TOKENS = 16  # room for closing_text's tokens after a reply that used its whole budget
 
 
@@ -126,7 +146,7 @@ def score_closed(model, tokenizer, sequences: list[list[int]]):
     return torch.softmax(logits, dim=-1).cpu().numpy()
 
 
-def reasoner(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments, stop_ids: Sequence[int],
+def reasoner(model, tokenizer, frame: pd.DataFrame, prompts, args: ReplyOptions, stop_ids: Sequence[int],
              opened: bool) -> Callable:
     """rows -> records: a reasoning reply per row, read after its reasoning, or closed and scored; with
     ``--samples N``, the vote of up to N sampled replies (``voter``)."""
@@ -167,7 +187,7 @@ def can_still_lose(counts: dict[str, int], remaining: int) -> bool:
     return ranked[0] <= ranked[1] + remaining
 
 
-def voter(ids: list[str], one_reply: Callable, close: Callable, args: InferArguments) -> Callable:
+def voter(ids: list[str], one_reply: Callable, close: Callable, args: ReplyOptions) -> Callable:
     """rows -> records: self-consistency. Each round samples one reply for every question still open (its seed from
     --seed, the batch and the round, so a resumed run draws the same replies); a reply votes for the letter it
     commits to, or, closed and scored, for its most probable letter. A question stops once its leading letter can

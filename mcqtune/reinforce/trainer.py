@@ -7,7 +7,6 @@ Import this module only after ``model.loading.select_backend`` (Unsloth must be 
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import pandas as pd
 from trl import GRPOTrainer
@@ -65,14 +64,12 @@ class MCQGRPOTrainer(KeepAdapterDtype, PhaseTimes, GRPOTrainer):
     def reasoning_metrics(self, prefix: str) -> dict:
         """Greedy reasoning replies to the validation rows, read after the reasoning or closed and scored (infer.py
         --mode reason with temperature 0): ``<prefix>_accuracy`` and the share of closed replies."""
-        from mcqtune.answering.reasoning import reasoner
+        from mcqtune.answering.reasoning import ReplyOptions, reasoner
 
         started = time.time()
         frame, tokenizer = self.val_frame.reset_index(drop=True), self.processing_class
         prompts = encode_prompts(tokenizer, frame, self.prompt_style, self.max_prompt_tokens)
-        options = SimpleNamespace(max_reasoning_tokens=self.args.max_completion_length, repetition_penalty=1.0,
-                                  temperature=0.0, seed=self.args.seed, generation_engine="generate",
-                                  gpu_memory_gb=None)
+        options = ReplyOptions(max_reasoning_tokens=self.args.max_completion_length, seed=self.args.seed)
         answer = reasoner(self.model, tokenizer, frame, prompts, options, self.stop_ids, self.opened)
         size = self.args.per_device_eval_batch_size
         records = []

@@ -3,7 +3,6 @@ commits to nothing is closed and its letters scored exactly as the model scores 
 the same submission."""
 
 import json
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -74,7 +73,7 @@ def test_a_closed_reply_is_scored_as_the_models_own_forward_there(tiny_reasoner,
     import numpy as np
     import torch
 
-    from mcqtune.answering.reasoning import reasoner
+    from mcqtune.answering.reasoning import ReplyOptions, reasoner
     from mcqtune.model.chat_template import closing_letter_ids
     from mcqtune.data.questions import encode_prompts, load_mcq_csv
     from mcqtune.model.chat_template import stop_token_ids
@@ -84,8 +83,7 @@ def test_a_closed_reply_is_scored_as_the_models_own_forward_there(tiny_reasoner,
     style = PromptStyle(reasoning=True)
     prompts = encode_prompts(tokenizer, frame, style, 512)
     stops = stop_token_ids(tokenizer, model, style)
-    args = SimpleNamespace(max_reasoning_tokens=6, repetition_penalty=1.0, temperature=0.0, seed=0,
-                           generation_engine="generate", gpu_memory_gb=None)
+    args = ReplyOptions(max_reasoning_tokens=6)
     compute = reasoner(model, tokenizer, frame, prompts, args, stops, opened=False)
     for i in range(3):  # random weights: every reply runs out of its 6 tokens
         (record,) = compute([i])

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mcqtune.answering.options import InferArguments
+from mcqtune.answering.reasoning import ReplyOptions
 from mcqtune.errors import ConfigError
 
 
@@ -43,7 +44,7 @@ def test_questions_stop_once_decided_and_every_round_has_its_own_seed():
 
     rounds = [["A", "A", "B"], ["A", "B", "B"], ["A", "C", "C"], ["D", "C", "D"], ["D", "C", "B"]]
     one_reply, calls = scripted(rounds)
-    args = InferArguments(mode="reason", temperature=1.0, samples=5, seed=3)
+    args = ReplyOptions(max_reasoning_tokens=8, temperature=1.0, samples=5, seed=3)
     records = voter(["q0", "q1", "q2"], one_reply, close=None, args=args)([0, 1, 2])
     # row 0: A A A after 3 rounds, 2 to come: decided; rows 1 and 2 run all five rounds
     assert [rows for rows, _ in calls] == [[0, 1, 2], [0, 1, 2], [0, 1, 2], [1, 2], [1, 2]]
@@ -65,7 +66,7 @@ def test_a_tie_goes_to_the_higher_closing_probability():
         closed.append([raw for _, _, raw in sequences])
         return [np.array([0.1, 0.3, 0.1, 0.5]), np.array([0.0, 0.1, 0.1, 0.8])]
 
-    args = InferArguments(mode="reason", temperature=1.0, samples=2)
+    args = ReplyOptions(max_reasoning_tokens=8, temperature=1.0, samples=2)
     (record,) = voter(["q"], one_reply, close, args)([0])
     assert closed == [["r0-0", "r1-0"]]
     assert record["answer"] == "D" and record["rule"] == "vote:2-way tie" and record["vote"] == "A:0 B:1 C:0 D:1"

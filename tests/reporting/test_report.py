@@ -132,3 +132,35 @@ def test_compare_puts_runs_of_one_labelled_file_side_by_side(tmp_path, capsys):
     other = write_member(tmp_path / "other_run", random_probs(3), truth=truth, test_file="other.csv")
     assert errors.run_cli(compare.main, [str(direct), str(other)]) == 1  # another labelled file: refused
     assert "answered different test files" in capsys.readouterr().err
+
+
+def test_compare_writes_over_its_own_comparison_only(tmp_path, capsys):
+    """A comparison replaces the comparison of that name; never another run's report (its provenance record) nor a
+    file of the user's."""
+    import json
+
+    from mcqtune import errors
+    from mcqtune.reporting import compare
+    from tests.helpers import random_probs, write_member
+
+    truth = "ABCDAB"
+    runs = []
+    for k in range(3):
+        folder = write_member(tmp_path / f"run{k}", random_probs(k), truth=truth)
+        report = json.loads((folder / "report.json").read_text())
+        (folder / "report.json").write_text(json.dumps({**report, "mode": "score", "accuracy": 0.5}))
+        runs.append(folder)
+    out = tmp_path / "cmp.md"
+    assert errors.run_cli(compare.main, [str(runs[0]), str(runs[1]), "--output_file", str(out)]) == 0
+    assert errors.run_cli(compare.main, [str(runs[0]), str(runs[1]), "--output_file", str(out)]) == 0  # again
+    third_report = (runs[2] / "report.json").read_bytes()
+    (runs[2] / "report.md").write_text("run 2's report")
+    assert errors.run_cli(compare.main, [str(runs[0]), str(runs[1]), "--output_file",
+                                         str(runs[2] / "report.md")]) == 1
+    assert "was not written by a comparison of that name" in capsys.readouterr().err
+    assert (runs[2] / "report.json").read_bytes() == third_report and (runs[2] / "report.md").read_text() == \
+        "run 2's report"
+    mine = tmp_path / "README.md"
+    mine.write_text("my notes")
+    assert errors.run_cli(compare.main, [str(runs[0]), str(runs[1]), "--output_file", str(mine)]) == 1
+    assert mine.read_text() == "my notes" and not (tmp_path / "README.json").exists()

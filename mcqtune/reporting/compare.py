@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--output_file {out} (or {record.name} beside it) already exists and was not written by a "
                         "comparison of that name (it may be a run's report or a file of yours); name another file, "
                         "or move it away first")
-    check_same_answered([f / "predictions.csv" for f in folders], consumer="compare")
+    check_same_answered([f / "predictions.csv" for f in folders], consumer="compare", allow_bare=None)
     rows = [describe_run(folder) for folder in folders]
     write_json_atomic({"runs": rows, "output_file": str(out.resolve())}, record)
     write_atomic(out, render(rows))

@@ -83,15 +83,17 @@ def check_answered(predictions: str | Path, test_sha: str | None, *, consumer: s
     return record
 
 
-def check_same_answered(paths: list[Path], *, consumer: str, allow_bare: bool = False) -> str | None:
-    """All ``paths`` (predictions.csv files) answered one test file, by their records; the test file's sha256."""
+def check_same_answered(paths: list[Path], *, consumer: str, allow_bare: bool | None = False) -> str | None:
+    """All ``paths`` (predictions.csv files) answered one test file, by their records; the test file's sha256.
+    ``allow_bare`` None: the consumer has no option to accept a bare file, and its refusal names none."""
     shas = {}
     for path in paths:
         record = predictions_record(path)
         sha = answered_sha(record)
         if sha is None and not allow_bare:
+            hint = "" if allow_bare is None else f", or pass {ALLOW_BARE_HINT}"
             raise ProvenanceError(f"{consumer}: {path} has no report.json beside it, so what it answered cannot be "
-                                  f"checked; give its infer.py run folder, or pass {ALLOW_BARE_HINT}")
+                                  f"checked; give its infer.py run folder{hint}")
         if sha is not None:
             shas.setdefault(sha, path)
     if len(shas) > 1:

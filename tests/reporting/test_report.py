@@ -132,6 +132,10 @@ def test_compare_puts_runs_of_one_labelled_file_side_by_side(tmp_path, capsys):
     other = write_member(tmp_path / "other_run", random_probs(3), truth=truth, test_file="other.csv")
     assert errors.run_cli(compare.main, [str(direct), str(other)]) == 1  # another labelled file: refused
     assert "answered different test files" in capsys.readouterr().err
+    (other / "report.json").unlink()  # a bare predictions.csv: refused, naming no option compare does not have
+    assert errors.run_cli(compare.main, [str(direct), str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "has no report.json beside it" in err and "--allow_bare_predictions" not in err
 
 
 def test_compare_writes_over_its_own_comparison_only(tmp_path, capsys):

@@ -416,6 +416,41 @@ def derived_anchor_keys(r: dict, raw: Path) -> dict:
         keys[f"{family}_run_peak_reserved_gb"] = max(r[f"{family}_train_peak_gb"], r[f"{family}_score_peak_reserved_gb"])
     keys.update(ZOO_SIZES)
     keys.update(continuous_keys(raw / "continuous_h200"))
+    keys.update(fast_keys(raw))
+    return keys
+
+
+FAST_CALL = "fp8_h200"  # bench/run.sh RUNS="fp8check freason512 creason512 freason2048" (session 15)
+
+
+def fast_keys(raw: Path) -> dict:
+    """--generation_engine fp8 (the README's reasoning command, 128 questions), beside the continuous engine on
+    the NF4 weights in the same call: generated tokens per second over the answering seconds, seconds per question,
+    peak reserved memory; absent until the call is recorded."""
+    folder = raw / FAST_CALL
+    if not folder.is_dir():
+        return {}
+
+    def read(name):
+        path = folder / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    keys = {}
+    for name, key in (("freason512", "reason_14b_fast_tokens_per_s_512"), ("freason2048", "reason_14b_fast_tokens_per_s_2048"),
+                      ("creason512", "reason_14b_continuous_same_call_tokens_per_s_512")):
+        r = read(name)
+        if r:
+            keys[key] = round(r["reasoning"]["generated_tokens"] / r["seconds"], 1)
+            keys[key.replace("tokens_per_s", "seconds_per_question")] = round(r["seconds"] / r["rows"], 3)
+            keys[key.replace("tokens_per_s", "peak_reserved_gb")] = r["gpu_peak_reserved_gb"]
+    peaks = [keys[k] for k in keys if k.startswith("reason_14b_fast_peak_reserved_gb")]
+    if peaks:
+        keys["reason_14b_fast_peak_reserved_gb"] = max(peaks)
+    check = read("fp8check")
+    if check:
+        keys["fp8_kernel_max_abs_diff_vs_quantised_reference"] = max(
+            row["max_abs_diff_vs_quantised_reference"] for row in check["rows"])
+        keys["fp8_check_card"] = check["card"]
     return keys
 
 

@@ -37,18 +37,25 @@ DESCRIPTION = "以下是关于{subject}的单项选择题，请直接给出正�
 MAX_CONTEXT_TOKENS = 4096  # the sequence length the model is loaded for: five solved questions and the question fit
 
 
+def lm_eval_description(task: str, subject: str) -> str | None:
+    """lm-eval's own description of ``subject`` in ``task``, or None when its task has no such subject. lm-eval
+    must be installed (the export extra): without it the prompt could not be the one it says it is."""
+    import lm_eval
+    import yaml
+
+    path = Path(lm_eval.__file__).parent / "tasks" / TASKS[task].format(subject=subject)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))["description"]
+    except (OSError, KeyError, TypeError):
+        return None
+
+
 def subject_description(task: str, subject: str | None) -> str:
-    """The task's description for ``subject``: lm-eval's own when it has this subject, else built the same way."""
+    """The task's description for ``subject``: lm-eval's own when it has this subject, else built the same way
+    (such subjects are listed in the report)."""
     if not subject:
         return ""
-    try:
-        import lm_eval
-        import yaml
-
-        path = Path(lm_eval.__file__).parent / "tasks" / TASKS[task].format(subject=subject)
-        return yaml.safe_load(path.read_text(encoding="utf-8"))["description"]
-    except (ImportError, OSError, KeyError, TypeError):
-        return DESCRIPTION.format(subject=subject)
+    return lm_eval_description(task, subject) or DESCRIPTION.format(subject=subject)
 
 
 def question_text(row) -> str:
@@ -196,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--shots {args.shots} needs --dev_file: the solved questions the shots are taken from")
     test = load_mcq_csv(args.test_file, require_answer=True)
     dev = load_mcq_csv(args.dev_file, require_answer=True) if args.dev_file else None
+    subjects = sorted(test[SUBJECT_COLUMN].dropna().unique()) if SUBJECT_COLUMN in test else []
+    built = [s for s in subjects if lm_eval_description(args.task, s) is None]  # before loading: lm-eval is needed
     backend = select_backend(args.backend)
     options = InferArguments(test_file=args.test_file, model_path=args.model_path, base_model_id=args.base_model_id,
                              backend=backend, load_in_4bit=args.load_in_4bit, max_prompt_tokens=MAX_CONTEXT_TOKENS)
@@ -208,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {"task": args.task, "shots": args.shots, "circular": args.circular, "model_path": args.model_path,
               "base_model": request.base, "test_file": args.test_file, "dev_file": args.dev_file,
               "prompt": "lm-evaluation-harness's doc_to_text and description, no chat template; letters ' A'..' D'",
+              "descriptions_built_for": built,  # subjects lm-eval's task does not have: its pattern, filled in
               "summary": summarise(result, args.circular)}
     write_outputs(out_dir, result, report)
     overall = report["summary"]["overall"]

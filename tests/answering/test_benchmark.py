@@ -101,3 +101,20 @@ def test_the_prompt_is_lm_evals_cmmlu_template_and_circular_rotations_move_the_a
 
     answers = [permute_options(row, order)["answer"] for order in cyclic_orders(4)]
     assert sorted(answers) == list("ABCD")  # each rotation puts the right option under another letter
+
+
+def test_without_lm_eval_the_benchmark_is_refused_naming_the_extra(monkeypatch, tmp_path, capsys):
+    """Its prompt is lm-eval's: without lm-eval it would be another prompt under the same name, so it is refused
+    before anything loads."""
+    import sys
+
+    from mcqtune.errors import EXIT_USER_ERROR, run_cli
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval now raises ModuleNotFoundError
+    test = tmp_path / "test.csv"
+    test.write_text("ID,question,option_A,option_B,option_C,option_D,answer,subject\n1,q,a,b,c,d,A,法理学\n",
+                    encoding="utf-8")
+    assert run_cli(benchmark.main, ["--model_path", str(tmp_path / "none"), "--test_file", str(test)]) \
+        == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "pip install 'mcq-tune[export]'" in err and "lm-eval" in err

@@ -27,7 +27,7 @@ import pandas as pd
 from mcqtune.answering.reasoning import THINK_CLOSE
 from mcqtune.model.chat_template import THINK_OPEN
 from mcqtune.data.questions import ANSWER_COLUMN, REASONING_COLUMN, SUBJECT_COLUMN, load_mcq_csv
-from mcqtune.errors import ConfigError, parse_with
+from mcqtune.errors import ConfigError, UserError, parse_with
 from mcqtune.runs.folder import write_csv_atomic, write_json_atomic
 
 logger = logging.getLogger("traces")
@@ -45,13 +45,15 @@ def keep_traces(frame: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.Data
     """The training rows whose reasoning reply committed to the label (with that reasoning), and the counts."""
     answered = predictions.set_index("ID").loc[frame["ID"]]
     reasoning = answered["raw"].fillna("").astype(str).map(reasoning_of).to_numpy()
-    kept = ((answered["source"] == "reason") & (answered["answer"].to_numpy() == frame[ANSWER_COLUMN].to_numpy())
-            & (reasoning != "")).to_numpy()
+    committed = (answered["source"] == "reason").to_numpy()
+    right = answered["answer"].to_numpy() == frame[ANSWER_COLUMN].to_numpy()
+    kept = committed & right & (reasoning != "")
     out = frame.assign(**{REASONING_COLUMN: reasoning})[kept].reset_index(drop=True)
+    # every reply not kept is counted under one reason: tried = kept + the three
     summary = {"tried": len(frame), "kept": int(kept.sum()),
                "closed_and_scored": int((answered["source"] == "reason_closed").sum()),
-               "wrong_answer": int(((answered["source"] == "reason").to_numpy()
-                                    & (answered["answer"].to_numpy() != frame[ANSWER_COLUMN].to_numpy())).sum())}
+               "wrong_answer": int((committed & ~right).sum()),
+               "no_reasoning": int((committed & right & (reasoning == "")).sum())}
     if SUBJECT_COLUMN in frame:
         summary["by_subject"] = {str(s): {"tried": int((frame[SUBJECT_COLUMN] == s).sum()),
                                           "kept": int(((frame[SUBJECT_COLUMN] == s).to_numpy() & kept).sum())}
@@ -62,7 +64,8 @@ def keep_traces(frame: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.Data
 def merge_samples(parts: list[tuple[pd.DataFrame, dict]]) -> tuple[pd.DataFrame, dict]:
     """The kept traces of every sample, each distinct reasoning of a question once; the counts added up."""
     kept = pd.concat([p for p, _ in parts], ignore_index=True).drop_duplicates(["ID", REASONING_COLUMN])
-    summary = {key: sum(s[key] for _, s in parts) for key in ("tried", "kept", "closed_and_scored", "wrong_answer")}
+    summary = {key: sum(s[key] for _, s in parts)
+               for key in ("tried", "kept", "closed_and_scored", "wrong_answer", "no_reasoning")}
     summary.update(kept=len(kept), samples=len(parts), questions_with_a_trace=int(kept["ID"].nunique()))
     if "by_subject" in parts[0][1]:
         summary["by_subject"] = {subject: {"tried": sum(s["by_subject"][subject]["tried"] for _, s in parts),
@@ -133,6 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts.append(keep_traces(frame, pd.read_csv(Path(sample.run_dir) / "predictions.csv",
                                                     dtype={"ID": str, "answer": str}, keep_default_na=False)))
     kept, summary = merge_samples(parts)
+    if kept.empty:  # a header-only file would only be refused by training later
+        write_json_atomic({**summary, "output_file": None}, summary_path(out))
+        raise UserError(f"traces kept none of {summary['tried']} replies ({summary['closed_and_scored']} closed "
+                        f"unanswered, {summary['wrong_answer']} with another letter than the label, "
+                        f"{summary['no_reasoning']} a letter with no reasoning before it); nothing was written to "
+                        f"{out} (counts in {summary_path(out)}). Reason with a model that reasons: the base model or "
+                        "a reasoning adapter rather than a direct-answer one, a larger --max_reasoning_tokens, or "
+                        "--samples N --temperature T")
     write_json_atomic({**summary, "output_file": str(out.resolve())}, summary_path(out))
     write_csv_atomic(kept, out)  # last, as infer writes its submission
     logger.info("kept %d of %d traces (their answer is the label) in %s", summary["kept"], summary["tried"], out)

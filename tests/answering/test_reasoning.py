@@ -128,16 +128,16 @@ def test_a_reasoning_run_resumes_to_the_same_submission(tiny_model_dir, sample_d
 def test_traces_keep_only_replies_that_committed_to_the_label():
     from mcqtune.answering.traces import keep_traces, reasoning_of
 
-    frame = pd.DataFrame({"ID": ["1", "2", "3", "4"], "answer": ["A", "B", "C", "D"],
-                          "subject": ["math", "math", "law", "law"]})
+    frame = pd.DataFrame({"ID": ["1", "2", "3", "4", "5"], "answer": ["A", "B", "C", "D", "A"],
+                          "subject": ["math", "math", "law", "law", "law"]})
     predictions = pd.DataFrame({
-        "ID": ["4", "3", "2", "1"], "answer": ["D", "A", "B", "A"],
-        "source": ["reason", "reason", "reason_closed", "reason"],
-        "raw": ["分析丁。\n答案：D", "分析。\n答案：A", "想到一半", "<think>\n甲对。\n</think>\n\n答案：A"]})
+        "ID": ["4", "3", "2", "1", "5"], "answer": ["D", "A", "B", "A", "A"],
+        "source": ["reason", "reason", "reason_closed", "reason", "reason"],
+        "raw": ["分析丁。\n答案：D", "分析。\n答案：A", "想到一半", "<think>\n甲对。\n</think>\n\n答案：A", "A"]})
     kept, summary = keep_traces(frame, predictions)
     assert list(kept["ID"]) == ["1", "4"] and list(kept["reasoning"]) == ["甲对。", "分析丁。"]
-    assert summary == {"tried": 4, "kept": 2, "closed_and_scored": 1, "wrong_answer": 1,
-                       "by_subject": {"law": {"tried": 2, "kept": 1}, "math": {"tried": 2, "kept": 1}}}
+    assert summary == {"tried": 5, "kept": 2, "closed_and_scored": 1, "wrong_answer": 1, "no_reasoning": 1,
+                       "by_subject": {"law": {"tried": 3, "kept": 1}, "math": {"tried": 2, "kept": 1}}}
     assert reasoning_of("答案：B") == ""  # nothing but the answer: no reasoning to train on
 
 
@@ -180,11 +180,11 @@ def test_the_traces_command_writes_a_training_file_and_its_summary(tiny_model_di
     status = cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(sample_dir / "test.csv"),
                        "--output_file", str(tmp_path / "traces.csv"), "--max_reasoning_tokens", "6",
                        "--batch_size", "8"])
-    assert status == 0
+    assert status == 1  # random weights: no reply reaches the label, so no training file, and a non-zero exit
     summary = json.loads((tmp_path / "traces_summary.json").read_text())
     rows = len(pd.read_csv(sample_dir / "test.csv"))
     assert summary["tried"] == rows and summary["closed_and_scored"] == rows and summary["kept"] == 0  # random
-    assert list(pd.read_csv(tmp_path / "traces.csv").columns)[-1] == "reasoning"
+    assert not (tmp_path / "traces.csv").exists() and summary["output_file"] is None
     assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", "x.csv"]) == 1  # no output
     train = tmp_path / "train.csv"
     train.write_bytes((sample_dir / "test.csv").read_bytes())
@@ -199,6 +199,6 @@ def test_the_traces_command_writes_a_training_file_and_its_summary(tiny_model_di
                      "--output_file", str(tmp_path / "t2.csv"), "--samples", "2"]) == 1  # greedy twice: refused
     assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(train), "--output_file",
                      str(tmp_path / "t2.csv"), "--samples", "2", "--temperature", "1.0",
-                     "--max_reasoning_tokens", "4", "--batch_size", "8"]) == 0
+                     "--max_reasoning_tokens", "4", "--batch_size", "8"]) == 1  # kept none, counted
     assert sorted(p.name for p in (tmp_path / "t2_run").iterdir()) == ["sample-0", "sample-1"]
     assert json.loads((tmp_path / "t2_summary.json").read_text())["tried"] == 2 * rows

@@ -60,6 +60,9 @@ def add_pseudo_labels(train: pd.DataFrame, val: pd.DataFrame, script_args) -> tu
     if not len(rows):
         logger.warning("--pseudo_label_from: no test question reaches probability %g; training on the labelled "
                        "rows only", script_args.pseudo_label_threshold)
-        return train, summary
     base = train if "source" in train else train.assign(source=script_args.train_file)
-    return pd.concat([base, rows[[c for c in rows if c in base or c == "source"]]], ignore_index=True), summary
+    merged = pd.concat([base, rows[[c for c in rows if c in base or c == "source"]]], ignore_index=True)
+    # every source a category, so that the training summary's by_source counts a source with no row as 0
+    merged["source"] = pd.Categorical(merged["source"], categories=list(dict.fromkeys([*base["source"],
+                                                                                       PSEUDO_SOURCE])))
+    return merged, summary

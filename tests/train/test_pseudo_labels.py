@@ -59,6 +59,16 @@ def test_confident_test_rows_join_training_with_the_averaged_letter_and_never_va
     assert "pseudo_label_letters" not in counts["validation"]
 
 
+def test_no_confident_row_is_still_counted_by_source(two_runs, sample_dir, tmp_path, qwen_tokenizer):
+    test_file, _, runs = two_runs
+    script_args, _ = train_args("m", sample_dir / "train.csv", tmp_path / "out", "--pseudo_label_from", *runs,
+                                "--pseudo_label_file", test_file, "--pseudo_label_threshold", 1.0)
+    train, val = load_splits(script_args, 42)
+    counts = {}
+    build_datasets(qwen_tokenizer, train, val, script_args, counts)
+    assert counts["train"]["by_source"] == {str(sample_dir / "train.csv"): len(train), PSEUDO_SOURCE: 0}
+
+
 def test_a_run_of_another_file_and_a_labelled_file_are_refused(two_runs, sample_dir, tmp_path):
     test_file, ids, runs = two_runs
     edited = tmp_path / "edited.csv"

@@ -16,8 +16,10 @@ import math
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -28,6 +30,15 @@ logger = logging.getLogger(__name__)
 EXIT_USER_ERROR = 1  # the user can fix it: the message says how
 EXIT_BUG = 2  # unexpected: the traceback is saved for a bug report
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+EXIT_TERMINATED = 143  # SIGTERM (a scheduler's or `kill`'s), as shells report it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that its clean-up (locks, checkpoints) runs as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 # Optional packages by the module a command imports: (the package to install, the extra of `pip install` that has it)
@@ -96,6 +107,16 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
     """Call ``main(argv)``; its int result is the exit status (None: 0). Expected failures become one line."""
     for name in LIBRARY_NOISE:
         logging.getLogger(name).setLevel(logging.ERROR)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _run(main, argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None) -> int:
     if os.environ.get("MCQ_DEBUG"):
         result = main(argv)
         return result if isinstance(result, int) else 0
@@ -107,9 +128,11 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
     except OSError as err:
         print(f"error: {one_line(describe_os_error(err))}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: what was finished is kept; run the same command again to continue", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: what was finished is kept; run the same "
+              "command again to continue", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001  (a bug: one line for the user, the traceback in a file)
         missing = missing_package_advice(err)
         if missing:

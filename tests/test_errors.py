@@ -291,3 +291,25 @@ def test_a_missing_required_package_is_still_a_bug_report(capsys):
 
     assert run_cli(main, []) == EXIT_BUG
     assert "this is a bug" in capsys.readouterr().err
+
+
+def test_sigterm_ends_a_command_with_its_closing_line_as_ctrl_c_does(tmp_path):
+    """A scheduler's SIGTERM runs the same clean-up as Ctrl-C (locks released, checkpoints kept) and says so."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT
+
+    code = ("import sys, time; from mcqtune.errors import run_cli\n"
+            "def main(argv):\n    print('ready', flush=True)\n    time.sleep(60)\n"
+            "sys.exit(run_cli(main, []))\n")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 143
+    assert err.strip() == "terminated (SIGTERM): what was finished is kept; run the same command again to continue"

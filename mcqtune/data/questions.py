@@ -418,7 +418,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    status = 0
+    status, loaded = 0, {}
     for path in args.path:
         try:
             frame = load_mcq_csv(path, require_answer=args.require_answer, encoding=args.encoding,
@@ -427,5 +427,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {one_line(describe_os_error(err)) if isinstance(err, OSError) else err}", file=sys.stderr)
             status = 1
             continue
+        loaded[path] = frame
         print(f"{path}: OK, {describe(frame)}; first question: {frame['question'].iat[0][:60]}")
+    report_overlaps(loaded)
     return status
+
+
+def report_overlaps(frames: dict) -> None:
+    """With labelled and unlabelled files together (training and test), the test questions each training file
+    also holds (data/overlap.py)."""
+    from mcqtune.data.overlap import describe_overlap, overlap
+
+    labelled = {path: f for path, f in frames.items() if ANSWER_COLUMN in f}
+    for test_path, test in ((p, f) for p, f in frames.items() if ANSWER_COLUMN not in f):
+        for train_path, train in labelled.items():
+            shared = overlap(train, test)
+            print(f"{test_path} against {train_path}: {describe_overlap(shared)}"
+                  + "".join(f"\n  test {p['test_ID']} = training {p['train_ID']} ({p['match']})"
+                            for p in shared["pairs"]))

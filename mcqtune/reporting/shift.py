@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from mcqtune.data.overlap import describe_overlap, overlap
 from mcqtune.data.questions import LETTERS, load_mcq_csv
 from mcqtune.reporting.compare import refuse_usage
 from mcqtune.errors import DataError
@@ -30,6 +31,9 @@ logger = logging.getLogger("shift")
 LIKENESS_FILE = "train_test_likeness.csv"
 REPORT_FILE = "shift_report.json"
 READINGS = (  # (AUC below, what it means for a random validation split)
+    (0.5, "the test questions cannot be told from the training ones: a random validation split is a fair proxy for "
+          "the leaderboard (an AUC below 0.5 is no more than chance's noise, or the same questions on both sides, "
+          "which cross-validation then learns backwards: the overlap below says which)"),
     (0.6, "the test questions are hard to tell from the training ones: a random validation split is a fair proxy "
           "for the leaderboard"),
     (0.75, "the test questions differ somewhat from the training ones: a random validation split may flatter; "
@@ -69,7 +73,7 @@ def reading(auc: float) -> str:
 
 
 def write_report(out_dir: Path, train_file: str, test_file: str, train: pd.DataFrame, auc: float,
-                 likeness: np.ndarray, top: int) -> dict:
+                 likeness: np.ndarray, top: int, shared: dict) -> dict:
     from mcqtune.runs.folder import write_atomic, write_csv_atomic, write_json_atomic
     from mcqtune.runs.identity import csv_identity
 
@@ -78,14 +82,19 @@ def write_report(out_dir: Path, train_file: str, test_file: str, train: pd.DataF
     write_csv_atomic(ranked[["ID", "test_likeness"]], out_dir / LIKENESS_FILE)
     report = {"train_file": train_file, "train_file_sha256": csv_identity(train_file, None)["bytes_sha256"],
               "test_file": test_file, "train_rows": len(train), "auc": round(auc, 4), "reading": reading(auc),
+              "overlap": shared,
               "most_test_like": [{"ID": r.ID, "test_likeness": r.test_likeness, "question": str(r.question)[:80]}
                                  for r in ranked.head(top).itertuples()]}
     write_json_atomic(report, out_dir / REPORT_FILE)
     lines = [f"# How {Path(test_file).name} differs from {Path(train_file).name}", "",
              f"Cross-validated ROC AUC of telling a test question from a training one: **{auc:.3f}** "
              "(0.5: indistinguishable; 1.0: always told apart).", "", f"Reading: {reading(auc)}.", "",
-             f"The {top} most test-like training rows (out-of-fold probability of being a test question):", "",
-             "| ID | test-likeness | question |", "|---|---|---|"]
+             f"Overlap: {describe_overlap(shared)}.", ""]
+    if shared["pairs"]:
+        lines += ["| test ID | training ID | match |", "|---|---|---|"]
+        lines += [f"| {p['test_ID']} | {p['train_ID']} | {p['match']} |" for p in shared["pairs"]] + [""]
+    lines += [f"The {top} most test-like training rows (out-of-fold probability of being a test question):", "",
+              "| ID | test-likeness | question |", "|---|---|---|"]
     lines += [f"| {r['ID']} | {r['test_likeness']:.3f} | {r['question'].replace('|', '/')} |"
               for r in report["most_test_like"]]
     write_atomic(out_dir / "shift_report.md", "\n".join(lines) + "\n")
@@ -143,12 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError("--folds must be >= 2 and --top >= 1")
     train = load_mcq_csv(args.train_file, encoding=args.encoding)
     test = load_mcq_csv(args.test_file, encoding=args.encoding)
-    if min(len(train), len(test)) < args.folds:
-        raise DataError(args.test_file, f"too few rows for {args.folds}-fold cross-validation ({len(train)} training, "
-                                        f"{len(test)} test)")
+    for path, frame in ((args.train_file, train), (args.test_file, test)):
+        if len(frame) < args.folds:
+            raise DataError(path, f"{len(frame)} rows: too few for {args.folds}-fold cross-validation (lower --folds, "
+                                  "or give more rows)")
     out_dir = Path(args.out_dir or Path(args.test_file).with_name(Path(args.test_file).stem + "_shift"))
     out_dir.mkdir(parents=True, exist_ok=True)
     auc, likeness = test_likeness(train, test, args.folds)
-    report = write_report(out_dir, args.train_file, args.test_file, train, auc, likeness, args.top)
-    print(f"AUC {auc:.3f}: {report['reading']}. Report: {out_dir / 'shift_report.md'}")
+    shared = overlap(train, test)
+    report = write_report(out_dir, args.train_file, args.test_file, train, auc, likeness, args.top, shared)
+    print(f"AUC {auc:.3f}: {report['reading']}. Overlap: {describe_overlap(shared)}. Report: "
+          f"{out_dir / 'shift_report.md'}")
     return 0

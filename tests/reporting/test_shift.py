@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from mcqtune import errors as cli
+from mcqtune.errors import DataError
 from mcqtune.reporting import shift
 from mcqtune.runs.provenance import ProvenanceError
 from mcqtune.train.data import load_splits
@@ -55,3 +56,24 @@ def test_val_test_like_validates_on_the_most_test_like_rows_of_its_own_train_fil
     other, _ = train_args("m", sample_dir / "train.csv", folder / "out", "--val_test_like", likeness)
     with pytest.raises(ProvenanceError, match="ranks another training file"):
         load_splits(other, 42)
+
+
+def test_a_test_file_equal_to_the_training_file_is_read_as_leakage_not_as_drawn_alike(sample_dir, tmp_path, capsys):
+    """The same questions on both sides: the AUC falls below 0.5, which is explained, and every test question is
+    counted as standing in the training data."""
+    train = pd.read_csv(sample_dir / "train.csv", dtype=str)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    train.drop(columns=["answer"]).to_csv(tmp_path / "same.csv", index=False)
+    report = run_shift(tmp_path, "same.csv")
+    assert report["overlap"]["exact"] == report["overlap"]["normalised"] == len(train)
+    assert "stand in the training data" in capsys.readouterr().out
+    if report["auc"] < 0.5:
+        assert "below 0.5 is no more than chance's noise, or the same questions on both sides" in report["reading"]
+    assert "| test ID | training ID | match |" in (tmp_path / "same.csv_shift" / "shift_report.md").read_text()
+
+
+def test_too_few_rows_name_the_file_that_has_them(files, tmp_path):
+    folder, _ = files
+    pd.read_csv(folder / "train.csv", dtype=str).head(2).to_csv(tmp_path / "tiny.csv", index=False)
+    with pytest.raises(DataError, match=r"tiny\.csv: 2 rows: too few for 5-fold"):
+        shift.main(["--train_file", str(tmp_path / "tiny.csv"), "--test_file", str(folder / "alike.csv")])

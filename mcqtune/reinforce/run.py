@@ -259,12 +259,14 @@ def reinforce_in_folder(args: GRPOArguments, training_args, backend: str, train,
 def main(args: GRPOArguments, training_args, backend: str | None = None) -> dict:
     """Validate, lock the output folder, load, reinforce, export, summarise; training_summary.json's content."""
     from mcqtune.runs.folder import lock_run_folder
+    from mcqtune.train.data import check_validation_rows
     from mcqtune.train.run import check_answer_slot
 
     check_grpo_config(args, training_args)
     backend = select_backend(backend or args.backend)
     adopt_adapter(args)
     train, val = load_questions(args, training_args.seed)
+    check_validation_rows(val, training_args, args)
     check_answer_slot(args.model_name_or_path, args, training_args.trust_remote_code)
     with lock_run_folder(training_args.output_dir, training_args.process_index, max(training_args.world_size, 1)):
         return reinforce_in_folder(args, training_args, backend, train, val)

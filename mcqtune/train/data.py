@@ -82,6 +82,22 @@ def split_train_val(frame: pd.DataFrame, val_fraction: float = 0.1,
     return train.reset_index(drop=True), val.reset_index(drop=True)
 
 
+def check_validation_rows(val: pd.DataFrame, training_args, script_args) -> None:
+    """Refused before any model loads: a run that validates (evaluation on, or the best checkpoint kept) with no
+    validation row would train and then fail when it looks for its validation accuracy."""
+    from mcqtune.errors import DataError
+
+    validates = str(getattr(training_args, "eval_strategy", "no")) not in ("no", "IntervalStrategy.NO") \
+        or getattr(training_args, "load_best_model_at_end", False)
+    if len(val) or not validates:
+        return
+    source = script_args.val_file or script_args.train_file
+    raise DataError(source, f"leaves no validation rows (--val_fraction {script_args.val_fraction} of each answer "
+                            "letter's rows rounds to none), but the run validates and keeps its best checkpoint by "
+                            "validation accuracy: give more rows or a --val_file, raise --val_fraction, or pass "
+                            "--eval_strategy no --load_best_model_at_end false")
+
+
 def add_extra_sources(train, val, script_args, seed: int):
     """train_file's training rows plus each extra file's rows at its weight, with a ``source`` column; questions
     that also appear in the validation rows are dropped from the extra rows (they would leak), and counted."""

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from mcqtune.errors import ConfigError, parse_with
 from mcqtune.model.loading import peek_backend, select_backend
-from mcqtune.train.data import load_splits
+from mcqtune.train.data import check_validation_rows, load_splits
 from mcqtune.train.folds import train_folds
 from mcqtune.train.options import (ScriptArguments, check_config, check_requested, fit_max_length,
                                    fit_reasoning_validation, make_parser, scale_for_processes)
@@ -39,6 +39,7 @@ def main(script_args: ScriptArguments, training_args, backend: str | None = None
     if script_args.folds > 1:
         return train_folds(script_args, training_args, backend)
     train, val = load_splits(script_args, training_args.seed)
+    check_validation_rows(val, training_args, script_args)
     if script_args.distill_from:
         train = with_teachers(script_args, train)
     return train_locked(script_args, training_args, backend, train, val)

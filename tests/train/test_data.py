@@ -1,8 +1,10 @@
-"""train/data.py: the stratified, seeded train/validation split."""
+"""train/data.py: the stratified, seeded train/validation split, and a split that leaves no validation row."""
 
 import pandas as pd
+import pytest
 
 from mcqtune.train.data import split_train_val
+from tests.helpers import train_args
 
 
 def make_frame(n_per_letter=50):
@@ -36,3 +38,29 @@ def test_a_reasoning_column_must_exist_and_be_filled_on_every_row(tmp_path):
         with_reasoning(frame, "why", "t.csv")
     frame.loc[7, "why"] = "所以"
     assert list(with_reasoning(frame, "why", "t.csv")["reasoning"]) == ["因为"] * 7 + ["所以"]
+
+
+@pytest.mark.parametrize("job", ["sft", "grpo"])
+def test_a_split_without_validation_rows_is_refused_before_loading(job, tmp_path, monkeypatch):
+    """Eight rows at --val_fraction 0.1 leave no validation row; a run that keeps its best checkpoint by validation
+    accuracy is refused before any model loads (it would train, then fail looking for that accuracy)."""
+    import mcqtune.model.loading as loading
+    from mcqtune.errors import DataError
+
+    rows = "".join(f"{i},问题{i},a,b,c,d,{'ABCD'[i % 4]}\n" for i in range(8))
+    train = tmp_path / "train.csv"
+    train.write_text("ID,question,option_A,option_B,option_C,option_D,answer\n" + rows, encoding="utf-8")
+    monkeypatch.setattr(loading, "load_base_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    if job == "sft":
+        from mcqtune.train import sft
+
+        script_args, training_args = train_args("no-model", train, tmp_path / "out")
+        run = sft.main
+    else:
+        from mcqtune.reinforce import run as grpo
+        from tests.reinforce.test_grpo import grpo_args
+
+        script_args, training_args = grpo_args("no-model", train, tmp_path / "out")
+        run = grpo.main
+    with pytest.raises(DataError, match=r"train\.csv: leaves no validation rows .* --val_file, raise --val_fraction"):
+        run(script_args, training_args, "hf")

@@ -12,8 +12,8 @@ every exception through with its traceback instead.
 from __future__ import annotations
 
 import errno
-import math
 import logging
+import math
 import os
 import re
 import signal

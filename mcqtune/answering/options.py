@@ -48,7 +48,7 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                 "GPU kernels may differ; faster on a GPU: bench/RESULTS.md; needs --backend hf, "
                 "--repetition_penalty 1.0 and one process) | fp8 (the same, after the adapter is merged and every "
                 "decoder linear layer is held in FP8 for decoding: generation/fp8.py; needs a GPU with FP8 tensor "
-                "cores, RTX 4090 / H100 / H200; the fastest, bench/RESULTS.md)",
+                "cores, RTX 4090 / H100 / H200; what it costs and changes: bench/RESULTS.md)",
         "choices": list(GENERATION_ENGINES)})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "

@@ -27,7 +27,6 @@ from mcqtune.data.questions import ANSWER_PREFIX, LETTERS, OPTION_COLUMNS
 from mcqtune.model.chat_template import THINK_OPEN, closing_letter_ids
 from mcqtune.runs.predictions import score_record
 
-
 THINK_CLOSE = "</think>"
 
 
@@ -50,6 +49,8 @@ class ReplyOptions:
         import dataclasses
 
         return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
 CLOSING_TOKENS = 16  # room for closing_text's tokens after a reply that used its whole budget
 
 

@@ -19,6 +19,8 @@ import logging
 
 import torch
 
+from mcqtune.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 FP8_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (RTX 4090) and Hopper (H100, H200)
@@ -61,7 +63,6 @@ class Fp8Linear(torch.nn.Module):
         return cls(quantized, scale, None if bias is None else bias.detach().clone())
 
     def forward(self, x):
-
         rows = x.reshape(-1, self.in_features)
         x_scale = (rows.abs().amax(dim=1, keepdim=True).float() / torch.finfo(torch.float8_e4m3fn).max) \
             .clamp(min=MIN_SCALE)
@@ -85,8 +86,8 @@ def dense_weight(layer):
         return bnb_functional.dequantize_4bit(weight.data, state).float()
     if getattr(weight, "dtype", None) is not None and weight.dtype.is_floating_point:
         return weight.detach().float()
-    raise ValueError(f"generation_engine fp8 cannot read {type(layer).__name__} weights of dtype {weight.dtype}; "
-                     "load the model in 4-bit or 16-bit")
+    raise ConfigError(f"generation_engine fp8 cannot read {type(layer).__name__} weights of dtype {weight.dtype}; "
+                      "load the model in 4-bit or 16-bit (leave out --load_in_8bit)")
 
 
 def merged_weight(layer):
@@ -97,8 +98,8 @@ def merged_weight(layer):
         if name not in getattr(layer, "lora_A", {}):
             continue
         if getattr(layer, "use_dora", {}).get(name):
-            raise ValueError(f"generation_engine fp8 does not merge DoRA adapters ({name}); use --generation_engine "
-                             "continuous or generate")
+            raise ConfigError(f"generation_engine fp8 does not merge DoRA adapters ({name}); use "
+                              "--generation_engine continuous or generate")
         weight += layer.get_delta_weight(name).float().to(weight.device)
     return weight, base.bias
 
@@ -111,29 +112,27 @@ def is_linear(module) -> bool:
 
 def to_fp8(model):
     """The model with every linear layer of its decoder (all but the output layer) merged and held in FP8, in place,
-    layer by layer so that at most one layer's 16-bit weight exists at a time; a peft model comes back unwrapped (its
-    adapters are in the weights). Returns (model, number of layers converted)."""
+    one layer at a time: only names are listed up front, so each replaced layer (its NF4 weight, its adapter) is
+    freed before the next is converted, and the peak stays near the larger of the two formats. A peft model comes
+    back unwrapped (its adapters are in the weights). Returns (model, number of layers converted)."""
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
     head = model.get_output_embeddings()
-    targets = [(name, module) for name, module in model.named_modules() if module is not head and is_linear(module)]
-    converted = 0
+    names = outermost([name for name, module in model.named_modules() if module is not head and is_linear(module)])
     with torch.no_grad():
-        for name, module in _outermost(targets):
-            weight, bias = merged_weight(module)
+        for name in names:
+            weight, bias = merged_weight(model.get_submodule(name))
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, Fp8Linear.from_weight(weight, bias))
-            del weight, module
-            converted += 1
+            del weight, bias
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the NF4 blocks freed above return to the cache's budget (batch_planning)
-    logger.info("generation_engine fp8: %d linear layers merged and held in FP8", converted)
-    return model, converted
+    logger.info("generation_engine fp8: %d linear layers merged and held in FP8", len(names))
+    return model, len(names)
 
 
-def _outermost(targets):
+def outermost(names: list[str]) -> list[str]:
     """Each LoRA layer once: its inner base_layer (also a torch Linear) is converted with it, not again."""
-    names = [name for name, _ in targets]
-    return [(name, module) for name, module in targets
-            if not any(name.startswith(other + ".") for other in names if other != name)]
+    listed = set(names)
+    return [name for name in names if not any(name.startswith(other + ".") for other in listed if other != name)]

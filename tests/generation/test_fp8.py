@@ -84,6 +84,32 @@ def test_conversion_merges_the_adapter_and_keeps_the_head(tiny_model_dir, random
     assert all(not torch.equal(expected[f"{n}.weight"], base_q[f"{n}.weight"]) for n in lora_touched)
 
 
+def test_each_replaced_layer_is_freed_before_the_next_is_converted(tiny_model_dir, monkeypatch):
+    """At 14B under 24 GiB the NF4 layers must go as their FP8 copies come, or both formats are held at once."""
+    import gc
+    import weakref
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mcqtune.generation import fp8
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    originals = [weakref.ref(m) for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and m is not model.get_output_embeddings()]
+    alive, convert = [], fp8.Fp8Linear.from_weight
+
+    def counting(weight, bias=None):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in originals))
+        return convert(weight, bias)
+
+    monkeypatch.setattr(fp8.Fp8Linear, "from_weight", staticmethod(counting))
+    fp8.to_fp8(model)
+    # converting layer k, the k-1 layers before it are gone (the one being converted is still in its parent)
+    assert alive == [len(originals) - k for k in range(len(originals))]
+
+
 def test_dora_is_refused_not_merged_wrongly(tiny_model_dir):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -93,7 +119,7 @@ def test_dora_is_refused_not_merged_wrongly(tiny_model_dir):
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], use_dora=True))
-    with pytest.raises(ValueError, match="does not merge DoRA"):
+    with pytest.raises(ConfigError, match="does not merge DoRA"):
         to_fp8(model)
 
 

@@ -9,12 +9,10 @@ options is still the same question).
 from __future__ import annotations
 
 import unicodedata
+from typing import Sequence
 
 import pandas as pd
 
-from mcqtune.data.questions import LETTERS
-
-OPTION_COLUMNS = tuple(f"option_{letter}" for letter in LETTERS)
 LISTED = 20  # pairs listed in a report; the counts are always whole
 
 
@@ -24,27 +22,28 @@ def normalised(text: str) -> str:
     return "".join(c for c in folded if not c.isspace() and not unicodedata.category(c).startswith("P"))
 
 
-def exact_key(row) -> tuple:
-    return (str(row["question"]), *(str(row[c]) for c in OPTION_COLUMNS))
+def exact_key(row, options: Sequence[str]) -> tuple:
+    return (str(row["question"]), *(str(row[c]) for c in options))
 
 
-def normalised_key(row) -> tuple:
-    return (normalised(row["question"]), *sorted(normalised(row[c]) for c in OPTION_COLUMNS))
+def normalised_key(row, options: Sequence[str]) -> tuple:
+    return (normalised(row["question"]), *sorted(normalised(row[c]) for c in options))
 
 
-def overlap(train: pd.DataFrame, test: pd.DataFrame) -> dict:
-    """How many test questions also stand in ``train``, exactly and after normalising (the exact ones included),
-    and the first pairs (test ID, training ID, how they match)."""
+def overlap(train: pd.DataFrame, test: pd.DataFrame, options: Sequence[str]) -> dict:
+    """How many test questions also stand in ``train`` (questions with their ``options`` columns), exactly and after
+    normalising (the exact ones included), and the first pairs (test ID, training ID, how they match)."""
     train = train.fillna("")
     test = test.fillna("")
-    exact = {exact_key(row): row["ID"] for _, row in train.iterrows()}
-    loose = {normalised_key(row): row["ID"] for _, row in train.iterrows()}
+    exact = {exact_key(row, options): row["ID"] for _, row in train.iterrows()}
+    loose = {normalised_key(row, options): row["ID"] for _, row in train.iterrows()}
     pairs = []
     for _, row in test.iterrows():
-        if exact_key(row) in exact:
-            pairs.append({"test_ID": row["ID"], "train_ID": exact[exact_key(row)], "match": "exact"})
-        elif normalised_key(row) in loose:
-            pairs.append({"test_ID": row["ID"], "train_ID": loose[normalised_key(row)], "match": "normalised"})
+        same, alike = exact_key(row, options), normalised_key(row, options)
+        if same in exact:
+            pairs.append({"test_ID": row["ID"], "train_ID": exact[same], "match": "exact"})
+        elif alike in loose:
+            pairs.append({"test_ID": row["ID"], "train_ID": loose[alike], "match": "normalised"})
     return {"test_rows": len(test), "exact": sum(p["match"] == "exact" for p in pairs), "normalised": len(pairs),
             "pairs": pairs[:LISTED]}
 

@@ -441,7 +441,7 @@ def report_overlaps(frames: dict) -> None:
     labelled = {path: f for path, f in frames.items() if ANSWER_COLUMN in f}
     for test_path, test in ((p, f) for p, f in frames.items() if ANSWER_COLUMN not in f):
         for train_path, train in labelled.items():
-            shared = overlap(train, test)
+            shared = overlap(train, test, OPTION_COLUMNS)
             print(f"{test_path} against {train_path}: {describe_overlap(shared)}"
                   + "".join(f"\n  test {p['test_ID']} = training {p['train_ID']} ({p['match']})"
                             for p in shared["pairs"]))

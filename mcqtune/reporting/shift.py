@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mcqtune.data.overlap import describe_overlap, overlap
-from mcqtune.data.questions import LETTERS, load_mcq_csv
+from mcqtune.data.questions import LETTERS, OPTION_COLUMNS, load_mcq_csv
 from mcqtune.reporting.compare import refuse_usage
 from mcqtune.errors import DataError
 
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = Path(args.out_dir or Path(args.test_file).with_name(Path(args.test_file).stem + "_shift"))
     out_dir.mkdir(parents=True, exist_ok=True)
     auc, likeness = test_likeness(train, test, args.folds)
-    shared = overlap(train, test)
+    shared = overlap(train, test, OPTION_COLUMNS)
     report = write_report(out_dir, args.train_file, args.test_file, train, auc, likeness, args.top, shared)
     print(f"AUC {auc:.3f}: {report['reading']}. Overlap: {describe_overlap(shared)}. Report: "
           f"{out_dir / 'shift_report.md'}")

@@ -4,6 +4,7 @@ whitespace, punctuation, width, case and option order; other questions are not."
 import pandas as pd
 
 from mcqtune.data.overlap import describe_overlap, normalised, overlap
+from mcqtune.data.questions import OPTION_COLUMNS
 
 HEADER = ["ID", "question", "option_A", "option_B", "option_C", "option_D"]
 
@@ -20,14 +21,14 @@ def test_exact_and_normalised_copies_are_counted_and_others_are_not():
                   ["q2", " which IS prime ", "７", "4", "9", "6"],               # case, spaces, width, order
                   ["q3", "一加一等于几。", "1", "2", "3", "5"],                      # one option differs
                   ["q4", "中国的首都是哪里", "北京", "上海", "广州", "深圳"]])        # punctuation only
-    found = overlap(train, test)
+    found = overlap(train, test, OPTION_COLUMNS)
     assert found["exact"] == 1 and found["normalised"] == 3 and found["test_rows"] == 4
     assert found["pairs"] == [{"test_ID": "q1", "train_ID": "t1", "match": "exact"},
                               {"test_ID": "q2", "train_ID": "t2", "match": "normalised"},
                               {"test_ID": "q4", "train_ID": "t1", "match": "normalised"}]
     assert describe_overlap(found).startswith("3 of the 4 test questions also stand in the training data (1 exactly")
-    assert describe_overlap(overlap(train, test.iloc[[2]])) == "none of the 1 test questions stands in the " \
-                                                              "training data"
+    none = describe_overlap(overlap(train, test.iloc[[2]], OPTION_COLUMNS))
+    assert none == "none of the 1 test questions stands in the training data"
 
 
 def test_normalising_keeps_the_words():

@@ -16,13 +16,12 @@ import logging
 from pathlib import Path
 
 from mcqtune.config_files import config_dir
+from mcqtune.errors import UserError
 from mcqtune.model.loading import select_backend
 
 
 def ensure_tiny_model(out: Path) -> Path:
     from mcqtune.tiny.qwen import write_tiny_qwen
-
-    from mcqtune.errors import UserError
 
     model_dir = out / "tiny-qwen"
     if (model_dir / "tiny_qwen.json").is_file():  # written last: the folder is whole

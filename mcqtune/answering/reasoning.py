@@ -214,7 +214,8 @@ def voter(ids: list[str], one_reply: Callable, close: Callable, args: ReplyOptio
 
 def vote_record(row: int, replies: list[dict], close: Callable) -> dict:
     """A question answered by the vote of its replies: the count per letter in ``vote``, the first reply for the
-    winning letter in ``raw``, every reply's tokens in ``reasoning_tokens``."""
+    winning letter in ``raw``, every reply's tokens in ``reasoning_tokens``, how many replies were closed and
+    scored (voting by their closing letters) in ``closed_replies``."""
     import numpy as np
 
     counts = {letter: sum(r["answer"] == letter for r in replies) for letter in LETTERS}
@@ -232,7 +233,8 @@ def vote_record(row: int, replies: list[dict], close: Callable) -> dict:
     return {"ID": first["ID"], "answer": winner, "source": "vote", **record, "raw": first["raw"],
             "rule": f"vote:{len(tied)}-way tie" if len(tied) > 1 else "vote",
             "reasoning_tokens": sum(r["reasoning_tokens"] for r in replies),
-            "vote": " ".join(f"{letter}:{counts[letter]}" for letter in LETTERS)}
+            "vote": " ".join(f"{letter}:{counts[letter]}" for letter in LETTERS),
+            "closed_replies": sum(r["source"] == "reason_closed" for r in replies)}
 
 
 def close_each(row: int, replies: list[dict], close: Callable) -> list:

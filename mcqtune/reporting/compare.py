@@ -44,8 +44,15 @@ def describe_run(folder: Path) -> dict:
             "accuracy_by_subject": report.get("accuracy_by_subject", {}),
             "seconds_per_question": round(seconds / answered, 3) if seconds and answered else None,
             "generated_tokens_per_question": round(tokens / rows, 1) if tokens is not None and rows else None,
-            "fallback_share": round(float(predictions["source"].isin(FALLBACK_SOURCES).mean()), 4),
+            "fallback_share": fallback_share(predictions, reasoning.get("votes")),
             "rescored_rows": (report.get("rescore") or {}).get("rows")}
+
+
+def fallback_share(predictions: pd.DataFrame, votes: dict | None) -> float:
+    """The share of answers from a fallback; for a vote, the share of its replies closed and scored."""
+    if votes:
+        return round(votes["closed_and_scored_replies"] / votes["replies"], 4) if votes["replies"] else 0.0
+    return round(float(predictions["source"].isin(FALLBACK_SOURCES).mean()), 4)
 
 
 def shown(value) -> str:

@@ -277,7 +277,9 @@ def vote_summary(voted) -> dict:
     """Self-consistency: replies sampled per question, questions stopped before the last round, ties broken."""
     counts = [sum(int(cell.split(":")[1]) for cell in vote.split()) for vote in voted["vote"]]
     tokens = int(pd.to_numeric(voted["reasoning_tokens"]).sum())
+    closed = int(pd.to_numeric(voted["closed_replies"]).sum())
     return {"questions": len(voted), "replies": sum(counts), "generated_tokens": tokens,
+            "closed_and_scored_replies": closed,
             "mean_replies_per_question": round(sum(counts) / len(counts), 2) if counts else None,
             "fewest_replies": min(counts, default=None), "most_replies": max(counts, default=None),
             "ties_broken_by_closing_probabilities": int(voted["rule"].str.contains("tie").sum()),
@@ -364,7 +366,8 @@ def render_markdown(report: dict, subject_labels: SubjectLabels | None = None) -
         v = report["reasoning"]["votes"]
         lines.append(f"- self-consistency: {v['replies']} sampled replies for {v['questions']} questions "
                      f"({v['mean_replies_per_question']} each, {v['fewest_replies']}-{v['most_replies']}: a question "
-                     f"stops once its leading letter cannot lose); {v['ties_broken_by_closing_probabilities']} ties "
+                     f"stops once its leading letter cannot lose), {v['closed_and_scored_replies']} of them closed and "
+                     f"scored; {v['ties_broken_by_closing_probabilities']} ties "
                      f"broken by closing letter probabilities; {v['generated_tokens']} tokens generated")
     elif "reasoning" in report:
         r = report["reasoning"]

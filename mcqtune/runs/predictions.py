@@ -168,6 +168,7 @@ def assemble_predictions(frame: pd.DataFrame, answers: dict[str, dict]) -> pd.Da
         predictions["reasoning_tokens"] = [r.get("reasoning_tokens") for r in records]
     if any("vote" in r for r in records):  # self-consistency: the replies' letters counted, "A:3 B:1 C:0 D:1"
         predictions["vote"] = [r.get("vote") for r in records]
+        predictions["closed_replies"] = [r.get("closed_replies") for r in records]
     for column, written in ((ANSWER_COLUMN, TRUE_ANSWER_COLUMN), (SUBJECT_COLUMN, SUBJECT_COLUMN)):
         if column in frame:
             predictions[written] = list(frame[column])

@@ -34,7 +34,8 @@ def scripted(letters_by_round):
         round_ = len(calls)
         calls.append((list(rows), seed))
         return [{"ID": str(i), "answer": letters_by_round[round_][i], "raw": f"r{round_}-{i}", "rule": "x",
-                 "reasoning_tokens": 10, "_tokens": [1, 2]} for i in rows]
+                 "source": "reason_closed" if (round_, i) == (0, 1) else "reason", "reasoning_tokens": 10,
+                 "_tokens": [1, 2]} for i in rows]
 
     return one_reply, calls
 
@@ -53,6 +54,7 @@ def test_questions_stop_once_decided_and_every_round_has_its_own_seed():
     assert [r["vote"] for r in records] == ["A:3 B:0 C:0 D:0", "A:1 B:1 C:3 D:0", "A:0 B:3 C:1 D:1"]
     assert records[0]["reasoning_tokens"] == 30 and records[1]["reasoning_tokens"] == 50
     assert records[0]["raw"] == "r0-0" and records[1]["raw"] == "r2-1"  # the first reply for the winning letter
+    assert [r["closed_replies"] for r in records] == [0, 1, 0]
 
 
 def test_a_tie_goes_to_the_higher_closing_probability():
@@ -107,6 +109,9 @@ def test_a_vote_run_records_its_votes_and_resumes_to_them(tiny_model_dir, sample
                if sorted(c)[-1] > sorted(c)[-2])
     votes = report["reasoning"]["votes"]
     assert votes["questions"] == 12 and votes["replies"] == sum(map(sum, counts)) and report["samples"] == 3
+    # random weights run every reply out of its 5 tokens: each is closed and votes by its closing letters
+    assert votes["closed_and_scored_replies"] == votes["replies"]
+    assert predictions["closed_replies"].astype(int).tolist() == [sum(c) for c in counts]
     checkpoint = args.run_dir / "predictions.partial.jsonl"
     lines = checkpoint.read_text(encoding="utf-8").splitlines(keepends=True)
     checkpoint.write_text("".join(lines[:5]) + lines[5][:10], encoding="utf-8")  # killed after the first batch

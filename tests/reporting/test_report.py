@@ -168,3 +168,13 @@ def test_compare_writes_over_its_own_comparison_only(tmp_path, capsys):
     mine.write_text("my notes")
     assert errors.run_cli(compare.main, [str(runs[0]), str(runs[1]), "--output_file", str(mine)]) == 1
     assert mine.read_text() == "my notes" and not (tmp_path / "README.json").exists()
+
+
+def test_a_votes_fallback_share_is_its_share_of_closed_replies():
+    import pandas as pd
+
+    from mcqtune.reporting.compare import fallback_share
+
+    voted = pd.DataFrame({"source": ["vote", "vote"]})
+    assert fallback_share(voted, {"replies": 8, "closed_and_scored_replies": 2}) == 0.25
+    assert fallback_share(pd.DataFrame({"source": ["reason", "reason_closed"]}), None) == 0.5

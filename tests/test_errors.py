@@ -313,3 +313,16 @@ def test_sigterm_ends_a_command_with_its_closing_line_as_ctrl_c_does(tmp_path):
     _, err = child.communicate(timeout=60)
     assert child.returncode == 143
     assert err.strip() == "terminated (SIGTERM): what was finished is kept; run the same command again to continue"
+
+
+def test_a_path_through_a_file_says_so_and_does_not_ask_to_run_again(tmp_path, capsys):
+    """`--output_dir afile/sub` where afile is a file: rerunning the same command cannot help, so the line says what
+    is wrong with the path instead."""
+    from mcqtune import cli
+
+    (tmp_path / "afile").write_text("mine")
+    assert cli.main(["sample", str(tmp_path / "afile" / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert "a part of that path is a file, not a folder: choose another path" in err
+    assert "run the same command again" not in err and err.count("\n") == 1
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -87,8 +87,8 @@ def describe_os_error(err: OSError) -> str:
             errno.ENOENT: "check the path",
             errno.ENOTDIR: "a part of that path is a file, not a folder: choose another path",
             errno.EISDIR: "that path is a folder, not a file: choose another path",
-            errno.EEXIST: "something already stands at that path: choose another path"}.get(err.errno,
-                                                                                           "check the path and the disk")
+            errno.EEXIST: "something already stands at that path: choose another path",
+            }.get(err.errno, "check the path and the disk")
     if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # the same command succeeds once the cause is gone
         return f"{where}: {err.strerror or err}; {hint}. Nothing already written was lost: run the same command again"
     return f"{where}: {err.strerror or err}; {hint}"

@@ -56,8 +56,9 @@ def read_first_run(source: str | Path, frame: pd.DataFrame, test_sha: str | None
     first = first.set_index("ID").loc[frame["ID"]].reset_index()
     unanswered = first[list(PROB_COLUMNS)].isna().any(axis=1)
     if unanswered.any():
-        raise CascadeError(f"{path}: {int(unanswered.sum())} rows have no probabilities "
-                           "(generate-mode answers); rescore needs four probabilities per row")
+        raise CascadeError(f"{path}: {int(unanswered.sum())} rows have no letter probabilities (answers read from a "
+                           "generated or reasoning reply); rescore needs four probabilities on every row: give a "
+                           "score-mode run")
     return first
 
 

@@ -62,9 +62,10 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                                                                     "option orders of debias_sample test questions "
                                                                     "(PriDe); report.json shows both distributions"})
     debias_sample: int = field(default=64, metadata={"help": "questions the letter prior is estimated on"})
-    rescore: str | None = field(default=None, metadata={"help": "cascade: a finished score-mode run of this test "
-                                                                "file (run folder or predictions.csv); answer only "
-                                                                "its least confident rows, keep its other answers"})
+    rescore: str | None = field(default=None, metadata={"help": "cascade: a finished run of this test file with "
+                                                                "letter probabilities on every row (a score-mode run; "
+                                                                "run folder or predictions.csv); answer only its "
+                                                                "least confident rows, keep its other answers"})
     rescore_fraction: float = field(default=0.2, metadata={"help": "with --rescore: the share of rows (smallest "
                                                                    "margin between the top two letters) answered "
                                                                    "again"})

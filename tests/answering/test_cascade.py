@@ -63,6 +63,13 @@ def test_a_first_run_of_other_questions_or_without_probabilities_is_refused(tmp_
     pd.DataFrame({"ID": list("abcd"), "answer": list("ABCD")}).to_csv(generated, index=False)
     with pytest.raises(CascadeError, match="no p_A, p_B, p_C, p_D column"):
         Rescore.plan(str(generated), frame, 0.5, allow_bare=True)
+    reasoned = tmp_path / "reasoned.csv"  # a reasoning run: a committed reply has no probabilities, a closed one has
+    pd.DataFrame({"ID": list("abcd"), "answer": list("ABCD"), "p_A": [None, 0.1, 0.1, 0.1],
+                  "p_B": [None, 0.7, 0.1, 0.1], "p_C": [None, 0.1, 0.7, 0.1],
+                  "p_D": [None, 0.1, 0.1, 0.7]}).to_csv(reasoned, index=False)
+    with pytest.raises(CascadeError, match=r"1 rows have no letter probabilities \(answers read from a generated or "
+                                           r"reasoning reply\).*give a score-mode run"):
+        Rescore.plan(str(reasoned), frame, 0.5, allow_bare=True)
 
 
 @pytest.mark.slow

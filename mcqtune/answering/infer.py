@@ -41,6 +41,7 @@ from mcqtune.answering.modes import (estimate_letter_prior_of, fill_unparsed, ge
 from mcqtune.model.chat_template import find_answer_slot
 from mcqtune.errors import ConfigError, parse_with
 from mcqtune.runs.distributed import agree_on, distributed_info, shard
+from mcqtune.runs.provenance import models_by_content
 from mcqtune.answering.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
 from mcqtune.answering.setup import (adopt_training_prompt, check_answer_slot, check_args, check_engine,
@@ -170,7 +171,9 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     run = {"output_file": str(Path(args.output_file).resolve()),
            "test_file": args.test_file, "test_file_sha256": identity["test_file"]["bytes_sha256"],
            "model_path": args.model_path, "base_model": request.base,
-           "adapters": ([request.adapter] if request.adapter else []) + list(args.ensemble), "mode": args.mode,
+           "adapters": [str(Path(a).resolve()) for a in ([request.adapter] if request.adapter else [])
+                        + list(args.ensemble)],
+           "models_by_content": models_by_content(identity), "mode": args.mode,
            "generation_engine": args.generation_engine if args.mode == "reason" else None,
            "samples": args.samples if args.mode == "reason" else None,
            **{k: v for k, v in (provenance or {}).items() if v},

@@ -122,10 +122,34 @@ def same_source(a: str, b: str) -> bool:
         return False
 
 
+def content_of(found: dict) -> dict:
+    """A model identity (runs/identity.py) without where the model lies (its path, its files' modification times):
+    what two copies of one model share, and a retrained model in the same folder does not."""
+    return {key: [{k: v for k, v in w.items() if k != "mtime_ns"} for w in value] if key == "weights" else value
+            for key, value in found.items() if key != "path"}
+
+
+def models_by_content(identity: dict) -> list[dict]:
+    """An answering run's models by content, from its run identity: its adapters (model_path's, then --ensemble's),
+    or its base model when it used none."""
+    adapters = [a for a in [identity["model_path"]["adapter"], *identity["ensemble"]] if a]
+    return [content_of(a) for a in adapters] or [content_of(identity["model_path"]["base"])]
+
+
 def check_same_models(run: str | Path, member: str | Path, *, consumer: str, allow_bare: bool = False) -> None:
     """The predictions ``run`` (a validation run) were made by the models of ``member`` (a test run), by their
-    records: weights fitted on one model's validation answers mean nothing for another model's test answers."""
-    mine, theirs = models_of(predictions_record(run)), models_of(predictions_record(member))
+    records: weights fitted on one model's validation answers mean nothing for another model's test answers. Runs
+    that record their models by content (``models_by_content``) are paired by it, never by path: an adapter retrained
+    in the same folder is another model; older records are paired by path."""
+    mine_record, theirs_record = predictions_record(run), predictions_record(member)
+    if mine_record and theirs_record and "models_by_content" in mine_record and "models_by_content" in theirs_record:
+        if mine_record["models_by_content"] != theirs_record["models_by_content"]:
+            raise ProvenanceError(f"{consumer}: {run} and its member {member} were answered by models whose weights "
+                                  "differ (their report.json's models_by_content: an adapter retrained in place, "
+                                  "or another fold plan or seed, counts as another model); give one validation run "
+                                  "per member, made by the very same model, in the members' order")
+        return
+    mine, theirs = models_of(mine_record), models_of(theirs_record)
     if mine is None or theirs is None:
         if allow_bare:
             return

@@ -46,6 +46,14 @@ def test_score_mode_writes_submission_predictions_and_report(trained_run, tmp_pa
                  "accuracy_by_subject.png"):
         assert (args.run_dir / name).is_file(), name
     assert "accuracy" in (args.run_dir / "report.md").read_text()
+    # what it answered with, by content and by absolute path (runs are paired by the former: provenance.py)
+    from mcqtune.runs.identity import sha256_file
+
+    adapter = trained_run["dir"] / "adapter"
+    assert report["adapters"] == [str(adapter.resolve())]
+    (content,) = report["models_by_content"]
+    assert content["adapter_model.safetensors_sha256"] == sha256_file(adapter / "adapter_model.safetensors")
+    assert "path" not in content
 
 
 @pytest.mark.slow

@@ -59,6 +59,29 @@ def test_fitted_pairs_each_validation_run_with_the_member_of_its_model(tmp_path,
     assert status == 0
 
 
+def test_fitted_pairs_runs_by_their_models_content_not_their_paths(tmp_path, capsys):
+    """The same adapter path, retrained (another seed, another plan) between the validation and the test run: the
+    paths agree, the weights do not, and the pairing is refused; the same weights pass."""
+    import json
+
+    test_good, test_bad, flag, good, bad = fitted_setup(tmp_path, "ABCDAB")
+    for run, sha in ((test_good, "aa"), (test_bad, "bb"), (good, "aa"), (bad, "bb")):
+        report = json.loads((run / "report.json").read_text())
+        content = [{"adapter_model.safetensors_sha256": sha, "adapter_config.json_sha256": "cc"}]
+        (run / "report.json").write_text(json.dumps({**report, "base_model": "base", "adapters": ["out/adapter"],
+                                                     "models_by_content": content}))
+    status, _ = run_ensemble([test_good, test_bad, flag, good, bad, "--method", "fitted", "--output_file",
+                              tmp_path / "sub.csv"], capsys)
+    assert status == 0
+    report = json.loads((bad / "report.json").read_text())
+    report["models_by_content"][0]["adapter_model.safetensors_sha256"] = "dd"  # retrained in place
+    (bad / "report.json").write_text(json.dumps(report))
+    status, captured = run_ensemble([test_good, test_bad, flag, good, bad, "--method", "fitted", "--output_file",
+                                     tmp_path / "sub2.csv"], capsys)
+    assert status == 1 and "were answered by models whose weights differ" in captured.err
+    assert not (tmp_path / "sub2.csv").exists()
+
+
 def test_fitted_without_usable_validation_is_refused(tmp_path, capsys):
     a = write_member(tmp_path / "a_run", random_probs(0), truth="ABCDAB")
     b = write_member(tmp_path / "b_run", random_probs(1), truth="ABCDAB")

@@ -9,6 +9,7 @@ The package is laid out by job; imports run one way, down this list (tests/test_
     export/        adapter -> merged 16-bit weights, GGUF for llama.cpp / Ollama, an lm-eval task
     train/         the SFT run, its trainer, data, checkpoints and k-fold driver
     answering/     infer: letter scoring, generation and the answer parser, the cascade, letter bias
+    generation/    what generating replies shares below the jobs: weights made for decoding (FP8)
     model/         loading models and tokenizers (Unsloth or transformers), LoRA, the chat template's answer slot
     reporting/     reports, charts, timing and memory meters, MFU
     runs/          run folders, locks, run identity (provenance), prediction stores, distributed helpers

@@ -4,7 +4,7 @@
         --test_file test.csv --output_file submission.csv
     python infer.py --help                          # every option
 
-The code is mcqtune.answering (infer.py: the command and the answering loop).
+The code is mcqtune.infer (infer.py: the command and the answering loop).
 """
 
 import sys

@@ -5,7 +5,7 @@
     python train_grpo.py --config demo-grpo-cpu.yaml --adapter outputs/demo/adapter
     python train_grpo.py --help                      # every option
 
-The code is mcqtune.reinforce (run.py: the command; rewards.py: the rewards; data.py: the shuffled prompts).
+The code is mcqtune.grpo (run.py: the command; rewards.py: the rewards; data.py: the shuffled prompts).
 """
 
 import sys

@@ -32,18 +32,18 @@ def main(argv=None) -> int:
     backend = modeling.select_backend(args.backend)
     import numpy as np
 
-    from mcqtune.answering import infer
-    from mcqtune.answering import setup as infer_setup
+    from mcqtune.infer import run as infer
+    from mcqtune.infer import setup as infer_setup
     from mcqtune.data.questions import load_mcq_csv
     from mcqtune.data.option_orders import cyclic_orders
     import torch
 
     from mcqtune.data.questions import encode_prompt
-    from mcqtune.answering.scoring import (SharedPrefix, left_pad, letter_logits, letter_logits_after_prefix,
+    from mcqtune.core.scoring import (SharedPrefix, left_pad, letter_logits, letter_logits_after_prefix,
                                            letter_probs, letter_token_ids, model_device)
 
     run = infer.InferArguments(test_file=args.test_file, model_path=args.model_path, ensemble=args.ensemble)
-    from mcqtune.answering.loading import load_inference_model
+    from mcqtune.infer.loading import load_inference_model
 
     model, tokenizer, _ = load_inference_model(infer.load_request(run, backend))
     frame = load_mcq_csv(args.test_file).head(args.rows)

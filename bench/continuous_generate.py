@@ -27,7 +27,7 @@ def main() -> None:
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     from bench_14b import cap_memory, card, load_nf4_model, peak_gb, reset_peak
-    from mcqtune.answering.batch_planning import cache_bytes_per_token, memory_budget_gb
+    from mcqtune.core.batch_planning import cache_bytes_per_token, memory_budget_gb
     from mcqtune.data.questions import PromptStyle, encode_prompts, load_mcq_csv
 
     parser = argparse.ArgumentParser()
@@ -40,14 +40,14 @@ def main() -> None:
     parser.add_argument("--block_size", type=int, default=256)
     parser.add_argument("--max_batch_tokens", type=int, default=2048)
     parser.add_argument("--graphs", default="auto")
-    parser.add_argument("--fp8", action="store_true", help="convert the weights with generation/fp8.py first")
+    parser.add_argument("--fp8", action="store_true", help="convert the weights with core/fp8.py first")
     args = parser.parse_args()
     cap_memory()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = load_nf4_model(args.model, attn_implementation="paged|sdpa")
     converted = None
     if args.fp8:
-        from mcqtune.generation.fp8 import to_fp8
+        from mcqtune.core.fp8 import to_fp8
 
         start = time.perf_counter()
         model, layers = to_fp8(model)

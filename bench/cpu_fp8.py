@@ -1,4 +1,4 @@
-"""How far FP8 weights (generation/fp8.py) move the answers, on the CPU: the letter probabilities of a tiny model
+"""How far FP8 weights (core/fp8.py) move the answers, on the CPU: the letter probabilities of a tiny model
 scored with its 16-bit (float32) weights against the same model merged and held in FP8, on the sample's 160
 held-out questions; with the demo's trained adapter and with the untrained base (whose letters are nearly tied, the
 harder case). Also greedy reasoning replies: the share of questions whose first 16 generated tokens agree.
@@ -21,10 +21,10 @@ def compare(model, tokenizer, frame, label: str) -> dict:
     import numpy as np
     import torch
 
-    from mcqtune.answering.reasoning import generate_replies
-    from mcqtune.answering.scoring import score_frame
+    from mcqtune.core.reasoning import generate_replies
+    from mcqtune.core.scoring import score_frame
     from mcqtune.data.questions import PromptStyle, encode_prompts
-    from mcqtune.generation.fp8 import to_fp8
+    from mcqtune.core.fp8 import to_fp8
 
     converted, layers = to_fp8(copy.deepcopy(model))
     wide = score_frame(model, tokenizer, frame, batch_size=32)

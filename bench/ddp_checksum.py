@@ -1,4 +1,4 @@
-"""Train through train_sft.main and print, on every rank, a checksum of the LoRA weights after training and
+"""Train through train_sft.run and print, on every rank, a checksum of the LoRA weights after training and
 the validation accuracies it logged.
 
     torchrun --nproc_per_node 2 bench/ddp_checksum.py --config demo-cpu.yaml ...
@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from mcqtune.train import sft as train_sft
+from mcqtune.train import options as train_options
 backend = train_sft.select_backend(train_sft.peek_backend(sys.argv[1:]))
 from mcqtune.train import trainer as mcq_trainer  # noqa: E402
 from mcqtune.config_files import resolve_config_argv  # noqa: E402  (after select_backend: Unsloth, if chosen, must be imported before trl/transformers)
@@ -25,5 +26,5 @@ def train(self, *a, **k):
 mcq_trainer.MCQTrainer.train = train
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", force=True)
 argv = sys.argv[1:]
-s, t = train_sft.make_parser().parse_args_and_config(resolve_config_argv(argv))
-train_sft.main(s, t, backend)
+s, t = train_options.make_parser().parse_args_and_config(resolve_config_argv(argv))
+train_sft.run(s, t, backend)

@@ -1,4 +1,4 @@
-"""generation/fp8.py on a GPU: ``Fp8Linear`` (torch._scaled_mm on FP8 tensor cores) against the same quantised
+"""core/fp8.py on a GPU: ``Fp8Linear`` (torch._scaled_mm on FP8 tensor cores) against the same quantised
 arithmetic computed in float32, at the 14B shape's layer sizes and decoding batch sizes.
 
     python bench/fp8_check.py --json out.json
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> None:
     import torch
 
-    from mcqtune.generation.fp8 import Fp8Linear
+    from mcqtune.core.fp8 import Fp8Linear
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", required=True)

@@ -25,7 +25,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from bench_14b import cap_memory, card, load_nf4_model, peak_gb, reset_peak
-    from mcqtune.answering.scoring import left_pad
+    from mcqtune.core.scoring import left_pad
     from mcqtune.data.questions import PromptStyle, encode_prompts, load_mcq_csv
 
     parser = argparse.ArgumentParser()

@@ -24,7 +24,7 @@
 #                flash-linear-attention for Qwen3.5's linear-attention layers, see bench/README.md)
 #   reason512, reason2048   infer.py --mode reason (64 / 16 questions) and bench/plain_generate.py at its batch
 #   cb          bench/continuous_generate.py: transformers' continuous batching, CB_RUNS (requests x forced tokens)
-#   cbfp8       the same on FP8 weights (generation/fp8.py), CB8_RUNS
+#   cbfp8       the same on FP8 weights (core/fp8.py), CB8_RUNS
 #   fp8check    bench/fp8_check.py: Fp8Linear on the GPU against the same arithmetic in float32
 #   creason512, creason2048   the same with --generation_engine continuous (128 / 32 questions)
 #   freason512, freason2048   the same with --generation_engine fp8 (128 questions each)
@@ -135,7 +135,7 @@ for run in ${RUNS:-b16 anchor_a}; do
       python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv \
         --runs "${CB_RUNS:-128x512:graphs,64x128}" --json "$OUT/cb.json" ${CB_ARGS:-} > "$OUT/cb.log" 2>&1 ;;
     fp8check) python3 bench/fp8_check.py --json "$OUT/fp8check.json" > "$OUT/fp8check.log" 2>&1 ;;
-    cbfp8)  # the same after generation/fp8.py's conversion (FP8 weights), CB8_RUNS
+    cbfp8)  # the same after core/fp8.py's conversion (FP8 weights), CB8_RUNS
       python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv --fp8 \
         --runs "${CB8_RUNS:-64x512:graphs,128x512:graphs}" --json "$OUT/cbfp8.json" ${CB_ARGS:-} > "$OUT/cbfp8.log" 2>&1 ;;
     static512)  # plain generate with the static cache (compiled decoding) at batch 32, replies of 512 tokens

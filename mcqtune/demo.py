@@ -11,13 +11,10 @@ questions are written by mcqtune.data.sample into <out>/sample (the same files a
 
 from __future__ import annotations
 
-import argparse
-import logging
 from pathlib import Path
 
 from mcqtune.config_files import config_dir
 from mcqtune.errors import UserError
-from mcqtune.model.loading import select_backend
 
 
 def ensure_tiny_model(out: Path) -> Path:
@@ -42,36 +39,17 @@ def ensure_sample(out: Path) -> Path:
 
 
 def answer(model_path: Path, sample: Path, out: Path, name: str) -> dict:
-    from mcqtune.answering import infer
+    from mcqtune.infer import run as infer
 
-    return infer.main(infer.InferArguments(test_file=str(sample / "test.csv"), model_path=str(model_path),
+    return infer.run(infer.InferArguments(test_file=str(sample / "test.csv"), model_path=str(model_path),
                                            output_file=str(out / f"{name}_submission.csv"),
                                            output_dir=str(out / f"{name}_report"), resume=False))
 
 
 def train(model_dir: Path, sample: Path, out: Path, extra: list[str]) -> dict:
     from mcqtune.train import sft as train_sft
+    from mcqtune.train.options import make_parser
 
     argv = ["--config", str(config_dir() / "demo-cpu.yaml"), "--model_name_or_path", str(model_dir),
             "--train_file", str(sample / "train.csv"), "--output_dir", str(out / "demo"), *extra]
-    return train_sft.main(*train_sft.make_parser().parse_args_and_config(argv))
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="outputs", help="where the model, runs and reports go")
-    args, extra = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    select_backend("auto")
-    out = Path(args.out)
-    model_dir = ensure_tiny_model(out)
-    sample = ensure_sample(out)
-    before = answer(model_dir, sample, out, "before")
-    summary = train(model_dir, sample, out, extra)
-    after = answer(out / "demo" / "adapter", sample, out, "demo")
-    print()
-    print(f"accuracy on {before['rows']} held-out questions: before training {before['accuracy']:.1%}, "
-          f"after training {after['accuracy']:.1%} (chance 25%)")
-    print(f"submission: {out / 'demo_submission.csv'}; report: {out / 'demo_report' / 'report.md'}; "
-          f"training curves: {out / 'demo' / 'training_curves.png'}; adapter: {summary['outputs']['adapter']}")
-    return 0
+    return train_sft.run(*make_parser().parse_args_and_config(argv))

@@ -63,12 +63,12 @@ def sample_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_model_dir, sample_dir):
-    """One real training run through train_sft.main on the sample questions (2 epochs, merged export)."""
+    """One real training run through train_sft.run on the sample questions (2 epochs, merged export)."""
     from mcqtune.train import sft as train_sft
     out = tmp_path_factory.mktemp("run")
     script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", out,
                                             "--export", "merged", "--merged_dtype", "float32")
-    summary = train_sft.main(script_args, training_args)
+    summary = train_sft.run(script_args, training_args)
     return {"dir": out, "summary": summary, "model_dir": tiny_model_dir, "sample_dir": sample_dir}
 
 
@@ -91,7 +91,7 @@ def random_adapter(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def merged_model(trained_run, tmp_path_factory):
     """The trained run's adapter merged into float32 weights, in several shards."""
-    from mcqtune.export.merged import export_merged
+    from mcqtune.model.merged import export_merged
 
     out = tmp_path_factory.mktemp("merged")
     return export_merged(trained_run["dir"] / "adapter", out, base_model_id=str(trained_run["model_dir"]),

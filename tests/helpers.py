@@ -12,7 +12,7 @@ import pytest
 
 from mcqtune.config_files import config_dir
 from mcqtune import errors as cli
-from mcqtune.ensemble import fuse as ensemble
+from mcqtune.cli import ensemble as ensemble_cli
 from mcqtune.runs import predictions as prediction_store
 from mcqtune.data.questions import LETTERS
 from mcqtune.runs.folder import write_csv_atomic, write_json_atomic
@@ -23,7 +23,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data" / "cmmlu"  # real CMMLU rows, wher
 
 def train_args(model_dir, train_file, output_dir, *extra):
     """Parsed (script_args, training_args) for the CPU demo config with overrides, as the CLI builds them."""
-    from mcqtune.train.sft import make_parser
+    from mcqtune.train.options import make_parser
 
     argv = ["--config", str(config_dir() / "demo-cpu.yaml"), "--model_name_or_path", str(model_dir),
             "--train_file", str(train_file), "--output_dir", str(output_dir), *map(str, extra)]
@@ -81,7 +81,7 @@ def letter_logits_hf(model, tokenizer, frame):
 
 def infer_args(trained_run, tmp_path, **overrides):
     """InferArguments answering the sample's test file with the trained run's adapter, into ``tmp_path``."""
-    from mcqtune.answering import infer
+    from mcqtune.infer import run as infer
     values = dict(test_file=str(trained_run["sample_dir"] / "test_no_answer.csv"),
                   model_path=str(trained_run["dir"] / "adapter"), output_file=str(tmp_path / "submission.csv"),
                   batch_size=16)
@@ -123,7 +123,7 @@ def random_probs(seed, n=len(IDS), sharpness=1.0):
 
 def run_ensemble(argv, capsys):
     """ensemble.py's command line as run_cli runs it: (exit status, captured output)."""
-    status = cli.run_cli(ensemble.main, [str(a) for a in argv])
+    status = cli.run_cli(ensemble_cli.main, [str(a) for a in argv])
     return status, capsys.readouterr()
 
 

@@ -251,7 +251,7 @@ def test_a_user_template_that_cannot_be_filled_in_is_named(template):
 ])
 def test_every_float_option_refuses_nan_and_infinity(argv, expected):
     """nan passes every range check (nan < 0 and nan > 0 are both false): one check, for every float option."""
-    from mcqtune.answering.infer import parse_args
+    from mcqtune.infer.options import parse_args
     from mcqtune.errors import ConfigError
 
     with pytest.raises(ConfigError, match=expected):

@@ -12,18 +12,16 @@ from tests.helpers import ROOT
 PACKAGE = ROOT / "mcqtune"
 ROOT_SCRIPTS = {"train_sft", "train_grpo", "infer", "mcq_dataset", "answer_parser", "export", "ensemble", "demo"}
 # Lower floors first; a module may import its own floor's modules (without a circle) and any floor below.
+JOBS = {"mcqtune.infer", "mcqtune.train", "mcqtune.grpo", "mcqtune.ensemble", "mcqtune.export"}
 FLOORS = [
     {"mcqtune", "mcqtune.errors", "mcqtune.config_files"},
     {"mcqtune.data", "mcqtune.tiny"},
     {"mcqtune.runs"},
     {"mcqtune.reporting"},
     {"mcqtune.model"},
-    {"mcqtune.generation"},
-    {"mcqtune.answering"},
-    {"mcqtune.export"},
-    {"mcqtune.train"},
-    {"mcqtune.reinforce"},
-    {"mcqtune.ensemble"},
+    {"mcqtune.core"},
+    {"mcqtune.training"},
+    JOBS,  # side by side: none imports another (test_jobs_never_import_each_other)
     {"mcqtune.demo"},
     {"mcqtune.cli", "mcqtune.__main__"},
 ]
@@ -72,6 +70,47 @@ def test_imports_run_down_the_floors(module):
     assert not upward, f"{module} (floor {floor_of(module)}) imports upward: {upward}"
 
 
+def subpackage(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_jobs_never_import_each_other():
+    """The jobs stand side by side over the shared layers: a step two jobs need lives below them."""
+    crossing = {module: sorted(m for m in GRAPH[module] if subpackage(m) in JOBS - {subpackage(module)})
+                for module in GRAPH if subpackage(module) in JOBS}
+    assert not {m: c for m, c in crossing.items() if c}
+
+
+def test_no_private_name_crosses_a_subpackage():
+    """A name with a leading underscore is used only inside its own subpackage."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        here = subpackage(module_name(path))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mcqtune") \
+                    and subpackage(node.module) != here:
+                offenders += [f"{module_name(path)}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.endswith("__")]
+    assert not offenders, offenders
+
+
+def test_commands_print_only_from_the_cli():
+    """A command's argv entry point and its printing live in mcqtune/cli/; library modules log and return
+    (errors.py prints the one-line error of every command; the worker modules print their reply to the parent)."""
+    allowed = {"mcqtune.errors", "mcqtune.export.llama_worker", "mcqtune.train.fold_worker"}
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        if module.startswith("mcqtune.cli") or module in allowed or module == "mcqtune.__main__":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                offenders.append(f"{module}:{node.lineno} print")
+            if isinstance(node, ast.FunctionDef) and node.name in ("main", "cli_main") and node.col_offset == 0:
+                offenders.append(f"{module}:{node.lineno} def {node.name}")
+    assert not offenders, offenders
+
+
 def test_the_library_never_imports_a_root_script():
     offenders = {module: sorted(GRAPH[module] & ROOT_SCRIPTS) for module in GRAPH if GRAPH[module] & ROOT_SCRIPTS}
     assert not offenders, offenders
@@ -115,7 +154,7 @@ def test_importing_the_package_loads_no_machine_learning_library():
     package root, its command or the CSV contract."""
     import subprocess
 
-    code = ("import sys, mcqtune.cli, mcqtune.data.questions, mcqtune.answering.parser; "
+    code = ("import sys, mcqtune.cli, mcqtune.data.questions, mcqtune.core.parser; "
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'unsloth') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -46,17 +46,17 @@ def parse(script: str, argv: list[str]) -> None:
     if script == "train_sft.py":
         from mcqtune.errors import ConfigError, parse_with
         from mcqtune.train.options import check_requested
-        from mcqtune.train.sft import make_parser
+        from mcqtune.train.options import make_parser
 
         check_requested(argv)
         parse_with(make_parser(), argv, ConfigError)
     elif script == "train_grpo.py":
         from mcqtune.errors import ConfigError, parse_with
-        from mcqtune.reinforce.options import make_parser
+        from mcqtune.grpo.options import make_parser
 
         parse_with(make_parser(), argv, ConfigError)
     elif script == "infer.py":
-        from mcqtune.answering.infer import parse_args
+        from mcqtune.infer.options import parse_args
 
         parse_args(argv)
     elif script == "ensemble.py":
@@ -71,11 +71,11 @@ def parse(script: str, argv: list[str]) -> None:
         exporter.refuse_unused_options(args, job)
         exporter.require_inputs(args, job)
     elif script == "traces":
-        from mcqtune.answering.traces import parse_args
+        from mcqtune.infer.traces import parse_args
 
         parse_args(argv)
     elif script == "benchmark":
-        from mcqtune.answering.benchmark import make_parser
+        from mcqtune.infer.benchmark import make_parser
 
         make_parser().parse_args(argv)
     elif script == "shift":
@@ -87,7 +87,7 @@ def parse(script: str, argv: list[str]) -> None:
 
         make_parser().parse_args(argv)
     elif script == "mcq_dataset.py":
-        from mcqtune.data.questions import make_parser
+        from mcqtune.cli.validate import make_parser
 
         make_parser().parse_args(argv)
     else:

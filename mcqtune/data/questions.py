@@ -12,19 +12,17 @@ whether the answer is appended differ, so the two can never drift apart.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
-import sys
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
-from mcqtune.errors import DataError, UserError, describe_os_error, one_line
+from mcqtune.errors import DataError, UserError, one_line
 from mcqtune.data.encoding import decode_csv_bytes
 
 logger = logging.getLogger(__name__)
@@ -402,46 +400,17 @@ def build_sft_records(frame: pd.DataFrame, style: PromptStyle = PromptStyle()) -
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    validate = sub.add_parser("validate", help="check a competition CSV and summarise it")
-    validate.add_argument("path", nargs="+")
-    validate.add_argument("--require-answer", action="store_true", help="every row must have an answer A-D")
-    validate.add_argument("--encoding", default=None, help="decode with this encoding (e.g. gb18030, big5)")
-    validate.add_argument("--number-rows", action="store_true",
-                          help="accept a file without an ID column (row numbers become IDs)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    status, loaded = 0, {}
-    for path in args.path:
-        try:
-            frame = load_mcq_csv(path, require_answer=args.require_answer, encoding=args.encoding,
-                                 number_rows=args.number_rows or args.require_answer)
-        except (DataError, OSError) as err:  # one line per bad file; the other files are still checked
-            print(f"error: {one_line(describe_os_error(err)) if isinstance(err, OSError) else err}", file=sys.stderr)
-            status = 1
-            continue
-        loaded[path] = frame
-        print(f"{path}: OK, {describe(frame)}; first question: {frame['question'].iat[0][:60]}")
-    report_overlaps(loaded)
-    return status
-
-
-def report_overlaps(frames: dict) -> None:
+def overlap_lines(frames: dict) -> list[str]:
     """With labelled and unlabelled files together (training and test), the test questions each training file
-    also holds (data/overlap.py)."""
+    also holds (data/overlap.py), one paragraph per pair of files."""
     from mcqtune.data.overlap import describe_overlap, overlap
 
     labelled = {path: f for path, f in frames.items() if ANSWER_COLUMN in f}
+    lines = []
     for test_path, test in ((p, f) for p, f in frames.items() if ANSWER_COLUMN not in f):
         for train_path, train in labelled.items():
             shared = overlap(train, test, OPTION_COLUMNS)
-            print(f"{test_path} against {train_path}: {describe_overlap(shared)}"
-                  + "".join(f"\n  test {p['test_ID']} = training {p['train_ID']} ({p['match']})"
-                            for p in shared["pairs"]))
+            lines.append(f"{test_path} against {train_path}: {describe_overlap(shared)}"
+                         + "".join(f"\n  test {p['test_ID']} = training {p['train_ID']} ({p['match']})"
+                                   for p in shared["pairs"]))
+    return lines

@@ -21,7 +21,6 @@ that: bench/RESULTS.md).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import random
@@ -165,31 +164,3 @@ def write_sample(out_dir: str | Path, n_train: int = 480, n_test: int = 160, see
     write_csv(test, paths["test"])
     write_csv(test, paths["test_no_answer"], with_answer=False)
     return paths
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir")
-    parser.add_argument("--train", type=int, default=None, help=f"training rows (default {EASY_ROWS[0]}; "
-                                                                 f"--hard: {HARD_ROWS[0]})")
-    parser.add_argument("--test", type=int, default=None, help=f"test rows (default {EASY_ROWS[1]}; --hard: "
-                                                                f"{HARD_ROWS[1]})")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--hard", action="store_true", help="the testbed where a tiny model stays below 100%%")
-    parser.add_argument("--noise", type=float, default=HardSettings.noise, help="--hard: share of training "
-                        "answers replaced by another letter")
-    parser.add_argument("--a_share", type=float, default=HardSettings.a_share, help="--hard: share of training "
-                        "answers that are A")
-    parser.add_argument("--near_miss", type=float, default=HardSettings.near_miss, help="--hard: share of "
-                        "distractors in a neighbouring subject's vocabulary")
-    args = parser.parse_args(argv)
-    problems = [f"--{name} must be between 0 and 1, got {getattr(args, name)}"
-                for name in ("noise", "a_share", "near_miss") if not 0 <= getattr(args, name) <= 1]
-    if problems:
-        parser.error("; ".join(problems))
-    rows = HARD_ROWS if args.hard else EASY_ROWS
-    hard = HardSettings(args.noise, args.a_share, args.near_miss) if args.hard else None
-    paths = write_sample(args.out_dir, args.train or rows[0], args.test or rows[1], args.seed, hard)
-    for path in paths.values():
-        print(f"wrote {path}")
-    return 0

@@ -30,7 +30,6 @@ in ``report.py``; this file is the command line and the outputs.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -41,7 +40,7 @@ import pandas as pd
 from mcqtune.ensemble.combine import METHODS, combine, fit_weights
 from mcqtune.ensemble.members import EnsembleError, Member, load_members, load_validation, true_labels
 from mcqtune.ensemble.report import build_report, render_markdown
-from mcqtune.answering.letter_bias import debias
+from mcqtune.core.letter_bias import debias
 from mcqtune.data.questions import LETTERS, SUBJECT_COLUMN
 from mcqtune.runs.predictions import PROB_COLUMNS, TRUE_ANSWER_COLUMN
 from mcqtune.runs.folder import (same_file, set_aside, submission_problem, write_atomic, write_csv_atomic,
@@ -136,15 +135,6 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    args = make_parser().parse_args(argv)
-    if args.method == "fitted" and not args.validation:
-        raise EnsembleError("--method fitted needs --validation (one validation run per member): weights are "
-                            "never fitted on the test predictions")
-    args.prior = None if args.debias_prior is None else parse_prior(args.debias_prior)
-    return args
-
-
 def ensemble(args: argparse.Namespace) -> dict:
     """Load and check, fit the weights on validation if asked, combine, write; returns the report."""
     members = load_members(args.members, allow_bare=args.allow_bare_predictions)
@@ -162,11 +152,10 @@ def ensemble(args: argparse.Namespace) -> dict:
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = ensemble(parse_args(argv))
-    summary = {"rows": report["rows"], "method": report["method"], "weights": report["weights"]}
-    if report["ensemble"]["accuracy"]:
-        summary["accuracy"] = report["ensemble"]["accuracy"]["accuracy"]
-    print(json.dumps(summary, ensure_ascii=False))
-    return 0
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = make_parser().parse_args(argv)
+    if args.method == "fitted" and not args.validation:
+        raise EnsembleError("--method fitted needs --validation (one validation run per member): weights are "
+                            "never fitted on the test predictions")
+    args.prior = None if args.debias_prior is None else parse_prior(args.debias_prior)
+    return args

@@ -33,15 +33,14 @@ import argparse
 import logging
 import shutil
 from pathlib import Path
-from typing import Sequence
 
 from mcqtune.runs.provenance import ADAPTER_RECORD
 from mcqtune.errors import DataError
 from mcqtune.export.gguf import DEFAULT_GGUF_TYPE, GGUF_CONVERTER_TYPES, GGUF_KQUANTS, export_gguf
 from mcqtune.export.lm_eval_task import write_lm_eval_task
-from mcqtune.export.merged import (ADAPTER_WEIGHTS, DTYPES, MAX_SHARD_SIZE, ExportError, check_adapter, export_merged,
+from mcqtune.model.merged import (ADAPTER_WEIGHTS, DTYPES, MAX_SHARD_SIZE, ExportError, check_adapter, export_merged,
                            resolve_base)
-from mcqtune.export.model_card import load_hint_adapter, model_card, training_facts
+from mcqtune.model.model_card import load_hint_adapter, model_card, training_facts
 from mcqtune.model.loading import check_model_source, verify_safetensors
 
 logger = logging.getLogger("export")
@@ -185,18 +184,6 @@ def run_job(args: argparse.Namespace, job: str) -> None:
     else:
         export_gguf(args.adapter_path, args.output_dir, args.gguf_type or DEFAULT_GGUF_TYPE, args.base_model_id,
                     trust_remote_code=args.trust_remote_code)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; a failure raises ExportError (or another UserError), which run_cli prints as one line."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = make_parser().parse_args(argv)
-    job = choose_job(args)
-    refuse_unused_options(args, job)
-    require_inputs(args, job)
-    refuse_used_output_dir(args.output_dir)
-    run_job(args, job)
-    return 0
 
 
 def refuse_used_output_dir(output_dir: str | Path) -> None:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from mcqtune.data.questions import LETTERS, encode_prompt
 from mcqtune.export import llama_child
-from mcqtune.export.merged import STOP_TOKENS, ExportError, check_adapter, export_merged, resolve_base
-from mcqtune.export.model_card import model_card, training_facts
+from mcqtune.model.merged import STOP_TOKENS, ExportError, check_adapter, export_merged, resolve_base
+from mcqtune.model.model_card import model_card, training_facts
 
 logger = logging.getLogger("export")
 

@@ -21,7 +21,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from mcqtune.errors import UserError, parse_with
+from mcqtune.errors import UserError
 from mcqtune.data.questions import (ANSWER_COLUMN, ANSWER_PREFIX, LETTERS, REASONING_COLUMN, PromptOptions,
                                     PromptStyle, build_messages, encode_prompt_checked, render_chat)
 
@@ -254,16 +254,3 @@ def stop_token_ids(tokenizer, model=None, style: PromptStyle = PromptStyle()) ->
 class SlotArguments(PromptOptions):
     model_name_or_path: str = field(default="", metadata={"help": "model directory or hub id whose tokenizer and "
                                                                   "chat template to check"})
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from trl import TrlParser
-
-    from mcqtune.model.loading import load_tokenizer
-
-    (args,) = parse_with(TrlParser((SlotArguments,)), argv)
-    if not args.model_name_or_path:
-        raise UserError("--model_name_or_path is required")
-    tokenizer = load_tokenizer(args.model_name_or_path, chat_template=args.chat_template)
-    print(find_answer_slot(tokenizer, args.prompt_style).describe(tokenizer, args.prompt_style))
-    return 0

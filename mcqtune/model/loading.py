@@ -1,5 +1,5 @@
 """Load base models, tokenizers and LoRA adapters on the chosen backend, for training and inference; save adapters
-(infer.py's ways of loading, the ladder, are in answering/loading.py).
+(infer.py's ways of loading, the ladder, are in infer/loading.py).
 
 Two backends share one interface:
 

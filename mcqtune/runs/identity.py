@@ -187,7 +187,7 @@ def inference_identity(args, *, base: dict, adapter: dict | None, ensemble: list
     """What decides infer.py's answers. ``base``, ``adapter`` (the one in model_path, or None) and ``ensemble``
     are identities by content (``model_identity``, ``adapter_identity``); ``precision`` is what the weights were
     loaded in; ``tokenizer_template`` the chat template the tokenizer renders; ``parser_sha256`` the answer
-    parser's source (answering/parser.py and grammar.py) in generate mode (its rules decide which replies
+    parser's source (core/parser.py and grammar.py) in generate mode (its rules decide which replies
     count); ``letter_prior`` the prior that --debias_letters estimated (an estimate that comes out otherwise is
     another run)."""
     resolved = {"test_file": csv_identity(args.test_file, args.encoding),

@@ -17,6 +17,7 @@ from mcqtune.config_files import config_dir
 from mcqtune.data.questions import PromptOptions, check_prompt_options
 from mcqtune.errors import ConfigError
 from mcqtune.model.options import LoraOptions, WeightOptions, check_lora_options
+from mcqtune.training.options import RunOptions, output_problems
 
 logger = logging.getLogger("train_sft")
 
@@ -59,19 +60,12 @@ def check_requested(argv: Sequence[str]) -> None:
 
 
 @dataclass
-class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
-    train_file: str = field(default="", metadata={"help": "competition CSV with an answer column"})
-    val_file: str | None = field(default=None, metadata={"help": "validation CSV; default: split train_file"})
+class ScriptArguments(RunOptions, LoraOptions, WeightOptions, PromptOptions):
     extra_train_files: list[str] = field(default_factory=list, metadata={
         "help": "more labelled CSVs in the same layout (public MCQ sets ...), added to the training rows only: "
                 "validation and folds come from train_file, the one the leaderboard resembles"})
     extra_train_weights: list[float] = field(default_factory=list, metadata={
         "help": "per extra file, the share of its rows to use (0.5: a seeded half; 2: every row twice); default 1"})
-    val_fraction: float = field(default=0.1, metadata={"help": "share of train_file held out (stratified)"})
-    model_name_or_path: str = field(default="", metadata={"help": "local model directory or hub id"})
-    offload_embedding: bool = field(default=False, metadata={
-        "help": "keep the input embedding table in host RAM, only looked-up rows go to the GPU (a lower GPU peak, "
-                "bench/RESULTS.md; unsloth backend, one training process; not used with several)"})
     max_answer_tokens: int = field(default=48, metadata={"help": "answer tokens kept (letter + <|im_end|>)"})
     loss: str = field(default="answer", metadata={
         "help": "answer: cross-entropy of the answer tokens over the whole vocabulary (TRL's loss); letters: "
@@ -112,11 +106,8 @@ class ScriptArguments(LoraOptions, WeightOptions, PromptOptions):
     merged_dtype: str | None = field(default=None, metadata={"help": "dtype of merged weights (default: the base "
                                                                      "model's own; bfloat16, float16, float32)"})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement"})
-    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
     keep_effective_batch: bool = field(default=True, metadata={"help": "on N GPUs divide gradient_accumulation_steps "
                                                                       "by N so the effective batch stays the same"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
-    encoding: str | None = field(default=None, metadata={"help": "CSV encoding if not UTF-8 (gb18030, big5)"})
     folds: int = field(default=1, metadata={"help": "k-fold: train K adapters into <output_dir>/fold-<i>/, each "
                                                     "validated on its own fold; out-of-fold predictions and "
                                                     "cv_report.md at the end"})
@@ -251,14 +242,3 @@ def scale_for_processes(script_args: ScriptArguments, training_args) -> None:
     training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps = micro, share // micro
     logger.info("%d processes: micro-batch %d x accumulation %d per process (effective batch %d unchanged)", world,
                 micro, share // micro, effective)
-
-
-def output_problems(script_args: ScriptArguments, training_args) -> list[str]:
-    """Training writes nothing into what it reads: the output folder is neither the model's folder nor inside it.
-    (Files it would replace in the output folder are moved aside first: checkpoints.set_aside_previous_run.)"""
-    from mcqtune.runs.folder import lies_within
-
-    out, model = training_args.output_dir, script_args.model_name_or_path
-    if out and model and Path(model).is_dir() and lies_within(out, model):
-        return [f"output_dir {out} lies inside the model folder {model}; write elsewhere"]
-    return []

@@ -6,44 +6,18 @@ The k-fold driver (folds.py) and the command (sft.py) call ``train_locked``; not
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from mcqtune.errors import ConfigError
-from mcqtune.data.questions import PromptOptions
 from mcqtune.model.chat_template import find_answer_slot
 from mcqtune.model.loading import embedding_on_host
 from mcqtune.train.data import build_datasets, check_nothing_dropped
 from mcqtune.train.options import ScriptArguments
+from mcqtune.training.run import check_answer_slot, embedding_offload_wanted, prepare_output_dir, training_dtype
 
 logger = logging.getLogger("train_sft")
-
-
-def training_dtype(training_args):
-    """The dtype the model is loaded in follows the training precision: fp16 training (T4-class cards,
-    no bf16) needs fp16 weights, or Unsloth refuses to train."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    if training_args.fp16:
-        return torch.float16
-    return torch.bfloat16 if training_args.bf16 else None
-
-
-def embedding_offload_wanted(script_args: ScriptArguments, training_args, backend: str = "unsloth") -> bool:
-    """``offload_embedding`` for a single training process on the unsloth backend only: DDP wraps a model on
-    one device, and plain transformers has no such offload. Saying no is logged."""
-    if not script_args.offload_embedding:
-        return False
-    if training_args.world_size > 1 or backend != "unsloth":
-        logger.warning("offload_embedding is not used (%s): the embedding table stays with the rest of the model",
-                       f"{training_args.world_size} processes" if training_args.world_size > 1 else
-                       f"backend {backend}")
-        return False
-    return True
 
 
 def load_model(script_args: ScriptArguments, training_args, backend: str):
@@ -73,8 +47,9 @@ def build_trainer(model, tokenizer, train_ds, val_ds, val_frame, script_args: Sc
                   fingerprint: dict | None = None):
     from transformers import EarlyStoppingCallback
 
-    from mcqtune.train.checkpoints import SealCheckpoints
-    from mcqtune.train.trainer import MCQTrainer, PhaseTimer
+    from mcqtune.training.checkpoints import SealCheckpoints
+    from mcqtune.train.trainer import MCQTrainer
+    from mcqtune.training.trainer import PhaseTimer
 
     callbacks = [PhaseTimer()] + ([SealCheckpoints(fingerprint)] if fingerprint is not None else [])
     if str(training_args.eval_strategy) in ("no", "IntervalStrategy.NO"):
@@ -100,29 +75,6 @@ def training_run_identity(script_args: ScriptArguments, training_args) -> dict:
                              world_size=max(training_args.world_size, 1))
 
 
-def prepare_output_dir(script_args, training_args, identity: dict | None = None) -> tuple[dict, str | None]:
-    """The run's identity (default: train_sft.py's) and the checkpoint to resume from (None: start fresh). A fresh
-    run moves an earlier run's checkpoints and outputs aside; --resume refuses checkpoints made with other data,
-    model or settings."""
-    from mcqtune.train.checkpoints import checkpoint_to_resume, set_aside_previous_run
-
-    identity = identity or training_run_identity(script_args, training_args)
-    node_local = training_args.save_on_each_node  # no shared filesystem: every node keeps its own checkpoints
-    main_process = int(os.environ.get("LOCAL_RANK" if node_local else "RANK", 0)) == 0
-    if not script_args.resume:
-        if main_process:
-            set_aside_previous_run(training_args.output_dir)
-        return identity, None
-    resume_from = checkpoint_to_resume(training_args.output_dir, identity, move_aside=main_process)
-    if resume_from is None:
-        logger.warning("--resume: no complete checkpoint in %s, starting from scratch", training_args.output_dir)
-        if main_process:
-            set_aside_previous_run(training_args.output_dir)
-    else:
-        logger.info("resuming from %s", resume_from)
-    return identity, resume_from
-
-
 def export_results(trainer, tokenizer, script_args: ScriptArguments, training_args) -> dict[str, str]:
     from mcqtune.model.loading import save_adapter
 
@@ -136,7 +88,7 @@ def export_results(trainer, tokenizer, script_args: ScriptArguments, training_ar
 
 def export_merged_weights(script_args: ScriptArguments, training_args, summary: dict) -> dict:
     """``--export merged``: export.py's merge (after the summary exists, so the model card can cite it)."""
-    from mcqtune.export.exporter import export_merged
+    from mcqtune.model.merged import export_merged
     from mcqtune.runs.folder import write_json_atomic
 
     out = Path(training_args.output_dir)
@@ -186,18 +138,6 @@ def train_utilisation(trainer, train_rows: dict) -> dict:
                        sequence=round(tokens or 0))
 
 
-def check_answer_slot(model_name_or_path: str, options: PromptOptions, trust_remote_code: bool = False) -> str:
-    """Where the answer letter goes in the model's chat template, from the tokenizer alone, before any weights
-    are loaded; a template that cannot carry the answer stops the run here (chat_template.py)."""
-    from mcqtune.model.loading import check_model_source, load_tokenizer
-
-    check_model_source(model_name_or_path)  # a missing model: its own one-line error, not the hub's
-    tokenizer = load_tokenizer(model_name_or_path, trust_remote_code, options.chat_template)
-    line = find_answer_slot(tokenizer, options.prompt_style).describe(tokenizer, options.prompt_style)
-    logger.info(line)
-    return line
-
-
 def train_locked(script_args: ScriptArguments, training_args, backend: str, train, val) -> dict:
     """One training run in its output folder, holding the folder's lock throughout; the data is checked by now,
     the template's answer slot next, both before any weights load."""
@@ -213,7 +153,7 @@ def write_validation_predictions(trainer, tokenizer, val, script_args: ScriptArg
     format): the input of ensemble weights and, with --folds, of the out-of-fold predictions."""
     from mcqtune.runs.predictions import assemble_predictions, score_record
     from mcqtune.runs.folder import write_csv_atomic
-    from mcqtune.answering.scoring import score_frame
+    from mcqtune.core.scoring import score_frame
 
     if val is None or not len(val) or script_args.reasoning:  # reasoning replies answer after their reasoning
         return None
@@ -226,7 +166,8 @@ def write_validation_predictions(trainer, tokenizer, val, script_args: ScriptArg
 
 def train_in_folder(script_args: ScriptArguments, training_args, backend: str, train, val) -> dict:
     started = time.time()
-    identity, resume_from = prepare_output_dir(script_args, training_args)
+    identity = training_run_identity(script_args, training_args)
+    identity, resume_from = prepare_output_dir(script_args, training_args, identity)
     model, tokenizer = load_model(script_args, training_args, backend)
     rows: dict = {}
     train_ds, val_ds = build_datasets(tokenizer, train, val, script_args, rows)

@@ -14,21 +14,19 @@ checkpoints (`checkpoint-*`, for `--resume`), `training_summary.json` and `train
 from __future__ import annotations
 
 import logging
-import sys
-from typing import Sequence
 
-from mcqtune.errors import ConfigError, parse_with
-from mcqtune.model.loading import peek_backend, select_backend
-from mcqtune.train.data import check_validation_rows, load_splits
+from mcqtune.model.loading import select_backend
+from mcqtune.train.data import load_splits
+from mcqtune.training.data import check_validation_rows
 from mcqtune.train.folds import train_folds
-from mcqtune.train.options import (ScriptArguments, check_config, check_requested, fit_max_length,
-                                   fit_reasoning_validation, make_parser, scale_for_processes)
+from mcqtune.train.options import (ScriptArguments, check_config, fit_max_length,
+                                   fit_reasoning_validation, scale_for_processes)
 from mcqtune.train.run import train_locked
 
 logger = logging.getLogger("train_sft")
 
 
-def main(script_args: ScriptArguments, training_args, backend: str | None = None) -> dict:
+def run(script_args: ScriptArguments, training_args, backend: str | None = None) -> dict:
     """Validate, lock the output folder, load, train, export, summarise. Returns training_summary.json's content
     (with --folds, the k-fold driver's summary of all folds)."""
     check_config(script_args, training_args)
@@ -56,13 +54,3 @@ def with_teachers(script_args: ScriptArguments, train):
     logger.info("--distill_from: %d training rows with teacher probabilities, %d on their label only",
                 counts["distilled_rows"], counts["label_only_rows"])
     return train
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    check_requested(argv)
-    backend = select_backend(peek_backend(argv))
-    script_args, training_args = parse_with(make_parser(), argv, ConfigError)
-    main(script_args, training_args, backend)
-    return 0

@@ -37,14 +37,14 @@ def test_normalising_keeps_the_words():
 
 
 def test_validate_with_a_training_and_a_test_file_counts_their_overlap(tmp_path, capsys):
-    from mcqtune.data.questions import main
+    from mcqtune.cli.validate import main
 
     (tmp_path / "train.csv").write_text("ID,question,option_A,option_B,option_C,option_D,answer\n"
                                         "1,中国的首都是哪里？,北京,上海,广州,深圳,A\n2,一加一,1,2,3,4,B\n",
                                         encoding="utf-8")
     (tmp_path / "test.csv").write_text("ID,question,option_A,option_B,option_C,option_D\n"
                                        "9,中国的首都是哪里,上海,北京,广州,深圳\n10,新问题,a,b,c,d\n", encoding="utf-8")
-    assert main(["validate", str(tmp_path / "train.csv"), str(tmp_path / "test.csv")]) == 0
+    assert main([str(tmp_path / "train.csv"), str(tmp_path / "test.csv")]) == 0
     out = capsys.readouterr().out
     assert "1 of the 2 test questions also stand in the training data (0 exactly, 1 more after normalising" in out
     assert "test 9 = training 1 (normalised)" in out

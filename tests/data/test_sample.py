@@ -4,6 +4,7 @@ from collections import Counter
 
 import pytest
 
+from mcqtune.cli import sample as sample_command
 from mcqtune.data import sample as sample_data
 from mcqtune.data.questions import LETTERS, load_mcq_csv
 from mcqtune.data.sample import NEAR_SUBJECT, SUBJECTS, HardSettings, write_sample
@@ -83,9 +84,9 @@ def test_easy_sample_is_unchanged_by_the_hard_mode(tmp_path):
 
 
 def test_cli_hard_defaults_and_refusals(tmp_path, capsys):
-    assert sample_data.main([str(tmp_path), "--hard"]) == 0
+    assert sample_command.main([str(tmp_path), "--hard"]) == 0
     train = load_mcq_csv(tmp_path / "train.csv", require_answer=True)
     assert len(train) == sample_data.HARD_ROWS[0]
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        sample_data.main([str(tmp_path), "--hard", "--noise", "1.5"])
+        sample_command.main([str(tmp_path), "--hard", "--noise", "1.5"])

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from mcqtune import errors as cli
-from mcqtune.answering import infer
-from mcqtune.ensemble import fuse as ensemble
+from mcqtune.infer import run as infer
+from mcqtune.cli import ensemble as ensemble_cli
 from mcqtune.runs.predictions import PROB_COLUMNS
 from mcqtune.tiny.families import write_tiny_family
 from mcqtune.train import sft as train_sft
@@ -28,13 +28,13 @@ def test_two_families_fuse_by_mean_and_by_weights_fitted_out_of_fold(tiny_model_
     rows.iloc[48:88].to_csv(labelled, index=False)  # questions neither family trained on, with their answers
     families = {"qwen": tiny_model_dir, "glm4": write_tiny_family(tmp_path / "glm4", "glm4")}
     for name, model in families.items():  # the recipe: k-fold training, then the fold folder answers the file
-        train_sft.main(*train_args(model, train, tmp_path / f"cv_{name}", *FOLD_RUN, "--folds", 2))
-        infer.main(infer.InferArguments(test_file=str(labelled), model_path=str(tmp_path / f"cv_{name}"),
+        train_sft.run(*train_args(model, train, tmp_path / f"cv_{name}", *FOLD_RUN, "--folds", 2))
+        infer.run(infer.InferArguments(test_file=str(labelled), model_path=str(tmp_path / f"cv_{name}"),
                                         output_file=str(tmp_path / f"{name}.csv"), batch_size=16))
     members = [str(tmp_path / f"{name}_run") for name in families]
     oof = [str(tmp_path / f"cv_{name}" / "oof_predictions.csv") for name in families]
 
-    assert cli.run_cli(ensemble.main, [*members, "--output_file", str(tmp_path / "mean.csv")]) == 0
+    assert cli.run_cli(ensemble_cli.main, [*members, "--output_file", str(tmp_path / "mean.csv")]) == 0
     report = json.loads((tmp_path / "mean_ensemble" / "ensemble_report.json").read_text())
     truth = rows.iloc[48:88]["answer"].to_numpy()
     probs = [pd.read_csv(tmp_path / f"{name}_run" / "predictions.csv")[list(PROB_COLUMNS)].to_numpy()
@@ -46,10 +46,10 @@ def test_two_families_fuse_by_mean_and_by_weights_fitted_out_of_fold(tiny_model_
     assert list(pd.read_csv(tmp_path / "mean.csv", dtype=str)["answer"]) == list(fused)
 
     fitted = ["--method", "fitted", "--validation", *oof, "--output_file", str(tmp_path / "fitted.csv")]
-    assert cli.run_cli(ensemble.main, [*members, *fitted]) == 0
+    assert cli.run_cli(ensemble_cli.main, [*members, *fitted]) == 0
     report = json.loads((tmp_path / "fitted_ensemble" / "ensemble_report.json").read_text())
     assert set(report["weights"]) == set(members) and sum(report["weights"].values()) == pytest.approx(1)
     assert [m["accuracy"] for m in report["validation"]["members"]] and report["ensemble"]["accuracy"]
     # each family's out-of-fold predictions validate that family's member only: swapped, they are refused
     swapped = ["--method", "fitted", "--validation", *oof[::-1], "--output_file", str(tmp_path / "swapped.csv")]
-    assert cli.run_cli(ensemble.main, [*members, *swapped]) == 1 and not (tmp_path / "swapped.csv").exists()
+    assert cli.run_cli(ensemble_cli.main, [*members, *swapped]) == 1 and not (tmp_path / "swapped.csv").exists()

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from mcqtune.cli import export as export_cli
 from mcqtune.export import exporter as export
 from mcqtune.errors import run_cli
 from tests.helpers import run_script
@@ -46,7 +47,7 @@ def damaged_copy(adapter, folder):
 @pytest.mark.parametrize("format_", ["adapter", "merged"])
 def test_a_cut_short_adapter_fails_with_one_line(random_adapter, tmp_path, capsys, format_):
     adapter = damaged_copy(random_adapter, tmp_path / "cut")
-    status = run_cli(export.main, ["--adapter_path", str(adapter), "--format", format_,
+    status = run_cli(export_cli.main, ["--adapter_path", str(adapter), "--format", format_,
                                    "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1, err
@@ -64,7 +65,7 @@ def test_a_copy_that_comes_out_short_fails(random_adapter, tmp_path, capsys, mon
             open(target, "wb").write(data[:-100])
 
     monkeypatch.setattr(shutil, "copy2", short_copy)
-    status = run_cli(export.main, ["--adapter_path", str(random_adapter), "--format", "adapter",
+    status = run_cli(export_cli.main, ["--adapter_path", str(random_adapter), "--format", "adapter",
                                    "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and "bytes: check the free space" in err[0], err
@@ -81,14 +82,14 @@ def test_a_copy_that_comes_out_damaged_fails(random_adapter, tmp_path, capsys, m
             open(target, "wb").write(bytes(data))
 
     monkeypatch.setattr(shutil, "copy2", garbling_copy)
-    status = run_cli(export.main, ["--adapter_path", str(random_adapter), "--format", "adapter",
+    status = run_cli(export_cli.main, ["--adapter_path", str(random_adapter), "--format", "adapter",
                                    "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and str(tmp_path / "out" / "adapter_model.safetensors") in err[0], err
 
 
 def test_a_whole_adapter_exports_and_its_copy_is_verified(random_adapter, tmp_path):
-    assert run_cli(export.main, ["--adapter_path", str(random_adapter), "--format", "adapter",
+    assert run_cli(export_cli.main, ["--adapter_path", str(random_adapter), "--format", "adapter",
                                  "--output_dir", str(tmp_path / "out")]) == 0
     copied = tmp_path / "out" / "adapter_model.safetensors"
     assert copied.read_bytes() == (random_adapter / "adapter_model.safetensors").read_bytes()
@@ -103,7 +104,7 @@ def test_a_whole_adapter_exports_and_its_copy_is_verified(random_adapter, tmp_pa
     (["--adapter_path", "x"], "--adapter_path does not apply to --lm_eval_task"),
 ])
 def test_lm_eval_task_refuses_model_options(sample_dir, tmp_path, capsys, extra, message):
-    status = run_cli(export.main, ["--lm_eval_task", str(sample_dir / "test.csv"), *extra,
+    status = run_cli(export_cli.main, ["--lm_eval_task", str(sample_dir / "test.csv"), *extra,
                                    "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and message in err[0], err
@@ -118,28 +119,30 @@ def test_lm_eval_task_refuses_model_options(sample_dir, tmp_path, capsys, extra,
      "--model does not apply to --format merged: leave it out (it is for --format 4bit)"),
 ])
 def test_options_the_format_does_not_use_are_refused(random_adapter, tmp_path, capsys, argv, message):
-    status = run_cli(export.main, ["--adapter_path", str(random_adapter), *argv, "--output_dir", str(tmp_path / "out")])
+    status = run_cli(export_cli.main, ["--adapter_path", str(random_adapter), *argv,
+                                       "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "out").exists()
 
 
 def test_lm_eval_task_alone_is_written(sample_dir, tmp_path):
-    assert run_cli(export.main, ["--lm_eval_task", str(sample_dir / "test.csv"), "--output_dir", str(tmp_path)]) == 0
+    assert run_cli(export_cli.main, ["--lm_eval_task", str(sample_dir / "test.csv"),
+                                     "--output_dir", str(tmp_path)]) == 0
     assert (tmp_path / "mcq_test.yaml").is_file()
 
 
 def test_main_raises_what_run_cli_prints(tmp_path):
     with pytest.raises(export.ExportError, match="is not a LoRA adapter folder"):
-        export.main(["--adapter_path", str(tmp_path), "--output_dir", str(tmp_path / "out")])
+        export_cli.main(["--adapter_path", str(tmp_path), "--output_dir", str(tmp_path / "out")])
     with pytest.raises(export.ExportError, match="needs --adapter_path"):
-        export.main(["--format", "adapter", "--output_dir", str(tmp_path / "out")])
+        export_cli.main(["--format", "adapter", "--output_dir", str(tmp_path / "out")])
 
 
 def test_an_export_never_writes_into_a_used_folder(random_adapter, tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in random_adapter.iterdir() if p.is_file()}
     for target in (random_adapter, random_adapter.parent):  # the adapter itself, the run folder around it
-        status = run_cli(export.main, ["--adapter_path", str(random_adapter), "--format", "adapter",
+        status = run_cli(export_cli.main, ["--adapter_path", str(random_adapter), "--format", "adapter",
                                        "--output_dir", str(target)])
         err = capsys.readouterr().err.strip().splitlines()
         assert status == 1 and len(err) == 1 and "is not an empty folder" in err[0], err

@@ -10,7 +10,7 @@ import torch
 
 from mcqtune.data.questions import DEFAULT_SYSTEM_PROMPT, encode_prompt, load_mcq_csv
 from mcqtune.export import llama_child
-from mcqtune.export.merged import ExportError
+from mcqtune.model.merged import ExportError
 from tests.helpers import letter_logits_hf
 
 needs_llama_cpp = pytest.mark.skipif(not __import__("importlib").util.find_spec("llama_cpp"),

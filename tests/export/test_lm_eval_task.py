@@ -10,7 +10,7 @@ from mcqtune.data.questions import DEFAULT_SYSTEM_PROMPT
 
 @pytest.mark.slow
 def test_lm_eval_task_reproduces_infer_answers(trained_run, merged_model, tmp_path):
-    from mcqtune.answering import infer
+    from mcqtune.infer import run as infer
     from mcqtune.export.lm_eval_task import write_lm_eval_task
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -23,7 +23,7 @@ def test_lm_eval_task_reproduces_infer_answers(trained_run, merged_model, tmp_pa
                               batch_size=16, device="cpu")
     samples = sorted(results["samples"][task_file.stem], key=lambda s: s["doc_id"])
     harness = ["ABCD"[int(np.argmax([r[0] for r in s["filtered_resps"]]))] for s in samples]
-    report = infer.main(infer.InferArguments(test_file=str(test_file), model_path=str(merged_model),
+    report = infer.run(infer.InferArguments(test_file=str(test_file), model_path=str(merged_model),
                                              output_file=str(tmp_path / "sub.csv"), load_in_4bit=False, backend="hf"))
     ours = list(pd.read_csv(tmp_path / "sub.csv", dtype=str)["answer"])
     agreement = float(np.mean(np.array(harness) == np.array(ours)))

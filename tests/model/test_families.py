@@ -171,7 +171,7 @@ def test_scores_are_the_models_own_next_token_probabilities(family, family_model
     give what the model's own forward gives, soft-capping (Gemma 2) and sliding windows included."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mcqtune.answering.scoring import score_frame
+    from mcqtune.core.scoring import score_frame
 
     tokenizer = AutoTokenizer.from_pretrained(family_models[family])
     model = AutoModelForCausalLM.from_pretrained(family_models[family], dtype=torch.float32).eval()
@@ -208,7 +208,7 @@ def one_family_per_class() -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("family", one_family_per_class())
 def test_family_trains_answers_resumes_and_merges(family, family_models, sample_dir, tmp_path):
-    from mcqtune.answering import infer
+    from mcqtune.infer import run as infer
     from mcqtune.train import run as train_run
     from mcqtune.train import sft as train_sft
     from transformers import TrainerCallback
@@ -216,7 +216,7 @@ def test_family_trains_answers_resumes_and_merges(family, family_models, sample_
     flags = [f"--{k}={v}" for k, v in system_flags(family).items()]
     short = ["--max_steps", 4, "--save_steps", 2, "--eval_steps", 2, "--max_train_samples", 64, *flags]
     whole = tmp_path / "whole"
-    summary = train_sft.main(*train_args(family_models[family], sample_dir / "train.csv", whole, *short,
+    summary = train_sft.run(*train_args(family_models[family], sample_dir / "train.csv", whole, *short,
                                          "--export", "merged", "--merged_dtype", "float32"))
     assert summary["steps"] == 4
     assert all(np.isfinite(e["eval_loss"]) for e in summary["log_history"] if "eval_loss" in e)
@@ -242,16 +242,16 @@ def test_family_trains_answers_resumes_and_merges(family, family_models, sample_
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train_run, "build_trainer", build_interrupted)
         with pytest.raises(Stop):
-            train_sft.main(*train_args(family_models[family], sample_dir / "train.csv", resumed, *short))
+            train_sft.run(*train_args(family_models[family], sample_dir / "train.csv", resumed, *short))
     assert (resumed / "checkpoint-2").is_dir()
-    train_sft.main(*train_args(family_models[family], sample_dir / "train.csv", resumed, *short, "--resume", "true"))
+    train_sft.run(*train_args(family_models[family], sample_dir / "train.csv", resumed, *short, "--resume", "true"))
     test_file = tmp_path / "test.csv"  # 40 questions: every path runs, in a fraction of the file's time
     pd.read_csv(sample_dir / "test_no_answer.csv", dtype=str).head(40).to_csv(test_file, index=False)
     answers = {}
     for name, model_path, mode in (("adapter", whole / "adapter", "score"), ("merged", whole / "merged", "score"),
                                    ("generate", whole / "adapter", "generate")):
         out = tmp_path / f"{name}.csv"
-        infer.main(infer.InferArguments(test_file=str(test_file), model_path=str(model_path), output_file=str(out),
+        infer.run(infer.InferArguments(test_file=str(test_file), model_path=str(model_path), output_file=str(out),
                                         batch_size=8, mode=mode, max_new_tokens=4, load_in_4bit=False,
                                         **system_flags(family)))
         submission = pd.read_csv(out, dtype=str)
@@ -299,13 +299,13 @@ def test_a_qwen3_gguf_scores_like_transformers(family_models, sample_rows, tmp_p
 
 
 def test_infer_refuses_a_thinking_template_before_any_weights_load(family_models, sample_dir, tmp_path, monkeypatch):
-    from mcqtune.answering import infer, loading
+    from mcqtune.infer import loading, run as infer
 
     monkeypatch.setattr(loading, "load_inference_model", lambda *a, **k: pytest.fail("weights were loaded"))
     args = infer.InferArguments(test_file=str(sample_dir / "test.csv"), model_path=str(family_models["qwen3"]),
                                 output_file=str(tmp_path / "sub.csv"), enable_thinking=True)
     with pytest.raises(TemplateError, match="enable_thinking false"):
-        infer.main(args)
+        infer.run(args)
     assert not (tmp_path / "sub.csv").exists()
 
 

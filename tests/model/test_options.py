@@ -6,8 +6,10 @@ import dataclasses
 import pytest
 import torch
 
-from mcqtune.answering import infer
+from mcqtune.infer import options as infer_options
+from mcqtune.infer import run as infer
 from mcqtune.train import sft as train_sft
+from mcqtune.train import options as train_options
 from mcqtune.model.options import (LORA_TARGETS, InferenceWeightOptions, LoraOptions, WeightOptions, check_lora_options,
                            quantization_config)
 
@@ -39,7 +41,7 @@ def test_each_model_option_is_inherited_not_declared_again(arguments, shared):
 
 
 def test_both_parsers_expose_the_shared_flags_with_the_same_defaults_and_help():
-    train_parser, infer_parser = train_sft.make_parser(), infer.make_parser()
+    train_parser, infer_parser = train_options.make_parser(), infer_options.make_parser()
     train, answer = _actions(train_parser), _actions(infer_parser)
     for declared in dataclasses.fields(WeightOptions):
         assert _flags(train_parser, declared.name) == _flags(infer_parser, declared.name)
@@ -55,8 +57,8 @@ def test_both_parsers_expose_the_shared_flags_with_the_same_defaults_and_help():
 
 def test_the_inference_only_loading_flags_are_not_training_flags():
     """Training takes trust_remote_code from TRL's SFTConfig, and has no 8-bit, offload, ladder or pickle flags."""
-    train = _actions(train_sft.make_parser())
-    answer = _actions(infer.make_parser())
+    train = _actions(train_options.make_parser())
+    answer = _actions(infer_options.make_parser())
     only_inference = {f.name for f in dataclasses.fields(InferenceWeightOptions)} - {
         f.name for f in dataclasses.fields(WeightOptions)}
     assert only_inference == {"load_in_8bit", "offload", "fallback_ladder", "allow_pickle", "trust_remote_code"}
@@ -66,7 +68,7 @@ def test_the_inference_only_loading_flags_are_not_training_flags():
 
 
 def test_the_lora_flags_parse_into_the_training_options(tmp_path):
-    script_args, _ = train_sft.make_parser().parse_args_and_config(
+    script_args, _ = train_options.make_parser().parse_args_and_config(
         ["--train_file", "t.csv", "--model_name_or_path", "m", "--output_dir", str(tmp_path), "--lora_r", "8",
          "--lora_alpha", "4", "--lora_dropout", "0", "--lora_target_modules", "q_proj", "v_proj",
          "--load_in_4bit", "false", "--backend", "hf"])

@@ -49,24 +49,24 @@ def test_training_on_reasoning_is_refused_since_the_template_drops_it(r1_tokeniz
 
 @pytest.mark.slow
 def test_reason_mode_closes_the_thinking_the_prompt_opened_and_scores_there(r1_model, sample_dir, tmp_path):
-    from mcqtune.answering import infer
+    from mcqtune.infer import run as infer
 
     args = infer.InferArguments(test_file=str(sample_dir / "test.csv"), model_path=str(r1_model), mode="reason",
                                 max_reasoning_tokens=6, batch_size=8, output_file=str(tmp_path / "s.csv"),
                                 backend="hf", load_in_4bit=False)
-    report = infer.main(args)
+    report = infer.run(args)
     predictions = pd.read_csv(args.run_dir / "predictions.csv", dtype=str)
     assert len(predictions) == report["rows"] and predictions["answer"].isin(list("ABCD")).all()
     # random weights never finish 6 tokens: every reply is closed (</think> then the answer prefix) and scored
     assert (predictions["rule"] == "unfinished:budget").all() and (predictions["source"] == "reason_closed").all()
     with pytest.raises(TemplateError, match="--mode reason"):
-        infer.main(infer.InferArguments(test_file=str(sample_dir / "test.csv"), model_path=str(r1_model),
+        infer.run(infer.InferArguments(test_file=str(sample_dir / "test.csv"), model_path=str(r1_model),
                                         output_file=str(tmp_path / "direct.csv"), backend="hf",
                                         load_in_4bit=False))
 
 
 def test_closing_a_reply_inside_the_opened_thinking_writes_its_end_first():
-    from mcqtune.answering.reasoning import closing_text, read_reply
+    from mcqtune.core.reasoning import closing_text, read_reply
 
     assert closing_text("北京是首都", opened=True) == f"\n</think>\n\n{ANSWER_PREFIX}"
     assert read_reply("北京是首都。\n</think>\n\n答案：A", ["北京", "上海", "广州", "深圳"], finished=True,

@@ -19,13 +19,13 @@ def test_host_memory_watch_tells_own_memory_from_mapped_files(tmp_path):
     gc.collect()
     with HostMemoryWatch(interval=0.01) as watch:
         start = dict(watch.peaks)  # the sample taken on entering
-        block = np.ones(64 * 2**20 // 8)  # 64 MB of the process's own memory
+        block = np.ones(256 * 2**20 // 8)  # 256 MB of the process's own memory (another test's frees stay small)
         with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             assert sum(mapped[i] for i in range(0, len(mapped), 4096)) == len(mapped) // 4096  # touch every page
             watch.sample()
         del block
     grown = {name: watch.peaks[name] - start[name] for name in start}
-    assert grown["RssAnon"] >= 0.055 and grown["RssFile"] >= 0.085
+    assert grown["RssAnon"] >= 0.2 and grown["RssFile"] >= 0.085, (grown, start)
     assert set(watch.summary()) == {"cpu_peak_anon_gb", "cpu_peak_file_backed_gb"}
 
 
@@ -73,7 +73,7 @@ def test_gpu_peak_is_none_without_a_gpu(monkeypatch):
 
 def test_phase_peaks_keep_each_phase_and_the_run_peak_is_their_maximum(monkeypatch):
     """Training's phase timer records the peak of each phase from the same reader; the run peak is the largest."""
-    from mcqtune.train.trainer import PhaseTimer
+    from mcqtune.training.trainer import PhaseTimer
 
     timer = PhaseTimer()
     fake_cuda(monkeypatch, reserved_gb=9.43, allocated_gb=9.39)

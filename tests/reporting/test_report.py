@@ -7,6 +7,7 @@ import warnings
 import pandas as pd
 import pytest
 
+from mcqtune.cli import compare as compare_cli
 from mcqtune.reporting import report
 PER_SUBJECT = {"历史": 0.5, "高中物理": 0.75, "计算机科学": 0.25}
 
@@ -108,7 +109,6 @@ def test_compare_puts_runs_of_one_labelled_file_side_by_side(tmp_path, capsys):
     import pandas as pd
 
     from mcqtune import errors
-    from mcqtune.reporting import compare
     from tests.helpers import random_probs, write_member
 
     truth = "ABCDAB"
@@ -124,16 +124,16 @@ def test_compare_puts_runs_of_one_labelled_file_side_by_side(tmp_path, capsys):
     frame["source"] = ["reason"] * 4 + ["reason_closed"] * 2
     frame.to_csv(predictions, index=False)
     out = tmp_path / "cmp.md"
-    assert errors.run_cli(compare.main, [str(direct), str(reason), "--output_file", str(out)]) == 0
+    assert errors.run_cli(compare_cli.main, [str(direct), str(reason), "--output_file", str(out)]) == 0
     rows = json.loads((tmp_path / "cmp.json").read_text())["runs"]
     assert [r["mode"] for r in rows] == ["score", "reason"] and rows[1]["generated_tokens_per_question"] == 100.0
     assert rows[1]["seconds_per_question"] == 2.0 and rows[1]["fallback_share"] == round(2 / 6, 4)
     assert rows[0]["fallback_share"] == 0 and "| s1 | 100.00% | 100.00% |" in out.read_text()
     other = write_member(tmp_path / "other_run", random_probs(3), truth=truth, test_file="other.csv")
-    assert errors.run_cli(compare.main, [str(direct), str(other)]) == 1  # another labelled file: refused
+    assert errors.run_cli(compare_cli.main, [str(direct), str(other)]) == 1  # another labelled file: refused
     assert "answered different test files" in capsys.readouterr().err
     (other / "report.json").unlink()  # a bare predictions.csv: refused, naming no option compare does not have
-    assert errors.run_cli(compare.main, [str(direct), str(other)]) == 1
+    assert errors.run_cli(compare_cli.main, [str(direct), str(other)]) == 1
     err = capsys.readouterr().err
     assert "has no report.json beside it" in err and "--allow_bare_predictions" not in err
 
@@ -144,7 +144,6 @@ def test_compare_writes_over_its_own_comparison_only(tmp_path, capsys):
     import json
 
     from mcqtune import errors
-    from mcqtune.reporting import compare
     from tests.helpers import random_probs, write_member
 
     truth = "ABCDAB"
@@ -155,18 +154,18 @@ def test_compare_writes_over_its_own_comparison_only(tmp_path, capsys):
         (folder / "report.json").write_text(json.dumps({**report, "mode": "score", "accuracy": 0.5}))
         runs.append(folder)
     out = tmp_path / "cmp.md"
-    assert errors.run_cli(compare.main, [str(runs[0]), str(runs[1]), "--output_file", str(out)]) == 0
-    assert errors.run_cli(compare.main, [str(runs[0]), str(runs[1]), "--output_file", str(out)]) == 0  # again
+    assert errors.run_cli(compare_cli.main, [str(runs[0]), str(runs[1]), "--output_file", str(out)]) == 0
+    assert errors.run_cli(compare_cli.main, [str(runs[0]), str(runs[1]), "--output_file", str(out)]) == 0  # again
     third_report = (runs[2] / "report.json").read_bytes()
     (runs[2] / "report.md").write_text("run 2's report")
-    assert errors.run_cli(compare.main, [str(runs[0]), str(runs[1]), "--output_file",
+    assert errors.run_cli(compare_cli.main, [str(runs[0]), str(runs[1]), "--output_file",
                                          str(runs[2] / "report.md")]) == 1
     assert "was not written by a comparison of that name" in capsys.readouterr().err
     assert (runs[2] / "report.json").read_bytes() == third_report and (runs[2] / "report.md").read_text() == \
         "run 2's report"
     mine = tmp_path / "README.md"
     mine.write_text("my notes")
-    assert errors.run_cli(compare.main, [str(runs[0]), str(runs[1]), "--output_file", str(mine)]) == 1
+    assert errors.run_cli(compare_cli.main, [str(runs[0]), str(runs[1]), "--output_file", str(mine)]) == 1
     assert mine.read_text() == "my notes" and not (tmp_path / "README.json").exists()
 
 

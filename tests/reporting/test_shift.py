@@ -8,6 +8,7 @@ import pytest
 
 from mcqtune import errors as cli
 from mcqtune.errors import DataError
+from mcqtune.cli import shift as shift_command
 from mcqtune.reporting import shift
 from mcqtune.runs.provenance import ProvenanceError
 from mcqtune.train.data import load_splits
@@ -29,7 +30,7 @@ def files(sample_dir, tmp_path):
 
 
 def run_shift(folder, test_name):
-    assert cli.run_cli(shift.main, ["--train_file", str(folder / "train.csv"), "--test_file",
+    assert cli.run_cli(shift_command.main, ["--train_file", str(folder / "train.csv"), "--test_file",
                                     str(folder / test_name), "--out_dir", str(folder / test_name) + "_shift"]) == 0
     return json.loads((folder / f"{test_name}_shift" / shift.REPORT_FILE).read_text())
 
@@ -76,4 +77,4 @@ def test_too_few_rows_name_the_file_that_has_them(files, tmp_path):
     folder, _ = files
     pd.read_csv(folder / "train.csv", dtype=str).head(2).to_csv(tmp_path / "tiny.csv", index=False)
     with pytest.raises(DataError, match=r"tiny\.csv: 2 rows: too few for 5-fold"):
-        shift.main(["--train_file", str(tmp_path / "tiny.csv"), "--test_file", str(folder / "alike.csv")])
+        shift_command.main(["--train_file", str(tmp_path / "tiny.csv"), "--test_file", str(folder / "alike.csv")])

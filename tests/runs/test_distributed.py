@@ -93,7 +93,7 @@ def test_two_nodes_answer_like_one_process_without_a_shared_filesystem(trained_r
 def test_two_nodes_train_in_step_and_each_keeps_its_checkpoints(tiny_model_dir, sample_dir, tmp_path):
     import re
 
-    results = two_node_launch(lambda node: [  # bench/ddp_checksum.py: train_sft.main, then each rank's LoRA sum
+    results = two_node_launch(lambda node: [  # bench/ddp_checksum.py: train_sft.run, then each rank's LoRA sum
         "bench/ddp_checksum.py", "--config", "demo-cpu.yaml",
         "--model_name_or_path", tiny_model_dir, "--train_file",
         sample_dir / "train.csv", "--output_dir", tmp_path / f"node{node}", "--max_steps", 4, "--eval_steps", 2,

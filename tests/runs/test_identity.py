@@ -34,7 +34,7 @@ GRPO_SCRIPT_INCLUDED = [
 
 
 def test_every_infer_option_is_in_the_identity_or_excluded_with_a_reason():
-    from mcqtune.answering.infer import InferArguments
+    from mcqtune.infer.run import InferArguments
 
     included = run_identity.included_fields(InferArguments, run_identity.INFER_EXCLUDED)
     assert sorted(included) == sorted(INFER_INCLUDED)
@@ -43,7 +43,7 @@ def test_every_infer_option_is_in_the_identity_or_excluded_with_a_reason():
 
 
 def test_every_training_option_is_in_the_identity_or_excluded_with_a_reason():
-    from mcqtune.train.sft import ScriptArguments
+    from mcqtune.train.options import ScriptArguments
 
     included = run_identity.included_fields(ScriptArguments, run_identity.TRAIN_SCRIPT_EXCLUDED)
     assert sorted(included) == sorted(TRAIN_SCRIPT_INCLUDED)
@@ -51,7 +51,7 @@ def test_every_training_option_is_in_the_identity_or_excluded_with_a_reason():
 
 
 def test_every_grpo_option_is_in_the_identity_or_excluded_with_a_reason():
-    from mcqtune.reinforce.options import GRPOArguments
+    from mcqtune.grpo.options import GRPOArguments
 
     included = run_identity.included_fields(GRPOArguments, run_identity.GRPO_SCRIPT_EXCLUDED)
     assert sorted(included) == sorted(GRPO_SCRIPT_INCLUDED)
@@ -86,7 +86,7 @@ def _another_value(value):
 
 
 def test_changing_any_included_option_changes_the_identity():
-    from mcqtune.answering.infer import InferArguments
+    from mcqtune.infer.run import InferArguments
 
     args = InferArguments(test_file="t.csv", model_path="m")
     before = run_identity.options_identity(args, run_identity.INFER_EXCLUDED, {})
@@ -99,7 +99,7 @@ def test_changing_any_included_option_changes_the_identity():
 
 
 def test_resolving_an_unknown_option_is_an_error():
-    from mcqtune.answering.infer import InferArguments
+    from mcqtune.infer.run import InferArguments
 
     with pytest.raises(run_identity.IdentityError):
         run_identity.options_identity(InferArguments(), run_identity.INFER_EXCLUDED, {"no_such_option": 1})
@@ -141,7 +141,7 @@ def test_shipped_configs_parse_into_identities(tiny_model_dir, sample_dir, tmp_p
     import json
 
     for config in ("qwen2.5-14b-4090.yaml", "qwen2.5-14b-16gb.yaml", "demo-cpu.yaml"):
-        from mcqtune.train.sft import make_parser
+        from mcqtune.train.options import make_parser
 
         argv = ["--config", str(config_dir() / config), "--model_name_or_path", str(tiny_model_dir),
                 "--train_file", str(sample_dir / "train.csv"), "--output_dir", str(tmp_path)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mcqtune.answering.cascade import read_first_run
+from mcqtune.infer.cascade import read_first_run
 from mcqtune.runs.provenance import ProvenanceError, check_answered, check_same_answered
 from tests.helpers import IDS, random_probs, run_ensemble, write_member
 
@@ -71,8 +71,8 @@ def test_ensemble_adapters_of_another_base_model_are_refused(tiny_model_dir, ran
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from mcqtune.answering.options import InferArguments
-    from mcqtune.answering.setup import load_request
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.setup import load_request
     from mcqtune.tiny.qwen import write_tiny_qwen
 
     other_base = write_tiny_qwen(tmp_path / "other-base", tokenizer=qwen_tokenizer, hidden_size=64,
@@ -92,7 +92,7 @@ def test_ensemble_adapters_of_another_base_model_are_refused(tiny_model_dir, ran
 
 def fake_adapter(folder, **prompt):
     """An adapter folder with the provenance record training writes (the default prompt, overridden)."""
-    from mcqtune.answering.options import InferArguments
+    from mcqtune.infer.options import InferArguments
     from mcqtune.runs.provenance import write_adapter_record
 
     folder.mkdir(parents=True)
@@ -104,8 +104,8 @@ def fake_adapter(folder, **prompt):
 
 
 def test_an_adapter_answers_with_its_training_prompt_unless_told_otherwise(tmp_path):
-    from mcqtune.answering.options import InferArguments
-    from mcqtune.answering.setup import adopt_training_prompt
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.setup import adopt_training_prompt
 
     adapter = fake_adapter(tmp_path / "adapter", system_prompt="", max_prompt_tokens=384)
     args, info = adopt_training_prompt(InferArguments(model_path=str(adapter)))
@@ -130,8 +130,8 @@ def test_an_adapter_answers_with_its_training_prompt_unless_told_otherwise(tmp_p
 
 
 def test_ensemble_adapters_trained_with_different_prompts_are_refused(tmp_path):
-    from mcqtune.answering.options import InferArguments
-    from mcqtune.answering.setup import adopt_training_prompt
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.setup import adopt_training_prompt
 
     a = fake_adapter(tmp_path / "a")
     b = fake_adapter(tmp_path / "b", system_prompt="")
@@ -154,10 +154,10 @@ def test_training_records_how_the_adapter_was_trained(trained_run):
 def test_nothing_is_written_into_an_input(tiny_model_dir, random_adapter, tmp_path):
     """The submission or run folder inside the base model, the adapter or the adapter's base is refused; so is a
     training output folder inside the model."""
-    from mcqtune.answering.options import InferArguments
-    from mcqtune.answering.outputs import output_problems
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.outputs import output_problems
     from mcqtune.errors import ConfigError
-    from mcqtune.train import sft as train_sft
+    from mcqtune.train import options as train_options
     from tests.helpers import train_args
 
     test_file = tmp_path / "test.csv"
@@ -173,12 +173,12 @@ def test_nothing_is_written_into_an_input(tiny_model_dir, random_adapter, tmp_pa
     fine = InferArguments(test_file=str(test_file), model_path=str(random_adapter), output_file=str(tmp_path / "s.csv"))
     assert output_problems(fine) == []
     with pytest.raises(ConfigError, match="lies inside the model folder"):
-        train_sft.check_config(*train_args(tiny_model_dir, test_file, tiny_model_dir / "out"))
+        train_options.check_config(*train_args(tiny_model_dir, test_file, tiny_model_dir / "out"))
 
 
 def test_a_new_training_run_never_overwrites_a_readme_it_did_not_write(tmp_path):
     """TRL writes its model card to <output_dir>/README.md: an earlier one is moved aside first, kept whole."""
-    from mcqtune.train.checkpoints import set_aside_previous_run
+    from mcqtune.training.checkpoints import set_aside_previous_run
 
     (tmp_path / "README.md").write_text("my notes")
     kept = set_aside_previous_run(tmp_path)
@@ -192,7 +192,7 @@ def write_config(folder, **config):
 
 
 def test_an_adapter_is_used_only_on_the_model_it_was_trained_on(tmp_path):
-    from mcqtune.export.merged import resolve_base
+    from mcqtune.model.merged import resolve_base
     from mcqtune.runs.provenance import ADAPTER_RECORD, check_base_of_adapter, model_config
 
     trained_on = write_config(tmp_path / "instruct", hidden_size=64, max_position_embeddings=32768, eos_token_id=2,

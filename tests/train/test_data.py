@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from mcqtune.train.data import split_train_val
+from mcqtune.training.data import split_train_val
 from tests.helpers import train_args
 
 
@@ -55,12 +55,12 @@ def test_a_split_without_validation_rows_is_refused_before_loading(job, tmp_path
         from mcqtune.train import sft
 
         script_args, training_args = train_args("no-model", train, tmp_path / "out")
-        run = sft.main
+        run = sft.run
     else:
-        from mcqtune.reinforce import run as grpo
-        from tests.reinforce.test_grpo import grpo_args
+        from mcqtune.grpo import run as grpo
+        from tests.grpo.test_grpo import grpo_args
 
         script_args, training_args = grpo_args("no-model", train, tmp_path / "out")
-        run = grpo.main
+        run = grpo.run
     with pytest.raises(DataError, match=r"train\.csv: leaves no validation rows .* --val_file, raise --val_fraction"):
         run(script_args, training_args, "hf")

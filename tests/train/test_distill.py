@@ -15,13 +15,13 @@ from tests.helpers import train_args
 @pytest.fixture(scope="module")
 def teacher_run(trained_run, tmp_path_factory):
     """The trained run's adapter answering the training file: a teacher with a report.json."""
-    from mcqtune.answering import infer
+    from mcqtune.infer import run as infer
 
     out = tmp_path_factory.mktemp("teacher")
     args = infer.InferArguments(test_file=str(trained_run["sample_dir"] / "train.csv"),
                                 model_path=str(trained_run["dir"] / "adapter"), output_file=str(out / "t.csv"),
                                 backend="hf", load_in_4bit=False)
-    infer.main(args)
+    infer.run(args)
     return args.run_dir
 
 
@@ -73,7 +73,7 @@ def test_a_distilled_run_counts_its_rows_and_a_missing_teacher_row_trains_on_the
     predictions = pd.read_csv(teacher_run / "predictions.csv", dtype=str)
     predictions.iloc[5:].to_csv(partial / "predictions.csv", index=False)  # the teacher skipped 5 rows
     (partial / "report.json").write_text((teacher_run / "report.json").read_text())
-    summary = train_sft.main(*distilled(trained_run, tmp_path / "out", "--distill_from", partial, "--max_steps", 2,
+    summary = train_sft.run(*distilled(trained_run, tmp_path / "out", "--distill_from", partial, "--max_steps", 2,
                                         "--eval_steps", 2, "--save_steps", 2))
     counts = summary["rows"]["train"]
     skipped = set(predictions["ID"].iloc[:5])
@@ -93,10 +93,10 @@ def test_only_teachers_of_this_train_file_are_accepted(trained_run, teacher_run,
     report = (teacher_run / "report.json").read_text().replace('"test_file_sha256": "', '"test_file_sha256": "0')
     (other / "report.json").write_text(report)
     with pytest.raises(ProvenanceError, match="answered another test file"):
-        train_sft.main(*distilled(trained_run, tmp_path / "a", "--distill_from", other))
+        train_sft.run(*distilled(trained_run, tmp_path / "a", "--distill_from", other))
     (other / "report.json").unlink()
     with pytest.raises(ProvenanceError, match="no report.json"):
-        train_sft.main(*distilled(trained_run, tmp_path / "b", "--distill_from", other))
+        train_sft.run(*distilled(trained_run, tmp_path / "b", "--distill_from", other))
     broken = tmp_path / "broken"
     broken.mkdir()
     frame = pd.read_csv(teacher_run / "predictions.csv", dtype=str)
@@ -104,8 +104,8 @@ def test_only_teachers_of_this_train_file_are_accepted(trained_run, teacher_run,
     frame.to_csv(broken / "predictions.csv", index=False)
     (broken / "report.json").write_text((teacher_run / "report.json").read_text())
     with pytest.raises(DataError, match="not a number"):
-        train_sft.main(*distilled(trained_run, tmp_path / "e", "--distill_from", broken))
+        train_sft.run(*distilled(trained_run, tmp_path / "e", "--distill_from", broken))
     with pytest.raises(DataError, match="no such file"):
-        train_sft.main(*distilled(trained_run, tmp_path / "c", "--distill_from", tmp_path / "missing"))
+        train_sft.run(*distilled(trained_run, tmp_path / "c", "--distill_from", tmp_path / "missing"))
     with pytest.raises(ConfigError, match="not supported with --loss letters"):
-        train_sft.main(*distilled(trained_run, tmp_path / "d", "--distill_from", teacher_run, "--loss", "letters"))
+        train_sft.run(*distilled(trained_run, tmp_path / "d", "--distill_from", teacher_run, "--loss", "letters"))

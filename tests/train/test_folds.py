@@ -34,9 +34,9 @@ def test_kfold_run_writes_out_of_fold_predictions_and_keeps_finished_folds(tiny_
     small = tmp_path / "train.csv"
     pd.read_csv(sample_dir / "train.csv", dtype=str).head(64).to_csv(small, index=False)
     out = tmp_path / "cv"
-    only_fold_1 = train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2, "--fold", 1))
+    only_fold_1 = train_sft.run(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2, "--fold", 1))
     assert only_fold_1["folds_missing"] == [0] and not (out / "fold-0").exists()
-    summary = train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2))
+    summary = train_sft.run(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2))
     oof = pd.read_csv(out / "oof_predictions.csv", dtype=str)
     assert list(oof["ID"]) == list(pd.read_csv(small, dtype=str)["ID"])  # every row once, in file order
     assert set(oof["fold"]) == {"0", "1"}
@@ -46,9 +46,9 @@ def test_kfold_run_writes_out_of_fold_predictions_and_keeps_finished_folds(tiny_
 
     trained = []  # a rerun launches no fold: both folds finished with the same identity
     monkeypatch.setattr(folds, "run_fold_process", lambda fold_script, *a, **k: trained.append(fold_script.fold))
-    train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2))
+    train_sft.run(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2))
     assert trained == []
-    train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2, "--learning_rate", 0.05))
+    train_sft.run(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2, "--learning_rate", 0.05))
     assert trained == [0, 1]  # other settings: both folds are trained again, each in a child process
 
 
@@ -56,18 +56,18 @@ def test_kfold_run_writes_out_of_fold_predictions_and_keeps_finished_folds(tiny_
 def test_infer_on_a_kfold_folder_averages_the_folds(tiny_model_dir, sample_dir, tmp_path):
     import numpy as np
 
-    from mcqtune.answering import infer
+    from mcqtune.infer import run as infer
     small = tmp_path / "train.csv"
     pd.read_csv(sample_dir / "train.csv", dtype=str).head(48).to_csv(small, index=False)
     out = tmp_path / "cv"
-    train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2))
+    train_sft.run(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 2))
     test_file = str(sample_dir / "test.csv")
 
     def answer(name, model_path, ensemble=()):
         args = infer.InferArguments(test_file=test_file, model_path=str(model_path),
                                     ensemble=[str(e) for e in ensemble],
                                     output_file=str(tmp_path / f"{name}.csv"), batch_size=16)
-        report = infer.main(args)
+        report = infer.run(args)
         return report, pd.read_csv(args.run_dir / "predictions.csv")[["p_A", "p_B", "p_C", "p_D"]].to_numpy()
 
     report, folds = answer("folds", out)
@@ -79,13 +79,13 @@ def test_infer_on_a_kfold_folder_averages_the_folds(tiny_model_dir, sample_dir, 
     assert np.allclose(folds, listed, atol=1e-6)
     # the README's fitted ensemble: the out-of-fold predictions validate the run of the same fold adapters
     from mcqtune import errors as cli
-    from mcqtune.ensemble import fuse as ensemble
+    from mcqtune.cli import ensemble as ensemble_cli
 
     fitted = ["--method", "fitted", "--validation", str(out / "oof_predictions.csv")]
-    assert cli.run_cli(ensemble.main, [str(tmp_path / "folds_run"), *fitted, "--output_file",
+    assert cli.run_cli(ensemble_cli.main, [str(tmp_path / "folds_run"), *fitted, "--output_file",
                                        str(tmp_path / "e.csv")]) == 0
     answer("one", out / "fold-0" / "adapter")  # not the models of the out-of-fold predictions: refused
-    assert cli.run_cli(ensemble.main, [str(tmp_path / "one_run"), *fitted, "--output_file",
+    assert cli.run_cli(ensemble_cli.main, [str(tmp_path / "one_run"), *fitted, "--output_file",
                                        str(tmp_path / "e2.csv")]) == 1 and not (tmp_path / "e2.csv").exists()
 
 
@@ -133,7 +133,7 @@ def test_a_fold_process_that_dies_stops_the_run_in_one_line(tiny_model_dir, samp
     small = tmp_path / "train.csv"
     pd.read_csv(sample_dir / "train.csv", dtype=str).head(32).to_csv(small, index=False)
     with pytest.raises(UserError) as caught:
-        train_sft.main(*train_args(tiny_model_dir, small, tmp_path / "cv", *FOLD_RUN, "--folds", 2))
+        train_sft.run(*train_args(tiny_model_dir, small, tmp_path / "cv", *FOLD_RUN, "--folds", 2))
     message = str(caught.value)
     assert "\n" not in message and message.startswith("fold 0 of 2 was killed by signal 9")
     assert "run the same command again" in message
@@ -147,7 +147,7 @@ def test_folds_beyond_the_rows_and_a_fold_of_other_settings_are_one_line(tiny_mo
     small = tmp_path / "train.csv"
     pd.read_csv(sample_dir / "train.csv", dtype=str).head(8).to_csv(small, index=False)
     with pytest.raises(ConfigError, match="--folds 9 needs at least 9 training rows"):
-        train_sft.main(*train_args(tiny_model_dir, small, tmp_path / "cv", *FOLD_RUN, "--folds", 9))
+        train_sft.run(*train_args(tiny_model_dir, small, tmp_path / "cv", *FOLD_RUN, "--folds", 9))
     # a finished fold of a 3-fold plan with seed 42; then --fold 2 with seed 7 into the same folder
     out = tmp_path / "cv"
     (out / "fold-0").mkdir(parents=True)
@@ -157,12 +157,12 @@ def test_folds_beyond_the_rows_and_a_fold_of_other_settings_are_one_line(tiny_mo
     write_fold_plan(out, 3, 42, None, {0: identity, 1: {"seed": 42, "f": 1}, 2: {"seed": 42, "f": 2}})
     monkeypatch.setattr(folds, "train_fold", lambda *a, **k: pytest.fail("no fold may train"))
     with pytest.raises(ConfigError, match="holds a k-fold run of other settings") as caught:
-        train_sft.main(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 3, "--fold", 2, "--seed", 7))
+        train_sft.run(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 3, "--fold", 2, "--seed", 7))
     assert "\n" not in str(caught.value)
 
 
 def test_a_rescore_fraction_of_no_row_is_one_line():
-    from mcqtune.answering.cascade import CascadeError, least_confident
+    from mcqtune.infer.cascade import CascadeError, least_confident
 
     first = pd.DataFrame({"ID": [str(i) for i in range(40)], **{f"p_{x}": [0.25] * 40 for x in "ABCD"}})
     with pytest.raises(CascadeError, match="is no question"):

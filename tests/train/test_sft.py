@@ -17,6 +17,7 @@ from tests.helpers import run_script
 from mcqtune.train import run as train_run
 
 from mcqtune.train import sft as train_sft
+from mcqtune.train import options as train_options
 def test_loss_falls_only_on_answer_letter_and_im_end(tiny_model_dir, sample_dir, tmp_path):
     script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path)
     backend = train_sft.select_backend(script_args.backend)
@@ -40,13 +41,13 @@ def test_loss_falls_only_on_answer_letter_and_im_end(tiny_model_dir, sample_dir,
 
 @pytest.mark.slow
 def test_training_learns_far_above_chance(trained_run):
-    from mcqtune.answering import infer
+    from mcqtune.infer import run as infer
     sample = trained_run["sample_dir"]
     summary = trained_run["summary"]
-    untrained = infer.main(infer.InferArguments(test_file=str(sample / "test.csv"),
+    untrained = infer.run(infer.InferArguments(test_file=str(sample / "test.csv"),
                                                 model_path=str(trained_run["model_dir"]),
                                                 output_file=str(trained_run["dir"] / "untrained.csv")))
-    trained = infer.main(infer.InferArguments(test_file=str(sample / "test.csv"),
+    trained = infer.run(infer.InferArguments(test_file=str(sample / "test.csv"),
                                               model_path=str(trained_run["dir"] / "adapter"),
                                               output_file=str(trained_run["dir"] / "trained.csv")))
     assert 0.1 <= untrained["accuracy"] <= 0.4, "the untrained model must be near chance (25%)"
@@ -116,7 +117,7 @@ SHORT = ["--max_steps", 6, "--save_steps", 3, "--eval_steps", 3, "--max_train_sa
 def short_run(tiny_model_dir, sample_dir, tmp_path_factory):
     """An uninterrupted 6-step run with checkpoints at steps 3 and 6: what every resumed run must equal."""
     out = tmp_path_factory.mktemp("short")
-    summary = train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", out, *SHORT))
+    summary = train_sft.run(*train_args(tiny_model_dir, sample_dir / "train.csv", out, *SHORT))
     return {"dir": out, "summary": summary}
 
 
@@ -150,10 +151,10 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(short_run, tiny_m
     parted = tmp_path / "parted"
     monkeypatch.setattr(train_run, "build_trainer", build_interrupted)
     with pytest.raises(StopAtStep):
-        train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *SHORT))
+        train_sft.run(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *SHORT))
     monkeypatch.setattr(train_run, "build_trainer", original)
     assert (parted / "checkpoint-3").is_dir() and not (parted / "adapter").exists()
-    summary = train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *SHORT, "--resume", "true"))
+    summary = train_sft.run(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *SHORT, "--resume", "true"))
     assert summary["steps"] == 6
     assert_same_adapter(short_run["dir"], parted)
 
@@ -190,7 +191,7 @@ def test_kill_9_while_a_checkpoint_is_written_then_resume_ends_with_the_uninterr
         half_written = killed / "checkpoint-6"
         assert (half_written / "adapter_model.safetensors").is_file()
         assert not (half_written / "mcq_checkpoint.json").exists()
-    summary = train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", killed, *SHORT, "--resume", "true"))
+    summary = train_sft.run(*train_args(tiny_model_dir, sample_dir / "train.csv", killed, *SHORT, "--resume", "true"))
     assert summary["steps"] == 6
     # both half-written copies set aside, never loaded, under names that do not collide
     assert (killed / "incomplete-checkpoint-6").is_dir() and (killed / "incomplete-checkpoint-6-2").is_dir()
@@ -204,10 +205,10 @@ def test_resume_with_other_data_or_settings_is_refused(short_run, tiny_model_dir
 
     copy = tmp_path / "copy"
     shutil.copytree(short_run["dir"], copy)
-    from mcqtune.train.checkpoints import ResumeError
+    from mcqtune.training.checkpoints import ResumeError
 
     with pytest.raises(ResumeError, match=r"checkpoint-6 was made with another learning_rate"):
-        train_sft.main(*train_args(tiny_model_dir, sample_dir / "train.csv", copy, *SHORT, "--resume", "true",
+        train_sft.run(*train_args(tiny_model_dir, sample_dir / "train.csv", copy, *SHORT, "--resume", "true",
                                    "--learning_rate", 0.5))
     other = tmp_path / "other.csv"
     import pandas as pd
@@ -335,13 +336,13 @@ def test_padding_free_batches_are_refused_by_the_trainer(tiny_model_dir, sample_
     with pytest.raises(RuntimeError, match="padding-free batches"):
         MCQTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
                    train_dataset=Dataset.from_list(rows), processing_class=tokenizer, data_collator=collator)
-    script_args, training_args = train_sft.make_parser().parse_args_and_config(
+    script_args, training_args = train_options.make_parser().parse_args_and_config(
         ["--config", str(config_dir() / "demo-cpu.yaml"), "--train_file", "x.csv"])
     assert training_args.padding_free is False  # stated, so Unsloth's automatic switch never applies
     for option in ("padding_free", "packing"):  # asked for on the command line (a GPU keeps them): refused
         setattr(training_args, option, True)
         with pytest.raises(ConfigError, match="questions would attend to each other"):
-            train_sft.check_config(script_args, training_args)
+            train_options.check_config(script_args, training_args)
         setattr(training_args, option, False)
 
 
@@ -392,7 +393,7 @@ def test_the_recipe_defaults_come_from_configs_defaults_yaml(tmp_path):
     import yaml
 
     defaults = yaml.safe_load((config_dir() / "defaults.yaml").read_text())
-    _, training_args = train_sft.make_parser().parse_args_and_config(
+    _, training_args = train_options.make_parser().parse_args_and_config(
         ["--train_file", "t.csv", "--model_name_or_path", "m", "--bf16", "false", "--output_dir", str(tmp_path)])
     for key in ("learning_rate", "warmup_steps", "weight_decay", "num_train_epochs", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "save_total_limit", "metric_for_best_model", "padding_free"):
@@ -403,16 +404,16 @@ def test_the_recipe_defaults_come_from_configs_defaults_yaml(tmp_path):
                                     and "grpo" not in c.name],
                          ids=lambda c: c.name)
 def test_shipped_training_configs_parse_and_pass_the_checks(config, tmp_path):
-    script_args, training_args = train_sft.make_parser().parse_args_and_config(
+    script_args, training_args = train_options.make_parser().parse_args_and_config(
         ["--config", str(config), "--output_dir", str(tmp_path)])
-    train_sft.check_config(script_args, training_args)
+    train_options.check_config(script_args, training_args)
     assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == (
         32 if "14b" in config.name else training_args.per_device_train_batch_size)
     assert training_args.padding_free is False
 
 
 def test_the_4090_recipe_groups_lengths_and_keeps_the_embedding_in_host_memory(tmp_path):
-    script_args, training_args = train_sft.make_parser().parse_args_and_config(
+    script_args, training_args = train_options.make_parser().parse_args_and_config(
         ["--config", str(config_dir() / "qwen2.5-14b-4090.yaml"), "--output_dir", str(tmp_path)])
     assert training_args.train_sampling_strategy == "group_by_length"
     assert script_args.offload_embedding is True
@@ -455,14 +456,14 @@ def test_length_grouped_batches_carry_less_padding_than_random_ones(tiny_model_d
 def test_a_model_trained_on_reasoning_answers_by_reasoning(tiny_model_dir, sample_dir, tmp_path):
     import pandas as pd
 
-    from mcqtune.answering import infer
+    from mcqtune.infer import run as infer
     from mcqtune.runs.provenance import ProvenanceError
     from mcqtune.train import sft as train_sft
 
     frame = pd.read_csv(sample_dir / "train.csv", dtype=str).head(40)
     frame["explanation"] = [f"逐项比较后，{a}项最符合。" for a in frame["answer"]]
     frame.to_csv(tmp_path / "train.csv", index=False)
-    summary = train_sft.main(*train_args(tiny_model_dir, tmp_path / "train.csv", tmp_path / "run",
+    summary = train_sft.run(*train_args(tiny_model_dir, tmp_path / "train.csv", tmp_path / "run",
                                          "--reasoning_column", "explanation", "--max_answer_tokens", 64,
                                          "--max_steps", 2, "--eval_steps", 2, "--save_steps", 2))
     assert summary["best_eval_accuracy"] is None  # validated by eval_loss over the reasoning and the answer
@@ -471,9 +472,9 @@ def test_a_model_trained_on_reasoning_answers_by_reasoning(tiny_model_dir, sampl
     args = dict(test_file=str(sample_dir / "test.csv"), model_path=str(tmp_path / "run" / "adapter"),
                 output_file=str(tmp_path / "s.csv"), batch_size=8)
     with pytest.raises(ProvenanceError, match="trained to reason.*--mode reason"):
-        infer.main(infer.InferArguments(**args))
-    report = infer.main(infer.InferArguments(**args, mode="reason", max_reasoning_tokens=12))
+        infer.run(infer.InferArguments(**args))
+    report = infer.run(infer.InferArguments(**args, mode="reason", max_reasoning_tokens=12))
     assert report["reasoning"]["replies"] == report["rows"]
     with pytest.raises(ConfigError, match="reasoning_column is not supported"):
-        train_sft.main(*train_args(tiny_model_dir, tmp_path / "train.csv", tmp_path / "cv", "--folds", 2,
+        train_sft.run(*train_args(tiny_model_dir, tmp_path / "train.csv", tmp_path / "cv", "--folds", 2,
                                    "--reasoning_column", "explanation"))

@@ -17,7 +17,7 @@ def model(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def letter_ids(qwen_tokenizer):
-    from mcqtune.answering.scoring import letter_token_ids
+    from mcqtune.core.scoring import letter_token_ids
 
     return letter_token_ids(qwen_tokenizer)
 
@@ -149,7 +149,7 @@ def test_training_with_the_letters_loss(tmp_path, tiny_model_dir, sample_dir):
     from mcqtune.train import sft as train_sft
     script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, "--loss", "letters",
                                             "--max_steps", "3", "--eval_steps", "3", "--save_steps", "3")
-    summary = train_sft.main(script_args, training_args)
+    summary = train_sft.run(script_args, training_args)
     assert (tmp_path / "adapter").is_dir()
     assert 0 <= summary["best_eval_accuracy"] <= 1
 

@@ -1,0 +1,35 @@
+"""`mcq-tune compare`: the command line of mcqtune.reporting.compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from mcqtune.errors import UserError
+from mcqtune.reporting.compare import describe_run, make_parser, render
+from mcqtune.runs.folder import submission_owned, write_atomic, write_json_atomic
+from mcqtune.runs.provenance import check_same_answered
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    folders = [Path(r) for r in args.runs]
+    out = Path(args.output_file)
+    if out.suffix != ".md":
+        raise UserError(f"--output_file {out}: name a .md file (the JSON goes beside it as {out.stem}.json)")
+    for folder in folders:
+        if not (folder / "predictions.csv").is_file():
+            raise UserError(f"{folder}: no predictions.csv; give infer.py run folders")
+        if folder.resolve() in out.resolve().parents:
+            raise UserError(f"--output_file {out} lies inside the run folder {folder}, an input; write elsewhere")
+    record = out.with_suffix(".json")
+    if (out.exists() or record.exists()) and not submission_owned(out, record):  # never over another's file
+        raise UserError(f"--output_file {out} (or {record.name} beside it) already exists and was not written by a "
+                        "comparison of that name (it may be a run's report or a file of yours); name another file, "
+                        "or move it away first")
+    check_same_answered([f / "predictions.csv" for f in folders], consumer="compare", allow_bare=None)
+    rows = [describe_run(folder) for folder in folders]
+    write_json_atomic({"runs": rows, "output_file": str(out.resolve())}, record)
+    write_atomic(out, render(rows))
+    print(render(rows))
+    return 0

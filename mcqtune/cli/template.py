@@ -1,0 +1,21 @@
+"""`mcq-tune template`: the command line of mcqtune.model.chat_template."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from mcqtune.errors import UserError, parse_with
+from mcqtune.model.chat_template import SlotArguments, find_answer_slot
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from trl import TrlParser
+
+    from mcqtune.model.loading import load_tokenizer
+
+    (args,) = parse_with(TrlParser((SlotArguments,)), argv)
+    if not args.model_name_or_path:
+        raise UserError("--model_name_or_path is required")
+    tokenizer = load_tokenizer(args.model_name_or_path, chat_template=args.chat_template)
+    print(find_answer_slot(tokenizer, args.prompt_style).describe(tokenizer, args.prompt_style))
+    return 0

@@ -1,0 +1,65 @@
+"""Reasoning replies through transformers' continuous batching (``--generation_engine continuous``).
+
+``generate_batch`` keeps the key/value cache in fixed blocks (paged attention), starts a waiting question as soon as
+a finished reply frees its blocks, packs prompts without padding, and replays each decoding step as a CUDA graph.
+Greedy replies are the ones ``model.generate`` gives (token for token in tests/core/test_continuous.py, on a
+CPU; GPU kernels may differ, so the engine is part of a run's identity); what changes is the speed
+(bench/RESULTS.md). The cache's size comes from batch_planning.py. Which options it needs is checked in setup.py:
+the hf backend (Unsloth replaces the attention classes it runs), no repetition penalty (transformers drops that
+processor from continuous batches), one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+PREFILL_TOKENS = 2048  # prompt tokens computed in one step: bounds the step's logits (tokens x vocabulary)
+BATCHING_LOGGER = "ContinuousBatchingLogger"  # transformers' own, which logs a line per CUDA graph
+
+
+def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, stop_ids: Sequence[int],
+                       temperature: float = 0.0, seed: int | None = None,
+                       gpu_memory_gb: float | None = None) -> list[list[int]]:
+    """Each prompt's reply (at most ``budget`` tokens; a stop token, if reached, is its last), in prompt order."""
+    import torch
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, cache_blocks, replies_held
+    from mcqtune.errors import UserError
+
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
+        else {"do_sample": False}
+    config = GenerationConfig(max_new_tokens=budget, eos_token_id=list(stop_ids), pad_token_id=tokenizer.pad_token_id,
+                              **sampling)
+    cuda = torch.cuda.is_available()
+    blocks = cache_blocks(model, sum(len(p) + budget for p in prompts), gpu_memory_gb)
+    # no more replies at once than the cache holds at their longest: transformers would otherwise admit more and,
+    # when the cache fills, throw some replies' cache away and compute them again
+    held = replies_held(blocks, max(map(len, prompts)), budget)
+    batching = ContinuousBatchingConfig(num_blocks=blocks, block_size=CACHE_BLOCK_TOKENS,
+                                        max_batch_tokens=PREFILL_TOKENS, max_requests_per_batch=held,
+                                        use_cuda_graph=cuda, seed=seed or 0, allow_block_sharing=False)
+    quiet = logging.getLogger(BATCHING_LOGGER)
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:  # transformers seeds torch's generators for the batch: the caller's stay as they were
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []):
+            out = model.generate_batch(prompts, generation_config=config, continuous_batching_config=batching,
+                                       warmup=cuda, progress_bar=False)
+    finally:
+        quiet.setLevel(level)
+    replies = []
+    for i, prompt in enumerate(prompts):
+        result = out.get(f"req_{i}")
+        if result is None or list(result.prompt_ids) != list(prompt):
+            raise RuntimeError(f"continuous batching returned no reply for prompt {i} of {len(prompts)}")
+        if result.error and "out of memory" in result.error.lower():  # a smaller batch would not shrink the cache
+            raise UserError("generation_engine continuous ran out of GPU memory; plan for less with --gpu_memory_gb "
+                            "(the cache takes a fixed share of what is left after loading) or use "
+                            "--generation_engine generate")
+        if result.error:
+            raise RuntimeError(f"continuous batching failed on prompt {i}: {result.error}")
+        replies.append(list(result.generated_tokens))
+    return replies

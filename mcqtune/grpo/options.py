@@ -1,0 +1,80 @@
+"""The options of `mcq-tune grpo` (train_grpo.py): the dataclass, the parser and the checks that need no data.
+
+Every option can come from a YAML config or the command line (the command line wins); TRL's GRPOConfig gives the
+GRPO options (num_generations, max_completion_length, beta, loss_type, temperature, learning_rate ...), the recipe's
+values for them are in the shipped ``grpo-defaults.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from mcqtune.config_files import config_dir
+from mcqtune.data.questions import PromptOptions, check_prompt_options
+from mcqtune.errors import ConfigError
+from mcqtune.model.options import LoraOptions, WeightOptions, check_lora_options
+from mcqtune.training.options import RunOptions, output_problems
+
+logger = logging.getLogger("train_grpo")
+
+
+@dataclass
+class GRPOArguments(RunOptions, LoraOptions, WeightOptions, PromptOptions):
+    adapter: str | None = field(default=None, metadata={
+        "help": "start from this LoRA adapter (train_sft.py's adapter/ folder) instead of fresh LoRA weights; its "
+                "rank, alpha and target modules are used, its base must be model_name_or_path, and its prompt "
+                "settings must be the ones given here"})
+    reasoning: bool = field(default=False, metadata={
+        "help": "replies reason before the answer (infer.py --mode reason's form: the reasoning instruction, or "
+                "the thinking block with enable_thinking); off: replies are the letter alone"})
+    format_reward_weight: float = field(default=0.0, metadata={
+        "help": "weight of the format reward (1 for a reply in the trained form) beside the correctness reward's "
+                "weight 1; 0: correctness only"})
+
+
+def recipe_defaults() -> dict:
+    import yaml
+
+    return yaml.safe_load((config_dir() / "grpo-defaults.yaml").read_text(encoding="utf-8"))
+
+
+def make_parser():
+    from trl import GRPOConfig, TrlParser
+
+    parser = TrlParser((GRPOArguments, GRPOConfig))
+    parser.set_defaults(**recipe_defaults())
+    return parser
+
+
+def check_grpo_config(args: GRPOArguments, training_args) -> None:
+    """Fail on impossible settings with one sentence, before any data or model is loaded."""
+
+    problems = []
+    if not args.train_file:
+        problems.append("train_file is required")
+    if not args.model_name_or_path:
+        problems.append("model_name_or_path is required")
+    if not 0 < args.val_fraction < 1 and not args.val_file:
+        problems.append(f"val_fraction must be between 0 and 1, got {args.val_fraction}")
+    problems += check_lora_options(args)
+    problems += check_prompt_options(args)
+    problems += output_problems(args, training_args)
+    if args.format_reward_weight < 0:
+        problems.append(f"format_reward_weight must be >= 0, got {args.format_reward_weight}")
+    if training_args.reward_weights is not None:
+        problems.append("reward_weights is set by format_reward_weight (the correctness reward weighs 1)")
+    if args.adapter and training_args.beta > 0:
+        problems.append(f"beta {training_args.beta} with --adapter: the KL term's reference would be the base model "
+                        "without any adapter, pulling training back from the adapter you start from; use beta 0")
+    if args.enable_thinking and not args.reasoning:
+        problems.append("enable_thinking makes the model reason in its thinking block before the letter: add "
+                        "--reasoning true, or leave thinking off for direct replies")
+    if not args.reasoning and training_args.max_completion_length > 64:
+        logger.info("direct replies are one letter: max_completion_length %d leaves room for replies that never "
+                    "commit (they earn nothing)", training_args.max_completion_length)
+    if args.reasoning and training_args.max_completion_length < 64:
+        problems.append(f"reasoning replies need room: max_completion_length {training_args.max_completion_length} "
+                        "is below 64")
+    if problems:
+        raise ConfigError("; ".join(problems))

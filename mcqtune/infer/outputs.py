@@ -1,0 +1,129 @@
+"""What an inference run writes, and where: the run folder's files, the submission last.
+
+Each process keeps its own answer checkpoint in the run folder (``checkpoint_path``); rank 0 gathers every
+answer over the process group, assembles ``predictions.csv`` in input order (a cascade's rows merged with the
+first run's), writes ``report.json`` / ``report.md`` with their charts, and only then the submission, so a
+submission exists only when everything else was written. A run that does not continue the checkpoint first
+sets the earlier outputs aside; nothing written here ever overwrites an input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mcqtune.runs.distributed import gather_to_first
+from mcqtune.data.questions import LETTERS
+from mcqtune.runs.predictions import assemble_predictions
+from mcqtune.runs.folder import RunLock, lies_within, set_aside, submission_problem, write_csv_atomic
+
+if TYPE_CHECKING:
+    from mcqtune.infer.options import InferArguments
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "predictions.partial.jsonl"
+# What a run writes into its folder besides the checkpoint: set aside together when a run starts over.
+RUN_OUTPUTS = ("predictions.csv", "report.json", "report.md", "answer_distribution.png", "confusion_matrix.png",
+               "accuracy_by_subject.png")
+
+
+def output_problems(args: InferArguments) -> list[str]:
+    """The submission and the run folder must never overwrite an input."""
+    out = Path(args.output_file)
+    problems = []
+    if not out.resolve().parent.is_dir():
+        problems.append(f"the folder of output_file does not exist: {out.resolve().parent}")
+    if out.is_dir():
+        problems.append(f"output_file {out} is a folder; name a .csv file")
+    written = [out] + [args.run_dir / name for name in (CHECKPOINT_NAME, *RUN_OUTPUTS)]
+    rescored = [str(Path(args.rescore) / "predictions.csv") if Path(args.rescore).is_dir() else args.rescore] \
+        if args.rescore else []
+    for source in [args.test_file, args.model_path, args.base_model_id, *adapter_bases(args), *args.ensemble,
+                   *rescored]:
+        if source and Path(source).exists() and any(lies_within(target, source) for target in written):
+            problems.append(f"output_file / output_dir would overwrite the input {source} (or write inside it); "
+                            "write elsewhere")
+    owner = submission_problem(out, args.run_dir / "report.json", "output_file")
+    return problems + ([owner] if owner and not out.is_dir() else [])
+
+
+def adapter_bases(args: InferArguments) -> list[str]:
+    """The base models the adapters name (folders that exist here): the run reads them, so it writes nothing there."""
+    from mcqtune.model.loading import read_adapter_base
+
+    bases = []
+    for adapter in [args.model_path, *args.ensemble]:
+        if adapter and Path(adapter, "adapter_config.json").is_file():
+            try:
+                base = read_adapter_base(adapter)
+            except Exception:  # noqa: BLE001  (an unreadable config is reported where the adapter is loaded)
+                continue
+            if base and Path(base).is_dir():
+                bases.append(base)
+    return bases
+
+
+def checkpoint_path(run_dir: Path, rank: int, world: int) -> Path:
+    return run_dir / (CHECKPOINT_NAME if world == 1 else f"predictions.partial.rank{rank}-of-{world}.jsonl")
+
+
+def set_aside_earlier_outputs(args: InferArguments, store) -> None:
+    """A run that does not continue the checkpoint moves the earlier submission and report out of the way first."""
+    if not store.resumed:
+        set_aside(args.run_dir, [Path(args.output_file).resolve(), *RUN_OUTPUTS],
+                  "outputs of an earlier run (this run does not continue its answers)")
+
+
+def lock_output_file(output_file: str, rank: int):
+    """The submission is locked too: two runs with their own folders never write one submission file."""
+    if rank != 0:
+        return contextlib.nullcontext()
+    out = Path(output_file).resolve()
+    return RunLock(out.parent, f".{out.name}.lock", what=out).acquire()
+
+
+def gather_answers(store, answered: int, world: int) -> tuple[dict[str, dict] | None, int]:
+    """Rank 0 receives every rank's answers over the process group (no shared filesystem needed)."""
+    parts = gather_to_first((store.records, answered), world)
+    if parts is None:
+        return None, answered
+    records = {}
+    for part, _ in parts:
+        records.update(part)
+    return records, sum(n for _, n in parts)
+
+
+def letter_distributions(records: dict[str, dict], prior) -> dict:
+    """For report.json: the prior and the answers' letters without the correction (the corrected ones are the
+    report's answer_distribution)."""
+    if prior is None:
+        return {}
+    uncorrected = [LETTERS[max(range(4), key=r["probs_uncorrected"].__getitem__)] for r in records.values()]
+    return {"letter_prior": prior,
+            "answer_distribution_uncorrected": {k: uncorrected.count(k) for k in LETTERS}}
+
+
+def write_outputs(args: InferArguments, frame, records: dict[str, dict], run: dict, *, answered: int, host,
+                  started: float, loaded: float, plan=None) -> dict:
+    """Rank 0's last step: ``predictions.csv`` in input order (with a cascade ``plan``, merged with the first
+    run's answers), the report with its charts, and the submission last; returns the report."""
+    from mcqtune.reporting.report import inference_report, write_inference_report
+
+    seconds = time.time() - loaded
+    predictions = assemble_predictions(frame, records)
+    cascade_info = {}
+    if plan is not None:
+        predictions, cascade_info = plan.merge(predictions)
+        frame = plan.frame
+    report = inference_report(frame, predictions, {**run, **cascade_info, **host.summary()}, seconds, answered)
+    report["total_seconds"] = round(time.time() - started, 1)
+    write_csv_atomic(predictions, args.run_dir / "predictions.csv")
+    write_inference_report(report, predictions, frame, args.run_dir)
+    write_csv_atomic(predictions[["ID", "answer"]], Path(args.output_file))  # last: it exists only when all is done
+    logger.info("wrote %s (%d answers, %s)%s", args.output_file, len(predictions), run["precision"],
+                f"; accuracy {report['accuracy']:.2%}" if "accuracy" in report else "")
+    return report

@@ -1,0 +1,100 @@
+"""core/continuous.py: reasoning replies through transformers' continuous batching are model.generate's greedy
+replies, in prompt order, stopping where generate stops; the options it cannot honour are refused in one line."""
+
+import pandas as pd
+import pytest
+
+from mcqtune.infer.options import InferArguments
+from mcqtune.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tiny_model_dir, qwen_tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval(), qwen_tokenizer
+
+
+def test_continuous_replies_are_generates_greedy_replies(tiny_generator, sample_dir):
+    import torch
+
+    from mcqtune.core.reasoning import generate_replies
+    from mcqtune.data.questions import PromptStyle, encode_prompts, load_mcq_csv
+
+    model, tokenizer = tiny_generator
+    frame = load_mcq_csv(sample_dir / "test.csv").head(6)
+    prompts = encode_prompts(tokenizer, frame, PromptStyle(reasoning=True), 512)
+    assert len({len(p) for p in prompts}) > 1  # prompts of several lengths: generate pads them, continuous packs
+    with torch.inference_mode():  # a token some reply makes half-way becomes a stop token, so some replies stop
+        first = model.generate(torch.tensor([prompts[0]]), max_new_tokens=12, do_sample=False,
+                               pad_token_id=tokenizer.pad_token_id)[0, len(prompts[0]):].tolist()
+    stops = [first[5], tokenizer.pad_token_id]
+    padded = generate_replies(model, tokenizer, prompts, 12, stops, repetition_penalty=1.0)
+    packed = generate_replies(model, tokenizer, prompts, 12, stops, repetition_penalty=1.0, engine="continuous")
+    assert packed == padded
+    assert packed[0] == (first[:5], True) and any(not finished for _, finished in packed)
+
+
+@pytest.mark.slow
+def test_a_reasoning_run_gives_the_same_answers_on_either_engine(tiny_model_dir, sample_dir, tmp_path):
+    from mcqtune.infer import run as infer
+
+    test_file = tmp_path / "test.csv"
+    pd.read_csv(sample_dir / "test.csv", dtype=str).head(40).to_csv(test_file, index=False)
+
+    def run(engine):
+        args = InferArguments(test_file=str(test_file), model_path=str(tiny_model_dir), mode="reason",
+                              max_reasoning_tokens=6, batch_size=8, repetition_penalty=1.0,
+                              generation_engine=engine, backend="hf", output_file=str(tmp_path / f"{engine}.csv"))
+        report = infer.run(args)
+        return report, pd.read_csv(args.run_dir / "predictions.csv")
+
+    generate, by_generate = run("generate")
+    continuous, by_continuous = run("continuous")
+    assert continuous["generation_engine"] == "continuous" and generate["generation_engine"] == "generate"
+    assert (tmp_path / "continuous.csv").read_text() == (tmp_path / "generate.csv").read_text()
+    columns = ["ID", "answer", "raw", "rule", "reasoning_tokens"]
+    assert by_continuous[columns].equals(by_generate[columns])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mode": "score"}, "applies to reason mode only, not score"),
+    ({"mode": "reason"}, "pass --repetition_penalty 1.0, or --generation_engine generate to keep 1.1"),
+])
+def test_what_continuous_batching_cannot_do_is_refused(options, message):
+    from mcqtune.infer.setup import check_args
+
+    args = InferArguments(test_file="t.csv", model_path="m", generation_engine="continuous", **options)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        check_args(args)
+
+
+def test_the_engine_needs_the_hf_backend_and_one_process():
+    from mcqtune.infer.setup import check_engine
+
+    check_engine("continuous", "hf", 1)
+    check_engine("generate", "unsloth", 4)
+    with pytest.raises(ConfigError, match="add --backend hf"):
+        check_engine("continuous", "unsloth", 1)
+    with pytest.raises(ConfigError, match="runs in one process, not 2"):
+        check_engine("continuous", "hf", 2)
+
+
+def test_a_cache_that_holds_no_reply_is_refused_in_one_line():
+    from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, replies_held
+
+    assert replies_held(4, 200, 3 * CACHE_BLOCK_TOKENS) == 1
+    with pytest.raises(ConfigError, match="cannot hold one reply of 200 prompt \\+ 1024 reasoning tokens"):
+        replies_held(4, 200, 1024)
+
+
+def test_continuous_batching_on_unsloth_is_refused_before_loading(tiny_model_dir, sample_dir, tmp_path, monkeypatch):
+    from mcqtune.infer import run as infer
+
+    monkeypatch.setattr(infer, "select_backend", lambda name: "unsloth")
+    monkeypatch.setattr(infer, "load_request", lambda *a: pytest.fail("loaded before refusing"))
+    args = InferArguments(test_file=str(sample_dir / "test.csv"), model_path=str(tiny_model_dir), mode="reason",
+                          repetition_penalty=1.0, generation_engine="continuous", output_file=str(tmp_path / "s.csv"))
+    with pytest.raises(ConfigError, match="add --backend hf"):
+        infer.run(args)

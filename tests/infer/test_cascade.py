@@ -1,0 +1,101 @@
+"""infer/cascade.py: only the least confident rows of a finished run are answered again, the rest keep its answers;
+a first run of other questions or without probabilities is refused."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mcqtune.runs.provenance import ProvenanceError
+
+from mcqtune.infer import run as infer
+from mcqtune.infer.cascade import CascadeError, Rescore, margins
+from tests.helpers import infer_args
+from mcqtune.errors import ConfigError
+from mcqtune.runs.predictions import assemble_predictions, score_record
+
+
+def first_run(folder, probs, ids=("a", "b", "c", "d")):
+    """A finished score-mode run's predictions.csv, as infer.py writes it."""
+    frame = pd.DataFrame({"ID": list(ids)})
+    records = {id_: score_record(id_, np.asarray(p)) for id_, p in zip(ids, probs)}
+    folder.mkdir()
+    assemble_predictions(frame, records).to_csv(folder / "predictions.csv", index=False)
+    return folder
+
+
+def test_the_rows_with_the_smallest_margins_are_answered_again_and_merged_back(tmp_path):
+    probs = [[0.9, 0.05, 0.03, 0.02], [0.4, 0.38, 0.12, 0.1], [0.3, 0.3, 0.2, 0.2], [0.6, 0.2, 0.1, 0.1]]
+    assert np.allclose(margins(np.array(probs)), [0.85, 0.02, 0.0, 0.4])
+    frame = pd.DataFrame({"ID": ["a", "b", "c", "d"], "question": list("qqqq")})
+    plan = Rescore.plan(str(first_run(tmp_path / "first", probs)), frame, 0.5, allow_bare=True)
+    assert plan.ids == ["b", "c"] and list(plan.rows()["ID"]) == ["b", "c"]  # file order
+    again = pd.DataFrame({"ID": ["b", "c"], "answer": ["B", "C"], "source": ["score", "score"],
+                          "p_A": [0.1, 0.1], "p_B": [0.7, 0.1], "p_C": [0.1, 0.7], "p_D": [0.1, 0.1]})
+    merged, info = plan.merge(again)
+    assert list(merged["answer"]) == ["A", "B", "C", "A"] and list(merged["answer_before"]) == ["A", "A", "A", "A"]
+    assert list(merged["rescored"]) == [False, True, True, False]
+    assert info["rescore"]["rows"] == 2 and info["rescore"]["answers_changed"] == 2 and info["rescore"]["of"] == 4
+
+
+def test_reasoning_on_the_least_confident_rows_keeps_the_replies_and_claims_no_probabilities(tmp_path):
+    probs = [[0.9, 0.05, 0.03, 0.02], [0.4, 0.38, 0.12, 0.1], [0.3, 0.3, 0.2, 0.2], [0.6, 0.2, 0.1, 0.1]]
+    frame = pd.DataFrame({"ID": ["a", "b", "c", "d"], "question": list("qqqq")})
+    plan = Rescore.plan(str(first_run(tmp_path / "first", probs)), frame, 0.5, allow_bare=True)
+    again = pd.DataFrame({"ID": ["b", "c"], "answer": ["D", "C"], "source": ["reason", "reason_closed"],
+                          "p_A": [None, 0.1], "p_B": [None, 0.1], "p_C": [None, 0.7], "p_D": [None, 0.1],
+                          "raw": ["……\n答案：D", "想到一半"], "rule": ["last_line:answer_phrase", "unfinished:budget"],
+                          "reasoning_tokens": [40, 64]})
+    merged, _ = plan.merge(again)
+    assert list(merged["answer"]) == ["A", "D", "C", "A"] and list(merged["source"][1:3]) == ["reason", "reason_closed"]
+    assert merged["p_A"].isna().tolist() == [False, True, False, False]  # a reasoned letter has no probabilities
+    assert list(merged["reasoning_tokens"][1:3]) == [40, 64] and merged["raw"].isna().tolist() == [True, False,
+                                                                                                 False, True]
+
+
+def test_a_first_run_of_other_questions_or_without_probabilities_is_refused(tmp_path):
+    frame = pd.DataFrame({"ID": ["a", "b", "c", "d"]})
+    with pytest.raises(CascadeError, match="no predictions.csv there"):
+        Rescore.plan(str(tmp_path), frame, 0.5, allow_bare=True)
+    other = first_run(tmp_path / "other", [[0.25] * 4] * 3, ids=("a", "b", "x"))
+    with pytest.raises(CascadeError, match="answered other questions"):
+        Rescore.plan(str(other), frame, 0.5, allow_bare=True)
+    generated = tmp_path / "generated.csv"
+    pd.DataFrame({"ID": list("abcd"), "answer": list("ABCD")}).to_csv(generated, index=False)
+    with pytest.raises(CascadeError, match="no p_A, p_B, p_C, p_D column"):
+        Rescore.plan(str(generated), frame, 0.5, allow_bare=True)
+    reasoned = tmp_path / "reasoned.csv"  # a reasoning run: a committed reply has no probabilities, a closed one has
+    pd.DataFrame({"ID": list("abcd"), "answer": list("ABCD"), "p_A": [None, 0.1, 0.1, 0.1],
+                  "p_B": [None, 0.7, 0.1, 0.1], "p_C": [None, 0.1, 0.7, 0.1],
+                  "p_D": [None, 0.1, 0.1, 0.7]}).to_csv(reasoned, index=False)
+    with pytest.raises(CascadeError, match=r"1 rows have no letter probabilities \(answers read from a generated or "
+                                           r"reasoning reply\).*give a score-mode run"):
+        Rescore.plan(str(reasoned), frame, 0.5, allow_bare=True)
+
+
+@pytest.mark.slow
+def test_cascade_answers_only_the_least_confident_rows_again(trained_run, tmp_path):
+    test_file = str(trained_run["sample_dir"] / "test.csv")
+    probs = ["p_A", "p_B", "p_C", "p_D"]
+    infer.run(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"), test_file=test_file))
+    infer.run(infer_args(trained_run, tmp_path / "c", output_dir=str(tmp_path / "c"), test_file=test_file,
+                          permutations=4))
+    report = infer.run(infer_args(trained_run, tmp_path / "b", output_dir=str(tmp_path / "b"), test_file=test_file,
+                                   permutations=4, rescore=str(tmp_path / "a"), rescore_fraction=0.25))
+    first, full, merged = (pd.read_csv(tmp_path / n / "predictions.csv", dtype={"ID": str}) for n in "acb")
+    chosen = merged["rescored"].to_numpy()
+    assert chosen.sum() == report["rescore"]["rows"] == 40 == report["answered_this_run"]
+    smallest = np.argsort(margins(first[probs].to_numpy()), kind="stable")[:40]
+    assert set(first["ID"].iloc[smallest]) == set(merged["ID"][chosen])  # the least confident ones
+    assert (merged["answer"][~chosen] == first["answer"][~chosen]).all()  # the others keep the first answers
+    assert np.allclose(merged[probs][~chosen], first[probs][~chosen])
+    assert np.allclose(merged[probs][chosen], full[probs][chosen], atol=1e-3)  # answered as the second run would
+    assert report["rescore"]["answers_changed"] == int((merged["answer"] != first["answer"]).sum())
+    assert (merged["answer_before"] == first["answer"]).all()
+    other = tmp_path / "other.csv"
+    pd.read_csv(test_file, dtype=str).head(20).to_csv(other, index=False)
+    with pytest.raises(ProvenanceError, match="answered another test file"):  # its report.json says so
+        infer.run(infer_args(trained_run, tmp_path / "d", output_dir=str(tmp_path / "d"), test_file=str(other),
+                              rescore=str(tmp_path / "a")))
+    with pytest.raises(ConfigError, match="would overwrite the input"):
+        infer.run(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"), test_file=test_file,
+                              rescore=str(tmp_path / "a")))

@@ -32,7 +32,7 @@ PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 def encoded_rows(tokenizer, data: str, n: int) -> list[dict]:
     """Our prompt + answer ids with the prompt masked out of the labels (-100), as the reference trained."""
-    from mcqtune.model.chat_template import encode_training_example
+    from mcqtune.model.prompts import encode_training_example
     from mcqtune.data.questions import load_mcq_csv
 
     frame = load_mcq_csv(sample_rows(data, n, seed=0), require_answer=True)
@@ -184,7 +184,8 @@ def run_unsloth_notebook(args) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from mcqtune.data.questions import build_messages, load_mcq_csv, render_chat
+    from mcqtune.data.questions import load_mcq_csv
+    from mcqtune.model.prompts import build_messages, render_chat
 
     model, tokenizer = FastLanguageModel.from_pretrained(args.model, max_seq_length=2048, load_in_4bit=True,
                                                          dtype=None)

@@ -125,7 +125,8 @@ def run_reference(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
-    from mcqtune.data.questions import build_sft_records, load_mcq_csv, render_prompt
+    from mcqtune.data.questions import load_mcq_csv
+    from mcqtune.model.prompts import build_sft_records, render_prompt
 
     cap_memory()
     gpu = torch.cuda.is_available()

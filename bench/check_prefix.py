@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from mcqtune.data.option_orders import cyclic_orders
     import torch
 
-    from mcqtune.data.questions import encode_prompt
+    from mcqtune.model.prompts import encode_prompt
     from mcqtune.core.scoring import (SharedPrefix, left_pad, letter_logits, letter_logits_after_prefix,
                                            letter_probs, letter_token_ids, model_device)
 

@@ -28,7 +28,8 @@ def main() -> None:
 
     from bench_14b import cap_memory, card, load_nf4_model, peak_gb, reset_peak
     from mcqtune.core.batch_planning import cache_bytes_per_token, memory_budget_gb
-    from mcqtune.data.questions import PromptStyle, encode_prompts, load_mcq_csv
+    from mcqtune.data.questions import PromptStyle, load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)

@@ -23,7 +23,8 @@ def compare(model, tokenizer, frame, label: str) -> dict:
 
     from mcqtune.core.reasoning import generate_replies
     from mcqtune.core.scoring import score_frame
-    from mcqtune.data.questions import PromptStyle, encode_prompts
+    from mcqtune.data.questions import PromptStyle
+    from mcqtune.model.prompts import encode_prompts
     from mcqtune.core.fp8 import to_fp8
 
     converted, layers = to_fp8(copy.deepcopy(model))

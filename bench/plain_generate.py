@@ -26,7 +26,8 @@ def main() -> None:
 
     from bench_14b import cap_memory, card, load_nf4_model, peak_gb, reset_peak
     from mcqtune.core.scoring import left_pad
-    from mcqtune.data.questions import PromptStyle, encode_prompts, load_mcq_csv
+    from mcqtune.data.questions import PromptStyle, load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
 
     parser = argparse.ArgumentParser()
     for name, kind in (("--model", str), ("--test_file", str), ("--batch_size", int), ("--new_tokens", int),

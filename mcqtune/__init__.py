@@ -1,17 +1,17 @@
 """mcq-tune: fine-tune chat LLMs on single-choice (A/B/C/D) questions and write competition submissions.
 
-The package is laid out by job; imports run one way, down this list (tests/test_layout.py enforces it):
+The package's jobs stand side by side over a shared core; imports run one way, down this list
+(tests/test_layout.py enforces it, and that no job imports another):
 
-    cli            the `mcq-tune` command: one subcommand per job (train, infer, ensemble, export, ...)
+    cli/           the `mcq-tune` command: one module per subcommand, its main(argv) and its printing
     demo           the CPU demo (trains and answers with a tiny model)
-    ensemble/      fuse several runs' letter probabilities (mean, vote, fitted weights) into one submission
-    reinforce/     GRPO from a correctness reward: rewards read by the answer parser, shuffled prompts, its trainer
-    export/        adapter -> merged 16-bit weights, GGUF for llama.cpp / Ollama, an lm-eval task
-    train/         the SFT run, its trainer, data, checkpoints and k-fold driver
-    answering/     infer: letter scoring, generation and the answer parser, the cascade, letter bias
-    generation/    what generating replies shares below the jobs: weights made for decoding (FP8)
-    model/         loading models and tokenizers (Unsloth or transformers), LoRA, the chat template's answer slot
-    reporting/     reports, charts, timing and memory meters, MFU
+    infer/ train/ grpo/ ensemble/ export/    the jobs, side by side
+    training/      what SFT and GRPO share: options, starting a run, the validation split, checkpoints, trainer pieces
+    core/          what every job shares: letter scoring, the reply parser, reasoning replies and their engines
+                   (generate, continuous batching, FP8 weights), batch planning, the letter prior
+    model/         loading models and tokenizers (Unsloth or transformers), LoRA, the chat template's answer slot,
+                   merged 16-bit weights and their model card
+    reporting/     reports, charts, timing and memory meters, MFU, run comparison, train/test shift
     runs/          run folders, locks, run identity (provenance), prediction stores, distributed helpers
     data/          the competition CSV contract, the one prompt builder, option orders, sample questions
     tiny/          tiny random models with the real Qwen2.5 tokenizer (tests and the demo, offline)

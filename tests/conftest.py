@@ -16,6 +16,7 @@ from mcqtune.model.loading import select_backend  # noqa: E402
 select_backend("auto")  # Unsloth, when installed, must be imported before transformers/trl/peft
 
 from tests.helpers import SHARED_DATA, train_args  # noqa: E402
+from tests.shared_runs import shared_folder  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -42,7 +43,8 @@ def qwen_tokenizer():
 def tiny_model_dir(tmp_path_factory, qwen_tokenizer):
     from mcqtune.tiny.qwen import write_tiny_qwen
 
-    return write_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"), tokenizer=qwen_tokenizer)
+    return shared_folder(tmp_path_factory, "tiny-qwen", {"shape": "tiny", "seed": 0},
+                         lambda out: write_tiny_qwen(out, tokenizer=qwen_tokenizer))
 
 
 @pytest.fixture(scope="session")
@@ -56,19 +58,21 @@ def cmmlu_dir():
 def sample_dir(tmp_path_factory):
     from mcqtune.data.sample import write_sample
 
-    out = tmp_path_factory.mktemp("sample")
-    write_sample(out)
-    return out
+    return shared_folder(tmp_path_factory, "sample", {}, lambda out: write_sample(out))
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_model_dir, sample_dir):
-    """One real training run through train_sft.run on the sample questions (2 epochs, merged export)."""
+    """One real training run through train_sft.run on the sample questions (2 epochs, merged export), made once
+    per session for every worker."""
+    import json
+
     from mcqtune.train import sft as train_sft
-    out = tmp_path_factory.mktemp("run")
-    script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", out,
-                                            "--export", "merged", "--merged_dtype", "float32")
-    summary = train_sft.run(script_args, training_args)
+
+    options = ("--export", "merged", "--merged_dtype", "float32")
+    out = shared_folder(tmp_path_factory, "run", {"model": str(tiny_model_dir), "options": options},
+                        lambda out: train_sft.run(*train_args(tiny_model_dir, sample_dir / "train.csv", out, *options)))
+    summary = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
     return {"dir": out, "summary": summary, "model_dir": tiny_model_dir, "sample_dir": sample_dir}
 
 
@@ -79,13 +83,14 @@ def random_adapter(tiny_model_dir, tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
-    out = tmp_path_factory.mktemp("random-adapter")
-    model.save_pretrained(out)
-    return out
+    def build(out):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                init_lora_weights=False))
+        model.save_pretrained(out)
+
+    return shared_folder(tmp_path_factory, "random-adapter", {"model": str(tiny_model_dir)}, build)
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +98,7 @@ def merged_model(trained_run, tmp_path_factory):
     """The trained run's adapter merged into float32 weights, in several shards."""
     from mcqtune.model.merged import export_merged
 
-    out = tmp_path_factory.mktemp("merged")
-    return export_merged(trained_run["dir"] / "adapter", out, base_model_id=str(trained_run["model_dir"]),
-                         dtype="float32", max_shard_size="2MB")
+    return shared_folder(tmp_path_factory, "merged", {"run": str(trained_run["dir"])},
+                         lambda out: export_merged(trained_run["dir"] / "adapter", out,
+                                                   base_model_id=str(trained_run["model_dir"]), dtype="float32",
+                                                   max_shard_size="2MB"))

@@ -69,7 +69,7 @@ def letter_logits_hf(model, tokenizer, frame):
     """(rows, 4) logits of the letters A-D after each row's prompt, one prompt at a time (the plain reference)."""
     import torch
 
-    from mcqtune.data.questions import encode_prompt
+    from mcqtune.model.prompts import encode_prompt
 
     letters = [tokenizer.convert_tokens_to_ids(x) for x in "ABCD"]
     rows = []

@@ -1,11 +1,19 @@
-"""`mcq-tune template`: the command line of mcqtune.model.chat_template."""
+"""`mcq-tune template`: the command line of mcqtune.model.prompts."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from mcqtune.errors import UserError, parse_with
-from mcqtune.model.chat_template import SlotArguments, find_answer_slot
+from mcqtune.data.questions import PromptOptions
+from mcqtune.model.prompts import find_answer_slot
+
+
+@dataclass
+class SlotArguments(PromptOptions):
+    model_name_or_path: str = field(default="", metadata={"help": "model directory or hub id whose tokenizer and "
+                                                                  "chat template to check"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import pandas as pd
 from mcqtune.core.engines import PAGED_ENGINES
 from mcqtune.core.parser import ParsedAnswer, parse_answer_with_rule
 from mcqtune.data.questions import ANSWER_PREFIX, LETTERS, OPTION_COLUMNS
-from mcqtune.model.chat_template import THINK_OPEN, closing_letter_ids
+from mcqtune.model.prompts import THINK_OPEN, closing_letter_ids
 from mcqtune.runs.predictions import score_record
 
 THINK_CLOSE = "</think>"

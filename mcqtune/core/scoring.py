@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from mcqtune.runs.distributed import shard as shard_of
-from mcqtune.data.questions import LETTERS, PromptStyle, encode_prompt, encode_prompts
+from mcqtune.data.questions import LETTERS, PromptStyle
+from mcqtune.model.prompts import encode_prompt, encode_prompts
 from mcqtune.model.loading import is_out_of_memory
 from mcqtune.data.option_orders import cyclic_orders, permute_options
 
@@ -31,8 +32,8 @@ MIN_BATCH = 1
 
 
 def letter_token_ids(tokenizer, style: PromptStyle = PromptStyle()) -> list[int]:
-    """Token ids of 'A'..'D' as the chat template puts them right after the prompt (chat_template.py)."""
-    from mcqtune.model.chat_template import find_answer_slot
+    """Token ids of 'A'..'D' as the chat template puts them right after the prompt (prompts.py)."""
+    from mcqtune.model.prompts import find_answer_slot
 
     return list(find_answer_slot(tokenizer, style).letter_ids)
 

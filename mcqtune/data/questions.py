@@ -18,11 +18,10 @@ import logging
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from mcqtune.errors import DataError, UserError, one_line
+from mcqtune.errors import DataError, one_line
 from mcqtune.data.encoding import decode_csv_bytes
 
 logger = logging.getLogger(__name__)
@@ -277,124 +276,6 @@ def describe(frame: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- prompts
-
-
-def build_messages(row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle(),
-                   with_answer: bool = False) -> list[dict[str, str]]:
-    """The chat for one question: [system], user, and the assistant's answer letter when ``with_answer`` (for a
-    reasoning style, the row's reasoning then the answer prefix and the letter: ``reasoned_reply``; its question
-    asks for reasoning, not for a reply that starts with the letter)."""
-    template = style.user_template.replace(LETTER_FIRST, "") if style.reasoning else style.user_template
-    user = template.format(
-        question=row["question"], A=row["option_A"], B=row["option_B"], C=row["option_C"], D=row["option_D"]
-    )
-    if style.reasoning:
-        user += style.reasoning_instruction
-    messages = [{"role": "system", "content": style.system_prompt}] if style.system_prompt else []
-    messages.append({"role": "user", "content": user})
-    if with_answer:
-        content = reasoned_reply(row[REASONING_COLUMN], row[ANSWER_COLUMN], style) if style.reasoning \
-            else row[ANSWER_COLUMN]
-        messages.append({"role": "assistant", "content": content})
-    return messages
-
-
-def reasoned_reply(reasoning: str, answer: str, style: PromptStyle) -> str:
-    """A reasoning reply in the template's own form: a thinking block when thinking is on, else plain text; the
-    answer prefix and the letter last."""
-    reasoning = str(reasoning).strip()
-    if style.enable_thinking:
-        return f"<think>\n{reasoning}\n</think>\n\n{ANSWER_PREFIX}{answer}"
-    return f"{reasoning}\n\n{ANSWER_PREFIX}{answer}"
-
-
-def render_chat(tokenizer, messages: list[dict[str, str]], style: PromptStyle = PromptStyle(),
-                add_generation_prompt: bool = True) -> str:
-    """Every rendering of a chat goes through here, so every one passes the same template variables. A space that
-    a generation prompt ends in (ERNIE 4.5's 'Assistant: ') is left to the reply: the model read it fused with the
-    answer's first token (' A') in every conversation it was trained on."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         **style.template_kwargs)
-    return text.rstrip(" ") if add_generation_prompt else text
-
-
-def render_prompt(tokenizer, row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle()) -> str:
-    """The text the model continues at inference: the chat template with the generation prompt."""
-    return render_chat(tokenizer, build_messages(row, style), style)
-
-
-def to_prompt_completion(row: dict[str, Any] | pd.Series, style: PromptStyle = PromptStyle()) -> dict[str, list]:
-    """A conversational prompt/completion record for TRL: the loss falls on the completion only."""
-    *prompt, answer = build_messages(row, style, with_answer=True)
-    return {"prompt": prompt, "completion": [answer]}
-
-
-class PromptTooLong(UserError):
-    """The template and the options of some rows do not fit in max_prompt_tokens, even with an empty question."""
-
-    def __init__(self, needed: list[tuple[str, int]], limit: int):
-        self.needed, self.limit = needed, limit
-        most = max(tokens for _, tokens in needed)
-        super().__init__(f"{len(needed)} question(s) (first ID {needed[0][0]}) do not fit in --max_prompt_tokens "
-                         f"{limit} even with the question text shortened away: their template and options take up to "
-                         f"{most} tokens, and options are never cut; raise --max_prompt_tokens to at least {most + 16}")
-
-
-def encode_prompt(tokenizer, row, style: PromptStyle = PromptStyle(),
-                  max_prompt_tokens: int | None = None) -> list[int]:
-    """Token ids of the chat prompt for one row (the same ids in training and inference).
-
-    A prompt longer than ``max_prompt_tokens`` keeps its template and options: the question text is cut
-    (from its end) until it fits, so the answer position and the option letters are never lost; a row whose
-    template and options alone do not fit is refused (PromptTooLong), never cut.
-    """
-    return encode_prompt_checked(tokenizer, row, style, max_prompt_tokens)[0]
-
-
-def encode_prompt_checked(tokenizer, row, style: PromptStyle = PromptStyle(),
-                          max_prompt_tokens: int | None = None) -> tuple[list[int], bool]:
-    """``encode_prompt``'s ids, and whether the question had to be shortened to fit."""
-    def render(question: str) -> list[int]:
-        text = render_chat(tokenizer, build_messages({**dict(row), "question": question}, style), style)
-        return tokenizer.encode(text, add_special_tokens=False)
-
-    ids = render(row["question"])
-    if max_prompt_tokens is None or len(ids) <= max_prompt_tokens:
-        return ids, False
-    question_ids = tokenizer.encode(row["question"], add_special_tokens=False)
-    overflow = len(ids) - max_prompt_tokens
-    keep = max(len(question_ids) - overflow - 2, 0)
-    ids = render(tokenizer.decode(question_ids[:keep]) + "…")
-    if len(ids) > max_prompt_tokens:  # the template and options alone are too long: refused, never cut
-        raise PromptTooLong([(str(row.get("ID", "?")), len(render("…")))], max_prompt_tokens)
-    return ids, True
-
-
-def encode_prompts_checked(tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
-                           max_prompt_tokens: int | None = None) -> tuple[list[list[int]], int]:
-    """Every row's prompt ids and how many questions were shortened; rows that cannot fit are refused together
-    (one PromptTooLong naming how many, the first and the limit that would fit them all)."""
-    prompts, shortened, too_long = [], 0, []
-    for _, row in frame.iterrows():
-        try:
-            ids, cut = encode_prompt_checked(tokenizer, row, style, max_prompt_tokens)
-        except PromptTooLong as err:
-            too_long += err.needed
-            continue
-        prompts.append(ids)
-        shortened += cut
-    if too_long:
-        raise PromptTooLong(too_long, max_prompt_tokens)
-    return prompts, shortened
-
-
-def encode_prompts(tokenizer, frame: pd.DataFrame, style: PromptStyle = PromptStyle(),
-                   max_prompt_tokens: int | None = None) -> list[list[int]]:
-    return encode_prompts_checked(tokenizer, frame, style, max_prompt_tokens)[0]
-
-
-def build_sft_records(frame: pd.DataFrame, style: PromptStyle = PromptStyle()) -> list[dict[str, list]]:
-    return [to_prompt_completion(row, style) for _, row in frame.iterrows()]
 
 
 # ---------------------------------------------------------------------------------------------- CLI

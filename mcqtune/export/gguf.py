@@ -25,7 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mcqtune.data.questions import LETTERS, encode_prompt
+from mcqtune.data.questions import LETTERS
+from mcqtune.model.prompts import encode_prompt
 from mcqtune.export import llama_child
 from mcqtune.model.merged import STOP_TOKENS, ExportError, check_adapter, export_merged, resolve_base
 from mcqtune.model.model_card import model_card, training_facts

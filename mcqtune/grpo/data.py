@@ -10,7 +10,8 @@ import random
 import pandas as pd
 
 from mcqtune.data.option_orders import permute_options
-from mcqtune.data.questions import ANSWER_COLUMN, ID_COLUMN, LETTERS, PromptStyle, encode_prompts_checked
+from mcqtune.data.questions import ANSWER_COLUMN, ID_COLUMN, LETTERS, PromptStyle
+from mcqtune.model.prompts import encode_prompts_checked
 
 ROUND_COLUMN, ORDER_COLUMN = "round", "order"
 

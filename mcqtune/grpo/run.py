@@ -124,7 +124,7 @@ def load_adapter_weights(model, adapter: str) -> None:
 
 def set_stop_tokens(model, tokenizer, style) -> list[int]:
     """Rollouts stop where infer.py's replies stop: the template's end of turn, EOS, pad."""
-    from mcqtune.model.chat_template import stop_token_ids
+    from mcqtune.model.prompts import stop_token_ids
 
     stops = stop_token_ids(tokenizer, model, style)
     model.generation_config.eos_token_id = stops
@@ -164,8 +164,8 @@ def grpo_run_identity(args: GRPOArguments, training_args) -> dict:
 
 
 def build_trainer(model, tokenizer, datasets, val, args: GRPOArguments, training_args, stops, identity: dict):
-    from mcqtune.model.chat_template import opens_thinking
-    from mcqtune.data.questions import render_prompt
+    from mcqtune.model.prompts import opens_thinking
+    from mcqtune.model.prompts import render_prompt
     from mcqtune.grpo.rewards import ReplyReader, reward_functions
     from mcqtune.grpo.trainer import MCQGRPOTrainer
     from mcqtune.training.checkpoints import SealCheckpoints

@@ -11,7 +11,8 @@ import time
 import pandas as pd
 from trl import GRPOTrainer
 
-from mcqtune.data.questions import PromptStyle, encode_prompts
+from mcqtune.data.questions import PromptStyle
+from mcqtune.model.prompts import encode_prompts
 from mcqtune.core.scoring import accuracy
 from mcqtune.training.trainer import KeepAdapterDtype, PhaseTimes, eager_forward, log_evaluation, scoring_metrics
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
-from mcqtune.model.chat_template import stop_token_ids
+from mcqtune.model.prompts import stop_token_ids
 from mcqtune.infer.setup import adapter_names
 from mcqtune.data.questions import OPTION_COLUMNS
 from mcqtune.data.option_orders import cyclic_orders
@@ -96,9 +96,9 @@ def generator(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArgumen
 def reasoner_of(model, tokenizer, frame: pd.DataFrame, prompts, args: InferArguments) -> Callable:
     """rows -> records: reasoning replies read after their reasoning, or closed and scored (reasoning.py)."""
     from mcqtune.core.reasoning import ReplyOptions, reasoner
-    from mcqtune.model.chat_template import opens_thinking
-    from mcqtune.data.questions import render_prompt
-    from mcqtune.model.chat_template import PROBE_ROW
+    from mcqtune.model.prompts import opens_thinking
+    from mcqtune.model.prompts import render_prompt
+    from mcqtune.model.prompts import PROBE_ROW
 
     stop_ids = stop_token_ids(tokenizer, model, args.prompt_style)  # the direct form's end of turn
     opened = opens_thinking(render_prompt(tokenizer, PROBE_ROW, args.prompt_style))

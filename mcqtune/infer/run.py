@@ -38,7 +38,7 @@ import pandas as pd
 
 from mcqtune.infer.modes import (estimate_letter_prior_of, fill_unparsed, generator, reasoner_of,
                                     score_utilisation, scorer)
-from mcqtune.model.chat_template import find_answer_slot
+from mcqtune.model.prompts import find_answer_slot
 from mcqtune.runs.distributed import agree_on, distributed_info, shard
 from mcqtune.runs.provenance import models_by_content
 from mcqtune.infer.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
@@ -46,7 +46,8 @@ from mcqtune.infer.outputs import (checkpoint_path, gather_answers, letter_distr
 from mcqtune.infer.setup import (adopt_training_prompt, check_answer_slot, check_args, check_engine,
                                     expand_fold_run, load_request, run_identity_of)
 from mcqtune.infer.options import InferArguments
-from mcqtune.data.questions import encode_prompts_checked, load_mcq_csv
+from mcqtune.data.questions import load_mcq_csv
+from mcqtune.model.prompts import encode_prompts_checked
 from mcqtune.reporting.meters import BatchClock, HostMemoryWatch
 from mcqtune.model.loading import select_backend
 from mcqtune.runs.folder import lock_run_folder

@@ -105,10 +105,10 @@ def resolve_sources(model_path: str, base_model_id: str | None = None) -> tuple[
 
 
 def check_answer_slot(args: InferArguments) -> None:
-    """The chat template can carry the answer (model/chat_template.py), checked on the tokenizer alone before any
+    """The chat template can carry the answer (model/prompts.py), checked on the tokenizer alone before any
     weights load: a refusal (a thinking template with --enable_thinking true, say) costs no loading time."""
-    from mcqtune.model.chat_template import closing_letter_ids
-    from mcqtune.model.chat_template import find_answer_slot
+    from mcqtune.model.prompts import closing_letter_ids
+    from mcqtune.model.prompts import find_answer_slot
     from mcqtune.model.loading import load_tokenizer
 
     base, adapter = resolve_sources(args.model_path, args.base_model_id)

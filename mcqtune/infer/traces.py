@@ -26,7 +26,7 @@ import pandas as pd
 from mcqtune.core.reasoning import THINK_CLOSE
 from mcqtune.data.questions import ANSWER_COLUMN, REASONING_COLUMN, SUBJECT_COLUMN
 from mcqtune.errors import ConfigError, parse_with
-from mcqtune.model.chat_template import THINK_OPEN
+from mcqtune.model.prompts import THINK_OPEN
 
 logger = logging.getLogger("traces")
 

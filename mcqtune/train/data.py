@@ -1,6 +1,6 @@
 """Training rows: the competition file split (or a fold), extra sources added apart, tokenised for TRL.
 
-train_sft.py and train/folds.py call these; the prompt and the answer tokens come from chat_template.py.
+train_sft.py and train/folds.py call these; the prompt and the answer tokens come from prompts.py.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import math
 
 import pandas as pd
 
-from mcqtune.data.questions import PromptTooLong
-from mcqtune.model.chat_template import ReplyTooLong, encode_training_example
+from mcqtune.model.prompts import PromptTooLong
+from mcqtune.model.prompts import ReplyTooLong, encode_training_example
 from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, REASONING_COLUMN, describe, load_mcq_csv
 from mcqtune.errors import DataError
 from mcqtune.data.option_orders import augment_with_permutations

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mcqtune.errors import ConfigError
-from mcqtune.model.chat_template import find_answer_slot
+from mcqtune.model.prompts import find_answer_slot
 from mcqtune.model.loading import embedding_on_host
 from mcqtune.train.data import build_datasets, check_nothing_dropped
 from mcqtune.train.options import ScriptArguments

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from trl import SFTTrainer
 
 from mcqtune.data.questions import PromptStyle
-from mcqtune.model.chat_template import closing_letter_ids
+from mcqtune.model.prompts import closing_letter_ids
 from mcqtune.train.distill import TEACHER_COLUMN
 from mcqtune.core.scoring import decoder_and_head, finish_logits
 # A-D's rows of the output layer, as the scorer reads them

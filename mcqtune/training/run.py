@@ -7,7 +7,7 @@ import logging
 import os
 
 from mcqtune.data.questions import PromptOptions
-from mcqtune.model.chat_template import find_answer_slot
+from mcqtune.model.prompts import find_answer_slot
 
 logger = logging.getLogger("mcqtune.training")
 
@@ -61,7 +61,7 @@ def prepare_output_dir(script_args, training_args, identity: dict) -> tuple[dict
 
 def check_answer_slot(model_name_or_path: str, options: PromptOptions, trust_remote_code: bool = False) -> str:
     """Where the answer letter goes in the model's chat template, from the tokenizer alone, before any weights
-    are loaded; a template that cannot carry the answer stops the run here (chat_template.py)."""
+    are loaded; a template that cannot carry the answer stops the run here (prompts.py)."""
     from mcqtune.model.loading import check_model_source, load_tokenizer
 
     check_model_source(model_name_or_path)  # a missing model: its own one-line error, not the hub's

@@ -31,7 +31,7 @@ def test_automatic_batch_respects_a_process_memory_cap(tiny_model_dir, sample_di
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     frame = load_mcq_csv(sample_dir / "test.csv")
     args = SimpleNamespace(max_prompt_tokens=512, max_new_tokens=48, mode="score", gpu_memory_gb=None)
-    from mcqtune.data.questions import encode_prompts
+    from mcqtune.model.prompts import encode_prompts
 
     def longest(rows):
         return max(map(len, encode_prompts(tokenizer, rows, max_prompt_tokens=args.max_prompt_tokens)))

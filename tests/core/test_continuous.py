@@ -20,7 +20,8 @@ def test_continuous_replies_are_generates_greedy_replies(tiny_generator, sample_
     import torch
 
     from mcqtune.core.reasoning import generate_replies
-    from mcqtune.data.questions import PromptStyle, encode_prompts, load_mcq_csv
+    from mcqtune.data.questions import PromptStyle, load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
 
     model, tokenizer = tiny_generator
     frame = load_mcq_csv(sample_dir / "test.csv").head(6)

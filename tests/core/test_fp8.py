@@ -130,7 +130,8 @@ def test_the_fp8_engines_replies_are_generates_on_the_same_weights(tiny_model_di
     from transformers import AutoModelForCausalLM
 
     from mcqtune.core.reasoning import generate_replies
-    from mcqtune.data.questions import PromptStyle, encode_prompts, load_mcq_csv
+    from mcqtune.data.questions import PromptStyle, load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
     from mcqtune.core.fp8 import to_fp8
 
     model, _ = to_fp8(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval())

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from mcqtune.core.reasoning import closing_text, cut_at_stop, read_reply
-from mcqtune.data.questions import PromptStyle, build_messages, reasoned_reply
+from mcqtune.data.questions import PromptStyle
+from mcqtune.model.prompts import build_messages, reasoned_reply
 
 OPTIONS = ["北京", "上海", "广州", "深圳"]
 
@@ -74,9 +75,10 @@ def test_a_closed_reply_is_scored_as_the_models_own_forward_there(tiny_reasoner,
     import torch
 
     from mcqtune.core.reasoning import ReplyOptions, reasoner
-    from mcqtune.model.chat_template import closing_letter_ids
-    from mcqtune.data.questions import encode_prompts, load_mcq_csv
-    from mcqtune.model.chat_template import stop_token_ids
+    from mcqtune.model.prompts import closing_letter_ids
+    from mcqtune.data.questions import load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
+    from mcqtune.model.prompts import stop_token_ids
 
     model, tokenizer = tiny_reasoner
     frame = load_mcq_csv(sample_dir / "test.csv").head(3)
@@ -143,8 +145,9 @@ def test_traces_keep_only_replies_that_committed_to_the_label():
 
 def test_sampled_replies_come_from_the_seed_of_their_batch(tiny_reasoner, sample_dir):
     from mcqtune.core.reasoning import batch_seed, generate_replies
-    from mcqtune.data.questions import encode_prompts, load_mcq_csv
-    from mcqtune.model.chat_template import stop_token_ids
+    from mcqtune.data.questions import load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
+    from mcqtune.model.prompts import stop_token_ids
 
     model, tokenizer = tiny_reasoner
     style = PromptStyle(reasoning=True)

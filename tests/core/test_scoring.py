@@ -4,7 +4,8 @@ splitting."""
 import pytest
 import torch
 
-from mcqtune.data.questions import encode_prompt, load_mcq_csv
+from mcqtune.data.questions import load_mcq_csv
+from mcqtune.model.prompts import encode_prompt
 from mcqtune.core.scoring import (left_pad, length_sorted_batches, letter_logits, letter_token_ids, run_halving,
                      score_frame)
 

@@ -7,8 +7,8 @@ import pytest
 
 from mcqtune.errors import DataError
 from tests.helpers import GOOD_ROWS, HEADER, ROW, write
-from mcqtune.data.questions import (DEFAULT_SYSTEM_PROMPT, PromptStyle, build_messages, describe, load_mcq_csv,
-                                    render_prompt, to_prompt_completion)
+from mcqtune.data.questions import DEFAULT_SYSTEM_PROMPT, PromptStyle, describe, load_mcq_csv
+from mcqtune.model.prompts import build_messages, render_prompt, to_prompt_completion
 
 
 def test_reads_valid_file_keeps_extra_columns_and_normalises_answers(tmp_path):
@@ -136,7 +136,7 @@ def test_options_are_never_cut_a_prompt_that_cannot_fit_is_refused(qwen_tokenize
     """Questions are shortened first (their options and template kept whole, counted); rows whose template and
     options alone exceed the limit are refused together, naming the limit that fits them all; a limit that fits
     no prompt is refused too."""
-    from mcqtune.data.questions import PromptTooLong, encode_prompts_checked
+    from mcqtune.model.prompts import PromptTooLong, encode_prompts_checked
 
     frame = load_mcq_csv(sample_dir / "test.csv").head(6).reset_index(drop=True)
     frame.loc[0, "question"] = "很长的题目" * 200

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mcqtune.data.questions import DEFAULT_SYSTEM_PROMPT, encode_prompt, load_mcq_csv
+from mcqtune.data.questions import DEFAULT_SYSTEM_PROMPT, load_mcq_csv
+from mcqtune.model.prompts import encode_prompt
 from mcqtune.export import llama_child
 from mcqtune.model.merged import ExportError
 from tests.helpers import letter_logits_hf

@@ -127,7 +127,7 @@ def test_rounds_cover_the_training_length_asked_for():
 
 
 def test_prompts_are_infer_py_s_token_ids(qwen_tokenizer):
-    from mcqtune.data.questions import encode_prompt
+    from mcqtune.model.prompts import encode_prompt
 
     data = frame(3)
     records, ids, shortened = prompt_records(qwen_tokenizer, data, PromptStyle(), 512)

@@ -7,7 +7,8 @@ import torch
 
 from mcqtune.infer.modes import generator, scorer
 from mcqtune.infer.run import InferArguments
-from mcqtune.data.questions import LETTERS, encode_prompts, load_mcq_csv
+from mcqtune.data.questions import LETTERS, load_mcq_csv
+from mcqtune.model.prompts import encode_prompts
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from mcqtune.model.chat_template import ReplyTooLong, TemplateError, encode_training_example, find_answer_slot
+from mcqtune.model.prompts import ReplyTooLong, TemplateError, encode_training_example, find_answer_slot
 from tests.helpers import train_args
-from mcqtune.data.questions import (LETTERS, PINNED_DATE, PromptStyle, build_messages, encode_prompt, load_mcq_csv,
-                                    render_chat)
+from mcqtune.data.questions import LETTERS, PINNED_DATE, PromptStyle, load_mcq_csv
+from mcqtune.model.prompts import build_messages, encode_prompt, render_chat
 from mcqtune.tiny.families import FAMILIES, build_family_tokenizer, family_names, write_tiny_family
 
 NO_SYSTEM_TURN = {"gemma2", "mistral"}  # their templates refuse a system message

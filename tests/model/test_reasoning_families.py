@@ -6,8 +6,9 @@ turns drop, is refused."""
 import pandas as pd
 import pytest
 
-from mcqtune.data.questions import ANSWER_PREFIX, PromptStyle, render_prompt
-from mcqtune.model.chat_template import TemplateError, find_answer_slot, opens_thinking, stop_token_ids
+from mcqtune.data.questions import ANSWER_PREFIX, PromptStyle
+from mcqtune.model.prompts import render_prompt
+from mcqtune.model.prompts import TemplateError, find_answer_slot, opens_thinking, stop_token_ids
 from mcqtune.tiny.families import build_family_tokenizer, write_tiny_family
 
 ROW = {"ID": "1", "question": "中国的首都是哪里？", "option_A": "北京", "option_B": "上海", "option_C": "广州",
@@ -41,7 +42,7 @@ def test_the_reasoning_slot_ends_the_turn_where_the_template_does(r1_tokenizer):
 
 
 def test_training_on_reasoning_is_refused_since_the_template_drops_it(r1_tokenizer):
-    from mcqtune.model.chat_template import encode_training_example
+    from mcqtune.model.prompts import encode_training_example
 
     with pytest.raises(TemplateError, match="cannot be trained on"):
         encode_training_example(r1_tokenizer, ROW, PromptStyle(reasoning=True), max_answer_tokens=200)

@@ -252,7 +252,7 @@ def test_answer_only_loss_and_gradients_equal_the_plain_loss_under_accumulation(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mcqtune.model.chat_template import encode_training_example
+    from mcqtune.model.prompts import encode_training_example
     from mcqtune.data.questions import load_mcq_csv
     from mcqtune.train.trainer import IGNORE_INDEX, answer_only_loss
 
@@ -324,7 +324,7 @@ def test_padding_free_batches_are_refused_by_the_trainer(tiny_model_dir, sample_
     from trl import SFTConfig
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from mcqtune.model.chat_template import encode_training_example
+    from mcqtune.model.prompts import encode_training_example
     from mcqtune.data.questions import load_mcq_csv
     from mcqtune.train.trainer import MCQTrainer
 

@@ -96,9 +96,10 @@ def describe_os_error(err: OSError) -> str:
 
 def _save_traceback() -> str:
     path = os.path.join(tempfile.gettempdir(), time.strftime("mcq-tune-error-%Y%m%d-%H%M%S") + f"-{os.getpid()}.txt")
+    from mcqtune.files import write_atomic
+
     try:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(" ".join(sys.argv) + "\n\n" + traceback.format_exc())
+        write_atomic(path, " ".join(sys.argv) + "\n\n" + traceback.format_exc())
     except OSError:
         return "(could not be saved)"
     return path

@@ -15,7 +15,7 @@ from mcqtune import errors as cli
 from mcqtune.cli import ensemble as ensemble_cli
 from mcqtune.runs import predictions as prediction_store
 from mcqtune.data.questions import LETTERS
-from mcqtune.runs.folder import write_csv_atomic, write_json_atomic
+from mcqtune.files import write_csv_atomic, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: its root scripts and data/sample
 SHARED_DATA = ROOT.parent / "shared" / "data" / "cmmlu"  # real CMMLU rows, where ../shared is laid beside

@@ -14,7 +14,7 @@ ROOT_SCRIPTS = {"train_sft", "train_grpo", "infer", "mcq_dataset", "answer_parse
 # Lower floors first; a module may import its own floor's modules (without a circle) and any floor below.
 JOBS = {"mcqtune.infer", "mcqtune.train", "mcqtune.grpo", "mcqtune.ensemble", "mcqtune.export"}
 FLOORS = [
-    {"mcqtune", "mcqtune.errors", "mcqtune.config_files"},
+    {"mcqtune", "mcqtune.errors", "mcqtune.config_files", "mcqtune.files"},
     {"mcqtune.data", "mcqtune.tiny"},
     {"mcqtune.runs"},
     {"mcqtune.reporting"},
@@ -109,6 +109,33 @@ def test_commands_print_only_from_the_cli():
             if isinstance(node, ast.FunctionDef) and node.name in ("main", "cli_main") and node.col_offset == 0:
                 offenders.append(f"{module}:{node.lineno} def {node.name}")
     assert not offenders, offenders
+
+
+WRITING_METHODS = {"write_text", "write_bytes", "to_csv", "to_json", "to_parquet", "savefig", "dump"}
+
+
+def test_every_file_the_library_writes_goes_through_files_py():
+    """One writer for every output (reports, submissions, traces, exports, checkpoints' seals): written beside its
+    target and renamed, so no command can leave half a file under a good file's name. Model weights are written by
+    the libraries' save_pretrained into folders of their own."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if module_name(path) == "mcqtune.files":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            writes_a_path = name in ("to_csv", "to_json") and (node.args or any(k.arg in ("path_or_buf", "path")
+                                                                                 for k in node.keywords))
+            opens_to_write = name == "open" and any(isinstance(a, ast.Constant) and isinstance(a.value, str)
+                                                    and set(a.value) & set("wax") for a in [*node.args[1:2],
+                                                    *[k.value for k in node.keywords if k.arg == "mode"]])
+            if (name in WRITING_METHODS - {"to_csv", "to_json"}) or writes_a_path or opens_to_write:
+                offenders.append(f"{module_name(path)}:{node.lineno} {name}")
+    lock = [o for o in offenders if o.startswith("mcqtune.runs.folder:") and o.endswith(" open")]  # RunLock's file
+    assert len(lock) == 1 and set(offenders) == set(lock), offenders
 
 
 def test_the_library_never_imports_a_root_script():

@@ -7,7 +7,8 @@ from typing import Sequence
 
 from mcqtune.errors import UserError
 from mcqtune.reporting.compare import describe_run, make_parser, render
-from mcqtune.runs.folder import submission_owned, write_atomic, write_json_atomic
+from mcqtune.runs.folder import submission_owned
+from mcqtune.files import write_atomic, write_json_atomic
 from mcqtune.runs.provenance import check_same_answered
 
 

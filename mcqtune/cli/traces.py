@@ -12,7 +12,7 @@ import pandas as pd
 from mcqtune.data.questions import load_mcq_csv
 from mcqtune.errors import UserError
 from mcqtune.infer.traces import check_output, keep_traces, logger, merge_samples, parse_args, summary_path
-from mcqtune.runs.folder import write_csv_atomic, write_json_atomic
+from mcqtune.files import write_csv_atomic, write_json_atomic
 
 
 def main(argv: Sequence[str] | None = None) -> int:

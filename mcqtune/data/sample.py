@@ -22,10 +22,13 @@ that: bench/RESULTS.md).
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from mcqtune.files import write_atomic
 
 LETTERS = "ABCD"
 EASY_ROWS = (480, 160)  # training and test rows of the demo sample
@@ -141,11 +144,11 @@ def generate(n: int, seed: int, start_id: int = 0) -> list[dict[str, str]]:
 def write_csv(rows: list[dict[str, str]], path: Path, with_answer: bool = True) -> None:
     columns = ["ID", "question", "option_A", "option_B", "option_C", "option_D"]
     columns += ["answer", "subject"] if with_answer else ["subject"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def write_sample(out_dir: str | Path, n_train: int = 480, n_test: int = 160, seed: int = 7,

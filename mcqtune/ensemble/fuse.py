@@ -43,8 +43,8 @@ from mcqtune.ensemble.report import build_report, render_markdown
 from mcqtune.core.letter_bias import debias
 from mcqtune.data.questions import LETTERS, SUBJECT_COLUMN
 from mcqtune.runs.predictions import PROB_COLUMNS, TRUE_ANSWER_COLUMN
-from mcqtune.runs.folder import (same_file, set_aside, submission_problem, write_atomic, write_csv_atomic,
-                                write_json_atomic)
+from mcqtune.runs.folder import same_file, set_aside, submission_problem
+from mcqtune.files import write_atomic, write_csv_atomic, write_json_atomic
 
 logger = logging.getLogger("ensemble")
 

@@ -34,6 +34,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from mcqtune.files import write_atomic
 from mcqtune.runs.provenance import ADAPTER_RECORD
 from mcqtune.errors import DataError
 from mcqtune.export.gguf import DEFAULT_GGUF_TYPE, GGUF_CONVERTER_TYPES, GGUF_KQUANTS, export_gguf
@@ -76,7 +77,7 @@ def export_adapter(adapter_path: str | Path, output_dir: str | Path, base_model_
         from mcqtune.model.loading import load_tokenizer
 
         load_tokenizer(base).save_pretrained(str(out_dir))
-    (out_dir / "README.md").write_text(model_card("adapter", base, training_facts(adapter_dir),
+    write_atomic(out_dir / "README.md", model_card("adapter", base, training_facts(adapter_dir),
                                                   load_hint_adapter(out_dir, base)), encoding="utf-8")
     logger.info("wrote %s", out_dir)
     return out_dir

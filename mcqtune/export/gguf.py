@@ -25,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mcqtune.files import write_atomic
 from mcqtune.data.questions import LETTERS
 from mcqtune.model.prompts import encode_prompt
 from mcqtune.export import llama_child
@@ -115,7 +116,7 @@ def write_modelfile(gguf_file: Path, facts: dict) -> Path:
     lines += [f'PARAMETER stop "{token}"' for token in STOP_TOKENS]
     lines += ["PARAMETER temperature 0", "PARAMETER num_predict 48", ""]
     path = gguf_file.parent / "Modelfile"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(path, "\n".join(lines))
     return path
 
 
@@ -142,7 +143,7 @@ def export_gguf(adapter_path: str | Path, output_dir: str | Path, gguf_type: str
         verify_gguf(final, merged)
     facts = training_facts(adapter_dir)
     write_modelfile(final, facts)
-    (out_dir / "README.md").write_text(model_card(
+    write_atomic(out_dir / "README.md", model_card(
         f"GGUF {gguf_type}", base, facts,
         f"```bash\nollama create mcq-qwen -f {out_dir}/Modelfile && ollama run mcq-qwen\n"
         f"llama-cli -m {final} -sys \"<system prompt>\" -cnv --temp 0\n```"), encoding="utf-8")

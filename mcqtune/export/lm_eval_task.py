@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from mcqtune.files import write_atomic
 from mcqtune.data.questions import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, OPTION_COLUMNS, load_mcq_csv
 
 logger = logging.getLogger("export")
@@ -35,7 +36,7 @@ def write_lm_eval_task(csv_path: str | Path, output_dir: str | Path, task_name: 
     out_dir.mkdir(parents=True, exist_ok=True)
     task_name = task_name or "mcq_" + "".join(c if c.isalnum() else "_" for c in Path(csv_path).stem)
     data_file = out_dir / f"{task_name}.jsonl"
-    frame.to_json(data_file, orient="records", lines=True, force_ascii=False)
+    write_atomic(data_file, frame.to_json(orient="records", lines=True, force_ascii=False))
     task = {
         "task": task_name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data_file.resolve())}},
         "test_split": "test", "output_type": "multiple_choice", "doc_to_text": to_jinja(user_template),
@@ -44,8 +45,8 @@ def write_lm_eval_task(csv_path: str | Path, output_dir: str | Path, task_name: 
         "metadata": {"version": 1.0},
     }
     task_file = out_dir / f"{task_name}.yaml"
-    task_file.write_text(yaml.safe_dump(task, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    (out_dir / "system_prompt.txt").write_text(system_prompt, encoding="utf-8")
+    write_atomic(task_file, yaml.safe_dump(task, allow_unicode=True, sort_keys=False))
+    write_atomic(out_dir / "system_prompt.txt", system_prompt)
     logger.info("wrote %s. Run: lm_eval --model hf --model_args pretrained=MERGED_DIR --tasks %s --include_path %s "
                 "--apply_chat_template --system_instruction \"$(cat %s)\"", task_file, task_name, out_dir,
                 out_dir / "system_prompt.txt")

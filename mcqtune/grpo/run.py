@@ -189,7 +189,7 @@ def build_trainer(model, tokenizer, datasets, val, args: GRPOArguments, training
 def summarise(trainer, args: GRPOArguments, training_args, backend: str, started: float, paths: dict,
               counts: dict, identity: dict) -> dict:
     from mcqtune.reporting.report import plot_training_curves
-    from mcqtune.runs.folder import write_json_atomic
+    from mcqtune.files import write_json_atomic
 
     history = trainer.state.log_history
     accuracies = [e["eval_accuracy"] for e in history if "eval_accuracy" in e]
@@ -218,7 +218,7 @@ def summarise(trainer, args: GRPOArguments, training_args, backend: str, started
 
 def export_adapter(trainer, tokenizer, args: GRPOArguments, training_args) -> dict:
     from mcqtune.model.loading import save_adapter
-    from mcqtune.runs.folder import write_json_atomic
+    from mcqtune.files import write_json_atomic
     from mcqtune.runs.identity import adapter_identity, csv_identity
     from mcqtune.runs.provenance import ADAPTER_RECORD, read_json, write_adapter_record
 

@@ -151,7 +151,7 @@ def summarise(result: pd.DataFrame, circular: bool) -> dict:
 
 
 def write_outputs(out_dir: Path, result: pd.DataFrame, report: dict) -> None:
-    from mcqtune.runs.folder import write_atomic, write_csv_atomic, write_json_atomic
+    from mcqtune.files import write_atomic, write_csv_atomic, write_json_atomic
 
     write_csv_atomic(result, out_dir / "benchmark_predictions.csv")
     write_json_atomic(report, out_dir / "benchmark_report.json")

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from mcqtune.runs.distributed import gather_to_first
 from mcqtune.data.questions import LETTERS
 from mcqtune.runs.predictions import assemble_predictions
-from mcqtune.runs.folder import RunLock, lies_within, set_aside, submission_problem, write_csv_atomic
+from mcqtune.runs.folder import RunLock, lies_within, set_aside, submission_problem
+from mcqtune.files import write_csv_atomic
 
 if TYPE_CHECKING:
     from mcqtune.infer.options import InferArguments

@@ -169,7 +169,7 @@ def record_absolute_base(adapter_dir: str | Path) -> None:
     base = config.get("base_model_name_or_path")
     if base and not Path(base).is_absolute() and Path(base).is_dir():
         config["base_model_name_or_path"] = str(Path(base).resolve())
-        from mcqtune.runs.folder import write_atomic
+        from mcqtune.files import write_atomic
 
         write_atomic(config_file, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 

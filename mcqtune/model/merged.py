@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from mcqtune.files import write_atomic
 from mcqtune.errors import UserError
 from mcqtune.model.model_card import describe_dtype, load_hint_merged, model_card, training_facts
 from mcqtune.model.loading import check_model_source, check_safetensors, resolve_adapter_base, verify_safetensors
@@ -126,6 +127,6 @@ def export_merged(adapter_path: str | Path, output_dir: str | Path, base_model_i
     write_generation_config(tokenizer, out_dir)
     card = model_card("merged", base, training_facts(adapter_dir), load_hint_merged(out_dir),
                       describe_dtype(dtype, base_dtype))
-    (out_dir / "README.md").write_text(card, encoding="utf-8")
+    write_atomic(out_dir / "README.md", card)
     logger.info("wrote %s", out_dir)
     return out_dir

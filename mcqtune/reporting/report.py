@@ -13,7 +13,6 @@ SC from the ``pylopdf-fonts-zh-cn`` package in requirements.txt. Without one the
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from mcqtune.files import save_figure_atomic, write_atomic, write_json_atomic
 from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN, has_answers
 from mcqtune.reporting.meters import peak_memory_gb
 
@@ -226,19 +226,14 @@ def plot_subject_accuracy(per_subject: dict[str, float], path: str | Path, label
 
 
 def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path)
     _pyplot().close(fig)
-    return path
+    return Path(path)
 
 
 def write_json(data: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8")
-    return path
+    return write_json_atomic(data, path)
 
 
 # ------------------------------------------------------------------------------------------ inference report
@@ -326,7 +321,7 @@ def write_inference_report(report: dict, predictions, frame, run_dir: str | Path
     if "accuracy_by_subject" in report:
         labels = label_subjects(list(report["accuracy_by_subject"]))
         plot_subject_accuracy(report["accuracy_by_subject"], run_dir / "accuracy_by_subject.png", labels)
-    (run_dir / "report.md").write_text(render_markdown(report, labels), encoding="utf-8")
+    write_atomic(run_dir / "report.md", render_markdown(report, labels))
 
 
 def subject_legend(per_subject: dict[str, float], labels: SubjectLabels) -> list[str]:

@@ -73,7 +73,7 @@ def reading(auc: float) -> str:
 
 def write_report(out_dir: Path, train_file: str, test_file: str, train: pd.DataFrame, auc: float,
                  likeness: np.ndarray, top: int, shared: dict) -> dict:
-    from mcqtune.runs.folder import write_atomic, write_csv_atomic, write_json_atomic
+    from mcqtune.files import write_atomic, write_csv_atomic, write_json_atomic
     from mcqtune.runs.identity import csv_identity
 
     ranked = train.assign(test_likeness=np.round(likeness, 6)).sort_values("test_likeness", ascending=False,

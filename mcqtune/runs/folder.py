@@ -6,8 +6,7 @@
 * ``set_aside`` — a fresh run moves what an earlier run left under the names it will write (adapter, summary,
   submission, report ...) into ``<folder>/previous-<time>/`` first: a run that fails never leaves another
   run's model or answers under its own name, and nothing is deleted.
-* ``write_atomic`` — written beside the target, flushed to disk, then renamed over it: an interrupted write
-  never replaces a good file with half of one.
+Files are written whole through mcqtune/files.py.
 """
 
 from __future__ import annotations
@@ -116,36 +115,6 @@ def set_aside(folder: str | Path, names: Iterable[str | Path], reason: str) -> P
         os.replace(path, unique_path(aside / path.name))
     logger.warning("%s: %s; moved %s to %s", folder, reason, ", ".join(p.name for p in present), aside)
     return aside
-
-
-def fsync_file(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_csv_atomic(frame, path: str | Path) -> Path:
-    return write_atomic(path, frame.to_csv(index=False))
-
-
-def write_json_atomic(data: dict, path: str | Path) -> Path:
-    return write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n")
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mcqtune.runs.folder import write_json_atomic
+from mcqtune.files import write_json_atomic
 from mcqtune.runs.provenance import FOLD_PLAN, ProvenanceError, read_json
 
 

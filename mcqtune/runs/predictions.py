@@ -20,7 +20,8 @@ from typing import Iterable
 import pandas as pd
 
 from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN
-from mcqtune.runs.folder import unique_path, write_atomic
+from mcqtune.runs.folder import unique_path
+from mcqtune.files import write_atomic, write_bytes_atomic
 from mcqtune.runs.identity import changed_keys
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class PredictionStore:
         """Keep the unreadable lines in ``.damaged`` and rewrite the checkpoint with the good records only."""
         self.damaged = len(damaged)
         aside = unique_path(self.path.with_name(self.path.name + ".damaged"))
-        aside.write_bytes(b"\n".join(damaged) + b"\n")
+        write_bytes_atomic(aside, b"\n".join(damaged) + b"\n")
         body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values())
         write_atomic(self.path, self._header_line() + body)
         logger.warning("%s: %d damaged record(s) set aside in %s; those questions are answered again", self.path,

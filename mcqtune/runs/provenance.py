@@ -247,7 +247,7 @@ def prompt_record(options) -> dict:
 
 def write_adapter_record(adapter_dir: str | Path, script_args, train_file: dict | None) -> Path:
     """adapter/mcq_provenance.json: how the adapter was trained (base model, prompt settings, training file)."""
-    from mcqtune.runs.folder import write_json_atomic
+    from mcqtune.files import write_json_atomic
 
     record = {"base_model": script_args.model_name_or_path, "base_config": model_config(script_args.model_name_or_path),
               "train_file": train_file, "prompt": prompt_record(script_args)}

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcqtune.files import write_atomic
 from mcqtune.config_files import chat_template_dir
 from mcqtune.tiny.qwen import FIRST_SPECIAL_ID, QWEN25_ADDED_TOKENS, build_qwen_tokenizer, model_folder, qwen_bpe
 
@@ -231,6 +232,6 @@ def write_tiny_family(out_dir: str | Path, name: str, shape: str = "tiny", seed:
     with model_folder(out_dir) as partial:
         model.save_pretrained(partial, safe_serialization=True)
         tokenizer.save_pretrained(partial)
-        (partial / "tiny_qwen.json").write_text(json.dumps({"family": name, "shape": shape, "seed": seed,
+        write_atomic(partial / "tiny_qwen.json", json.dumps({"family": name, "shape": shape, "seed": seed,
                                                             **overrides}, indent=1))
     return out_dir

@@ -17,6 +17,8 @@ import logging
 import os
 from pathlib import Path
 
+from mcqtune.files import write_atomic
+
 logger = logging.getLogger(__name__)
 
 FIRST_SPECIAL_ID = 151643
@@ -192,7 +194,7 @@ def write_tiny_qwen(out_dir: str | Path, shape: str = "tiny", seed: int = 0, dty
     with model_folder(out_dir) as partial:
         model.save_pretrained(partial, safe_serialization=True)
         tokenizer.save_pretrained(partial)
-        (partial / "tiny_qwen.json").write_text(json.dumps({"shape": shape, "seed": seed, **overrides}, indent=1))
+        write_atomic(partial / "tiny_qwen.json", json.dumps({"shape": shape, "seed": seed, **overrides}, indent=1))
     return Path(out_dir)
 
 

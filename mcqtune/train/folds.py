@@ -273,7 +273,7 @@ def render_cv_report(summary: dict) -> str:
 def write_cv_outputs(output_dir: Path, frame: pd.DataFrame, folds: int, provenance: dict | None = None) -> dict:
     """oof_predictions.csv, cv_summary.json (with the ``provenance`` of the predictions) and cv_report.md once
     every fold is done; else what is missing."""
-    from mcqtune.runs.folder import write_atomic, write_csv_atomic, write_json_atomic
+    from mcqtune.files import write_atomic, write_csv_atomic, write_json_atomic
 
     parts, missing = read_fold_predictions(output_dir, folds)
     if missing:

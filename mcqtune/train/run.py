@@ -89,7 +89,7 @@ def export_results(trainer, tokenizer, script_args: ScriptArguments, training_ar
 def export_merged_weights(script_args: ScriptArguments, training_args, summary: dict) -> dict:
     """``--export merged``: export.py's merge (after the summary exists, so the model card can cite it)."""
     from mcqtune.model.merged import export_merged
-    from mcqtune.runs.folder import write_json_atomic
+    from mcqtune.files import write_json_atomic
 
     out = Path(training_args.output_dir)
     summary["outputs"]["merged"] = str(export_merged(out / "adapter", out / "merged", script_args.model_name_or_path,
@@ -101,7 +101,7 @@ def export_merged_weights(script_args: ScriptArguments, training_args, summary: 
 
 def write_summary(trainer, script_args, training_args, backend, started, paths, rows: dict, identity: dict) -> dict:
     from mcqtune.reporting.report import plot_training_curves
-    from mcqtune.runs.folder import write_json_atomic
+    from mcqtune.files import write_json_atomic
 
     out = Path(training_args.output_dir)
     history = trainer.state.log_history
@@ -152,7 +152,7 @@ def write_validation_predictions(trainer, tokenizer, val, script_args: ScriptArg
     """The final model's four letter probabilities for every validation question (infer.py's predictions.csv
     format): the input of ensemble weights and, with --folds, of the out-of-fold predictions."""
     from mcqtune.runs.predictions import assemble_predictions, score_record
-    from mcqtune.runs.folder import write_csv_atomic
+    from mcqtune.files import write_csv_atomic
     from mcqtune.core.scoring import score_frame
 
     if val is None or not len(val) or script_args.reasoning:  # reasoning replies answer after their reasoning

@@ -20,6 +20,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from mcqtune.errors import UserError
+from mcqtune.files import write_json_atomic
 from mcqtune.model.loading import verify_safetensors
 from mcqtune.runs.folder import set_aside, unique_path
 from mcqtune.runs.identity import changed_keys
@@ -52,10 +53,7 @@ def seal(checkpoint: Path, fingerprint: dict) -> None:
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
             files[str(path.relative_to(checkpoint))] = path.stat().st_size
-    tmp = checkpoint / (SEAL_NAME + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "files": files, "sealed_at": time.time()},
-                              ensure_ascii=False, indent=1))
-    os.replace(tmp, checkpoint / SEAL_NAME)
+    write_json_atomic({"fingerprint": fingerprint, "files": files, "sealed_at": time.time()}, checkpoint / SEAL_NAME)
 
 
 SAFETENSORS_CHECK_LIMIT = 2**31  # adapter-sized files are read through once more before a resume

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.helpers import ROOT
-from mcqtune.runs.folder import FolderInUse, RunLock, lock_run_folder, set_aside, write_atomic
+from mcqtune.runs.folder import FolderInUse, RunLock, lock_run_folder, set_aside
 
 HOLD_LOCK = """
 import time
@@ -52,15 +52,3 @@ def test_set_aside_moves_earlier_outputs_into_one_new_folder_and_never_overwrite
     assert set_aside(tmp_path, ["nothing"], "test") is None
 
 
-def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
-    target = tmp_path / "submission.csv"
-    target.write_text("ID,answer\n1,A\n")
-
-    def fail(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError):
-        write_atomic(target, "ID,answer\n1,B\n")
-    assert target.read_text() == "ID,answer\n1,A\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["submission.csv"]  # no temporary file left behind

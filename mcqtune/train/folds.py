@@ -115,22 +115,48 @@ def oof_provenance(script_args, training_args) -> dict:
 
 def write_plan(script_args, training_args) -> None:
     """fold_plan.json: the folds, their seed, the training file and each fold's identity (runs/folds.py), which is
-    what a reader of the k-fold folder checks; a plan of other settings is replaced."""
+    what a reader of the k-fold folder checks. A plan of other settings is replaced, and the folds it had beyond
+    the new plan's are set aside (a reader never finds a fold of another plan); with --fold i it is refused while
+    any of its folds is finished."""
     identities = {fold: training_run_identity(*fold_arguments(script_args, training_args, fold))
                   for fold in range(script_args.folds)}
     train_file = next(iter(identities.values())).get("train_file")
     earlier = read_json(Path(training_args.output_dir) / FOLD_PLAN)
-    if script_args.fold is not None and earlier and earlier.get("fold_identities") != \
-            {str(k): v for k, v in same_json(identities).items()}:
+    planned = {str(k): v for k, v in same_json(identities).items()}
+    if earlier and earlier.get("fold_identities") != planned:
         kept = [int(k) for k, identity in (earlier.get("fold_identities") or {}).items()
                 if fold_finished(fold_dir(training_args.output_dir, int(k)), identity)]
-        if kept:
-            raise ConfigError(f"{training_args.output_dir} holds a k-fold run of other settings (folds "
-                              f"{earlier.get('folds')}, seed {earlier.get('seed')}, finished folds {kept}); train "
+        changed = plan_changes(earlier, planned, script_args.folds)
+        if script_args.fold is not None and kept:
+            raise ConfigError(f"{training_args.output_dir} holds a k-fold run of other settings (differing: "
+                              f"{', '.join(changed)}; folds {earlier.get('folds')}, seed {earlier.get('seed')}, "
+                              f"finished folds {kept}); train "
                               f"--fold {script_args.fold} "
                               "with that run's settings, into another --output_dir, or run every fold without --fold "
                               "to replace it")
+        set_aside_other_plan(training_args.output_dir, earlier, changed, script_args.folds)
     write_fold_plan(training_args.output_dir, script_args.folds, training_args.seed, train_file, identities)
+
+
+def plan_changes(earlier: dict, planned: dict, folds: int) -> list[str]:
+    """The settings in which an earlier k-fold plan differs from this one (keys of the fold identities)."""
+    from mcqtune.runs.identity import changed_keys
+
+    old = earlier.get("fold_identities") or {}
+    changed = {key for k in set(old) & set(planned) for key in changed_keys(old[k], planned[k])}
+    changed = sorted(changed | ({"folds"} if earlier.get("folds") != folds else set())) or ["fold identities"]
+    return changed if len(changed) <= 6 else [*changed[:6], f"{len(changed) - 6} more"]
+
+
+def set_aside_other_plan(output_dir: str, earlier: dict, changed: list[str], folds: int) -> None:
+    """The folds of an earlier plan that the new one does not have, moved aside, naming what changed (the folds it
+    shares are retrained, each setting its own earlier outputs aside, unless finished with the same identity)."""
+    old = earlier.get("fold_identities") or {}
+    stale = [fold_dir(output_dir, int(k)).name for k in old if k.isdigit() and int(k) >= folds]
+    logger.warning("%s: the k-fold plan changed (%s): folds of other settings are trained again", output_dir,
+                   ", ".join(changed))
+    set_aside(output_dir, stale, f"folds of an earlier {earlier.get('folds')}-fold plan that this "
+                                 f"{folds}-fold plan does not have")
 
 
 def fold_arguments(script_args, training_args, fold: int):

@@ -158,7 +158,26 @@ def test_folds_beyond_the_rows_and_a_fold_of_other_settings_are_one_line(tiny_mo
     monkeypatch.setattr(folds, "train_fold", lambda *a, **k: pytest.fail("no fold may train"))
     with pytest.raises(ConfigError, match="holds a k-fold run of other settings") as caught:
         train_sft.run(*train_args(tiny_model_dir, small, out, *FOLD_RUN, "--folds", 3, "--fold", 2, "--seed", 7))
-    assert "\n" not in str(caught.value)
+    assert "\n" not in str(caught.value) and "differing: " in str(caught.value) and "seed" in str(caught.value)
+    assert (out / "fold-0" / "training_summary.json").is_file()  # refused before anything was moved
+
+
+def test_a_changed_plan_sets_aside_the_folds_it_no_longer_has(tiny_model_dir, sample_dir, tmp_path):
+    """A 3-fold folder trained again with --folds 2: fold-2 of the old plan is moved aside before any fold
+    trains, so nothing that reads the folder (infer, fold_adapters) finds a fold of the other plan."""
+    from mcqtune.runs.folds import fold_adapters, write_fold_plan
+    from mcqtune.runs.provenance import FOLD_PLAN
+
+    out = tmp_path / "cv"
+    for fold in range(3):
+        (out / f"fold-{fold}" / "adapter").mkdir(parents=True)
+        (out / f"fold-{fold}" / "adapter" / "adapter_config.json").write_text("{}")
+    write_fold_plan(out, 3, 42, None, {k: {"seed": 42, "fold": k} for k in range(3)})
+    script_args, training_args = train_args(tiny_model_dir, sample_dir / "train.csv", out, "--folds", 2)
+    folds.write_plan(script_args, training_args)
+    assert json.loads((out / FOLD_PLAN).read_text())["folds"] == 2
+    assert not (out / "fold-2").exists() and [p.name for p in out.glob("previous-*/*")] == ["fold-2"]
+    assert [p.parent.name for p in fold_adapters(out)] == ["fold-0", "fold-1"]
 
 
 def test_a_rescore_fraction_of_no_row_is_one_line():

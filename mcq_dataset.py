@@ -9,8 +9,11 @@ The code is mcqtune/data/questions.py.
 import sys
 
 from mcqtune.cli import main
-from mcqtune.data.questions import ANSWER_COLUMN, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, ID_COLUMN, LETTERS, OPTION_COLUMNS, REQUIRED_COLUMNS, SUBJECT_COLUMN, PromptOptions, PromptStyle, describe, has_answers, load_mcq_csv, normalize_answer
-from mcqtune.model.prompts import build_messages, build_sft_records, encode_prompt, encode_prompts, render_chat, render_prompt, to_prompt_completion
+from mcqtune.data.questions import (ANSWER_COLUMN, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, ID_COLUMN, LETTERS,
+                                    OPTION_COLUMNS, REQUIRED_COLUMNS, SUBJECT_COLUMN, PromptOptions, PromptStyle,
+                                    describe, has_answers, load_mcq_csv, normalize_answer)
+from mcqtune.model.prompts import (build_messages, build_sft_records, encode_prompt, encode_prompts, render_chat,
+                                   render_prompt, to_prompt_completion)
 from mcqtune.errors import DataError
 
 __all__ = ["ANSWER_COLUMN", "DEFAULT_SYSTEM_PROMPT", "DEFAULT_USER_TEMPLATE", "ID_COLUMN", "LETTERS", "OPTION_COLUMNS",

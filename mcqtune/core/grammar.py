@@ -19,8 +19,8 @@ LETTERS = ("A", "B", "C", "D")
 # (only the parser's own words must match) and would break the standard-library-only rule. Characters
 # outside the grammar are left as they are: ``維生素C`` and ``C語言`` stay names because 素 and 語 are not grammar.
 # Both columns are checked against OpenCC's s2t / s2tw / s2hk in tests/core/test_grammar.py.
-TRADITIONAL = "與兩個爲為於會內準則別併敘敍嗎學實對並應開當擇斷無顯沒點確種約絕觀覺計認許該誤說説這過還選錯難項"
-SIMPLIFIED = "与两个为为于会内准则别并叙叙吗学实对并应开当择断无显没点确种约绝观觉计认许该误说说这过还选错难项"
+TRADITIONAL = "與兩個爲為於會內準則別併僅敘敍嗎學實對並應開當擇斷無顯沒點確種約絕觀覺計認許該誤說説這過還選錯難項"
+SIMPLIFIED = "与两个为为于会内准则别并仅叙叙吗学实对并应开当择断无显没点确种约绝观觉计认许该误说说这过还选错难项"
 TO_SIMPLIFIED = str.maketrans(TRADITIONAL, SIMPLIFIED)
 
 # --- what may stand next to an answer letter -------------------------------------------------------------
@@ -28,6 +28,8 @@ TO_SIMPLIFIED = str.maketrans(TRADITIONAL, SIMPLIFIED)
 # Chinese character beside it only when that character is grammar around a choice (选C, 是C, C项, C正确)
 # or a rejection (非A, 除A外, 是C而不是A), never a word it belongs to (维生素C, C语言, A股, B超).
 CJK_BEFORE_OK = "选是为项择案即以故应和或与及跟非除掉了"
+# Words after which a letter stands alone although they end in a Chinese character: 只有C是对的, 剩下D.
+CJK_WORDS_BEFORE_OK = ("只有", "唯有", "仅有", "只剩", "剩下", "仅剩", "剩")
 CJK_AFTER_OK = "项选是正对为错不和或与及还、吧吗呢呀啊的都也均两三四等而并外以"
 WORD_CHAR = re.compile(r"[A-Za-z0-9\u4e00-\u9fff]")
 # An English word that names a thing with a letter: "Vitamin C", "Type A", "Hepatitis B", "Plan B".
@@ -70,7 +72,7 @@ EXCLUDED_BEFORE = re.compile(f"(?:{EXCLUSION}){FILLER}{LISTED}\\Z")
 NEARBY = 80  # characters searched around a letter for its denial or judgement: they stand close to it
 # A judgement after the letter: A错误, A、B项说法均不正确, A是错的, A is wrong, A and B are incorrect.
 WRONG = (
-    r"错误|错的|错了|错|不对|不正确|不准确|不恰当|不符合?|有误|有错|不成立|不合理|不科学|不选|不是(?:正确)?答案|"
+    r"错误|错的|错了|错|[✗✘×❌]|不对|不正确|不准确|不恰当|不符合?|有误|有错|不成立|不合理|不科学|不选|不是(?:正确)?答案|"
     r"不是正确的?|不是(?=\s*(?:[，,;；。.!！]|\Z))|(?:可以|应该|应|被)?排除|"
     r"(?i:(?:is|are|was|were|seems?|looks?)\s+(?:also\s+|clearly\s+|definitely\s+|obviously\s+|simply\s+)?"
     r"(?:wrong|incorrect|false|invalid|not\s+(?:correct|right|true|valid|the\s+(?:correct\s+|right\s+)?answer)|"
@@ -81,8 +83,10 @@ JUDGED_WRONG = re.compile(
     r"\s*(?:[)\]）】]\s*)?(?:(?:选项|项)\s*)?"
     r"(?:" + SEPARATOR + r"\s*(?:选项\s*)?[A-D]\s*(?:(?:选项|项)\s*)?(?:[)\]）】]\s*)?)*"
     r"(?:[两二三四]\s*(?:项|个选项)\s*)?(?:的\s*)?(?:(?:说法|表述|观点|描述|叙述|内容)\s*)?(?::\s*)?"
-    r"(?:(?:都|均|也|明显|显然|肯定|完全|本身|是)\s*)*(?:" + WRONG + r")"
-    r"(?![^\S\n]*(?:选项)?[(\[（]?[A-Da-d](?![A-Za-z]))")  # "选C不选A": 不选 denies A, it does not judge C
+    r"(?:(?:(?:都|均|也|明显|显然|肯定|完全|本身|是)\s*)*(?:" + WRONG + r")"
+    r"(?![^\S\n]*(?:选项)?[(\[（]?[A-Da-d](?![A-Za-z]))|"  # "选C不选A": 不选 denies A, it does not judge C
+    # a bare verdict after a comma that ends its clause: "A，错。", "A, wrong." (not "A，错误的是B")
+    r"[，,]\s*(?:" + WRONG + r"|(?i:wrong|incorrect|false)(?![A-Za-z]))(?=\s*(?:[，,;；。.!！\n]|\Z)))")
 # An exclusion that follows the letter: A以外的选项, A之外, A的反面 (the letter is named only to be set aside).
 EXCLUDED_AFTER = re.compile(r"\s*(?:(?:选项|项)\s*)?(?:[)\]）】]\s*)?(?:以外|之外|除外|的反面|的对立面|的相反|相反)")
 # A clause right after the letter's that refutes what was just said: "有人说答案是A，这是错的", "It's A, which is
@@ -131,6 +135,8 @@ ANSWER_PHRASES = [
     r"(?i:(?:the\s+)?(?:correct|right|best|final)?\s*answer\s*(?:is|would\s+be|should\s+be|:|=|[)\]）】](?:\s*:)?)\s*"
     r"(?:option\s*)?)" + OPEN + L,
     r"(?i:i\s*(?:(?:would|will|'ll|'d)\s*)?(?:choose|pick|select|go\s+with)\s*(?:option\s*)?)" + OPEN + L,
+    # 只剩D / 剩下的是D / 仅剩下选项D (what is left after the others were ruled out)
+    r"(?:只剩|仅剩|剩下)(?:下)?\s*(?:的\s*)?(?:(?:是|为|就是|只有)\s*)?(?:选项\s*)?" + OPEN + L,
     r"(?i:(?:correct|right|best|final)\s+(?:option|choice)\s*"
     r"(?:is|would\s+be|should\s+be|:)\s*(?:option\s*)?)" + OPEN + L,
 ]

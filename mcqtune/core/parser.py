@@ -19,6 +19,8 @@ of the grammar, whose patterns ``grammar.py`` holds). A letter is returned only 
 5. ``is_correct``     ``C项正确`` / ``C is correct`` (exactly one letter declared correct)
 6. ``conclusion``     the reply's last clause ends on one letter: ``……应该是C``, ``So it's B.``, ``所以是C，不是A。``
 7. ``option_text``    (only when the options are given) the reply is, or concludes with, one option's text
+8. ``elimination``    three letters judged wrong or excluded and the fourth never named: ``A、B、D三项均错误``
+                      -> C (``只剩D`` / ``剩下的是D`` after ruling the others out is an ``answer_phrase``)
 
 A rejected letter is never a commitment, in any rule. A letter is rejected when
 
@@ -61,7 +63,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from mcqtune.core.grammar import (ANSWER_PHRASE, ANY_LETTER, BOXED, CJK_AFTER_OK, CJK_BEFORE_OK, CLAUSE_END,
+from mcqtune.core.grammar import (ANSWER_PHRASE, ANY_LETTER, BOXED, CJK_AFTER_OK, CJK_BEFORE_OK, CJK_WORDS_BEFORE_OK,
+                                  CLAUSE_END,
                                        CONCLUSION, CORRECTION, DENIED_BEFORE, ENUM_AFTER, ENUM_BEFORE, EXCLUDED_AFTER,
                                        EXCLUDED_BEFORE, HEDGE_IN_CLAUSE, IS_CORRECT, JUDGED_LETTERS,
                                        JUDGED_LETTERS_UP_TO, JUDGED_WRONG, LEADING, LETTERS, LONGEST_NAMING_WORD,
@@ -102,7 +105,8 @@ def _standalone(text: str, start: int, end: int) -> bool:
     """The letter text[start:end] is not part of a word or a name."""
     before = text[start - 1] if start > 0 else ""
     after = text[end] if end < len(text) else ""
-    if before and WORD_CHAR.match(before) and before not in CJK_BEFORE_OK:
+    if before and WORD_CHAR.match(before) and before not in CJK_BEFORE_OK \
+            and not text[:start].endswith(CJK_WORDS_BEFORE_OK):
         return False
     if after and WORD_CHAR.match(after) and after not in CJK_AFTER_OK:
         return False
@@ -297,6 +301,16 @@ def _option_text(text: str, options: Sequence[str]) -> ParsedAnswer | None:
     return ParsedAnswer(found[0], "option_text")
 
 
+def _elimination(text: str) -> ParsedAnswer | None:
+    """Three letters judged wrong or excluded (A、B、D三项均错误; 排除A、B、D) and the fourth never named: the fourth.
+    A reply that names the fourth without committing to it, or rejects fewer letters, commits to nothing."""
+    mentioned = [m for m in ANY_LETTER.finditer(text) if _standalone(text, *m.span())]
+    rejected = {m.group().upper() for m in mentioned if _rejected(text, *m.span())}
+    if len(rejected) != 3 or {m.group().upper() for m in mentioned} != rejected:
+        return None
+    return ParsedAnswer(next(letter for letter in LETTERS if letter not in rejected), "elimination")
+
+
 def _unparsed_reason(plain: str) -> str:
     """Why no rule decided: the standalone letters were all rejected, several, one, or none."""
     mentioned = [m for m in ANY_LETTER.finditer(plain) if _standalone(plain, *m.span())]
@@ -328,7 +342,8 @@ def _parse(plain: str, options: Sequence[str] | None) -> ParsedAnswer:
                    lambda: _leading(plain, options),
                    lambda: _decide(plain, _commitments(IS_CORRECT, plain), "is_correct", last_wins=False),
                    lambda: _conclusion(plain),
-                   lambda: _option_text(plain, options) if options else None):
+                   lambda: _option_text(plain, options) if options else None,
+                   lambda: _elimination(plain)):
         parsed = decide()
         if parsed:
             return parsed

@@ -170,7 +170,17 @@ ONLY_REJECTED = [  # every letter is denied or excluded: None, reason "rejected"
 
 JUDGED_WRONG = [  # letters judged wrong are never the answer
     "A错误", "A is wrong", "A不正确", "A不对。", "A是错的。", "B项说法错误。", "C is incorrect.", "A and B are wrong.",
-    "D is not correct.", "C. 错误", "A、B、D均不正确", "B can be ruled out.",
+    "D is not correct.", "C. 错误", "A、B均不正确", "B can be ruled out.", "A，错。", "A ✗", "A, wrong.", "B: incorrect",
+    "A、B、D三项均错误，C也不对。", "答案：A，错误。",
+]
+
+# The one letter left once the reply has ruled the other three out, or named as what remains; never a rejected one.
+ELIMINATED = [
+    ("A、B、D均不正确", "C"), ("A、B、D三项均错误。", "C"), ("排除A、B、D。", "C"), ("A错，B错，C错。", "D"),
+    ("A is wrong, B is wrong and D is incorrect.", "C"), ("A和B都错，C也错，剩下D", "D"), ("只有C是对的", "C"),
+    ("排除A和B后，只剩下C", "C"), ("A、B、C都可以排除，剩下的是D", "D"), ("唯有B正确", "B"),
+    ("A错误，B错误，D错误。C呢？", None), ("A错，B错，D错，所以C也不一定对", None), ("剩下C和D", None),
+    ("A错误，B错误。", None),
 ]
 
 
@@ -204,6 +214,12 @@ def test_only_rejected_letters_give_none(text):
 def test_letters_judged_wrong_are_not_answers(text):
     parsed = parse_answer_with_rule(text)
     assert parsed.letter is None and parsed.rule.startswith("unparsed:")
+
+
+@pytest.mark.parametrize("text,expected", ELIMINATED)
+def test_the_letter_left_after_eliminating_the_others(text, expected):
+    parsed = parse_answer_with_rule(text)
+    assert parsed.letter == expected, parsed
 
 
 @pytest.mark.parametrize("text", ["非A即B", "不是A就是B"])

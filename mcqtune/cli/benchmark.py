@@ -11,6 +11,7 @@ from mcqtune.errors import ConfigError
 from mcqtune.infer.benchmark import (
     MAX_CONTEXT_TOKENS,
     benchmark,
+    check_dev_apart,
     lm_eval_description,
     make_parser,
     summarise,
@@ -32,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--shots {args.shots} needs --dev_file: the solved questions the shots are taken from")
     test = load_mcq_csv(args.test_file, require_answer=True)
     dev = load_mcq_csv(args.dev_file, require_answer=True) if args.dev_file else None
+    if dev is not None and args.shots:
+        check_dev_apart(dev, test, args.dev_file)
     subjects = sorted(test[SUBJECT_COLUMN].dropna().unique()) if SUBJECT_COLUMN in test else []
     built = [s for s in subjects if lm_eval_description(args.task, s) is None]  # before loading: lm-eval is needed
     backend = select_backend(args.backend)

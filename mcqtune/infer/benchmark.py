@@ -92,6 +92,20 @@ def shots_for(dev: pd.DataFrame | None, subject: str | None, shots: int) -> pd.D
     return same.head(shots)
 
 
+def check_dev_apart(dev: pd.DataFrame, test: pd.DataFrame, dev_file: str) -> None:
+    """Shots are solved questions shown before each test question: a dev file that holds test questions would show
+    the model their answers. Refused before any model loads (exact or normalised matches, data/overlap.py)."""
+    from mcqtune.data.overlap import overlap
+    from mcqtune.data.questions import OPTION_COLUMNS
+
+    found = overlap(dev, test, OPTION_COLUMNS)
+    if found["normalised"]:
+        first = found["pairs"][0]
+        raise DataError(dev_file, f"holds {found['normalised']} of the {len(test)} test questions (first: test ID "
+                                  f"{first['test_ID']} = dev ID {first['train_ID']}); shots from it would show the "
+                                  "model their answers: give a --dev_file without them")
+
+
 def score_contexts(model, tokenizer, contexts: list[str], letter_ids: list[int], batch_size: int) -> np.ndarray:
     """(len(contexts), 4) letter logits at each context's end (the argmax is the log-likelihood's)."""
     import torch

@@ -119,3 +119,20 @@ def test_without_lm_eval_the_benchmark_is_refused_naming_the_extra(monkeypatch, 
         == EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert "pip install 'mcq-tune[export]'" in err and "lm-eval" in err
+
+
+def test_a_dev_file_holding_test_questions_is_refused_before_loading(tmp_path, capsys):
+    """Shots from a dev file that holds a test question would show the model its answer: one line naming the
+    pair, before any model loads (the model path does not exist)."""
+    from mcqtune.errors import EXIT_USER_ERROR, run_cli
+
+    header = "ID,question,option_A,option_B,option_C,option_D,answer,subject\n"
+    test = tmp_path / "test.csv"
+    test.write_text(header + "1,中国的首都是哪里？,北京,上海,广州,深圳,A,地理\n2,一加一,1,2,3,4,B,数学\n",
+                    encoding="utf-8")
+    dev = tmp_path / "dev.csv"
+    dev.write_text(header + "d1,一加一 ,2,1,3,4,A,数学\nd2,二加二,4,2,3,1,A,数学\n", encoding="utf-8")
+    argv = ["--model_path", str(tmp_path / "none"), "--test_file", str(test), "--dev_file", str(dev), "--shots", "1"]
+    assert run_cli(benchmark_cli.main, argv) == EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dev.csv" in err[0] and "test ID 2 = dev ID d1" in err[0], err

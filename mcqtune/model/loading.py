@@ -52,8 +52,28 @@ def select_backend(name: str = "auto") -> str:
         if not unsloth_available():
             raise ModelLoadError("backend 'unsloth' was asked for but Unsloth is not installed: "
                                  "pip install -r requirements.txt, or pass --backend hf")
-        import unsloth  # noqa: F401  (must precede trl/transformers/peft)
+        import_unsloth()
     return name
+
+
+def import_unsloth() -> None:
+    """Import Unsloth (it must precede trl/transformers/peft). On a machine without a GPU its banner ("no GPU found,
+    training on CPU ...") is printed even for a run that only answers: it goes to the log at debug level instead."""
+    import contextlib
+    import io
+    import sys
+
+    if "unsloth" in sys.modules:
+        return
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        import unsloth  # noqa: F401
+    import torch
+
+    if torch.cuda.is_available():
+        sys.stdout.write(printed.getvalue())
+    elif printed.getvalue().strip():
+        logger.debug("Unsloth: %s", " ".join(printed.getvalue().split()))
 
 
 def peek_backend(argv: Sequence[str] | None) -> str:

@@ -91,3 +91,20 @@ def test_a_model_that_needs_its_own_code_is_refused_in_one_line_without_trust_re
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "--trust_remote_code true" in \
             result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_unsloths_cpu_banner_stays_out_of_a_commands_output():
+    """On a machine without a GPU, importing Unsloth prints "no GPU found, training on CPU" even for a run that only
+    answers; select_backend keeps it out of stdout (a debug line of the log)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("unsloth")
+    code = ("import torch; from mcqtune.model.loading import select_backend; "
+            "print('backend', select_backend('auto'), torch.cuda.is_available())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    if result.stdout.split()[-1] == "True":
+        pytest.skip("a GPU is present: Unsloth's banner is its own")
+    assert result.stdout.strip() == "backend unsloth False", result.stdout

@@ -10,9 +10,10 @@ accuracies (each scores a share of the questions; all get the whole table).
 import logging
 import os
 import sys
-from mcqtune.train import sft as train_sft
-from mcqtune.train import options as train_options
-backend = train_sft.select_backend(train_sft.peek_backend(sys.argv[1:]))
+from mcqtune.model.loading import peek_backend, select_backend
+backend = select_backend(peek_backend(sys.argv[1:]))
+from mcqtune.train import sft as train_sft  # noqa: E402
+from mcqtune.train import options as train_options  # noqa: E402
 from mcqtune.train import trainer as mcq_trainer  # noqa: E402
 from mcqtune.config_files import resolve_config_argv  # noqa: E402  (after select_backend: Unsloth, if chosen, must be imported before trl/transformers)
 orig_train = mcq_trainer.MCQTrainer.train

@@ -78,7 +78,7 @@ def export_adapter(adapter_path: str | Path, output_dir: str | Path, base_model_
 
         load_tokenizer(base).save_pretrained(str(out_dir))
     write_atomic(out_dir / "README.md", model_card("adapter", base, training_facts(adapter_dir),
-                                                  load_hint_adapter(out_dir, base)), encoding="utf-8")
+                                                  load_hint_adapter(out_dir, base)))
     logger.info("wrote %s", out_dir)
     return out_dir
 

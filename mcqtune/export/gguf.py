@@ -146,7 +146,7 @@ def export_gguf(adapter_path: str | Path, output_dir: str | Path, gguf_type: str
     write_atomic(out_dir / "README.md", model_card(
         f"GGUF {gguf_type}", base, facts,
         f"```bash\nollama create mcq-qwen -f {out_dir}/Modelfile && ollama run mcq-qwen\n"
-        f"llama-cli -m {final} -sys \"<system prompt>\" -cnv --temp 0\n```"), encoding="utf-8")
+        f"llama-cli -m {final} -sys \"<system prompt>\" -cnv --temp 0\n```"))
     logger.info("wrote %s (%.1f MB). Run it: ollama create mcq-qwen -f %s && ollama run mcq-qwen   |   "
                 "llama-cli -m %s -cnv --temp 0", final, final.stat().st_size / 2**20, out_dir / "Modelfile", final)
     return final

@@ -7,6 +7,13 @@ import os
 
 import pytest
 
+# Each pytest-xdist worker computes with its share of the cores: on 2 cores, two workers of two torch threads each
+# took 147 s for a training test that two workers of one thread each ran in 51 s. Set before torch is imported;
+# the scripts the tests launch inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, str(share))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -14,6 +21,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from mcqtune.model.loading import select_backend  # noqa: E402
 
 select_backend("auto")  # Unsloth, when installed, must be imported before transformers/trl/peft
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 from tests.helpers import SHARED_DATA, train_args  # noqa: E402
 from tests.shared_runs import shared_folder  # noqa: E402

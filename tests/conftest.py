@@ -41,6 +41,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip_gpu)
+    # Files with slow tests first (each file kept whole, so module fixtures are built once): the workers start on the
+    # long end-to-end runs and finish on short tests, instead of one worker finishing a long run alone at the end.
+    slow_files = {item.path for item in items if "slow" in item.keywords}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")

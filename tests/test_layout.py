@@ -178,10 +178,13 @@ def test_the_root_holds_only_thin_entry_points():
 
 def test_importing_the_package_loads_no_machine_learning_library():
     """`mcq-tune --help` and the lightweight commands stay fast: nothing heavy is imported at module level by the
-    package root, its command or the CSV contract."""
+    package root, any command's module or the CSV contract. (A command selects its backend first: Unsloth must be
+    imported before transformers, trl and peft.)"""
     import subprocess
 
-    code = ("import sys, mcqtune.cli, mcqtune.data.questions, mcqtune.core.parser; "
+    commands = ", ".join(f"mcqtune.cli.{p.stem}" for p in sorted((PACKAGE / "cli").glob("*.py"))
+                         if p.stem != "__init__")
+    code = (f"import sys, mcqtune.cli, {commands}, mcqtune.data.questions, mcqtune.core.parser; "
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'unsloth') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -40,10 +40,6 @@ def write_json_atomic(data: dict, path: str | Path) -> Path:
     return write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n")
 
 
-def write_jsonl_atomic(records: list[dict], path: str | Path) -> Path:
-    return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
 def save_figure_atomic(fig, path: str | Path, dpi: int = 110) -> Path:
     """A matplotlib figure as PNG (the format follows the name's suffix)."""
     buffer = io.BytesIO()

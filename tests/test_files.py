@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from mcqtune.files import save_figure_atomic, write_atomic, write_jsonl_atomic
+from mcqtune.files import save_figure_atomic, write_atomic
 
 
 def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
@@ -26,8 +26,8 @@ def test_text_keeps_its_newlines_and_a_missing_folder_is_made(tmp_path):
     target = tmp_path / "deep" / "report.md"
     write_atomic(target, "a\r\nb\n")
     assert target.read_bytes() == b"a\r\nb\n"
-    write_jsonl_atomic([{"ID": "1", "q": "问"}], tmp_path / "rows.jsonl")
-    assert json.loads((tmp_path / "rows.jsonl").read_text(encoding="utf-8")) == {"ID": "1", "q": "问"}
+    write_atomic(tmp_path / "rows.jsonl", '{"q": "问"}\n')
+    assert json.loads((tmp_path / "rows.jsonl").read_text(encoding="utf-8")) == {"q": "问"}
 
 
 def test_a_figure_is_saved_in_the_format_its_name_gives(tmp_path):

@@ -11,8 +11,10 @@ import pandas as pd
 
 from mcqtune.data.questions import load_mcq_csv
 from mcqtune.errors import UserError
-from mcqtune.infer.traces import check_output, keep_traces, logger, merge_samples, parse_args, summary_path
+from mcqtune.infer.traces import check_output, keep_traces, merge_samples, parse_args, summary_path
 from mcqtune.files import write_csv_atomic, write_json_atomic
+
+logger = logging.getLogger("traces")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,6 @@ k seeded by ``--seed`` + k, each in ``<stem>_run/sample-<k>/``) and keeps every 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +27,6 @@ from mcqtune.data.questions import ANSWER_COLUMN, REASONING_COLUMN, SUBJECT_COLU
 from mcqtune.errors import ConfigError, parse_with
 from mcqtune.model.prompts import THINK_OPEN
 
-logger = logging.getLogger("traces")
 
 
 def reasoning_of(reply: str) -> str:

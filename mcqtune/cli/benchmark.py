@@ -12,6 +12,7 @@ from mcqtune.infer.benchmark import (
     MAX_CONTEXT_TOKENS,
     benchmark,
     check_dev_apart,
+    check_outputs,
     lm_eval_description,
     make_parser,
     summarise,
@@ -35,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev = load_mcq_csv(args.dev_file, require_answer=True) if args.dev_file else None
     if dev is not None and args.shots:
         check_dev_apart(dev, test, args.dev_file)
+    out_dir = Path(args.output_dir or Path(args.test_file).with_name(Path(args.test_file).stem + "_benchmark"))
+    check_outputs(out_dir)
     subjects = sorted(test[SUBJECT_COLUMN].dropna().unique()) if SUBJECT_COLUMN in test else []
     built = [s for s in subjects if lm_eval_description(args.task, s) is None]  # before loading: lm-eval is needed
     backend = select_backend(args.backend)
@@ -44,7 +47,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, tokenizer, _ = load_inference_model(request)
     result = benchmark(model.eval(), tokenizer, test, dev, task=args.task, shots=args.shots, circular=args.circular,
                        batch_size=args.batch_size)
-    out_dir = Path(args.output_dir or Path(args.test_file).with_name(Path(args.test_file).stem + "_benchmark"))
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"task": args.task, "shots": args.shots, "circular": args.circular, "model_path": args.model_path,
               "base_model": request.base, "test_file": args.test_file, "dev_file": args.dev_file,

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from mcqtune.errors import UserError
 from mcqtune.reporting.compare import describe_run, make_parser, render
-from mcqtune.runs.folder import submission_owned
+from mcqtune.runs.folder import WRITTEN_FILES, ownership_problem
 from mcqtune.files import write_atomic, write_json_atomic
 from mcqtune.runs.provenance import check_same_answered
 
@@ -24,13 +24,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if folder.resolve() in out.resolve().parents:
             raise UserError(f"--output_file {out} lies inside the run folder {folder}, an input; write elsewhere")
     record = out.with_suffix(".json")
-    if (out.exists() or record.exists()) and not submission_owned(out, record):  # never over another's file
-        raise UserError(f"--output_file {out} (or {record.name} beside it) already exists and was not written by a "
-                        "comparison of that name (it may be a run's report or a file of yours); name another file, "
-                        "or move it away first")
+    problem = ownership_problem([out, record], record, "--output_file")  # never over a run's report or your file
+    if problem:
+        raise UserError(problem)
     check_same_answered([f / "predictions.csv" for f in folders], consumer="compare", allow_bare=None)
     rows = [describe_run(folder) for folder in folders]
-    write_json_atomic({"runs": rows, "output_file": str(out.resolve())}, record)
+    write_json_atomic({"runs": rows, "output_file": str(out.resolve()),
+                       WRITTEN_FILES: [str(out.resolve()), str(record.resolve())]}, record)
     write_atomic(out, render(rows))
     print(render(rows))
     return 0

@@ -13,6 +13,7 @@ from mcqtune.data.questions import load_mcq_csv
 from mcqtune.errors import UserError
 from mcqtune.infer.traces import check_output, keep_traces, merge_samples, parse_args, summary_path
 from mcqtune.files import write_csv_atomic, write_json_atomic
+from mcqtune.runs.folder import WRITTEN_FILES
 
 logger = logging.getLogger("traces")
 
@@ -37,15 +38,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts.append(keep_traces(frame, pd.read_csv(Path(sample.run_dir) / "predictions.csv",
                                                     dtype={"ID": str, "answer": str}, keep_default_na=False)))
     kept, summary = merge_samples(parts)
+    record = summary_path(out)
     if kept.empty:  # a header-only file would only be refused by training later
-        write_json_atomic({**summary, "output_file": None}, summary_path(out))
+        earlier = [str(out.resolve())] if out.exists() else []  # an earlier run's traces, left as they are, still its
+        write_json_atomic({**summary, "output_file": None, WRITTEN_FILES: [*earlier, str(record.resolve())],
+                           "traces_written": False}, record)
         raise UserError(f"traces kept none of {summary['tried']} replies ({summary['closed_and_scored']} closed "
                         f"unanswered, {summary['wrong_answer']} with another letter than the label, "
                         f"{summary['no_reasoning']} a letter with no reasoning before it); nothing was written to "
-                        f"{out} (counts in {summary_path(out)}). Reason with a model that reasons: the base model or "
+                        f"{out} (counts in {record}). Reason with a model that reasons: the base model or "
                         "a reasoning adapter rather than a direct-answer one, a larger --max_reasoning_tokens, or "
                         "--samples N --temperature T")
-    write_json_atomic({**summary, "output_file": str(out.resolve())}, summary_path(out))
+    write_json_atomic({**summary, "output_file": str(out.resolve()), WRITTEN_FILES: [str(record.resolve())],
+                       "traces_written": True}, record)
     write_csv_atomic(kept, out)  # last, as infer writes its submission
     logger.info("kept %d of %d traces (their answer is the label) in %s", summary["kept"], summary["tried"], out)
     print(json.dumps({k: v for k, v in summary.items() if k != "by_subject"}))

@@ -43,7 +43,7 @@ from mcqtune.ensemble.report import build_report, render_markdown
 from mcqtune.core.letter_bias import debias
 from mcqtune.data.questions import LETTERS, SUBJECT_COLUMN
 from mcqtune.runs.predictions import PROB_COLUMNS, TRUE_ANSWER_COLUMN
-from mcqtune.runs.folder import same_file, set_aside, submission_problem
+from mcqtune.runs.folder import same_file, set_aside, ownership_problem
 from mcqtune.files import write_atomic, write_csv_atomic, write_json_atomic
 
 logger = logging.getLogger("ensemble")
@@ -93,7 +93,7 @@ def check_outputs(args, inputs: Sequence[Path]) -> None:
     for source in inputs:
         if any(same_file(target, source) for target in written):
             raise EnsembleError(f"--output_file / --report_dir would overwrite the input {source}; write elsewhere")
-    owner = submission_problem(out, report_dir / "ensemble_report.json", "--output_file")
+    owner = ownership_problem(out, report_dir / "ensemble_report.json", "--output_file")
     if owner:
         raise EnsembleError(owner)
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from mcqtune.data.option_orders import cyclic_orders, permute_options
 from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, SUBJECT_COLUMN
-from mcqtune.errors import DataError, UserError
+from mcqtune.errors import ConfigError, DataError, UserError
 
 logger = logging.getLogger("benchmark")
 TASKS = {"cmmlu": "cmmlu/cmmlu_{subject}.yaml", "ceval": "ceval/ceval-valid_{subject}.yaml"}
@@ -164,11 +164,34 @@ def summarise(result: pd.DataFrame, circular: bool) -> dict:
     return {"overall": figures(result), "per_subject": per_subject}
 
 
+OUTPUTS = ("benchmark_predictions.csv", "benchmark_report.md", "benchmark_report.json")  # the record last
+
+
+def output_paths(out_dir: Path) -> list[Path]:
+    """The files a benchmark writes into ``out_dir``; its record (benchmark_report.json) is the last."""
+    return [out_dir / name for name in OUTPUTS]
+
+
+def check_outputs(out_dir: Path) -> None:
+    """Before any model loads: the benchmark writes only where nothing is, or over an earlier benchmark's files
+    (those its benchmark_report.json records), never into a file or over a file of the user's."""
+    from mcqtune.runs.folder import ownership_problem
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--output_dir {out_dir} is a file; name a folder")
+    paths = output_paths(out_dir)
+    problem = ownership_problem(paths, paths[-1], "--output_dir: the file")
+    if problem:
+        raise ConfigError(problem)
+
+
 def write_outputs(out_dir: Path, result: pd.DataFrame, report: dict) -> None:
     from mcqtune.files import write_atomic, write_csv_atomic, write_json_atomic
+    from mcqtune.runs.folder import WRITTEN_FILES
 
-    write_csv_atomic(result, out_dir / "benchmark_predictions.csv")
-    write_json_atomic(report, out_dir / "benchmark_report.json")
+    paths = output_paths(out_dir)
+    report = {**report, WRITTEN_FILES: [str(p.resolve()) for p in paths]}
+    write_csv_atomic(result, paths[0])
     overall = report["summary"]["overall"]
     circular = "circular_acc" in overall
     lines = [f"# {report['task']} protocol, {report['shots']}-shot: {report['model_path']}", "",
@@ -178,7 +201,8 @@ def write_outputs(out_dir: Path, result: pd.DataFrame, report: dict) -> None:
              "|---|---|---|" + ("---|" if circular else "")]
     lines += [f"| {s} | {f['questions']} | {f['acc']:.4f} |" + (f" {f['circular_acc']:.4f} |" if circular else "")
               for s, f in report["summary"]["per_subject"].items()]
-    write_atomic(out_dir / "benchmark_report.md", "\n".join(lines) + "\n")
+    write_atomic(paths[1], "\n".join(lines) + "\n")
+    write_json_atomic(report, paths[2])
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from mcqtune.errors import UserError
 from mcqtune.runs.predictions import PROB_COLUMNS
+from mcqtune.runs.identity import sha256_file
 from mcqtune.runs.provenance import check_answered
 
 
@@ -85,13 +86,16 @@ class Rescore:
     frame: pd.DataFrame
     first: pd.DataFrame
     ids: list[str]
-    source: str
+    source: str  # the first run's predictions.csv, absolute
+    source_sha256: str  # ... by the bytes that were read
 
     @classmethod
     def plan(cls, source: str, frame: pd.DataFrame, fraction: float, test_sha: str | None = None,
              test_name: str = "", allow_bare: bool = False) -> "Rescore":
-        first = read_first_run(source, frame, test_sha, test_name, allow_bare)
-        return cls(frame, first, least_confident(first, fraction), str(predictions_file(source)))
+        path = predictions_file(source).resolve()
+        sha = sha256_file(path)
+        first = read_first_run(path, frame, test_sha, test_name, allow_bare)
+        return cls(frame, first, least_confident(first, fraction), str(path), sha)
 
     def rows(self) -> pd.DataFrame:
         """The questions to answer again, in file order."""
@@ -110,5 +114,6 @@ class Rescore:
             elif column in PROB_COLUMNS:
                 merged.loc[chosen, column] = float("nan")
         changed = int((merged["answer"] != merged["answer_before"]).sum())
-        return merged, {"rescore": {"first_run": self.source, "rows": len(self.ids), "of": len(merged),
+        first_run = {"path": self.source, "sha256": self.source_sha256}
+        return merged, {"rescore": {"first_run": first_run, "rows": len(self.ids), "of": len(merged),
                                     "answers_changed": changed}}

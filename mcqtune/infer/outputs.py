@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from mcqtune.runs.distributed import gather_to_first
 from mcqtune.data.questions import LETTERS
 from mcqtune.runs.predictions import assemble_predictions
-from mcqtune.runs.folder import RunLock, lies_within, set_aside, submission_problem
+from mcqtune.runs.folder import RunLock, lies_within, set_aside, ownership_problem
 from mcqtune.files import write_csv_atomic
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def output_problems(args: InferArguments) -> list[str]:
         if source and Path(source).exists() and any(lies_within(target, source) for target in written):
             problems.append(f"output_file / output_dir would overwrite the input {source} (or write inside it); "
                             "write elsewhere")
-    owner = submission_problem(out, args.run_dir / "report.json", "output_file")
+    owner = ownership_problem(out, args.run_dir / "report.json", "output_file")
     return problems + ([owner] if owner and not out.is_dir() else [])
 
 

@@ -79,13 +79,14 @@ def make_parser():
 
 
 def check_output(args) -> Path:
-    """The traces file never replaces the training file, nor a file an earlier traces run did not write."""
-    from mcqtune.runs.folder import lies_within, submission_problem
+    """The traces file never replaces the training file, nor a file (traces or their summary) that an earlier
+    traces run did not write."""
+    from mcqtune.runs.folder import lies_within, ownership_problem
 
     out = Path(args.output_file)
     if Path(args.test_file).exists() and lies_within(out, args.test_file):
         raise ConfigError(f"--output_file {out} is the training file itself; write the traces elsewhere")
-    problem = submission_problem(out, summary_path(out), "--output_file")
+    problem = ownership_problem([out, summary_path(out)], summary_path(out), "--output_file")
     if problem:
         raise ConfigError(problem)
     return out

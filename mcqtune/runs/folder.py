@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from mcqtune.errors import UserError
 
@@ -133,21 +133,32 @@ def lies_within(target: str | Path, source: str | Path) -> bool:
     return source_path.is_dir() and source_path in Path(target).resolve().parents
 
 
-def submission_owned(submission: str | Path, record: str | Path) -> bool:
-    """Whether the JSON ``record`` (a run's report) names ``submission`` as the file it wrote."""
+WRITTEN_FILES = "written_files"  # a record's list of the files its run wrote (absolute paths), besides output_file
+
+
+def written_by(path: str | Path, record: str | Path) -> bool:
+    """Whether the JSON ``record`` (a run's report) names ``path`` as a file it wrote: its ``output_file`` or one of
+    its ``written_files``."""
     try:
-        named = json.loads(Path(record).read_text(encoding="utf-8")).get("output_file")
-    except (OSError, ValueError, AttributeError):
+        found = json.loads(Path(record).read_text(encoding="utf-8"))
+        named = [found.get("output_file"), *(found.get(WRITTEN_FILES) or [])]
+    except (OSError, ValueError, AttributeError, TypeError):
         return False
-    return bool(named) and Path(named).resolve() == Path(submission).resolve()
+    target = Path(path).resolve()
+    return any(isinstance(n, str) and n and Path(n).resolve() == target for n in named)
 
 
-def submission_problem(submission: str | Path, record: str | Path, option: str) -> str | None:
-    """A submission that exists may only be replaced by the run whose ``record`` says it wrote it (it is then set
-    aside with that run's other outputs); another run's or a hand-made file is never moved from under its owner."""
-    submission = Path(submission)
-    if not submission.exists() or submission_owned(submission, record):
-        return None
-    return (f"{option} {submission} already exists and was not written by the run folder {Path(record).parent} "
-            "(it may be another run's submission, whose folder would then describe a file that is gone); "
-            "name another file, or move it away first")
+def ownership_problem(paths: str | Path | Sequence[str | Path], record: str | Path, option: str) -> str | None:
+    """The one writer rule for a command's outputs: a file that exists may only be replaced by the kind of run
+    whose ``record`` says it wrote it (infer.py's report.json, a traces or comparison record, a benchmark
+    report); another run's record, an input or a hand-made file is never replaced. ``paths`` are the files about
+    to be written; the record itself, when among them, is its own if it names itself or any of them. None when
+    every path may be written; else the line that says which is in the way."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    for path in paths:
+        owned = written_by(path, record) or (same_file(path, record) and any(written_by(p, record) for p in paths))
+        if path.exists() and not owned:
+            return (f"{option} {path} already exists and was not written by {Path(record)} (it may be another "
+                    "run's output or a file of yours, and its record would then describe a file that is gone); "
+                    "name another file or folder, or move it away first")
+    return None

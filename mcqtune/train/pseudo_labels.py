@@ -10,6 +10,7 @@ whose ID is also a training or validation ID is refused (the same ID need not be
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,8 @@ def pseudo_labelled_rows(script_args, labelled_ids: set[str]) -> tuple[pd.DataFr
     rows = scored[keep].assign(**{ANSWER_COLUMN: [LETTERS[i] for i in best[keep].argmax(axis=1)],
                                   "source": PSEUDO_SOURCE})
     letters = rows[ANSWER_COLUMN].value_counts()
-    summary = {"file": test_file, "threshold": threshold, "runs": list(script_args.pseudo_label_from),
+    summary = {"file": test_file, "threshold": threshold,  # the runs by content are in run_identity
+               "runs": [str(Path(r).resolve()) for r in script_args.pseudo_label_from],
                "test_rows": len(test), "scored_rows": len(scored), "rows": len(rows),
                "letters": {x: int(letters.get(x, 0)) for x in LETTERS}}
     logger.info("--pseudo_label_from: %d of %d test questions at probability >= %g join training (A-D: %s)",

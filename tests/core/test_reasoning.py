@@ -198,6 +198,10 @@ def test_the_traces_command_writes_a_training_file_and_its_summary(tiny_model_di
     assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(train),
                      "--output_file", str(tmp_path / "hand.csv")]) == 1  # nor over a file it did not write
     assert (tmp_path / "hand.csv").read_text() == "mine\n"
+    (tmp_path / "notes_summary.json").write_text("{}")  # a file of the user's where the summary would go
+    assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(train),
+                     "--output_file", str(tmp_path / "notes.csv")]) == 1
+    assert (tmp_path / "notes_summary.json").read_text() == "{}" and not (tmp_path / "notes_run").exists()
     assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(train),
                      "--output_file", str(tmp_path / "t2.csv"), "--samples", "2"]) == 1  # greedy twice: refused
     assert cli.main(["traces", "--model_path", str(tiny_model_dir), "--train_file", str(train), "--output_file",

@@ -136,3 +136,37 @@ def test_a_dev_file_holding_test_questions_is_refused_before_loading(tmp_path, c
     assert run_cli(benchmark_cli.main, argv) == EXIT_USER_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dev.csv" in err[0] and "test ID 2 = dev ID d1" in err[0], err
+
+
+def test_the_benchmark_writes_over_its_own_outputs_only(tmp_path, capsys):
+    """An earlier benchmark's files (its record names them) are replaced; a file of the user's under one of the
+    names, a record that is not a benchmark's, or a file given as the folder is refused before any model loads."""
+    import pandas as pd
+
+    from mcqtune.errors import EXIT_USER_ERROR, run_cli
+    from mcqtune.infer.benchmark import check_outputs, output_paths, write_outputs
+
+    report = {"task": "cmmlu", "shots": 0, "model_path": "m", "test_file": "t.csv",
+              "summary": {"overall": {"questions": 1, "acc": 1.0}, "per_subject": {}}}
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    write_outputs(ours, pd.DataFrame({"ID": ["1"]}), report)
+    check_outputs(ours)  # an earlier benchmark's: may be replaced
+    assert all(p.is_file() for p in output_paths(ours))
+
+    test = tmp_path / "test.csv"
+    test.write_text("ID,question,option_A,option_B,option_C,option_D,answer\n1,q,a,b,c,d,A\n", encoding="utf-8")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "benchmark_report.md").write_text("my notes")
+    argv = ["--model_path", str(tmp_path / "none"), "--test_file", str(test), "--output_dir", str(mine)]
+    assert run_cli(benchmark_cli.main, argv) == EXIT_USER_ERROR
+    assert "benchmark_report.md already exists and was not written by" in capsys.readouterr().err
+    assert (mine / "benchmark_report.md").read_text() == "my notes"
+    (mine / "benchmark_report.md").unlink()
+    (mine / "benchmark_report.json").write_text('{"output_file": "elsewhere.csv"}')  # another kind of record
+    assert run_cli(benchmark_cli.main, argv) == EXIT_USER_ERROR
+    assert "benchmark_report.json already exists" in capsys.readouterr().err
+    argv[-1] = str(test)
+    assert run_cli(benchmark_cli.main, argv) == EXIT_USER_ERROR
+    assert "is a file; name a folder" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """infer/cascade.py: only the least confident rows of a finished run are answered again, the rest keep its answers;
 a first run of other questions or without probabilities is refused."""
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,6 +37,9 @@ def test_the_rows_with_the_smallest_margins_are_answered_again_and_merged_back(t
     assert list(merged["answer"]) == ["A", "B", "C", "A"] and list(merged["answer_before"]) == ["A", "A", "A", "A"]
     assert list(merged["rescored"]) == [False, True, True, False]
     assert info["rescore"]["rows"] == 2 and info["rescore"]["answers_changed"] == 2 and info["rescore"]["of"] == 4
+    predictions = tmp_path / "first" / "predictions.csv"  # the first run recorded by absolute path and content
+    assert info["rescore"]["first_run"] == {"path": str(predictions.resolve()),
+                                            "sha256": hashlib.sha256(predictions.read_bytes()).hexdigest()}
 
 
 def test_reasoning_on_the_least_confident_rows_keeps_the_replies_and_claims_no_probabilities(tmp_path):

@@ -160,9 +160,14 @@ def test_compare_writes_over_its_own_comparison_only(tmp_path, capsys):
     (runs[2] / "report.md").write_text("run 2's report")
     assert errors.run_cli(compare_cli.main, [str(runs[0]), str(runs[1]), "--output_file",
                                          str(runs[2] / "report.md")]) == 1
-    assert "was not written by a comparison of that name" in capsys.readouterr().err
+    assert "already exists and was not written by" in capsys.readouterr().err
     assert (runs[2] / "report.json").read_bytes() == third_report and (runs[2] / "report.md").read_text() == \
         "run 2's report"
+    (runs[2] / "report.md").unlink()  # the .md free, but the .json beside it is the run's record
+    assert errors.run_cli(compare_cli.main, [str(runs[0]), str(runs[1]), "--output_file",
+                                         str(runs[2] / "report.md")]) == 1
+    assert f"{runs[2] / 'report.json'} already exists" in capsys.readouterr().err
+    assert (runs[2] / "report.json").read_bytes() == third_report and not (runs[2] / "report.md").exists()
     mine = tmp_path / "README.md"
     mine.write_text("my notes")
     assert errors.run_cli(compare_cli.main, [str(runs[0]), str(runs[1]), "--output_file", str(mine)]) == 1

@@ -27,6 +27,8 @@
 #   cbfp8       the same on FP8 weights (core/fp8.py), CB8_RUNS
 #   fp8check    bench/fp8_check.py: Fp8Linear on the GPU against the same arithmetic in float32
 #   creason512, creason2048   the same with --generation_engine continuous (128 / 32 questions)
+#   nreason512, nreason2048   the same with --generation_engine nf4 (128 / 32 questions)
+#   nf4check    bench/nf4_check.py: the fused NF4 kernel against bitsandbytes' path, per layer shape and batch
 #   freason512, freason2048   the same with --generation_engine fp8 (128 questions each)
 #   static512   bench/plain_generate.py --cache static (compiled decoding), batch 32, 512 tokens
 #   grpo, grpo_reason   train_grpo.py with configs/qwen2.5-14b-grpo-4090.yaml (direct, G_STEPS optimiser steps, default
@@ -118,6 +120,10 @@ for run in ${RUNS:-b16 anchor_a}; do
       n=${run#creason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/creason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/creason_test.csv \
         --backend hf --generation_engine continuous --repetition_penalty 1.0 ;;
+    nreason512|nreason2048)  # the same with --generation_engine nf4 (NF4 weights read by the fused kernel)
+      n=${run#nreason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/nreason_test.csv
+      answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/nreason_test.csv \
+        --backend hf --generation_engine nf4 --repetition_penalty 1.0 ;;
     freason512|freason2048)  # the same with --generation_engine fp8 (adapter merged, FP8 weights), 128 questions
       n=${run#freason}; head -129 .benchdata/test.csv > /tmp/freason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/freason_test.csv \
@@ -135,6 +141,7 @@ for run in ${RUNS:-b16 anchor_a}; do
       python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv \
         --runs "${CB_RUNS:-128x512:graphs,64x128}" --json "$OUT/cb.json" ${CB_ARGS:-} > "$OUT/cb.log" 2>&1 ;;
     fp8check) python3 bench/fp8_check.py --json "$OUT/fp8check.json" > "$OUT/fp8check.log" 2>&1 ;;
+    nf4check) python3 bench/nf4_check.py --json "$OUT/nf4check.json" > "$OUT/nf4check.log" 2>&1 ;;
     cbfp8)  # the same after core/fp8.py's conversion (FP8 weights), CB8_RUNS
       python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv --fp8 \
         --runs "${CB8_RUNS:-64x512:graphs,128x512:graphs}" --json "$OUT/cbfp8.json" ${CB_ARGS:-} > "$OUT/cbfp8.log" 2>&1 ;;

@@ -1,4 +1,6 @@
 """The ways reasoning replies are generated (infer.py --generation_engine; reasoning.generate_replies)."""
 
-GENERATION_ENGINES = ("generate", "continuous", "fp8")
-PAGED_ENGINES = ("continuous", "fp8")  # through transformers' continuous batching (continuous.py); fp8: FP8 weights
+GENERATION_ENGINES = ("generate", "continuous", "nf4", "fp8")
+# through transformers' continuous batching (continuous.py); nf4: its NF4 weights read by a fused kernel (nf4.py);
+# fp8: its weights converted to FP8 (fp8.py)
+PAGED_ENGINES = ("continuous", "nf4", "fp8")

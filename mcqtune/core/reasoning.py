@@ -16,6 +16,7 @@ The record keeps the reply, the rule or why it was closed, and the number of tok
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -101,17 +102,20 @@ def generate_replies(model, tokenizer, prompts: list[list[int]], budget: int, st
                      repetition_penalty: float, temperature: float = 0.0, seed: int | None = None,
                      engine: str = "generate", gpu_memory_gb: float | None = None) -> list[tuple[list[int], bool]]:
     """Replies of at most ``budget`` tokens, greedy or (``temperature`` > 0) sampled from ``seed``: each one's
-    tokens and whether it stopped by itself. ``engine`` "continuous" or "fp8": through continuous batching
-    (continuous.py; for fp8 the model's weights were converted once after loading, core/fp8.py)."""
+    tokens and whether it stopped by itself. ``engine`` "continuous", "nf4" or "fp8": through continuous batching
+    (continuous.py; for nf4 with the fused 4-bit kernel installed meanwhile, core/nf4.py; for fp8 the model's
+    weights were converted once after loading, core/fp8.py)."""
     import torch
 
     from mcqtune.core.scoring import left_pad, model_device
 
     if engine in PAGED_ENGINES:
         from mcqtune.core.continuous import continuous_replies
+        from mcqtune.core.nf4 import fused_nf4
 
-        return [cut_at_stop(reply, stop_ids) for reply in continuous_replies(
-            model, tokenizer, prompts, budget, stop_ids, temperature, seed, gpu_memory_gb)]
+        with fused_nf4(model) if engine == "nf4" else contextlib.nullcontext():
+            replies = continuous_replies(model, tokenizer, prompts, budget, stop_ids, temperature, seed, gpu_memory_gb)
+        return [cut_at_stop(reply, stop_ids) for reply in replies]
     device = model_device(model)
     input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \

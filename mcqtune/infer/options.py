@@ -46,7 +46,9 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
         "help": "reason mode: generate (model.generate, padded batches) | continuous (transformers' continuous "
                 "batching: paged key/value cache, CUDA graphs; greedy replies equal generate's in the CPU test, "
                 "GPU kernels may differ; faster on a GPU: bench/RESULTS.md; needs --backend hf, "
-                "--repetition_penalty 1.0 and one process) | fp8 (the same, after the adapter is merged and every "
+                "--repetition_penalty 1.0 and one process) | nf4 (the same, the 4-bit weights and an unmerged "
+                "adapter read by one fused dequantise-and-multiply kernel at each decoding step: core/nf4.py; "
+                "needs a CUDA GPU and --load_in_4bit true) | fp8 (the same, after the adapter is merged and every "
                 "decoder linear layer is held in FP8 for decoding: core/fp8.py; needs a GPU with FP8 tensor "
                 "cores, RTX 4090 / H100 / H200; what it costs and changes: bench/RESULTS.md)",
         "choices": list(GENERATION_ENGINES)})

@@ -54,6 +54,9 @@ def check_args(args: InferArguments) -> None:
     if args.debias_sample < 1:
         problems.append(f"debias_sample must be >= 1, got {args.debias_sample}")
     problems += engine_problems(args.generation_engine, args.mode, args.repetition_penalty)
+    if args.generation_engine == "nf4" and (not args.load_in_4bit or args.load_in_8bit):
+        problems.append("generation_engine nf4 reads NF4 weights: keep --load_in_4bit true (and no --load_in_8bit), "
+                        "or use --generation_engine continuous")
     problems += output_problems(args)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -74,7 +77,8 @@ def engine_problems(engine: str, mode: str, repetition_penalty: float) -> list[s
 def check_engine(engine: str, backend: str, world: int) -> None:
     """The paged engines run transformers' own attention classes (Unsloth replaces them), in one process
     (transformers seeds its sampling per process rank, so shards would not answer as one process does); fp8 needs
-    FP8 tensor cores. Checked before the model loads."""
+    FP8 tensor cores, nf4 a CUDA GPU (and NF4 weights: refused where it is installed). Checked before the model
+    loads."""
     if engine not in PAGED_ENGINES:
         return
     if backend != "hf":
@@ -87,6 +91,12 @@ def check_engine(engine: str, backend: str, world: int) -> None:
         from mcqtune.core.fp8 import fp8_problem
 
         problem = fp8_problem()
+        if problem:
+            raise ConfigError(problem)
+    if engine == "nf4":
+        from mcqtune.core.nf4 import nf4_problem
+
+        problem = nf4_problem()
         if problem:
             raise ConfigError(problem)
 

@@ -1,0 +1,204 @@
+"""NF4 weights read by a fused kernel while decoding (``--generation_engine nf4``).
+
+bitsandbytes multiplies a batch of new tokens by a 4-bit weight in two steps: it writes the whole weight out in
+16 bits, then multiplies. A decoding step of a 14B model thus writes and reads ~28 GB whatever the batch, where
+the 4-bit weights themselves are ~8 GB. ``nf4_matmul`` is one Triton kernel that reads the packed 4-bit codes and
+their block scales, turns them into 16-bit values in registers and multiplies them there: nothing is written out.
+
+The weights stay as bitsandbytes stores them (``Params4bit``: two codes a byte, the first in the high half; one
+absmax per 64 values, itself quantised to 8 bits per 256 blocks when ``compress_statistics`` is on, the QLoRA
+default), so the cache keeps the room 4-bit weights leave, and a LoRA adapter stays unmerged beside them (peft's
+layer calls its base layer, then adds its own product): the same model can be the policy GRPO trains.
+
+``fused_nf4(model)`` installs the kernel on every 4-bit linear layer for calls with at most ``MAX_FUSED_ROWS``
+tokens and no gradient (decoding steps); larger calls (prompts) and training keep bitsandbytes' path, which is
+efficient there. The arithmetic is the same up to the order of a float32 sum: each value is bitsandbytes'
+dequantised one, in the compute dtype, and products accumulate in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+
+import torch
+
+from mcqtune.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+MAX_FUSED_ROWS = 128  # tokens a call may hold to take the fused kernel (a decoding step's replies); more: bitsandbytes
+BLOCK_K = 128  # weight values along the input per iteration (two absmax blocks of 64)
+MIN_PROGRAMS_PER_SM = 2  # the input dimension is split until the grid has this many programs per multiprocessor
+
+
+def nf4_problem() -> str | None:
+    """Why this machine cannot run the fused NF4 kernel, or None."""
+    if not torch.cuda.is_available():
+        return ("generation_engine nf4 needs a CUDA GPU (its kernel is Triton's); this machine has none: use "
+                "--generation_engine generate")
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "generation_engine nf4 needs Triton (pip install triton): or use --generation_engine continuous"
+    return None
+
+
+@functools.cache
+def _kernel(interpret: bool):
+    """The Triton kernel, defined at first use (Triton reads TRITON_INTERPRET when a kernel is defined)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit(do_not_specialize=["M", "offset"])  # one compiled kernel for any number of replies
+    def nf4_matmul_kernel(x_ptr, w_ptr, absmax_ptr, absmax2_ptr, code2_ptr, code_ptr, out_ptr, offset,
+                          M, N, K, stride_xm, stride_om, stride_os, k_per_split,
+                          NESTED: tl.constexpr, BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr,
+                          W_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid_n, pid_m, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        half = tl.arange(0, BLOCK_K // 2)  # byte j of a tile holds values 2j (high half) and 2j + 1 (low half)
+        row_ok, col_ok = rows < M, cols < N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        k_start = pid_s * k_per_split
+        for k0 in range(k_start, k_start + k_per_split, BLOCK_K):
+            byte = tl.load(w_ptr + cols[:, None] * (K // 2) + k0 // 2 + half[None, :], mask=col_ok[:, None],
+                           other=0)
+            block = cols[:, None] * (K // BLOCKSIZE) + (k0 + 2 * half[None, :]) // BLOCKSIZE
+            if NESTED:  # the absmax of each 64 values, stored as an 8-bit code of a 256-block scale
+                scale = tl.load(code2_ptr + tl.load(absmax_ptr + block, mask=col_ok[:, None], other=0).to(tl.int32))
+                scale = scale * tl.load(absmax2_ptr + block // BLOCKSIZE2, mask=col_ok[:, None], other=0) + offset
+            else:
+                scale = tl.load(absmax_ptr + block, mask=col_ok[:, None], other=0).to(tl.float32)
+            high = tl.load(code_ptr + ((byte >> 4) & 15).to(tl.int32)) * scale
+            low = tl.load(code_ptr + (byte & 15).to(tl.int32)) * scale
+            x_even = tl.load(x_ptr + rows[:, None] * stride_xm + k0 + 2 * half[None, :], mask=row_ok[:, None],
+                             other=0)
+            x_odd = tl.load(x_ptr + rows[:, None] * stride_xm + k0 + 1 + 2 * half[None, :], mask=row_ok[:, None],
+                            other=0)
+            # each value as bitsandbytes dequantises it (in the weight's dtype), then in the inputs' dtype
+            acc += tl.dot(x_even, tl.trans(high.to(W_DTYPE).to(x_even.dtype)), input_precision=PRECISION)
+            acc += tl.dot(x_odd, tl.trans(low.to(W_DTYPE).to(x_odd.dtype)), input_precision=PRECISION)
+        out = out_ptr + pid_s * stride_os + rows[:, None] * stride_om + cols[None, :]
+        tl.store(out, acc, mask=row_ok[:, None] & col_ok[None, :])
+
+    return nf4_matmul_kernel, {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def tile_sizes(m: int, n: int, k: int, processors: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, splits of the input dimension) for an (m, k) x (k, n) product: tiles of at least 16 rows
+    (the tensor cores' least), and the input split until the grid covers every multiprocessor twice (a decoding
+    step's k/v projections have few output columns)."""
+    block_m = min(64, max(16, 1 << (m - 1).bit_length()))
+    block_n = 64 if n >= 8192 else 32
+    programs = -(-n // block_n) * -(-m // block_m)
+    splits = 1
+    while programs * splits < MIN_PROGRAMS_PER_SM * processors and k % (BLOCK_K * splits * 2) == 0:
+        splits *= 2
+    return block_m, block_n, splits
+
+
+def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | None = None) -> torch.Tensor:
+    """``x @ W.T`` where W (``state.shape`` (n, k)) is bitsandbytes' packed NF4 ``weight`` with its ``state``
+    (``QuantState``); x is (m, k) in the compute dtype; the result is (m, n) in x's dtype. Float32 inputs are
+    multiplied in full float32 (no TF32), as torch's matmul does by default. ``offset``: the nested absmax's
+    offset as a number (read from the GPU when not given, which a step captured as a CUDA graph cannot do)."""
+    n, k = state.shape
+    if getattr(state, "packing_format_for_cpu", False):
+        raise ConfigError("generation_engine nf4: these NF4 weights were repacked for bitsandbytes' CPU kernels; "
+                          "the fused kernel reads the GPU layout (run on a CUDA GPU)")
+    if state.quant_type != "nf4" or k % BLOCK_K or state.blocksize != 64:
+        raise ConfigError(f"generation_engine nf4 reads NF4 weights in blocks of 64 with an input size divisible "
+                          f"by {BLOCK_K}; got {state.quant_type}, blocks of {state.blocksize}, input size {k}: use "
+                          "--generation_engine continuous")
+    x = x.contiguous()
+    m = x.shape[0]
+    processors = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
+    block_m, block_n, splits = tile_sizes(m, n, k, processors)
+    partial = torch.empty((splits, m, n), device=x.device, dtype=torch.float32)
+    nested = bool(state.nested)
+    absmax = state.absmax
+    absmax2 = state.state2.absmax if nested else absmax
+    code2 = state.state2.code if nested else state.code
+    offset = (float(state.offset) if offset is None else offset) if nested else 0.0
+    grid = (-(-n // block_n), -(-m // block_m), splits)
+    kernel, tl_dtypes = _kernel(interpreting())
+    kernel[grid](
+        x, weight, absmax, absmax2, code2, state.code, partial, offset, m, n, k, x.stride(0), partial.stride(1),
+        partial.stride(0), k // splits, NESTED=nested, BLOCKSIZE=state.blocksize,
+        BLOCKSIZE2=state.state2.blocksize if nested else 1, W_DTYPE=tl_dtypes[state.dtype],
+        PRECISION="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=BLOCK_K)
+    return (partial[0] if splits == 1 else partial.sum(0)).to(x.dtype)
+
+
+def fused_forward(layer, original, x: torch.Tensor, offset: float | None = None) -> torch.Tensor:
+    """A bitsandbytes ``Linear4bit``'s forward: the fused kernel for a decoding step, its own path otherwise."""
+    rows = x.numel() // x.shape[-1]
+    state = getattr(layer.weight, "quant_state", None)
+    if rows > MAX_FUSED_ROWS or state is None or torch.is_grad_enabled():
+        return original(x)
+    compute = layer.compute_dtype or x.dtype  # as bitsandbytes: inputs in the compute dtype, the result in x's
+    out = nf4_matmul(x.reshape(rows, x.shape[-1]).to(compute), layer.weight, state, offset)
+    if layer.bias is not None:
+        out = out + layer.bias.to(out.dtype)
+    return out.reshape(*x.shape[:-1], out.shape[-1]).to(x.dtype)
+
+
+def nf4_layers(model) -> list:
+    """The model's bitsandbytes 4-bit linear layers holding NF4 weights (peft's LoRA layers call them)."""
+    import bitsandbytes as bnb
+
+    return [module for module in model.modules() if isinstance(module, bnb.nn.Linear4bit)
+            and getattr(getattr(module.weight, "quant_state", None), "quant_type", None) == "nf4"]
+
+
+WARM_ROWS = (1, 17, 33)  # one call per tile height (16, 32, 64 rows)
+
+
+def compile_variants(layers) -> None:
+    """Compile every kernel variant a decoding step can ask for before any step runs: a step replayed as a CUDA
+    graph (continuous batching) cannot compile one while it is being captured."""
+    seen = set()
+    with torch.no_grad():
+        for layer in layers:
+            state = layer.weight.quant_state
+            key = (tuple(state.shape), bool(state.nested), state.dtype, layer.compute_dtype)
+            if key in seen:
+                continue
+            seen.add(key)
+            for rows in WARM_ROWS:
+                nf4_matmul(torch.zeros(rows, state.shape[1], dtype=layer.compute_dtype or state.dtype,
+                                       device=layer.weight.device), layer.weight, state)
+
+
+@contextlib.contextmanager
+def fused_nf4(model):
+    """Within: every NF4 linear layer of ``model`` decodes through ``nf4_matmul``. Refused (ConfigError) when the
+    model has none: the engine never runs as something else under its name."""
+    layers = nf4_layers(model)
+    if not layers:
+        raise ConfigError("generation_engine nf4 needs a model loaded in 4-bit NF4 (--load_in_4bit true, the "
+                          "default); for 16-bit weights use --generation_engine continuous")
+    own = {id(layer): layer.__dict__.get("forward") for layer in layers}  # a hook's forward (accelerate), if any
+    for layer in layers:
+        state = layer.weight.quant_state
+        offset = float(state.offset) if state.nested else None  # read once here, not inside a captured step
+        layer.forward = functools.partial(fused_forward, layer, layer.forward, offset=offset)
+    compile_variants(layers)
+    logger.info("generation_engine nf4: %d NF4 linear layers decode through the fused kernel", len(layers))
+    try:
+        yield len(layers)
+    finally:
+        for layer in layers:
+            if own[id(layer)] is None:
+                del layer.forward  # the class's forward again
+            else:
+                layer.forward = own[id(layer)]

@@ -1,0 +1,58 @@
+"""core/nf4.py: the fused NF4 kernel (checked under Triton's interpreter in a process of its own,
+interpreted_nf4.py), its tiles, and where the engine is refused."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcqtune.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_kernel_under_tritons_interpreter(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+                             str(tmp_path / "t"), str(ROOT / "tests" / "core" / "interpreted_nf4.py")],
+                            cwd=ROOT, env={**os.environ, "TRITON_INTERPRET": "1", "PYTEST_XDIST_WORKER": ""},
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+def test_tiles_cover_the_rows_and_split_the_input_until_every_multiprocessor_is_busy():
+    from mcqtune.core.nf4 import BLOCK_K, MIN_PROGRAMS_PER_SM, tile_sizes
+
+    assert tile_sizes(1, 5120, 5120, 132)[:2] == (16, 32) and tile_sizes(40, 5120, 5120, 132)[0] == 64
+    for m, n, k in [(1, 1024, 5120), (64, 5120, 5120), (71, 13824, 5120), (8, 5120, 13824)]:
+        block_m, block_n, splits = tile_sizes(m, n, k, 132)
+        programs = -(-n // block_n) * -(-m // block_m)
+        assert k % (splits * BLOCK_K) == 0  # each split a whole number of tiles
+        assert programs * splits >= MIN_PROGRAMS_PER_SM * 132 or k % (splits * 2 * BLOCK_K)  # split as far as fits
+        assert splits == 1 or programs * splits // 2 < MIN_PROGRAMS_PER_SM * 132  # and no further
+
+
+def test_the_nf4_engine_is_refused_where_it_cannot_run(monkeypatch, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mcqtune.core.nf4 import fused_nf4
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.setup import check_args, check_engine
+
+    with pytest.raises(ConfigError, match="add --backend hf"):
+        check_engine("nf4", "unsloth", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs a CUDA GPU .*use --generation_engine generate$"):
+        check_engine("nf4", "hf", 1)
+    args = InferArguments(test_file="t.csv", model_path="m", generation_engine="nf4", mode="reason",
+                          repetition_penalty=1.0, load_in_4bit=False)
+    with pytest.raises(ConfigError, match="generation_engine nf4 reads NF4 weights: keep --load_in_4bit true"):
+        check_args(args)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)  # 16-bit: nothing to fuse
+    with pytest.raises(ConfigError, match="needs a model loaded in 4-bit NF4"):
+        with fused_nf4(model):
+            pass

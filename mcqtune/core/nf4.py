@@ -139,11 +139,16 @@ def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | Non
     return (partial[0] if splits == 1 else partial.sum(0)).to(x.dtype)
 
 
-def fused_forward(layer, original, x: torch.Tensor, offset: float | None = None) -> torch.Tensor:
-    """A bitsandbytes ``Linear4bit``'s forward: the fused kernel for a decoding step, its own path otherwise."""
+def fused_forward(layer, original, x: torch.Tensor, offset: float | None = None, calls: dict | None = None
+                  ) -> torch.Tensor:
+    """A bitsandbytes ``Linear4bit``'s forward: the fused kernel for a decoding step, its own path otherwise
+    (``calls`` counts each)."""
     rows = x.numel() // x.shape[-1]
     state = getattr(layer.weight, "quant_state", None)
-    if rows > MAX_FUSED_ROWS or state is None or torch.is_grad_enabled():
+    fused = rows <= MAX_FUSED_ROWS and state is not None and not torch.is_grad_enabled()
+    if calls is not None:
+        calls["fused" if fused else "bitsandbytes"] += 1
+    if not fused:
         return original(x)
     compute = layer.compute_dtype or x.dtype  # as bitsandbytes: inputs in the compute dtype, the result in x's
     out = nf4_matmul(x.reshape(rows, x.shape[-1]).to(compute), layer.weight, state, offset)
@@ -181,24 +186,34 @@ def compile_variants(layers) -> None:
 
 @contextlib.contextmanager
 def fused_nf4(model):
-    """Within: every NF4 linear layer of ``model`` decodes through ``nf4_matmul``. Refused (ConfigError) when the
-    model has none: the engine never runs as something else under its name."""
+    """Within: every NF4 linear layer of ``model`` decodes through ``nf4_matmul``; yields the count of calls by
+    path ({"fused": n, "bitsandbytes": m}). Refused (ConfigError) when the model has no NF4 layer, or when nothing
+    within called one (a backend that computes its layers itself, as Unsloth's inference does): the engine never
+    runs as something else under its name."""
     layers = nf4_layers(model)
     if not layers:
         raise ConfigError("generation_engine nf4 needs a model loaded in 4-bit NF4 (--load_in_4bit true, the "
                           "default); for 16-bit weights use --generation_engine continuous")
+    compile_variants(layers)
+    calls = {"fused": 0, "bitsandbytes": 0}
     own = {id(layer): layer.__dict__.get("forward") for layer in layers}  # a hook's forward (accelerate), if any
     for layer in layers:
         state = layer.weight.quant_state
         offset = float(state.offset) if state.nested else None  # read once here, not inside a captured step
-        layer.forward = functools.partial(fused_forward, layer, layer.forward, offset=offset)
-    compile_variants(layers)
+        layer.forward = functools.partial(fused_forward, layer, layer.forward, offset=offset, calls=calls)
     logger.info("generation_engine nf4: %d NF4 linear layers decode through the fused kernel", len(layers))
     try:
-        yield len(layers)
+        yield calls
     finally:
         for layer in layers:
             if own[id(layer)] is None:
                 del layer.forward  # the class's forward again
             else:
                 layer.forward = own[id(layer)]
+    if not calls["fused"] and calls["bitsandbytes"]:
+        raise ConfigError(f"the nf4 engine's kernel was never called: all {calls['bitsandbytes']} calls took "
+                          f"bitsandbytes' path (gradients on, or more than {MAX_FUSED_ROWS} tokens a call)")
+    if not calls["fused"]:
+        raise ConfigError("the nf4 engine's kernel was never called: the model computes its 4-bit layers without "
+                          "their forward (the unsloth backend's generation does); use --backend hf")
+    logger.debug("nf4 kernel calls: %s", calls)

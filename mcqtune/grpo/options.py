@@ -17,6 +17,7 @@ from mcqtune.model.options import LoraOptions, WeightOptions, check_lora_options
 from mcqtune.training.options import RunOptions, output_problems
 
 logger = logging.getLogger("train_grpo")
+ROLLOUT_ENGINES = ("generate", "nf4")
 
 
 @dataclass
@@ -28,6 +29,11 @@ class GRPOArguments(RunOptions, LoraOptions, WeightOptions, PromptOptions):
     reasoning: bool = field(default=False, metadata={
         "help": "replies reason before the answer (infer.py --mode reason's form: the reasoning instruction, or "
                 "the thinking block with enable_thinking); off: replies are the letter alone"})
+    rollout_engine: str = field(default="generate", metadata={
+        "help": "how rollouts decode: generate (the backend's generate) | nf4 (the same generate with the policy's "
+                "NF4 weights read by one fused dequantise-and-multiply kernel at each decoding step, its LoRA "
+                "unmerged: core/nf4.py; needs a CUDA GPU, --backend hf and --load_in_4bit true)",
+        "choices": list(ROLLOUT_ENGINES)})
     format_reward_weight: float = field(default=0.0, metadata={
         "help": "weight of the format reward (1 for a reply in the trained form) beside the correctness reward's "
                 "weight 1; 0: correctness only"})
@@ -62,6 +68,10 @@ def check_grpo_config(args: GRPOArguments, training_args) -> None:
     problems += output_problems(args, training_args)
     if args.format_reward_weight < 0:
         problems.append(f"format_reward_weight must be >= 0, got {args.format_reward_weight}")
+    if args.rollout_engine not in ROLLOUT_ENGINES:
+        problems.append(f"rollout_engine must be one of {', '.join(ROLLOUT_ENGINES)}, got {args.rollout_engine!r}")
+    if args.rollout_engine == "nf4" and not args.load_in_4bit:
+        problems.append("rollout_engine nf4 reads NF4 weights: keep --load_in_4bit true")
     if training_args.reward_weights is not None:
         problems.append("reward_weights is set by format_reward_weight (the correctness reward weighs 1)")
     if args.adapter and training_args.beta > 0:

@@ -183,7 +183,8 @@ def build_trainer(model, tokenizer, datasets, val, args: GRPOArguments, training
                           train_dataset=train_ds, eval_dataset=None if no_eval else val_ds,
                           processing_class=tokenizer, callbacks=callbacks, prompt_ids=prompt_ids,
                           val_frame=None if no_eval else val, prompt_style=style,
-                          max_prompt_tokens=args.max_prompt_tokens, stop_ids=stops, opened=opened)
+                          max_prompt_tokens=args.max_prompt_tokens, stop_ids=stops, opened=opened,
+                          rollout_engine=args.rollout_engine)
 
 
 def summarise(trainer, args: GRPOArguments, training_args, backend: str, started: float, paths: dict,
@@ -254,6 +255,22 @@ def reinforce_in_folder(args: GRPOArguments, training_args, backend: str, train,
     return summary
 
 
+def check_rollout_engine(engine: str, backend: str) -> None:
+    """The nf4 rollouts replace the 4-bit layers' forward, which Unsloth's generation does not call; and they need a
+    GPU. Checked before any data or model loads."""
+    if engine != "nf4":
+        return
+    from mcqtune.core.nf4 import nf4_problem
+
+    if backend != "hf":
+        raise ConfigError(f"rollout_engine nf4 runs the 4-bit layers' own forward, which the {backend} backend's "
+                          "generation replaces: add --backend hf")
+    problem = nf4_problem()
+    if problem:
+        raise ConfigError(problem.replace("generation_engine", "rollout_engine").replace(
+            "--generation_engine generate", "--rollout_engine generate"))
+
+
 def run(args: GRPOArguments, training_args, backend: str | None = None) -> dict:
     """Validate, lock the output folder, load, reinforce, export, summarise; training_summary.json's content."""
     from mcqtune.runs.folder import lock_run_folder
@@ -262,6 +279,7 @@ def run(args: GRPOArguments, training_args, backend: str | None = None) -> dict:
 
     check_grpo_config(args, training_args)
     backend = select_backend(backend or args.backend)
+    check_rollout_engine(args.rollout_engine, backend)
     adopt_adapter(args)
     train, val = load_questions(args, training_args.seed)
     check_validation_rows(val, training_args, args)

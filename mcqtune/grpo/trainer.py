@@ -19,8 +19,11 @@ from mcqtune.training.trainer import KeepAdapterDtype, PhaseTimes, eager_forward
 
 class MCQGRPOTrainer(KeepAdapterDtype, PhaseTimes, GRPOTrainer):
     def __init__(self, *args, prompt_ids: dict[str, list[int]], val_frame: pd.DataFrame | None,
-                 prompt_style: PromptStyle, max_prompt_tokens: int, stop_ids, opened: bool = False, **kwargs):
+                 prompt_style: PromptStyle, max_prompt_tokens: int, stop_ids, opened: bool = False,
+                 rollout_engine: str = "generate", **kwargs):
         super().__init__(*args, **kwargs)
+        self.rollout_engine = rollout_engine
+        self.kernel_calls = {"fused": 0, "bitsandbytes": 0}
         self.prompt_ids = prompt_ids
         self.val_frame = val_frame
         self.prompt_style = prompt_style
@@ -35,14 +38,24 @@ class MCQGRPOTrainer(KeepAdapterDtype, PhaseTimes, GRPOTrainer):
         return [list(self.prompt_ids[p]) for p in prompts], None, {}
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        """The rollouts, timed; with rollout_engine nf4 through the fused kernel (core/nf4.py)."""
+        import contextlib
+
+        from mcqtune.core.nf4 import fused_nf4
+
         started = time.perf_counter()
-        completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        with fused_nf4(self.model) if self.rollout_engine == "nf4" else contextlib.nullcontext() as calls:
+            completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        for path, count in (calls or {}).items():
+            self.kernel_calls[path] += count
         self.rollout_seconds += time.perf_counter() - started
         self.rollout_tokens += sum(len(ids) for ids in completion_ids)
         return completion_ids, logprobs
 
     def rollout_summary(self) -> dict:
-        return {"rollout_seconds": round(self.rollout_seconds, 2), "rollout_tokens": self.rollout_tokens,
+        return {"rollout_engine": self.rollout_engine,
+                "rollout_kernel_calls": self.kernel_calls if self.rollout_engine == "nf4" else None,
+                "rollout_seconds": round(self.rollout_seconds, 2), "rollout_tokens": self.rollout_tokens,
                 "rollout_tokens_per_second": round(self.rollout_tokens / self.rollout_seconds, 1)
                 if self.rollout_seconds else None}
 

@@ -119,10 +119,43 @@ def test_reasoning_replies_train_and_are_validated_by_reasoning(tiny_model_dir, 
     (("--format_reward_weight", "-1"), "format_reward_weight must be >= 0"),
     (("--reasoning", "true", "--max_completion_length", "16"), "reasoning replies need room"),
     (("--adapter", "somewhere", "--beta", "0.04"), "the KL term's reference would be the base model"),
+    (("--rollout_engine", "nf4", "--load_in_4bit", "false"), "rollout_engine nf4 reads NF4 weights"),
+    (("--rollout_engine", "nf4", "--backend", "hf"), "rollout_engine nf4 needs a CUDA GPU"),  # this machine
 ])
 def test_impossible_settings_stop_before_loading(tiny_model_dir, sample_dir, tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         grpo.run(*grpo_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, *extra))
+
+
+def test_nf4_rollouts_are_refused_where_unsloth_generates():
+    with pytest.raises(ConfigError, match="add --backend hf"):
+        grpo.check_rollout_engine("nf4", "unsloth")
+
+
+@pytest.mark.slow
+def test_nf4_rollouts_decode_inside_the_fused_kernel_and_are_counted(tiny_model_dir, sample_dir, tmp_path,
+                                                                    monkeypatch):
+    """Every rollout generates inside core/nf4.fused_nf4 (the kernel itself is checked in tests/core); the summary
+    names the engine and adds up its calls."""
+    import contextlib
+
+    from mcqtune.core import nf4
+
+    entered = []
+
+    @contextlib.contextmanager
+    def counting(model):
+        entered.append(model)
+        yield {"fused": 3, "bitsandbytes": 1}
+
+    monkeypatch.setattr(nf4, "fused_nf4", counting)
+    monkeypatch.setattr(grpo, "check_rollout_engine", lambda engine, backend: None)  # no GPU here
+    summary = grpo.run(*grpo_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, "--rollout_engine", "nf4",
+                                   "--max_steps", 1, "--save_steps", 1, "--eval_strategy", "no",
+                                   "--load_best_model_at_end", "false"))
+    assert summary["rollout_engine"] == "nf4" and summary["rollout_tokens"] > 0 and entered
+    assert summary["rollout_kernel_calls"] == {"fused": 3 * len(entered), "bitsandbytes": len(entered)}
+    assert summary["run_identity"]["rollout_engine"] == "nf4"
 
 
 def test_an_adapter_trained_with_other_prompt_settings_is_refused(trained_run, tmp_path):

@@ -34,6 +34,7 @@
 #   grpo, grpo_reason   train_grpo.py with configs/qwen2.5-14b-grpo-4090.yaml (direct, G_STEPS optimiser steps, default
 #                20, validation half-way and at the end) / configs/qwen2.5-14b-grpo-reason-4090.yaml (R_STEPS, default 3,
 #                no validation); replies forced to max_completion_length (min_new_tokens), from the last adapter
+#   ngrpo_reason   grpo_reason with --backend hf --rollout_engine nf4 (rollouts on the fused NF4 kernel)
 set -uo pipefail
 CALL=${CALL:-run}; WATCHDOG_S=${WATCHDOG_S:-575}
 source bench/call.sh   # $OUT, the watchdog, lap, finish_call
@@ -128,14 +129,17 @@ for run in ${RUNS:-b16 anchor_a}; do
       n=${run#freason}; head -129 .benchdata/test.csv > /tmp/freason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/freason_test.csv \
         --backend hf --generation_engine fp8 --repetition_penalty 1.0 ;;
-    grpo|grpo_reason)
+    grpo|grpo_reason|ngrpo_reason)
+      # ngrpo_reason: grpo_reason's step with the rollouts on the fused NF4 kernel (hf backend)
+      [ "$run" = ngrpo_reason ] && rollout=(--backend hf --rollout_engine nf4) || rollout=()
       if [ "$run" = grpo ]; then g=${G_STEPS:-20}; cfg=configs/qwen2.5-14b-grpo-4090.yaml; n=8
         extra=(--eval_steps $(( (g + 1) / 2 )) --save_steps $(( (g + 1) / 2 )))
       else g=${R_STEPS:-3}; cfg=configs/qwen2.5-14b-grpo-reason-4090.yaml; n=512
         extra=(--eval_strategy no --load_best_model_at_end false --save_steps "$g"); fi
       python3 train_grpo.py --config "$cfg" --model_name_or_path /tmp/q14b --train_file .benchdata/train.csv \
         --max_steps "$g" --logging_steps 1 --output_dir /tmp/g_$run --generation_kwargs "{\"min_new_tokens\": $n}" \
-        ${ADAPTER:+--adapter "$ADAPTER"} ${GRPO_BACKEND:+--backend "$GRPO_BACKEND"} "${extra[@]}" > "$OUT/$run.log" 2>&1
+        ${ADAPTER:+--adapter "$ADAPTER"} ${GRPO_BACKEND:+--backend "$GRPO_BACKEND"} "${extra[@]}" "${rollout[@]}" \
+        > "$OUT/$run.log" 2>&1
       cp /tmp/g_$run/training_summary.json "$OUT/$run.json" ;;
     cb)  # transformers' continuous batching (paged cache, CUDA graphs) on the same NF4 weights, CB_RUNS requests x tokens
       python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv \

@@ -38,15 +38,49 @@ def median_ms(fn, repeats: int = 25) -> float:
     return statistics.median(times)
 
 
+def sweep(rows_list: list[int], nf4_matmul) -> list[dict]:
+    """Each layer shape at each batch size under other tiles (block_n, input splits), warps and pipeline stages
+    than the defaults: the fastest found, beside the default's time."""
+    import itertools
+
+    import bitsandbytes.functional as bnb_functional
+    import torch
+
+    found = []
+    for name, (out_features, in_features) in LAYERS.items():
+        weight = torch.randn(out_features, in_features, dtype=torch.bfloat16, device="cuda") * 0.02
+        packed, state = bnb_functional.quantize_4bit(weight, blocksize=64, quant_type="nf4", compress_statistics=True)
+        offset = float(state.offset)
+        for m in rows_list:
+            x = torch.randn(m, in_features, device="cuda", dtype=torch.bfloat16)
+            default = median_ms(lambda: nf4_matmul(x, packed, state, offset), 15)
+            block_m = min(64, max(16, 1 << (m - 1).bit_length()))
+            best = None
+            for block_n, splits, warps, stages in itertools.product((32, 64, 128), (1, 2, 4, 8), (4, 8), (3, 4)):
+                try:
+                    ms = median_ms(lambda: nf4_matmul(x, packed, state, offset, (block_m, block_n, splits), warps,
+                                                      stages), 15)
+                except Exception as err:  # noqa: BLE001  (a setting this card cannot compile: skipped, noted)
+                    print(f"{name} m={m} {block_n},{splits},{warps},{stages}: {type(err).__name__}", flush=True)
+                    continue
+                if best is None or ms < best["ms"]:
+                    best = {"block_n": block_n, "splits": splits, "num_warps": warps, "num_stages": stages,
+                            "ms": round(ms, 4)}
+            found.append({"layer": name, "tokens": m, "default_ms": round(default, 4), "best": best})
+            print(json.dumps(found[-1]), flush=True)
+    return found
+
+
 def main() -> None:
     import bitsandbytes as bnb
     import torch
 
-    from mcqtune.core.nf4 import fused_forward
+    from mcqtune.core.nf4 import fused_forward, nf4_matmul
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", required=True)
     parser.add_argument("--rows", default="1,16,32,64,71,128")
+    parser.add_argument("--sweep_rows", default="16,64", help="tile settings compared at these batch sizes ('' none)")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows_list = [int(r) for r in args.rows.split(",")]
@@ -75,6 +109,7 @@ def main() -> None:
             step[m]["fused_ms"] += PER_DECODER_LAYER[name] * DECODER_LAYERS * fused_ms
             step[m]["bitsandbytes_ms"] += PER_DECODER_LAYER[name] * DECODER_LAYERS * bnb_ms
             print(json.dumps(row), flush=True)
+    result["sweep"] = sweep([int(r) for r in args.sweep_rows.split(",") if r], nf4_matmul)
     # a decoding step's linear layers at 14B (7 per decoder layer, 48 layers), summed from the rows above
     result["linear_layers_per_step_ms"] = {str(m): {k: round(v, 2) for k, v in s.items()} for m, s in step.items()}
     print(json.dumps(result["linear_layers_per_step_ms"]))

@@ -68,12 +68,15 @@ def _kernel(interpret: bool):
         for k0 in range(k_start, k_start + k_per_split, BLOCK_K):
             byte = tl.load(w_ptr + cols[:, None] * (K // 2) + k0 // 2 + half[None, :], mask=col_ok[:, None],
                            other=0)
-            block = cols[:, None] * (K // BLOCKSIZE) + (k0 + 2 * half[None, :]) // BLOCKSIZE
+            # one scale per 64 values (BLOCK_K // BLOCKSIZE per row of the tile), spread over their 32 bytes
+            block = cols[:, None] * (K // BLOCKSIZE) + k0 // BLOCKSIZE + tl.arange(0, BLOCK_K // BLOCKSIZE)[None, :]
             if NESTED:  # the absmax of each 64 values, stored as an 8-bit code of a 256-block scale
                 scale = tl.load(code2_ptr + tl.load(absmax_ptr + block, mask=col_ok[:, None], other=0).to(tl.int32))
                 scale = scale * tl.load(absmax2_ptr + block // BLOCKSIZE2, mask=col_ok[:, None], other=0) + offset
             else:
                 scale = tl.load(absmax_ptr + block, mask=col_ok[:, None], other=0).to(tl.float32)
+            scale = tl.reshape(tl.broadcast_to(scale[:, :, None], (BLOCK_N, BLOCK_K // BLOCKSIZE, BLOCKSIZE // 2)),
+                               (BLOCK_N, BLOCK_K // 2))
             high = tl.load(code_ptr + ((byte >> 4) & 15).to(tl.int32)) * scale
             low = tl.load(code_ptr + (byte & 15).to(tl.int32)) * scale
             x_even = tl.load(x_ptr + rows[:, None] * stride_xm + k0 + 2 * half[None, :], mask=row_ok[:, None],
@@ -106,11 +109,14 @@ def tile_sizes(m: int, n: int, k: int, processors: int) -> tuple[int, int, int]:
     return block_m, block_n, splits
 
 
-def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | None = None) -> torch.Tensor:
+def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | None = None,
+               tiles: tuple[int, int, int] | None = None, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """``x @ W.T`` where W (``state.shape`` (n, k)) is bitsandbytes' packed NF4 ``weight`` with its ``state``
     (``QuantState``); x is (m, k) in the compute dtype; the result is (m, n) in x's dtype. Float32 inputs are
     multiplied in full float32 (no TF32), as torch's matmul does by default. ``offset``: the nested absmax's
-    offset as a number (read from the GPU when not given, which a step captured as a CUDA graph cannot do)."""
+    offset as a number (read from the GPU when not given, which a step captured as a CUDA graph cannot do).
+    ``tiles`` (block_m, block_n, splits), ``num_warps`` and ``num_stages`` override the defaults (bench/nf4_check.py
+    compares them)."""
     n, k = state.shape
     if getattr(state, "packing_format_for_cpu", False):
         raise ConfigError("generation_engine nf4: these NF4 weights were repacked for bitsandbytes' CPU kernels; "
@@ -122,7 +128,7 @@ def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | Non
     x = x.contiguous()
     m = x.shape[0]
     processors = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
-    block_m, block_n, splits = tile_sizes(m, n, k, processors)
+    block_m, block_n, splits = tiles or tile_sizes(m, n, k, processors)
     partial = torch.empty((splits, m, n), device=x.device, dtype=torch.float32)
     nested = bool(state.nested)
     absmax = state.absmax
@@ -135,7 +141,8 @@ def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | Non
         x, weight, absmax, absmax2, code2, state.code, partial, offset, m, n, k, x.stride(0), partial.stride(1),
         partial.stride(0), k // splits, NESTED=nested, BLOCKSIZE=state.blocksize,
         BLOCKSIZE2=state.state2.blocksize if nested else 1, W_DTYPE=tl_dtypes[state.dtype],
-        PRECISION="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=BLOCK_K)
+        PRECISION="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=BLOCK_K,
+        num_warps=num_warps, num_stages=num_stages)
     return (partial[0] if splits == 1 else partial.sum(0)).to(x.dtype)
 
 

@@ -41,6 +41,18 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+CONTINUE_AGAIN = "run the same command again to continue"
+RESUME_TO_CONTINUE = ("run the same command with --resume true to continue from its last checkpoint (without it, a "
+                      "run starts over)")
+_continue_hint = [CONTINUE_AGAIN]  # what the interrupt line tells: the command that runs sets it (set_continue_hint)
+
+
+def set_continue_hint(hint: str) -> None:
+    """How a command interrupted now is continued, as its own options say (a training run without --resume true
+    starts over: it is told to add it)."""
+    _continue_hint[0] = hint
+
+
 # Optional packages by the module a command imports: (the package to install, the extra of `pip install` that has it)
 OPTIONAL_PACKAGES = {"unsloth": ("unsloth", "unsloth"), "unsloth_zoo": ("unsloth_zoo", "unsloth"),
                      "llama_cpp": ("llama-cpp-python", "export"), "lm_eval": ("lm-eval", "export"),
@@ -116,6 +128,7 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
         logging.getLogger(name).setLevel(logging.ERROR)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    set_continue_hint(CONTINUE_AGAIN)
     try:
         return _run(main, argv)
     finally:
@@ -137,8 +150,8 @@ def _run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | N
         return EXIT_USER_ERROR
     except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated)
-        print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: what was finished is kept; run the same "
-              "command again to continue", file=sys.stderr)
+        print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: what was finished is kept; "
+              f"{_continue_hint[0]}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001  (a bug: one line for the user, the traceback in a file)
         missing = missing_package_advice(err)

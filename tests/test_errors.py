@@ -326,3 +326,26 @@ def test_a_path_through_a_file_says_so_and_does_not_ask_to_run_again(tmp_path, c
     assert "a part of that path is a file, not a folder: choose another path" in err
     assert "run the same command again" not in err and err.count("\n") == 1
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["train", "grpo"])
+def test_an_interrupted_training_says_how_to_continue_by_its_own_options(monkeypatch, capsys, tmp_path, command):
+    """A training run without --resume true starts over, so its interrupt line asks for it; with it, the same
+    command continues."""
+    import importlib
+
+    from mcqtune.errors import EXIT_INTERRUPTED, run_cli
+
+    cli = importlib.import_module(f"mcqtune.cli.{command}")
+    job = cli.sft if command == "train" else cli.grpo_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "run", interrupted)
+    argv = ["--train_file", "t.csv", "--model_name_or_path", "m", "--output_dir", str(tmp_path / "o")]
+    assert run_cli(cli.main, argv) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip().endswith("run the same command with --resume true to continue from its "
+                                                    "last checkpoint (without it, a run starts over)")
+    assert run_cli(cli.main, [*argv, "--resume", "true"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip().endswith("; run the same command again to continue")

@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Sequence
 
-from mcqtune.errors import ConfigError, parse_with
+from mcqtune.errors import CONTINUE_AGAIN, RESUME_TO_CONTINUE, ConfigError, parse_with, set_continue_hint
 from mcqtune.model.loading import peek_backend, select_backend
 from mcqtune.train import sft
 from mcqtune.train.options import check_requested, make_parser
@@ -18,5 +18,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_requested(argv)
     backend = select_backend(peek_backend(argv))
     script_args, training_args = parse_with(make_parser(), argv, ConfigError)
+    set_continue_hint(CONTINUE_AGAIN if script_args.resume else RESUME_TO_CONTINUE)
     sft.run(script_args, training_args, backend)
     return 0

@@ -127,6 +127,23 @@ def test_impossible_settings_stop_before_loading(tiny_model_dir, sample_dir, tmp
         grpo.run(*grpo_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, *extra))
 
 
+def test_an_output_dir_holding_or_inside_the_adapter_is_refused_before_anything_moves(tiny_model_dir, sample_dir,
+                                                                                      tmp_path):
+    """GRPO from the adapter of an SFT run must not write into that run's folder: a fresh run there would move the
+    adapter, its own input, aside first."""
+    sft_run = tmp_path / "sft"
+    (sft_run / "adapter").mkdir(parents=True)
+    (sft_run / "adapter" / "adapter_config.json").write_text("{}")
+    (sft_run / "training_summary.json").write_text("{}")
+    for out, message in ((sft_run, "which a training run in output_dir"), (sft_run / "adapter", "lies inside the "
+                                                                                               "--adapter")):
+        with pytest.raises(ConfigError, match=message):
+            grpo.run(*grpo_args(tiny_model_dir, sample_dir / "train.csv", out, "--adapter", sft_run / "adapter",
+                                "--beta", 0))
+    assert sorted(p.name for p in sft_run.iterdir()) == ["adapter", "training_summary.json"]  # nothing moved
+    assert sorted(p.name for p in (sft_run / "adapter").iterdir()) == ["adapter_config.json"]
+
+
 def test_nf4_rollouts_are_refused_where_unsloth_generates():
     with pytest.raises(ConfigError, match="add --backend hf"):
         grpo.check_rollout_engine("nf4", "unsloth")
@@ -163,9 +180,10 @@ def test_an_adapter_trained_with_other_prompt_settings_is_refused(trained_run, t
                      "--adapter", trained_run["dir"] / "adapter", "--system_prompt", "你是助手。")
     with pytest.raises(ProvenanceError, match="another --system_prompt"):
         grpo.run(*args)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no adapter_config.json"):
-        grpo.run(*grpo_args(trained_run["model_dir"], trained_run["sample_dir"] / "train.csv", tmp_path,
-                             "--adapter", tmp_path))
+        grpo.run(*grpo_args(trained_run["model_dir"], trained_run["sample_dir"] / "train.csv", tmp_path / "out",
+                             "--adapter", tmp_path / "empty"))
     import shutil
 
     bare = tmp_path / "bare-adapter"  # weights and config, but not the record of how it was trained

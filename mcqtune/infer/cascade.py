@@ -25,6 +25,9 @@ from mcqtune.runs.identity import sha256_file
 from mcqtune.runs.provenance import check_answered
 
 
+REPLY_COLUMNS = ("raw", "rule", "reasoning_tokens")  # what a generated or reasoned reply adds to a row
+
+
 class CascadeError(UserError):
     """The first run's predictions cannot be used for this test file."""
 
@@ -45,8 +48,13 @@ def read_first_run(source: str | Path, frame: pd.DataFrame, test_sha: str | None
     path = predictions_file(source)
     check_answered(path, test_sha, consumer="--rescore", test_name=test_name or "this test file",
                    allow_bare=allow_bare)
-    first = pd.read_csv(path, dtype={"ID": str, "answer": str}, keep_default_na=False, na_values={c: [""] for c in
-                                                                                                  PROB_COLUMNS})
+    # an empty cell is missing in every column a reply fills (a first run that was itself a cascade has them for
+    # its rows answered again), so that the rows answered now can be written into them
+    reply_columns = (*PROB_COLUMNS, *REPLY_COLUMNS)
+    first = pd.read_csv(path, dtype={"ID": str, "answer": str}, keep_default_na=False,
+                        na_values={c: [""] for c in reply_columns})
+    if "reasoning_tokens" in first:
+        first["reasoning_tokens"] = pd.to_numeric(first["reasoning_tokens"], errors="coerce").astype("Int64")
     missing = [c for c in ("ID", "answer", *PROB_COLUMNS) if c not in first]
     if missing:
         raise CascadeError(f"{path} has no {', '.join(missing)} column(s): the first run must be a score-mode run")
@@ -108,7 +116,7 @@ class Rescore:
         merged["answer_before"] = merged["answer"]
         new = again.set_index("ID")
         chosen = merged["rescored"].to_numpy()
-        for column in ("answer", "source", *PROB_COLUMNS, "raw", "rule", "reasoning_tokens"):
+        for column in ("answer", "source", *PROB_COLUMNS, *REPLY_COLUMNS):
             if column in new:  # a reasoning reply has no probabilities: its rows get none
                 merged.loc[chosen, column] = new.loc[merged.loc[chosen, "ID"], column].to_numpy()
             elif column in PROB_COLUMNS:

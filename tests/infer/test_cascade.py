@@ -104,3 +104,26 @@ def test_cascade_answers_only_the_least_confident_rows_again(trained_run, tmp_pa
     with pytest.raises(ConfigError, match="would overwrite the input"):
         infer.run(infer_args(trained_run, tmp_path / "a", output_dir=str(tmp_path / "a"), test_file=test_file,
                               rescore=str(tmp_path / "a")))
+
+
+def test_a_first_run_that_was_itself_a_cascade_is_rescored_again(tmp_path):
+    """A cascade's predictions (its rows answered again by reasoning, with their reply columns empty elsewhere) can be
+    the first run of another cascade: the new replies go into those columns."""
+    folder = tmp_path / "cascade_run"
+    folder.mkdir()
+    (folder / "predictions.csv").write_text(
+        "ID,answer,source,p_A,p_B,p_C,p_D,rescored,answer_before,raw,rule,reasoning_tokens\n"
+        "a,A,score,0.9,0.05,0.03,0.02,False,A,,,\n"
+        "b,B,reason_closed,0.1,0.5,0.2,0.2,True,A,想到一半,unfinished:budget,8\n"
+        "c,A,score,0.4,0.35,0.15,0.1,False,A,,,\n", encoding="utf-8")
+    frame = pd.DataFrame({"ID": ["a", "b", "c"], "question": list("qqq")})
+    plan = Rescore.plan(str(folder), frame, 0.34, allow_bare=True)
+    assert plan.ids == ["c"]
+    nan = float("nan")
+    again = pd.DataFrame({"ID": ["c"], "answer": ["B"], "source": ["reason"], "p_A": [nan], "p_B": [nan],
+                          "p_C": [nan], "p_D": [nan], "raw": ["……\n答案：B"], "rule": ["last_line:answer_phrase"],
+                          "reasoning_tokens": [12]})
+    merged, info = plan.merge(again)
+    assert list(merged["answer"]) == ["A", "B", "B"] and list(merged["rescored"]) == [False, False, True]
+    assert merged["reasoning_tokens"].tolist()[1:] == [8, 12] and pd.isna(merged["reasoning_tokens"][0])
+    assert merged["raw"].tolist()[1:] == ["想到一半", "……\n答案：B"] and info["rescore"]["answers_changed"] == 1

@@ -80,7 +80,9 @@ def check_grpo_config(args: GRPOArguments, training_args) -> None:
     if args.enable_thinking and not args.reasoning:
         problems.append("enable_thinking makes the model reason in its thinking block before the letter: add "
                         "--reasoning true, or leave thinking off for direct replies")
-    if not args.reasoning and training_args.max_completion_length > 64:
+    if training_args.max_completion_length < 1:
+        problems.append(f"max_completion_length must be >= 1, got {training_args.max_completion_length}")
+    elif not args.reasoning and training_args.max_completion_length > 64:
         logger.info("direct replies are one letter: max_completion_length %d leaves room for replies that never "
                     "commit (they earn nothing)", training_args.max_completion_length)
     if args.reasoning and training_args.max_completion_length < 64:

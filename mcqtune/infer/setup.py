@@ -8,20 +8,22 @@ kept under (``run_identity.inference_identity``): the same command continues it,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mcqtune.errors import ConfigError
 from mcqtune.core.engines import GENERATION_ENGINES, PAGED_ENGINES
+from mcqtune.infer.options import InferArguments
 from mcqtune.infer.outputs import output_problems
 from mcqtune.data.questions import check_prompt_options
 
-if TYPE_CHECKING:
-    from mcqtune.infer.options import InferArguments
-
 logger = logging.getLogger(__name__)
 
+
+# options read in some modes only; a value other than the default in another mode is refused
+MODE_ONLY = {"max_new_tokens": ("generate",), "max_reasoning_tokens": ("reason",)}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(InferArguments) if f.name in MODE_ONLY}
 
 def check_args(args: InferArguments) -> None:
     """Every problem with the options in one sentence, before anything is loaded."""
@@ -46,6 +48,11 @@ def check_args(args: InferArguments) -> None:
                         f"--temperature above 0 (got {args.mode} mode, temperature {args.temperature})")
     if args.max_reasoning_tokens < 1:
         problems.append("max_reasoning_tokens must be >= 1")
+    for name, modes in MODE_ONLY.items():  # set for another mode, it would change nothing but the run's identity
+        if args.mode not in modes and getattr(args, name) != DEFAULTS[name]:
+            problems.append(f"{name} applies to {' and '.join(modes)} mode only, not {args.mode}"
+                            + (" (reasoning replies are bounded by --max_reasoning_tokens)"
+                               if name == "max_new_tokens" and args.mode == "reason" else ""))
     if args.mode != "score" and (args.permutations > 1 or args.ensemble or args.debias_letters):
         problems.append(f"permutations, ensemble and debias_letters apply to score mode only, not {args.mode}")
     if args.rescore and (args.mode == "generate" or not 0 < args.rescore_fraction <= 1):

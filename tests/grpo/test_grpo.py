@@ -120,6 +120,7 @@ def test_reasoning_replies_train_and_are_validated_by_reasoning(tiny_model_dir, 
     (("--reasoning", "true", "--max_completion_length", "16"), "reasoning replies need room"),
     (("--adapter", "somewhere", "--beta", "0.04"), "the KL term's reference would be the base model"),
     (("--rollout_engine", "nf4", "--load_in_4bit", "false"), "rollout_engine nf4 reads NF4 weights"),
+    (("--max_completion_length", "0"), "max_completion_length must be >= 1, got 0"),
     (("--rollout_engine", "nf4", "--backend", "hf"), "rollout_engine nf4 needs a CUDA GPU"),  # this machine
 ])
 def test_impossible_settings_stop_before_loading(tiny_model_dir, sample_dir, tmp_path, extra, message):

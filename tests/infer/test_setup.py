@@ -17,7 +17,8 @@ def test_every_problem_with_the_options_is_named_in_one_error(tmp_path):
         check_args(args)
     problems = str(caught.value).split("; ")
     assert problems == ["test_file is required", "model_path is required", "permutations must be 1-4, got 5",
-                        "batch_size must be >= 1", "max_new_tokens must be >= 1", "debias_sample must be >= 1, got 0"]
+                        "batch_size must be >= 1", "max_new_tokens must be >= 1",
+                        "max_new_tokens applies to generate mode only, not score", "debias_sample must be >= 1, got 0"]
 
 
 @pytest.mark.parametrize("options, message", [
@@ -29,6 +30,11 @@ def test_every_problem_with_the_options_is_named_in_one_error(tmp_path):
     ({"mode": "reason", "max_reasoning_tokens": 0}, "max_reasoning_tokens must be >= 1"),
     ({"mode": "score", "temperature": 0.7}, "applies to reason mode only"),
     ({"output_file": "no-such-folder/s.csv"}, "the folder of output_file does not exist"),
+    ({"mode": "reason", "max_new_tokens": 8}, "max_new_tokens applies to generate mode only, not reason \\(reasoning "
+                                              "replies are bounded by --max_reasoning_tokens"),
+    ({"mode": "score", "max_reasoning_tokens": 64}, "max_reasoning_tokens applies to reason mode only, not score"),
+    ({"mode": "reason", "generation_engine": "nf4", "repetition_penalty": 1.0, "load_in_4bit": False},
+     "generation_engine nf4 reads NF4 weights: keep --load_in_4bit true"),
 ])
 def test_options_that_cannot_go_together_are_refused(tmp_path, monkeypatch, options, message):
     monkeypatch.chdir(tmp_path)

@@ -252,7 +252,8 @@ def test_family_trains_answers_resumes_and_merges(family, family_models, sample_
                                    ("generate", whole / "adapter", "generate")):
         out = tmp_path / f"{name}.csv"
         infer.run(infer.InferArguments(test_file=str(test_file), model_path=str(model_path), output_file=str(out),
-                                        batch_size=8, mode=mode, max_new_tokens=4, load_in_4bit=False,
+                                        batch_size=8, mode=mode, max_new_tokens=4 if mode == "generate" else 48,
+                                        load_in_4bit=False,
                                         **system_flags(family)))
         submission = pd.read_csv(out, dtype=str)
         assert list(submission["ID"]) == list(load_mcq_csv(test_file)["ID"])

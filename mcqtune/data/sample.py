@@ -28,6 +28,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcqtune.errors import UserError
 from mcqtune.files import write_atomic
 
 LETTERS = "ABCD"
@@ -141,29 +142,33 @@ def generate(n: int, seed: int, start_id: int = 0) -> list[dict[str, str]]:
     return rows
 
 
-def write_csv(rows: list[dict[str, str]], path: Path, with_answer: bool = True) -> None:
+def csv_text(rows: list[dict[str, str]], with_answer: bool = True) -> str:
     columns = ["ID", "question", "option_A", "option_B", "option_C", "option_D"]
     columns += ["answer", "subject"] if with_answer else ["subject"]
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(path, text.getvalue())
+    return text.getvalue()
 
 
 def write_sample(out_dir: str | Path, n_train: int = 480, n_test: int = 160, seed: int = 7,
                  hard: HardSettings | None = None) -> dict[str, Path]:
     """train.csv, test.csv (with answers) and test_no_answer.csv (shaped like a competition test file);
-    ``hard`` writes the hard testbed with those settings instead."""
+    ``hard`` writes the hard testbed with those settings instead. A file already there is replaced only by the
+    same bytes (the same sample written again); any other is refused before anything is written."""
     out_dir = Path(out_dir)
     if hard is None:
         train, test = generate(n_train, seed), generate(n_test, seed + 1, start_id=n_train)
     else:
         train = generate_hard(n_train, seed, settings=hard)
         test = generate_hard(n_test, seed + 1, start_id=n_train, settings=hard, training=False)
-    paths = {"train": out_dir / "train.csv", "test": out_dir / "test.csv",
-             "test_no_answer": out_dir / "test_no_answer.csv"}
-    write_csv(train, paths["train"])
-    write_csv(test, paths["test"])
-    write_csv(test, paths["test_no_answer"], with_answer=False)
+    texts = {"train": csv_text(train), "test": csv_text(test), "test_no_answer": csv_text(test, with_answer=False)}
+    paths = {name: out_dir / f"{name}.csv" for name in texts}
+    for name, path in paths.items():
+        if path.exists() and (not path.is_file() or path.read_bytes() != texts[name].encode("utf-8")):
+            raise UserError(f"{path} already exists and is not this sample (another sample's, or a file of "
+                            "yours); name another folder, or move it away first")
+    for name, path in paths.items():
+        write_atomic(path, texts[name])
     return paths

@@ -90,3 +90,19 @@ def test_cli_hard_defaults_and_refusals(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         sample_command.main([str(tmp_path), "--hard", "--noise", "1.5"])
+
+
+def test_a_file_of_yours_is_never_replaced_and_the_same_sample_may_be_written_again(tmp_path, capsys):
+    from mcqtune.errors import EXIT_USER_ERROR, run_cli
+
+    assert run_cli(sample_command.main, [str(tmp_path / "s")]) == 0
+    again = run_cli(sample_command.main, [str(tmp_path / "s")])  # the same bytes: written again
+    assert again == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "test.csv").write_text("my precious\n")
+    capsys.readouterr()
+    assert run_cli(sample_command.main, [str(mine)]) == EXIT_USER_ERROR
+    assert "test.csv already exists and is not this sample" in capsys.readouterr().err
+    assert (mine / "test.csv").read_text() == "my precious\n" and not (mine / "train.csv").exists()
+    assert run_cli(sample_command.main, [str(tmp_path / "s"), "--seed", "8"]) == EXIT_USER_ERROR  # another sample

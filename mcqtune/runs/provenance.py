@@ -13,9 +13,12 @@ says so (``--allow_bare_predictions true``).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from mcqtune.errors import DataError, UserError
+
+logger = logging.getLogger(__name__)
 
 PREDICTIONS_RECORD = "report.json"  # written by infer.py beside predictions.csv
 OOF_PREDICTIONS, OOF_RECORD = "oof_predictions.csv", "cv_summary.json"  # written by the k-fold driver
@@ -229,6 +232,13 @@ def check_base_of_adapter(adapter_dir: str | Path, base: str, *, consumer: str) 
         raise ProvenanceError(f"{consumer}: the adapter {adapter_dir} was trained on another model than {base} "
                               f"(config.json differs: {shown}{' ...' if len(differ) > 3 else ''}); give the base "
                               f"it was trained on ({record.get('base_model')})")
+    trained_base = record.get("base_model")
+    if trained_base and Path(trained_base).is_dir() and Path(base).is_dir() and not same_source(trained_base, base):
+        # one config, two folders: a copy of the model (a 4-bit save of it), or another model of the same shape
+        # (another fine-tune or seed), which no config can tell apart
+        logger.warning("%s: the adapter %s was trained on %s; %s has the same config and is taken as a copy of it. "
+                       "If it is another model of that shape (another fine-tune), give the base it was trained on",
+                       consumer, adapter_dir, trained_base, base)
 
 
 def prompt_record(options) -> dict:

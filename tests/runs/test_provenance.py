@@ -191,7 +191,7 @@ def write_config(folder, **config):
     return str(folder)
 
 
-def test_an_adapter_is_used_only_on_the_model_it_was_trained_on(tmp_path):
+def test_an_adapter_is_used_only_on_the_model_it_was_trained_on(tmp_path, caplog):
     from mcqtune.model.merged import resolve_base
     from mcqtune.runs.provenance import ADAPTER_RECORD, check_base_of_adapter, model_config
 
@@ -204,7 +204,11 @@ def test_an_adapter_is_used_only_on_the_model_it_was_trained_on(tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": trained_on}))
     four_bit_copy = write_config(tmp_path / "copy-nf4", hidden_size=64, max_position_embeddings=32768, eos_token_id=2,
                                  torch_dtype="float16", quantization_config={"load_in_4bit": True})
-    check_base_of_adapter(adapter, four_bit_copy, consumer="export")  # another copy of that model: fine
+    with caplog.at_level("WARNING", logger="mcqtune.runs.provenance"):
+        check_base_of_adapter(adapter, four_bit_copy, consumer="export")  # another copy of that model: fine, said
+        check_base_of_adapter(adapter, trained_on, consumer="export")  # the very folder: nothing to say
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "is taken as a copy of it" in said[0] and "copy-nf4" in said[0], said
     same_shape_other = write_config(tmp_path / "base", hidden_size=64, max_position_embeddings=131072, eos_token_id=1)
     with pytest.raises(ProvenanceError) as caught:
         check_base_of_adapter(adapter, same_shape_other, consumer="export")

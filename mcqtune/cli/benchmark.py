@@ -8,13 +8,16 @@ from typing import Sequence
 
 from mcqtune.data.questions import SUBJECT_COLUMN, load_mcq_csv
 from mcqtune.errors import ConfigError
+from mcqtune.runs.folder import set_aside
 from mcqtune.infer.benchmark import (
     MAX_CONTEXT_TOKENS,
+    OUTPUTS,
     benchmark,
     check_dev_apart,
     check_outputs,
     lm_eval_description,
     make_parser,
+    shots_for,
     summarise,
     write_outputs,
 )
@@ -36,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev = load_mcq_csv(args.dev_file, require_answer=True) if args.dev_file else None
     if dev is not None and args.shots:
         check_dev_apart(dev, test, args.dev_file)
+        test_subjects = test[SUBJECT_COLUMN] if SUBJECT_COLUMN in test else [None]
+        for subject in dict.fromkeys(test_subjects):  # every subject has its shots, before any model loads
+            shots_for(dev, subject, args.shots)
     out_dir = Path(args.output_dir or Path(args.test_file).with_name(Path(args.test_file).stem + "_benchmark"))
     check_outputs(out_dir)
     subjects = sorted(test[SUBJECT_COLUMN].dropna().unique()) if SUBJECT_COLUMN in test else []
@@ -53,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "prompt": "lm-evaluation-harness's doc_to_text and description, no chat template; letters ' A'..' D'",
               "descriptions_built_for": built,  # subjects lm-eval's task does not have: its pattern, filled in
               "summary": summarise(result, args.circular)}
+    set_aside(out_dir, OUTPUTS, "an earlier benchmark's outputs")  # checked ours above; kept, not replaced
     write_outputs(out_dir, result, report)
     overall = report["summary"]["overall"]
     print(f"acc {overall['acc']:.4f}" + (f", CircularEval {overall['circular_acc']:.4f}" if args.circular else "")

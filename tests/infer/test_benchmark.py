@@ -88,6 +88,13 @@ def test_five_shot_answers_agree_with_lm_evals_cmmlu_task_run_through_its_cli(cm
     right = ours[[f"right_r{r}" for r in range(4)]] == "True"
     assert report["summary"]["overall"]["circular_acc"] == pytest.approx(round(right.all(axis=1).mean(), 4))
     assert report["summary"]["overall"]["acc"] == pytest.approx(round(right["right_r0"].mean(), 4))
+    # again into the same folder with other settings: the earlier benchmark's files are kept aside, not replaced
+    assert cli.run_cli(benchmark_cli.main, ["--model_path", str(tiny_model_dir), "--test_file",
+                                        str(cmmlu_subject / "test.csv"), "--backend", "hf", "--load_in_4bit", "false",
+                                        "--output_dir", str(out)]) == 0
+    earlier, = out.glob("previous-*")
+    assert json.loads((earlier / "benchmark_report.json").read_text())["shots"] == 5
+    assert json.loads((out / "benchmark_report.json").read_text())["shots"] == 0
 
 
 def test_the_prompt_is_lm_evals_cmmlu_template_and_circular_rotations_move_the_answer():
@@ -170,3 +177,17 @@ def test_the_benchmark_writes_over_its_own_outputs_only(tmp_path, capsys):
     argv[-1] = str(test)
     assert run_cli(benchmark_cli.main, argv) == EXIT_USER_ERROR
     assert "is a file; name a folder" in capsys.readouterr().err
+
+
+def test_a_dev_file_without_shots_for_a_test_subject_is_refused_before_loading(tmp_path, capsys):
+    from mcqtune.errors import EXIT_USER_ERROR, run_cli
+
+    header = "ID,question,option_A,option_B,option_C,option_D,answer,subject\n"
+    test = tmp_path / "test.csv"
+    test.write_text(header + "1,中国的首都是哪里？,北京,上海,广州,深圳,A,地理\n2,一加一,1,2,3,4,B,数学\n",
+                    encoding="utf-8")
+    dev = tmp_path / "dev.csv"
+    dev.write_text(header + "d1,二加二,4,2,3,1,A,数学\n", encoding="utf-8")  # no 地理 question
+    argv = ["--model_path", str(tmp_path / "none"), "--test_file", str(test), "--dev_file", str(dev), "--shots", "1"]
+    assert run_cli(benchmark_cli.main, argv) == EXIT_USER_ERROR
+    assert "0 solved question(s) of subject '地理', 1 needed" in capsys.readouterr().err

@@ -39,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     dtype={"ID": str, "answer": str}, keep_default_na=False)))
     kept, summary = merge_samples(parts)
     record = summary_path(out)
+    from mcqtune.model.loading import is_adapter_dir
+
+    advice = ("Reason with a model that reasons: the base model or a reasoning adapter rather than a direct-answer "
+              "one, " if is_adapter_dir(args.model_path) else "Try a larger model that reasons, ") + \
+        "a larger --max_reasoning_tokens, or --samples N --temperature T"
     if kept.empty:  # a header-only file would only be refused by training later
         earlier = [str(out.resolve())] if out.exists() else []  # an earlier run's traces, left as they are, still its
         write_json_atomic({**summary, "output_file": None, WRITTEN_FILES: [*earlier, str(record.resolve())],
@@ -46,9 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"traces kept none of {summary['tried']} replies ({summary['closed_and_scored']} closed "
                         f"unanswered, {summary['wrong_answer']} with another letter than the label, "
                         f"{summary['no_reasoning']} a letter with no reasoning before it); nothing was written to "
-                        f"{out} (counts in {record}). Reason with a model that reasons: the base model or "
-                        "a reasoning adapter rather than a direct-answer one, a larger --max_reasoning_tokens, or "
-                        "--samples N --temperature T")
+                        f"{out} (counts in {record}). {advice}")
     write_json_atomic({**summary, "output_file": str(out.resolve()), WRITTEN_FILES: [str(record.resolve())],
                        "traces_written": True}, record)
     write_csv_atomic(kept, out)  # last, as infer writes its submission

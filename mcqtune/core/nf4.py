@@ -129,6 +129,9 @@ def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | Non
     m = x.shape[0]
     processors = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
     block_m, block_n, splits = tiles or tile_sizes(m, n, k, processors)
+    if k % (splits * BLOCK_K) or min(block_m, block_n) < 16:
+        raise ValueError(f"tiles {block_m} x {block_n} with {splits} splits do not divide an input of {k} values "
+                         f"into whole tiles of {BLOCK_K} (tiles need 16 rows and columns or more)")
     partial = torch.empty((splits, m, n), device=x.device, dtype=torch.float32)
     nested = bool(state.nested)
     absmax = state.absmax

@@ -79,7 +79,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", required=True)
-    parser.add_argument("--rows", default="1,16,32,64,71,128")
+    parser.add_argument("--rows", default="1,16,32,64,71,128,256")
     parser.add_argument("--sweep_rows", default="16,64", help="tile settings compared at these batch sizes ('' none)")
     args = parser.parse_args()
     torch.manual_seed(0)

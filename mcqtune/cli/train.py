@@ -18,6 +18,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_requested(argv)
     backend = select_backend(peek_backend(argv))
     script_args, training_args = parse_with(make_parser(), argv, ConfigError)
-    set_continue_hint(CONTINUE_AGAIN if script_args.resume else RESUME_TO_CONTINUE)
+    set_continue_hint(CONTINUE_AGAIN if script_args.resume else RESUME_TO_CONTINUE if script_args.folds <= 1 else
+                      f"{CONTINUE_AGAIN} (finished folds are kept; add --resume true to continue the interrupted "
+                      "fold from its last checkpoint)")
     sft.run(script_args, training_args, backend)
     return 0

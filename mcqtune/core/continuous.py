@@ -19,9 +19,10 @@ BATCHING_LOGGER = "ContinuousBatchingLogger"  # transformers' own, which logs a 
 
 
 def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, stop_ids: Sequence[int],
-                       temperature: float = 0.0, seed: int | None = None,
-                       gpu_memory_gb: float | None = None) -> list[list[int]]:
-    """Each prompt's reply (at most ``budget`` tokens; a stop token, if reached, is its last), in prompt order."""
+                       temperature: float = 0.0, seed: int | None = None, gpu_memory_gb: float | None = None,
+                       max_replies: int | None = None) -> list[list[int]]:
+    """Each prompt's reply (at most ``budget`` tokens; a stop token, if reached, is its last), in prompt order;
+    at most ``max_replies`` decoding at once (the nf4 engine's kernel takes steps of that many tokens or fewer)."""
     import torch
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
@@ -38,6 +39,7 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
     # no more replies at once than the cache holds at their longest: transformers would otherwise admit more and,
     # when the cache fills, throw some replies' cache away and compute them again
     held = replies_held(blocks, max(map(len, prompts)), budget)
+    held = min(held, max_replies) if max_replies else held
     batching = ContinuousBatchingConfig(num_blocks=blocks, block_size=CACHE_BLOCK_TOKENS,
                                         max_batch_tokens=PREFILL_TOKENS, max_requests_per_batch=held,
                                         use_cuda_graph=cuda, seed=seed or 0, allow_block_sharing=False)

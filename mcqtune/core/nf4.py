@@ -1,9 +1,10 @@
 """NF4 weights read by a fused kernel while decoding (``--generation_engine nf4``).
 
 bitsandbytes multiplies a batch of new tokens by a 4-bit weight in two steps: it writes the whole weight out in
-16 bits, then multiplies. A decoding step of a 14B model thus writes and reads ~28 GB whatever the batch, where
-the 4-bit weights themselves are ~8 GB. ``nf4_matmul`` is one Triton kernel that reads the packed 4-bit codes and
-their block scales, turns them into 16-bit values in registers and multiplies them there: nothing is written out.
+16 bits, then multiplies, so a decoding step writes and reads every weight in 16 bits whatever the batch, four
+times the bytes of the 4-bit weights themselves. ``nf4_matmul`` is one Triton kernel that reads the packed 4-bit
+codes and their block scales, turns them into 16-bit values in registers and multiplies them there: nothing is
+written out.
 
 The weights stay as bitsandbytes stores them (``Params4bit``: two codes a byte, the first in the high half; one
 absmax per 64 values, itself quantised to 8 bits per 256 blocks when ``compress_statistics`` is on, the QLoRA
@@ -29,20 +30,21 @@ from mcqtune.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-MAX_FUSED_ROWS = 128  # tokens a call may hold to take the fused kernel (a decoding step's replies); more: bitsandbytes
+MAX_FUSED_ROWS = 256  # tokens a call may hold to take the fused kernel (a decoding step's replies); more: bitsandbytes
 BLOCK_K = 128  # weight values along the input per iteration (two absmax blocks of 64)
 MIN_PROGRAMS_PER_SM = 2  # the input dimension is split until the grid has this many programs per multiprocessor
 
 
-def nf4_problem() -> str | None:
-    """Why this machine cannot run the fused NF4 kernel, or None."""
+def nf4_problem(option: str = "generation_engine", fallback: str = "generate") -> str | None:
+    """Why this machine cannot run the fused NF4 kernel, or None; ``option`` names the command's option for it
+    (infer's --generation_engine, GRPO's --rollout_engine) and ``fallback`` the value to use instead."""
     if not torch.cuda.is_available():
-        return ("generation_engine nf4 needs a CUDA GPU (its kernel is Triton's); this machine has none: use "
-                "--generation_engine generate")
+        return (f"{option} nf4 needs a CUDA GPU (its kernel is Triton's); this machine has none: use "
+                f"--{option} {fallback}")
     try:
         import triton  # noqa: F401
     except ImportError:
-        return "generation_engine nf4 needs Triton (pip install triton): or use --generation_engine continuous"
+        return f"{option} nf4 needs Triton (pip install triton), or use --{option} {fallback}"
     return None
 
 
@@ -119,12 +121,14 @@ def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | Non
     compares them)."""
     n, k = state.shape
     if getattr(state, "packing_format_for_cpu", False):
-        raise ConfigError("generation_engine nf4: these NF4 weights were repacked for bitsandbytes' CPU kernels; "
-                          "the fused kernel reads the GPU layout (run on a CUDA GPU)")
+        raise ConfigError("the nf4 engine: these NF4 weights were repacked for bitsandbytes' CPU kernels; the fused "
+                          "kernel reads the GPU layout (run on a CUDA GPU)")
     if state.quant_type != "nf4" or k % BLOCK_K or state.blocksize != 64:
-        raise ConfigError(f"generation_engine nf4 reads NF4 weights in blocks of 64 with an input size divisible "
-                          f"by {BLOCK_K}; got {state.quant_type}, blocks of {state.blocksize}, input size {k}: use "
-                          "--generation_engine continuous")
+        raise ConfigError(f"the nf4 engine reads NF4 weights in blocks of 64 with an input size divisible by "
+                          f"{BLOCK_K}; got {state.quant_type}, blocks of {state.blocksize}, input size {k}: use the "
+                          "engine without the fused kernel")
+    if weight.dtype != torch.uint8:  # bnb_4bit_quant_storage: the same packed bytes held in a wider dtype
+        weight = weight.view(torch.uint8)
     x = x.contiguous()
     m = x.shape[0]
     processors = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
@@ -195,15 +199,15 @@ def compile_variants(layers) -> None:
 
 
 @contextlib.contextmanager
-def fused_nf4(model):
+def fused_nf4(model, option: str = "generation_engine"):
     """Within: every NF4 linear layer of ``model`` decodes through ``nf4_matmul``; yields the count of calls by
-    path ({"fused": n, "bitsandbytes": m}). Refused (ConfigError) when the model has no NF4 layer, or when nothing
-    within called one (a backend that computes its layers itself, as Unsloth's inference does): the engine never
-    runs as something else under its name."""
+    path ({"fused": n, "bitsandbytes": m}, as Python saw them: a step replayed as a CUDA graph counts where it was
+    captured). Refused (ConfigError, naming ``option``) when the model has no NF4 layer, or when nothing within
+    called one (a backend that computes its layers itself, as Unsloth's inference does): the engine never runs as
+    something else under its name."""
     layers = nf4_layers(model)
     if not layers:
-        raise ConfigError("generation_engine nf4 needs a model loaded in 4-bit NF4 (--load_in_4bit true, the "
-                          "default); for 16-bit weights use --generation_engine continuous")
+        raise ConfigError(f"{option} nf4 needs a model loaded in 4-bit NF4 (--load_in_4bit true, the default)")
     compile_variants(layers)
     calls = {"fused": 0, "bitsandbytes": 0}
     own = {id(layer): layer.__dict__.get("forward") for layer in layers}  # a hook's forward (accelerate), if any
@@ -221,9 +225,9 @@ def fused_nf4(model):
             else:
                 layer.forward = own[id(layer)]
     if not calls["fused"] and calls["bitsandbytes"]:
-        raise ConfigError(f"the nf4 engine's kernel was never called: all {calls['bitsandbytes']} calls took "
+        raise ConfigError(f"{option} nf4: its kernel was never called: all {calls['bitsandbytes']} calls took "
                           f"bitsandbytes' path (gradients on, or more than {MAX_FUSED_ROWS} tokens a call)")
     if not calls["fused"]:
-        raise ConfigError("the nf4 engine's kernel was never called: the model computes its 4-bit layers without "
-                          "their forward (the unsloth backend's generation does); use --backend hf")
+        raise ConfigError(f"{option} nf4: its kernel was never called: the model computes its 4-bit layers "
+                          "without their forward (the unsloth backend's generation does); use --backend hf")
     logger.debug("nf4 kernel calls: %s", calls)

@@ -111,10 +111,12 @@ def generate_replies(model, tokenizer, prompts: list[list[int]], budget: int, st
 
     if engine in PAGED_ENGINES:
         from mcqtune.core.continuous import continuous_replies
-        from mcqtune.core.nf4 import fused_nf4
+        from mcqtune.core.nf4 import MAX_FUSED_ROWS, fused_nf4
 
-        with fused_nf4(model) if engine == "nf4" else contextlib.nullcontext():
-            replies = continuous_replies(model, tokenizer, prompts, budget, stop_ids, temperature, seed, gpu_memory_gb)
+        fused = engine == "nf4"
+        with fused_nf4(model) if fused else contextlib.nullcontext():
+            replies = continuous_replies(model, tokenizer, prompts, budget, stop_ids, temperature, seed, gpu_memory_gb,
+                                         max_replies=MAX_FUSED_ROWS if fused else None)
         return [cut_at_stop(reply, stop_ids) for reply in replies]
     device = model_device(model)
     input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)

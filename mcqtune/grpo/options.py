@@ -72,6 +72,14 @@ def check_grpo_config(args: GRPOArguments, training_args) -> None:
         problems.append(f"rollout_engine must be one of {', '.join(ROLLOUT_ENGINES)}, got {args.rollout_engine!r}")
     if args.rollout_engine == "nf4" and not args.load_in_4bit:
         problems.append("rollout_engine nf4 reads NF4 weights: keep --load_in_4bit true")
+    if args.rollout_engine == "nf4":
+        from mcqtune.core.nf4 import MAX_FUSED_ROWS
+
+        rollouts = training_args.generation_batch_size or training_args.per_device_train_batch_size
+        if rollouts > MAX_FUSED_ROWS:
+            problems.append(f"rollout_engine nf4 decodes at most {MAX_FUSED_ROWS} replies a step through its kernel; "
+                            f"this run generates {rollouts} at once (generation_batch_size): lower it, or use "
+                            "--rollout_engine generate")
     if training_args.reward_weights is not None:
         problems.append("reward_weights is set by format_reward_weight (the correctness reward weighs 1)")
     if args.adapter and training_args.beta > 0:

@@ -265,10 +265,9 @@ def check_rollout_engine(engine: str, backend: str) -> None:
     if backend != "hf":
         raise ConfigError(f"rollout_engine nf4 runs the 4-bit layers' own forward, which the {backend} backend's "
                           "generation replaces: add --backend hf")
-    problem = nf4_problem()
+    problem = nf4_problem("rollout_engine", "generate")
     if problem:
-        raise ConfigError(problem.replace("generation_engine", "rollout_engine").replace(
-            "--generation_engine generate", "--rollout_engine generate"))
+        raise ConfigError(problem)
 
 
 def run(args: GRPOArguments, training_args, backend: str | None = None) -> dict:

@@ -6,6 +6,7 @@ Import this module only after ``model.loading.select_backend`` (Unsloth must be 
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pandas as pd
@@ -39,12 +40,11 @@ class MCQGRPOTrainer(KeepAdapterDtype, PhaseTimes, GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         """The rollouts, timed; with rollout_engine nf4 through the fused kernel (core/nf4.py)."""
-        import contextlib
-
         from mcqtune.core.nf4 import fused_nf4
 
         started = time.perf_counter()
-        with fused_nf4(self.model) if self.rollout_engine == "nf4" else contextlib.nullcontext() as calls:
+        with fused_nf4(self.model, "rollout_engine") if self.rollout_engine == "nf4" else contextlib.nullcontext() \
+                as calls:
             completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
         for path, count in (calls or {}).items():
             self.kernel_calls[path] += count

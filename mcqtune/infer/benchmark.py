@@ -172,6 +172,19 @@ def output_paths(out_dir: Path) -> list[Path]:
     return [out_dir / name for name in OUTPUTS]
 
 
+def is_earlier_benchmark(record: Path) -> bool:
+    """A benchmark report written before reports listed their files (no ``written_files``): its folder's
+    benchmark files are that benchmark's."""
+    import json
+
+    try:
+        found = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and "written_files" not in found and \
+        {"task", "shots", "summary", "prompt"} <= set(found)
+
+
 def check_outputs(out_dir: Path) -> None:
     """Before any model loads: the benchmark writes only where nothing is, or over an earlier benchmark's files
     (those its benchmark_report.json records), never into a file or over a file of the user's."""
@@ -180,6 +193,8 @@ def check_outputs(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--output_dir {out_dir} is a file; name a folder")
     paths = output_paths(out_dir)
+    if is_earlier_benchmark(paths[-1]):
+        return
     problem = ownership_problem(paths, paths[-1], "--output_dir: the file")
     if problem:
         raise ConfigError(problem)

@@ -13,6 +13,8 @@ they were before (``answer_before``); report.json counts the rows answered again
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,6 @@ import pandas as pd
 
 from mcqtune.errors import UserError
 from mcqtune.runs.predictions import PROB_COLUMNS
-from mcqtune.runs.identity import sha256_file
 from mcqtune.runs.provenance import check_answered
 
 
@@ -41,17 +42,18 @@ def predictions_file(source: str | Path) -> Path:
 
 
 def read_first_run(source: str | Path, frame: pd.DataFrame, test_sha: str | None = None, test_name: str = "",
-                   allow_bare: bool = False) -> pd.DataFrame:
+                   allow_bare: bool = False, data: bytes | None = None) -> pd.DataFrame:
     """The first run's predictions in the test file's row order; refused unless its report.json says it answered
     this very test file (runs/provenance.py; a bare file only with ``allow_bare``), they cover exactly its IDs
-    and every row has four probabilities."""
+    and every row has four probabilities. ``data``: the predictions' bytes, when already read."""
     path = predictions_file(source)
     check_answered(path, test_sha, consumer="--rescore", test_name=test_name or "this test file",
                    allow_bare=allow_bare)
     # an empty cell is missing in every column a reply fills (a first run that was itself a cascade has them for
     # its rows answered again), so that the rows answered now can be written into them
     reply_columns = (*PROB_COLUMNS, *REPLY_COLUMNS)
-    first = pd.read_csv(path, dtype={"ID": str, "answer": str}, keep_default_na=False,
+    first = pd.read_csv(io.BytesIO(path.read_bytes() if data is None else data), dtype={"ID": str, "answer": str},
+                        keep_default_na=False,
                         na_values={c: [""] for c in reply_columns})
     if "reasoning_tokens" in first:
         first["reasoning_tokens"] = pd.to_numeric(first["reasoning_tokens"], errors="coerce").astype("Int64")
@@ -101,9 +103,9 @@ class Rescore:
     def plan(cls, source: str, frame: pd.DataFrame, fraction: float, test_sha: str | None = None,
              test_name: str = "", allow_bare: bool = False) -> "Rescore":
         path = predictions_file(source).resolve()
-        sha = sha256_file(path)
-        first = read_first_run(path, frame, test_sha, test_name, allow_bare)
-        return cls(frame, first, least_confident(first, fraction), str(path), sha)
+        data = path.read_bytes()  # hashed and parsed from one read
+        first = read_first_run(path, frame, test_sha, test_name, allow_bare, data=data)
+        return cls(frame, first, least_confident(first, fraction), str(path), hashlib.sha256(data).hexdigest())
 
     def rows(self) -> pd.DataFrame:
         """The questions to answer again, in file order."""

@@ -23,17 +23,24 @@ class RunOptions:
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
 
 
-INPUT_OPTIONS = ("train_file", "val_file", "extra_train_files", "adapter", "distill_from", "pseudo_label_from",
-                 "pseudo_label_file", "val_test_like", "chat_template")  # every option that names a file read
+# every option that names a file or folder the run reads
+INPUT_OPTIONS = ("model_name_or_path", "train_file", "val_file", "extra_train_files", "adapter", "distill_from",
+                 "pseudo_label_from", "pseudo_label_file", "val_test_like", "chat_template")
 
 
 def input_paths(options) -> list[tuple[str, Path]]:
-    """(option, path) of every existing file or folder the run reads, besides the model."""
+    """(option, path) of every existing file or folder the run reads (a hub id or an inline template is none)."""
     found = []
     for name in INPUT_OPTIONS:
         value = getattr(options, name, None)
         for item in value if isinstance(value, (list, tuple)) else [value]:
-            if item and len(str(item)) < 4096 and Path(item).exists():  # a chat template may be given inline
+            if not item or "{" in str(item):  # a chat template given inline
+                continue
+            try:
+                exists = Path(item).exists()
+            except (OSError, ValueError):  # not a path this system can hold (too long, a NUL): not a file read
+                continue
+            if exists:
                 found.append((name, Path(item)))
     return found
 

@@ -99,3 +99,13 @@ def test_weights_repacked_for_cpus_are_refused_not_misread():
     state.packing_format_for_cpu = True
     with pytest.raises(nf4.ConfigError, match="repacked for bitsandbytes' CPU kernels"):
         nf4.nf4_matmul(torch.randn(2, 128), packed, state)
+
+
+def test_codes_held_in_a_wider_storage_dtype_are_read_as_their_bytes():
+    """bnb_4bit_quant_storage (FSDP-QLoRA checkpoints) keeps the same packed bytes in bfloat16 or float32 elements."""
+    torch.manual_seed(2)
+    weight = torch.randn(40, 256)
+    packed, state = bnb_functional.quantize_4bit(weight, blocksize=64, quant_type="nf4", quant_storage=torch.float32)
+    assert packed.dtype == torch.float32
+    x = torch.randn(3, 256)
+    torch.testing.assert_close(nf4.nf4_matmul(x, packed, state), reference(x, packed, state), rtol=2e-3, atol=1e-4)

@@ -56,3 +56,29 @@ def test_the_nf4_engine_is_refused_where_it_cannot_run(monkeypatch, tiny_model_d
     with pytest.raises(ConfigError, match="needs a model loaded in 4-bit NF4"):
         with fused_nf4(model):
             pass
+
+
+def test_the_nf4_engine_decodes_no_more_replies_at_once_than_its_kernel_takes(monkeypatch):
+    """Continuous batching pads a decoding step to the replies it may hold: for nf4 that is capped at
+    MAX_FUSED_ROWS, so no steady step falls to bitsandbytes' path on a large card."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from mcqtune.core import batch_planning, nf4
+    from mcqtune.core.reasoning import generate_replies
+
+    monkeypatch.setattr(batch_planning, "cache_blocks", lambda *a: 10_000)
+    monkeypatch.setattr(batch_planning, "replies_held", lambda *a: 900)  # a large card's cache
+    seen = {}
+
+    class Model:
+        def generate_batch(self, prompts, generation_config, continuous_batching_config, **kwargs):
+            seen["held"] = continuous_batching_config.max_requests_per_batch
+            return {f"req_{i}": SimpleNamespace(prompt_ids=p, generated_tokens=[7], error=None)
+                    for i, p in enumerate(prompts)}
+
+    monkeypatch.setattr(nf4, "fused_nf4", lambda model: contextlib.nullcontext())
+    tokenizer = SimpleNamespace(pad_token_id=0)
+    for engine, held in (("continuous", 900), ("nf4", nf4.MAX_FUSED_ROWS)):
+        replies = generate_replies(Model(), tokenizer, [[1, 2], [3]], 4, [9], repetition_penalty=1.0, engine=engine)
+        assert replies == [([7], False), ([7], False)] and seen["held"] == held

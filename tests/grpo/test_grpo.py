@@ -121,7 +121,6 @@ def test_reasoning_replies_train_and_are_validated_by_reasoning(tiny_model_dir, 
     (("--adapter", "somewhere", "--beta", "0.04"), "the KL term's reference would be the base model"),
     (("--rollout_engine", "nf4", "--load_in_4bit", "false"), "rollout_engine nf4 reads NF4 weights"),
     (("--max_completion_length", "0"), "max_completion_length must be >= 1, got 0"),
-    (("--rollout_engine", "nf4", "--backend", "hf"), "rollout_engine nf4 needs a CUDA GPU"),  # this machine
 ])
 def test_impossible_settings_stop_before_loading(tiny_model_dir, sample_dir, tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
@@ -145,9 +144,16 @@ def test_an_output_dir_holding_or_inside_the_adapter_is_refused_before_anything_
     assert sorted(p.name for p in (sft_run / "adapter").iterdir()) == ["adapter_config.json"]
 
 
-def test_nf4_rollouts_are_refused_where_unsloth_generates():
+def test_nf4_rollouts_are_refused_where_they_cannot_run(monkeypatch, tiny_model_dir, sample_dir, tmp_path):
     with pytest.raises(ConfigError, match="add --backend hf"):
         grpo.check_rollout_engine("nf4", "unsloth")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="rollout_engine nf4 needs a CUDA GPU .*use --rollout_engine generate$"):
+        grpo.run(*grpo_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, "--rollout_engine", "nf4",
+                            "--backend", "hf"))
+    with pytest.raises(ConfigError, match="decodes at most 256 replies a step"):
+        grpo.run(*grpo_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, "--rollout_engine", "nf4",
+                            "--per_device_train_batch_size", 512, "--num_generations", 8))
 
 
 @pytest.mark.slow

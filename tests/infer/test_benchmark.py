@@ -159,6 +159,11 @@ def test_the_benchmark_writes_over_its_own_outputs_only(tmp_path, capsys):
     ours.mkdir()
     write_outputs(ours, pd.DataFrame({"ID": ["1"]}), report)
     check_outputs(ours)  # an earlier benchmark's: may be replaced
+    legacy = tmp_path / "legacy"  # a benchmark of an older version: its report lists no files
+    legacy.mkdir()
+    (legacy / "benchmark_report.md").write_text("# cmmlu")
+    (legacy / "benchmark_report.json").write_text(json.dumps({**report, "prompt": "lm-eval's"}))
+    check_outputs(legacy)
     assert all(p.is_file() for p in output_paths(ours))
 
     test = tmp_path / "test.csv"

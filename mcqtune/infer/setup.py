@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 MODE_ONLY = {"max_new_tokens": ("generate",), "max_reasoning_tokens": ("reason",)}
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(InferArguments) if f.name in MODE_ONLY}
 
+
 def check_args(args: InferArguments) -> None:
     """Every problem with the options in one sentence, before anything is loaded."""
     problems = check_prompt_options(args)

@@ -168,7 +168,8 @@ def test_nf4_rollouts_decode_inside_the_fused_kernel_and_are_counted(tiny_model_
     entered = []
 
     @contextlib.contextmanager
-    def counting(model):
+    def counting(model, option):
+        assert option == "rollout_engine"  # its messages name GRPO's option
         entered.append(model)
         yield {"fused": 3, "bitsandbytes": 1}
 

@@ -27,7 +27,7 @@
 #   cbfp8       the same on FP8 weights (core/fp8.py), CB8_RUNS
 #   fp8check    bench/fp8_check.py: Fp8Linear on the GPU against the same arithmetic in float32
 #   creason512, creason2048   the same with --generation_engine continuous (128 / 32 questions)
-#   nreason512, nreason2048   the same with --generation_engine nf4 (128 / 32 questions)
+#   nreason512, nreason2048   the same with --generation_engine nf4 (128 / 32 questions, or NREASON_Q)
 #   nf4check    bench/nf4_check.py: the fused NF4 kernel against bitsandbytes' path, per layer shape and batch
 #   freason512, freason2048   the same with --generation_engine fp8 (128 questions each)
 #   static512   bench/plain_generate.py --cache static (compiled decoding), batch 32, 512 tokens
@@ -122,7 +122,7 @@ for run in ${RUNS:-b16 anchor_a}; do
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/creason_test.csv \
         --backend hf --generation_engine continuous --repetition_penalty 1.0 ;;
     nreason512|nreason2048)  # the same with --generation_engine nf4 (NF4 weights read by the fused kernel)
-      n=${run#nreason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/nreason_test.csv
+      n=${run#nreason}; head -$(( ${NREASON_Q:-$(( n == 512 ? 128 : 32 ))} + 1 )) .benchdata/test.csv > /tmp/nreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/nreason_test.csv \
         --backend hf --generation_engine nf4 --repetition_penalty 1.0 ;;
     freason512|freason2048)  # the same with --generation_engine fp8 (adapter merged, FP8 weights), 128 questions

@@ -1,7 +1,7 @@
 """NF4 weights read by a fused kernel while decoding (``--generation_engine nf4``).
 
 bitsandbytes multiplies a batch of new tokens by a 4-bit weight in two steps: it writes the whole weight out in
-16 bits, then multiplies, so a decoding step writes and reads every weight in 16 bits whatever the batch, four
+16 bits, then multiplies, so a decoding step writes and reads every weight in 16 bits whatever the batch, eight
 times the bytes of the 4-bit weights themselves. ``nf4_matmul`` is one Triton kernel that reads the packed 4-bit
 codes and their block scales, turns them into 16-bit values in registers and multiplies them there: nothing is
 written out.
@@ -50,7 +50,8 @@ def nf4_problem(option: str = "generation_engine", fallback: str = "generate") -
 
 @functools.cache
 def _kernel(interpret: bool):
-    """The Triton kernel, defined at first use (Triton reads TRITON_INTERPRET when a kernel is defined)."""
+    """The Triton kernel, defined at first use (and under Triton's interpreter when TRITON_INTERPRET=1 was set
+    before Triton was first imported: tests/core/interpreted_nf4.py)."""
     import triton
     import triton.language as tl
 

@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import dataclasses
 
     from mcqtune.infer import run as infer
+    from mcqtune.model.loading import is_adapter_dir
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, samples = parse_args(argv)
@@ -39,8 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     dtype={"ID": str, "answer": str}, keep_default_na=False)))
     kept, summary = merge_samples(parts)
     record = summary_path(out)
-    from mcqtune.model.loading import is_adapter_dir
-
     advice = ("Reason with a model that reasons: the base model or a reasoning adapter rather than a direct-answer "
               "one, " if is_adapter_dir(args.model_path) else "Try a larger model that reasons, ") + \
         "a larger --max_reasoning_tokens, or --samples N --temperature T"

@@ -1,6 +1,10 @@
-"""core/nf4.py on a GPU: the fused NF4 kernel against bitsandbytes' own path (the weight dequantised to 16 bits,
-then multiplied), at the 14B shape's layer sizes and decoding batch sizes: the largest difference, and each
-one's time (median of 25 calls, CUDA events) with the bytes it reads per second.
+"""core/nf4.py on a GPU: the fused NF4 kernel against bitsandbytes' own path (one token: its fused kernel; more:
+the weight dequantised to 16 bits, then multiplied), at the 14B shape's layer sizes and decoding batch sizes.
+
+For each layer shape and batch: the largest difference from bitsandbytes for each way the kernel reads the code
+(core/nf4.LOOKUPS), and each path's time per call, median of 5, both called from Python ("eager") and replayed
+as a CUDA graph of 20 calls (as continuous batching replays its decoding steps). Then the tile settings swept at
+``--sweep_rows``, and tiles of 64 rows tried in a process of their own (a fault there cannot end this one).
 
     python bench/nf4_check.py --json out.json
 """
@@ -9,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +28,7 @@ PER_DECODER_LAYER = {"q_proj/o_proj": 2, "k_proj/v_proj": 2, "gate/up_proj": 2, 
 DECODER_LAYERS = 48
 
 
-def median_ms(fn, repeats: int = 25) -> float:
+def eager_ms(fn, repeats: int = 25) -> float:
     import torch
 
     for _ in range(3):
@@ -38,36 +44,131 @@ def median_ms(fn, repeats: int = 25) -> float:
     return statistics.median(times)
 
 
-def sweep(rows_list: list[int], nf4_matmul) -> list[dict]:
-    """Each layer shape at each batch size under other tiles (block_n, input splits), warps and pipeline stages
-    than the defaults: the fastest found, beside the default's time."""
-    import itertools
-
-    import bitsandbytes.functional as bnb_functional
+def graph_ms(fn, calls: int = 20, repeats: int = 5) -> float | None:
+    """Milliseconds a call when ``calls`` calls are captured in one CUDA graph and replayed (no Python between
+    kernels); None when the path cannot be captured."""
     import torch
+
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                fn()
+    except Exception as err:  # noqa: BLE001  (a path that cannot be captured: noted, not timed)
+        print(f"graph capture failed: {type(err).__name__}: {err}", flush=True)
+        torch.cuda.synchronize()
+        return None
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    del graph
+    return statistics.median(times)
+
+
+def nf4_layer(out_features: int, in_features: int):
+    import bitsandbytes as bnb
+    import torch
+
+    layer = bnb.nn.Linear4bit(in_features, out_features, bias=False, compute_dtype=torch.bfloat16,
+                              quant_type="nf4", compress_statistics=True)
+    layer.weight = bnb.nn.Params4bit(torch.randn(out_features, in_features, dtype=torch.bfloat16) * 0.02,
+                                     requires_grad=False, quant_type="nf4", compress_statistics=True)
+    return layer.cuda()
+
+
+def compare(rows_list: list[int], result: dict) -> None:
+    """Every layer shape at every batch: differences and times of bitsandbytes and of each lookup."""
+    import torch
+
+    from mcqtune.core.nf4 import LOOKUPS, nf4_matmul
+
+    step = {m: {} for m in rows_list}
+    for name, (out_features, in_features) in LAYERS.items():
+        layer = nf4_layer(out_features, in_features)
+        state = layer.weight.quant_state
+        offset = float(state.offset)
+        weight_bytes = layer.weight.numel() + state.absmax.numel()
+        for m in rows_list:
+            x = torch.randn(m, in_features, device="cuda", dtype=torch.bfloat16)
+            row = {"layer": name, "weight": [out_features, in_features], "tokens": m}
+            with torch.no_grad():
+                want = layer(x).float()
+                row["reference_scale"] = round(float(want.abs().mean()), 4)
+                row["bitsandbytes_eager_ms"] = round(eager_ms(lambda: layer(x)), 4)
+                row["bitsandbytes_graph_ms"] = graph_ms(lambda: layer(x))
+                for lookup in LOOKUPS:
+                    call = functools.partial(nf4_matmul, x, layer.weight, state, offset, lookup=lookup)
+                    row[f"{lookup}_max_abs_diff"] = float((call().float() - want).abs().max())
+                    row[f"{lookup}_graph_ms"] = graph_ms(call)
+                    if row[f"{lookup}_graph_ms"]:
+                        row[f"{lookup}_weight_gb_per_s"] = round(weight_bytes / row[f"{lookup}_graph_ms"] / 1e6, 1)
+                row["exact_eager_ms"] = round(eager_ms(functools.partial(nf4_matmul, x, layer.weight, state, offset)),
+                                              4)
+            for key in ["bitsandbytes_graph_ms"] + [f"{lookup}_graph_ms" for lookup in LOOKUPS]:
+                if row[key] is not None:
+                    step[m][key] = step[m].get(key, 0.0) + PER_DECODER_LAYER[name] * DECODER_LAYERS * row[key]
+            result["rows"].append(row)
+            print(json.dumps(row), flush=True)
+        layer = None  # freed before the next shape is built
+        torch.cuda.empty_cache()
+    # a decoding step's linear layers at 14B (7 per decoder layer, 48 layers), summed from the rows above
+    result["linear_layers_per_step_ms"] = {str(m): {k: round(v, 2) for k, v in s.items()} for m, s in step.items()}
+    print(json.dumps(result["linear_layers_per_step_ms"]), flush=True)
+
+
+def sweep(rows_list: list[int], lookup: str, block_m_choices: tuple[int, ...]) -> list[dict]:
+    """Each layer shape at each batch under other tiles (block_n, input splits), warps and pipeline stages than
+    the defaults, replayed as a CUDA graph: the fastest found, beside the default's time."""
+    import torch
+
+    from mcqtune.core.nf4 import BLOCK_K, nf4_matmul
 
     found = []
     for name, (out_features, in_features) in LAYERS.items():
-        weight = torch.randn(out_features, in_features, dtype=torch.bfloat16, device="cuda") * 0.02
-        packed, state = bnb_functional.quantize_4bit(weight, blocksize=64, quant_type="nf4", compress_statistics=True)
+        layer = nf4_layer(out_features, in_features)
+        state = layer.weight.quant_state
         offset = float(state.offset)
         for m in rows_list:
             x = torch.randn(m, in_features, device="cuda", dtype=torch.bfloat16)
-            default = median_ms(lambda: nf4_matmul(x, packed, state, offset), 15)
-            block_m = min(64, max(16, 1 << (m - 1).bit_length()))
-            best = None
-            for block_n, splits, warps, stages in itertools.product((32, 64, 128), (1, 2, 4, 8), (4, 8), (3, 4)):
-                try:
-                    ms = median_ms(lambda: nf4_matmul(x, packed, state, offset, (block_m, block_n, splits), warps,
-                                                      stages), 15)
-                except Exception as err:  # noqa: BLE001  (a setting this card cannot compile: skipped, noted)
-                    print(f"{name} m={m} {block_n},{splits},{warps},{stages}: {type(err).__name__}", flush=True)
-                    continue
-                if best is None or ms < best["ms"]:
-                    best = {"block_n": block_n, "splits": splits, "num_warps": warps, "num_stages": stages,
-                            "ms": round(ms, 4)}
-            found.append({"layer": name, "tokens": m, "default_ms": round(default, 4), "best": best})
+            with torch.no_grad():
+                want = nf4_matmul(x, layer.weight, state, offset, lookup=lookup).float()
+                default = graph_ms(functools.partial(nf4_matmul, x, layer.weight, state, offset, lookup=lookup))
+                best, tried = None, 0
+                for block_m, block_n, splits, warps, stages in itertools.product(
+                        block_m_choices, (32, 64, 128), (1, 2, 4, 8), (4, 8), (2, 3, 4)):
+                    if in_features % (splits * BLOCK_K) or (block_m > 16 and m <= 16):
+                        continue
+                    call = functools.partial(nf4_matmul, x, layer.weight, state, offset, (block_m, block_n, splits),
+                                             warps, stages, lookup)
+                    try:
+                        diff = float((call().float() - want).abs().max())
+                        ms = graph_ms(call)
+                    except Exception as err:  # noqa: BLE001  (a setting this card cannot compile: skipped, noted)
+                        print(f"{name} m={m} {block_m},{block_n},{splits},{warps},{stages}: {type(err).__name__}",
+                              flush=True)
+                        continue
+                    tried += 1
+                    if ms is not None and (best is None or ms < best["ms"]):
+                        best = {"block_m": block_m, "block_n": block_n, "splits": splits, "num_warps": warps,
+                                "num_stages": stages, "ms": round(ms, 4), "max_abs_diff_from_default": diff}
+            found.append({"layer": name, "tokens": m, "lookup": lookup, "default_ms": default, "settings": tried,
+                          "best": best})
             print(json.dumps(found[-1]), flush=True)
+        layer = None  # freed before the next shape is built
+        torch.cuda.empty_cache()
     return found
 
 
@@ -75,45 +176,34 @@ def main() -> None:
     import bitsandbytes as bnb
     import torch
 
-    from mcqtune.core.nf4 import fused_forward, nf4_matmul
+    from mcqtune.core.nf4 import LOOKUPS
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", required=True)
-    parser.add_argument("--rows", default="1,16,32,64,71,128,256")
+    parser.add_argument("--rows", default="1,16,32,64,128,256")
     parser.add_argument("--sweep_rows", default="16,64", help="tile settings compared at these batch sizes ('' none)")
+    parser.add_argument("--lookup", choices=LOOKUPS, help="the sweep's lookup (default: the fastest in the comparison)")
+    parser.add_argument("--only_sweep", action="store_true", help="the sweep alone (the 64-row tiles' process)")
+    parser.add_argument("--block_m", default="16,32")
     args = parser.parse_args()
     torch.manual_seed(0)
-    rows_list = [int(r) for r in args.rows.split(",")]
     result = {"torch": torch.__version__, "bitsandbytes": bnb.__version__, "card": torch.cuda.get_device_name(),
               "rows": []}
-    step = {m: {"fused_ms": 0.0, "bitsandbytes_ms": 0.0} for m in rows_list}
-    for name, (out_features, in_features) in LAYERS.items():
-        layer = bnb.nn.Linear4bit(in_features, out_features, bias=False, compute_dtype=torch.bfloat16,
-                                  quant_type="nf4", compress_statistics=True)
-        layer.weight = bnb.nn.Params4bit(torch.randn(out_features, in_features, dtype=torch.bfloat16) * 0.02,
-                                         requires_grad=False, quant_type="nf4", compress_statistics=True)
-        layer = layer.cuda()
-        fused = functools.partial(fused_forward, layer, layer.forward, offset=float(layer.weight.quant_state.offset))
-        weight_bytes = layer.weight.numel() + layer.weight.quant_state.absmax.numel()
-        for m in rows_list:
-            x = torch.randn(m, in_features, device="cuda", dtype=torch.bfloat16)
-            with torch.no_grad():
-                want, got = layer(x).float(), fused(x).float()
-                fused_ms = median_ms(lambda: fused(x))
-                bnb_ms = median_ms(lambda: layer(x))
-            row = {"layer": name, "weight": [out_features, in_features], "tokens": m,
-                   "max_abs_diff": float((got - want).abs().max()), "reference_scale": float(want.abs().mean()),
-                   "fused_ms": round(fused_ms, 4), "bitsandbytes_ms": round(bnb_ms, 4),
-                   "fused_weight_gb_per_s": round(weight_bytes / fused_ms / 1e6, 1)}
-            result["rows"].append(row)
-            step[m]["fused_ms"] += PER_DECODER_LAYER[name] * DECODER_LAYERS * fused_ms
-            step[m]["bitsandbytes_ms"] += PER_DECODER_LAYER[name] * DECODER_LAYERS * bnb_ms
-            print(json.dumps(row), flush=True)
-    result["sweep"] = sweep([int(r) for r in args.sweep_rows.split(",") if r], nf4_matmul)
-    # a decoding step's linear layers at 14B (7 per decoder layer, 48 layers), summed from the rows above
-    result["linear_layers_per_step_ms"] = {str(m): {k: round(v, 2) for k, v in s.items()} for m, s in step.items()}
-    print(json.dumps(result["linear_layers_per_step_ms"]))
+    block_m = tuple(int(b) for b in args.block_m.split(","))
+    if not args.only_sweep:
+        compare([int(r) for r in args.rows.split(",")], result)
+    lookup = args.lookup
+    if lookup is None:
+        sums = {key: sum(s.get(f"{key}_graph_ms") or float("inf") for s in result["linear_layers_per_step_ms"].values())
+                for key in LOOKUPS}
+        lookup = min(sums, key=sums.get)
+    result["sweep"] = sweep([int(r) for r in args.sweep_rows.split(",") if r], lookup, block_m)
     Path(args.json).write_text(json.dumps(result, indent=1))
+    if not args.only_sweep:  # tiles of 64 rows in a process of their own: a fault there cannot lose the above
+        done = subprocess.run([sys.executable, __file__, "--json", args.json.replace(".json", "_m64.json"),
+                               "--only_sweep", "--sweep_rows", "64,128", "--block_m", "64", "--lookup", lookup])
+        result["block_m_64_exit_code"] = done.returncode
+        Path(args.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

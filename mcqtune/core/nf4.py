@@ -31,7 +31,8 @@ from mcqtune.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 MAX_FUSED_ROWS = 256  # tokens a call may hold to take the fused kernel (a decoding step's replies); more: bitsandbytes
-BLOCK_K = 128  # weight values along the input per iteration (two absmax blocks of 64)
+BLOCK_K = 64  # weight values along the input per step of the kernel's loop: one block, one scale
+DEFAULT_LOOKUP = "exact"  # see _lookup_table
 MIN_PROGRAMS_PER_SM = 2  # the input dimension is split until the grid has this many programs per multiprocessor
 
 
@@ -56,41 +57,46 @@ def _kernel(interpret: bool):
     import triton.language as tl
 
     @triton.jit(do_not_specialize=["M", "offset"])  # one compiled kernel for any number of replies
-    def nf4_matmul_kernel(x_ptr, w_ptr, absmax_ptr, absmax2_ptr, code2_ptr, code_ptr, out_ptr, offset,
+    def nf4_matmul_kernel(x_ptr, w_ptr, absmax_ptr, absmax2_ptr, code2_ptr, table_ptr, out_ptr, offset,
                           M, N, K, stride_xm, stride_om, stride_os, k_per_split,
                           NESTED: tl.constexpr, BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr,
-                          W_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        pid_n, pid_m, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                          LOOKUP: tl.constexpr,
+                          W_DTYPE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr):
+        # the row tiles of one weight tile are neighbours in the grid: they run together and share it through L2
+        pid_m, pid_n, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        half = tl.arange(0, BLOCK_K // 2)  # byte j of a tile holds values 2j (high half) and 2j + 1 (low half)
+        half = tl.arange(0, BLOCKSIZE // 2)  # byte j of a block holds values 2j (high half) and 2j + 1 (low half)
+        values = tl.arange(0, BLOCKSIZE)
         row_ok, col_ok = rows < M, cols < N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         k_start = pid_s * k_per_split
-        for k0 in range(k_start, k_start + k_per_split, BLOCK_K):
+        for k0 in range(k_start, k_start + k_per_split, BLOCKSIZE):  # one block of 64 values (one scale) a step
             byte = tl.load(w_ptr + cols[:, None] * (K // 2) + k0 // 2 + half[None, :], mask=col_ok[:, None],
-                           other=0)
-            # one scale per 64 values (BLOCK_K // BLOCKSIZE per row of the tile), spread over their 32 bytes
-            block = cols[:, None] * (K // BLOCKSIZE) + k0 // BLOCKSIZE + tl.arange(0, BLOCK_K // BLOCKSIZE)[None, :]
+                           other=0).to(tl.int32)
+            block = cols * (K // BLOCKSIZE) + k0 // BLOCKSIZE
             if NESTED:  # the absmax of each 64 values, stored as an 8-bit code of a 256-block scale
-                scale = tl.load(code2_ptr + tl.load(absmax_ptr + block, mask=col_ok[:, None], other=0).to(tl.int32))
-                scale = scale * tl.load(absmax2_ptr + block // BLOCKSIZE2, mask=col_ok[:, None], other=0) + offset
+                scale = tl.load(code2_ptr + tl.load(absmax_ptr + block, mask=col_ok, other=0).to(tl.int32))
+                scale = scale * tl.load(absmax2_ptr + block // BLOCKSIZE2, mask=col_ok, other=0) + offset
             else:
-                scale = tl.load(absmax_ptr + block, mask=col_ok[:, None], other=0).to(tl.float32)
-            scale = tl.reshape(tl.broadcast_to(scale[:, :, None], (BLOCK_N, BLOCK_K // BLOCKSIZE, BLOCKSIZE // 2)),
-                               (BLOCK_N, BLOCK_K // 2))
-            high = tl.load(code_ptr + ((byte >> 4) & 15).to(tl.int32)) * scale
-            low = tl.load(code_ptr + (byte & 15).to(tl.int32)) * scale
-            x_even = tl.load(x_ptr + rows[:, None] * stride_xm + k0 + 2 * half[None, :], mask=row_ok[:, None],
-                             other=0)
-            x_odd = tl.load(x_ptr + rows[:, None] * stride_xm + k0 + 1 + 2 * half[None, :], mask=row_ok[:, None],
-                            other=0)
-            # each value as bitsandbytes dequantises it (in the weight's dtype), then in the inputs' dtype
-            acc += tl.dot(x_even, tl.trans(high.to(W_DTYPE).to(x_even.dtype)), input_precision=PRECISION)
-            acc += tl.dot(x_odd, tl.trans(low.to(W_DTYPE).to(x_odd.dtype)), input_precision=PRECISION)
+                scale = tl.load(absmax_ptr + block, mask=col_ok, other=0).to(tl.float32)
+            x = tl.load(x_ptr + rows[:, None] * stride_xm + k0 + values[None, :], mask=row_ok[:, None], other=0)
+            if LOOKUP == 0:  # as bitsandbytes: code x scale in float32, rounded to the weight's dtype, multiplied
+                high = (tl.load(table_ptr + (byte >> 4)) * scale[:, None]).to(W_DTYPE)
+                low = (tl.load(table_ptr + (byte & 15)) * scale[:, None]).to(W_DTYPE)
+            elif LOOKUP == 1:  # the codes in the inputs' dtype; the scale multiplies the block's products
+                high = tl.load(table_ptr + (byte >> 4))
+                low = tl.load(table_ptr + (byte & 15))
+            else:  # both codes of a byte from one 32-bit entry: the high value's 16 bits above the low one's
+                pair = tl.load(table_ptr + byte)
+                high = (pair >> 16).to(tl.int16).to(x.dtype, bitcast=True)
+                low = pair.to(tl.int16).to(x.dtype, bitcast=True)
+            weight = tl.interleave(high, low).to(x.dtype)  # (BLOCK_N, 64): value 2j then 2j + 1
+            part = tl.dot(x, tl.trans(weight), input_precision=PRECISION)
+            acc += part if LOOKUP == 0 else part * scale[None, :]
         out = out_ptr + pid_s * stride_os + rows[:, None] * stride_om + cols[None, :]
-        tl.store(out, acc, mask=row_ok[:, None] & col_ok[None, :])
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
     return nf4_matmul_kernel, {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
@@ -99,11 +105,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+LOOKUPS = ("exact", "codes", "pairs")  # how a code becomes a value: see _lookup_table
+
+
 def tile_sizes(m: int, n: int, k: int, processors: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, splits of the input dimension) for an (m, k) x (k, n) product: tiles of at least 16 rows
-    (the tensor cores' least), and the input split until the grid covers every multiprocessor twice (a decoding
-    step's k/v projections have few output columns)."""
-    block_m = min(64, max(16, 1 << (m - 1).bit_length()))
+    """(BLOCK_M, BLOCK_N, splits of the input dimension) for an (m, k) x (k, n) product: tiles of 16 or 32 rows
+    (the tensor cores' least is 16), and the input split until the grid covers every multiprocessor twice (a
+    decoding step's k/v projections have few output columns)."""
+    block_m = 16 if m <= 16 else 32
     block_n = 64 if n >= 8192 else 32
     programs = -(-n // block_n) * -(-m // block_m)
     splits = 1
@@ -112,46 +121,75 @@ def tile_sizes(m: int, n: int, k: int, processors: int) -> tuple[int, int, int]:
     return block_m, block_n, splits
 
 
+@functools.cache
+def _processors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+@functools.cache
+def _lookup_table(device: torch.device, dtype: torch.dtype, lookup: str) -> torch.Tensor:
+    """The NF4 code as the kernel reads it: "exact", the 16 values in float32 (each multiplied by its scale and
+    rounded to the weight's dtype, bitsandbytes' own arithmetic); "codes", the 16 values in the inputs' dtype
+    (the block's scale multiplies the float32 products instead); "pairs", the same for both halves of a byte in
+    one 32-bit entry (the high half's 16 bits above the low half's; 16-bit inputs only)."""
+    import bitsandbytes.functional as bnb_functional
+
+    code = bnb_functional.get_4bit_type("nf4", device="cpu").float()
+    if lookup == "exact":
+        return code.to(device)
+    if lookup == "codes":
+        return code.to(dtype).to(device)
+    bits = code.to(dtype).view(torch.int16).to(torch.int32)
+    byte = torch.arange(256)
+    return ((bits[byte >> 4] << 16) | (bits[byte & 15] & 0xFFFF)).to(device)
+
+
 def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | None = None,
-               tiles: tuple[int, int, int] | None = None, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
+               tiles: tuple[int, int, int] | None = None, num_warps: int = 4, num_stages: int = 3,
+               lookup: str | None = None) -> torch.Tensor:
     """``x @ W.T`` where W (``state.shape`` (n, k)) is bitsandbytes' packed NF4 ``weight`` with its ``state``
     (``QuantState``); x is (m, k) in the compute dtype; the result is (m, n) in x's dtype. Float32 inputs are
     multiplied in full float32 (no TF32), as torch's matmul does by default. ``offset``: the nested absmax's
     offset as a number (read from the GPU when not given, which a step captured as a CUDA graph cannot do).
-    ``tiles`` (block_m, block_n, splits), ``num_warps`` and ``num_stages`` override the defaults (bench/nf4_check.py
-    compares them)."""
+    ``tiles`` (block_m, block_n, splits), ``num_warps``, ``num_stages`` and ``lookup`` (LOOKUPS) override the
+    defaults (bench/nf4_check.py compares them)."""
     n, k = state.shape
     if getattr(state, "packing_format_for_cpu", False):
         raise ConfigError("the nf4 engine: these NF4 weights were repacked for bitsandbytes' CPU kernels; the fused "
                           "kernel reads the GPU layout (run on a CUDA GPU)")
-    if state.quant_type != "nf4" or k % BLOCK_K or state.blocksize != 64:
-        raise ConfigError(f"the nf4 engine reads NF4 weights in blocks of 64 with an input size divisible by "
+    if state.quant_type != "nf4" or k % BLOCK_K or state.blocksize != BLOCK_K:
+        raise ConfigError(f"the nf4 engine reads NF4 weights in blocks of {BLOCK_K} with an input size divisible by "
                           f"{BLOCK_K}; got {state.quant_type}, blocks of {state.blocksize}, input size {k}: use the "
                           "engine without the fused kernel")
     if weight.dtype != torch.uint8:  # bnb_4bit_quant_storage: the same packed bytes held in a wider dtype
         weight = weight.view(torch.uint8)
     x = x.contiguous()
     m = x.shape[0]
-    processors = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
-    block_m, block_n, splits = tiles or tile_sizes(m, n, k, processors)
+    block_m, block_n, splits = tiles or tile_sizes(m, n, k, _processors(x.device))
     if k % (splits * BLOCK_K) or min(block_m, block_n) < 16:
         raise ValueError(f"tiles {block_m} x {block_n} with {splits} splits do not divide an input of {k} values "
-                         f"into whole tiles of {BLOCK_K} (tiles need 16 rows and columns or more)")
-    partial = torch.empty((splits, m, n), device=x.device, dtype=torch.float32)
+                         f"into whole blocks of {BLOCK_K} (tiles need 16 rows and columns or more)")
+    lookup = lookup or DEFAULT_LOOKUP
+    if lookup == "pairs" and x.element_size() != 2:
+        lookup = "codes"  # a pair of 32-bit values does not fit one entry
+    if splits == 1:
+        out = partial = torch.empty((m, n), device=x.device, dtype=x.dtype)
+    else:
+        partial = torch.empty((splits, m, n), device=x.device, dtype=torch.float32)
     nested = bool(state.nested)
     absmax = state.absmax
     absmax2 = state.state2.absmax if nested else absmax
-    code2 = state.state2.code if nested else state.code
+    code2 = state.state2.code if nested else absmax
     offset = (float(state.offset) if offset is None else offset) if nested else 0.0
-    grid = (-(-n // block_n), -(-m // block_m), splits)
+    grid = (-(-m // block_m), -(-n // block_n), splits)
     kernel, tl_dtypes = _kernel(interpreting())
     kernel[grid](
-        x, weight, absmax, absmax2, code2, state.code, partial, offset, m, n, k, x.stride(0), partial.stride(1),
-        partial.stride(0), k // splits, NESTED=nested, BLOCKSIZE=state.blocksize,
-        BLOCKSIZE2=state.state2.blocksize if nested else 1, W_DTYPE=tl_dtypes[state.dtype],
-        PRECISION="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=BLOCK_K,
-        num_warps=num_warps, num_stages=num_stages)
-    return (partial[0] if splits == 1 else partial.sum(0)).to(x.dtype)
+        x, weight, absmax, absmax2, code2, _lookup_table(x.device, x.dtype, lookup), partial, offset, m, n, k,
+        x.stride(0), partial.stride(-2), partial.stride(0) if splits > 1 else 0, k // splits, NESTED=nested,
+        BLOCKSIZE=BLOCK_K, BLOCKSIZE2=state.state2.blocksize if nested else 1, LOOKUP=LOOKUPS.index(lookup),
+        W_DTYPE=tl_dtypes[state.dtype], PRECISION="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=block_m,
+        BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages)
+    return out if splits == 1 else partial.sum(0).to(x.dtype)
 
 
 def fused_forward(layer, original, x: torch.Tensor, offset: float | None = None, calls: dict | None = None
@@ -180,23 +218,23 @@ def nf4_layers(model) -> list:
             and getattr(getattr(module.weight, "quant_state", None), "quant_type", None) == "nf4"]
 
 
-WARM_ROWS = (1, 17, 33)  # one call per tile height (16, 32, 64 rows)
-
-
 def compile_variants(layers) -> None:
     """Compile every kernel variant a decoding step can ask for before any step runs: a step replayed as a CUDA
-    graph (continuous batching) cannot compile one while it is being captured."""
+    graph (continuous batching) cannot compile one while it is being captured. A variant is a tile choice of
+    tile_sizes (its height, and one split or several, which writes float32 partial sums) for each layer shape."""
     seen = set()
     with torch.no_grad():
         for layer in layers:
             state = layer.weight.quant_state
-            key = (tuple(state.shape), bool(state.nested), state.dtype, layer.compute_dtype)
-            if key in seen:
-                continue
-            seen.add(key)
-            for rows in WARM_ROWS:
-                nf4_matmul(torch.zeros(rows, state.shape[1], dtype=layer.compute_dtype or state.dtype,
-                                       device=layer.weight.device), layer.weight, state)
+            dtype = layer.compute_dtype or state.dtype
+            n, k = state.shape
+            processors = _processors(layer.weight.device)
+            for tiles in {tile_sizes(m, n, k, processors) for m in range(1, MAX_FUSED_ROWS + 1)}:
+                key = (n, k, bool(state.nested), state.dtype, dtype, tiles)
+                if key not in seen:
+                    seen.add(key)
+                    nf4_matmul(torch.zeros(tiles[0], k, dtype=dtype, device=layer.weight.device), layer.weight,
+                               state, tiles=tiles)
 
 
 @contextlib.contextmanager

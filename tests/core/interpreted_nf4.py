@@ -20,15 +20,16 @@ def reference(x, packed, state):
     return x.float() @ bnb_functional.dequantize_4bit(packed, state).to(x.dtype).float().T
 
 
+@pytest.mark.parametrize("lookup", nf4.LOOKUPS)
 @pytest.mark.parametrize("nested", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("m, n, k", [(1, 96, 256), (5, 40, 128), (17, 64, 384), (70, 33, 256)])
-def test_the_kernel_computes_bitsandbytes_dequantised_product(nested, dtype, m, n, k):
+def test_the_kernel_computes_bitsandbytes_dequantised_product(lookup, nested, dtype, m, n, k):
     torch.manual_seed(m * n + k)
     weight = torch.randn(n, k, dtype=dtype)
     packed, state = bnb_functional.quantize_4bit(weight, blocksize=64, quant_type="nf4", compress_statistics=nested)
     x = torch.randn(m, k, dtype=dtype)
-    out = nf4.nf4_matmul(x, packed, state)
+    out = nf4.nf4_matmul(x, packed, state, lookup=lookup)
     assert out.shape == (m, n) and out.dtype == dtype
     expected = reference(x, packed, state)
     # the same values and products; only the float32 sum's order and the result's rounding to x's dtype differ
@@ -81,7 +82,7 @@ def test_the_nf4_engines_greedy_replies_equal_generates_token_for_token(tiny_mod
     prompts = encode_prompts(qwen_tokenizer, frame, PromptStyle(reasoning=True), 512)
     calls = []
     kernel = nf4.nf4_matmul
-    monkeypatch.setattr(nf4, "nf4_matmul", lambda x, *a: calls.append(x.shape[0]) or kernel(x, *a))
+    monkeypatch.setattr(nf4, "nf4_matmul", lambda x, *a, **kw: calls.append(x.shape[0]) or kernel(x, *a, **kw))
     stops = [qwen_tokenizer.pad_token_id]
     padded = generate_replies(model, qwen_tokenizer, prompts, 10, stops, repetition_penalty=1.0)
     assert not calls  # outside the engine bitsandbytes computes

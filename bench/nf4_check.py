@@ -18,6 +18,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -129,7 +130,7 @@ def compare(rows_list: list[int], result: dict) -> None:
     print(json.dumps(result["linear_layers_per_step_ms"]), flush=True)
 
 
-def sweep(rows_list: list[int], lookup: str, block_m_choices: tuple[int, ...]) -> list[dict]:
+def sweep(rows_list: list[int], lookup: str, block_m_choices: tuple[int, ...], deadline: float) -> list[dict]:
     """Each layer shape at each batch under other tiles (block_n, input splits), warps and pipeline stages than
     the defaults, replayed as a CUDA graph: the fastest found, beside the default's time."""
     import torch
@@ -151,6 +152,8 @@ def sweep(rows_list: list[int], lookup: str, block_m_choices: tuple[int, ...]) -
                         block_m_choices, (32, 64, 128), (1, 2, 4, 8), (4, 8), (2, 3, 4)):
                     if in_features % (splits * BLOCK_K) or (block_m > 16 and m <= 16):
                         continue
+                    if time.monotonic() > deadline:  # what was found so far is kept
+                        break
                     call = functools.partial(nf4_matmul, x, layer.weight, state, offset, (block_m, block_n, splits),
                                              warps, stages, lookup)
                     try:
@@ -185,11 +188,13 @@ def main() -> None:
     parser.add_argument("--lookup", choices=LOOKUPS, help="the sweep's lookup (default: the fastest in the comparison)")
     parser.add_argument("--only_sweep", action="store_true", help="the sweep alone (the 64-row tiles' process)")
     parser.add_argument("--block_m", default="16,32")
+    parser.add_argument("--budget_s", type=float, default=300, help="the sweep stops trying settings after this")
     args = parser.parse_args()
     torch.manual_seed(0)
     result = {"torch": torch.__version__, "bitsandbytes": bnb.__version__, "card": torch.cuda.get_device_name(),
               "rows": []}
     block_m = tuple(int(b) for b in args.block_m.split(","))
+    deadline = time.monotonic() + args.budget_s
     if not args.only_sweep:
         compare([int(r) for r in args.rows.split(",")], result)
     lookup = args.lookup
@@ -197,12 +202,19 @@ def main() -> None:
         sums = {key: sum(s.get(f"{key}_graph_ms") or float("inf") for s in result["linear_layers_per_step_ms"].values())
                 for key in LOOKUPS}
         lookup = min(sums, key=sums.get)
-    result["sweep"] = sweep([int(r) for r in args.sweep_rows.split(",") if r], lookup, block_m)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    result["sweep"] = sweep([int(r) for r in args.sweep_rows.split(",") if r], lookup, block_m,
+                            deadline - (60 if not args.only_sweep else 0))
     Path(args.json).write_text(json.dumps(result, indent=1))
     if not args.only_sweep:  # tiles of 64 rows in a process of their own: a fault there cannot lose the above
-        done = subprocess.run([sys.executable, __file__, "--json", args.json.replace(".json", "_m64.json"),
-                               "--only_sweep", "--sweep_rows", "64,128", "--block_m", "64", "--lookup", lookup])
-        result["block_m_64_exit_code"] = done.returncode
+        try:
+            done = subprocess.run([sys.executable, __file__, "--json", args.json.replace(".json", "_m64.json"),
+                                   "--only_sweep", "--sweep_rows", "64,128", "--block_m", "64", "--lookup", lookup,
+                                   "--budget_s", str(max(0.0, deadline - time.monotonic()))],
+                                  timeout=max(0.0, deadline - time.monotonic()) + 60)
+            result["block_m_64_exit_code"] = done.returncode
+        except subprocess.TimeoutExpired:
+            result["block_m_64_exit_code"] = "timed out"
         Path(args.json).write_text(json.dumps(result, indent=1))
 
 

@@ -1,10 +1,10 @@
 """core/nf4.py on a GPU: the fused NF4 kernel against bitsandbytes' own path (one token: its fused kernel; more:
 the weight dequantised to 16 bits, then multiplied), at the 14B shape's layer sizes and decoding batch sizes.
 
-For each layer shape and batch: the largest difference from bitsandbytes for each way the kernel reads the code
-(core/nf4.LOOKUPS), and each path's time per call, median of 5, both called from Python ("eager") and replayed
-as a CUDA graph of 20 calls (as continuous batching replays its decoding steps). Then the tile settings swept at
-``--sweep_rows``, and tiles of 64 rows tried in a process of their own (a fault there cannot end this one).
+For each layer shape and batch: the kernel's largest difference from bitsandbytes, and each path's time per call,
+median of 5, both called from Python ("eager") and replayed as a CUDA graph of 20 calls (as continuous batching
+replays its decoding steps). Then the tile settings swept at ``--sweep_rows``, and tiles of 64 and 128 rows at
+``--tall_rows`` in a process of their own (a fault there cannot end this one).
 
     python bench/nf4_check.py --json out.json
 """
@@ -91,10 +91,10 @@ def nf4_layer(out_features: int, in_features: int):
 
 
 def compare(rows_list: list[int], result: dict) -> None:
-    """Every layer shape at every batch: differences and times of bitsandbytes and of each lookup."""
+    """Every layer shape at every batch: the kernel's difference from bitsandbytes and both paths' times."""
     import torch
 
-    from mcqtune.core.nf4 import LOOKUPS, nf4_matmul
+    from mcqtune.core.nf4 import nf4_matmul
 
     step = {m: {} for m in rows_list}
     for name, (out_features, in_features) in LAYERS.items():
@@ -107,18 +107,16 @@ def compare(rows_list: list[int], result: dict) -> None:
             row = {"layer": name, "weight": [out_features, in_features], "tokens": m}
             with torch.no_grad():
                 want = layer(x).float()
+                call = functools.partial(nf4_matmul, x, layer.weight, state, offset)
                 row["reference_scale"] = round(float(want.abs().mean()), 4)
-                row["bitsandbytes_eager_ms"] = round(eager_ms(lambda: layer(x)), 4)
-                row["bitsandbytes_graph_ms"] = graph_ms(lambda: layer(x))
-                for lookup in LOOKUPS:
-                    call = functools.partial(nf4_matmul, x, layer.weight, state, offset, lookup=lookup)
-                    row[f"{lookup}_max_abs_diff"] = float((call().float() - want).abs().max())
-                    row[f"{lookup}_graph_ms"] = graph_ms(call)
-                    if row[f"{lookup}_graph_ms"]:
-                        row[f"{lookup}_weight_gb_per_s"] = round(weight_bytes / row[f"{lookup}_graph_ms"] / 1e6, 1)
-                row["exact_eager_ms"] = round(eager_ms(functools.partial(nf4_matmul, x, layer.weight, state, offset)),
-                                              4)
-            for key in ["bitsandbytes_graph_ms"] + [f"{lookup}_graph_ms" for lookup in LOOKUPS]:
+                row["max_abs_diff"] = float((call().float() - want).abs().max())
+                row["bitsandbytes_eager_ms"] = round(eager_ms(functools.partial(layer, x)), 4)
+                row["fused_eager_ms"] = round(eager_ms(call), 4)
+                row["bitsandbytes_graph_ms"] = graph_ms(functools.partial(layer, x))
+                row["fused_graph_ms"] = graph_ms(call)
+                if row["fused_graph_ms"]:
+                    row["fused_weight_gb_per_s"] = round(weight_bytes / row["fused_graph_ms"] / 1e6, 1)
+            for key in ("bitsandbytes_graph_ms", "fused_graph_ms"):
                 if row[key] is not None:
                     step[m][key] = step[m].get(key, 0.0) + PER_DECODER_LAYER[name] * DECODER_LAYERS * row[key]
             result["rows"].append(row)
@@ -130,14 +128,15 @@ def compare(rows_list: list[int], result: dict) -> None:
     print(json.dumps(result["linear_layers_per_step_ms"]), flush=True)
 
 
-def sweep(rows_list: list[int], lookup: str, block_m_choices: tuple[int, ...], deadline: float) -> list[dict]:
-    """Each layer shape at each batch under other tiles (block_n, input splits), warps and pipeline stages than
-    the defaults, replayed as a CUDA graph: the fastest found, beside the default's time."""
+def sweep(rows_list: list[int], block_m_choices: tuple[int, ...], deadline: float) -> list[dict]:
+    """Each layer shape at each batch under other tiles (block_m, block_n, input splits, blocks a loop step), warps
+    and pipeline stages than the defaults, replayed as a CUDA graph: the fastest found, beside the default's time."""
     import torch
 
     from mcqtune.core.nf4 import BLOCK_K, nf4_matmul
 
     found = []
+    items_left = len(LAYERS) * len(rows_list)  # each layer shape and batch gets an even share of what is left
     for name, (out_features, in_features) in LAYERS.items():
         layer = nf4_layer(out_features, in_features)
         state = layer.weight.quant_state
@@ -145,32 +144,34 @@ def sweep(rows_list: list[int], lookup: str, block_m_choices: tuple[int, ...], d
         for m in rows_list:
             x = torch.randn(m, in_features, device="cuda", dtype=torch.bfloat16)
             with torch.no_grad():
-                want = nf4_matmul(x, layer.weight, state, offset, lookup=lookup).float()
-                default = graph_ms(functools.partial(nf4_matmul, x, layer.weight, state, offset, lookup=lookup))
+                want = layer(x).float()
+                default = graph_ms(functools.partial(nf4_matmul, x, layer.weight, state, offset))
                 best, tried = None, 0
-                for block_m, block_n, splits, warps, stages in itertools.product(
-                        block_m_choices, (32, 64, 128), (1, 2, 4, 8), (4, 8), (2, 3, 4)):
-                    if in_features % (splits * BLOCK_K) or (block_m > 16 and m <= 16):
+                item_deadline = min(deadline, time.monotonic() + (deadline - time.monotonic()) / items_left)
+                items_left -= 1
+                for block_m, block_n, groups, warps, stages, splits in itertools.product(
+                        block_m_choices, (32, 64, 128), (1, 2, 4), (4,), (2, 3), (1, 2, 4, 8)):
+                    if in_features % (splits * groups * BLOCK_K) or (block_m > 16 and block_m >= 2 * m):
                         continue
-                    if time.monotonic() > deadline:  # what was found so far is kept
+                    if time.monotonic() > item_deadline:  # what was found so far is kept
                         break
-                    call = functools.partial(nf4_matmul, x, layer.weight, state, offset, (block_m, block_n, splits),
-                                             warps, stages, lookup)
+                    call = functools.partial(nf4_matmul, x, layer.weight, state, offset,
+                                             (block_m, block_n, splits, groups), warps, stages)
                     try:
                         diff = float((call().float() - want).abs().max())
                         ms = graph_ms(call)
                     except Exception as err:  # noqa: BLE001  (a setting this card cannot compile: skipped, noted)
-                        print(f"{name} m={m} {block_m},{block_n},{splits},{warps},{stages}: {type(err).__name__}",
-                              flush=True)
+                        print(f"{name} m={m} {block_m},{block_n},{splits},{groups},{warps},{stages}: "
+                              f"{type(err).__name__}: {str(err)[:200]}", flush=True)
                         continue
                     tried += 1
                     if ms is not None and (best is None or ms < best["ms"]):
-                        best = {"block_m": block_m, "block_n": block_n, "splits": splits, "num_warps": warps,
-                                "num_stages": stages, "ms": round(ms, 4), "max_abs_diff_from_default": diff}
-            found.append({"layer": name, "tokens": m, "lookup": lookup, "default_ms": default, "settings": tried,
-                          "best": best})
+                        best = {"block_m": block_m, "block_n": block_n, "splits": splits, "groups": groups,
+                                "num_warps": warps, "num_stages": stages, "ms": round(ms, 4),
+                                "max_abs_diff_from_bitsandbytes": diff}
+            found.append({"layer": name, "tokens": m, "default_ms": default, "settings": tried, "best": best})
             print(json.dumps(found[-1]), flush=True)
-        layer = None  # freed before the next shape is built
+        layer = None
         torch.cuda.empty_cache()
     return found
 
@@ -179,42 +180,33 @@ def main() -> None:
     import bitsandbytes as bnb
     import torch
 
-    from mcqtune.core.nf4 import LOOKUPS
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", required=True)
     parser.add_argument("--rows", default="1,16,32,64,128,256")
     parser.add_argument("--sweep_rows", default="16,64", help="tile settings compared at these batch sizes ('' none)")
-    parser.add_argument("--lookup", choices=LOOKUPS, help="the sweep's lookup (default: the fastest in the comparison)")
-    parser.add_argument("--only_sweep", action="store_true", help="the sweep alone (the 64-row tiles' process)")
     parser.add_argument("--block_m", default="16,32")
-    parser.add_argument("--budget_s", type=float, default=300, help="the sweep stops trying settings after this")
+    parser.add_argument("--budget_s", type=float, default=120, help="the sweep stops trying settings after this")
+    parser.add_argument("--tall_rows", default="64,256", help="tiles of 64 and 128 rows swept at these ('' none)")
+    parser.add_argument("--only_sweep", action="store_true", help="the sweep alone (the tall tiles' process)")
     args = parser.parse_args()
     torch.manual_seed(0)
     result = {"torch": torch.__version__, "bitsandbytes": bnb.__version__, "card": torch.cuda.get_device_name(),
               "rows": []}
-    block_m = tuple(int(b) for b in args.block_m.split(","))
-    deadline = time.monotonic() + args.budget_s
     if not args.only_sweep:
         compare([int(r) for r in args.rows.split(",")], result)
-    lookup = args.lookup
-    if lookup is None:
-        sums = {key: sum(s.get(f"{key}_graph_ms") or float("inf") for s in result["linear_layers_per_step_ms"].values())
-                for key in LOOKUPS}
-        lookup = min(sums, key=sums.get)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    block_m = tuple(int(b) for b in args.block_m.split(","))
+    result["sweep"] = sweep([int(r) for r in args.sweep_rows.split(",") if r], block_m,
+                            time.monotonic() + args.budget_s)
     Path(args.json).write_text(json.dumps(result, indent=1))
-    result["sweep"] = sweep([int(r) for r in args.sweep_rows.split(",") if r], lookup, block_m,
-                            deadline - (60 if not args.only_sweep else 0))
-    Path(args.json).write_text(json.dumps(result, indent=1))
-    if not args.only_sweep:  # tiles of 64 rows in a process of their own: a fault there cannot lose the above
+    if not args.only_sweep and args.tall_rows:  # in a process of their own: a fault there cannot lose the above
         try:
-            done = subprocess.run([sys.executable, __file__, "--json", args.json.replace(".json", "_m64.json"),
-                                   "--only_sweep", "--sweep_rows", "64,128", "--block_m", "64", "--lookup", lookup,
-                                   "--budget_s", str(max(0.0, deadline - time.monotonic()))],
-                                  timeout=max(0.0, deadline - time.monotonic()) + 60)
-            result["block_m_64_exit_code"] = done.returncode
+            done = subprocess.run([sys.executable, __file__, "--json", args.json.replace(".json", "_tall.json"),
+                                   "--only_sweep", "--sweep_rows", args.tall_rows, "--block_m", "64,128",
+                                   "--budget_s", str(args.budget_s)], timeout=args.budget_s + 90)
+            result["tall_tiles_exit_code"] = done.returncode
         except subprocess.TimeoutExpired:
-            result["block_m_64_exit_code"] = "timed out"
+            result["tall_tiles_exit_code"] = "timed out"
         Path(args.json).write_text(json.dumps(result, indent=1))
 
 

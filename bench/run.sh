@@ -146,7 +146,7 @@ for run in ${RUNS:-b16 anchor_a}; do
         --runs "${CB_RUNS:-128x512:graphs,64x128}" --json "$OUT/cb.json" ${CB_ARGS:-} > "$OUT/cb.log" 2>&1 ;;
     fp8check) python3 bench/fp8_check.py --json "$OUT/fp8check.json" > "$OUT/fp8check.log" 2>&1 ;;
     nf4check) python3 bench/nf4_check.py --json "$OUT/nf4check.json" --sweep_rows "${NF4_SWEEP-16,64}" \
-        --budget_s "${NF4_BUDGET_S:-300}" \
+        --budget_s "${NF4_BUDGET_S:-120}" \
         > "$OUT/nf4check.log" 2>&1 ;;
     cbfp8)  # the same after core/fp8.py's conversion (FP8 weights), CB8_RUNS
       python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv --fp8 \

@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 MAX_FUSED_ROWS = 256  # tokens a call may hold to take the fused kernel (a decoding step's replies); more: bitsandbytes
 BLOCK_K = 64  # weight values along the input per step of the kernel's loop: one block, one scale
-DEFAULT_LOOKUP = "exact"  # see _lookup_table
 MIN_PROGRAMS_PER_SM = 2  # the input dimension is split until the grid has this many programs per multiprocessor
 
 
@@ -57,68 +56,61 @@ def _kernel(interpret: bool):
     import triton.language as tl
 
     @triton.jit(do_not_specialize=["M", "offset"])  # one compiled kernel for any number of replies
-    def nf4_matmul_kernel(x_ptr, w_ptr, absmax_ptr, absmax2_ptr, code2_ptr, table_ptr, out_ptr, offset,
+    def nf4_matmul_kernel(x_ptr, w_ptr, absmax_ptr, absmax2_ptr, code2_ptr, code_ptr, out_ptr, offset,
                           M, N, K, stride_xm, stride_om, stride_os, k_per_split,
                           NESTED: tl.constexpr, BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr,
-                          LOOKUP: tl.constexpr,
-                          W_DTYPE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                          BLOCK_N: tl.constexpr):
+                          PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          GROUPS: tl.constexpr):
         # the row tiles of one weight tile are neighbours in the grid: they run together and share it through L2
         pid_m, pid_n, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         half = tl.arange(0, BLOCKSIZE // 2)  # byte j of a block holds values 2j (high half) and 2j + 1 (low half)
-        values = tl.arange(0, BLOCKSIZE)
         row_ok, col_ok = rows < M, cols < N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         k_start = pid_s * k_per_split
-        for k0 in range(k_start, k_start + k_per_split, BLOCKSIZE):  # one block of 64 values (one scale) a step
-            byte = tl.load(w_ptr + cols[:, None] * (K // 2) + k0 // 2 + half[None, :], mask=col_ok[:, None],
-                           other=0).to(tl.int32)
-            block = cols * (K // BLOCKSIZE) + k0 // BLOCKSIZE
-            if NESTED:  # the absmax of each 64 values, stored as an 8-bit code of a 256-block scale
-                scale = tl.load(code2_ptr + tl.load(absmax_ptr + block, mask=col_ok, other=0).to(tl.int32))
-                scale = scale * tl.load(absmax2_ptr + block // BLOCKSIZE2, mask=col_ok, other=0) + offset
-            else:
-                scale = tl.load(absmax_ptr + block, mask=col_ok, other=0).to(tl.float32)
-            x = tl.load(x_ptr + rows[:, None] * stride_xm + k0 + values[None, :], mask=row_ok[:, None], other=0)
-            if LOOKUP == 0:  # as bitsandbytes: code x scale in float32, rounded to the weight's dtype, multiplied
-                high = (tl.load(table_ptr + (byte >> 4)) * scale[:, None]).to(W_DTYPE)
-                low = (tl.load(table_ptr + (byte & 15)) * scale[:, None]).to(W_DTYPE)
-            elif LOOKUP == 1:  # the codes in the inputs' dtype; the scale multiplies the block's products
-                high = tl.load(table_ptr + (byte >> 4))
-                low = tl.load(table_ptr + (byte & 15))
-            else:  # both codes of a byte from one 32-bit entry: the high value's 16 bits above the low one's
-                pair = tl.load(table_ptr + byte)
-                high = (pair >> 16).to(tl.int16).to(x.dtype, bitcast=True)
-                low = pair.to(tl.int16).to(x.dtype, bitcast=True)
-            weight = tl.interleave(high, low).to(x.dtype)  # (BLOCK_N, 64): value 2j then 2j + 1
-            part = tl.dot(x, tl.trans(weight), input_precision=PRECISION)
-            acc += part if LOOKUP == 0 else part * scale[None, :]
+        for k0 in range(k_start, k_start + k_per_split, BLOCKSIZE * GROUPS):
+            for group in tl.static_range(GROUPS):  # independent blocks: their loads are in flight together
+                kb = k0 + group * BLOCKSIZE
+                byte = tl.load(w_ptr + cols[None, :] * (K // 2) + kb // 2 + half[:, None], mask=col_ok[None, :],
+                               other=0).to(tl.int32)  # (32, BLOCK_N): the block's bytes, input along the rows
+                block = cols * (K // BLOCKSIZE) + kb // BLOCKSIZE
+                if NESTED:  # the absmax of each 64 values, stored as an 8-bit code of a 256-block scale
+                    scale = tl.load(code2_ptr + tl.load(absmax_ptr + block, mask=col_ok, other=0).to(tl.int32))
+                    scale = scale * tl.load(absmax2_ptr + block // BLOCKSIZE2, mask=col_ok, other=0) + offset
+                else:
+                    scale = tl.load(absmax_ptr + block, mask=col_ok, other=0).to(tl.float32)
+                x = x_ptr + rows[:, None] * stride_xm + kb + 2 * half[None, :]
+                x_even = tl.load(x, mask=row_ok[:, None], other=0)
+                x_odd = tl.load(x + 1, mask=row_ok[:, None], other=0)
+                # the codes in the inputs' dtype; the block's scale multiplies its float32 products
+                high = tl.load(code_ptr + (byte >> 4))
+                low = tl.load(code_ptr + (byte & 15))
+                part = tl.dot(x_even, high, input_precision=PRECISION)
+                part = tl.dot(x_odd, low, part, input_precision=PRECISION)
+                acc += part * scale[None, :]
         out = out_ptr + pid_s * stride_os + rows[:, None] * stride_om + cols[None, :]
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
-    return nf4_matmul_kernel, {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
+    return nf4_matmul_kernel
 
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-LOOKUPS = ("exact", "codes", "pairs")  # how a code becomes a value: see _lookup_table
-
-
-def tile_sizes(m: int, n: int, k: int, processors: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, splits of the input dimension) for an (m, k) x (k, n) product: tiles of 16 or 32 rows
-    (the tensor cores' least is 16), and the input split until the grid covers every multiprocessor twice (a
-    decoding step's k/v projections have few output columns)."""
+def tile_sizes(m: int, n: int, k: int, processors: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, splits of the input dimension, GROUPS: blocks of 64 values a loop step) for an (m, k) x
+    (k, n) product: tiles of 16 or 32 rows (the tensor cores' least is 16), and the input split until the grid
+    covers every multiprocessor twice (a decoding step's k/v projections have few output columns)."""
     block_m = 16 if m <= 16 else 32
     block_n = 64 if n >= 8192 else 32
+    groups = 2 if k % (2 * BLOCK_K) == 0 else 1
     programs = -(-n // block_n) * -(-m // block_m)
     splits = 1
-    while programs * splits < MIN_PROGRAMS_PER_SM * processors and k % (BLOCK_K * splits * 2) == 0:
+    while programs * splits < MIN_PROGRAMS_PER_SM * processors and k % (BLOCK_K * groups * splits * 2) == 0:
         splits *= 2
-    return block_m, block_n, splits
+    return block_m, block_n, splits, groups
 
 
 @functools.cache
@@ -127,32 +119,22 @@ def _processors(device: torch.device) -> int:
 
 
 @functools.cache
-def _lookup_table(device: torch.device, dtype: torch.dtype, lookup: str) -> torch.Tensor:
-    """The NF4 code as the kernel reads it: "exact", the 16 values in float32 (each multiplied by its scale and
-    rounded to the weight's dtype, bitsandbytes' own arithmetic); "codes", the 16 values in the inputs' dtype
-    (the block's scale multiplies the float32 products instead); "pairs", the same for both halves of a byte in
-    one 32-bit entry (the high half's 16 bits above the low half's; 16-bit inputs only)."""
+def _codes(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The 16 NF4 values in the inputs' dtype, as the kernel reads them."""
     import bitsandbytes.functional as bnb_functional
 
-    code = bnb_functional.get_4bit_type("nf4", device="cpu").float()
-    if lookup == "exact":
-        return code.to(device)
-    if lookup == "codes":
-        return code.to(dtype).to(device)
-    bits = code.to(dtype).view(torch.int16).to(torch.int32)
-    byte = torch.arange(256)
-    return ((bits[byte >> 4] << 16) | (bits[byte & 15] & 0xFFFF)).to(device)
+    return bnb_functional.get_4bit_type("nf4", device="cpu").to(dtype).to(device)
 
 
 def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | None = None,
-               tiles: tuple[int, int, int] | None = None, num_warps: int = 4, num_stages: int = 3,
-               lookup: str | None = None) -> torch.Tensor:
+               tiles: tuple[int, int, int, int] | None = None, num_warps: int = 4, num_stages: int = 2
+               ) -> torch.Tensor:
     """``x @ W.T`` where W (``state.shape`` (n, k)) is bitsandbytes' packed NF4 ``weight`` with its ``state``
     (``QuantState``); x is (m, k) in the compute dtype; the result is (m, n) in x's dtype. Float32 inputs are
     multiplied in full float32 (no TF32), as torch's matmul does by default. ``offset``: the nested absmax's
     offset as a number (read from the GPU when not given, which a step captured as a CUDA graph cannot do).
-    ``tiles`` (block_m, block_n, splits), ``num_warps``, ``num_stages`` and ``lookup`` (LOOKUPS) override the
-    defaults (bench/nf4_check.py compares them)."""
+    ``tiles`` (block_m, block_n, splits, groups), ``num_warps`` and ``num_stages`` override the defaults
+    (bench/nf4_check.py compares them)."""
     n, k = state.shape
     if getattr(state, "packing_format_for_cpu", False):
         raise ConfigError("the nf4 engine: these NF4 weights were repacked for bitsandbytes' CPU kernels; the fused "
@@ -165,13 +147,11 @@ def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | Non
         weight = weight.view(torch.uint8)
     x = x.contiguous()
     m = x.shape[0]
-    block_m, block_n, splits = tiles or tile_sizes(m, n, k, _processors(x.device))
-    if k % (splits * BLOCK_K) or min(block_m, block_n) < 16:
-        raise ValueError(f"tiles {block_m} x {block_n} with {splits} splits do not divide an input of {k} values "
-                         f"into whole blocks of {BLOCK_K} (tiles need 16 rows and columns or more)")
-    lookup = lookup or DEFAULT_LOOKUP
-    if lookup == "pairs" and x.element_size() != 2:
-        lookup = "codes"  # a pair of 32-bit values does not fit one entry
+    block_m, block_n, splits, groups = tiles or tile_sizes(m, n, k, _processors(x.device))
+    if k % (splits * groups * BLOCK_K) or min(block_m, block_n) < 16:
+        raise ValueError(f"tiles {block_m} x {block_n} with {splits} splits of {groups} blocks a step do not divide "
+                         f"an input of {k} values into whole blocks of {BLOCK_K} (tiles need 16 rows and columns "
+                         "or more)")
     if splits == 1:
         out = partial = torch.empty((m, n), device=x.device, dtype=x.dtype)
     else:
@@ -182,13 +162,12 @@ def nf4_matmul(x: torch.Tensor, weight: torch.Tensor, state, offset: float | Non
     code2 = state.state2.code if nested else absmax
     offset = (float(state.offset) if offset is None else offset) if nested else 0.0
     grid = (-(-m // block_m), -(-n // block_n), splits)
-    kernel, tl_dtypes = _kernel(interpreting())
-    kernel[grid](
-        x, weight, absmax, absmax2, code2, _lookup_table(x.device, x.dtype, lookup), partial, offset, m, n, k,
-        x.stride(0), partial.stride(-2), partial.stride(0) if splits > 1 else 0, k // splits, NESTED=nested,
-        BLOCKSIZE=BLOCK_K, BLOCKSIZE2=state.state2.blocksize if nested else 1, LOOKUP=LOOKUPS.index(lookup),
-        W_DTYPE=tl_dtypes[state.dtype], PRECISION="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=block_m,
-        BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages)
+    _kernel(interpreting())[grid](
+        x, weight, absmax, absmax2, code2, _codes(x.device, x.dtype), partial, offset, m, n, k, x.stride(0),
+        partial.stride(-2), partial.stride(0) if splits > 1 else 0, k // splits, NESTED=nested, BLOCKSIZE=BLOCK_K,
+        BLOCKSIZE2=state.state2.blocksize if nested else 1,
+        PRECISION="ieee" if x.dtype == torch.float32 else "tf32", BLOCK_M=block_m, BLOCK_N=block_n, GROUPS=groups,
+        num_warps=num_warps, num_stages=num_stages)
     return out if splits == 1 else partial.sum(0).to(x.dtype)
 
 

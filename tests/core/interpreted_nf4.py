@@ -20,19 +20,20 @@ def reference(x, packed, state):
     return x.float() @ bnb_functional.dequantize_4bit(packed, state).to(x.dtype).float().T
 
 
-@pytest.mark.parametrize("lookup", nf4.LOOKUPS)
+@pytest.mark.parametrize("tiles", [None, (16, 16, 1, 1), (32, 32, 2, 1), (16, 64, 1, 2)])
 @pytest.mark.parametrize("nested", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("m, n, k", [(1, 96, 256), (5, 40, 128), (17, 64, 384), (70, 33, 256)])
-def test_the_kernel_computes_bitsandbytes_dequantised_product(lookup, nested, dtype, m, n, k):
+def test_the_kernel_computes_bitsandbytes_dequantised_product(tiles, nested, dtype, m, n, k):
     torch.manual_seed(m * n + k)
     weight = torch.randn(n, k, dtype=dtype)
     packed, state = bnb_functional.quantize_4bit(weight, blocksize=64, quant_type="nf4", compress_statistics=nested)
     x = torch.randn(m, k, dtype=dtype)
-    out = nf4.nf4_matmul(x, packed, state, lookup=lookup)
+    out = nf4.nf4_matmul(x, packed, state, tiles=tiles)
     assert out.shape == (m, n) and out.dtype == dtype
     expected = reference(x, packed, state)
-    # the same values and products; only the float32 sum's order and the result's rounding to x's dtype differ
+    # the same products up to rounding: the kernel rounds each code to x's dtype and applies its block's scale to the
+    # float32 sums, where bitsandbytes rounds code x scale; the float32 sum's order differs too
     torch.testing.assert_close(out.float(), expected.to(dtype).float(), rtol=2e-3, atol=1e-4 if dtype ==
                                torch.float32 else 3e-2)
 
@@ -44,7 +45,7 @@ def test_the_input_dimension_split_across_programs_sums_to_the_same_product(monk
     x = torch.randn(3, 512)
     whole = nf4.nf4_matmul(x, packed, state)
     monkeypatch.setattr(nf4, "MIN_PROGRAMS_PER_SM", 4)  # one multiprocessor here: a grid of 1 program -> 4 splits
-    assert nf4.tile_sizes(3, 24, 512, 1) == (16, 32, 4)
+    assert nf4.tile_sizes(3, 24, 512, 1) == (16, 32, 4, 2)
     split = nf4.nf4_matmul(x, packed, state)
     torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(split, reference(x, packed, state), rtol=1e-5, atol=1e-4)

@@ -28,10 +28,10 @@ def test_tiles_cover_the_rows_and_split_the_input_until_every_multiprocessor_is_
 
     assert tile_sizes(1, 5120, 5120, 132)[:2] == (16, 32) and tile_sizes(40, 5120, 5120, 132)[0] == 32
     for m, n, k in [(1, 1024, 5120), (64, 5120, 5120), (71, 13824, 5120), (8, 5120, 13824)]:
-        block_m, block_n, splits = tile_sizes(m, n, k, 132)
+        block_m, block_n, splits, groups = tile_sizes(m, n, k, 132)
         programs = -(-n // block_n) * -(-m // block_m)
-        assert k % (splits * BLOCK_K) == 0  # each split a whole number of tiles
-        assert programs * splits >= MIN_PROGRAMS_PER_SM * 132 or k % (splits * 2 * BLOCK_K)  # split as far as fits
+        assert k % (splits * groups * BLOCK_K) == 0  # each split a whole number of loop steps
+        assert programs * splits >= MIN_PROGRAMS_PER_SM * 132 or k % (splits * 2 * groups * BLOCK_K)  # as far as fits
         assert splits == 1 or programs * splits // 2 < MIN_PROGRAMS_PER_SM * 132  # and no further
 
 

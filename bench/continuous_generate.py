@@ -7,12 +7,15 @@ bench/RESULTS.md.
 Every reply is forced to ``--new_tokens`` (no end-of-turn token), so the figure is generated tokens per second at
 that length whatever random weights would otherwise do. The cache gets ``--cache_share`` of the memory the 24 GiB
 cap leaves (``:0.3`` after a run's size: 30%); CUDA graphs follow transformers' default (off with SDPA) unless a
-run says ``:graphs`` or ``--graphs true/false`` is given. One short warm-up run first.
+run says ``:graphs`` or ``--graphs true/false`` is given. ``:nf4``: the 4-bit layers decode through core/nf4.py's
+fused kernel. ``:profile``: the run under torch.profiler, its busiest GPU kernels and CPU operations written beside
+the JSON (``<json>_<run>.txt``), and the GPU's busy time beside the wall time. One short warm-up run first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -73,15 +76,30 @@ def main() -> None:
         cb = ContinuousBatchingConfig(num_blocks=blocks, block_size=args.block_size,
                                       max_batch_tokens=args.max_batch_tokens, use_cuda_graph=graphs)
         reset_peak()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = model.generate_batch(rows, generation_config=config, continuous_batching_config=cb)
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        with contextlib.ExitStack() as stack:
+            if "nf4" in flags:
+                from mcqtune.core.nf4 import fused_nf4
+
+                stack.enter_context(fused_nf4(model))
+            profiler = stack.enter_context(torch.profiler.profile(activities=[
+                torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])) if "profile" in flags else None
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = model.generate_batch(rows, generation_config=config, continuous_batching_config=cb)
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+        profiled = {}
+        if profiler is not None:
+            averages = profiler.key_averages()
+            busy_ms = sum(event.self_device_time_total for event in averages) / 1000
+            profiled = {"gpu_busy_s": round(busy_ms / 1000, 2), "gpu_busy_share": round(busy_ms / 1000 / seconds, 3)}
+            Path(f"{args.json.removesuffix('.json')}_{spec.replace(':', '_')}.txt").write_text(
+                averages.table(sort_by="self_device_time_total", row_limit=45) + "\n\n"
+                + averages.table(sort_by="self_cpu_time_total", row_limit=30))
         made = sum(len(o.generated_tokens) for o in out.values())
         errors = [o.error for o in out.values() if o.error]
         run = {"spec": spec, "num_blocks": blocks, "requests": requests, "new_tokens": new_tokens, "seconds": round(seconds, 1), "generated": made,
-               "tokens_per_s": round(made / seconds, 1), "errors": errors[:3], **peak_gb()}
+               "tokens_per_s": round(made / seconds, 1), "errors": errors[:3], **profiled, **peak_gb()}
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 MAX_FUSED_ROWS = 256  # tokens a call may hold to take the fused kernel (a decoding step's replies); more: bitsandbytes
 BLOCK_K = 64  # weight values along the input per step of the kernel's loop: one block, one scale
-MIN_PROGRAMS_PER_SM = 2  # the input dimension is split until the grid has this many programs per multiprocessor
+MIN_PROGRAMS_PER_SM = 4  # the input dimension is split until the grid has this many programs per multiprocessor
 
 
 def nf4_problem(option: str = "generation_engine", fallback: str = "generate") -> str | None:
@@ -66,29 +66,25 @@ def _kernel(interpret: bool):
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         half = tl.arange(0, BLOCKSIZE // 2)  # byte j of a block holds values 2j (high half) and 2j + 1 (low half)
+        values = tl.arange(0, BLOCKSIZE)
         row_ok, col_ok = rows < M, cols < N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         k_start = pid_s * k_per_split
         for k0 in range(k_start, k_start + k_per_split, BLOCKSIZE * GROUPS):
             for group in tl.static_range(GROUPS):  # independent blocks: their loads are in flight together
                 kb = k0 + group * BLOCKSIZE
-                byte = tl.load(w_ptr + cols[None, :] * (K // 2) + kb // 2 + half[:, None], mask=col_ok[None, :],
-                               other=0).to(tl.int32)  # (32, BLOCK_N): the block's bytes, input along the rows
+                byte = tl.load(w_ptr + cols[:, None] * (K // 2) + kb // 2 + half[None, :], mask=col_ok[:, None],
+                               other=0).to(tl.int32)  # (BLOCK_N, 32): the block's bytes of each output column
                 block = cols * (K // BLOCKSIZE) + kb // BLOCKSIZE
                 if NESTED:  # the absmax of each 64 values, stored as an 8-bit code of a 256-block scale
                     scale = tl.load(code2_ptr + tl.load(absmax_ptr + block, mask=col_ok, other=0).to(tl.int32))
                     scale = scale * tl.load(absmax2_ptr + block // BLOCKSIZE2, mask=col_ok, other=0) + offset
                 else:
                     scale = tl.load(absmax_ptr + block, mask=col_ok, other=0).to(tl.float32)
-                x = x_ptr + rows[:, None] * stride_xm + kb + 2 * half[None, :]
-                x_even = tl.load(x, mask=row_ok[:, None], other=0)
-                x_odd = tl.load(x + 1, mask=row_ok[:, None], other=0)
-                # the codes in the inputs' dtype; the block's scale multiplies its float32 products
-                high = tl.load(code_ptr + (byte >> 4))
-                low = tl.load(code_ptr + (byte & 15))
-                part = tl.dot(x_even, high, input_precision=PRECISION)
-                part = tl.dot(x_odd, low, part, input_precision=PRECISION)
-                acc += part * scale[None, :]
+                x = tl.load(x_ptr + rows[:, None] * stride_xm + kb + values[None, :], mask=row_ok[:, None], other=0)
+                # the codes in the inputs' dtype, value 2j then 2j + 1; the block's scale multiplies its sums
+                weight = tl.interleave(tl.load(code_ptr + (byte >> 4)), tl.load(code_ptr + (byte & 15)))
+                acc += tl.dot(x, tl.trans(weight), input_precision=PRECISION) * scale[None, :]
         out = out_ptr + pid_s * stride_os + rows[:, None] * stride_om + cols[None, :]
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
@@ -104,8 +100,8 @@ def tile_sizes(m: int, n: int, k: int, processors: int) -> tuple[int, int, int, 
     (k, n) product: tiles of 16 or 32 rows (the tensor cores' least is 16), and the input split until the grid
     covers every multiprocessor twice (a decoding step's k/v projections have few output columns)."""
     block_m = 16 if m <= 16 else 32
-    block_n = 64 if n >= 8192 else 32
-    groups = 2 if k % (2 * BLOCK_K) == 0 else 1
+    block_n = 64
+    groups = 1
     programs = -(-n // block_n) * -(-m // block_m)
     splits = 1
     while programs * splits < MIN_PROGRAMS_PER_SM * processors and k % (BLOCK_K * groups * splits * 2) == 0:

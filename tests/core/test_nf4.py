@@ -26,7 +26,7 @@ def test_the_kernel_under_tritons_interpreter(tmp_path):
 def test_tiles_cover_the_rows_and_split_the_input_until_every_multiprocessor_is_busy():
     from mcqtune.core.nf4 import BLOCK_K, MIN_PROGRAMS_PER_SM, tile_sizes
 
-    assert tile_sizes(1, 5120, 5120, 132)[:2] == (16, 32) and tile_sizes(40, 5120, 5120, 132)[0] == 32
+    assert tile_sizes(1, 5120, 5120, 132)[:2] == (16, 64) and tile_sizes(40, 5120, 5120, 132)[0] == 32
     for m, n, k in [(1, 1024, 5120), (64, 5120, 5120), (71, 13824, 5120), (8, 5120, 13824)]:
         block_m, block_n, splits, groups = tile_sizes(m, n, k, 132)
         programs = -(-n // block_n) * -(-m // block_m)

@@ -20,14 +20,18 @@ BATCHING_LOGGER = "ContinuousBatchingLogger"  # transformers' own, which logs a 
 
 def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, stop_ids: Sequence[int],
                        temperature: float = 0.0, seed: int | None = None, gpu_memory_gb: float | None = None,
-                       max_replies: int | None = None) -> list[list[int]]:
+                       max_replies: int | None = None, attention: str = "sdpa") -> list[list[int]]:
     """Each prompt's reply (at most ``budget`` tokens; a stop token, if reached, is its last), in prompt order;
-    at most ``max_replies`` decoding at once (the nf4 engine's kernel takes steps of that many tokens or fewer)."""
+    at most ``max_replies`` decoding at once (the nf4 engine's kernel takes steps of that many tokens or fewer);
+    ``attention`` "varlen": each reply attends to its own cache only (core/varlen.py)."""
+    import contextlib
+
     import torch
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, cache_blocks, replies_held
+    from mcqtune.core.varlen import varlen_paged_attention
     from mcqtune.errors import UserError
 
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
@@ -47,7 +51,8 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:  # transformers seeds torch's generators for the batch: the caller's stay as they were
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []):
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []), \
+                (varlen_paged_attention(model) if attention == "varlen" else contextlib.nullcontext()):
             out = model.generate_batch(prompts, generation_config=config, continuous_batching_config=batching,
                                        warmup=cuda, progress_bar=False)
     finally:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from mcqtune.core.engines import GENERATION_ENGINES
+from mcqtune.core.engines import GENERATION_ENGINES, PAGED_ATTENTIONS
 from mcqtune.data.questions import PromptOptions
 from mcqtune.errors import ConfigError, parse_with
 from mcqtune.model.options import InferenceWeightOptions
@@ -52,6 +52,12 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                 "decoder linear layer is held in FP8 for decoding: core/fp8.py; needs a GPU with FP8 tensor "
                 "cores, RTX 4090 / H100 / H200; what it costs and changes: bench/RESULTS.md)",
         "choices": list(GENERATION_ENGINES)})
+    paged_attention: str = field(default="sdpa", metadata={
+        "help": "reason mode with a paged engine (continuous, nf4, fp8): how replies attend. sdpa (transformers' "
+                "paged SDPA: every query of a step against every reply's cache, through a dense mask) | varlen "
+                "(each reply's queries read only its own cache, in one Triton kernel of this project: "
+                "core/varlen.py; on a CPU the same arithmetic in torch; not yet timed on a GPU: bench/RESULTS.md)",
+        "choices": list(PAGED_ATTENTIONS)})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "
                                                                       "letter scored (counted in report.json)"})

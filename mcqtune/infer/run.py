@@ -47,6 +47,7 @@ from mcqtune.infer.setup import (adopt_training_prompt, check_answer_slot, check
                                     expand_fold_run, load_request, run_identity_of)
 from mcqtune.infer.options import InferArguments
 from mcqtune.data.questions import load_mcq_csv
+from mcqtune.core.engines import PAGED_ENGINES
 from mcqtune.model.prompts import encode_prompts_checked
 from mcqtune.reporting.meters import BatchClock, HostMemoryWatch
 from mcqtune.model.loading import select_backend
@@ -175,6 +176,8 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
                         + list(args.ensemble)],
            "models_by_content": models_by_content(identity), "mode": args.mode,
            "generation_engine": args.generation_engine if args.mode == "reason" else None,
+           "paged_attention": args.paged_attention if args.mode == "reason" and args.generation_engine in PAGED_ENGINES
+           else None,
            "samples": args.samples if args.mode == "reason" else None,
            **{k: v for k, v in (provenance or {}).items() if v},
            "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from mcqtune.errors import ConfigError
-from mcqtune.core.engines import GENERATION_ENGINES, PAGED_ENGINES
+from mcqtune.core.engines import GENERATION_ENGINES, PAGED_ATTENTIONS, PAGED_ENGINES
 from mcqtune.infer.options import InferArguments
 from mcqtune.infer.outputs import output_problems
 from mcqtune.data.questions import check_prompt_options
@@ -62,6 +62,7 @@ def check_args(args: InferArguments) -> None:
     if args.debias_sample < 1:
         problems.append(f"debias_sample must be >= 1, got {args.debias_sample}")
     problems += engine_problems(args.generation_engine, args.mode, args.repetition_penalty)
+    problems += attention_problems(args.paged_attention, args.generation_engine, args.mode)
     if args.generation_engine == "nf4" and (not args.load_in_4bit or args.load_in_8bit):
         problems.append("generation_engine nf4 reads NF4 weights: keep --load_in_4bit true (and no --load_in_8bit), "
                         "or use --generation_engine continuous")
@@ -79,6 +80,16 @@ def engine_problems(engine: str, mode: str, repetition_penalty: float) -> list[s
     if engine in PAGED_ENGINES and repetition_penalty != 1.0:
         return [f"generation_engine {engine} has no repetition penalty (transformers' continuous batching drops "
                 f"it): pass --repetition_penalty 1.0, or --generation_engine generate to keep {repetition_penalty}"]
+    return []
+
+
+def attention_problems(attention: str, engine: str, mode: str) -> list[str]:
+    """What is wrong with ``--paged_attention`` for this engine and mode."""
+    if attention not in PAGED_ATTENTIONS:
+        return [f"paged_attention must be one of {', '.join(PAGED_ATTENTIONS)}, got {attention!r}"]
+    if attention != "sdpa" and (mode != "reason" or engine not in PAGED_ENGINES):
+        return [f"paged_attention {attention} applies to reason mode with a paged engine ({', '.join(PAGED_ENGINES)}), "
+                f"not {mode} mode with --generation_engine {engine}"]
     return []
 
 

@@ -1,0 +1,208 @@
+"""Attention made for decoding (``--paged_attention varlen``): each reply's queries read only its own cache.
+
+transformers' paged SDPA path (``paged|sdpa``) puts every reply of a continuous-batching step into one attention
+call: it copies the whole cache of the step with each key/value head repeated for its query heads, and attends
+every query to every cached token through a dense mask that keeps its own. At the 14B shape with 71 replies on an
+H100 that is about 55 ms of a 100 ms decoding step (bench/RESULTS.md, session 18 profile), growing with the
+number of replies twice over.
+
+``varlen_attention`` is one Triton kernel over the packed step instead: a program per query token and key/value
+head finds the token's reply in the cumulative lengths, reads that reply's keys and values once for the whole
+group of query heads that share them (grouped-query attention without copies), and keeps a running softmax
+(causal, aligned to the end of the reply). It is registered with transformers as the attention implementation
+``paged|mcq_varlen`` for the time of a ``generate_batch`` (``varlen_paged_attention``). Without a CUDA GPU the
+same arithmetic runs per reply in torch (``reference_attention``), which is what the CPU tests compare the kernel
+with (under Triton's interpreter) and what a CPU run computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+
+import torch
+
+from mcqtune.errors import ConfigError
+
+IMPLEMENTATION = "paged|mcq_varlen"  # no "flash" in it: transformers would look for flash-attn's kernels
+SEARCH_STEPS = 12  # a token's reply is found by bisection over at most 2**12 - 1 replies a step
+MAX_REPLIES_A_STEP = 2**SEARCH_STEPS - 1
+BLOCK_KEYS = 64  # keys read per step of the kernel's loop
+_calls = {"attention": 0}  # calls while installed, as Python saw them (a step replayed as a CUDA graph: once)
+
+
+@functools.cache
+def _kernel(interpret: bool):
+    """The Triton kernel, defined at first use (under Triton's interpreter when TRITON_INTERPRET=1 was set before
+    Triton was first imported: tests/core/interpreted_varlen.py)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit(do_not_specialize=["num_seqs"])
+    def varlen_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr, num_seqs, scale,
+                                stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot,
+                                stride_oh, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+                                DIM_PAD: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
+                                PRECISION: tl.constexpr):
+        token, kv_head = tl.program_id(0), tl.program_id(1)
+        # the reply this token belongs to: the last one whose queries start at or before it (bisection)
+        low = token * 0
+        high = low + num_seqs
+        for _ in tl.static_range(STEPS):
+            middle = (low + high) // 2
+            before = tl.load(cu_q_ptr + middle).to(tl.int32) <= token
+            low = tl.where(before, middle, low)
+            high = tl.where(before, high, middle)
+        q_start = tl.load(cu_q_ptr + low).to(tl.int32)
+        q_length = tl.load(cu_q_ptr + low + 1).to(tl.int32) - q_start
+        k_start = tl.load(cu_k_ptr + low).to(tl.int32)
+        k_length = tl.load(cu_k_ptr + low + 1).to(tl.int32) - k_start
+        # causal, aligned to the reply's end: its query i sees keys up to k_length - q_length + i; a token past the
+        # last reply (a padded step) sees none
+        last = tl.where(token < tl.load(cu_q_ptr + num_seqs).to(tl.int32), k_length - q_length + token - q_start,
+                        -1)
+        heads = kv_head * GROUP + tl.arange(0, GROUP_PAD)
+        head_ok = tl.arange(0, GROUP_PAD) < GROUP
+        dims = tl.arange(0, DIM_PAD)
+        dim_ok = dims < HEAD_DIM
+        query = tl.load(q_ptr + token * stride_qt + heads[:, None] * stride_qh + dims[None, :],
+                        mask=head_ok[:, None] & dim_ok[None, :], other=0)
+        best = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
+        total = tl.zeros((GROUP_PAD,), tl.float32)
+        acc = tl.zeros((GROUP_PAD, DIM_PAD), tl.float32)
+        for start in range(0, last + 1, BLOCK):
+            keys = start + tl.arange(0, BLOCK)
+            key_ok = keys <= last
+            rows = (k_start + keys)[:, None]
+            keep = key_ok[:, None] & dim_ok[None, :]
+            key = tl.load(k_ptr + rows * stride_kt + kv_head * stride_kh + dims[None, :], mask=keep, other=0)
+            scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
+            scores = tl.where(key_ok[None, :], scores, float("-inf"))
+            new_best = tl.maximum(best, tl.max(scores, 1))
+            weights = tl.exp(scores - new_best[:, None])
+            shrink = tl.exp(best - new_best)
+            total = total * shrink + tl.sum(weights, 1)
+            value = tl.load(v_ptr + rows * stride_vt + kv_head * stride_vh + dims[None, :], mask=keep, other=0)
+            acc = acc * shrink[:, None] + tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
+            best = new_best
+        out = acc / tl.where(total > 0, total, 1.0)[:, None]
+        tl.store(out_ptr + token * stride_ot + heads[:, None] * stride_oh + dims[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=head_ok[:, None] & dim_ok[None, :])
+
+    return varlen_attention_kernel
+
+
+def interpreting() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_q: torch.Tensor,
+                     cu_k: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal attention of packed replies: ``query`` (tokens, heads, dim), ``key``/``value`` (keys, kv_heads, dim),
+    reply i's queries at ``cu_q[i]:cu_q[i+1]`` and its keys at ``cu_k[i]:cu_k[i+1]`` (its queries are its last
+    tokens); heads share key/value heads in groups. Tokens past ``cu_q[-1]`` (padding) get zeros. The Triton
+    kernel on a CUDA GPU (or under the interpreter), ``reference_attention`` otherwise."""
+    if not (query.is_cuda or interpreting()):
+        return reference_attention(query, key, value, cu_q, cu_k, scale)
+    tokens, heads, dim = query.shape
+    kv_heads = key.shape[1]
+    num_seqs = cu_q.shape[0] - 1
+    if heads % kv_heads or num_seqs > MAX_REPLIES_A_STEP or key.stride(-1) != 1 or value.stride(-1) != 1 \
+            or query.stride(-1) != 1:
+        raise ConfigError(f"paged_attention varlen: {heads} query heads over {kv_heads} key/value heads, {num_seqs} "
+                          f"replies a step (at most {MAX_REPLIES_A_STEP}): use --paged_attention sdpa")
+    out = torch.empty((tokens, heads, dim), device=query.device, dtype=query.dtype)
+    group = heads // kv_heads
+    _kernel(interpreting())[(tokens, kv_heads)](
+        query, key, value, out, cu_q, cu_k, num_seqs, scale, query.stride(0), query.stride(1), key.stride(0),
+        key.stride(1), value.stride(0), value.stride(1), out.stride(0), out.stride(1), GROUP=group,
+        GROUP_PAD=max(16, 1 << (group - 1).bit_length()), HEAD_DIM=dim, DIM_PAD=max(16, 1 << (dim - 1).bit_length()),
+        BLOCK=BLOCK_KEYS, STEPS=SEARCH_STEPS, PRECISION="ieee" if query.dtype == torch.float32 else "tf32")
+    return out
+
+
+def reference_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_q: torch.Tensor,
+                        cu_k: torch.Tensor, scale: float) -> torch.Tensor:
+    """``varlen_attention``'s arithmetic, reply by reply, with torch's SDPA (grouped-query heads, the causal mask
+    aligned to each reply's end)."""
+    out = torch.zeros_like(query)
+    bounds_q, bounds_k = cu_q.tolist(), cu_k.tolist()
+    for i in range(len(bounds_q) - 1):
+        q_start, q_end, k_start, k_end = bounds_q[i], bounds_q[i + 1], bounds_k[i], bounds_k[i + 1]
+        if q_end == q_start:
+            continue
+        seen = torch.arange(k_end - k_start, device=query.device)[None, :] <= \
+            (k_end - k_start - (q_end - q_start) + torch.arange(q_end - q_start, device=query.device))[:, None]
+        attended = torch.nn.functional.scaled_dot_product_attention(
+            query[q_start:q_end].transpose(0, 1)[None], key[k_start:k_end].transpose(0, 1)[None],
+            value[k_start:k_end].transpose(0, 1)[None], attn_mask=seen, scale=scale, enable_gqa=True)
+        out[q_start:q_end] = attended[0].transpose(0, 1)
+    return out
+
+
+def paged_varlen_forward(module, query, key, value, attention_mask, cache=None, cu_seq_lens_q=None,
+                         cu_seq_lens_k=None, max_seqlen_q=None, max_seqlen_k=None, block_table=None, **kwargs):
+    """The attention implementation ``paged|mcq_varlen``: the step's new keys and values written to the paged
+    cache, each reply's read back packed (the cache's own ``update``), then ``varlen_attention``."""
+    if cache is None:
+        raise ValueError(f"{IMPLEMENTATION} runs inside continuous batching only (it needs the paged cache)")
+    if isinstance(cu_seq_lens_k, dict):  # one entry per layer type; only full attention is allowed in (see below)
+        cu_seq_lens_k = cu_seq_lens_k["full_attention"]
+    key, value = cache.update(key_states=key, value_states=value, layer_idx=module.layer_idx,
+                              read_index=kwargs["read_index"], write_index=kwargs["write_index"])
+    _calls["attention"] += 1
+    scale = module.scaling if module.scaling is not None else 1 / math.sqrt(query.shape[-1])
+    out = varlen_attention(query[0].transpose(0, 1), key, value, cu_seq_lens_q, cu_seq_lens_k, scale)
+    return out.unsqueeze(0), None
+
+
+def varlen_problem(config) -> str | None:
+    """Why this model's attention cannot run as ``paged|mcq_varlen``, or None."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text, "use_sliding_window", False) or "sliding_attention" in (getattr(text, "layer_types", None) or []):
+        return ("paged_attention varlen attends over whole replies; this model has sliding-window layers: use "
+                "--paged_attention sdpa")
+    return None
+
+
+def _compile(model) -> None:
+    """Compile the kernel for this model's heads before any step runs: a step captured as a CUDA graph cannot
+    compile one."""
+    text = model.config.get_text_config()
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return
+    dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+    dtype = dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.bfloat16
+    query = torch.zeros(2, text.num_attention_heads, dim, device=device, dtype=dtype)
+    key = torch.zeros(2, text.num_key_value_heads, dim, device=device, dtype=dtype)
+    bounds = torch.tensor([0, 2], device=device, dtype=torch.int32)
+    varlen_attention(query, key, key, bounds, bounds, 1.0)
+
+
+@contextlib.contextmanager
+def varlen_paged_attention(model):
+    """Within: continuous batching on ``model`` attends through ``varlen_attention``; the model's attention
+    implementation is restored afterwards. Refused (ConfigError) for sliding-window models, and when nothing
+    within called it: the option never runs as something else under its name."""
+    from transformers import AttentionInterface
+
+    problem = varlen_problem(model.config)
+    if problem:
+        raise ConfigError(problem)
+    AttentionInterface.register(IMPLEMENTATION, paged_varlen_forward)
+    _compile(model)
+    before = model.config._attn_implementation
+    model.set_attn_implementation(IMPLEMENTATION)
+    _calls["attention"] = 0
+    try:
+        yield _calls
+    finally:
+        model.set_attn_implementation(before)
+    if not _calls["attention"]:
+        raise ConfigError("paged_attention varlen: its attention was never called (the model computes attention "
+                          "without transformers' attention functions); use --paged_attention sdpa")

@@ -1,0 +1,69 @@
+"""core/varlen.py's kernel run by Triton's interpreter on the CPU. Triton reads TRITON_INTERPRET when it is first
+imported, so these run in a process of their own: test_varlen.py starts pytest on this file with it set."""
+
+import os
+
+import pytest
+import torch
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("run by test_varlen.py under TRITON_INTERPRET=1", allow_module_level=True)
+
+from mcqtune.core import varlen  # noqa: E402
+
+
+def packed(q_lengths, k_lengths, heads, kv_heads, dim, dtype, padding=0):
+    cu_q = torch.tensor([0, *torch.tensor(q_lengths).cumsum(0).tolist()], dtype=torch.int32)
+    cu_k = torch.tensor([0, *torch.tensor(k_lengths).cumsum(0).tolist()], dtype=torch.int32)
+    query = torch.randn(int(cu_q[-1]) + padding, heads, dim, dtype=dtype)
+    key = torch.randn(int(cu_k[-1]), kv_heads, dim, dtype=dtype)
+    return query, key, torch.randn_like(key), cu_q, cu_k
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("q_lengths, k_lengths, heads, kv_heads, dim", [
+    ([1, 1, 1], [5, 70, 130], 4, 2, 32),  # decoding steps, one reply longer than two blocks of keys
+    ([3, 1, 0, 2], [3, 40, 0, 66], 10, 2, 40),  # a prompt, decoding, a padded reply, a chunk; 5 heads a group
+    ([7, 1], [7, 9], 7, 1, 16),  # one key/value head for all
+    ([1] * 20, list(range(1, 21)), 8, 8, 64),  # no grouping, many replies
+])
+def test_the_kernel_computes_each_replys_causal_attention(q_lengths, k_lengths, heads, kv_heads, dim, dtype):
+    torch.manual_seed(len(q_lengths) * dim)
+    query, key, value, cu_q, cu_k = packed(q_lengths, k_lengths, heads, kv_heads, dim, dtype)
+    got = varlen.varlen_attention(query, key, value, cu_q, cu_k, dim ** -0.5)
+    want = varlen.reference_attention(query.float(), key.float(), value.float(), cu_q, cu_k, dim ** -0.5)
+    assert got.dtype == dtype and got.shape == query.shape
+    torch.testing.assert_close(got.float(), want, rtol=1e-3, atol=1e-5 if dtype == torch.float32 else 2e-3)
+
+
+def test_tokens_past_the_last_reply_get_zeros():
+    """A step replayed as a CUDA graph is padded to a fixed number of tokens; the padding belongs to no reply."""
+    torch.manual_seed(3)
+    query, key, value, cu_q, cu_k = packed([2, 1], [4, 6], 4, 2, 32, torch.float32, padding=5)
+    got = varlen.varlen_attention(query, key, value, cu_q, cu_k, 0.2)
+    assert torch.equal(got[3:], torch.zeros_like(got[3:]))
+    torch.testing.assert_close(got[:3], varlen.reference_attention(query, key, value, cu_q, cu_k, 0.2)[:3])
+
+
+def test_continuous_batching_through_the_kernel_gives_generates_greedy_replies(tiny_model_dir, qwen_tokenizer,
+                                                                               sample_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from mcqtune.core.reasoning import generate_replies
+    from mcqtune.data.questions import PromptStyle, load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    frame = load_mcq_csv(sample_dir / "test.csv").head(6)
+    prompts = encode_prompts(qwen_tokenizer, frame, PromptStyle(reasoning=True), 512)
+    launched = []
+    kernel = varlen._kernel(True)
+    monkeypatch.setattr(varlen, "_kernel", lambda interpret: launched.append(interpret) or kernel)
+    monkeypatch.setattr(varlen, "reference_attention", None)  # the kernel, or a failure
+    stops = [qwen_tokenizer.pad_token_id]
+    padded = generate_replies(model, qwen_tokenizer, prompts, 10, stops, repetition_penalty=1.0)
+    packed_replies = generate_replies(model, qwen_tokenizer, prompts, 10, stops, repetition_penalty=1.0,
+                                      engine="continuous", attention="varlen")
+    assert packed_replies == padded
+    assert len(launched) >= model.config.num_hidden_layers * 10  # every layer, prompts and each decoding step
+    assert model.config._attn_implementation == "sdpa"  # restored

@@ -1,0 +1,102 @@
+"""core/varlen.py: attention over packed replies, each reading only its own cache (the kernel itself is checked
+under Triton's interpreter in a process of its own, interpreted_varlen.py), and where --paged_attention varlen is
+refused."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcqtune.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_kernel_under_tritons_interpreter(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+                             str(tmp_path / "t"), str(ROOT / "tests" / "core" / "interpreted_varlen.py")],
+                            cwd=ROOT, env={**os.environ, "TRITON_INTERPRET": "1", "PYTEST_XDIST_WORKER": ""},
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+def test_the_reference_is_each_replys_causal_softmax_attention():
+    """Written out per token and head: softmax over the reply's keys up to the token's own position, with the
+    key/value head its query head shares."""
+    import torch
+
+    from mcqtune.core.varlen import reference_attention
+
+    torch.manual_seed(0)
+    cu_q, cu_k = torch.tensor([0, 3, 4, 4, 6]), torch.tensor([0, 3, 9, 9, 14])
+    heads, kv_heads, dim = 6, 2, 8
+    query = torch.randn(6, heads, dim, dtype=torch.float64)
+    key, value = (torch.randn(14, kv_heads, dim, dtype=torch.float64) for _ in range(2))
+    got = reference_attention(query, key, value, cu_q, cu_k, 0.3)
+    for reply in range(4):
+        q0, q1, k0, k1 = int(cu_q[reply]), int(cu_q[reply + 1]), int(cu_k[reply]), int(cu_k[reply + 1])
+        for i, token in enumerate(range(q0, q1)):
+            seen = (k1 - k0) - (q1 - q0) + i + 1  # keys before and at the token's position
+            for head in range(heads):
+                shared = head // (heads // kv_heads)
+                weights = torch.softmax(key[k0:k0 + seen, shared] @ query[token, head] * 0.3, dim=0)
+                torch.testing.assert_close(got[token, head], weights @ value[k0:k0 + seen, shared])
+
+
+def test_continuous_replies_with_varlen_attention_are_generates_greedy_replies(tiny_model_dir, qwen_tokenizer,
+                                                                               sample_dir):
+    """On a CPU the varlen attention runs reference_attention: the same replies, and the model's own attention
+    implementation afterwards."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mcqtune.core import varlen
+    from mcqtune.core.reasoning import generate_replies
+    from mcqtune.data.questions import PromptStyle, load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    frame = load_mcq_csv(sample_dir / "test.csv").head(5)
+    prompts = encode_prompts(qwen_tokenizer, frame, PromptStyle(reasoning=True), 512)
+    stops = [qwen_tokenizer.pad_token_id]
+    padded = generate_replies(model, qwen_tokenizer, prompts, 8, stops, repetition_penalty=1.0)
+    calls = []
+    reference = varlen.reference_attention
+    varlen.reference_attention = lambda *a: calls.append(a[3].numel() - 1) or reference(*a)
+    try:
+        packed = generate_replies(model, qwen_tokenizer, prompts, 8, stops, repetition_penalty=1.0,
+                                  engine="continuous", attention="varlen")
+    finally:
+        varlen.reference_attention = reference
+    assert packed == padded
+    assert max(calls) > 1 and len(calls) >= model.config.num_hidden_layers * 8  # several replies a step, each step
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_varlen_attention_is_refused_where_it_cannot_run(tiny_model_dir):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from mcqtune.core.varlen import varlen_paged_attention, varlen_problem
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.setup import check_args
+
+    for mode, engine in (("score", "generate"), ("reason", "generate"), ("generate", "generate")):
+        args = InferArguments(test_file="t.csv", model_path="m", mode=mode, generation_engine=engine,
+                              paged_attention="varlen", repetition_penalty=1.0)
+        with pytest.raises(ConfigError, match=f"paged_attention varlen applies to reason mode with a paged engine "
+                                              f".*not {mode} mode with --generation_engine {engine}"):
+            check_args(args)
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    assert varlen_problem(config) is None
+    config.use_sliding_window = True
+    assert "sliding-window layers: use --paged_attention sdpa" in varlen_problem(config)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with pytest.raises(ConfigError, match="its attention was never called"):  # nothing ran through continuous batching
+        with varlen_paged_attention(model):
+            pass
+    assert model.config._attn_implementation == "sdpa"

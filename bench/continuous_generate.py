@@ -8,7 +8,7 @@ Every reply is forced to ``--new_tokens`` (no end-of-turn token), so the figure 
 that length whatever random weights would otherwise do. The cache gets ``--cache_share`` of the memory the 24 GiB
 cap leaves (``:0.3`` after a run's size: 30%); CUDA graphs follow transformers' default (off with SDPA) unless a
 run says ``:graphs`` or ``--graphs true/false`` is given. ``:nf4``: the 4-bit layers decode through core/nf4.py's
-fused kernel. ``:profile``: the run under torch.profiler, its busiest GPU kernels and CPU operations written beside
+fused kernel; ``:varlen``: replies attend through core/varlen.py (``--paged_attention varlen``). ``:profile``: the run under torch.profiler, its busiest GPU kernels and CPU operations written beside
 the JSON (``<json>_<run>.txt``), and the GPU's busy time beside the wall time. One short warm-up run first.
 """
 
@@ -81,6 +81,10 @@ def main() -> None:
                 from mcqtune.core.nf4 import fused_nf4
 
                 stack.enter_context(fused_nf4(model))
+            if "varlen" in flags:
+                from mcqtune.core.varlen import varlen_paged_attention
+
+                stack.enter_context(varlen_paged_attention(model))
             profiler = stack.enter_context(torch.profiler.profile(activities=[
                 torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])) if "profile" in flags else None
             torch.cuda.synchronize()

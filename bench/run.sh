@@ -27,6 +27,7 @@
 #   cbfp8       the same on FP8 weights (core/fp8.py), CB8_RUNS
 #   fp8check    bench/fp8_check.py: Fp8Linear on the GPU against the same arithmetic in float32
 #   creason512, creason2048   the same with --generation_engine continuous (128 / 32 questions)
+#   vreason512, vreason2048   creason with --paged_attention varlen (core/varlen.py)
 #   nreason512, nreason2048   the same with --generation_engine nf4 (128 / 32 questions, or NREASON_Q)
 #   nf4check    bench/nf4_check.py: the fused NF4 kernel against bitsandbytes' path, per layer shape and batch
 #   freason512, freason2048   the same with --generation_engine fp8 (128 questions each)
@@ -121,6 +122,10 @@ for run in ${RUNS:-b16 anchor_a}; do
       n=${run#creason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/creason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/creason_test.csv \
         --backend hf --generation_engine continuous --repetition_penalty 1.0 ;;
+    vreason512|vreason2048)  # creason with --paged_attention varlen (each reply attends to its own cache)
+      n=${run#vreason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/vreason_test.csv
+      answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/vreason_test.csv \
+        --backend hf --generation_engine continuous --repetition_penalty 1.0 --paged_attention varlen ;;
     nreason512|nreason2048)  # the same with --generation_engine nf4 (NF4 weights read by the fused kernel)
       n=${run#nreason}; head -$(( ${NREASON_Q:-$(( n == 512 ? 128 : 32 ))} + 1 )) .benchdata/test.csv > /tmp/nreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/nreason_test.csv \

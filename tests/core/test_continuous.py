@@ -44,19 +44,24 @@ def test_a_reasoning_run_gives_the_same_answers_on_either_engine(tiny_model_dir,
     test_file = tmp_path / "test.csv"
     pd.read_csv(sample_dir / "test.csv", dtype=str).head(40).to_csv(test_file, index=False)
 
-    def run(engine):
+    def run(engine, attention="sdpa"):
         args = InferArguments(test_file=str(test_file), model_path=str(tiny_model_dir), mode="reason",
                               max_reasoning_tokens=6, batch_size=8, repetition_penalty=1.0,
-                              generation_engine=engine, backend="hf", output_file=str(tmp_path / f"{engine}.csv"))
+                              generation_engine=engine, paged_attention=attention, backend="hf",
+                              output_file=str(tmp_path / f"{engine}-{attention}.csv"))
         report = infer.run(args)
         return report, pd.read_csv(args.run_dir / "predictions.csv")
 
     generate, by_generate = run("generate")
     continuous, by_continuous = run("continuous")
+    varlen, by_varlen = run("continuous", "varlen")
     assert continuous["generation_engine"] == "continuous" and generate["generation_engine"] == "generate"
-    assert (tmp_path / "continuous.csv").read_text() == (tmp_path / "generate.csv").read_text()
+    assert (continuous["paged_attention"], varlen["paged_attention"], generate["paged_attention"]) == \
+        ("sdpa", "varlen", None)
+    for other in ("continuous-sdpa", "continuous-varlen"):
+        assert (tmp_path / f"{other}.csv").read_text() == (tmp_path / "generate-sdpa.csv").read_text()
     columns = ["ID", "answer", "raw", "rule", "reasoning_tokens"]
-    assert by_continuous[columns].equals(by_generate[columns])
+    assert by_continuous[columns].equals(by_generate[columns]) and by_varlen[columns].equals(by_generate[columns])
 
 
 @pytest.mark.parametrize("options, message", [

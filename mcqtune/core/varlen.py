@@ -172,12 +172,11 @@ def _compile(model) -> None:
     """Compile the kernel for this model's heads before any step runs: a step captured as a CUDA graph cannot
     compile one."""
     text = model.config.get_text_config()
-    device = next(model.parameters()).device
+    embedding = model.get_input_embeddings().weight  # the hidden states' dtype, whatever the linear layers hold
+    device, dtype = embedding.device, embedding.dtype
     if device.type != "cuda":
         return
     dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-    dtype = dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.bfloat16
     query = torch.zeros(2, text.num_attention_heads, dim, device=device, dtype=dtype)
     key = torch.zeros(2, text.num_key_value_heads, dim, device=device, dtype=dtype)
     bounds = torch.tensor([0, 2], device=device, dtype=torch.int32)

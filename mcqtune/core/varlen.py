@@ -159,13 +159,24 @@ def paged_varlen_forward(module, query, key, value, attention_mask, cache=None, 
     return out.unsqueeze(0), None
 
 
-def varlen_problem(config) -> str | None:
-    """Why this model's attention cannot run as ``paged|mcq_varlen``, or None."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if getattr(text, "use_sliding_window", False) or "sliding_attention" in (getattr(text, "layer_types", None) or []):
+def varlen_problem(config: dict) -> str | None:
+    """Why a model of this config (``config.json``'s contents) cannot attend as ``paged|mcq_varlen``, or None."""
+    text = config.get("text_config") or config
+    if text.get("use_sliding_window") or "sliding_attention" in (text.get("layer_types") or []):
         return ("paged_attention varlen attends over whole replies; this model has sliding-window layers: use "
                 "--paged_attention sdpa")
     return None
+
+
+def check_base(base: str) -> None:
+    """Refuse, before loading, a local base model ``varlen_problem`` rules out (others are checked once loaded)."""
+    import json
+    from pathlib import Path
+
+    config_file = Path(base) / "config.json"
+    problem = varlen_problem(json.loads(config_file.read_text(encoding="utf-8"))) if config_file.is_file() else None
+    if problem:
+        raise ConfigError(f"{base}: {problem}")
 
 
 def _compile(model) -> None:
@@ -190,7 +201,7 @@ def varlen_paged_attention(model):
     within called it: the option never runs as something else under its name."""
     from transformers import AttentionInterface
 
-    problem = varlen_problem(model.config)
+    problem = varlen_problem(model.config.to_dict())
     if problem:
         raise ConfigError(problem)
     AttentionInterface.register(IMPLEMENTATION, paged_varlen_forward)

@@ -148,6 +148,10 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     check_engine(args.generation_engine, backend, world)
     device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
     request = load_request(args, backend, device_map)
+    if args.mode == "reason" and args.paged_attention == "varlen":
+        from mcqtune.core.varlen import check_base
+
+        check_base(request.base)
     model, tokenizer, load_info = load_inference_model(request)
     if args.mode == "reason" and args.generation_engine == "fp8":
         model, load_info = weights_for_decoding(model, load_info)

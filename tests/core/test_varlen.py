@@ -2,6 +2,7 @@
 under Triton's interpreter in a process of its own, interpreted_varlen.py), and where --paged_attention varlen is
 refused."""
 
+import json
 import os
 import subprocess
 import sys
@@ -77,11 +78,11 @@ def test_continuous_replies_with_varlen_attention_are_generates_greedy_replies(t
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_varlen_attention_is_refused_where_it_cannot_run(tiny_model_dir):
+def test_varlen_attention_is_refused_where_it_cannot_run(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from mcqtune.core.varlen import varlen_paged_attention, varlen_problem
+    from mcqtune.core.varlen import check_base, varlen_paged_attention, varlen_problem
     from mcqtune.infer.options import InferArguments
     from mcqtune.infer.setup import check_args
 
@@ -91,10 +92,16 @@ def test_varlen_attention_is_refused_where_it_cannot_run(tiny_model_dir):
         with pytest.raises(ConfigError, match=f"paged_attention varlen applies to reason mode with a paged engine "
                                               f".*not {mode} mode with --generation_engine {engine}"):
             check_args(args)
-    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config = AutoConfig.from_pretrained(tiny_model_dir).to_dict()
     assert varlen_problem(config) is None
-    config.use_sliding_window = True
-    assert "sliding-window layers: use --paged_attention sdpa" in varlen_problem(config)
+    check_base(str(tiny_model_dir))
+    assert "sliding-window layers: use --paged_attention sdpa" in varlen_problem({**config, "use_sliding_window": True})
+    assert varlen_problem({"text_config": {**config, "layer_types": ["full_attention", "sliding_attention"]}})
+    sliding = tmp_path / "sliding"
+    sliding.mkdir()
+    (sliding / "config.json").write_text(json.dumps({**config, "use_sliding_window": True}))
+    with pytest.raises(ConfigError, match=f"^{sliding}: paged_attention varlen attends over whole replies"):
+        check_base(str(sliding))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with pytest.raises(ConfigError, match="its attention was never called"):  # nothing ran through continuous batching
         with varlen_paged_attention(model):

@@ -27,7 +27,8 @@
 #   cbfp8       the same on FP8 weights (core/fp8.py), CB8_RUNS
 #   fp8check    bench/fp8_check.py: Fp8Linear on the GPU against the same arithmetic in float32
 #   creason512, creason2048   the same with --generation_engine continuous (128 / 32 questions)
-#   vreason512, vreason2048   creason with --paged_attention varlen (core/varlen.py)
+#   vreason512, vreason2048   creason with --paged_attention varlen (core/varlen.py); fvreason512|2048: freason with it
+#   varlencheck bench/varlen_check.py: the varlen kernel against float32 and against the dense paged-SDPA step
 #   nreason512, nreason2048   the same with --generation_engine nf4 (128 / 32 questions, or NREASON_Q)
 #   nf4check    bench/nf4_check.py: the fused NF4 kernel against bitsandbytes' path, per layer shape and batch
 #   freason512, freason2048   the same with --generation_engine fp8 (128 questions each)
@@ -126,6 +127,10 @@ for run in ${RUNS:-b16 anchor_a}; do
       n=${run#vreason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/vreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/vreason_test.csv \
         --backend hf --generation_engine continuous --repetition_penalty 1.0 --paged_attention varlen ;;
+    fvreason512|fvreason2048)  # freason with --paged_attention varlen (FP8 weights, own-cache attention)
+      n=${run#fvreason}; head -129 .benchdata/test.csv > /tmp/fvreason_test.csv
+      answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/fvreason_test.csv \
+        --backend hf --generation_engine fp8 --repetition_penalty 1.0 --paged_attention varlen ;;
     nreason512|nreason2048)  # the same with --generation_engine nf4 (NF4 weights read by the fused kernel)
       n=${run#nreason}; head -$(( ${NREASON_Q:-$(( n == 512 ? 128 : 32 ))} + 1 )) .benchdata/test.csv > /tmp/nreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/nreason_test.csv \
@@ -150,6 +155,7 @@ for run in ${RUNS:-b16 anchor_a}; do
       python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv \
         --runs "${CB_RUNS:-128x512:graphs,64x128}" --json "$OUT/cb.json" ${CB_ARGS:-} > "$OUT/cb.log" 2>&1 ;;
     fp8check) python3 bench/fp8_check.py --json "$OUT/fp8check.json" > "$OUT/fp8check.log" 2>&1 ;;
+    varlencheck) python3 bench/varlen_check.py --json "$OUT/varlencheck.json" > "$OUT/varlencheck.log" 2>&1 ;;
     nf4check) python3 bench/nf4_check.py --json "$OUT/nf4check.json" --sweep_rows "${NF4_SWEEP-16,64}" \
         --budget_s "${NF4_BUDGET_S:-120}" \
         > "$OUT/nf4check.log" 2>&1 ;;

@@ -8,8 +8,11 @@ number of replies twice over.
 
 ``varlen_attention`` is one Triton kernel over the packed step instead: a program per query token and key/value
 head finds the token's reply in the cumulative lengths, reads that reply's keys and values once for the whole
-group of query heads that share them (grouped-query attention without copies), and keeps a running softmax
-(causal, aligned to the end of the reply). It is registered with transformers as the attention implementation
+group of query heads that share them (grouped-query attention without copies), where they lie in the paged cache
+(through the step's read index: no packed copy of the cache either), and keeps a running softmax (causal,
+aligned to the end of the reply). It reads the cache through transformers' ``PagedAttentionCache`` attributes
+(``key_cache``, ``value_cache``, ``layer_index_to_group_indices``) as 5.17 lays them out; the CPU tests run
+through them. It is registered with transformers as the attention implementation
 ``paged|mcq_varlen`` for the time of a ``generate_batch`` (``varlen_paged_attention``). Without a CUDA GPU the
 same arithmetic runs per reply in torch (``reference_attention``), which is what the CPU tests compare the kernel
 with (under Triton's interpreter) and what a CPU run computes.
@@ -40,11 +43,11 @@ def _kernel(interpret: bool):
     import triton.language as tl
 
     @triton.jit(do_not_specialize=["num_seqs"])
-    def varlen_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr, num_seqs, scale,
+    def varlen_attention_kernel(q_ptr, k_ptr, v_ptr, rows_ptr, out_ptr, cu_q_ptr, cu_k_ptr, num_seqs, scale,
                                 stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot,
                                 stride_oh, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
                                 DIM_PAD: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr,
-                                PRECISION: tl.constexpr):
+                                PRECISION: tl.constexpr, INDEXED: tl.constexpr):
         token, kv_head = tl.program_id(0), tl.program_id(1)
         # the reply this token belongs to: the last one whose queries start at or before it (bisection)
         low = token * 0
@@ -74,7 +77,10 @@ def _kernel(interpret: bool):
         for start in range(0, last + 1, BLOCK):
             keys = start + tl.arange(0, BLOCK)
             key_ok = keys <= last
-            rows = (k_start + keys)[:, None]
+            if INDEXED:  # the cache's own rows, read where they lie (no packed copy)
+                rows = tl.load(rows_ptr + k_start + keys, mask=key_ok, other=0)[:, None]
+            else:
+                rows = (k_start + keys)[:, None]
             keep = key_ok[:, None] & dim_ok[None, :]
             key = tl.load(k_ptr + rows * stride_kt + kv_head * stride_kh + dims[None, :], mask=keep, other=0)
             scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
@@ -100,12 +106,15 @@ def interpreting() -> bool:
 
 
 def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_q: torch.Tensor,
-                     cu_k: torch.Tensor, scale: float) -> torch.Tensor:
+                     cu_k: torch.Tensor, scale: float, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Causal attention of packed replies: ``query`` (tokens, heads, dim), ``key``/``value`` (keys, kv_heads, dim),
     reply i's queries at ``cu_q[i]:cu_q[i+1]`` and its keys at ``cu_k[i]:cu_k[i+1]`` (its queries are its last
-    tokens); heads share key/value heads in groups. Tokens past ``cu_q[-1]`` (padding) get zeros. The Triton
-    kernel on a CUDA GPU (or under the interpreter), ``reference_attention`` otherwise."""
+    tokens); heads share key/value heads in groups. With ``rows``, packed key j is ``key[rows[j]]`` (a paged
+    cache read in place). Tokens past ``cu_q[-1]`` (padding) get zeros. The Triton kernel on a CUDA GPU (or under
+    the interpreter), ``reference_attention`` otherwise."""
     if not (query.is_cuda or interpreting()):
+        if rows is not None:
+            key, value = key.index_select(0, rows), value.index_select(0, rows)
         return reference_attention(query, key, value, cu_q, cu_k, scale)
     tokens, heads, dim = query.shape
     kv_heads = key.shape[1]
@@ -117,10 +126,12 @@ def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     out = torch.empty((tokens, heads, dim), device=query.device, dtype=query.dtype)
     group = heads // kv_heads
     _kernel(interpreting())[(tokens, kv_heads)](
-        query, key, value, out, cu_q, cu_k, num_seqs, scale, query.stride(0), query.stride(1), key.stride(0),
-        key.stride(1), value.stride(0), value.stride(1), out.stride(0), out.stride(1), GROUP=group,
+        query, key, value, cu_q if rows is None else rows, out, cu_q, cu_k, num_seqs, scale, query.stride(0),
+        query.stride(1), key.stride(0), key.stride(1), value.stride(0), value.stride(1), out.stride(0), out.stride(1),
+        GROUP=group,
         GROUP_PAD=max(16, 1 << (group - 1).bit_length()), HEAD_DIM=dim, DIM_PAD=max(16, 1 << (dim - 1).bit_length()),
-        BLOCK=BLOCK_KEYS, STEPS=SEARCH_STEPS, PRECISION="ieee" if query.dtype == torch.float32 else "tf32")
+        BLOCK=BLOCK_KEYS, STEPS=SEARCH_STEPS, PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
+        INDEXED=rows is not None)
     return out
 
 
@@ -146,16 +157,26 @@ def reference_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
 def paged_varlen_forward(module, query, key, value, attention_mask, cache=None, cu_seq_lens_q=None,
                          cu_seq_lens_k=None, max_seqlen_q=None, max_seqlen_k=None, block_table=None, **kwargs):
     """The attention implementation ``paged|mcq_varlen``: the step's new keys and values written to the paged
-    cache, each reply's read back packed (the cache's own ``update``), then ``varlen_attention``."""
+    cache as the cache's own ``update`` writes them (full-attention layers), then ``varlen_attention`` reading each
+    reply's keys and values where they lie in the cache, through the step's read index (``update`` would first
+    copy them all out, packed: as many bytes again as the attention reads)."""
     if cache is None:
         raise ValueError(f"{IMPLEMENTATION} runs inside continuous batching only (it needs the paged cache)")
     if isinstance(cu_seq_lens_k, dict):  # one entry per layer type; only full attention is allowed in (see below)
         cu_seq_lens_k = cu_seq_lens_k["full_attention"]
-    key, value = cache.update(key_states=key, value_states=value, layer_idx=module.layer_idx,
-                              read_index=kwargs["read_index"], write_index=kwargs["write_index"])
+    group, layer = cache.layer_index_to_group_indices[module.layer_idx]
+    key_cache, value_cache = cache.key_cache[layer], cache.value_cache[layer]
+    key, value = key.transpose(1, 2).squeeze(0), value.transpose(1, 2).squeeze(0)  # (tokens, kv_heads, dim)
+    key_cache.index_copy_(0, kwargs["write_index"][group], key)
+    value_cache.index_copy_(0, kwargs["write_index"][group], value)
+    rows = kwargs["read_index"][group]
     _calls["attention"] += 1
     scale = module.scaling if module.scaling is not None else 1 / math.sqrt(query.shape[-1])
-    out = varlen_attention(query[0].transpose(0, 1), key, value, cu_seq_lens_q, cu_seq_lens_k, scale)
+    query = query[0].transpose(0, 1)
+    if rows.numel() == 0:  # nothing cached yet (prompts alone): the new keys are all there is
+        out = varlen_attention(query, key, value, cu_seq_lens_q, cu_seq_lens_k, scale)
+    else:
+        out = varlen_attention(query, key_cache, value_cache, cu_seq_lens_q, cu_seq_lens_k, scale, rows)
     return out.unsqueeze(0), None
 
 

@@ -36,6 +36,18 @@ def test_the_kernel_computes_each_replys_causal_attention(q_lengths, k_lengths, 
     torch.testing.assert_close(got.float(), want, rtol=1e-3, atol=1e-5 if dtype == torch.float32 else 2e-3)
 
 
+def test_keys_read_in_place_through_a_row_index_equal_the_packed_ones():
+    """A paged cache holds the keys in blocks anywhere in its pages; the kernel reads them through the step's read
+    index, as transformers' update would have copied them out."""
+    torch.manual_seed(4)
+    query, key, value, cu_q, cu_k = packed([2, 1, 1], [9, 70, 5], 10, 2, 32, torch.float32)
+    rows = torch.randperm(300)[:key.shape[0]]
+    key_cache, value_cache = torch.randn(300, 2, 32), torch.randn(300, 2, 32)
+    key_cache[rows], value_cache[rows] = key, value
+    got = varlen.varlen_attention(query, key_cache, value_cache, cu_q, cu_k, 0.2, rows)
+    torch.testing.assert_close(got, varlen.reference_attention(query, key, value, cu_q, cu_k, 0.2))
+
+
 def test_tokens_past_the_last_reply_get_zeros():
     """A step replayed as a CUDA graph is padded to a fixed number of tokens; the padding belongs to no reply."""
     torch.manual_seed(3)

@@ -1,7 +1,7 @@
 """core/varlen.py on a GPU: the varlen attention kernel against the same attention in float32 (reference_attention)
 and against what transformers' paged SDPA path does for the same step (the cache's key/value heads repeated for
 every query head, then SDPA over the whole step through a dense mask), at the 14B shape's heads (40 query heads,
-8 key/value heads of 128), in bfloat16. Each step is replayed as a CUDA graph of 10 (as continuous batching
+8 key/value heads of 128), in bfloat16, with the keys packed and read in place from a paged cache. Each step is replayed as a CUDA graph of 10 (as continuous batching
 replays its steps); times are per layer, and per step for 48 layers.
 
     python bench/varlen_check.py --json out.json
@@ -71,14 +71,25 @@ def main() -> None:
         with torch.no_grad():
             got = varlen_attention(query, key, value, cu_q, cu_k, scale).float()
             want = reference_attention(query.float(), key.float(), value.float(), cu_q, cu_k, scale)
+            # the same keys in a paged cache twice their size, in blocks of 256 rows in shuffled order, read in place
+            blocks = -(-key.shape[0] // 256)
+            order = torch.randperm(2 * blocks, device="cuda")[:blocks]
+            rows = (order[:, None] * 256 + torch.arange(256, device="cuda")[None, :]).flatten()[:key.shape[0]]
+            key_cache = torch.zeros(2 * blocks * 256, KV_HEADS, DIM, device="cuda", dtype=torch.bfloat16)
+            value_cache = torch.zeros_like(key_cache)
+            key_cache[rows], value_cache[rows] = key, value
+            in_place = varlen_attention(query, key_cache, value_cache, cu_q, cu_k, scale, rows).float()
             mask = step_mask(q_lengths, k_lengths, "cuda")
             dense = dense_paged_sdpa(query, key, value, mask, scale)[0].float()
             row = {"step": name, "query_tokens": sum(q_lengths), "key_tokens": sum(k_lengths),
                    "max_abs_diff_vs_float32": float((got - want).abs().max()),
+                   "in_place_max_abs_diff_vs_packed": float((in_place - got).abs().max()),
                    "dense_max_abs_diff_vs_float32": float((dense - want).abs().max()),
                    "varlen_ms": graph_ms(functools.partial(varlen_attention, query, key, value, cu_q, cu_k, scale), 10),
+                   "varlen_in_place_ms": graph_ms(functools.partial(varlen_attention, query, key_cache, value_cache,
+                                                                    cu_q, cu_k, scale, rows), 10),
                    "dense_sdpa_ms": graph_ms(functools.partial(dense_paged_sdpa, query, key, value, mask, scale), 10)}
-        for key_name in ("varlen_ms", "dense_sdpa_ms"):
+        for key_name in ("varlen_ms", "varlen_in_place_ms", "dense_sdpa_ms"):
             if row[key_name] is not None:
                 row[key_name.replace("_ms", "_step_ms")] = round(row[key_name] * LAYERS, 2)
         result["steps"].append(row)

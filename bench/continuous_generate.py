@@ -8,7 +8,8 @@ Every reply is forced to ``--new_tokens`` (no end-of-turn token), so the figure 
 that length whatever random weights would otherwise do. The cache gets ``--cache_share`` of the memory the 24 GiB
 cap leaves (``:0.3`` after a run's size: 30%); CUDA graphs follow transformers' default (off with SDPA) unless a
 run says ``:graphs`` or ``--graphs true/false`` is given. ``:nf4``: the 4-bit layers decode through core/nf4.py's
-fused kernel; ``:varlen``: replies attend through core/varlen.py (``--paged_attention varlen``). ``:profile``: the run under torch.profiler, its busiest GPU kernels and CPU operations written beside
+fused kernel; ``:varlen``: replies attend through core/varlen.py (``--paged_attention varlen``; CUDA graphs are
+off for it too unless the run says ``:graphs``, as infer.py's engine always does on a GPU). ``:profile``: the run under torch.profiler, its busiest GPU kernels and CPU operations written beside
 the JSON (``<json>_<run>.txt``), and the GPU's busy time beside the wall time. One short warm-up run first.
 """
 

@@ -1,6 +1,8 @@
 """core/varlen.py on a GPU: the varlen attention kernel against the same attention in float32 (reference_attention)
-and against what transformers' paged SDPA path does for the same step (the cache's key/value heads repeated for
-every query head, then SDPA over the whole step through a dense mask), at the 14B shape's heads (40 query heads,
+and against the attention part of transformers' paged SDPA path for the same step (the key/value heads repeated for
+every query head, then SDPA over the whole step through a dense mask; without the cache's packed copy that its
+``update`` makes first, and with a boolean mask where transformers builds an additive one), at the 14B shape's
+heads (40 query heads,
 8 key/value heads of 128), in bfloat16, with the keys packed and read in place from a paged cache. Each step is replayed as a CUDA graph of 10 (as continuous batching
 replays its steps); times are per layer, and per step for 48 layers.
 

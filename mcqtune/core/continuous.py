@@ -32,7 +32,6 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
 
     from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, cache_blocks, replies_held
     from mcqtune.core.varlen import varlen_paged_attention
-    from mcqtune.errors import UserError
 
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
         else {"do_sample": False}
@@ -55,8 +54,16 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
                 (varlen_paged_attention(model) if attention == "varlen" else contextlib.nullcontext()):
             out = model.generate_batch(prompts, generation_config=config, continuous_batching_config=batching,
                                        warmup=cuda, progress_bar=False)
+            return replies_in_order(out, prompts)  # a failed batch says why before varlen's own checks run
     finally:
         quiet.setLevel(level)
+
+
+def replies_in_order(out: dict, prompts: list[list[int]]) -> list[list[int]]:
+    """``generate_batch``'s results as each prompt's reply tokens, in prompt order; a request that failed raises
+    (out of memory: what to change)."""
+    from mcqtune.errors import UserError
+
     replies = []
     for i, prompt in enumerate(prompts):
         result = out.get(f"req_{i}")

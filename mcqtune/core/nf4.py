@@ -14,11 +14,12 @@ layer calls its base layer, then adds its own product): the same model can be th
 ``fused_nf4(model)`` installs the kernel on every 4-bit linear layer for calls with at most ``MAX_FUSED_ROWS``
 tokens and no gradient (decoding steps); larger calls (prompts) and training keep bitsandbytes' path, which is
 efficient there. The values are bitsandbytes' up to rounding: it rounds code x scale to the weight's dtype, the
-kernel rounds the code to the inputs' dtype and multiplies each block's float32 sums by its scale (on an H100 a
-tenth of the time rounding every value took: bench/RESULTS.md, session 18).
+kernel rounds the code to the inputs' dtype and multiplies each block's float32 sums by its scale (rounding every
+value as bitsandbytes does was many times slower: bench/RESULTS.md, session 18).
 
-Measured there too: the kernel beats bitsandbytes' path at 1-32 tokens a step but not beyond (each tile of 16-32
-rows looks the codes up again), and a step's linear layers are about a quarter of its time at the 14B shape.
+Measured there too: the kernel beats bitsandbytes' path on small steps only (each tile of 16-32 rows looks the
+codes up again, so its time grows with the batch), and the linear layers are a minor part of a decoding step at
+the 14B shape; ``--generation_engine continuous`` stays the faster engine.
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 
 import torch
 
+from mcqtune.core.engines import interpreting
 from mcqtune.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-MAX_FUSED_ROWS = 256  # tokens a call may hold to take the fused kernel (a decoding step's replies); more: bitsandbytes
+# tokens a call may hold to take the fused kernel (a decoding step's replies); more: bitsandbytes. Not lowered to
+# where the kernel stops winning (bench/RESULTS.md): the engine's figure is then the kernel's own, not a mix
+MAX_FUSED_ROWS = 256
 BLOCK_K = 64  # weight values along the input per step of the kernel's loop: one block, one scale
 MIN_PROGRAMS_PER_SM = 4  # the input dimension is split until the grid has this many programs per multiprocessor
 
@@ -59,7 +62,7 @@ def _kernel(interpret: bool):
     import triton
     import triton.language as tl
 
-    @triton.jit(do_not_specialize=["M", "offset"])  # one compiled kernel for any number of replies
+    @triton.jit(do_not_specialize=["M", "offset", "stride_os"])  # one compiled kernel for any number of replies
     def nf4_matmul_kernel(x_ptr, w_ptr, absmax_ptr, absmax2_ptr, code2_ptr, code_ptr, out_ptr, offset,
                           M, N, K, stride_xm, stride_om, stride_os, k_per_split,
                           NESTED: tl.constexpr, BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr,
@@ -95,14 +98,11 @@ def _kernel(interpret: bool):
     return nf4_matmul_kernel
 
 
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def tile_sizes(m: int, n: int, k: int, processors: int) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, splits of the input dimension, GROUPS: blocks of 64 values a loop step) for an (m, k) x
     (k, n) product: tiles of 16 or 32 rows (the tensor cores' least is 16), and the input split until the grid
-    covers every multiprocessor twice (a decoding step's k/v projections have few output columns)."""
+    holds MIN_PROGRAMS_PER_SM programs per multiprocessor (a decoding step's k/v projections have few output
+    columns)."""
     block_m = 16 if m <= 16 else 32
     block_n = 64
     groups = 1

@@ -2,9 +2,8 @@
 
 transformers' paged SDPA path (``paged|sdpa``) puts every reply of a continuous-batching step into one attention
 call: it copies the whole cache of the step with each key/value head repeated for its query heads, and attends
-every query to every cached token through a dense mask that keeps its own. At the 14B shape with 71 replies on an
-H100 that is about 55 ms of a 100 ms decoding step (bench/RESULTS.md, session 18 profile), growing with the
-number of replies twice over.
+every query to every cached token through a dense mask that keeps its own: about half of a decoding step at the
+14B shape (profiled in bench/RESULTS.md, session 18), growing with the number of replies twice over.
 
 ``varlen_attention`` is one Triton kernel over the packed step instead: a program per query token and key/value
 head finds the token's reply in the cumulative lengths, reads that reply's keys and values once for the whole
@@ -15,7 +14,9 @@ aligned to the end of the reply). It reads the cache through transformers' ``Pag
 through them. It is registered with transformers as the attention implementation
 ``paged|mcq_varlen`` for the time of a ``generate_batch`` (``varlen_paged_attention``). Without a CUDA GPU the
 same arithmetic runs per reply in torch (``reference_attention``), which is what the CPU tests compare the kernel
-with (under Triton's interpreter) and what a CPU run computes.
+with (under Triton's interpreter) and what a CPU run computes. Nothing needs compiling before a step is captured
+as a CUDA graph: transformers runs each step once uncaptured first (``ModelRunner._capture_graph``), which compiles
+the kernel's variant for it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import math
 
 import torch
 
+from mcqtune.core.engines import interpreting
 from mcqtune.errors import ConfigError
 
 IMPLEMENTATION = "paged|mcq_varlen"  # no "flash" in it: transformers would look for flash-attn's kernels
@@ -99,12 +101,6 @@ def _kernel(interpret: bool):
     return varlen_attention_kernel
 
 
-def interpreting() -> bool:
-    import os
-
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_q: torch.Tensor,
                      cu_k: torch.Tensor, scale: float, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Causal attention of packed replies: ``query`` (tokens, heads, dim), ``key``/``value`` (keys, kv_heads, dim),
@@ -119,10 +115,13 @@ def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     tokens, heads, dim = query.shape
     kv_heads = key.shape[1]
     num_seqs = cu_q.shape[0] - 1
-    if heads % kv_heads or num_seqs > MAX_REPLIES_A_STEP or key.stride(-1) != 1 or value.stride(-1) != 1 \
+    # continuous batching never passes these (its steps hold at most PREFILL_TOKENS replies; heads are checked by
+    # varlen_problem before the first step): a failure here is this code's, not the user's
+    if heads % kv_heads or num_seqs > MAX_REPLIES_A_STEP or 1 not in {key.stride(-1), value.stride(-1)} \
             or query.stride(-1) != 1:
-        raise ConfigError(f"paged_attention varlen: {heads} query heads over {kv_heads} key/value heads, {num_seqs} "
-                          f"replies a step (at most {MAX_REPLIES_A_STEP}): use --paged_attention sdpa")
+        raise ValueError(f"varlen_attention: {heads} query heads over {kv_heads} key/value heads, {num_seqs} replies "
+                         f"a step (at most {MAX_REPLIES_A_STEP}), last strides {query.stride(-1)}, {key.stride(-1)}, "
+                         f"{value.stride(-1)} (must be 1)")
     out = torch.empty((tokens, heads, dim), device=query.device, dtype=query.dtype)
     group = heads // kv_heads
     _kernel(interpreting())[(tokens, kv_heads)](
@@ -162,7 +161,10 @@ def paged_varlen_forward(module, query, key, value, attention_mask, cache=None, 
     copy them all out, packed: as many bytes again as the attention reads)."""
     if cache is None:
         raise ValueError(f"{IMPLEMENTATION} runs inside continuous batching only (it needs the paged cache)")
-    if isinstance(cu_seq_lens_k, dict):  # one entry per layer type; only full attention is allowed in (see below)
+    if block_table is not None or cache.sliding_windows[module.layer_idx] != 1:
+        raise ValueError(f"{IMPLEMENTATION} reads full-attention layers through the step's read index; this step has a "
+                         "block table or a sliding-window layer (varlen_problem should have refused the model)")
+    if isinstance(cu_seq_lens_k, dict):  # one entry per layer type; only full attention is allowed in
         cu_seq_lens_k = cu_seq_lens_k["full_attention"]
     group, layer = cache.layer_index_to_group_indices[module.layer_idx]
     key_cache, value_cache = cache.key_cache[layer], cache.value_cache[layer]
@@ -180,39 +182,39 @@ def paged_varlen_forward(module, query, key, value, attention_mask, cache=None, 
     return out.unsqueeze(0), None
 
 
-def varlen_problem(config: dict) -> str | None:
-    """Why a model of this config (``config.json``'s contents) cannot attend as ``paged|mcq_varlen``, or None."""
-    text = config.get("text_config") or config
-    if text.get("use_sliding_window") or "sliding_attention" in (text.get("layer_types") or []):
+def varlen_problem(config) -> str | None:
+    """Why a model of this config (a ``PretrainedConfig``) cannot attend as ``paged|mcq_varlen``, or None. Layer
+    types are read as continuous batching reads them (``group_layers_by_attn_type``: no ``layer_types`` and a
+    ``sliding_window``, as Mistral's configs have, makes every layer a sliding one)."""
+    from transformers.generation.continuous_batching.cache import group_layers_by_attn_type
+
+    text = config.get_text_config()
+    if any(kind != "full_attention" for kind in group_layers_by_attn_type(text)[1]):
         return ("paged_attention varlen attends over whole replies; this model has sliding-window layers: use "
+                "--paged_attention sdpa")
+    if text.num_attention_heads % text.num_key_value_heads:
+        return (f"paged_attention varlen shares each key/value head among a whole group of query heads; this model "
+                f"has {text.num_attention_heads} query heads over {text.num_key_value_heads}: use "
                 "--paged_attention sdpa")
     return None
 
 
 def check_base(base: str) -> None:
-    """Refuse, before loading, a local base model ``varlen_problem`` rules out (others are checked once loaded)."""
-    import json
+    """Refuse, before loading, a local base model that ``varlen_problem`` rules out (a base that is not a local
+    folder is checked once loaded)."""
     from pathlib import Path
 
-    config_file = Path(base) / "config.json"
-    problem = varlen_problem(json.loads(config_file.read_text(encoding="utf-8"))) if config_file.is_file() else None
+    from transformers import AutoConfig
+
+    if not (Path(base) / "config.json").is_file():
+        return
+    try:
+        config = AutoConfig.from_pretrained(base)
+    except (OSError, ValueError, KeyError):  # a config transformers cannot read: loading will say why
+        return
+    problem = varlen_problem(config)
     if problem:
         raise ConfigError(f"{base}: {problem}")
-
-
-def _compile(model) -> None:
-    """Compile the kernel for this model's heads before any step runs: a step captured as a CUDA graph cannot
-    compile one."""
-    text = model.config.get_text_config()
-    embedding = model.get_input_embeddings().weight  # the hidden states' dtype, whatever the linear layers hold
-    device, dtype = embedding.device, embedding.dtype
-    if device.type != "cuda":
-        return
-    dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    query = torch.zeros(2, text.num_attention_heads, dim, device=device, dtype=dtype)
-    key = torch.zeros(2, text.num_key_value_heads, dim, device=device, dtype=dtype)
-    bounds = torch.tensor([0, 2], device=device, dtype=torch.int32)
-    varlen_attention(query, key, key, bounds, bounds, 1.0)
 
 
 @contextlib.contextmanager
@@ -222,11 +224,10 @@ def varlen_paged_attention(model):
     within called it: the option never runs as something else under its name."""
     from transformers import AttentionInterface
 
-    problem = varlen_problem(model.config.to_dict())
+    problem = varlen_problem(model.config)
     if problem:
         raise ConfigError(problem)
     AttentionInterface.register(IMPLEMENTATION, paged_varlen_forward)
-    _compile(model)
     before = model.config._attn_implementation
     model.set_attn_implementation(IMPLEMENTATION)
     _calls["attention"] = 0

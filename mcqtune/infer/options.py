@@ -56,7 +56,7 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
         "help": "reason mode with a paged engine (continuous, nf4, fp8): how replies attend. sdpa (transformers' "
                 "paged SDPA: every query of a step against every reply's cache, through a dense mask) | varlen "
                 "(each reply's queries read only its own cache, in one Triton kernel of this project: "
-                "core/varlen.py; on a CPU the same arithmetic in torch; not yet timed on a GPU: bench/RESULTS.md)",
+                "core/varlen.py; on a CPU the same arithmetic in torch; its cost: bench/RESULTS.md)",
         "choices": list(PAGED_ATTENTIONS)})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "

@@ -36,16 +36,32 @@ def test_the_kernel_computes_each_replys_causal_attention(q_lengths, k_lengths, 
     torch.testing.assert_close(got.float(), want, rtol=1e-3, atol=1e-5 if dtype == torch.float32 else 2e-3)
 
 
-def test_keys_read_in_place_through_a_row_index_equal_the_packed_ones():
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_keys_read_in_place_through_a_row_index_equal_the_packed_ones(dtype):
     """A paged cache holds the keys in blocks anywhere in its pages; the kernel reads them through the step's read
     index, as transformers' update would have copied them out."""
     torch.manual_seed(4)
-    query, key, value, cu_q, cu_k = packed([2, 1, 1], [9, 70, 5], 10, 2, 32, torch.float32)
+    query, key, value, cu_q, cu_k = packed([2, 1, 1], [9, 70, 5], 10, 2, 32, dtype)
     rows = torch.randperm(300)[:key.shape[0]]
-    key_cache, value_cache = torch.randn(300, 2, 32), torch.randn(300, 2, 32)
+    key_cache, value_cache = torch.randn(300, 2, 32, dtype=dtype), torch.randn(300, 2, 32, dtype=dtype)
     key_cache[rows], value_cache[rows] = key, value
     got = varlen.varlen_attention(query, key_cache, value_cache, cu_q, cu_k, 0.2, rows)
-    torch.testing.assert_close(got, varlen.reference_attention(query, key, value, cu_q, cu_k, 0.2))
+    torch.testing.assert_close(got, varlen.varlen_attention(query, key, value, cu_q, cu_k, 0.2))
+
+
+def test_a_step_padded_as_continuous_batching_pads_it_for_a_cuda_graph():
+    """Padding replies of no tokens (the cumulative lengths flat at the end), padding query tokens, and a read index
+    padded with the cache's trash row: the real replies' attention is unchanged and the padding gets zeros."""
+    torch.manual_seed(5)
+    query, key, value, cu_q, cu_k = packed([1, 1], [5, 4], 4, 2, 32, torch.float32, padding=2)
+    rows = torch.randperm(40)[:9]
+    key_cache, value_cache = torch.randn(40, 2, 32), torch.randn(40, 2, 32)
+    key_cache[rows], value_cache[rows] = key, value
+    flat_q, flat_k = torch.cat([cu_q, cu_q[-1:].repeat(2)]), torch.cat([cu_k, cu_k[-1:].repeat(2)])
+    trash = torch.cat([rows, torch.zeros(7, dtype=rows.dtype)])
+    got = varlen.varlen_attention(query, key_cache, value_cache, flat_q, flat_k, 0.2, trash)
+    torch.testing.assert_close(got[:2], varlen.reference_attention(query[:2], key, value, cu_q, cu_k, 0.2))
+    assert torch.equal(got[2:], torch.zeros_like(got[2:]))
 
 
 def test_tokens_past_the_last_reply_get_zeros():

@@ -2,7 +2,6 @@
 under Triton's interpreter in a process of its own, interpreted_varlen.py), and where --paged_attention varlen is
 refused."""
 
-import json
 import os
 import subprocess
 import sys
@@ -49,7 +48,7 @@ def test_the_reference_is_each_replys_causal_softmax_attention():
 
 
 def test_continuous_replies_with_varlen_attention_are_generates_greedy_replies(tiny_model_dir, qwen_tokenizer,
-                                                                               sample_dir):
+                                                                               sample_dir, monkeypatch):
     """On a CPU the varlen attention runs reference_attention: the same replies, and the model's own attention
     implementation afterwards."""
     import torch
@@ -67,12 +66,9 @@ def test_continuous_replies_with_varlen_attention_are_generates_greedy_replies(t
     padded = generate_replies(model, qwen_tokenizer, prompts, 8, stops, repetition_penalty=1.0)
     calls = []
     reference = varlen.reference_attention
-    varlen.reference_attention = lambda *a: calls.append(a[3].numel() - 1) or reference(*a)
-    try:
-        packed = generate_replies(model, qwen_tokenizer, prompts, 8, stops, repetition_penalty=1.0,
-                                  engine="continuous", attention="varlen")
-    finally:
-        varlen.reference_attention = reference
+    monkeypatch.setattr(varlen, "reference_attention", lambda *a: calls.append(a[3].numel() - 1) or reference(*a))
+    packed = generate_replies(model, qwen_tokenizer, prompts, 8, stops, repetition_penalty=1.0,
+                              engine="continuous", attention="varlen")
     assert packed == padded
     assert max(calls) > 1 and len(calls) >= model.config.num_hidden_layers * 8  # several replies a step, each step
     assert model.config._attn_implementation == "sdpa"
@@ -80,7 +76,7 @@ def test_continuous_replies_with_varlen_attention_are_generates_greedy_replies(t
 
 def test_varlen_attention_is_refused_where_it_cannot_run(tiny_model_dir, tmp_path):
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, MistralConfig
 
     from mcqtune.core.varlen import check_base, varlen_paged_attention, varlen_problem
     from mcqtune.infer.options import InferArguments
@@ -92,18 +88,42 @@ def test_varlen_attention_is_refused_where_it_cannot_run(tiny_model_dir, tmp_pat
         with pytest.raises(ConfigError, match=f"paged_attention varlen applies to reason mode with a paged engine "
                                               f".*not {mode} mode with --generation_engine {engine}"):
             check_args(args)
-    config = AutoConfig.from_pretrained(tiny_model_dir).to_dict()
+    config = AutoConfig.from_pretrained(tiny_model_dir)
     assert varlen_problem(config) is None
     check_base(str(tiny_model_dir))
-    assert "sliding-window layers: use --paged_attention sdpa" in varlen_problem({**config, "use_sliding_window": True})
-    assert varlen_problem({"text_config": {**config, "layer_types": ["full_attention", "sliding_attention"]}})
-    sliding = tmp_path / "sliding"
-    sliding.mkdir()
-    (sliding / "config.json").write_text(json.dumps({**config, "use_sliding_window": True}))
-    with pytest.raises(ConfigError, match=f"^{sliding}: paged_attention varlen attends over whole replies"):
-        check_base(str(sliding))
+    sliding = "sliding-window layers: use --paged_attention sdpa"
+    # a sliding layer named outright, or (Mistral's configs) a window and no layer types: continuous batching
+    # makes every layer a sliding one
+    mixed = AutoConfig.from_pretrained(tiny_model_dir, layer_types=["full_attention", "sliding_attention"])
+    assert sliding in varlen_problem(mixed)
+    assert sliding in varlen_problem(MistralConfig(num_hidden_layers=2))
+    assert varlen_problem(MistralConfig(num_hidden_layers=2, sliding_window=None)) is None
+    folder = tmp_path / "sliding"
+    folder.mkdir()
+    MistralConfig(num_hidden_layers=2).save_pretrained(folder)
+    with pytest.raises(ConfigError, match=f"^{folder}: paged_attention varlen attends over whole replies"):
+        check_base(str(folder))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with pytest.raises(ConfigError, match="its attention was never called"):  # nothing ran through continuous batching
         with varlen_paged_attention(model):
             pass
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_a_failed_batch_reports_its_own_error_not_an_attention_that_never_ran(tiny_model_dir, monkeypatch):
+    """transformers returns a request's failure (out of memory building the cache, say) as its result: that is what
+    the user reads, even when no attention call ran."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mcqtune.core.continuous import continuous_replies
+    from mcqtune.errors import UserError
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    failed = {"req_0": SimpleNamespace(prompt_ids=[1, 2], generated_tokens=[], error="CUDA out of memory")}
+    monkeypatch.setattr(type(model), "generate_batch", lambda self, prompts, **kwargs: failed, raising=False)
+    with pytest.raises(UserError, match="ran out of GPU memory; plan for less with --gpu_memory_gb"):
+        continuous_replies(model, SimpleNamespace(pad_token_id=0), [[1, 2]], 4, [9], attention="varlen")
     assert model.config._attn_implementation == "sdpa"

@@ -9,10 +9,10 @@ every query to every cached token through a dense mask that keeps its own: about
 head finds the token's reply in the cumulative lengths, reads that reply's keys and values once for the whole
 group of query heads that share them (grouped-query attention without copies), where they lie in the paged cache
 (through the step's read index: no packed copy of the cache either), and keeps a running softmax (causal,
-aligned to the end of the reply). It reads the cache through transformers' ``PagedAttentionCache`` attributes
-(``key_cache``, ``value_cache``, ``layer_index_to_group_indices``) as 5.17 lays them out; the CPU tests run
-through them. It is registered with transformers as the attention implementation
-``paged|mcq_varlen`` for the time of a ``generate_batch`` (``varlen_paged_attention``). Without a CUDA GPU the
+aligned to the end of the reply). It is registered with transformers as the attention implementation
+``paged|mcq_varlen`` for the time of a ``generate_batch`` (``varlen_paged_attention``), and reads the cache through
+``PagedAttentionCache``'s attributes (``key_cache``, ``value_cache``, ``layer_index_to_group_indices``,
+``sliding_windows``) as transformers 5.17 lays them out; the CPU tests run through them. Without a CUDA GPU the
 same arithmetic runs per reply in torch (``reference_attention``), which is what the CPU tests compare the kernel
 with (under Triton's interpreter) and what a CPU run computes. Nothing needs compiling before a step is captured
 as a CUDA graph: transformers runs each step once uncaptured first (``ModelRunner._capture_graph``), which compiles
@@ -117,8 +117,8 @@ def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     num_seqs = cu_q.shape[0] - 1
     # continuous batching never passes these (its steps hold at most PREFILL_TOKENS replies; heads are checked by
     # varlen_problem before the first step): a failure here is this code's, not the user's
-    if heads % kv_heads or num_seqs > MAX_REPLIES_A_STEP or 1 not in {key.stride(-1), value.stride(-1)} \
-            or query.stride(-1) != 1:
+    if heads % kv_heads or num_seqs > MAX_REPLIES_A_STEP or (query.stride(-1), key.stride(-1), value.stride(-1)) \
+            != (1, 1, 1):
         raise ValueError(f"varlen_attention: {heads} query heads over {kv_heads} key/value heads, {num_seqs} replies "
                          f"a step (at most {MAX_REPLIES_A_STEP}), last strides {query.stride(-1)}, {key.stride(-1)}, "
                          f"{value.stride(-1)} (must be 1)")
@@ -127,8 +127,8 @@ def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     _kernel(interpreting())[(tokens, kv_heads)](
         query, key, value, cu_q if rows is None else rows, out, cu_q, cu_k, num_seqs, scale, query.stride(0),
         query.stride(1), key.stride(0), key.stride(1), value.stride(0), value.stride(1), out.stride(0), out.stride(1),
-        GROUP=group,
-        GROUP_PAD=max(16, 1 << (group - 1).bit_length()), HEAD_DIM=dim, DIM_PAD=max(16, 1 << (dim - 1).bit_length()),
+        GROUP=group, GROUP_PAD=max(16, 1 << (group - 1).bit_length()), HEAD_DIM=dim,
+        DIM_PAD=max(16, 1 << (dim - 1).bit_length()),
         BLOCK=BLOCK_KEYS, STEPS=SEARCH_STEPS, PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
         INDEXED=rows is not None)
     return out

@@ -418,7 +418,24 @@ def derived_anchor_keys(r: dict, raw: Path) -> dict:
     keys.update(ZOO_SIZES)
     keys.update(continuous_keys(raw / "continuous_h200"))
     keys.update(fast_keys(raw))
+    keys.update(decode_profile_keys(raw))
     return keys
+
+
+def decode_profile_keys(raw: Path) -> dict:
+    """Session 18, one H100 (24 GiB cap for the engine): continuous batching's decoding at the 14B shape with and
+    without the fused NF4 kernel (71 replies x 128 forced tokens, CUDA graphs), the GPU's busy share of that run
+    under torch.profiler, and a decoding step's linear layers summed from the per-layer kernel check (ms,
+    bitsandbytes against the kernel, each call replayed as a CUDA graph)."""
+    runs = {r["spec"]: r for r in json.loads((raw / "prof_h100" / "cb.json").read_text())["runs"]}
+    check = json.loads((raw / "nf4c_h100" / "nf4check.json").read_text())
+    return {"decode_profile_card": check["card"],
+            "decode_71x128_continuous_tokens_per_s_h100": runs["71x128:graphs"]["tokens_per_s"],
+            "decode_71x128_nf4_kernel_tokens_per_s_h100": runs["71x128:graphs:nf4"]["tokens_per_s"],
+            "decode_71x128_gpu_busy_share_profiled_h100": runs["71x128:graphs:profile"]["gpu_busy_share"],
+            "nf4_linear_layers_per_step_ms_h100": {
+                tokens: {"bitsandbytes": s["bitsandbytes_graph_ms"], "kernel": s["codes_graph_ms"]}
+                for tokens, s in check["linear_layers_per_step_ms"].items()}}
 
 
 FAST_CALL = "fp8_h200"  # bench/run.sh RUNS="fp8check freason512 creason512 freason2048" (session 15)

@@ -33,6 +33,7 @@
 #   nf4check    bench/nf4_check.py: the fused NF4 kernel against bitsandbytes' path, per layer shape and batch
 #   freason512, freason2048   the same with --generation_engine fp8 (128 questions each)
 #   static512   bench/plain_generate.py --cache static (compiled decoding), batch 32, 512 tokens
+#   gprofile    bench/plain_generate.py at batch 32 x 512 tokens (a GRPO reasoning rollout), one batch profiled
 #   grpo, grpo_reason   train_grpo.py with configs/qwen2.5-14b-grpo-4090.yaml (direct, G_STEPS optimiser steps, default
 #                20, validation half-way and at the end) / configs/qwen2.5-14b-grpo-reason-4090.yaml (R_STEPS, default 3,
 #                no validation); replies forced to max_completion_length (min_new_tokens), from the last adapter
@@ -166,6 +167,10 @@ for run in ${RUNS:-b16 anchor_a}; do
       head -65 .benchdata/test.csv > /tmp/reason_test.csv
       python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size 32 \
         --new_tokens 512 --batches 1 --cache static --json "$OUT/static512.json" > "$OUT/static512.log" 2>&1 ;;
+    gprofile)  # plain generate at a GRPO reasoning rollout's shape (32 replies x 512 tokens), one batch profiled
+      head -65 .benchdata/test.csv > /tmp/reason_test.csv
+      python3 bench/plain_generate.py --model /tmp/q14b --test_file /tmp/reason_test.csv --batch_size 32 \
+        --new_tokens 512 --batches 1 --profile true --json "$OUT/gprofile.json" > "$OUT/gprofile.log" 2>&1 ;;
     glm4|qwen3_5)  # the README's 4090 commands at GLM-4-9B-0414's / Qwen3.5-9B's shape (random weights, the
                    # family's stand-in tokenizer); ZOO_BACKEND=hf if Unsloth refuses the family; ZOO_TEST_ROWS questions
       shape=$( [ $run = glm4 ] && echo glm4-9b || echo qwen3.5-9b ); zm=/tmp/zoo_$run

@@ -82,3 +82,30 @@ def test_the_nf4_engine_decodes_no_more_replies_at_once_than_its_kernel_takes(mo
     for engine, held in (("continuous", 900), ("nf4", nf4.MAX_FUSED_ROWS)):
         replies = generate_replies(Model(), tokenizer, [[1, 2], [3]], 4, [9], repetition_penalty=1.0, engine=engine)
         assert replies == [([7], False), ([7], False)] and seen["held"] == held
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_kernel_in_bfloat16_is_bitsandbytes_product_and_can_be_captured():
+    """bfloat16 (which Triton's interpreter cannot run), every tile height, and a CUDA graph replaying the call."""
+    import bitsandbytes.functional as bnb_functional
+    import torch
+
+    from mcqtune.core.nf4 import nf4_matmul
+
+    torch.manual_seed(0)
+    weight = torch.randn(1024, 5120, device="cuda", dtype=torch.bfloat16) * 0.02
+    packed, state = bnb_functional.quantize_4bit(weight, blocksize=64, quant_type="nf4", compress_statistics=True)
+    dense = bnb_functional.dequantize_4bit(packed, state).float()
+    offset = float(state.offset)
+    for rows in (1, 16, 17, 71, 256):
+        x = torch.randn(rows, 5120, device="cuda", dtype=torch.bfloat16)
+        want = x.float() @ dense.T
+        torch.testing.assert_close(nf4_matmul(x, packed, state, offset).float(), want, rtol=2e-2, atol=2e-2)
+    x = torch.randn(40, 5120, device="cuda", dtype=torch.bfloat16)
+    nf4_matmul(x, packed, state, offset)  # compiled before the capture, as the engine's uncaptured first step does
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = nf4_matmul(x, packed, state, offset)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.testing.assert_close(captured.float(), x.float() @ dense.T, rtol=2e-2, atol=2e-2)

@@ -127,3 +127,49 @@ def test_a_failed_batch_reports_its_own_error_not_an_attention_that_never_ran(ti
     with pytest.raises(UserError, match="ran out of GPU memory; plan for less with --gpu_memory_gb"):
         continuous_replies(model, SimpleNamespace(pad_token_id=0), [[1, 2]], 4, [9], attention="varlen")
     assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_kernel_in_bfloat16_is_the_float32_attention():
+    """The 14B shape's heads (40 over 8, 128 wide), prompts and decoding in one step, keys read in place."""
+    import torch
+
+    from mcqtune.core.varlen import reference_attention, varlen_attention
+
+    torch.manual_seed(0)
+    q_lengths, k_lengths = [5, 1, 1, 1], [5, 40, 300, 129]
+    cu_q = torch.tensor([0, *torch.tensor(q_lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    cu_k = torch.tensor([0, *torch.tensor(k_lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    query = torch.randn(sum(q_lengths), 40, 128, device="cuda", dtype=torch.bfloat16)
+    key = torch.randn(sum(k_lengths), 8, 128, device="cuda", dtype=torch.bfloat16)
+    value = torch.randn_like(key)
+    rows = torch.randperm(1000, device="cuda")[:key.shape[0]]
+    key_cache = torch.zeros(1000, 8, 128, device="cuda", dtype=torch.bfloat16)
+    value_cache = torch.zeros_like(key_cache)
+    key_cache[rows], value_cache[rows] = key, value
+    want = reference_attention(query.float(), key.float(), value.float(), cu_q, cu_k, 128 ** -0.5)
+    for got in (varlen_attention(query, key, value, cu_q, cu_k, 128 ** -0.5),
+                varlen_attention(query, key_cache, value_cache, cu_q, cu_k, 128 ** -0.5, rows)):
+        torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_continuous_batching_with_cuda_graphs_gives_generates_greedy_replies(tiny_model_dir, qwen_tokenizer,
+                                                                                       sample_dir):
+    """The path only a GPU takes: each step run once, then captured and replayed as a CUDA graph, padded to the
+    graph's size, keys read in place (float32 weights, so both sides compute in float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mcqtune.core.reasoning import generate_replies
+    from mcqtune.data.questions import PromptStyle, load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).cuda().eval()
+    frame = load_mcq_csv(sample_dir / "test.csv").head(12)
+    prompts = encode_prompts(qwen_tokenizer, frame, PromptStyle(reasoning=True), 512)
+    stops = [qwen_tokenizer.pad_token_id]
+    padded = generate_replies(model, qwen_tokenizer, prompts, 16, stops, repetition_penalty=1.0)
+    packed = generate_replies(model, qwen_tokenizer, prompts, 16, stops, repetition_penalty=1.0,
+                              engine="continuous", attention="varlen")
+    assert packed == padded

@@ -65,6 +65,19 @@ def run_script(script, *argv, cwd=ROOT, limit_file_bytes=None, timeout=300):
                           cwd=cwd, timeout=timeout, preexec_fn=limit if limit_file_bytes else None)
 
 
+def run_interpreted(test_file: str, tmp_path: Path) -> None:
+    """Run ``tests/core/<test_file>`` under Triton's interpreter in a pytest process of its own (Triton reads
+    TRITON_INTERPRET when it is first imported) and require every test in it to pass, none skipped."""
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+                             str(tmp_path / "t"), str(ROOT / "tests" / "core" / test_file)],
+                            cwd=ROOT, env={**os.environ, "TRITON_INTERPRET": "1", "PYTEST_XDIST_WORKER": ""},
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
 def letter_logits_hf(model, tokenizer, frame):
     """(rows, 4) logits of the letters A-D after each row's prompt, one prompt at a time (the plain reference)."""
     import torch

@@ -2,26 +2,15 @@
 under Triton's interpreter in a process of its own, interpreted_varlen.py), and where --paged_attention varlen is
 refused."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from mcqtune.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import run_interpreted
 
 
 @pytest.mark.slow
 def test_the_kernel_under_tritons_interpreter(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
-                             str(tmp_path / "t"), str(ROOT / "tests" / "core" / "interpreted_varlen.py")],
-                            cwd=ROOT, env={**os.environ, "TRITON_INTERPRET": "1", "PYTEST_XDIST_WORKER": ""},
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+    run_interpreted("interpreted_varlen.py", tmp_path)
 
 
 def test_the_reference_is_each_replys_causal_softmax_attention():

@@ -197,25 +197,6 @@ def nf4_layers(model) -> list:
             and getattr(getattr(module.weight, "quant_state", None), "quant_type", None) == "nf4"]
 
 
-def compile_variants(layers) -> None:
-    """Compile every kernel variant a decoding step can ask for before any step runs: a step replayed as a CUDA
-    graph (continuous batching) cannot compile one while it is being captured. A variant is a tile choice of
-    tile_sizes (its height, and one split or several, which writes float32 partial sums) for each layer shape."""
-    seen = set()
-    with torch.no_grad():
-        for layer in layers:
-            state = layer.weight.quant_state
-            dtype = layer.compute_dtype or state.dtype
-            n, k = state.shape
-            processors = _processors(layer.weight.device)
-            for tiles in {tile_sizes(m, n, k, processors) for m in range(1, MAX_FUSED_ROWS + 1)}:
-                key = (n, k, bool(state.nested), state.dtype, dtype, tiles)
-                if key not in seen:
-                    seen.add(key)
-                    nf4_matmul(torch.zeros(tiles[0], k, dtype=dtype, device=layer.weight.device), layer.weight,
-                               state, tiles=tiles)
-
-
 @contextlib.contextmanager
 def fused_nf4(model, option: str = "generation_engine"):
     """Within: every NF4 linear layer of ``model`` decodes through ``nf4_matmul``; yields the count of calls by
@@ -226,7 +207,8 @@ def fused_nf4(model, option: str = "generation_engine"):
     layers = nf4_layers(model)
     if not layers:
         raise ConfigError(f"{option} nf4 needs a model loaded in 4-bit NF4 (--load_in_4bit true, the default)")
-    compile_variants(layers)
+    # nothing is compiled ahead: continuous batching runs each step once uncaptured before capturing it as a CUDA
+    # graph (transformers' ModelRunner._capture_graph), and that run compiles the step's kernel variant
     calls = {"fused": 0, "bitsandbytes": 0}
     own = {id(layer): layer.__dict__.get("forward") for layer in layers}  # a hook's forward (accelerate), if any
     for layer in layers:

@@ -29,6 +29,7 @@
 #   creason512, creason2048   the same with --generation_engine continuous (128 / 32 questions)
 #   vreason512, vreason2048   creason with --paged_attention varlen (core/varlen.py); fvreason512|2048: freason with it
 #   varlencheck bench/varlen_check.py: the varlen kernel against float32 and against the dense paged-SDPA step
+#   gputests    pytest -m gpu on tests/core/test_varlen.py and test_nf4.py (pytest from the wheels in .gpu/wheels)
 #   nreason512, nreason2048   the same with --generation_engine nf4 (128 / 32 questions, or NREASON_Q)
 #   nf4check    bench/nf4_check.py: the fused NF4 kernel against bitsandbytes' path, per layer shape and batch
 #   freason512, freason2048   the same with --generation_engine fp8 (128 questions each)
@@ -156,6 +157,8 @@ for run in ${RUNS:-b16 anchor_a}; do
       python3 bench/continuous_generate.py --model /tmp/q14b --test_file .benchdata/test.csv \
         --runs "${CB_RUNS:-128x512:graphs,64x128}" --json "$OUT/cb.json" ${CB_ARGS:-} > "$OUT/cb.log" 2>&1 ;;
     fp8check) python3 bench/fp8_check.py --json "$OUT/fp8check.json" > "$OUT/fp8check.log" 2>&1 ;;
+    gputests) pip install -q --no-index --no-deps --target /tmp/pytest-site .gpu/wheels/*.whl > "$OUT/gputests.log" 2>&1
+      PYTHONPATH=$PYTHONPATH:/tmp/pytest-site python3 -m pytest -m gpu -v tests/core/test_varlen.py tests/core/test_nf4.py >> "$OUT/gputests.log" 2>&1 ;;
     varlencheck) python3 bench/varlen_check.py --json "$OUT/varlencheck.json" > "$OUT/varlencheck.log" 2>&1 ;;
     nf4check) python3 bench/nf4_check.py --json "$OUT/nf4check.json" --sweep_rows "${NF4_SWEEP-16,64}" \
         --budget_s "${NF4_BUDGET_S:-120}" \

@@ -57,7 +57,7 @@ answer() {  # answer NAME MODEL_PATH ARGS...: the README inference command on th
   local name=$1 model=$2; shift 2
   python3 infer.py --config configs/infer-14b-4090.yaml --test_file .benchdata/test.csv --resume false \
     --model_path "$model" --output_file /tmp/$name.csv "$@" > "$OUT/$name.log" 2>&1
-  cp /tmp/${name}_run/report.json "$OUT/$name.json"
+  cp /tmp/${name}_run/report.json "$OUT/$name.json"; cp /tmp/$name.csv "$OUT/$name.csv"  # letters, for agreement
 }
 Q3=/tmp/q3_14b
 build_qwen3() {

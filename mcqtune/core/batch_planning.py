@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 
 from mcqtune.core.engines import PAGED_ENGINES
 
@@ -16,7 +17,9 @@ GENERATION_MARGIN = 1.5  # what the generation model leaves out (Unsloth's buffe
 MAX_AUTO_BATCH = 128
 CPU_BATCH = 16
 # the continuous engine (continuous.py): its key/value cache, in blocks
-CACHE_BLOCK_TOKENS = 256  # transformers' default block; a reply wastes at most one partly filled block
+# tokens a cache block holds: a reply wastes at most one partly filled block (transformers' default, 256, wastes
+# up to a third of a 827-token reply's room); varlen attention reads token by token, so the size costs it nothing
+CACHE_BLOCK_TOKENS = 64
 CACHE_SHARE = 0.8  # of the memory left after loading; the rest is each step's transients (logits, CUDA graphs)
 MAX_CONTINUOUS_BATCH = 512  # questions a checkpointed batch: a kill loses at most this many replies
 
@@ -72,22 +75,31 @@ def question_bytes(config, longest_prompt: int, args) -> tuple[float, int]:
     return (GENERATION_MARGIN if generate else MEMORY_MARGIN) * per_token * tokens, tokens
 
 
-def cache_blocks(model, tokens_needed: int, gpu_memory_gb: float | None = None) -> int:
-    """The continuous engine's cache blocks: on a GPU, ``CACHE_SHARE`` of the memory this process may still use
-    (within any per-process cap, which transformers' own sizing does not see); on a CPU, ``tokens_needed``."""
+def cache_blocks(model, gpu_memory_gb: float | None = None) -> int:
+    """The cache blocks the continuous engine may take: on a GPU, ``CACHE_SHARE`` of the memory this process may
+    still use (within any per-process cap, which transformers' own sizing does not see); on a CPU, no limit."""
     import torch
 
     if not torch.cuda.is_available():
-        return math.ceil(tokens_needed / CACHE_BLOCK_TOKENS) + 1
+        return sys.maxsize
     budget = memory_budget_gb(gpu_memory_gb) * CACHE_SHARE * 2**30
     return max(1, int(budget // (CACHE_BLOCK_TOKENS * cache_bytes_per_token(model.config))))
 
 
+def reply_blocks(prompt_tokens: int, budget: int) -> int:
+    """The blocks one reply of ``prompt_tokens`` + ``budget`` tokens can take: transformers' scheduler gives a
+    prompt (prompt + 1) // block + 1 blocks, then one more whenever the reply fills its last; the last new token
+    is never fed back, so it takes no room."""
+    cached = prompt_tokens + budget - 1
+    return max((prompt_tokens + 1) // CACHE_BLOCK_TOKENS + 1, math.ceil(cached / CACHE_BLOCK_TOKENS))
+
+
 def replies_held(blocks: int, longest_prompt: int, budget: int) -> int:
-    """Replies of ``longest_prompt`` + ``budget`` tokens that ``blocks`` hold at once; refused when not one."""
+    """Replies of ``longest_prompt`` + ``budget`` tokens that ``blocks`` hold at once, every one at its longest (more
+    would make transformers move some replies' cache to the CPU and back when it fills); refused when not one."""
     from mcqtune.errors import ConfigError
 
-    held = blocks * CACHE_BLOCK_TOKENS // (longest_prompt + budget)
+    held = blocks // reply_blocks(longest_prompt, budget)
     if held < 1:
         raise ConfigError(f"generation_engine continuous: the key/value cache that fits in this GPU's memory cannot "
                           f"hold one reply of {longest_prompt} prompt + {budget} reasoning tokens; lower "
@@ -102,7 +114,7 @@ def continuous_batch_size(model, longest_prompt: int, args) -> int:
 
     if not torch.cuda.is_available():
         return CPU_BATCH
-    held = replies_held(cache_blocks(model, 0, args.gpu_memory_gb), longest_prompt, args.max_reasoning_tokens)
+    held = replies_held(cache_blocks(model, args.gpu_memory_gb), longest_prompt, args.max_reasoning_tokens)
     size = min(MAX_CONTINUOUS_BATCH, 2 * held)
     logger.info("continuous batching: %d questions a batch, the cache holds %d at %d tokens", size, held,
                 longest_prompt + args.max_reasoning_tokens)

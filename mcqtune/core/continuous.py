@@ -20,27 +20,29 @@ BATCHING_LOGGER = "ContinuousBatchingLogger"  # transformers' own, which logs a 
 
 def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, stop_ids: Sequence[int],
                        temperature: float = 0.0, seed: int | None = None, gpu_memory_gb: float | None = None,
-                       max_replies: int | None = None, attention: str = "sdpa") -> list[list[int]]:
+                       max_replies: int | None = None, attention: str = "sdpa", top_p: float = 1.0,
+                       top_k: int = 0) -> list[list[int]]:
     """Each prompt's reply (at most ``budget`` tokens; a stop token, if reached, is its last), in prompt order;
-    at most ``max_replies`` decoding at once (the nf4 engine's kernel takes steps of that many tokens or fewer);
-    ``attention`` "varlen": each reply attends to its own cache only (core/varlen.py)."""
+    greedy, or sampled at ``temperature`` (within ``top_p`` / ``top_k``); at most ``max_replies`` decoding at once
+    (the nf4 engine's kernel takes steps of that many tokens or fewer); ``attention`` "varlen": each reply attends
+    to its own cache only (core/varlen.py). The cache takes no more blocks than these replies can fill."""
     import contextlib
 
     import torch
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-    from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, cache_blocks, replies_held
+    from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, cache_blocks, replies_held, reply_blocks
     from mcqtune.core.varlen import varlen_paged_attention
 
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k, "top_p": top_p} if temperature > 0 \
         else {"do_sample": False}
     config = GenerationConfig(max_new_tokens=budget, eos_token_id=list(stop_ids), pad_token_id=tokenizer.pad_token_id,
                               **sampling)
     cuda = torch.cuda.is_available()
-    blocks = cache_blocks(model, sum(len(p) + budget for p in prompts), gpu_memory_gb)
+    blocks = min(sum(reply_blocks(len(p), budget) for p in prompts), cache_blocks(model, gpu_memory_gb))
     # no more replies at once than the cache holds at their longest: transformers would otherwise admit more and,
-    # when the cache fills, throw some replies' cache away and compute them again
+    # when the cache fills, move some replies' cache to the CPU and back
     held = replies_held(blocks, max(map(len, prompts)), budget)
     held = min(held, max_replies) if max_replies else held
     batching = ContinuousBatchingConfig(num_blocks=blocks, block_size=CACHE_BLOCK_TOKENS,

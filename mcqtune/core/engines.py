@@ -7,7 +7,8 @@ GENERATION_ENGINES = ("generate", "continuous", "nf4", "fp8")
 # fp8: its weights converted to FP8 (fp8.py)
 PAGED_ENGINES = ("continuous", "nf4", "fp8")
 PAGED_ATTENTIONS = ("sdpa", "varlen")
-# how the paged engines attend: transformers' paged SDPA (a dense mask over every reply's cache) or core/varlen.py
+# how the paged engines attend: transformers' paged SDPA (a dense mask over every reply's cache) or core/varlen.py;
+# --paged_attention auto is varlen for them (the faster: bench/RESULTS.md)
 
 
 def interpreting() -> bool:

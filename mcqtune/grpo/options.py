@@ -17,7 +17,7 @@ from mcqtune.model.options import LoraOptions, WeightOptions, check_lora_options
 from mcqtune.training.options import RunOptions, output_problems
 
 logger = logging.getLogger("train_grpo")
-ROLLOUT_ENGINES = ("generate", "nf4")
+ROLLOUT_ENGINES = ("generate", "nf4", "continuous")
 
 
 @dataclass
@@ -32,7 +32,10 @@ class GRPOArguments(RunOptions, LoraOptions, WeightOptions, PromptOptions):
     rollout_engine: str = field(default="generate", metadata={
         "help": "how rollouts decode: generate (the backend's generate) | nf4 (the same generate with the policy's "
                 "NF4 weights read by one fused dequantise-and-multiply kernel at each decoding step, its LoRA "
-                "unmerged: core/nf4.py; needs a CUDA GPU, --backend hf and --load_in_4bit true)",
+                "unmerged: core/nf4.py; needs a CUDA GPU, --backend hf and --load_in_4bit true) | continuous "
+                "(transformers' continuous batching with varlen attention, core/continuous.py and core/varlen.py, "
+                "the LoRA unmerged; samples with temperature, top_p and top_k; needs --backend hf and one process; "
+                "validation replies take the same engine)",
         "choices": list(ROLLOUT_ENGINES)})
     format_reward_weight: float = field(default=0.0, metadata={
         "help": "weight of the format reward (1 for a reply in the trained form) beside the correctness reward's "
@@ -80,6 +83,8 @@ def check_grpo_config(args: GRPOArguments, training_args) -> None:
             problems.append(f"rollout_engine nf4 decodes at most {MAX_FUSED_ROWS} replies a step through its kernel; "
                             f"this run generates {rollouts} at once (generation_batch_size): lower it, or use "
                             "--rollout_engine generate")
+    if args.rollout_engine == "continuous":
+        problems += continuous_rollout_problems(training_args)
     if training_args.reward_weights is not None:
         problems.append("reward_weights is set by format_reward_weight (the correctness reward weighs 1)")
     if args.adapter and training_args.beta > 0:
@@ -98,3 +103,21 @@ def check_grpo_config(args: GRPOArguments, training_args) -> None:
                         "is below 64")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def continuous_rollout_problems(training_args) -> list[str]:
+    """What continuous batching would not honour: transformers drops the repetition penalty and a minimum length
+    from its batches; only the sampling settings it applies per request are allowed."""
+    problems = []
+    if training_args.repetition_penalty != 1.0:
+        problems.append(f"rollout_engine continuous has no repetition penalty (transformers' continuous batching "
+                        f"drops it): pass --repetition_penalty 1.0, or --rollout_engine generate to keep "
+                        f"{training_args.repetition_penalty}")
+    if training_args.min_p is not None:
+        problems.append("rollout_engine continuous samples with temperature, top_p and top_k only: drop --min_p, "
+                        "or use --rollout_engine generate")
+    if training_args.generation_kwargs:
+        problems.append(f"rollout_engine continuous samples with temperature, top_p and top_k only: drop "
+                        f"--generation_kwargs ({', '.join(sorted(training_args.generation_kwargs))}), or use "
+                        f"--rollout_engine generate")
+    return problems

@@ -255,16 +255,26 @@ def reinforce_in_folder(args: GRPOArguments, training_args, backend: str, train,
     return summary
 
 
-def check_rollout_engine(engine: str, backend: str) -> None:
-    """The nf4 rollouts replace the 4-bit layers' forward, which Unsloth's generation does not call; and they need a
-    GPU. Checked before any data or model loads."""
-    if engine != "nf4":
+def check_rollout_engine(engine: str, backend: str, processes: int = 1, base: str | None = None) -> None:
+    """The nf4 and continuous rollouts run transformers' own layers (Unsloth's generation replaces them); nf4 needs a
+    GPU; continuous runs in one process (as infer.py's) and refuses a local base that varlen attention cannot
+    serve. Checked before any data or model loads."""
+    if engine == "generate":
+        return
+    if backend != "hf":
+        raise ConfigError(f"rollout_engine {engine} runs transformers' own layers, which the {backend} backend's "
+                          "generation replaces: add --backend hf")
+    if engine == "continuous":
+        from mcqtune.core.varlen import check_base
+
+        if processes > 1:
+            raise ConfigError(f"rollout_engine continuous runs in one process, not {processes}: launch one "
+                              "process, or use --rollout_engine generate")
+        if base:
+            check_base(base)
         return
     from mcqtune.core.nf4 import nf4_problem
 
-    if backend != "hf":
-        raise ConfigError(f"rollout_engine nf4 runs the 4-bit layers' own forward, which the {backend} backend's "
-                          "generation replaces: add --backend hf")
     problem = nf4_problem("rollout_engine", "generate")
     if problem:
         raise ConfigError(problem)
@@ -278,7 +288,7 @@ def run(args: GRPOArguments, training_args, backend: str | None = None) -> dict:
 
     check_grpo_config(args, training_args)
     backend = select_backend(backend or args.backend)
-    check_rollout_engine(args.rollout_engine, backend)
+    check_rollout_engine(args.rollout_engine, backend, max(training_args.world_size, 1), args.model_name_or_path)
     adopt_adapter(args)
     train, val = load_questions(args, training_args.seed)
     check_validation_rows(val, training_args, args)

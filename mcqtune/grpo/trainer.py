@@ -39,18 +39,45 @@ class MCQGRPOTrainer(KeepAdapterDtype, PhaseTimes, GRPOTrainer):
         return [list(self.prompt_ids[p]) for p in prompts], None, {}
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
-        """The rollouts, timed; with rollout_engine nf4 through the fused kernel (core/nf4.py)."""
+        """The rollouts, timed; with rollout_engine nf4 through the fused kernel (core/nf4.py), with continuous
+        through continuous batching (``continuous_rollouts``)."""
         from mcqtune.core.nf4 import fused_nf4
 
         started = time.perf_counter()
         with fused_nf4(self.model, "rollout_engine") if self.rollout_engine == "nf4" else contextlib.nullcontext() \
                 as calls:
-            completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+            if self.rollout_engine == "continuous":
+                completion_ids, logprobs = self.continuous_rollouts(prompt_ids), None
+            else:
+                completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
         for path, count in (calls or {}).items():
             self.kernel_calls[path] += count
         self.rollout_seconds += time.perf_counter() - started
         self.rollout_tokens += sum(len(ids) for ids in completion_ids)
         return completion_ids, logprobs
+
+    def continuous_rollouts(self, prompt_ids: list[list[int]]) -> list[list[int]]:
+        """Each prompt's reply through continuous batching with varlen attention, from the policy as it is (its LoRA
+        unmerged), sampled as TRL's generation config says; like TRL's own, a reply keeps its stop token. The seed
+        comes from torch's generator, which the trainer seeds and a resumed run restores: every step samples
+        afresh, and a resumed run as the uninterrupted one."""
+        import torch
+
+        from mcqtune.core.continuous import continuous_replies
+
+        config, model = self.generation_config, self.accelerator.unwrap_model(self.model)
+        seed = int(torch.randint(2**31 - 1, (1,)).item())
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the cache is planned from the memory left: the training step's is free now
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return continuous_replies(model, self.processing_class, prompt_ids, config.max_new_tokens,
+                                          self.eos_token_ids, temperature=config.temperature or 0.0, seed=seed,
+                                          attention="varlen", top_p=config.top_p, top_k=config.top_k or 0)
+        finally:
+            model.train(was_training)
 
     def rollout_summary(self) -> dict:
         return {"rollout_engine": self.rollout_engine,
@@ -83,7 +110,10 @@ class MCQGRPOTrainer(KeepAdapterDtype, PhaseTimes, GRPOTrainer):
         started = time.time()
         frame, tokenizer = self.val_frame.reset_index(drop=True), self.processing_class
         prompts = encode_prompts(tokenizer, frame, self.prompt_style, self.max_prompt_tokens)
-        options = ReplyOptions(max_reasoning_tokens=self.args.max_completion_length, seed=self.args.seed)
+        paged = self.rollout_engine == "continuous"
+        options = ReplyOptions(max_reasoning_tokens=self.args.max_completion_length, seed=self.args.seed,
+                               generation_engine="continuous" if paged else "generate",
+                               paged_attention="varlen" if paged else "sdpa")
         answer = reasoner(self.model, tokenizer, frame, prompts, options, self.stop_ids, self.opened)
         size = self.args.per_device_eval_batch_size
         records = []

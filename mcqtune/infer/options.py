@@ -52,12 +52,13 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                 "decoder linear layer is held in FP8 for decoding: core/fp8.py; needs a GPU with FP8 tensor "
                 "cores, RTX 4090 / H100 / H200; what it costs and changes: bench/RESULTS.md)",
         "choices": list(GENERATION_ENGINES)})
-    paged_attention: str = field(default="sdpa", metadata={
-        "help": "reason mode with a paged engine (continuous, nf4, fp8): how replies attend. sdpa (transformers' "
-                "paged SDPA: every query of a step against every reply's cache, through a dense mask) | varlen "
-                "(each reply's queries read only its own cache, in one Triton kernel of this project: "
-                "core/varlen.py; on a CPU the same arithmetic in torch; its cost: bench/RESULTS.md)",
-        "choices": list(PAGED_ATTENTIONS)})
+    paged_attention: str = field(default="auto", metadata={
+        "help": "reason mode with a paged engine (continuous, nf4, fp8): how replies attend. auto (varlen there) | "
+                "varlen (each reply's queries read only its own cache, in one Triton kernel of this project: "
+                "core/varlen.py; on a CPU the same arithmetic in torch; its cost: bench/RESULTS.md) | sdpa "
+                "(transformers' paged SDPA: every query of a step against every reply's cache, through a dense "
+                "mask; for models with sliding-window layers, which varlen refuses)",
+        "choices": ["auto", *PAGED_ATTENTIONS]})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "
                                                                       "letter scored (counted in report.json)"})

@@ -69,6 +69,9 @@ def check_args(args: InferArguments) -> None:
     problems += output_problems(args)
     if problems:
         raise ConfigError("; ".join(problems))
+    if args.paged_attention == "auto":  # resolved before the run's identity is taken: it records what runs
+        args.paged_attention = "varlen" if args.mode == "reason" and args.generation_engine in PAGED_ENGINES \
+            else "sdpa"
 
 
 def engine_problems(engine: str, mode: str, repetition_penalty: float) -> list[str]:
@@ -85,9 +88,9 @@ def engine_problems(engine: str, mode: str, repetition_penalty: float) -> list[s
 
 def attention_problems(attention: str, engine: str, mode: str) -> list[str]:
     """What is wrong with ``--paged_attention`` for this engine and mode."""
-    if attention not in PAGED_ATTENTIONS:
-        return [f"paged_attention must be one of {', '.join(PAGED_ATTENTIONS)}, got {attention!r}"]
-    if attention != "sdpa" and (mode != "reason" or engine not in PAGED_ENGINES):
+    if attention not in ("auto", *PAGED_ATTENTIONS):
+        return [f"paged_attention must be one of auto, {', '.join(PAGED_ATTENTIONS)}, got {attention!r}"]
+    if attention == "varlen" and (mode != "reason" or engine not in PAGED_ENGINES):
         return [f"paged_attention {attention} applies to reason mode with a paged engine ({', '.join(PAGED_ENGINES)}), "
                 f"not {mode} mode with --generation_engine {engine}"]
     return []

@@ -88,11 +88,41 @@ def test_the_engine_needs_the_hf_backend_and_one_process():
 
 
 def test_a_cache_that_holds_no_reply_is_refused_in_one_line():
-    from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, replies_held
+    from mcqtune.core.batch_planning import replies_held, reply_blocks
 
-    assert replies_held(4, 200, 3 * CACHE_BLOCK_TOKENS) == 1
+    assert replies_held(reply_blocks(200, 1024), 200, 1024) == 1
     with pytest.raises(ConfigError, match="cannot hold one reply of 200 prompt \\+ 1024 reasoning tokens"):
-        replies_held(4, 200, 1024)
+        replies_held(reply_blocks(200, 1024) - 1, 200, 1024)
+
+
+def test_a_cache_smaller_than_the_batch_runs_replies_in_turn_and_never_moves_one_to_the_cpu(tiny_generator,
+                                                                                          sample_dir, monkeypatch):
+    """A cache one block short of room for three replies at their longest, which fill their last block by one
+    token (by tokens, three would fit): the engine admits two at a time, so transformers never has to move a
+    reply's cache out (its offloading) to make room; the replies are still generate's."""
+    from transformers.generation.continuous_batching.offloading_manager import OffloadingManager
+
+    from mcqtune.core import batch_planning
+    from mcqtune.core.reasoning import generate_replies
+    from mcqtune.data.questions import PromptStyle, load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
+
+    model, tokenizer = tiny_generator
+    frame = load_mcq_csv(sample_dir / "test.csv").head(6)
+    prompts = encode_prompts(tokenizer, frame, PromptStyle(reasoning=True), 512)
+    shortest = min(map(len, prompts))
+    prompts = [prompt[-shortest:] for prompt in prompts]  # of one length, so all fill their last block alike
+    block, longest = batch_planning.CACHE_BLOCK_TOKENS, shortest
+    budget = 3 * block - longest % block + 2  # each reply's cache takes one token of its last block
+    room = batch_planning.reply_blocks(longest, budget)
+    monkeypatch.setattr(batch_planning, "cache_blocks", lambda model, gpu_memory_gb=None: 3 * room - 1)
+    moved = []
+    offload = OffloadingManager.offload_requests
+    monkeypatch.setattr(OffloadingManager, "offload_requests", lambda self: moved.append(1) or offload(self))
+    stops = [tokenizer.pad_token_id]
+    packed = generate_replies(model, tokenizer, prompts, budget, stops, repetition_penalty=1.0, engine="continuous")
+    assert not moved
+    assert packed == generate_replies(model, tokenizer, prompts, budget, stops, repetition_penalty=1.0)
 
 
 def test_continuous_batching_on_unsloth_is_refused_before_loading(tiny_model_dir, sample_dir, tmp_path, monkeypatch):

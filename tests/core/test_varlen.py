@@ -99,6 +99,24 @@ def test_varlen_attention_is_refused_where_it_cannot_run(tiny_model_dir, tmp_pat
     assert model.config._attn_implementation == "sdpa"
 
 
+def test_paged_attention_auto_is_varlen_on_the_paged_engines_in_reason_mode_only():
+    """auto is resolved before the run's identity is taken, so report.json and a resumed run see what ran."""
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.setup import check_args
+
+    for mode, engine, attention in (("reason", "continuous", "varlen"), ("reason", "fp8", "varlen"),
+                                    ("reason", "generate", "sdpa"), ("score", "generate", "sdpa")):
+        args = InferArguments(test_file="t.csv", model_path="m", mode=mode, generation_engine=engine,
+                              repetition_penalty=1.0)
+        assert args.paged_attention == "auto"
+        check_args(args)
+        assert args.paged_attention == attention
+    args = InferArguments(test_file="t.csv", model_path="m", mode="reason", generation_engine="continuous",
+                          repetition_penalty=1.0, paged_attention="sdpa")
+    check_args(args)
+    assert args.paged_attention == "sdpa"
+
+
 def test_a_failed_batch_reports_its_own_error_not_an_attention_that_never_ran(tiny_model_dir, monkeypatch):
     """transformers returns a request's failure (out of memory building the cache, say) as its result: that is what
     the user reads, even when no attention call ran."""

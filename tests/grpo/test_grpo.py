@@ -183,6 +183,64 @@ def test_nf4_rollouts_decode_inside_the_fused_kernel_and_are_counted(tiny_model_
     assert summary["run_identity"]["rollout_engine"] == "nf4"
 
 
+@pytest.mark.parametrize("extra,message", [
+    (("--repetition_penalty", "1.1"), "pass --repetition_penalty 1.0, or --rollout_engine generate to keep 1.1"),
+    (("--min_p", "0.1"), "temperature, top_p and top_k only: drop --min_p"),
+    (("--generation_kwargs", '{"min_new_tokens": 8}'), "drop --generation_kwargs \\(min_new_tokens\\)"),
+])
+def test_continuous_rollouts_refuse_what_continuous_batching_would_drop(tiny_model_dir, sample_dir, tmp_path, extra,
+                                                                        message):
+    with pytest.raises(ConfigError, match=message):
+        grpo.run(*grpo_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, "--rollout_engine", "continuous",
+                            "--backend", "hf", *extra))
+
+
+def test_continuous_rollouts_are_refused_where_they_cannot_run(tmp_path):
+    from transformers import MistralConfig
+
+    with pytest.raises(ConfigError, match="^rollout_engine continuous runs transformers' own layers, which the "
+                                          "unsloth backend's generation replaces: add --backend hf$"):
+        grpo.check_rollout_engine("continuous", "unsloth")
+    with pytest.raises(ConfigError, match="runs in one process, not 2: launch one process"):
+        grpo.check_rollout_engine("continuous", "hf", 2)
+    MistralConfig(num_hidden_layers=2).save_pretrained(tmp_path)  # sliding-window layers: varlen refuses them
+    with pytest.raises(ConfigError, match="sliding-window layers: use --paged_attention sdpa"):
+        grpo.check_rollout_engine("continuous", "hf", 1, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_continuous_rollouts_are_the_policys_own_greedy_replies_with_its_lora(trained_run, tmp_path, monkeypatch):
+    """From an SFT adapter (its LoRA changes the replies), each rollout through continuous batching and varlen
+    attention equals TRL's own generate path on the same prompts, both greedy; the run then trains on them."""
+    from mcqtune.grpo.trainer import MCQGRPOTrainer
+    from trl import GRPOTrainer
+
+    compared = []
+    continuous = MCQGRPOTrainer.continuous_rollouts
+
+    def greedy_both(self, prompt_ids):
+        sampled = self.generation_config.do_sample, self.generation_config.temperature
+        self.generation_config.do_sample, self.generation_config.temperature = False, None
+        try:
+            packed = continuous(self, prompt_ids)
+            padded, _ = GRPOTrainer._generate_single_turn(self, prompt_ids, None, {}, 1)
+        finally:
+            self.generation_config.do_sample, self.generation_config.temperature = sampled
+        compared.append((packed, [list(map(int, reply)) for reply in padded]))
+        return packed
+
+    monkeypatch.setattr(MCQGRPOTrainer, "continuous_rollouts", greedy_both)
+    summary = grpo.run(*grpo_args(trained_run["model_dir"], trained_run["sample_dir"] / "train.csv", tmp_path,
+                                   "--adapter", trained_run["dir"] / "adapter", "--rollout_engine", "continuous",
+                                   "--backend", "hf", "--load_in_4bit", "false", "--max_completion_length", 12,
+                                   "--max_steps", 2, "--save_steps", 2, "--eval_strategy", "no",
+                                   "--load_best_model_at_end", "false"))
+    assert len(compared) == 2 and all(packed == padded for packed, padded in compared)
+    assert any(len(reply) > 1 for packed, _ in compared for reply in packed)
+    assert summary["rollout_engine"] == "continuous" and summary["rollout_tokens"] > 0
+    assert summary["run_identity"]["rollout_engine"] == "continuous"
+
+
 def test_an_adapter_trained_with_other_prompt_settings_is_refused(trained_run, tmp_path):
     args = grpo_args(trained_run["model_dir"], trained_run["sample_dir"] / "train.csv", tmp_path,
                      "--adapter", trained_run["dir"] / "adapter", "--system_prompt", "你是助手。")

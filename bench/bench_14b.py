@@ -438,37 +438,37 @@ def decode_profile_keys(raw: Path) -> dict:
                 for tokens, s in check["linear_layers_per_step_ms"].items()}}
 
 
-FAST_CALL = "fp8_h200"  # bench/run.sh RUNS="fp8check freason512 creason512 freason2048" (session 15)
+FAST_CALLS = ("varlen_h100", "fp8varlen_h100")  # session 19, one H100 (24 GiB cap): see fast_keys
 
 
 def fast_keys(raw: Path) -> dict:
-    """--generation_engine fp8 (the README's reasoning command, 128 questions), beside the continuous engine on
-    the NF4 weights in the same call: generated tokens per second over the answering seconds, seconds per question,
-    peak reserved memory; absent until the call is recorded."""
-    folder = raw / FAST_CALL
-    if not folder.is_dir():
+    """The fast engine: the README's reasoning command on --generation_engine continuous with varlen attention
+    (``--paged_attention auto``), 128 questions x 512 tokens beside the same command with transformers' paged SDPA
+    in the same call (varlen_h100), and 32 questions x 2,048 tokens (fp8varlen_h100, the machine kept warm from
+    the first call); FP8 weights with varlen in that second call. Generated tokens per second over the answering
+    seconds, seconds per question, peak reserved memory; the card each call ran on."""
+    if not all((raw / call).is_dir() for call in FAST_CALLS):
         return {}
 
-    def read(name):
-        path = folder / f"{name}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+    def read(call, name):
+        return json.loads((raw / call / f"{name}.json").read_text())
 
-    keys = {}
-    for name, key in (("freason512", "reason_14b_fast_tokens_per_s_512"), ("freason2048", "reason_14b_fast_tokens_per_s_2048"),
-                      ("creason512", "reason_14b_continuous_same_call_tokens_per_s_512")):
-        r = read(name)
-        if r:
-            keys[key] = round(r["reasoning"]["generated_tokens"] / r["seconds"], 1)
-            keys[key.replace("tokens_per_s", "seconds_per_question")] = round(r["seconds"] / r["rows"], 3)
-            keys[key.replace("tokens_per_s", "peak_reserved_gb")] = r["gpu_peak_reserved_gb"]
-    peaks = [keys[k] for k in keys if k.startswith("reason_14b_fast_peak_reserved_gb")]
-    if peaks:
-        keys["reason_14b_fast_peak_reserved_gb"] = max(peaks)
-    check = read("fp8check")
-    if check:
-        keys["fp8_kernel_max_abs_diff_vs_quantised_reference"] = max(
-            row["max_abs_diff_vs_quantised_reference"] for row in check["rows"])
-        keys["fp8_check_card"] = check["card"]
+    keys = {"reason_14b_fast_card": (raw / FAST_CALLS[0] / "gpu.txt").read_text().splitlines()[1].split(",")[0]}
+    for call, name, key in ((FAST_CALLS[0], "vreason512", "reason_14b_fast_tokens_per_s_512"),
+                            (FAST_CALLS[1], "vreason2048", "reason_14b_fast_tokens_per_s_2048"),
+                            (FAST_CALLS[0], "creason512", "reason_14b_continuous_sdpa_same_call_tokens_per_s_512"),
+                            (FAST_CALLS[1], "fvreason512", "reason_14b_fp8_varlen_tokens_per_s_512")):
+        r = read(call, name)
+        keys[key] = round(r["reasoning"]["generated_tokens"] / r["seconds"], 1)
+        keys[key.replace("tokens_per_s", "seconds_per_question")] = round(r["seconds"] / r["rows"], 3)
+        keys[key.replace("tokens_per_s", "peak_reserved_gb")] = r["gpu_peak_reserved_gb"]
+    keys["reason_14b_fast_peak_reserved_gb"] = max(keys["reason_14b_fast_peak_reserved_gb_512"],
+                                                   keys["reason_14b_fast_peak_reserved_gb_2048"])
+    check = read(FAST_CALLS[0], "varlencheck")
+    keys["varlen_attention_per_step_ms_h100"] = {  # 48 layers, bfloat16, keys read in place from the paged cache
+        step["step"]: {"varlen": step["varlen_in_place_step_ms"], "dense_paged_sdpa": step["dense_sdpa_step_ms"]}
+        for step in check["steps"]}
+    keys["varlen_kernel_max_abs_diff_vs_float32"] = max(step["max_abs_diff_vs_float32"] for step in check["steps"])
     return keys
 
 

@@ -26,6 +26,19 @@ def test_help_from_another_folder_lists_every_job(tmp_path):
         assert f"\n  {name} " in result.stdout
 
 
+def test_output_into_a_reader_that_stopped_early_ends_without_a_traceback(tmp_path):
+    """`mcq-tune --help | head -1`: here the reader has gone before the help is written."""
+    import os
+
+    exe = shutil.which("mcq-tune")
+    read, write = os.pipe()
+    os.close(read)
+    with open(write, "wb") as stdout:
+        result = subprocess.run([*([exe] if exe else [sys.executable, "-m", "mcqtune"]), "--help"], stdout=stdout,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 1 and result.stderr == ""
+
+
 def test_an_unknown_or_missing_subcommand_is_one_line(tmp_path, capsys):
     assert cli.main(["trian"]) == 1
     err = capsys.readouterr().err.strip()

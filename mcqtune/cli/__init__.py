@@ -12,6 +12,7 @@ ends the same way: its result, or one line on stderr and a non-zero exit status 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import NamedTuple, Sequence
 
@@ -61,7 +62,14 @@ def usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return dispatch(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # output piped into a reader that stopped early (`mcq-tune --help | head`): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would report it again at exit
+        return 1
+
+
+def dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_USER_ERROR

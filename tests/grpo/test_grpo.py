@@ -174,7 +174,7 @@ def test_nf4_rollouts_decode_inside_the_fused_kernel_and_are_counted(tiny_model_
         yield {"fused": 3, "bitsandbytes": 1}
 
     monkeypatch.setattr(nf4, "fused_nf4", counting)
-    monkeypatch.setattr(grpo, "check_rollout_engine", lambda engine, backend: None)  # no GPU here
+    monkeypatch.setattr(grpo, "check_rollout_engine", lambda engine, backend, *rest: None)  # no GPU here
     summary = grpo.run(*grpo_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, "--rollout_engine", "nf4",
                                    "--max_steps", 1, "--save_steps", 1, "--eval_strategy", "no",
                                    "--load_best_model_at_end", "false"))

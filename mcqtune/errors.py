@@ -120,12 +120,15 @@ def _save_traceback() -> str:
 # Library loggers whose warnings concern the libraries' own internals, not the user's run: torch's pytree
 # deprecation notes (raised while torchao and Unsloth import) and bitsandbytes' optional CPU kernels package.
 LIBRARY_NOISE = ("torch.utils._pytree", "bitsandbytes.backends.cpu.ops")
+LIBRARY_CHATTER = ("datasets",)  # informational lines at import ("Disabling Tensorflow ..."): warnings only
 
 
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)``; its int result is the exit status (None: 0). Expected failures become one line."""
     for name in LIBRARY_NOISE:
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in LIBRARY_CHATTER:
+        logging.getLogger(name).setLevel(logging.WARNING)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     set_continue_hint(CONTINUE_AGAIN)

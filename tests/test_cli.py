@@ -33,10 +33,12 @@ def test_output_into_a_reader_that_stopped_early_ends_without_a_traceback(tmp_pa
     exe = shutil.which("mcq-tune")
     read, write = os.pipe()
     os.close(read)
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell has it
     with open(write, "wb") as stdout:
-        result = subprocess.run([*([exe] if exe else [sys.executable, "-m", "mcqtune"]), "--help"], stdout=stdout,
-                                stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode == 1 and result.stderr == ""
+        for env in (buffered, {**buffered, "PYTHONUNBUFFERED": "1"}):
+            result = subprocess.run([*([exe] if exe else [sys.executable, "-m", "mcqtune"]), "--help"], stdout=stdout,
+                                    stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=300, env=env)
+            assert result.returncode == cli.EXIT_READER_GONE and result.stderr == ""
 
 
 def test_an_unknown_or_missing_subcommand_is_one_line(tmp_path, capsys):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import select
 import sys
 from typing import NamedTuple, Sequence
 
@@ -61,12 +62,32 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+EXIT_READER_GONE = 141  # 128 + SIGPIPE, as a shell reports a command whose reader left
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return dispatch(list(sys.argv[1:] if argv is None else argv))
-    except BrokenPipeError:  # output piped into a reader that stopped early (`mcq-tune --help | head`): no traceback
+        status = dispatch(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # a buffered stdout meets a reader that left here, not at exit
+        return status
+    except BrokenPipeError:
+        if not stdout_reader_gone():  # another pipe broke: not this case
+            raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would report it again at exit
-        return 1
+        return EXIT_READER_GONE
+
+
+def stdout_reader_gone() -> bool:
+    """stdout is a pipe whose reader stopped early (`mcq-tune --help | head -1`)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    if not hasattr(select, "poll"):
+        return False
+    poll = select.poll()
+    poll.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 def dispatch(argv: list[str]) -> int:

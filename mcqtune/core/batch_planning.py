@@ -6,7 +6,7 @@ import logging
 import math
 import sys
 
-from mcqtune.core.engines import PAGED_ENGINES
+from mcqtune.core.engines import INFER_REMEDIES, PAGED_ENGINES, Remedies
 
 logger = logging.getLogger(__name__)
 
@@ -17,8 +17,8 @@ GENERATION_MARGIN = 1.5  # what the generation model leaves out (Unsloth's buffe
 MAX_AUTO_BATCH = 128
 CPU_BATCH = 16
 # the continuous engine (continuous.py): its key/value cache, in blocks
-# tokens a cache block holds: a reply wastes at most one partly filled block (transformers' default, 256, wastes
-# up to a third of a 827-token reply's room); varlen attention reads token by token, so the size costs it nothing
+# tokens a cache block holds: a reply wastes at most one partly filled block, so smaller blocks than transformers'
+# 256 hold more replies; varlen attention reads token by token, so the size costs it nothing
 CACHE_BLOCK_TOKENS = 64
 CACHE_SHARE = 0.8  # of the memory left after loading; the rest is each step's transients (logits, CUDA graphs)
 MAX_CONTINUOUS_BATCH = 512  # questions a checkpointed batch: a kill loses at most this many replies
@@ -94,16 +94,17 @@ def reply_blocks(prompt_tokens: int, budget: int) -> int:
     return max((prompt_tokens + 1) // CACHE_BLOCK_TOKENS + 1, math.ceil(cached / CACHE_BLOCK_TOKENS))
 
 
-def replies_held(blocks: int, longest_prompt: int, budget: int) -> int:
-    """Replies of ``longest_prompt`` + ``budget`` tokens that ``blocks`` hold at once, every one at its longest (more
-    would make transformers move some replies' cache to the CPU and back when it fills); refused when not one."""
+def replies_held(blocks: int, longest_prompt: int, budget: int, remedies: Remedies = INFER_REMEDIES) -> int:
+    """Replies of ``longest_prompt`` + ``budget`` tokens that ``blocks`` hold at once, every one at its longest (when
+    more run and the cache fills, transformers throws some replies' cache away and computes it again); refused,
+    naming ``remedies``, when not one."""
     from mcqtune.errors import ConfigError
 
     held = blocks // reply_blocks(longest_prompt, budget)
     if held < 1:
-        raise ConfigError(f"generation_engine continuous: the key/value cache that fits in this GPU's memory cannot "
-                          f"hold one reply of {longest_prompt} prompt + {budget} reasoning tokens; lower "
-                          f"--max_reasoning_tokens or use --generation_engine generate")
+        raise ConfigError(f"continuous batching: the key/value cache that fits in this GPU's memory cannot hold one "
+                          f"reply of {longest_prompt} prompt + {budget} new tokens; lower {remedies.budget} or use "
+                          f"{remedies.fallback}")
     return held
 
 

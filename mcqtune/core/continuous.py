@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+from mcqtune.core.engines import INFER_REMEDIES, Remedies
+
 PREFILL_TOKENS = 2048  # prompt tokens computed in one step: bounds the step's logits (tokens x vocabulary)
 BATCHING_LOGGER = "ContinuousBatchingLogger"  # transformers' own, which logs a line per CUDA graph
 
@@ -21,11 +23,12 @@ BATCHING_LOGGER = "ContinuousBatchingLogger"  # transformers' own, which logs a 
 def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, stop_ids: Sequence[int],
                        temperature: float = 0.0, seed: int | None = None, gpu_memory_gb: float | None = None,
                        max_replies: int | None = None, attention: str = "sdpa", top_p: float = 1.0,
-                       top_k: int = 0) -> list[list[int]]:
+                       top_k: int = 0, remedies: Remedies = INFER_REMEDIES) -> list[list[int]]:
     """Each prompt's reply (at most ``budget`` tokens; a stop token, if reached, is its last), in prompt order;
     greedy, or sampled at ``temperature`` (within ``top_p`` / ``top_k``); at most ``max_replies`` decoding at once
     (the nf4 engine's kernel takes steps of that many tokens or fewer); ``attention`` "varlen": each reply attends
-    to its own cache only (core/varlen.py). The cache takes no more blocks than these replies can fill."""
+    to its own cache only (core/varlen.py). The cache takes no more blocks than these replies can fill. A refusal
+    names the calling command's options (``remedies``)."""
     import contextlib
 
     import torch
@@ -42,26 +45,28 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
     cuda = torch.cuda.is_available()
     blocks = min(sum(reply_blocks(len(p), budget) for p in prompts), cache_blocks(model, gpu_memory_gb))
     # no more replies at once than the cache holds at their longest: transformers would otherwise admit more and,
-    # when the cache fills, move some replies' cache to the CPU and back
-    held = replies_held(blocks, max(map(len, prompts)), budget)
+    # when the cache fills, throw some replies' cache away and compute it again
+    held = replies_held(blocks, max(map(len, prompts)), budget, remedies)
     held = min(held, max_replies) if max_replies else held
     batching = ContinuousBatchingConfig(num_blocks=blocks, block_size=CACHE_BLOCK_TOKENS,
                                         max_batch_tokens=PREFILL_TOKENS, max_requests_per_batch=held,
-                                        use_cuda_graph=cuda, seed=seed or 0, allow_block_sharing=False)
+                                        use_cuda_graph=cuda, seed=seed or 0, allow_block_sharing=False,
+                                        use_async_batching=False)  # a step planned ahead would need one more token
     quiet = logging.getLogger(BATCHING_LOGGER)
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:  # transformers seeds torch's generators for the batch: the caller's stay as they were
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []), \
-                (varlen_paged_attention(model) if attention == "varlen" else contextlib.nullcontext()):
+                (varlen_paged_attention(model, remedies.attention) if attention == "varlen"
+                 else contextlib.nullcontext()):
             out = model.generate_batch(prompts, generation_config=config, continuous_batching_config=batching,
                                        warmup=cuda, progress_bar=False)
-            return replies_in_order(out, prompts)  # a failed batch says why before varlen's own checks run
+            return replies_in_order(out, prompts, remedies)  # a failed batch says why before varlen's own checks run
     finally:
         quiet.setLevel(level)
 
 
-def replies_in_order(out: dict, prompts: list[list[int]]) -> list[list[int]]:
+def replies_in_order(out: dict, prompts: list[list[int]], remedies: Remedies = INFER_REMEDIES) -> list[list[int]]:
     """``generate_batch``'s results as each prompt's reply tokens, in prompt order; a request that failed raises
     (out of memory: what to change)."""
     from mcqtune.errors import UserError
@@ -72,9 +77,8 @@ def replies_in_order(out: dict, prompts: list[list[int]]) -> list[list[int]]:
         if result is None or list(result.prompt_ids) != list(prompt):
             raise RuntimeError(f"continuous batching returned no reply for prompt {i} of {len(prompts)}")
         if result.error and "out of memory" in result.error.lower():  # a smaller batch would not shrink the cache
-            raise UserError("generation_engine continuous ran out of GPU memory; plan for less with --gpu_memory_gb "
-                            "(the cache takes a fixed share of what is left after loading) or use "
-                            "--generation_engine generate")
+            raise UserError(f"continuous batching ran out of GPU memory; {remedies.memory}, or use "
+                            f"{remedies.fallback}")
         if result.error:
             raise RuntimeError(f"continuous batching failed on prompt {i}: {result.error}")
         replies.append(list(result.generated_tokens))

@@ -1,6 +1,7 @@
 """The ways reasoning replies are generated (infer.py --generation_engine; reasoning.generate_replies)."""
 
 import os
+from typing import NamedTuple
 
 GENERATION_ENGINES = ("generate", "continuous", "nf4", "fp8")
 # through transformers' continuous batching (continuous.py); nf4: its NF4 weights read by a fused kernel (nf4.py);
@@ -8,7 +9,25 @@ GENERATION_ENGINES = ("generate", "continuous", "nf4", "fp8")
 PAGED_ENGINES = ("continuous", "nf4", "fp8")
 PAGED_ATTENTIONS = ("sdpa", "varlen")
 # how the paged engines attend: transformers' paged SDPA (a dense mask over every reply's cache) or core/varlen.py;
-# --paged_attention auto is varlen for them (the faster: bench/RESULTS.md)
+# --paged_attention auto is varlen for them where the model allows it (the faster: bench/RESULTS.md)
+ATTENTION_CHOICES = ("auto", *PAGED_ATTENTIONS)
+
+
+class Remedies(NamedTuple):
+    """What a paged engine's refusal tells the user to change, in the options of the command that runs it."""
+
+    budget: str  # the option that bounds a reply's tokens
+    fallback: str  # the engine that always runs
+    memory: str  # how to give the cache less memory
+    attention: str  # what serves a model varlen attention cannot
+
+
+INFER_REMEDIES = Remedies("--max_reasoning_tokens", "--generation_engine generate",
+                          "plan for less with --gpu_memory_gb (the cache takes a fixed share of what is left after "
+                          "loading)", "--paged_attention sdpa")
+GRPO_REMEDIES = Remedies("--max_completion_length", "--rollout_engine generate",
+                         "generate fewer replies a step (--per_device_train_batch_size, --gradient_accumulation_steps)",
+                         "--rollout_engine generate")
 
 
 def interpreting() -> bool:

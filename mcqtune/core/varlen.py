@@ -190,18 +190,16 @@ def varlen_problem(config) -> str | None:
 
     text = config.get_text_config()
     if any(kind != "full_attention" for kind in group_layers_by_attn_type(text)[1]):
-        return ("paged_attention varlen attends over whole replies; this model has sliding-window layers: use "
-                "--paged_attention sdpa")
+        return "varlen attention attends over whole replies; this model has sliding-window layers"
     if text.num_attention_heads % text.num_key_value_heads:
-        return (f"paged_attention varlen shares each key/value head among a whole group of query heads; this model "
-                f"has {text.num_attention_heads} query heads over {text.num_key_value_heads}: use "
-                "--paged_attention sdpa")
+        return (f"varlen attention shares each key/value head among a whole group of query heads; this model has "
+                f"{text.num_attention_heads} query heads over {text.num_key_value_heads}")
     return None
 
 
-def check_base(base: str) -> None:
-    """Refuse, before loading, a local base model that ``varlen_problem`` rules out (a base that is not a local
-    folder is checked once loaded)."""
+def check_base(base: str, remedy: str = "--paged_attention sdpa") -> None:
+    """Refuse, before loading, a local base model that ``varlen_problem`` rules out, naming ``remedy`` (a base that
+    is not a local folder is checked once loaded)."""
     from pathlib import Path
 
     from transformers import AutoConfig
@@ -214,19 +212,19 @@ def check_base(base: str) -> None:
         return
     problem = varlen_problem(config)
     if problem:
-        raise ConfigError(f"{base}: {problem}")
+        raise ConfigError(f"{base}: {problem}: use {remedy}")
 
 
 @contextlib.contextmanager
-def varlen_paged_attention(model):
+def varlen_paged_attention(model, remedy: str = "--paged_attention sdpa"):
     """Within: continuous batching on ``model`` attends through ``varlen_attention``; the model's attention
-    implementation is restored afterwards. Refused (ConfigError) for sliding-window models, and when nothing
-    within called it: the option never runs as something else under its name."""
+    implementation is restored afterwards. Refused (ConfigError, naming ``remedy``) for sliding-window models, and
+    when nothing within called it: the option never runs as something else under its name."""
     from transformers import AttentionInterface
 
     problem = varlen_problem(model.config)
     if problem:
-        raise ConfigError(problem)
+        raise ConfigError(f"{problem}: use {remedy}")
     AttentionInterface.register(IMPLEMENTATION, paged_varlen_forward)
     before = model.config._attn_implementation
     model.set_attn_implementation(IMPLEMENTATION)
@@ -236,5 +234,5 @@ def varlen_paged_attention(model):
     finally:
         model.set_attn_implementation(before)
     if not _calls["attention"]:
-        raise ConfigError("paged_attention varlen: its attention was never called (the model computes attention "
-                          "without transformers' attention functions); use --paged_attention sdpa")
+        raise ConfigError(f"varlen attention was never called (the model computes attention without transformers' "
+                          f"attention functions): use {remedy}")

@@ -78,6 +78,10 @@ def check_grpo_config(args: GRPOArguments, training_args) -> None:
     if args.rollout_engine == "nf4":
         from mcqtune.core.nf4 import MAX_FUSED_ROWS
 
+        for name in ("use_vllm", "use_transformers_continuous_batching"):
+            if getattr(training_args, name, False):
+                problems.append(f"rollout_engine nf4 decodes through TRL's generate: drop --{name}")
+
         rollouts = training_args.generation_batch_size or training_args.per_device_train_batch_size
         if rollouts > MAX_FUSED_ROWS:
             problems.append(f"rollout_engine nf4 decodes at most {MAX_FUSED_ROWS} replies a step through its kernel; "
@@ -109,15 +113,24 @@ def continuous_rollout_problems(training_args) -> list[str]:
     """What continuous batching would not honour: transformers drops the repetition penalty and a minimum length
     from its batches; only the sampling settings it applies per request are allowed."""
     problems = []
+    for name in ("use_vllm", "use_transformers_continuous_batching"):
+        if getattr(training_args, name, False):
+            problems.append(f"rollout_engine continuous makes the rollouts itself: drop --{name}")
     if training_args.repetition_penalty != 1.0:
         problems.append(f"rollout_engine continuous has no repetition penalty (transformers' continuous batching "
                         f"drops it): pass --repetition_penalty 1.0, or --rollout_engine generate to keep "
                         f"{training_args.repetition_penalty}")
-    if training_args.min_p is not None:
+    if training_args.min_p:
         problems.append("rollout_engine continuous samples with temperature, top_p and top_k only: drop --min_p, "
                         "or use --rollout_engine generate")
     if training_args.generation_kwargs:
-        problems.append(f"rollout_engine continuous samples with temperature, top_p and top_k only: drop "
-                        f"--generation_kwargs ({', '.join(sorted(training_args.generation_kwargs))}), or use "
-                        f"--rollout_engine generate")
+        given = sorted(training_args.generation_kwargs)
+        sampling = [key for key in given if key in ("temperature", "top_p", "top_k")]
+        others = [key for key in given if key not in sampling]
+        if sampling:
+            problems.append(f"rollout_engine continuous reads {', '.join(sampling)} from its own options: pass "
+                            f"{' '.join(f'--{key} ...' for key in sampling)} instead of --generation_kwargs")
+        if others:
+            problems.append(f"rollout_engine continuous samples with temperature, top_p and top_k only: drop "
+                            f"{', '.join(others)} from --generation_kwargs, or use --rollout_engine generate")
     return problems

@@ -265,13 +265,14 @@ def check_rollout_engine(engine: str, backend: str, processes: int = 1, base: st
         raise ConfigError(f"rollout_engine {engine} runs transformers' own layers, which the {backend} backend's "
                           "generation replaces: add --backend hf")
     if engine == "continuous":
+        from mcqtune.core.engines import GRPO_REMEDIES
         from mcqtune.core.varlen import check_base
 
         if processes > 1:
             raise ConfigError(f"rollout_engine continuous runs in one process, not {processes}: launch one "
                               "process, or use --rollout_engine generate")
         if base:
-            check_base(base)
+            check_base(base, GRPO_REMEDIES.attention)
         return
     from mcqtune.core.nf4 import nf4_problem
 

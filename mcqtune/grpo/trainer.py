@@ -64,6 +64,7 @@ class MCQGRPOTrainer(KeepAdapterDtype, PhaseTimes, GRPOTrainer):
         import torch
 
         from mcqtune.core.continuous import continuous_replies
+        from mcqtune.core.engines import GRPO_REMEDIES
 
         config, model = self.generation_config, self.accelerator.unwrap_model(self.model)
         seed = int(torch.randint(2**31 - 1, (1,)).item())
@@ -75,7 +76,8 @@ class MCQGRPOTrainer(KeepAdapterDtype, PhaseTimes, GRPOTrainer):
             with torch.no_grad():
                 return continuous_replies(model, self.processing_class, prompt_ids, config.max_new_tokens,
                                           self.eos_token_ids, temperature=config.temperature or 0.0, seed=seed,
-                                          attention="varlen", top_p=config.top_p, top_k=config.top_k or 0)
+                                          attention="varlen", top_p=config.top_p, top_k=config.top_k or 0,
+                                          remedies=GRPO_REMEDIES)
         finally:
             model.train(was_training)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from mcqtune.core.engines import GENERATION_ENGINES, PAGED_ATTENTIONS
+from mcqtune.core.engines import ATTENTION_CHOICES, GENERATION_ENGINES
 from mcqtune.data.questions import PromptOptions
 from mcqtune.errors import ConfigError, parse_with
 from mcqtune.model.options import InferenceWeightOptions
@@ -53,12 +53,13 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                 "cores, RTX 4090 / H100 / H200; what it costs and changes: bench/RESULTS.md)",
         "choices": list(GENERATION_ENGINES)})
     paged_attention: str = field(default="auto", metadata={
-        "help": "reason mode with a paged engine (continuous, nf4, fp8): how replies attend. auto (varlen there) | "
+        "help": "reason mode with a paged engine (continuous, nf4, fp8): how replies attend. auto (varlen where the "
+                "model allows it, else sdpa) | "
                 "varlen (each reply's queries read only its own cache, in one Triton kernel of this project: "
                 "core/varlen.py; on a CPU the same arithmetic in torch; its cost: bench/RESULTS.md) | sdpa "
                 "(transformers' paged SDPA: every query of a step against every reply's cache, through a dense "
                 "mask; for models with sliding-window layers, which varlen refuses)",
-        "choices": ["auto", *PAGED_ATTENTIONS]})
+        "choices": list(ATTENTION_CHOICES)})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "
                                                                       "letter scored (counted in report.json)"})

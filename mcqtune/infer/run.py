@@ -29,6 +29,7 @@ in `outputs.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ from mcqtune.runs.provenance import models_by_content
 from mcqtune.infer.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
 from mcqtune.infer.setup import (adopt_training_prompt, check_answer_slot, check_args, check_engine,
-                                    expand_fold_run, load_request, run_identity_of)
+                                    expand_fold_run, load_request, resolve_paged_attention, run_identity_of)
 from mcqtune.infer.options import InferArguments
 from mcqtune.data.questions import load_mcq_csv
 from mcqtune.core.engines import PAGED_ENGINES
@@ -110,7 +111,7 @@ def run(args: InferArguments, backend: str | None = None) -> dict:
     are dealt out to the processes whole; each keeps its own checkpoint and rank 0 gathers every answer over
     the process group and writes one submission in input order, the same as a one-process run's.
     """
-    args, kfold = expand_fold_run(args)
+    args, kfold = expand_fold_run(dataclasses.replace(args))  # a copy: the caller's arguments stay as given
     check_args(args)  # the options as given, then as completed from the adapter's training record
     args, prompt = adopt_training_prompt(args)
     check_args(args)
@@ -153,6 +154,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
 
         check_base(request.base)
     model, tokenizer, load_info = load_inference_model(request)
+    resolve_paged_attention(args, model.config)
     if args.mode == "reason" and args.generation_engine == "fp8":
         model, load_info = weights_for_decoding(model, load_info)
     loaded = time.time()

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from mcqtune.errors import ConfigError
-from mcqtune.core.engines import GENERATION_ENGINES, PAGED_ATTENTIONS, PAGED_ENGINES
+from mcqtune.core.engines import ATTENTION_CHOICES, GENERATION_ENGINES, PAGED_ENGINES
 from mcqtune.infer.options import InferArguments
 from mcqtune.infer.outputs import output_problems
 from mcqtune.data.questions import check_prompt_options
@@ -69,9 +69,6 @@ def check_args(args: InferArguments) -> None:
     problems += output_problems(args)
     if problems:
         raise ConfigError("; ".join(problems))
-    if args.paged_attention == "auto":  # resolved before the run's identity is taken: it records what runs
-        args.paged_attention = "varlen" if args.mode == "reason" and args.generation_engine in PAGED_ENGINES \
-            else "sdpa"
 
 
 def engine_problems(engine: str, mode: str, repetition_penalty: float) -> list[str]:
@@ -88,12 +85,28 @@ def engine_problems(engine: str, mode: str, repetition_penalty: float) -> list[s
 
 def attention_problems(attention: str, engine: str, mode: str) -> list[str]:
     """What is wrong with ``--paged_attention`` for this engine and mode."""
-    if attention not in ("auto", *PAGED_ATTENTIONS):
-        return [f"paged_attention must be one of auto, {', '.join(PAGED_ATTENTIONS)}, got {attention!r}"]
-    if attention == "varlen" and (mode != "reason" or engine not in PAGED_ENGINES):
+    if attention not in ATTENTION_CHOICES:
+        return [f"paged_attention must be one of {', '.join(ATTENTION_CHOICES)}, got {attention!r}"]
+    if attention != "auto" and (mode != "reason" or engine not in PAGED_ENGINES):
         return [f"paged_attention {attention} applies to reason mode with a paged engine ({', '.join(PAGED_ENGINES)}), "
                 f"not {mode} mode with --generation_engine {engine}"]
     return []
+
+
+def resolve_paged_attention(args: InferArguments, config) -> None:
+    """``--paged_attention auto`` made what runs, once the model's config is known and before the run's identity is
+    taken: varlen for a paged engine in reason mode where the model allows it, else sdpa (said in the log)."""
+    if args.paged_attention != "auto":
+        return
+    if args.mode != "reason" or args.generation_engine not in PAGED_ENGINES:
+        args.paged_attention = "sdpa"
+        return
+    from mcqtune.core.varlen import varlen_problem
+
+    problem = varlen_problem(config)
+    args.paged_attention = "sdpa" if problem else "varlen"
+    if problem:
+        logger.info("paged_attention auto: sdpa (%s)", problem)
 
 
 def check_engine(engine: str, backend: str, world: int) -> None:

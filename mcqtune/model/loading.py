@@ -372,6 +372,7 @@ def add_lora(model, backend: str, lora: LoraOptions, gradient_checkpointing: boo
 
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        keep_training_layout(model)
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -381,6 +382,15 @@ def add_lora(model, backend: str, lora: LoraOptions, gradient_checkpointing: boo
 
     set_seed(seed)  # the adapters' random start comes from --seed (Unsloth's random_state), not from what ran before
     return get_peft_model(model, config)
+
+
+def keep_training_layout(model) -> None:
+    """On a CPU, bitsandbytes repacks a 4-bit layer's weights for its inference kernel at the first forward in
+    eval mode (a validation, continuous batching's rollouts), and training forwards fail on the repacked weights
+    afterwards: a model being trained keeps the layout it trains on."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def is_out_of_memory(err: BaseException) -> bool:

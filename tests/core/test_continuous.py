@@ -44,7 +44,7 @@ def test_a_reasoning_run_gives_the_same_answers_on_either_engine(tiny_model_dir,
     test_file = tmp_path / "test.csv"
     pd.read_csv(sample_dir / "test.csv", dtype=str).head(40).to_csv(test_file, index=False)
 
-    def run(engine, attention="sdpa"):
+    def run(engine, attention="auto"):
         args = InferArguments(test_file=str(test_file), model_path=str(tiny_model_dir), mode="reason",
                               max_reasoning_tokens=6, batch_size=8, repetition_penalty=1.0,
                               generation_engine=engine, paged_attention=attention, backend="hf",
@@ -53,13 +53,13 @@ def test_a_reasoning_run_gives_the_same_answers_on_either_engine(tiny_model_dir,
         return report, pd.read_csv(args.run_dir / "predictions.csv")
 
     generate, by_generate = run("generate")
-    continuous, by_continuous = run("continuous")
-    varlen, by_varlen = run("continuous", "varlen")
+    continuous, by_continuous = run("continuous", "sdpa")
+    varlen, by_varlen = run("continuous")  # auto: varlen
     assert continuous["generation_engine"] == "continuous" and generate["generation_engine"] == "generate"
     assert (continuous["paged_attention"], varlen["paged_attention"], generate["paged_attention"]) == \
         ("sdpa", "varlen", None)
-    for other in ("continuous-sdpa", "continuous-varlen"):
-        assert (tmp_path / f"{other}.csv").read_text() == (tmp_path / "generate-sdpa.csv").read_text()
+    for other in ("continuous-sdpa", "continuous-auto"):
+        assert (tmp_path / f"{other}.csv").read_text() == (tmp_path / "generate-auto.csv").read_text()
     columns = ["ID", "answer", "raw", "rule", "reasoning_tokens"]
     assert by_continuous[columns].equals(by_generate[columns]) and by_varlen[columns].equals(by_generate[columns])
 
@@ -87,12 +87,21 @@ def test_the_engine_needs_the_hf_backend_and_one_process():
         check_engine("continuous", "hf", 2)
 
 
-def test_a_cache_that_holds_no_reply_is_refused_in_one_line():
-    from mcqtune.core.batch_planning import replies_held, reply_blocks
+def test_a_reply_takes_the_blocks_transformers_gives_it_and_a_cache_that_holds_none_is_refused_in_one_line():
+    from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, replies_held, reply_blocks
+    from mcqtune.core.engines import GRPO_REMEDIES
 
-    assert replies_held(reply_blocks(200, 1024), 200, 1024) == 1
-    with pytest.raises(ConfigError, match="cannot hold one reply of 200 prompt \\+ 1024 reasoning tokens"):
+    block = CACHE_BLOCK_TOKENS
+    assert reply_blocks(block - 1, 1) == 2  # a prompt filling its block to the last token is given one more
+    assert reply_blocks(block - 2, 3) == 1  # 2 of the 3 new tokens cached (the last is never fed back): full
+    assert reply_blocks(block - 2, 4) == 2  # 3 cached: one over
+    assert replies_held(3 * reply_blocks(200, 1024), 200, 1024) == 3
+    assert replies_held(3 * reply_blocks(200, 1024) - 1, 200, 1024) == 2
+    with pytest.raises(ConfigError, match="cannot hold one reply of 200 prompt \\+ 1024 new tokens; lower "
+                                          "--max_reasoning_tokens or use --generation_engine generate$"):
         replies_held(reply_blocks(200, 1024) - 1, 200, 1024)
+    with pytest.raises(ConfigError, match="lower --max_completion_length or use --rollout_engine generate$"):
+        replies_held(0, 200, 1024, GRPO_REMEDIES)
 
 
 def test_a_cache_smaller_than_the_batch_runs_replies_in_turn_and_never_moves_one_to_the_cpu(tiny_generator,

@@ -72,15 +72,16 @@ def test_varlen_attention_is_refused_where_it_cannot_run(tiny_model_dir, tmp_pat
     from mcqtune.infer.setup import check_args
 
     for mode, engine in (("score", "generate"), ("reason", "generate"), ("generate", "generate")):
-        args = InferArguments(test_file="t.csv", model_path="m", mode=mode, generation_engine=engine,
-                              paged_attention="varlen", repetition_penalty=1.0)
-        with pytest.raises(ConfigError, match=f"paged_attention varlen applies to reason mode with a paged engine "
-                                              f".*not {mode} mode with --generation_engine {engine}"):
-            check_args(args)
+        for attention in ("varlen", "sdpa"):  # either, asked for where it would have no effect
+            args = InferArguments(test_file="t.csv", model_path="m", mode=mode, generation_engine=engine,
+                                  paged_attention=attention, repetition_penalty=1.0)
+            with pytest.raises(ConfigError, match=f"paged_attention {attention} applies to reason mode with a paged "
+                                                  f"engine .*not {mode} mode with --generation_engine {engine}"):
+                check_args(args)
     config = AutoConfig.from_pretrained(tiny_model_dir)
     assert varlen_problem(config) is None
     check_base(str(tiny_model_dir))
-    sliding = "sliding-window layers: use --paged_attention sdpa"
+    sliding = "this model has sliding-window layers"
     # a sliding layer named outright, or (Mistral's configs) a window and no layer types: continuous batching
     # makes every layer a sliding one
     mixed = AutoConfig.from_pretrained(tiny_model_dir, layer_types=["full_attention", "sliding_attention"])
@@ -90,30 +91,44 @@ def test_varlen_attention_is_refused_where_it_cannot_run(tiny_model_dir, tmp_pat
     folder = tmp_path / "sliding"
     folder.mkdir()
     MistralConfig(num_hidden_layers=2).save_pretrained(folder)
-    with pytest.raises(ConfigError, match=f"^{folder}: paged_attention varlen attends over whole replies"):
+    with pytest.raises(ConfigError, match=f"^{folder}: varlen attention attends over whole replies; this model has "
+                                          f"sliding-window layers: use --paged_attention sdpa$"):
         check_base(str(folder))
+    with pytest.raises(ConfigError, match="sliding-window layers: use --rollout_engine generate$"):  # GRPO's words
+        check_base(str(folder), "--rollout_engine generate")
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    with pytest.raises(ConfigError, match="its attention was never called"):  # nothing ran through continuous batching
+    with pytest.raises(ConfigError, match="varlen attention was never called .*: use --paged_attention sdpa$"):
         with varlen_paged_attention(model):
             pass
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_paged_attention_auto_is_varlen_on_the_paged_engines_in_reason_mode_only():
-    """auto is resolved before the run's identity is taken, so report.json and a resumed run see what ran."""
-    from mcqtune.infer.options import InferArguments
-    from mcqtune.infer.setup import check_args
+def test_paged_attention_auto_is_varlen_where_the_model_allows_it(tiny_model_dir, caplog):
+    """auto is made what runs once the model's config is known, before the run's identity is taken, so report.json
+    and a resumed run see it: varlen for the paged engines in reason mode, sdpa elsewhere and for a model with
+    sliding-window layers (said in the log)."""
+    from transformers import AutoConfig, MistralConfig
 
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.setup import check_args, resolve_paged_attention
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
     for mode, engine, attention in (("reason", "continuous", "varlen"), ("reason", "fp8", "varlen"),
                                     ("reason", "generate", "sdpa"), ("score", "generate", "sdpa")):
         args = InferArguments(test_file="t.csv", model_path="m", mode=mode, generation_engine=engine,
                               repetition_penalty=1.0)
-        assert args.paged_attention == "auto"
         check_args(args)
+        assert args.paged_attention == "auto"
+        resolve_paged_attention(args, config)
         assert args.paged_attention == attention
     args = InferArguments(test_file="t.csv", model_path="m", mode="reason", generation_engine="continuous",
+                          repetition_penalty=1.0)
+    with caplog.at_level("INFO", logger="mcqtune.infer.setup"):
+        resolve_paged_attention(args, MistralConfig(num_hidden_layers=2))
+    assert args.paged_attention == "sdpa" and "paged_attention auto: sdpa (varlen attention" in caplog.text
+    args = InferArguments(test_file="t.csv", model_path="m", mode="reason", generation_engine="continuous",
                           repetition_penalty=1.0, paged_attention="sdpa")
-    check_args(args)
+    resolve_paged_attention(args, config)
     assert args.paged_attention == "sdpa"
 
 
@@ -131,7 +146,8 @@ def test_a_failed_batch_reports_its_own_error_not_an_attention_that_never_ran(ti
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     failed = {"req_0": SimpleNamespace(prompt_ids=[1, 2], generated_tokens=[], error="CUDA out of memory")}
     monkeypatch.setattr(type(model), "generate_batch", lambda self, prompts, **kwargs: failed, raising=False)
-    with pytest.raises(UserError, match="ran out of GPU memory; plan for less with --gpu_memory_gb"):
+    with pytest.raises(UserError, match="ran out of GPU memory; plan for less with --gpu_memory_gb .*, or use "
+                                        "--generation_engine generate$"):
         continuous_replies(model, SimpleNamespace(pad_token_id=0), [[1, 2]], 4, [9], attention="varlen")
     assert model.config._attn_implementation == "sdpa"
 

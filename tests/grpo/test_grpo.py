@@ -186,7 +186,12 @@ def test_nf4_rollouts_decode_inside_the_fused_kernel_and_are_counted(tiny_model_
 @pytest.mark.parametrize("extra,message", [
     (("--repetition_penalty", "1.1"), "pass --repetition_penalty 1.0, or --rollout_engine generate to keep 1.1"),
     (("--min_p", "0.1"), "temperature, top_p and top_k only: drop --min_p"),
-    (("--generation_kwargs", '{"min_new_tokens": 8}'), "drop --generation_kwargs \\(min_new_tokens\\)"),
+    (("--generation_kwargs", '{"min_new_tokens": 8}'), "drop min_new_tokens from --generation_kwargs, or use "
+                                                         "--rollout_engine generate$"),
+    (("--generation_kwargs", '{"top_k": 5}'), "reads top_k from its own options: pass --top_k ... instead of "
+                                              "--generation_kwargs$"),
+    (("--use_transformers_continuous_batching", "true"), "makes the rollouts itself: drop "
+                                                         "--use_transformers_continuous_batching"),
 ])
 def test_continuous_rollouts_refuse_what_continuous_batching_would_drop(tiny_model_dir, sample_dir, tmp_path, extra,
                                                                         message):
@@ -204,14 +209,49 @@ def test_continuous_rollouts_are_refused_where_they_cannot_run(tmp_path):
     with pytest.raises(ConfigError, match="runs in one process, not 2: launch one process"):
         grpo.check_rollout_engine("continuous", "hf", 2)
     MistralConfig(num_hidden_layers=2).save_pretrained(tmp_path)  # sliding-window layers: varlen refuses them
-    with pytest.raises(ConfigError, match="sliding-window layers: use --paged_attention sdpa"):
+    with pytest.raises(ConfigError, match="sliding-window layers: use --rollout_engine generate$"):
         grpo.check_rollout_engine("continuous", "hf", 1, str(tmp_path))
+
+
+def test_continuous_rollouts_sample_as_trls_generation_config_says(monkeypatch):
+    """Temperature, top_p, top_k, the reply budget and the stop tokens reach continuous batching; the seed comes
+    from torch's generator (each call samples afresh; the trainer's seed and a resumed checkpoint set it); the
+    policy is put back in training mode; a refusal names GRPO's options."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    from mcqtune.core import continuous
+    from mcqtune.core.engines import GRPO_REMEDIES
+    from mcqtune.grpo.trainer import MCQGRPOTrainer
+
+    seen = []
+    monkeypatch.setattr(continuous, "continuous_replies",
+                        lambda model, tokenizer, prompts, budget, stops, **kwargs: seen.append(
+                            (model.training, budget, stops, kwargs)) or [[7, 2]] * len(prompts))
+    model = torch.nn.Linear(2, 2).train()
+    trainer = SimpleNamespace(
+        generation_config=GenerationConfig(do_sample=True, temperature=0.7, top_p=0.9, top_k=20, max_new_tokens=33),
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m), model=model, processing_class=None,
+        eos_token_ids=[2, 5])
+    torch.manual_seed(0)
+    first = MCQGRPOTrainer.continuous_rollouts(trainer, [[1], [1]])
+    MCQGRPOTrainer.continuous_rollouts(trainer, [[1]])
+    torch.manual_seed(0)
+    MCQGRPOTrainer.continuous_rollouts(trainer, [[1]])
+    assert first == [[7, 2], [7, 2]] and model.training
+    (training, budget, stops, kwargs), second, again = seen
+    assert not training and budget == 33 and stops == [2, 5] and kwargs["remedies"] == GRPO_REMEDIES
+    assert (kwargs["temperature"], kwargs["top_p"], kwargs["top_k"], kwargs["attention"]) == (0.7, 0.9, 20, "varlen")
+    assert kwargs["seed"] != second[3]["seed"] and kwargs["seed"] == again[3]["seed"]
 
 
 @pytest.mark.slow
 def test_continuous_rollouts_are_the_policys_own_greedy_replies_with_its_lora(trained_run, tmp_path, monkeypatch):
-    """From an SFT adapter (its LoRA changes the replies), each rollout through continuous batching and varlen
-    attention equals TRL's own generate path on the same prompts, both greedy; the run then trains on them."""
+    """From an SFT adapter (its LoRA changes the replies), on 4-bit weights, each rollout through continuous
+    batching and varlen attention equals TRL's own generate path on the same prompts, both greedy; the run then
+    trains on them (on a CPU, bitsandbytes would repack the 4-bit weights for inference once continuous batching
+    puts the model in eval mode, and the next training step would fail: model/loading.keep_training_layout)."""
     from mcqtune.grpo.trainer import MCQGRPOTrainer
     from trl import GRPOTrainer
 
@@ -232,13 +272,75 @@ def test_continuous_rollouts_are_the_policys_own_greedy_replies_with_its_lora(tr
     monkeypatch.setattr(MCQGRPOTrainer, "continuous_rollouts", greedy_both)
     summary = grpo.run(*grpo_args(trained_run["model_dir"], trained_run["sample_dir"] / "train.csv", tmp_path,
                                    "--adapter", trained_run["dir"] / "adapter", "--rollout_engine", "continuous",
-                                   "--backend", "hf", "--load_in_4bit", "false", "--max_completion_length", 12,
+                                   "--backend", "hf", "--max_completion_length", 12,
                                    "--max_steps", 2, "--save_steps", 2, "--eval_strategy", "no",
                                    "--load_best_model_at_end", "false"))
     assert len(compared) == 2 and all(packed == padded for packed, padded in compared)
     assert any(len(reply) > 1 for packed, _ in compared for reply in packed)
     assert summary["rollout_engine"] == "continuous" and summary["rollout_tokens"] > 0
     assert summary["run_identity"]["rollout_engine"] == "continuous"
+
+
+@pytest.mark.slow
+def test_continuous_rollouts_resume_to_the_uninterrupted_adapter(trained_run, tmp_path, monkeypatch):
+    """Their sampling seed comes from the trainer's generator, which a checkpoint keeps: a run killed after step 2
+    and resumed samples the same replies, so it ends with the uninterrupted run's adapter."""
+    from transformers import TrainerCallback
+
+    class Stop(Exception):
+        pass
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise Stop
+
+    def argv(out, *extra):
+        return grpo_args(trained_run["model_dir"], trained_run["sample_dir"] / "train.csv", out, "--adapter",
+                         trained_run["dir"] / "adapter", "--rollout_engine", "continuous", "--backend", "hf",
+                         "--load_in_4bit", "false", "--max_steps", 4, "--save_steps", 2, "--eval_strategy", "no",
+                         "--load_best_model_at_end", "false", *extra)
+
+    grpo.run(*argv(tmp_path / "whole"))
+    original = grpo.build_trainer
+
+    def build_interrupted(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.add_callback(Interrupt())
+        return trainer
+
+    monkeypatch.setattr(grpo, "build_trainer", build_interrupted)
+    with pytest.raises(Stop):
+        grpo.run(*argv(tmp_path / "cut"))
+    monkeypatch.setattr(grpo, "build_trainer", original)
+    summary = grpo.run(*argv(tmp_path / "cut", "--resume", "true"))
+    assert summary["steps"] == 4 and summary["rollout_engine"] == "continuous"
+    whole, resumed = adapter_weights(tmp_path / "whole" / "adapter"), adapter_weights(tmp_path / "cut" / "adapter")
+    assert any(not torch.equal(whole[k], adapter_weights(trained_run["dir"] / "adapter")[k]) for k in whole)
+    for key in whole:
+        assert torch.allclose(whole[key], resumed[key], atol=1e-6), key
+
+
+@pytest.mark.slow
+def test_reasoning_validation_takes_the_continuous_rollouts_engine(tiny_model_dir, sample_dir, tmp_path, monkeypatch):
+    from mcqtune.core import continuous
+
+    calls = []
+    replies = continuous.continuous_replies
+
+    def counting(*args, **kwargs):
+        calls.append((kwargs["attention"], "top_p" in kwargs))
+        return replies(*args, **kwargs)
+
+    monkeypatch.setattr(continuous, "continuous_replies", counting)
+    summary = grpo.run(*grpo_args(tiny_model_dir, sample_dir / "train.csv", tmp_path, "--reasoning", "true",
+                                   "--rollout_engine", "continuous", "--backend", "hf", "--max_completion_length", 64,
+                                   "--max_steps", 1, "--eval_steps", 1, "--save_steps", 1,
+                                   "--per_device_eval_batch_size", 16, "--val_fraction", 0.05))
+    evaluation = next(e for e in summary["log_history"] if "eval_accuracy" in e)
+    assert 0 <= evaluation["eval_closed_share"] <= 1
+    rollouts = [attention for attention, sampled in calls if sampled]  # the rollouts pass their sampling settings
+    assert rollouts == ["varlen"] and len(calls) > 1 and {a for a, _ in calls} == {"varlen"}
 
 
 def test_an_adapter_trained_with_other_prompt_settings_is_refused(trained_run, tmp_path):

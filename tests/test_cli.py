@@ -26,6 +26,12 @@ def test_help_from_another_folder_lists_every_job(tmp_path):
         assert f"\n  {name} " in result.stdout
 
 
+def test_a_subcommands_usage_line_names_it(tmp_path):
+    for name in ("infer", "train", "tiny"):
+        result = command(name, "--help", cwd=tmp_path)
+        assert result.returncode == 0 and result.stdout.startswith(f"usage: mcq-tune {name} "), result.stdout[:200]
+
+
 def test_output_into_a_reader_that_stopped_early_ends_without_a_traceback(tmp_path):
     """`mcq-tune --help | head -1`: here the reader has gone before the help is written."""
     import os

@@ -67,7 +67,7 @@ EXIT_READER_GONE = 141  # 128 + SIGPIPE, as a shell reports a command whose read
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        status = dispatch(list(sys.argv[1:] if argv is None else argv))
+        status = dispatch(list(sys.argv[1:] if argv is None else argv), console=argv is None)
         sys.stdout.flush()  # a buffered stdout meets a reader that left here, not at exit
         return status
     except BrokenPipeError:
@@ -90,7 +90,9 @@ def stdout_reader_gone() -> bool:
     return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
-def dispatch(argv: list[str]) -> int:
+def dispatch(argv: list[str], console: bool = False) -> int:
+    """Run the subcommand ``argv`` names; ``console``: called as the `mcq-tune` command (not from a script, whose
+    usage line keeps the script's name)."""
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_USER_ERROR
@@ -102,5 +104,11 @@ def dispatch(argv: list[str]) -> int:
         print(f"error: unknown command '{argv[0]}'; one of: {', '.join(COMMANDS)} (mcq-tune --help)", file=sys.stderr)
         return EXIT_USER_ERROR
     function = importlib.import_module(command.module).main
-    return run_cli(function, argv[1:])
+    program = sys.argv[0]
+    if console:
+        sys.argv[0] = f"mcq-tune {argv[0]}"  # argparse names the program from it: "usage: mcq-tune infer ..."
+    try:
+        return run_cli(function, argv[1:])
+    finally:
+        sys.argv[0] = program
 

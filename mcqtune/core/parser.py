@@ -383,7 +383,7 @@ def parse_answer(text: str | None, options: Sequence[str] | None = None) -> str 
 
 def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python answer_parser.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Read each model reply as one answer letter A-D, or '-' with the reason it commits to none.",
         epilog="each reply prints one line:\n"
                "  C  (rule: answer_phrase)\n"

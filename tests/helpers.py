@@ -1,5 +1,6 @@
 """Helpers shared by several test files (fixtures live in conftest.py)."""
 
+import contextlib
 import hashlib
 import resource
 import subprocess
@@ -161,3 +162,33 @@ def fitted_setup(tmp_path, test_truth):
     test_good = write_member(tmp_path / "test_good", random_probs(3), truth=test_truth, model="good")
     test_bad = write_member(tmp_path / "test_bad", random_probs(4), truth=test_truth, model="bad")
     return [test_good, test_bad, "--validation", good, bad]
+
+
+class StoppedAtSave(Exception):
+    """A run stopped by ``stop_after_save`` right after a checkpoint was written, as a killed run stops."""
+
+
+@contextlib.contextmanager
+def stop_after_save(module, step: int):
+    """Within: the trainers ``module.build_trainer`` builds stop (StoppedAtSave) right after saving checkpoint
+    ``step``; the block must end that way. ``module.build_trainer`` is restored afterwards."""
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise StoppedAtSave
+
+    original = module.build_trainer
+
+    def build_interrupted(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.add_callback(Interrupt())
+        return trainer
+
+    module.build_trainer = build_interrupted
+    try:
+        with pytest.raises(StoppedAtSave):
+            yield
+    finally:
+        module.build_trainer = original

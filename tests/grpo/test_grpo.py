@@ -12,7 +12,7 @@ from mcqtune.errors import ConfigError
 from mcqtune.grpo import run as grpo
 from mcqtune.grpo.options import make_parser
 from mcqtune.runs.provenance import ProvenanceError
-from tests.helpers import run_script
+from tests.helpers import run_script, stop_after_save
 
 SHORT = ("--max_steps", 4, "--eval_steps", 2, "--save_steps", 2, "--logging_steps", 1)
 
@@ -62,30 +62,11 @@ def test_infer_answers_with_the_reinforced_adapter(grpo_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_to_the_uninterrupted_adapter(grpo_run, tmp_path, monkeypatch):
-    from transformers import TrainerCallback
-
-    class Stop(Exception):
-        pass
-
-    class Interrupt(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == 2:
-                raise Stop
-
-    original = grpo.build_trainer
-
-    def build_interrupted(*args, **kwargs):
-        trainer = original(*args, **kwargs)
-        trainer.add_callback(Interrupt())
-        return trainer
-
+def test_an_interrupted_run_resumes_to_the_uninterrupted_adapter(grpo_run, tmp_path):
     argv = (grpo_run["model_dir"], grpo_run["sample_dir"] / "train.csv", tmp_path, "--adapter", grpo_run["start"],
             *SHORT)
-    monkeypatch.setattr(grpo, "build_trainer", build_interrupted)
-    with pytest.raises(Stop):
+    with stop_after_save(grpo, 2):
         grpo.run(*grpo_args(*argv))
-    monkeypatch.setattr(grpo, "build_trainer", original)
     assert (tmp_path / "checkpoint-2").is_dir() and not (tmp_path / "adapter").exists()
     summary = grpo.run(*grpo_args(*argv, "--resume", "true"))
     assert summary["steps"] == 4
@@ -282,19 +263,9 @@ def test_continuous_rollouts_are_the_policys_own_greedy_replies_with_its_lora(tr
 
 
 @pytest.mark.slow
-def test_continuous_rollouts_resume_to_the_uninterrupted_adapter(trained_run, tmp_path, monkeypatch):
+def test_continuous_rollouts_resume_to_the_uninterrupted_adapter(trained_run, tmp_path):
     """Their sampling seed comes from the trainer's generator, which a checkpoint keeps: a run killed after step 2
     and resumed samples the same replies, so it ends with the uninterrupted run's adapter."""
-    from transformers import TrainerCallback
-
-    class Stop(Exception):
-        pass
-
-    class Interrupt(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == 2:
-                raise Stop
-
     def argv(out, *extra):
         return grpo_args(trained_run["model_dir"], trained_run["sample_dir"] / "train.csv", out, "--adapter",
                          trained_run["dir"] / "adapter", "--rollout_engine", "continuous", "--backend", "hf",
@@ -302,17 +273,8 @@ def test_continuous_rollouts_resume_to_the_uninterrupted_adapter(trained_run, tm
                          "--load_best_model_at_end", "false", *extra)
 
     grpo.run(*argv(tmp_path / "whole"))
-    original = grpo.build_trainer
-
-    def build_interrupted(*args, **kwargs):
-        trainer = original(*args, **kwargs)
-        trainer.add_callback(Interrupt())
-        return trainer
-
-    monkeypatch.setattr(grpo, "build_trainer", build_interrupted)
-    with pytest.raises(Stop):
+    with stop_after_save(grpo, 2):
         grpo.run(*argv(tmp_path / "cut"))
-    monkeypatch.setattr(grpo, "build_trainer", original)
     summary = grpo.run(*argv(tmp_path / "cut", "--resume", "true"))
     assert summary["steps"] == 4 and summary["rollout_engine"] == "continuous"
     whole, resumed = adapter_weights(tmp_path / "whole" / "adapter"), adapter_weights(tmp_path / "cut" / "adapter")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mcqtune.model.prompts import ReplyTooLong, TemplateError, encode_training_example, find_answer_slot
-from tests.helpers import train_args
+from tests.helpers import stop_after_save, train_args
 from mcqtune.data.questions import LETTERS, PINNED_DATE, PromptStyle, load_mcq_csv
 from mcqtune.model.prompts import build_messages, encode_prompt, render_chat
 from mcqtune.tiny.families import FAMILIES, build_family_tokenizer, family_names, write_tiny_family
@@ -211,7 +211,6 @@ def test_family_trains_answers_resumes_and_merges(family, family_models, sample_
     from mcqtune.infer import run as infer
     from mcqtune.train import run as train_run
     from mcqtune.train import sft as train_sft
-    from transformers import TrainerCallback
 
     flags = [f"--{k}={v}" for k, v in system_flags(family).items()]
     short = ["--max_steps", 4, "--save_steps", 2, "--eval_steps", 2, "--max_train_samples", 64, *flags]
@@ -223,26 +222,9 @@ def test_family_trains_answers_resumes_and_merges(family, family_models, sample_
     slot = find_answer_slot(build_family_tokenizer(family), style_for(family))
     assert summary["answer_slot"] == slot.describe(build_family_tokenizer(family), style_for(family))
 
-    class Stop(Exception):
-        pass
-
-    class Interrupt(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == 2:
-                raise Stop
-
-    original = train_run.build_trainer
-
-    def build_interrupted(*args, **kwargs):
-        trainer = original(*args, **kwargs)
-        trainer.add_callback(Interrupt())
-        return trainer
-
     resumed = tmp_path / "resumed"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_run, "build_trainer", build_interrupted)
-        with pytest.raises(Stop):
-            train_sft.run(*train_args(family_models[family], sample_dir / "train.csv", resumed, *short))
+    with stop_after_save(train_run, 2):
+        train_sft.run(*train_args(family_models[family], sample_dir / "train.csv", resumed, *short))
     assert (resumed / "checkpoint-2").is_dir()
     train_sft.run(*train_args(family_models[family], sample_dir / "train.csv", resumed, *short, "--resume", "true"))
     test_file = tmp_path / "test.csv"  # 40 questions: every path runs, in a fraction of the file's time

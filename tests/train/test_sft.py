@@ -12,7 +12,7 @@ import torch
 from mcqtune.config_files import config_dir
 from mcqtune.errors import ConfigError
 from tests.helpers import ROOT, train_args
-from tests.helpers import run_script
+from tests.helpers import run_script, stop_after_save
 
 from mcqtune.train import run as train_run
 
@@ -106,10 +106,6 @@ def test_merged_weights_give_the_same_logits_as_adapter(trained_run):
     assert (plain - a).abs().max() > 1e-3, "the adapter must change the logits (trained weights, not zeros)"
 
 
-class StopAtStep(Exception):
-    pass
-
-
 SHORT = ["--max_steps", 6, "--save_steps", 3, "--eval_steps", 3, "--max_train_samples", 96]
 
 
@@ -132,27 +128,10 @@ def assert_same_adapter(dir_a, dir_b):
 
 
 @pytest.mark.slow
-def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(short_run, tiny_model_dir, sample_dir, tmp_path,
-                                                                monkeypatch):
-    from transformers import TrainerCallback
-
-    class Interrupt(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == 3:
-                raise StopAtStep
-
-    original = train_run.build_trainer
-
-    def build_interrupted(*args, **kwargs):
-        trainer = original(*args, **kwargs)
-        trainer.add_callback(Interrupt())
-        return trainer
-
+def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(short_run, tiny_model_dir, sample_dir, tmp_path):
     parted = tmp_path / "parted"
-    monkeypatch.setattr(train_run, "build_trainer", build_interrupted)
-    with pytest.raises(StopAtStep):
+    with stop_after_save(train_run, 3):
         train_sft.run(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *SHORT))
-    monkeypatch.setattr(train_run, "build_trainer", original)
     assert (parted / "checkpoint-3").is_dir() and not (parted / "adapter").exists()
     summary = train_sft.run(*train_args(tiny_model_dir, sample_dir / "train.csv", parted, *SHORT, "--resume", "true"))
     assert summary["steps"] == 6

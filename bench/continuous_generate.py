@@ -9,7 +9,9 @@ that length whatever random weights would otherwise do. The cache gets ``--cache
 cap leaves (``:0.3`` after a run's size: 30%); CUDA graphs follow transformers' default (off with SDPA) unless a
 run says ``:graphs`` or ``--graphs true/false`` is given. ``:nf4``: the 4-bit layers decode through core/nf4.py's
 fused kernel; ``:varlen``: replies attend through core/varlen.py (``--paged_attention varlen``; CUDA graphs are
-off for it too unless the run says ``:graphs``, as infer.py's engine always does on a GPU). ``:profile``: the run under torch.profiler, its busiest GPU kernels and CPU operations written beside
+off for it too unless the run says ``:graphs``, as infer.py's engine always does on a GPU); ``:async``: the next
+step prepared on the CPU while the GPU computes this one (transformers' async batching, as infer.py's engine does on
+a GPU; off otherwise). ``:profile``: the run under torch.profiler, its busiest GPU kernels and CPU operations written beside
 the JSON (``<json>_<run>.txt``), and the GPU's busy time beside the wall time. One short warm-up run first.
 """
 
@@ -75,7 +77,8 @@ def main() -> None:
         config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1,
                                   pad_token_id=tokenizer.pad_token_id)
         cb = ContinuousBatchingConfig(num_blocks=blocks, block_size=args.block_size,
-                                      max_batch_tokens=args.max_batch_tokens, use_cuda_graph=graphs)
+                                      max_batch_tokens=args.max_batch_tokens, use_cuda_graph=graphs,
+                                      use_async_batching="async" in flags)
         reset_peak()
         with contextlib.ExitStack() as stack:
             if "nf4" in flags:

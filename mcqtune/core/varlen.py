@@ -84,15 +84,17 @@ def _kernel(interpret: bool):
             else:
                 rows = (k_start + keys)[:, None]
             keep = key_ok[:, None] & dim_ok[None, :]
-            key = tl.load(k_ptr + rows * stride_kt + kv_head * stride_kh + dims[None, :], mask=keep, other=0)
+            key = tl.load(k_ptr + rows * stride_kt + kv_head * stride_kh + dims[None, :], mask=keep,
+                          other=0).to(query.dtype)  # a cache kept in another type is read in the queries'
             scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
             scores = tl.where(key_ok[None, :], scores, float("-inf"))
             new_best = tl.maximum(best, tl.max(scores, 1))
             weights = tl.exp(scores - new_best[:, None])
             shrink = tl.exp(best - new_best)
             total = total * shrink + tl.sum(weights, 1)
-            value = tl.load(v_ptr + rows * stride_vt + kv_head * stride_vh + dims[None, :], mask=keep, other=0)
-            acc = acc * shrink[:, None] + tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
+            value = tl.load(v_ptr + rows * stride_vt + kv_head * stride_vh + dims[None, :], mask=keep,
+                            other=0).to(query.dtype)
+            acc = acc * shrink[:, None] + tl.dot(weights.to(query.dtype), value, input_precision=PRECISION)
             best = new_best
         out = acc / tl.where(total > 0, total, 1.0)[:, None]
         tl.store(out_ptr + token * stride_ot + heads[:, None] * stride_oh + dims[None, :],
@@ -111,7 +113,7 @@ def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     if not (query.is_cuda or interpreting()):
         if rows is not None:
             key, value = key.index_select(0, rows), value.index_select(0, rows)
-        return reference_attention(query, key, value, cu_q, cu_k, scale)
+        return reference_attention(query, key.to(query.dtype), value.to(query.dtype), cu_q, cu_k, scale)
     tokens, heads, dim = query.shape
     kv_heads = key.shape[1]
     num_seqs = cu_q.shape[0] - 1
@@ -153,6 +155,15 @@ def reference_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     return out
 
 
+def write_cache(cache: torch.Tensor, index: torch.Tensor, new: torch.Tensor) -> None:
+    """``cache[index] = new``, in the cache's type (an 8-bit cache is written through its bytes: torch has no
+    ``index_copy_`` for 8-bit floats)."""
+    if cache.dtype == new.dtype:
+        cache.index_copy_(0, index, new)
+    else:
+        cache.view(torch.uint8).index_copy_(0, index, new.to(cache.dtype).view(torch.uint8))
+
+
 def paged_varlen_forward(module, query, key, value, attention_mask, cache=None, cu_seq_lens_q=None,
                          cu_seq_lens_k=None, max_seqlen_q=None, max_seqlen_k=None, block_table=None, **kwargs):
     """The attention implementation ``paged|mcq_varlen``: the step's new keys and values written to the paged
@@ -169,8 +180,8 @@ def paged_varlen_forward(module, query, key, value, attention_mask, cache=None, 
     group, layer = cache.layer_index_to_group_indices[module.layer_idx]
     key_cache, value_cache = cache.key_cache[layer], cache.value_cache[layer]
     key, value = key.transpose(1, 2).squeeze(0), value.transpose(1, 2).squeeze(0)  # (tokens, kv_heads, dim)
-    key_cache.index_copy_(0, kwargs["write_index"][group], key)
-    value_cache.index_copy_(0, kwargs["write_index"][group], value)
+    write_cache(key_cache, kwargs["write_index"][group], key)
+    write_cache(value_cache, kwargs["write_index"][group], value)
     rows = kwargs["read_index"][group]
     _calls["attention"] += 1
     scale = module.scaling if module.scaling is not None else 1 / math.sqrt(query.shape[-1])

@@ -152,6 +152,46 @@ def test_a_failed_batch_reports_its_own_error_not_an_attention_that_never_ran(ti
     assert model.config._attn_implementation == "sdpa"
 
 
+def test_an_8_bit_cache_is_written_in_its_own_type_and_read_back_in_the_queries():
+    """A cache kept in float8: the step's keys land at their rows rounded to float8, other rows untouched, and
+    attention over it is attention over those rounded keys in the queries' type."""
+    import torch
+
+    from mcqtune.core.varlen import reference_attention, varlen_attention, write_cache
+
+    torch.manual_seed(0)
+    cache = torch.zeros(12, 2, 8, dtype=torch.float8_e4m3fn)
+    new = torch.randn(3, 2, 8, dtype=torch.bfloat16)
+    index = torch.tensor([7, 2, 9])
+    write_cache(cache, index, new)
+    assert torch.equal(cache[index].float(), new.to(torch.float8_e4m3fn).float())
+    assert not cache[[0, 1, 3, 4, 5, 6, 8, 10, 11]].float().any()
+    assert not torch.equal(cache[index].float(), new.float())  # rounded: the check above is not trivially true
+    query = torch.randn(2, 4, 8, dtype=torch.bfloat16)
+    cu_q, cu_k = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 3])
+    got = varlen_attention(query, cache, cache, cu_q, cu_k, 8 ** -0.5, index)
+    rounded = cache[index].to(torch.bfloat16)
+    assert torch.equal(got, reference_attention(query, rounded, rounded, cu_q, cu_k, 8 ** -0.5))
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_kernel_reads_an_fp8_cache_as_its_16_bit_values():
+    import torch
+
+    from mcqtune.core.varlen import varlen_attention
+
+    torch.manual_seed(0)
+    q_lengths, k_lengths = [1, 1, 3], [40, 300, 129]
+    cu_q = torch.tensor([0, *torch.tensor(q_lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    cu_k = torch.tensor([0, *torch.tensor(k_lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    query = torch.randn(sum(q_lengths), 40, 128, device="cuda", dtype=torch.bfloat16)
+    rows = torch.randperm(1000, device="cuda")[:sum(k_lengths)]
+    cache = torch.randn(1000, 8, 128, device="cuda").to(torch.float8_e4m3fn)
+    got = varlen_attention(query, cache, cache, cu_q, cu_k, 128 ** -0.5, rows)
+    widened = cache.to(torch.bfloat16)
+    torch.testing.assert_close(got, varlen_attention(query, widened, widened, cu_q, cu_k, 128 ** -0.5, rows))
+
+
 @pytest.mark.gpu
 def test_on_a_gpu_the_kernel_in_bfloat16_is_the_float32_attention():
     """The 14B shape's heads (40 over 8, 128 wide), prompts and decoding in one step, keys read in place."""

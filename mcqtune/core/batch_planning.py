@@ -55,11 +55,11 @@ def generation_bytes_per_token(config) -> int:
     return cache_bytes_per_token(config) + max(6 * config.intermediate_size * 2, config.vocab_size * 2)
 
 
-def cache_bytes_per_token(config) -> int:
-    """The key/value cache one token keeps in every layer (16-bit)."""
+def cache_bytes_per_token(config, kv_cache_dtype: str = "auto") -> int:
+    """The key/value cache one token keeps in every layer (16-bit; ``kv_cache_dtype`` "fp8": 8-bit)."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return config.num_hidden_layers * 2 * kv_heads * head_dim * 2
+    return config.num_hidden_layers * 2 * kv_heads * head_dim * (1 if kv_cache_dtype == "fp8" else 2)
 
 
 def question_bytes(config, longest_prompt: int, args) -> tuple[float, int]:
@@ -75,15 +75,16 @@ def question_bytes(config, longest_prompt: int, args) -> tuple[float, int]:
     return (GENERATION_MARGIN if generate else MEMORY_MARGIN) * per_token * tokens, tokens
 
 
-def cache_blocks(model, gpu_memory_gb: float | None = None) -> int:
+def cache_blocks(model, gpu_memory_gb: float | None = None, kv_cache_dtype: str = "auto") -> int:
     """The cache blocks the continuous engine may take: on a GPU, ``CACHE_SHARE`` of the memory this process may
-    still use (within any per-process cap, which transformers' own sizing does not see); on a CPU, no limit."""
+    still use (within any per-process cap, which transformers' own sizing does not see), in blocks of
+    ``kv_cache_dtype``; on a CPU, no limit."""
     import torch
 
     if not torch.cuda.is_available():
         return sys.maxsize
     budget = memory_budget_gb(gpu_memory_gb) * CACHE_SHARE * 2**30
-    return max(1, int(budget // (CACHE_BLOCK_TOKENS * cache_bytes_per_token(model.config))))
+    return max(1, int(budget // (CACHE_BLOCK_TOKENS * cache_bytes_per_token(model.config, kv_cache_dtype))))
 
 
 def reply_blocks(prompt_tokens: int, budget: int) -> int:
@@ -122,7 +123,7 @@ def continuous_batch_size(model, longest_prompt: int, args) -> int:
 
     if not torch.cuda.is_available():
         return CPU_BATCH
-    held = replies_held(cache_blocks(model, args.gpu_memory_gb), longest_prompt,
+    held = replies_held(cache_blocks(model, args.gpu_memory_gb, args.kv_cache_dtype), longest_prompt,
                         planned_budget(args.max_reasoning_tokens, overlap=True))
     size = min(MAX_CONTINUOUS_BATCH, 2 * held)
     logger.info("continuous batching: %d questions a batch, the cache holds %d at %d tokens", size, held,

@@ -24,12 +24,14 @@ BATCHING_LOGGER = "ContinuousBatchingLogger"  # transformers' own, which logs a 
 def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, stop_ids: Sequence[int],
                        temperature: float = 0.0, seed: int | None = None, gpu_memory_gb: float | None = None,
                        max_replies: int | None = None, attention: str = "sdpa", top_p: float = 1.0,
-                       top_k: int = 0, remedies: Remedies = INFER_REMEDIES) -> list[list[int]]:
+                       top_k: int = 0, remedies: Remedies = INFER_REMEDIES,
+                       kv_cache_dtype: str = "auto") -> list[list[int]]:
     """Each prompt's reply (at most ``budget`` tokens; a stop token, if reached, is its last), in prompt order;
     greedy, or sampled at ``temperature`` (within ``top_p`` / ``top_k``); at most ``max_replies`` decoding at once
     (the nf4 engine's kernel takes steps of that many tokens or fewer); ``attention`` "varlen": each reply attends
-    to its own cache only (core/varlen.py). The cache takes no more blocks than these replies can fill. A refusal
-    names the calling command's options (``remedies``)."""
+    to its own cache only (core/varlen.py); ``kv_cache_dtype`` "fp8": the cache kept in FP8 (varlen attention
+    only: its kernel reads it back). The cache takes no more blocks than these replies can fill. A refusal names
+    the calling command's options (``remedies``)."""
     import contextlib
 
     import torch
@@ -37,7 +39,7 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, cache_blocks, planned_budget, replies_held, reply_blocks
-    from mcqtune.core.varlen import varlen_paged_attention
+    from mcqtune.core.varlen import fp8_key_value_cache, varlen_paged_attention
 
     sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k, "top_p": top_p} if temperature > 0 \
         else {"do_sample": False}
@@ -47,7 +49,9 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
     # on a GPU the next step is prepared while this one computes (async batching): the CPU's share of a step is
     # hidden, and a reply may take one more token's room
     room = planned_budget(budget, overlap=cuda)
-    blocks = min(sum(reply_blocks(len(p), room) for p in prompts), cache_blocks(model, gpu_memory_gb))
+    if kv_cache_dtype == "fp8" and attention != "varlen":
+        raise ValueError("an FP8 key/value cache is read by varlen attention only")  # refused in setup before
+    blocks = min(sum(reply_blocks(len(p), room) for p in prompts), cache_blocks(model, gpu_memory_gb, kv_cache_dtype))
     # no more replies at once than the cache holds at their longest: transformers would otherwise admit more and,
     # when the cache fills, throw some replies' cache away and compute it again
     held = replies_held(blocks, max(map(len, prompts)), room, remedies)
@@ -62,7 +66,8 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
     try:  # transformers seeds torch's generators for the batch: the caller's stay as they were
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []), \
                 (varlen_paged_attention(model, remedies.attention) if attention == "varlen"
-                 else contextlib.nullcontext()):
+                 else contextlib.nullcontext()), \
+                (fp8_key_value_cache() if kv_cache_dtype == "fp8" else contextlib.nullcontext()):
             out = model.generate_batch(prompts, generation_config=config, continuous_batching_config=batching,
                                        warmup=cuda, progress_bar=False)
             return replies_in_order(out, prompts, remedies)  # a failed batch says why before varlen's own checks run

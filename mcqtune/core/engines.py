@@ -11,6 +11,9 @@ PAGED_ATTENTIONS = ("sdpa", "varlen")
 # how the paged engines attend: transformers' paged SDPA (a dense mask over every reply's cache) or core/varlen.py;
 # --paged_attention auto is varlen for them where the model allows it (the faster: bench/RESULTS.md)
 ATTENTION_CHOICES = ("auto", *PAGED_ATTENTIONS)
+# what the paged engines keep their key/value cache in: the model's own type, or FP8 (e4m3, read back by varlen's
+# kernel), which holds twice the tokens in the same memory
+KV_CACHE_DTYPES = ("auto", "fp8")
 
 
 class Remedies(NamedTuple):

@@ -193,6 +193,26 @@ def paged_varlen_forward(module, query, key, value, attention_mask, cache=None, 
     return out.unsqueeze(0), None
 
 
+@contextlib.contextmanager
+def fp8_key_value_cache():
+    """Within: transformers' paged cache is allocated in float8 (e4m3, unscaled) instead of the model's type, so the
+    same memory holds twice the tokens; ``paged_varlen_forward`` writes it rounded to 8 bits and the kernel reads
+    it back in the queries' type. Nothing else may read that cache (setup.py allows it with varlen only)."""
+    from transformers.generation.continuous_batching import cache
+
+    init = cache.PagedAttentionCache.__init__
+
+    @functools.wraps(init)
+    def in_fp8(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "dtype": torch.float8_e4m3fn})
+
+    cache.PagedAttentionCache.__init__ = in_fp8
+    try:
+        yield
+    finally:
+        cache.PagedAttentionCache.__init__ = init
+
+
 def varlen_problem(config) -> str | None:
     """Why a model of this config (a ``PretrainedConfig``) cannot attend as ``paged|mcq_varlen``, or None. Layer
     types are read as continuous batching reads them (``group_layers_by_attn_type``: no ``layer_types`` and a

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from mcqtune.core.engines import ATTENTION_CHOICES, GENERATION_ENGINES
+from mcqtune.core.engines import ATTENTION_CHOICES, GENERATION_ENGINES, KV_CACHE_DTYPES
 from mcqtune.data.questions import PromptOptions
 from mcqtune.errors import ConfigError, parse_with
 from mcqtune.model.options import InferenceWeightOptions
@@ -60,6 +60,12 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                 "(transformers' paged SDPA: every query of a step against every reply's cache, through a dense "
                 "mask; for models with sliding-window layers, which varlen refuses)",
         "choices": list(ATTENTION_CHOICES)})
+    kv_cache_dtype: str = field(default="auto", metadata={
+        "help": "reason mode with a paged engine and varlen attention: what the key/value cache is kept in. auto "
+                "(the model's own type) | fp8 (e4m3, unscaled: twice the replies at once in the same memory; keys "
+                "and values rounded to 8 bits, so replies can differ from auto's; needs a GPU with FP8, RTX 4090 / "
+                "H100 / H200; what it costs and changes: bench/RESULTS.md)",
+        "choices": list(KV_CACHE_DTYPES)})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "
                                                                       "letter scored (counted in report.json)"})

@@ -45,7 +45,8 @@ from mcqtune.runs.provenance import models_by_content
 from mcqtune.infer.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
 from mcqtune.infer.setup import (adopt_training_prompt, check_answer_slot, check_args, check_engine,
-                                    expand_fold_run, load_request, resolve_paged_attention, run_identity_of)
+                                    check_kv_cache, expand_fold_run, load_request, resolve_paged_attention,
+                                    run_identity_of)
 from mcqtune.infer.options import InferArguments
 from mcqtune.data.questions import load_mcq_csv
 from mcqtune.core.engines import PAGED_ENGINES
@@ -147,6 +148,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     rank, world, local_rank = distributed_info()
     backend = select_backend(backend or args.backend)
     check_engine(args.generation_engine, backend, world)
+    check_kv_cache(args.kv_cache_dtype)
     device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
     request = load_request(args, backend, device_map)
     if args.mode == "reason" and args.paged_attention == "varlen":
@@ -183,6 +185,8 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
            "models_by_content": models_by_content(identity), "mode": args.mode,
            "generation_engine": args.generation_engine if args.mode == "reason" else None,
            "paged_attention": args.paged_attention if args.mode == "reason" and args.generation_engine in PAGED_ENGINES
+           else None,
+           "kv_cache_dtype": args.kv_cache_dtype if args.mode == "reason" and args.generation_engine in PAGED_ENGINES
            else None,
            "samples": args.samples if args.mode == "reason" else None,
            **{k: v for k, v in (provenance or {}).items() if v},

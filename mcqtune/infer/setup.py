@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from mcqtune.errors import ConfigError
-from mcqtune.core.engines import ATTENTION_CHOICES, GENERATION_ENGINES, PAGED_ENGINES
+from mcqtune.core.engines import ATTENTION_CHOICES, GENERATION_ENGINES, KV_CACHE_DTYPES, PAGED_ENGINES
 from mcqtune.infer.options import InferArguments
 from mcqtune.infer.outputs import output_problems
 from mcqtune.data.questions import check_prompt_options
@@ -63,6 +63,7 @@ def check_args(args: InferArguments) -> None:
         problems.append(f"debias_sample must be >= 1, got {args.debias_sample}")
     problems += engine_problems(args.generation_engine, args.mode, args.repetition_penalty)
     problems += attention_problems(args.paged_attention, args.generation_engine, args.mode)
+    problems += kv_cache_problems(args.kv_cache_dtype, args.paged_attention, args.generation_engine, args.mode)
     if args.generation_engine == "nf4" and (not args.load_in_4bit or args.load_in_8bit):
         problems.append("generation_engine nf4 reads NF4 weights: keep --load_in_4bit true (and no --load_in_8bit), "
                         "or use --generation_engine continuous")
@@ -93,6 +94,35 @@ def attention_problems(attention: str, engine: str, mode: str) -> list[str]:
     return []
 
 
+def kv_cache_problems(kv_cache_dtype: str, attention: str, engine: str, mode: str) -> list[str]:
+    """What is wrong with ``--kv_cache_dtype`` for this attention, engine and mode."""
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
+        return [f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {kv_cache_dtype!r}"]
+    if kv_cache_dtype == "auto":
+        return []
+    if mode != "reason" or engine not in PAGED_ENGINES:
+        return [f"kv_cache_dtype {kv_cache_dtype} applies to reason mode with a paged engine "
+                f"({', '.join(PAGED_ENGINES)}), not {mode} mode with --generation_engine {engine}"]
+    if attention == "sdpa":
+        return [f"kv_cache_dtype {kv_cache_dtype} is read by varlen attention only, not --paged_attention sdpa: use "
+                f"--paged_attention varlen, or --kv_cache_dtype auto"]
+    return []
+
+
+def check_kv_cache(kv_cache_dtype: str) -> None:
+    """An FP8 cache is read by a Triton kernel that needs FP8 support on the GPU (compute capability 8.9+); on a
+    CPU the same arithmetic runs in torch. Checked before the model loads."""
+    import torch
+
+    if kv_cache_dtype != "fp8" or not torch.cuda.is_available():
+        return
+    capability = torch.cuda.get_device_capability()
+    if capability < (8, 9):
+        raise ConfigError(f"kv_cache_dtype fp8 needs a GPU with FP8 (compute capability 8.9+: RTX 4090, H100, H200); "
+                          f"{torch.cuda.get_device_name()} has {capability[0]}.{capability[1]}: use "
+                          f"--kv_cache_dtype auto")
+
+
 def resolve_paged_attention(args: InferArguments, config) -> None:
     """``--paged_attention auto`` made what runs, once the model's config is known and before the run's identity is
     taken: varlen for a paged engine in reason mode where the model allows it, else sdpa (said in the log)."""
@@ -104,6 +134,9 @@ def resolve_paged_attention(args: InferArguments, config) -> None:
     from mcqtune.core.varlen import varlen_problem
 
     problem = varlen_problem(config)
+    if problem and args.kv_cache_dtype != "auto":
+        raise ConfigError(f"kv_cache_dtype {args.kv_cache_dtype} is read by varlen attention only, and {problem}: use "
+                          f"--kv_cache_dtype auto")
     args.paged_attention = "sdpa" if problem else "varlen"
     if problem:
         logger.info("paged_attention auto: sdpa (%s)", problem)

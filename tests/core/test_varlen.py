@@ -132,6 +132,84 @@ def test_paged_attention_auto_is_varlen_where_the_model_allows_it(tiny_model_dir
     assert args.paged_attention == "sdpa"
 
 
+def test_an_fp8_cache_is_refused_where_varlen_attention_does_not_read_it(tiny_model_dir, monkeypatch):
+    import torch
+    from transformers import AutoConfig, MistralConfig
+
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.setup import check_args, check_kv_cache, resolve_paged_attention
+
+    def args(**options):
+        return InferArguments(test_file="t.csv", model_path="m", repetition_penalty=1.0, kv_cache_dtype="fp8",
+                              **options)
+
+    for mode, engine in (("score", "generate"), ("reason", "generate")):
+        with pytest.raises(ConfigError, match=f"kv_cache_dtype fp8 applies to reason mode with a paged engine .*not "
+                                              f"{mode} mode with --generation_engine {engine}$"):
+            check_args(args(mode=mode, generation_engine=engine))
+    with pytest.raises(ConfigError, match="kv_cache_dtype fp8 is read by varlen attention only, not --paged_attention "
+                                          "sdpa: use --paged_attention varlen, or --kv_cache_dtype auto$"):
+        check_args(args(mode="reason", generation_engine="continuous", paged_attention="sdpa"))
+    with pytest.raises(ConfigError, match="kv_cache_dtype must be one of auto, fp8, got 'int8'"):
+        check_args(InferArguments(test_file="t.csv", model_path="m", kv_cache_dtype="int8"))
+    allowed = args(mode="reason", generation_engine="continuous")
+    check_args(allowed)
+    resolve_paged_attention(allowed, AutoConfig.from_pretrained(tiny_model_dir))
+    assert allowed.paged_attention == "varlen"
+    sliding = args(mode="reason", generation_engine="continuous")  # auto cannot be varlen for this model
+    with pytest.raises(ConfigError, match="read by varlen attention only, and varlen attention attends over whole "
+                                          "replies; this model has sliding-window layers: use --kv_cache_dtype auto$"):
+        resolve_paged_attention(sliding, MistralConfig(num_hidden_layers=2))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 6))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA GeForce RTX 3090")
+    with pytest.raises(ConfigError, match="needs a GPU with FP8 .*RTX 3090 has 8.6: use --kv_cache_dtype auto$"):
+        check_kv_cache("fp8")
+    check_kv_cache("auto")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 9))
+    check_kv_cache("fp8")
+
+
+def test_an_fp8_cache_holds_twice_the_tokens_and_a_run_on_it_is_its_own(tiny_model_dir, sample_dir, tmp_path,
+                                                                          monkeypatch):
+    """The README reasoning command with --kv_cache_dtype fp8 on the tiny model (CPU): every key and value is
+    written to a float8 cache, report.json says so, and the same run with the model's own type is another run
+    (its answers are not reused)."""
+    import json
+
+    from transformers import AutoConfig
+
+    from mcqtune.core import varlen
+    from mcqtune.core.batch_planning import cache_bytes_per_token
+    from mcqtune.infer import run as infer
+    from mcqtune.infer.options import InferArguments
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    assert 2 * cache_bytes_per_token(config, "fp8") == cache_bytes_per_token(config, "auto")
+    written = []
+    write = varlen.write_cache
+    monkeypatch.setattr(varlen, "write_cache", lambda cache, *a: written.append(str(cache.dtype)) or write(cache, *a))
+    test_file = tmp_path / "test.csv"
+    test_file.write_text("\n".join(sample_dir.joinpath("test.csv").read_text(encoding="utf-8").splitlines()[:5]) + "\n",
+                         encoding="utf-8")
+
+    def args(kv_cache_dtype):
+        return InferArguments(test_file=str(test_file), model_path=str(tiny_model_dir), mode="reason",
+                              backend="hf", generation_engine="continuous", repetition_penalty=1.0,
+                              max_reasoning_tokens=6, kv_cache_dtype=kv_cache_dtype,
+                              output_file=str(tmp_path / "s.csv"))
+
+    first = infer.run(args("fp8"))
+    assert written and set(written) == {"torch.float8_e4m3fn"}
+    report = json.loads((tmp_path / "s_run" / "report.json").read_text(encoding="utf-8"))
+    assert report["kv_cache_dtype"] == "fp8" and report["paged_attention"] == "varlen"
+    written.clear()
+    other = infer.run(args("auto"))
+    assert other["restarted"]["changed"] == ["kv_cache_dtype"]
+    assert other["answered_this_run"] == first["rows"] == 4
+    assert set(written) == {"torch.float32"}
+
+
 def test_a_failed_batch_reports_its_own_error_not_an_attention_that_never_ran(tiny_model_dir, monkeypatch):
     """transformers returns a request's failure (out of memory building the cache, say) as its result: that is what
     the user reads, even when no attention call ran."""

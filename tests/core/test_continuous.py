@@ -123,7 +123,7 @@ def replies_through_a_tight_cache(model, tokenizer, sample_dir, monkeypatch, bud
     budget = 3 * block - longest % block + budget_past_blocks
     overlap = model.device.type == "cuda"
     room = batch_planning.reply_blocks(longest, batch_planning.planned_budget(budget, overlap))
-    monkeypatch.setattr(batch_planning, "cache_blocks", lambda model, gpu_memory_gb=None: 3 * room - 1)
+    monkeypatch.setattr(batch_planning, "cache_blocks", lambda *a: 3 * room - 1)
     moved = []
     offload = OffloadingManager.offload_requests
     monkeypatch.setattr(OffloadingManager, "offload_requests", lambda self: moved.append(1) or offload(self))

@@ -91,7 +91,11 @@ def main() -> None:
 
                 stack.enter_context(varlen_paged_attention(model))
             if "kv8" in flags:
-                stack.enter_context(fp8_cache())
+                from mcqtune.core.varlen import fp8_key_value_cache
+
+                if "varlen" not in flags:
+                    raise SystemExit(f"{spec}: :kv8 needs :varlen (only its kernel reads an FP8 cache)")
+                stack.enter_context(fp8_key_value_cache())
             profiler = stack.enter_context(torch.profiler.profile(activities=[
                 torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])) if "profile" in flags else None
             torch.cuda.synchronize()
@@ -114,24 +118,6 @@ def main() -> None:
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
         Path(args.json).write_text(json.dumps(results, indent=1))
-
-
-@contextlib.contextmanager
-def fp8_cache():
-    """transformers' paged cache allocated in float8_e4m3fn instead of the model's type, for the time within."""
-    import torch
-    from transformers.generation.continuous_batching import cache
-
-    init = cache.PagedAttentionCache.__init__
-
-    def fp8_init(self, *args, **kwargs):
-        init(self, *args, **{**kwargs, "dtype": torch.float8_e4m3fn})
-
-    cache.PagedAttentionCache.__init__ = fp8_init
-    try:
-        yield
-    finally:
-        cache.PagedAttentionCache.__init__ = init
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def cache_blocks(model, gpu_memory_gb: float | None = None, kv_cache_dtype: str 
 def reply_blocks(prompt_tokens: int, budget: int) -> int:
     """The blocks one reply of ``prompt_tokens`` + ``budget`` tokens can take: transformers' scheduler gives a
     prompt (prompt + 1) // block + 1 blocks, then one more whenever the reply fills its last; the last new token
-    is never fed back, so it takes no room."""
+    is not fed back, so it takes no room (with overlapped steps it is: ``planned_budget``)."""
     cached = prompt_tokens + budget - 1
     return max((prompt_tokens + 1) // CACHE_BLOCK_TOKENS + 1, math.ceil(cached / CACHE_BLOCK_TOKENS))
 
@@ -102,13 +102,14 @@ def planned_budget(budget: int, overlap: bool) -> int:
     return budget + 1 if overlap else budget
 
 
-def replies_held(blocks: int, longest_prompt: int, budget: int, remedies: Remedies = INFER_REMEDIES) -> int:
+def replies_held(blocks: int, longest_prompt: int, budget: int, remedies: Remedies = INFER_REMEDIES,
+                 overlap: bool = False) -> int:
     """Replies of ``longest_prompt`` + ``budget`` tokens that ``blocks`` hold at once, every one at its longest (when
-    more run and the cache fills, transformers throws some replies' cache away and computes it again); refused,
-    naming ``remedies``, when not one."""
+    more run and the cache fills, transformers throws some replies' cache away and computes it again), with room
+    for the step past the end if steps ``overlap``; refused, naming ``remedies``, when not one."""
     from mcqtune.errors import ConfigError
 
-    held = blocks // reply_blocks(longest_prompt, budget)
+    held = blocks // reply_blocks(longest_prompt, planned_budget(budget, overlap))
     if held < 1:
         raise ConfigError(f"continuous batching: the key/value cache that fits in this GPU's memory cannot hold one "
                           f"reply of {longest_prompt} prompt + {budget} new tokens; lower {remedies.budget} or use "
@@ -124,7 +125,7 @@ def continuous_batch_size(model, longest_prompt: int, args) -> int:
     if not torch.cuda.is_available():
         return CPU_BATCH
     held = replies_held(cache_blocks(model, args.gpu_memory_gb, args.kv_cache_dtype), longest_prompt,
-                        planned_budget(args.max_reasoning_tokens, overlap=True))
+                        args.max_reasoning_tokens, overlap=True)
     size = min(MAX_CONTINUOUS_BATCH, 2 * held)
     logger.info("continuous batching: %d questions a batch, the cache holds %d at %d tokens", size, held,
                 longest_prompt + args.max_reasoning_tokens)

@@ -2,7 +2,7 @@
 
 ``generate_batch`` keeps the key/value cache in fixed blocks (paged attention), starts a waiting question as soon as
 a finished reply frees its blocks, packs prompts without padding, and replays each decoding step as a CUDA graph;
-on a GPU it prepares the next step while the current one computes (its async batching).
+with varlen attention on a GPU it prepares the next step while the current one computes (its async batching).
 Greedy replies are the ones ``model.generate`` gives (token for token in tests/core/test_continuous.py, on a
 CPU; GPU kernels may differ, so the engine is part of a run's identity); what changes is the speed
 (bench/RESULTS.md). The cache's size comes from batch_planning.py. Which options it needs is checked in setup.py:
@@ -46,20 +46,22 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
     config = GenerationConfig(max_new_tokens=budget, eos_token_id=list(stop_ids), pad_token_id=tokenizer.pad_token_id,
                               **sampling)
     cuda = torch.cuda.is_available()
-    # on a GPU the next step is prepared while this one computes (async batching): the CPU's share of a step is
-    # hidden, and a reply may take one more token's room
-    room = planned_budget(budget, overlap=cuda)
+    # with varlen on a GPU the next step is prepared while this one computes (async batching): the CPU's share of a
+    # step is hidden, and a reply may take one more token's room. Not with sdpa: each of the two sets of step
+    # buffers would hold its own dense mask (transformers leaves it off there too)
+    overlap = cuda and attention == "varlen"
     if kv_cache_dtype == "fp8" and attention != "varlen":
         raise ValueError("an FP8 key/value cache is read by varlen attention only")  # refused in setup before
-    blocks = min(sum(reply_blocks(len(p), room) for p in prompts), cache_blocks(model, gpu_memory_gb, kv_cache_dtype))
+    blocks = min(sum(reply_blocks(len(p), planned_budget(budget, overlap)) for p in prompts),
+                 cache_blocks(model, gpu_memory_gb, kv_cache_dtype))
     # no more replies at once than the cache holds at their longest: transformers would otherwise admit more and,
     # when the cache fills, throw some replies' cache away and compute it again
-    held = replies_held(blocks, max(map(len, prompts)), room, remedies)
+    held = replies_held(blocks, max(map(len, prompts)), budget, remedies, overlap)
     held = min(held, max_replies) if max_replies else held
     batching = ContinuousBatchingConfig(num_blocks=blocks, block_size=CACHE_BLOCK_TOKENS,
                                         max_batch_tokens=PREFILL_TOKENS, max_requests_per_batch=held,
                                         use_cuda_graph=cuda, seed=seed or 0, allow_block_sharing=False,
-                                        use_async_batching=cuda)
+                                        use_async_batching=overlap, cpu_offload_space=0)
     quiet = logging.getLogger(BATCHING_LOGGER)
     level = quiet.level
     quiet.setLevel(logging.WARNING)

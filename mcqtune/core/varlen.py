@@ -197,7 +197,9 @@ def paged_varlen_forward(module, query, key, value, attention_mask, cache=None, 
 def fp8_key_value_cache():
     """Within: transformers' paged cache is allocated in float8 (e4m3, unscaled) instead of the model's type, so the
     same memory holds twice the tokens; ``paged_varlen_forward`` writes it rounded to 8 bits and the kernel reads
-    it back in the queries' type. Nothing else may read that cache (setup.py allows it with varlen only)."""
+    it back in the queries' type. Nothing else may read or copy that cache: setup.py allows it with varlen only, and
+    continuous.py keeps transformers' CPU offloading off (its copies back use ``index_copy_``, which 8-bit floats
+    lack)."""
     from transformers.generation.continuous_batching import cache
 
     init = cache.PagedAttentionCache.__init__

@@ -63,8 +63,8 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
     kv_cache_dtype: str = field(default="auto", metadata={
         "help": "reason mode with a paged engine and varlen attention: what the key/value cache is kept in. auto "
                 "(the model's own type) | fp8 (e4m3, unscaled: twice the replies at once in the same memory; keys "
-                "and values rounded to 8 bits, so replies can differ from auto's; needs a GPU with FP8, RTX 4090 / "
-                "H100 / H200; what it costs and changes: bench/RESULTS.md)",
+                "and values rounded to 8 bits, so replies can differ from auto's; on a GPU, one with FP8: RTX 4090 / "
+                "H100 / H200; what it costs and changes: docs/reasoning.md)",
         "choices": list(KV_CACHE_DTYPES)})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "

@@ -151,10 +151,10 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     check_kv_cache(args.kv_cache_dtype)
     device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
     request = load_request(args, backend, device_map)
-    if args.mode == "reason" and args.paged_attention == "varlen":
+    if args.mode == "reason" and (args.paged_attention == "varlen" or args.kv_cache_dtype == "fp8"):
         from mcqtune.core.varlen import check_base
 
-        check_base(request.base)
+        check_base(request.base, "--paged_attention sdpa" if args.kv_cache_dtype == "auto" else "--kv_cache_dtype auto")
     model, tokenizer, load_info = load_inference_model(request)
     resolve_paged_attention(args, model.config)
     if args.mode == "reason" and args.generation_engine == "fp8":

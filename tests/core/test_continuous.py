@@ -1,6 +1,8 @@
 """core/continuous.py: reasoning replies through transformers' continuous batching are model.generate's greedy
 replies, in prompt order, stopping where generate stops; the options it cannot honour are refused in one line."""
 
+from typing import Callable
+
 import pandas as pd
 import pytest
 
@@ -102,12 +104,20 @@ def test_a_reply_takes_the_blocks_transformers_gives_it_and_a_cache_that_holds_n
         replies_held(reply_blocks(200, 1024) - 1, 200, 1024)
     with pytest.raises(ConfigError, match="lower --max_completion_length or use --rollout_engine generate$"):
         replies_held(0, 200, 1024, GRPO_REMEDIES)
+    spare = 3 * reply_blocks(200, 1024)  # 200 + 1023 cached: 20 blocks, 57 tokens to spare in the last
+    assert replies_held(spare, 200, 1024, overlap=True) == 3
+    block_end = 3 * reply_blocks(200, 1081)  # 200 + 1080 cached = 20 whole blocks: the step past them needs a 21st
+    assert replies_held(block_end, 200, 1081) == 3
+    assert replies_held(block_end, 200, 1081, overlap=True) == 2
+    with pytest.raises(ConfigError, match="one reply of 200 prompt \\+ 1081 new tokens"):  # the user's budget
+        replies_held(reply_blocks(200, 1081), 200, 1081, overlap=True)
 
 
-def replies_through_a_tight_cache(model, tokenizer, sample_dir, monkeypatch, budget_past_blocks: int):
-    """Six replies of one prompt length through a cache one block short of room for three at their longest (as
-    the engine plans them), each reply's budget ``budget_past_blocks`` tokens past a whole number of blocks; returns
-    (the engine's replies, generate's, how many times transformers moved a reply's cache out to make room)."""
+def replies_through_a_tight_cache(model, tokenizer, sample_dir, monkeypatch, budget_past_blocks: int, cache: Callable):
+    """Six replies of one prompt length, each one's budget ``budget_past_blocks`` tokens past a whole number of
+    blocks, through a cache of ``cache(blocks one reply takes at its longest, as the engine plans it)`` blocks;
+    returns (the engine's replies, generate's, how many times transformers moved a reply's cache out to make
+    room)."""
     from transformers.generation.continuous_batching.offloading_manager import OffloadingManager
 
     from mcqtune.core import batch_planning
@@ -123,7 +133,7 @@ def replies_through_a_tight_cache(model, tokenizer, sample_dir, monkeypatch, bud
     budget = 3 * block - longest % block + budget_past_blocks
     overlap = model.device.type == "cuda"
     room = batch_planning.reply_blocks(longest, batch_planning.planned_budget(budget, overlap))
-    monkeypatch.setattr(batch_planning, "cache_blocks", lambda *a: 3 * room - 1)
+    monkeypatch.setattr(batch_planning, "cache_blocks", lambda *a: cache(room))
     moved = []
     offload = OffloadingManager.offload_requests
     monkeypatch.setattr(OffloadingManager, "offload_requests", lambda self: moved.append(1) or offload(self))
@@ -139,7 +149,8 @@ def test_a_cache_smaller_than_the_batch_runs_replies_in_turn_and_never_moves_one
     admits two at a time, so transformers never has to move a reply's cache out (its offloading) to make room;
     the replies are still generate's."""
     model, tokenizer = tiny_generator
-    packed, padded, moved = replies_through_a_tight_cache(model, tokenizer, sample_dir, monkeypatch, 2)
+    packed, padded, moved = replies_through_a_tight_cache(model, tokenizer, sample_dir, monkeypatch, 2,
+                                                          lambda room: 3 * room - 1)
     assert not moved
     assert packed == padded
 
@@ -148,13 +159,15 @@ def test_a_cache_smaller_than_the_batch_runs_replies_in_turn_and_never_moves_one
 def test_on_a_gpu_overlapped_steps_get_room_for_the_step_past_a_replys_end(tiny_model_dir, qwen_tokenizer,
                                                                             sample_dir, monkeypatch):
     """On a GPU the next step is prepared while this one computes, so a reply whose cache ends exactly on a block
-    boundary is scheduled once more and needs one more block: planned for, no reply's cache is moved out, and the
-    replies are still generate's (float32 weights; varlen attention, CUDA graphs)."""
+    boundary is scheduled once more and needs one more block. A cache of exactly two replies' planned blocks: with
+    the step past the end planned for, no reply's cache is moved out (without it, replies are), and the replies
+    are still generate's (float32 weights; varlen attention, CUDA graphs)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).cuda().eval()
-    packed, padded, moved = replies_through_a_tight_cache(model, qwen_tokenizer, sample_dir, monkeypatch, 1)
+    packed, padded, moved = replies_through_a_tight_cache(model, qwen_tokenizer, sample_dir, monkeypatch, 1,
+                                                          lambda room: 2 * room)
     assert not moved
     assert packed == padded
 
@@ -164,7 +177,7 @@ def test_overlapped_steps_plan_one_more_token_a_reply():
 
     assert planned_budget(512, overlap=False) == 512
     assert planned_budget(512, overlap=True) == 513
-    prompt = 2 * CACHE_BLOCK_TOKENS  # 2 blocks of prompt + 64 new tokens, the last never fed back: 3 blocks
+    prompt = 2 * CACHE_BLOCK_TOKENS  # 2 blocks of prompt + 65 new tokens, the last not fed back: 3 blocks
     assert reply_blocks(prompt, planned_budget(CACHE_BLOCK_TOKENS + 1, False)) == 3
     assert reply_blocks(prompt, planned_budget(CACHE_BLOCK_TOKENS + 1, True)) == 4  # the step past it: a 4th
 

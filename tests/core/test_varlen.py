@@ -170,6 +170,28 @@ def test_an_fp8_cache_is_refused_where_varlen_attention_does_not_read_it(tiny_mo
     check_kv_cache("fp8")
 
 
+def test_an_fp8_cache_for_a_sliding_window_base_is_refused_before_loading(tiny_model_dir, sample_dir, tmp_path,
+                                                                           monkeypatch):
+    import shutil
+
+    from transformers import MistralConfig
+
+    from mcqtune.infer import run as infer
+    from mcqtune.infer.options import InferArguments
+
+    base = tmp_path / "sliding"
+    shutil.copytree(tiny_model_dir, base)  # its tokenizer; the config says sliding-window layers
+    MistralConfig(num_hidden_layers=2).save_pretrained(base)
+    from mcqtune.infer import loading
+
+    monkeypatch.setattr(loading, "load_inference_model", lambda *a: pytest.fail("loaded before refusing"))
+    args = InferArguments(test_file=str(sample_dir / "test.csv"), model_path=str(base), mode="reason", backend="hf",
+                          generation_engine="continuous", repetition_penalty=1.0, kv_cache_dtype="fp8",
+                          output_file=str(tmp_path / "s.csv"))
+    with pytest.raises(ConfigError, match="sliding-window layers: use --kv_cache_dtype auto$"):
+        infer.run(args)
+
+
 def test_an_fp8_cache_holds_twice_the_tokens_and_a_run_on_it_is_its_own(tiny_model_dir, sample_dir, tmp_path,
                                                                           monkeypatch):
     """The README reasoning command with --kv_cache_dtype fp8 on the tiny model (CPU): every key and value is

@@ -28,6 +28,7 @@
 #   fp8check    bench/fp8_check.py: Fp8Linear on the GPU against the same arithmetic in float32
 #   creason512, creason2048   the same with --generation_engine continuous --paged_attention sdpa (128 / 32 questions)
 #   vreason512, vreason2048   creason with --paged_attention varlen (core/varlen.py); fvreason512|2048: freason with it
+#   areason512, areason2048   vreason with --async_batching true (steps overlapped)
 #   kvreason512, kvreason2048   vreason with --kv_cache_dtype fp8 (the cache in FP8: twice the replies at once)
 #   sreason512  self-consistency: vreason512 with --temperature 0.7 --samples 5 on SC_Q questions (default 64)
 #   varlencheck bench/varlen_check.py: the varlen kernel against float32 and against the dense paged-SDPA step
@@ -133,6 +134,10 @@ for run in ${RUNS:-b16 anchor_a}; do
       n=${run#vreason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/vreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/vreason_test.csv \
         --backend hf --generation_engine continuous --repetition_penalty 1.0 --paged_attention varlen ;;
+    areason512|areason2048)  # vreason with --async_batching true (each step prepared while the one before computes)
+      n=${run#areason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/areason_test.csv
+      answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/areason_test.csv \
+        --backend hf --generation_engine continuous --repetition_penalty 1.0 --async_batching true ;;
     kvreason512|kvreason2048)  # vreason with --kv_cache_dtype fp8 (twice the replies in the cache's memory)
       n=${run#kvreason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/kvreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/kvreason_test.csv \

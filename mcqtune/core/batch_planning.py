@@ -125,7 +125,7 @@ def continuous_batch_size(model, longest_prompt: int, args) -> int:
     if not torch.cuda.is_available():
         return CPU_BATCH
     held = replies_held(cache_blocks(model, args.gpu_memory_gb, args.kv_cache_dtype), longest_prompt,
-                        args.max_reasoning_tokens, overlap=True)
+                        args.max_reasoning_tokens, overlap=args.async_batching)
     size = min(MAX_CONTINUOUS_BATCH, 2 * held)
     logger.info("continuous batching: %d questions a batch, the cache holds %d at %d tokens", size, held,
                 longest_prompt + args.max_reasoning_tokens)

@@ -2,7 +2,7 @@
 
 ``generate_batch`` keeps the key/value cache in fixed blocks (paged attention), starts a waiting question as soon as
 a finished reply frees its blocks, packs prompts without padding, and replays each decoding step as a CUDA graph;
-with varlen attention on a GPU it prepares the next step while the current one computes (its async batching).
+with ``--async_batching`` (varlen attention, a GPU) it prepares the next step while the current one computes.
 Greedy replies are the ones ``model.generate`` gives (token for token in tests/core/test_continuous.py, on a
 CPU; GPU kernels may differ, so the engine is part of a run's identity); what changes is the speed
 (bench/RESULTS.md). The cache's size comes from batch_planning.py. Which options it needs is checked in setup.py:
@@ -25,13 +25,14 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
                        temperature: float = 0.0, seed: int | None = None, gpu_memory_gb: float | None = None,
                        max_replies: int | None = None, attention: str = "sdpa", top_p: float = 1.0,
                        top_k: int = 0, remedies: Remedies = INFER_REMEDIES,
-                       kv_cache_dtype: str = "auto") -> list[list[int]]:
+                       kv_cache_dtype: str = "auto", async_batching: bool = False) -> list[list[int]]:
     """Each prompt's reply (at most ``budget`` tokens; a stop token, if reached, is its last), in prompt order;
     greedy, or sampled at ``temperature`` (within ``top_p`` / ``top_k``); at most ``max_replies`` decoding at once
     (the nf4 engine's kernel takes steps of that many tokens or fewer); ``attention`` "varlen": each reply attends
     to its own cache only (core/varlen.py); ``kv_cache_dtype`` "fp8": the cache kept in FP8 (varlen attention
-    only: its kernel reads it back). The cache takes no more blocks than these replies can fill. A refusal names
-    the calling command's options (``remedies``)."""
+    only: its kernel reads it back); ``async_batching``: on a GPU, with varlen, the next step prepared while this
+    one computes. The cache takes no more blocks than these replies can fill. A refusal names the calling
+    command's options (``remedies``)."""
     import contextlib
 
     import torch
@@ -46,12 +47,14 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
     config = GenerationConfig(max_new_tokens=budget, eos_token_id=list(stop_ids), pad_token_id=tokenizer.pad_token_id,
                               **sampling)
     cuda = torch.cuda.is_available()
-    # with varlen on a GPU the next step is prepared while this one computes (async batching): the CPU's share of a
-    # step is hidden, and a reply may take one more token's room. Not with sdpa: each of the two sets of step
-    # buffers would hold its own dense mask (transformers leaves it off there too)
-    overlap = cuda and attention == "varlen"
-    if kv_cache_dtype == "fp8" and attention != "varlen":
-        raise ValueError("an FP8 key/value cache is read by varlen attention only")  # refused in setup before
+    # async batching: the next step prepared while this one computes hides the CPU's share of a step, and a reply
+    # may take one more token's room. Not with sdpa: each of the two sets of step buffers would hold its own dense
+    # mask (transformers leaves it off there too); a CPU has no streams to overlap on
+    if (kv_cache_dtype == "fp8" or async_batching) and attention != "varlen":  # refused in setup before
+        raise ValueError("an FP8 key/value cache and async batching go with varlen attention only")
+    if async_batching and not cuda:
+        raise ValueError("async batching overlaps GPU steps; this machine has no CUDA GPU")
+    overlap = async_batching
     blocks = min(sum(reply_blocks(len(p), planned_budget(budget, overlap)) for p in prompts),
                  cache_blocks(model, gpu_memory_gb, kv_cache_dtype))
     # no more replies at once than the cache holds at their longest: transformers would otherwise admit more and,

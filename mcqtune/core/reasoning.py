@@ -43,6 +43,7 @@ class ReplyOptions:
     generation_engine: str = "generate"
     paged_attention: str = "sdpa"
     kv_cache_dtype: str = "auto"
+    async_batching: bool = False
     gpu_memory_gb: float | None = None
     samples: int = 1
 
@@ -103,12 +104,12 @@ def cut_at_stop(generated: Sequence[int], stop_ids: Sequence[int]) -> tuple[list
 def generate_replies(model, tokenizer, prompts: list[list[int]], budget: int, stop_ids: Sequence[int],
                      repetition_penalty: float, temperature: float = 0.0, seed: int | None = None,
                      engine: str = "generate", gpu_memory_gb: float | None = None, attention: str = "sdpa",
-                     kv_cache_dtype: str = "auto") -> list[tuple[list[int], bool]]:
+                     kv_cache_dtype: str = "auto", async_batching: bool = False) -> list[tuple[list[int], bool]]:
     """Replies of at most ``budget`` tokens, greedy or (``temperature`` > 0) sampled from ``seed``: each one's
     tokens and whether it stopped by itself. ``engine`` "continuous", "nf4" or "fp8": through continuous batching
     (continuous.py; for nf4 with the fused 4-bit kernel installed meanwhile, core/nf4.py; for fp8 the model's
     weights were converted once after loading, core/fp8.py); ``attention`` how they attend (core/varlen.py),
-    ``kv_cache_dtype`` what their cache is kept in."""
+    ``kv_cache_dtype`` what their cache is kept in, ``async_batching`` whether steps overlap."""
     import torch
 
     from mcqtune.core.scoring import left_pad, model_device
@@ -121,7 +122,7 @@ def generate_replies(model, tokenizer, prompts: list[list[int]], budget: int, st
         with fused_nf4(model) if fused else contextlib.nullcontext():
             replies = continuous_replies(model, tokenizer, prompts, budget, stop_ids, temperature, seed, gpu_memory_gb,
                                          max_replies=MAX_FUSED_ROWS if fused else None, attention=attention,
-                                         kv_cache_dtype=kv_cache_dtype)
+                                         kv_cache_dtype=kv_cache_dtype, async_batching=async_batching)
         return [cut_at_stop(reply, stop_ids) for reply in replies]
     device = model_device(model)
     input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
@@ -175,7 +176,7 @@ def reasoner(model, tokenizer, frame: pd.DataFrame, prompts, args: ReplyOptions,
         replies = generate_replies(model, tokenizer, [prompts[i] for i in rows], args.max_reasoning_tokens,
                                    stop_ids, args.repetition_penalty, args.temperature, seed,
                                    args.generation_engine, args.gpu_memory_gb, args.paged_attention,
-                                   args.kv_cache_dtype)
+                                   args.kv_cache_dtype, args.async_batching)
         texts = [tokenizer.decode(reply, skip_special_tokens=False) for reply, _ in replies]
         parsed = [read_reply(text, options[i], finished, opened)
                   for i, text, (_, finished) in zip(rows, texts, replies)]

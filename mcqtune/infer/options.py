@@ -66,6 +66,10 @@ class InferArguments(InferenceWeightOptions, PromptOptions):
                 "and values rounded to 8 bits, so replies can differ from auto's; on a GPU, one with FP8: RTX 4090 / "
                 "H100 / H200; what it costs and changes: docs/reasoning.md)",
         "choices": list(KV_CACHE_DTYPES)})
+    async_batching: bool = field(default=False, metadata={
+        "help": "reason mode with a paged engine and varlen attention, on a CUDA GPU: prepare each decoding step "
+                "on the CPU while the GPU computes the one before (transformers' async batching); each reply is "
+                "planned with one more token of cache. Off by default until measured: docs/reasoning.md"})
     max_reasoning_tokens: int = field(default=1024, metadata={"help": "reason mode: the most tokens a reply may "
                                                                       "take; a reply cut there is closed and its "
                                                                       "letter scored (counted in report.json)"})

@@ -148,13 +148,15 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     rank, world, local_rank = distributed_info()
     backend = select_backend(backend or args.backend)
     check_engine(args.generation_engine, backend, world)
-    check_kv_cache(args.kv_cache_dtype)
+    check_kv_cache(args.kv_cache_dtype, args.async_batching)
     device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
     request = load_request(args, backend, device_map)
-    if args.mode == "reason" and (args.paged_attention == "varlen" or args.kv_cache_dtype == "fp8"):
+    if args.mode == "reason" and (args.paged_attention == "varlen" or args.kv_cache_dtype == "fp8"
+                                  or args.async_batching):
         from mcqtune.core.varlen import check_base
 
-        check_base(request.base, "--paged_attention sdpa" if args.kv_cache_dtype == "auto" else "--kv_cache_dtype auto")
+        check_base(request.base, "--kv_cache_dtype auto" if args.kv_cache_dtype == "fp8" else
+                   "--async_batching false" if args.async_batching else "--paged_attention sdpa")
     model, tokenizer, load_info = load_inference_model(request)
     resolve_paged_attention(args, model.config)
     if args.mode == "reason" and args.generation_engine == "fp8":
@@ -187,6 +189,8 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
            "paged_attention": args.paged_attention if args.mode == "reason" and args.generation_engine in PAGED_ENGINES
            else None,
            "kv_cache_dtype": args.kv_cache_dtype if args.mode == "reason" and args.generation_engine in PAGED_ENGINES
+           else None,
+           "async_batching": args.async_batching if args.mode == "reason" and args.generation_engine in PAGED_ENGINES
            else None,
            "samples": args.samples if args.mode == "reason" else None,
            **{k: v for k, v in (provenance or {}).items() if v},

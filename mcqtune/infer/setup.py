@@ -64,6 +64,7 @@ def check_args(args: InferArguments) -> None:
     problems += engine_problems(args.generation_engine, args.mode, args.repetition_penalty)
     problems += attention_problems(args.paged_attention, args.generation_engine, args.mode)
     problems += kv_cache_problems(args.kv_cache_dtype, args.paged_attention, args.generation_engine, args.mode)
+    problems += async_problems(args.async_batching, args.paged_attention, args.generation_engine, args.mode)
     if args.generation_engine == "nf4" and (not args.load_in_4bit or args.load_in_8bit):
         problems.append("generation_engine nf4 reads NF4 weights: keep --load_in_4bit true (and no --load_in_8bit), "
                         "or use --generation_engine continuous")
@@ -109,11 +110,29 @@ def kv_cache_problems(kv_cache_dtype: str, attention: str, engine: str, mode: st
     return []
 
 
-def check_kv_cache(kv_cache_dtype: str) -> None:
+def async_problems(async_batching: bool, attention: str, engine: str, mode: str) -> list[str]:
+    """What is wrong with ``--async_batching`` for this attention, engine and mode."""
+    if not async_batching:
+        return []
+    if mode != "reason" or engine not in PAGED_ENGINES:
+        return [f"async_batching applies to reason mode with a paged engine ({', '.join(PAGED_ENGINES)}), not {mode} "
+                f"mode with --generation_engine {engine}"]
+    if attention == "sdpa":
+        return ["async_batching overlaps steps with varlen attention only, not --paged_attention sdpa (each set of "
+                "step buffers would hold its own dense mask): use --paged_attention varlen, or --async_batching "
+                "false"]
+    return []
+
+
+def check_kv_cache(kv_cache_dtype: str, async_batching: bool = False) -> None:
     """An FP8 cache is read by a Triton kernel that needs FP8 support on the GPU (compute capability 8.9+); on a
-    CPU the same arithmetic runs in torch. Checked before the model loads."""
+    CPU the same arithmetic runs in torch. Async batching overlaps GPU steps: a CPU has none to overlap. Checked
+    before the model loads."""
     import torch
 
+    if async_batching and not torch.cuda.is_available():
+        raise ConfigError("async_batching overlaps GPU decoding steps; this machine has no CUDA GPU: use "
+                          "--async_batching false")
     if kv_cache_dtype != "fp8" or not torch.cuda.is_available():
         return
     capability = torch.cuda.get_device_capability()
@@ -137,6 +156,9 @@ def resolve_paged_attention(args: InferArguments, config) -> None:
     if problem and args.kv_cache_dtype != "auto":
         raise ConfigError(f"kv_cache_dtype {args.kv_cache_dtype} is read by varlen attention only, and {problem}: use "
                           f"--kv_cache_dtype auto")
+    if problem and args.async_batching:
+        raise ConfigError(f"async_batching overlaps steps with varlen attention only, and {problem}: use "
+                          f"--async_batching false")
     args.paged_attention = "sdpa" if problem else "varlen"
     if problem:
         logger.info("paged_attention auto: sdpa (%s)", problem)

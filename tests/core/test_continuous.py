@@ -139,7 +139,7 @@ def replies_through_a_tight_cache(model, tokenizer, sample_dir, monkeypatch, bud
     monkeypatch.setattr(OffloadingManager, "offload_requests", lambda self: moved.append(1) or offload(self))
     stops = [tokenizer.pad_token_id]
     packed = generate_replies(model, tokenizer, prompts, budget, stops, repetition_penalty=1.0, engine="continuous",
-                              attention="varlen" if overlap else "sdpa")
+                              attention="varlen" if overlap else "sdpa", async_batching=overlap)
     return packed, generate_replies(model, tokenizer, prompts, budget, stops, repetition_penalty=1.0), len(moved)
 
 

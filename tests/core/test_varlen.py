@@ -192,6 +192,38 @@ def test_an_fp8_cache_for_a_sliding_window_base_is_refused_before_loading(tiny_m
         infer.run(args)
 
 
+def test_async_batching_is_refused_where_it_cannot_overlap_steps(tiny_model_dir, monkeypatch):
+    """Outside reason mode with a paged engine, with sdpa (explicit, or what auto becomes for the model), and on a
+    machine without a CUDA GPU, where it would do nothing."""
+    import torch
+    from transformers import AutoConfig, MistralConfig
+
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.setup import check_args, check_kv_cache, resolve_paged_attention
+
+    def args(**options):
+        return InferArguments(test_file="t.csv", model_path="m", repetition_penalty=1.0, async_batching=True,
+                              **options)
+
+    with pytest.raises(ConfigError, match="async_batching applies to reason mode with a paged engine .*not score "
+                                          "mode with --generation_engine generate$"):
+        check_args(args(mode="score"))
+    with pytest.raises(ConfigError, match="async_batching overlaps steps with varlen attention only, not "
+                                          "--paged_attention sdpa .*or --async_batching false$"):
+        check_args(args(mode="reason", generation_engine="continuous", paged_attention="sdpa"))
+    allowed = args(mode="reason", generation_engine="continuous")
+    check_args(allowed)
+    resolve_paged_attention(allowed, AutoConfig.from_pretrained(tiny_model_dir))
+    assert allowed.paged_attention == "varlen"
+    with pytest.raises(ConfigError, match="sliding-window layers: use --async_batching false$"):
+        resolve_paged_attention(args(mode="reason", generation_engine="continuous"), MistralConfig(num_hidden_layers=2))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="^async_batching overlaps GPU decoding steps; this machine has no CUDA GPU: "
+                                          "use --async_batching false$"):
+        check_kv_cache("auto", async_batching=True)
+    check_kv_cache("auto", async_batching=False)
+
+
 def test_an_fp8_cache_holds_twice_the_tokens_and_a_run_on_it_is_its_own(tiny_model_dir, sample_dir, tmp_path,
                                                                           monkeypatch):
     """The README reasoning command with --kv_cache_dtype fp8 on the tiny model (CPU): every key and value is

@@ -17,7 +17,7 @@ INFER_INCLUDED = [
     "base_model_id", "mode", "backend", "batch_size", "load_in_4bit", "load_in_8bit", "offload", "fallback_ladder",
     "allow_pickle", "max_new_tokens", "repetition_penalty", "permutations", "share_prefix", "debias_letters",
     "debias_sample", "rescore", "rescore_fraction", "ensemble", "max_reasoning_tokens", "reasoning_instruction",
-    "temperature", "seed", "samples", "generation_engine", "paged_attention", "kv_cache_dtype",
+    "temperature", "seed", "samples", "generation_engine", "paged_attention", "kv_cache_dtype", "async_batching",
     "trust_remote_code", "encoding", "number_rows"]
 TRAIN_SCRIPT_INCLUDED = [
     "system_prompt", "user_template", "chat_template", "max_prompt_tokens", "enable_thinking", "train_file", "val_file",

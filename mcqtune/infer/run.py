@@ -45,8 +45,8 @@ from mcqtune.runs.provenance import models_by_content
 from mcqtune.infer.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
 from mcqtune.infer.setup import (adopt_training_prompt, check_answer_slot, check_args, check_engine,
-                                    check_kv_cache, expand_fold_run, load_request, resolve_paged_attention,
-                                    run_identity_of)
+                                    check_device_options, expand_fold_run, load_request,
+                                    resolve_paged_attention, run_identity_of, varlen_only_set)
 from mcqtune.infer.options import InferArguments
 from mcqtune.data.questions import load_mcq_csv
 from mcqtune.core.engines import PAGED_ENGINES
@@ -148,15 +148,14 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     rank, world, local_rank = distributed_info()
     backend = select_backend(backend or args.backend)
     check_engine(args.generation_engine, backend, world)
-    check_kv_cache(args.kv_cache_dtype, args.async_batching)
+    check_device_options(args.kv_cache_dtype, args.async_batching)
     device_map = {"": local_rank} if world > 1 and torch.cuda.is_available() else None
     request = load_request(args, backend, device_map)
-    if args.mode == "reason" and (args.paged_attention == "varlen" or args.kv_cache_dtype == "fp8"
-                                  or args.async_batching):
+    needs_varlen = varlen_only_set(args)
+    if args.mode == "reason" and (args.paged_attention == "varlen" or needs_varlen):
         from mcqtune.core.varlen import check_base
 
-        check_base(request.base, "--kv_cache_dtype auto" if args.kv_cache_dtype == "fp8" else
-                   "--async_batching false" if args.async_batching else "--paged_attention sdpa")
+        check_base(request.base, needs_varlen[0][2] if needs_varlen else "--paged_attention sdpa")
     model, tokenizer, load_info = load_inference_model(request)
     resolve_paged_attention(args, model.config)
     if args.mode == "reason" and args.generation_engine == "fp8":

@@ -63,8 +63,7 @@ def check_args(args: InferArguments) -> None:
         problems.append(f"debias_sample must be >= 1, got {args.debias_sample}")
     problems += engine_problems(args.generation_engine, args.mode, args.repetition_penalty)
     problems += attention_problems(args.paged_attention, args.generation_engine, args.mode)
-    problems += kv_cache_problems(args.kv_cache_dtype, args.paged_attention, args.generation_engine, args.mode)
-    problems += async_problems(args.async_batching, args.paged_attention, args.generation_engine, args.mode)
+    problems += varlen_only_problems(args)
     if args.generation_engine == "nf4" and (not args.load_in_4bit or args.load_in_8bit):
         problems.append("generation_engine nf4 reads NF4 weights: keep --load_in_4bit true (and no --load_in_8bit), "
                         "or use --generation_engine continuous")
@@ -95,36 +94,32 @@ def attention_problems(attention: str, engine: str, mode: str) -> list[str]:
     return []
 
 
-def kv_cache_problems(kv_cache_dtype: str, attention: str, engine: str, mode: str) -> list[str]:
-    """What is wrong with ``--kv_cache_dtype`` for this attention, engine and mode."""
-    if kv_cache_dtype not in KV_CACHE_DTYPES:
-        return [f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {kv_cache_dtype!r}"]
-    if kv_cache_dtype == "auto":
-        return []
-    if mode != "reason" or engine not in PAGED_ENGINES:
-        return [f"kv_cache_dtype {kv_cache_dtype} applies to reason mode with a paged engine "
-                f"({', '.join(PAGED_ENGINES)}), not {mode} mode with --generation_engine {engine}"]
-    if attention == "sdpa":
-        return [f"kv_cache_dtype {kv_cache_dtype} is read by varlen attention only, not --paged_attention sdpa: use "
-                f"--paged_attention varlen, or --kv_cache_dtype auto"]
-    return []
+# options only varlen attention serves: (option, its value when off, why it needs varlen)
+VARLEN_ONLY = (("kv_cache_dtype", "auto", "is read by varlen attention only"),
+               ("async_batching", False, "overlaps steps with varlen attention only"))
 
 
-def async_problems(async_batching: bool, attention: str, engine: str, mode: str) -> list[str]:
-    """What is wrong with ``--async_batching`` for this attention, engine and mode."""
-    if not async_batching:
-        return []
-    if mode != "reason" or engine not in PAGED_ENGINES:
-        return [f"async_batching applies to reason mode with a paged engine ({', '.join(PAGED_ENGINES)}), not {mode} "
-                f"mode with --generation_engine {engine}"]
-    if attention == "sdpa":
-        return ["async_batching overlaps steps with varlen attention only, not --paged_attention sdpa (each set of "
-                "step buffers would hold its own dense mask): use --paged_attention varlen, or --async_batching "
-                "false"]
-    return []
+def varlen_only_set(args: InferArguments) -> list[tuple[str, str, str]]:
+    """(how it reads, why it needs varlen, how to turn it off) for each of ``VARLEN_ONLY`` that ``args`` sets."""
+    return [(name if value is True else f"{name} {value}", why, f"--{name} {str(off).lower()}")
+            for name, off, why in VARLEN_ONLY if (value := getattr(args, name)) != off]
 
 
-def check_kv_cache(kv_cache_dtype: str, async_batching: bool = False) -> None:
+def varlen_only_problems(args: InferArguments) -> list[str]:
+    """What is wrong with the varlen-only options ``args`` sets, for its attention, engine and mode."""
+    if args.kv_cache_dtype not in KV_CACHE_DTYPES:
+        return [f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {args.kv_cache_dtype!r}"]
+    problems = []
+    for label, why, remedy in varlen_only_set(args):
+        if args.mode != "reason" or args.generation_engine not in PAGED_ENGINES:
+            problems.append(f"{label} applies to reason mode with a paged engine ({', '.join(PAGED_ENGINES)}), not "
+                            f"{args.mode} mode with --generation_engine {args.generation_engine}")
+        elif args.paged_attention == "sdpa":
+            problems.append(f"{label} {why}, not --paged_attention sdpa: use --paged_attention varlen, or {remedy}")
+    return problems
+
+
+def check_device_options(kv_cache_dtype: str, async_batching: bool = False) -> None:
     """An FP8 cache is read by a Triton kernel that needs FP8 support on the GPU (compute capability 8.9+); on a
     CPU the same arithmetic runs in torch. Async batching overlaps GPU steps: a CPU has none to overlap. Checked
     before the model loads."""
@@ -153,12 +148,10 @@ def resolve_paged_attention(args: InferArguments, config) -> None:
     from mcqtune.core.varlen import varlen_problem
 
     problem = varlen_problem(config)
-    if problem and args.kv_cache_dtype != "auto":
-        raise ConfigError(f"kv_cache_dtype {args.kv_cache_dtype} is read by varlen attention only, and {problem}: use "
-                          f"--kv_cache_dtype auto")
-    if problem and args.async_batching:
-        raise ConfigError(f"async_batching overlaps steps with varlen attention only, and {problem}: use "
-                          f"--async_batching false")
+    needs_varlen = varlen_only_set(args)
+    if problem and needs_varlen:
+        label, why, remedy = needs_varlen[0]
+        raise ConfigError(f"{label} {why}, and {problem}: use {remedy}")
     args.paged_attention = "sdpa" if problem else "varlen"
     if problem:
         logger.info("paged_attention auto: sdpa (%s)", problem)

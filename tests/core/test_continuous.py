@@ -159,9 +159,9 @@ def test_a_cache_smaller_than_the_batch_runs_replies_in_turn_and_never_moves_one
 def test_on_a_gpu_overlapped_steps_get_room_for_the_step_past_a_replys_end(tiny_model_dir, qwen_tokenizer,
                                                                             sample_dir, monkeypatch):
     """On a GPU the next step is prepared while this one computes, so a reply whose cache ends exactly on a block
-    boundary is scheduled once more and needs one more block. A cache of exactly two replies' planned blocks: with
-    the step past the end planned for, no reply's cache is moved out (without it, replies are), and the replies
-    are still generate's (float32 weights; varlen attention, CUDA graphs)."""
+    boundary is scheduled once more and needs one more block. A cache of exactly two replies' planned blocks (the
+    size at which a missing block shows): with the step past the end planned for, no reply's cache is moved out,
+    and the replies are still generate's (float32 weights; varlen attention, CUDA graphs)."""
     import torch
     from transformers import AutoModelForCausalLM
 

@@ -137,7 +137,7 @@ def test_an_fp8_cache_is_refused_where_varlen_attention_does_not_read_it(tiny_mo
     from transformers import AutoConfig, MistralConfig
 
     from mcqtune.infer.options import InferArguments
-    from mcqtune.infer.setup import check_args, check_kv_cache, resolve_paged_attention
+    from mcqtune.infer.setup import check_args, check_device_options, resolve_paged_attention
 
     def args(**options):
         return InferArguments(test_file="t.csv", model_path="m", repetition_penalty=1.0, kv_cache_dtype="fp8",
@@ -164,10 +164,10 @@ def test_an_fp8_cache_is_refused_where_varlen_attention_does_not_read_it(tiny_mo
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 6))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA GeForce RTX 3090")
     with pytest.raises(ConfigError, match="needs a GPU with FP8 .*RTX 3090 has 8.6: use --kv_cache_dtype auto$"):
-        check_kv_cache("fp8")
-    check_kv_cache("auto")
+        check_device_options("fp8")
+    check_device_options("auto")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 9))
-    check_kv_cache("fp8")
+    check_device_options("fp8")
 
 
 def test_an_fp8_cache_for_a_sliding_window_base_is_refused_before_loading(tiny_model_dir, sample_dir, tmp_path,
@@ -199,7 +199,7 @@ def test_async_batching_is_refused_where_it_cannot_overlap_steps(tiny_model_dir,
     from transformers import AutoConfig, MistralConfig
 
     from mcqtune.infer.options import InferArguments
-    from mcqtune.infer.setup import check_args, check_kv_cache, resolve_paged_attention
+    from mcqtune.infer.setup import check_args, check_device_options, resolve_paged_attention
 
     def args(**options):
         return InferArguments(test_file="t.csv", model_path="m", repetition_penalty=1.0, async_batching=True,
@@ -209,7 +209,8 @@ def test_async_batching_is_refused_where_it_cannot_overlap_steps(tiny_model_dir,
                                           "mode with --generation_engine generate$"):
         check_args(args(mode="score"))
     with pytest.raises(ConfigError, match="async_batching overlaps steps with varlen attention only, not "
-                                          "--paged_attention sdpa .*or --async_batching false$"):
+                                          "--paged_attention sdpa: use --paged_attention varlen, or --async_batching "
+                                          "false$"):
         check_args(args(mode="reason", generation_engine="continuous", paged_attention="sdpa"))
     allowed = args(mode="reason", generation_engine="continuous")
     check_args(allowed)
@@ -220,8 +221,8 @@ def test_async_batching_is_refused_where_it_cannot_overlap_steps(tiny_model_dir,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="^async_batching overlaps GPU decoding steps; this machine has no CUDA GPU: "
                                           "use --async_batching false$"):
-        check_kv_cache("auto", async_batching=True)
-    check_kv_cache("auto", async_batching=False)
+        check_device_options("auto", async_batching=True)
+    check_device_options("auto", async_batching=False)
 
 
 def test_an_fp8_cache_holds_twice_the_tokens_and_a_run_on_it_is_its_own(tiny_model_dir, sample_dir, tmp_path,

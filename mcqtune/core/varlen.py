@@ -84,16 +84,18 @@ def _kernel(interpret: bool):
             else:
                 rows = (k_start + keys)[:, None]
             keep = key_ok[:, None] & dim_ok[None, :]
-            key = tl.load(k_ptr + rows * stride_kt + kv_head * stride_kh + dims[None, :], mask=keep,
-                          other=0).to(query.dtype)  # a cache kept in another type is read in the queries'
+            # a cache kept in another type (FP8) is read in the queries'; masked lanes are zeroed after the load,
+            # as Triton cannot cast a fill value to an 8-bit float
+            key = tl.where(keep, tl.load(k_ptr + rows * stride_kt + kv_head * stride_kh + dims[None, :],
+                                         mask=keep).to(query.dtype), 0)
             scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
             scores = tl.where(key_ok[None, :], scores, float("-inf"))
             new_best = tl.maximum(best, tl.max(scores, 1))
             weights = tl.exp(scores - new_best[:, None])
             shrink = tl.exp(best - new_best)
             total = total * shrink + tl.sum(weights, 1)
-            value = tl.load(v_ptr + rows * stride_vt + kv_head * stride_vh + dims[None, :], mask=keep,
-                            other=0).to(query.dtype)
+            value = tl.where(keep, tl.load(v_ptr + rows * stride_vt + kv_head * stride_vh + dims[None, :],
+                                           mask=keep).to(query.dtype), 0)
             acc = acc * shrink[:, None] + tl.dot(weights.to(query.dtype), value, input_precision=PRECISION)
             best = new_best
         out = acc / tl.where(total > 0, total, 1.0)[:, None]

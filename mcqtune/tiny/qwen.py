@@ -10,6 +10,7 @@ synthetic 14B-shape model all load these directories exactly as a user loads a d
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import json
@@ -137,13 +138,27 @@ def qwen_bpe() -> tuple[dict, list]:
     return dict(vocab), list(merges)
 
 
+def read_bpe_ranks(path: str | Path) -> dict[bytes, int]:
+    """A ``.tiktoken`` file's ranks, one ``<base64 token> <rank>`` line each. Read here rather than by tiktoken:
+    its releases before 0.12 read even a local file through the optional ``blobfile`` package."""
+    ranks = {}
+    for line in Path(path).read_bytes().splitlines():
+        if line.strip():
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
 @functools.lru_cache(maxsize=1)
 def _read_qwen_bpe() -> tuple[dict, list]:
     """Read once per process: extracting the merges takes seconds, and every tiny family starts from them."""
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    vocab, merges = TikTokenConverter(str(qwen_tiktoken_path())).extract_vocab_merges_from_model(
-        str(qwen_tiktoken_path()))
+    class LocalRanks(TikTokenConverter):  # transformers' merges from ranks read by read_bpe_ranks
+        load_tiktoken_bpe = staticmethod(read_bpe_ranks)
+
+    path = str(qwen_tiktoken_path())
+    vocab, merges = LocalRanks(path).extract_vocab_merges_from_model(path)
     if len(vocab) != FIRST_SPECIAL_ID:
         raise RuntimeError(f"expected {FIRST_SPECIAL_ID} BPE ranks in qwen.tiktoken, found {len(vocab)}")
     return vocab, merges

@@ -95,3 +95,19 @@ def test_continuous_batching_through_the_kernel_gives_generates_greedy_replies(t
     assert packed_replies == padded
     assert len(launched) >= model.config.num_hidden_layers * 10  # every layer, prompts and each decoding step
     assert model.config._attn_implementation == "sdpa"  # restored
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])  # the interpreter has no bfloat16
+def test_an_fp8_cache_is_read_as_its_values_in_the_queries_type(dtype):
+    """--kv_cache_dtype fp8: keys and values kept in float8 e4m3, read in place through the row index (masked
+    lanes included: Triton cannot fill them with a cast 0); the result is attention over the cache widened."""
+    torch.manual_seed(6)
+    query, *_, cu_q, cu_k = packed([1, 1, 3], [40, 70, 19], 4, 2, 32, dtype)
+    rows = torch.randperm(300)[:int(cu_k[-1])]
+    key_cache = torch.randn(300, 2, 32).to(torch.float8_e4m3fn)
+    value_cache = torch.randn(300, 2, 32).to(torch.float8_e4m3fn)
+    got = varlen.varlen_attention(query, key_cache, value_cache, cu_q, cu_k, 0.2, rows)
+    want = varlen.reference_attention(query.float(), key_cache[rows].float(), value_cache[rows].float(), cu_q, cu_k,
+                                      0.2)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)

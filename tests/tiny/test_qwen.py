@@ -12,6 +12,24 @@ def test_reference_encodings(qwen_tokenizer):
     assert [qwen_tokenizer.encode(w) for w in ("system", "user", "assistant", "\n")] == [[8948], [872], [77091], [198]]
 
 
+def test_the_ranks_are_read_without_tiktokens_file_loader(monkeypatch):
+    """tiktoken before 0.12 opens even a local file through the optional blobfile package (the GPU machine's
+    tiktoken 0.11 failed so): the ranks are read here, equal to tiktoken's own reading where it works."""
+    import sys
+
+    from tiktoken.load import load_tiktoken_bpe
+
+    from mcqtune.tiny import qwen
+
+    assert qwen.read_bpe_ranks(qwen_tiktoken_path()) == load_tiktoken_bpe(str(qwen_tiktoken_path()))
+    monkeypatch.setitem(sys.modules, "tiktoken.load", None)  # importing it now fails
+    qwen._read_qwen_bpe.cache_clear()
+    try:
+        assert qwen.build_qwen_tokenizer().encode("你好，世界！Hello world") == [108386, 3837, 99489, 6313, 9707, 1879]
+    finally:
+        qwen._read_qwen_bpe.cache_clear()
+
+
 def test_special_tokens_follow_the_bpe_ranks_in_qwen25_order(qwen_tokenizer):
     assert len(qwen_tokenizer) == QWEN25_VOCAB_SIZE == 151665
     for offset, (text, _) in enumerate(QWEN25_ADDED_TOKENS):

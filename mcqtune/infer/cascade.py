@@ -26,7 +26,9 @@ from mcqtune.runs.predictions import PROB_COLUMNS
 from mcqtune.runs.provenance import check_answered
 
 
-REPLY_COLUMNS = ("raw", "rule", "reasoning_tokens")  # what a generated or reasoned reply adds to a row
+# what a generated or reasoned reply adds to a row; a vote of sampled replies adds its counts
+REPLY_COLUMNS = ("raw", "rule", "reasoning_tokens", "vote", "closed_replies")
+COUNT_COLUMNS = ("reasoning_tokens", "closed_replies")
 
 
 class CascadeError(UserError):
@@ -55,8 +57,9 @@ def read_first_run(source: str | Path, frame: pd.DataFrame, test_sha: str | None
     first = pd.read_csv(io.BytesIO(path.read_bytes() if data is None else data), dtype={"ID": str, "answer": str},
                         keep_default_na=False,
                         na_values={c: [""] for c in reply_columns})
-    if "reasoning_tokens" in first:
-        first["reasoning_tokens"] = pd.to_numeric(first["reasoning_tokens"], errors="coerce").astype("Int64")
+    for column in COUNT_COLUMNS:
+        if column in first:
+            first[column] = pd.to_numeric(first[column], errors="coerce").astype("Int64")
     missing = [c for c in ("ID", "answer", *PROB_COLUMNS) if c not in first]
     if missing:
         raise CascadeError(f"{path} has no {', '.join(missing)} column(s): the first run must be a score-mode run")
@@ -118,11 +121,16 @@ class Rescore:
         merged["answer_before"] = merged["answer"]
         new = again.set_index("ID")
         chosen = merged["rescored"].to_numpy()
-        for column in ("answer", "source", *PROB_COLUMNS, *REPLY_COLUMNS):
-            if column in new:  # a reasoning reply has no probabilities: its rows get none
-                merged.loc[chosen, column] = new.loc[merged.loc[chosen, "ID"], column].to_numpy()
-            elif column in PROB_COLUMNS:
+        # every column the rows answered again have (a vote's counts too), empty on the other rows where the first
+        # run has no such column; a reasoning reply has no probabilities: its rows get none
+        for column in dict.fromkeys((*PROB_COLUMNS, *new.columns)):
+            if column not in new:
                 merged.loc[chosen, column] = float("nan")
+                continue
+            if column not in merged:
+                merged[column] = pd.Series(pd.NA, index=merged.index,
+                                           dtype="Int64" if pd.api.types.is_integer_dtype(new[column]) else object)
+            merged.loc[chosen, column] = new.loc[merged.loc[chosen, "ID"], column].to_numpy()
         changed = int((merged["answer"] != merged["answer_before"]).sum())
         first_run = {"path": self.source, "sha256": self.source_sha256}
         return merged, {"rescore": {"first_run": first_run, "rows": len(self.ids), "of": len(merged),

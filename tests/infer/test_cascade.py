@@ -127,3 +127,26 @@ def test_a_first_run_that_was_itself_a_cascade_is_rescored_again(tmp_path):
     assert list(merged["answer"]) == ["A", "B", "B"] and list(merged["rescored"]) == [False, False, True]
     assert merged["reasoning_tokens"].tolist()[1:] == [8, 12] and pd.isna(merged["reasoning_tokens"][0])
     assert merged["raw"].tolist()[1:] == ["想到一半", "……\n答案：B"] and info["rescore"]["answers_changed"] == 1
+
+
+def test_a_vote_on_the_least_confident_rows_keeps_its_counts(tmp_path):
+    """--samples on the rows answered again: each vote and its closed replies are kept on those rows (the first
+    run has no such columns), so the report sums the vote, not an empty reasoning."""
+    from mcqtune.reporting.report import reasoning_summary
+
+    probs = [[0.9, 0.05, 0.03, 0.02], [0.4, 0.38, 0.12, 0.1], [0.3, 0.3, 0.2, 0.2], [0.6, 0.2, 0.1, 0.1]]
+    frame = pd.DataFrame({"ID": ["a", "b", "c", "d"], "question": list("qqqq")})
+    plan = Rescore.plan(str(first_run(tmp_path / "first", probs)), frame, 0.5, allow_bare=True)
+    again = pd.DataFrame({"ID": ["b", "c"], "answer": ["B", "C"], "source": ["vote", "vote"],
+                          "raw": ["……答案：B", "……答案：C"], "rule": ["vote", "vote"],
+                          "reasoning_tokens": [30, 50], "vote": ["A:0 B:2 C:0 D:0", "A:1 B:0 C:2 D:0"],
+                          "closed_replies": [0, 1]})
+    merged, _ = plan.merge(again)
+    assert merged["vote"].tolist()[1:3] == ["A:0 B:2 C:0 D:0", "A:1 B:0 C:2 D:0"]
+    assert merged["vote"].isna().tolist() == [True, False, False, True]
+    assert merged["closed_replies"].tolist()[1:3] == [0, 1] and merged["p_B"].isna().tolist() == [False, True, True,
+                                                                                                 False]
+    votes = reasoning_summary(merged)["votes"]
+    assert votes["questions"] == 2 and votes["replies"] == 5 and votes["generated_tokens"] == 80
+    merged.to_csv(tmp_path / "cascade.csv", index=False)  # a cascade of this cascade reads the counts back whole
+    assert (tmp_path / "cascade.csv").read_text().splitlines()[2].endswith(",A:0 B:2 C:0 D:0,0")

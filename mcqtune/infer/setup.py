@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 # options read in some modes only; a value other than the default in another mode is refused
+MIN_TEMPERATURE = 0.01  # logits over a smaller temperature can overflow float32 (1e-40 did), and it samples greedily
 MODE_ONLY = {"max_new_tokens": ("generate",), "max_reasoning_tokens": ("reason",)}
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(InferArguments) if f.name in MODE_ONLY}
 
@@ -39,9 +40,11 @@ def check_args(args: InferArguments) -> None:
         problems.append("batch_size must be >= 1")
     if args.max_new_tokens < 1:
         problems.append("max_new_tokens must be >= 1")
-    if args.temperature < 0 or (args.temperature > 0 and args.mode != "reason"):
-        problems.append(f"temperature must be >= 0 and applies to reason mode only, got {args.temperature} in "
-                        f"{args.mode} mode")
+    if not (args.temperature == 0 or MIN_TEMPERATURE <= args.temperature < float("inf")):
+        problems.append(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE} (below that, sampling "
+                        f"overflows and is greedy in all but name), got {args.temperature}")
+    elif args.temperature > 0 and args.mode != "reason":
+        problems.append(f"temperature applies to reason mode only, not {args.mode} mode")
     if args.samples < 1:
         problems.append(f"samples must be >= 1, got {args.samples}")
     elif args.samples > 1 and (args.mode != "reason" or not args.temperature > 0):

@@ -35,7 +35,7 @@ INFER_EXCLUDED = {
 }
 # ... and options replaced by what they resolve to (the caller passes the resolved values).
 INFER_RESOLVED = ("test_file", "model_path", "base_model_id", "ensemble", "backend", "batch_size", "chat_template",
-                  "rescore")
+                  "rescore", "seed")
 
 # --- train_sft.py: script options that do not change the trained weights ------------------------------------
 TRAIN_SCRIPT_EXCLUDED = {
@@ -194,7 +194,8 @@ def inference_identity(args, *, base: dict, adapter: dict | None, ensemble: list
                 "model_path": {"base": base, "adapter": adapter},
                 "base_model_id": None,  # the base it names is in model_path's identity
                 "ensemble": ensemble, "backend": backend, "batch_size": batch_size,
-                "chat_template": template_identity(args.chat_template), "rescore": rescore_identity(args.rescore)}
+                "chat_template": template_identity(args.chat_template), "rescore": rescore_identity(args.rescore),
+                "seed": args.seed if args.temperature > 0 else None}  # greedy replies use no seed
     identity = options_identity(args, INFER_EXCLUDED, resolved)
     identity.update(format=IDENTITY_FORMAT, precision=precision, chat_template_rendered=sha256_text(tokenizer_template),
                     answer_parser_sha256=parser_sha256, letter_prior=letter_prior)

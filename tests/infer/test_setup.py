@@ -28,7 +28,10 @@ def test_every_problem_with_the_options_is_named_in_one_error(tmp_path):
     ({"rescore": "first_run", "mode": "generate"}, "rescore needs score or reason mode"),
     ({"mode": "reason", "ensemble": ["other"]}, "apply to score mode only, not reason"),
     ({"mode": "reason", "max_reasoning_tokens": 0}, "max_reasoning_tokens must be >= 1"),
-    ({"mode": "score", "temperature": 0.7}, "applies to reason mode only"),
+    ({"mode": "score", "temperature": 0.7}, "^temperature applies to reason mode only, not score mode$"),
+    ({"mode": "reason", "temperature": 1e-40, "samples": 2}, "temperature must be 0 \\(greedy\\) or at least 0.01 "
+                                                             ".*got 1e-40"),
+    ({"mode": "reason", "temperature": -0.5}, "temperature must be 0 \\(greedy\\) or at least 0.01"),
     ({"output_file": "no-such-folder/s.csv"}, "the folder of output_file does not exist"),
     ({"mode": "reason", "max_new_tokens": 8}, "max_new_tokens applies to generate mode only, not reason \\(reasoning "
                                               "replies are bounded by --max_reasoning_tokens"),

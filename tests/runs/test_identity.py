@@ -148,3 +148,20 @@ def test_shipped_configs_parse_into_identities(tiny_model_dir, sample_dir, tmp_p
         script_args, training_args = make_parser().parse_args_and_config(argv)
         identity = run_identity.training_identity(script_args, training_args, model={"m": 1})
         assert json.loads(json.dumps(identity)) == identity
+
+
+def test_the_seed_counts_only_for_sampled_replies(tmp_path):
+    """Greedy replies use no seed: rerunning a finished greedy run with another --seed continues it; sampled
+    replies (--temperature above 0) are another run under another seed."""
+    from mcqtune.infer.run import InferArguments
+
+    test = tmp_path / "t.csv"
+    test.write_text("ID,question,option_A,option_B,option_C,option_D\n1,q,a,b,c,d\n", encoding="utf-8")
+
+    def identity(**options):
+        args = InferArguments(test_file=str(test), model_path="m", mode="reason", **options)
+        return run_identity.inference_identity(args, base={}, adapter=None, ensemble=[], backend="hf", batch_size=4,
+                                               precision="bf16", tokenizer_template=None, parser_sha256="p")
+
+    assert identity(seed=0) == identity(seed=6)
+    assert identity(seed=0, temperature=0.7) != identity(seed=6, temperature=0.7)

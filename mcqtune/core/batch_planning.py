@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 
 from mcqtune.core.engines import INFER_REMEDIES, PAGED_ENGINES, Remedies
 
@@ -76,14 +75,16 @@ def question_bytes(config, longest_prompt: int, args) -> tuple[float, int]:
 
 
 def cache_blocks(model, gpu_memory_gb: float | None = None, kv_cache_dtype: str = "auto") -> int:
-    """The cache blocks the continuous engine may take: on a GPU, ``CACHE_SHARE`` of the memory this process may
-    still use (within any per-process cap, which transformers' own sizing does not see), in blocks of
-    ``kv_cache_dtype``; on a CPU, no limit."""
+    """The cache blocks the continuous engine may take, in blocks of ``kv_cache_dtype``: ``CACHE_SHARE`` of the
+    memory this process may still use, on a GPU within any per-process cap (which transformers' own sizing does
+    not see), on a CPU of the RAM available now."""
+    import psutil
     import torch
 
-    if not torch.cuda.is_available():
-        return sys.maxsize
-    budget = memory_budget_gb(gpu_memory_gb) * CACHE_SHARE * 2**30
+    if torch.cuda.is_available():
+        budget = memory_budget_gb(gpu_memory_gb) * CACHE_SHARE * 2**30
+    else:
+        budget = psutil.virtual_memory().available * CACHE_SHARE
     return max(1, int(budget // (CACHE_BLOCK_TOKENS * cache_bytes_per_token(model.config, kv_cache_dtype))))
 
 
@@ -111,8 +112,8 @@ def replies_held(blocks: int, longest_prompt: int, budget: int, remedies: Remedi
 
     held = blocks // reply_blocks(longest_prompt, planned_budget(budget, overlap))
     if held < 1:
-        raise ConfigError(f"continuous batching: the key/value cache that fits in this GPU's memory cannot hold one "
-                          f"reply of {longest_prompt} prompt + {budget} new tokens; lower {remedies.budget} or use "
+        raise ConfigError(f"continuous batching: the key/value cache that fits in this machine's memory cannot hold "
+                          f"one reply of {longest_prompt} prompt + {budget} new tokens; lower {remedies.budget} or use "
                           f"{remedies.fallback}")
     return held
 

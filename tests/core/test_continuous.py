@@ -113,6 +113,35 @@ def test_a_reply_takes_the_blocks_transformers_gives_it_and_a_cache_that_holds_n
         replies_held(reply_blocks(200, 1081), 200, 1081, overlap=True)
 
 
+def test_on_a_cpu_the_cache_is_sized_from_the_ram_available_and_a_reply_too_long_for_it_is_refused(
+        tiny_generator, sample_dir, monkeypatch):
+    """A CPU run's cache is CACHE_SHARE of the RAM available now, as a GPU's is of its memory: a budget no cache
+    in that RAM can hold is refused in one line before anything is allocated (transformers' own check raised an
+    error that read as a bug in mcq-tune)."""
+    import collections
+
+    import psutil
+
+    from mcqtune.core.batch_planning import CACHE_BLOCK_TOKENS, CACHE_SHARE, cache_blocks, cache_bytes_per_token
+    from mcqtune.core.reasoning import generate_replies
+    from mcqtune.data.questions import PromptStyle, load_mcq_csv
+    from mcqtune.model.prompts import encode_prompts
+
+    model, tokenizer = tiny_generator
+    block_bytes = CACHE_BLOCK_TOKENS * cache_bytes_per_token(model.config, "auto")
+    memory = collections.namedtuple("memory", "available")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(available=int(100 * block_bytes / CACHE_SHARE)))
+    assert cache_blocks(model) == 100
+    assert cache_blocks(model, kv_cache_dtype="fp8") == 200
+    prompts = encode_prompts(tokenizer, load_mcq_csv(sample_dir / "test.csv").head(2), PromptStyle(reasoning=True),
+                             512)
+    with pytest.raises(ConfigError, match="cache that fits in this machine's memory cannot hold one reply of "
+                                          f"{max(map(len, prompts))} prompt \\+ 100000 new tokens; lower "
+                                          "--max_reasoning_tokens"):
+        generate_replies(model, tokenizer, prompts, 100000, [tokenizer.pad_token_id], repetition_penalty=1.0,
+                         engine="continuous")
+
+
 def replies_through_a_tight_cache(model, tokenizer, sample_dir, monkeypatch, budget_past_blocks: int, cache: Callable):
     """Six replies of one prompt length, each one's budget ``budget_past_blocks`` tokens past a whole number of
     blocks, through a cache of ``cache(blocks one reply takes at its longest, as the engine plans it)`` blocks;

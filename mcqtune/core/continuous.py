@@ -64,9 +64,13 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
                                         max_batch_tokens=PREFILL_TOKENS, max_requests_per_batch=held,
                                         use_cuda_graph=cuda, seed=seed or 0, allow_block_sharing=False,
                                         use_async_batching=async_batching, cpu_offload_space=0)
+    import transformers.generation.continuous_batching.requests  # noqa: F401  (gives its logger a console handler)
+
     quiet = logging.getLogger(BATCHING_LOGGER)
-    level = quiet.level
+    level, handlers, held = quiet.level, quiet.handlers[:], HeldRecords()
     quiet.setLevel(logging.WARNING)
+    quiet.handlers = [held]  # in place of its console handler (transformers' logger does not propagate)
+    interrupted = False
     try:  # transformers seeds torch's generators for the batch: the caller's stay as they were
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []), \
                 (varlen_paged_attention(model, remedies.attention) if attention == "varlen"
@@ -75,8 +79,29 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
             out = model.generate_batch(prompts, generation_config=config, continuous_batching_config=batching,
                                        warmup=cuda, progress_bar=False)
             return replies_in_order(out, prompts, remedies)  # a failed batch says why before varlen's own checks run
+    except (KeyboardInterrupt, SystemExit):
+        interrupted = True
+        raise
     finally:
         quiet.setLevel(level)
+        if interrupted:  # the background thread's teardown errors ("Error in generation loop" with a traceback)
+            # say nothing the command's own line does not, and may come after this returns: the logger stays quiet
+            quiet.handlers = [logging.NullHandler()]
+        else:  # passed on as they came
+            quiet.handlers = handlers
+            for record in held.records:
+                quiet.handle(record)
+
+
+class HeldRecords(logging.Handler):
+    """transformers' batching log, held until the batch ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def replies_in_order(out: dict, prompts: list[list[int]], remedies: Remedies = INFER_REMEDIES) -> list[list[int]]:

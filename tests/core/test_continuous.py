@@ -220,3 +220,31 @@ def test_continuous_batching_on_unsloth_is_refused_before_loading(tiny_model_dir
                           repetition_penalty=1.0, generation_engine="continuous", output_file=str(tmp_path / "s.csv"))
     with pytest.raises(ConfigError, match="add --backend hf"):
         infer.run(args)
+
+
+@pytest.mark.parametrize("ending", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_batch_prints_no_teardown_traceback_and_other_batches_keep_their_log(tiny_generator,
+                                                                                            monkeypatch, ending):
+    """Ctrl-C or SIGTERM mid-batch: transformers' background thread logs its teardown as "Error in generation
+    loop" with a traceback, which said nothing the command's one line does not; any other end passes its log on."""
+    import logging
+
+    from mcqtune.core.continuous import BATCHING_LOGGER, HeldRecords, continuous_replies
+
+    model, tokenizer = tiny_generator
+    import transformers.generation.continuous_batching.requests  # noqa: F401  (its logger's console handler)
+
+    console = HeldRecords()  # in place of the console handler, which pytest's capture cannot see
+    monkeypatch.setattr(logging.getLogger(BATCHING_LOGGER), "handlers", [console])
+
+    def batch_that_ends(*args, **kwargs):
+        logging.getLogger(BATCHING_LOGGER).error("Error in generation loop: teardown", exc_info=True)
+        raise ending("stopped")
+
+    monkeypatch.setattr(model, "generate_batch", batch_that_ends, raising=False)
+    with pytest.raises(ending):
+        continuous_replies(model, tokenizer, [[1, 2, 3]], 4, [tokenizer.pad_token_id])
+    printed = [record.getMessage() for record in console.records]
+    assert printed == (["Error in generation loop: teardown"] if ending is RuntimeError else [])
+    after = logging.getLogger(BATCHING_LOGGER).handlers
+    assert after == [console] if ending is RuntimeError else [type(h) for h in after] == [logging.NullHandler]

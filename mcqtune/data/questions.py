@@ -234,6 +234,8 @@ def load_mcq_csv(path: str | Path, require_answer: bool = False, encoding: str |
     refused unless ``number_rows`` asks for row numbers as IDs (training files may do without IDs).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a folder, not a CSV file: give the file inside it")
     if not path.is_file():
         raise DataError(path, "no such file")
     data = path.read_bytes()

@@ -43,13 +43,17 @@ def output_problems(args: InferArguments) -> list[str]:
     written = [out] + [args.run_dir / name for name in (CHECKPOINT_NAME, *RUN_OUTPUTS)]
     rescored = [str(Path(args.rescore) / "predictions.csv") if Path(args.rescore).is_dir() else args.rescore] \
         if args.rescore else []
+    overwritten = []
     for source in [args.test_file, args.model_path, args.base_model_id, *adapter_bases(args), *args.ensemble,
                    *rescored]:
         if source and Path(source).exists() and any(lies_within(target, source) for target in written):
+            overwritten.append(source)
             problems.append(f"output_file / output_dir would overwrite the input {source} (or write inside it); "
                             "write elsewhere")
+    if out.is_dir() or any(lies_within(out, source) for source in overwritten):
+        return problems  # who wrote an input is beside the point
     owner = ownership_problem(out, args.run_dir / "report.json", "output_file")
-    return problems + ([owner] if owner and not out.is_dir() else [])
+    return problems + ([owner] if owner else [])
 
 
 def adapter_bases(args: InferArguments) -> list[str]:

@@ -37,6 +37,13 @@ def test_bad_files_get_one_specific_message(tmp_path, text, pattern):
         load_mcq_csv(write(tmp_path, text), require_answer=True)
 
 
+def test_a_folder_or_a_missing_file_is_named_as_such(tmp_path):
+    with pytest.raises(DataError, match="is a folder, not a CSV file: give the file inside it"):
+        load_mcq_csv(tmp_path)
+    with pytest.raises(DataError, match="absent.csv: no such file"):
+        load_mcq_csv(tmp_path / "absent.csv")
+
+
 def test_line_numbers_count_multiline_fields(tmp_path):
     text = HEADER + '1,"第一行\n第二行",a,b,c,d,A,x\n2,q,a,b,c,d,Z,x\n'
     with pytest.raises(DataError, match=r"line 4, column 'answer'"):

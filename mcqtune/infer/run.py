@@ -192,6 +192,12 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
            "async_batching": args.async_batching if args.mode == "reason" and args.generation_engine in PAGED_ENGINES
            else None,
            "samples": args.samples if args.mode == "reason" else None,
+           "backend": request.weights.backend,
+           "max_reasoning_tokens": args.max_reasoning_tokens if args.mode == "reason" else None,
+           "max_new_tokens": args.max_new_tokens if args.mode == "generate" else None,
+           "repetition_penalty": args.repetition_penalty if args.mode != "score" else None,
+           "temperature": args.temperature if args.mode == "reason" else None,
+           "seed": args.seed if args.temperature > 0 else None,
            **{k: v for k, v in (provenance or {}).items() if v},
            "batch_size": batch_size, "processes": world, **load_info, "restarted": store.restarted,
            "damaged_records_set_aside": store.damaged, "startup_seconds": round(loaded - started, 1),

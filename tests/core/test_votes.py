@@ -90,6 +90,7 @@ def test_voting_without_sampling_is_refused(options, message):
 @pytest.mark.slow
 def test_a_vote_run_records_its_votes_and_resumes_to_them(tiny_model_dir, sample_dir, tmp_path):
     from mcqtune.infer import run as infer
+    from mcqtune.model.loading import select_backend
 
     test_file = tmp_path / "test.csv"
     pd.read_csv(sample_dir / "test.csv", dtype=str).head(12).to_csv(test_file, index=False)
@@ -109,6 +110,9 @@ def test_a_vote_run_records_its_votes_and_resumes_to_them(tiny_model_dir, sample
                if sorted(c)[-1] > sorted(c)[-2])
     votes = report["reasoning"]["votes"]
     assert votes["questions"] == 12 and votes["replies"] == sum(map(sum, counts)) and report["samples"] == 3
+    assert {k: report[k] for k in ("temperature", "seed", "max_reasoning_tokens", "repetition_penalty")} \
+        == {"temperature": 1.0, "seed": 0, "max_reasoning_tokens": 5, "repetition_penalty": 1.1}
+    assert report["backend"] == select_backend("auto")  # the one that ran: unsloth where installed, else hf
     # random weights run every reply out of its 5 tokens: each is closed and votes by its closing letters
     assert votes["closed_and_scored_replies"] == votes["replies"]
     assert predictions["closed_replies"].astype(int).tolist() == [sum(c) for c in counts]

@@ -419,6 +419,38 @@ def derived_anchor_keys(r: dict, raw: Path) -> dict:
     keys.update(continuous_keys(raw / "continuous_h200"))
     keys.update(fast_keys(raw))
     keys.update(decode_profile_keys(raw))
+    keys.update(levers_keys(raw))
+    return keys
+
+
+LEVER_CALLS = ("levers_h100",)  # session 21, one H100 (24 GiB cap): see levers_keys
+
+
+def levers_keys(raw: Path) -> dict:
+    """Session 21's levers on the README's reasoning command (continuous engine, varlen attention, 64-token cache
+    blocks, 128 questions x 512 tokens), each beside the command without it in the same call: ``--async_batching
+    true`` (levers_h100). Generated tokens per second over the answering seconds, peak reserved memory, and how
+    many of the 128 letters the two runs share (random weights: nearly tied scores, so any change of kernel
+    order can change a reply)."""
+    keys = {}
+    for call in LEVER_CALLS:
+        folder = raw / call
+        if not folder.is_dir():
+            continue
+        card = (folder / "gpu.txt").read_text().splitlines()[1].split(",")[0]
+        rates = {}
+        for name in ("vreason512", "areason512", "kvreason512"):
+            if (folder / f"{name}.json").is_file():
+                r = json.loads((folder / f"{name}.json").read_text())
+                rates[name] = round(r["reasoning"]["generated_tokens"] / r["seconds"], 1)
+                keys[f"levers_{name}_{call}"] = {"tokens_per_s": rates[name], "card": card,
+                                                 "peak_reserved_gb": r["gpu_peak_reserved_gb"]}
+        for name in ("areason512", "kvreason512"):
+            if name in rates and "vreason512" in rates:
+                keys[f"levers_{name}_over_vreason512_{call}"] = round(rates[name] / rates["vreason512"], 3)
+                letters = [(folder / f"{n}.csv").read_text().splitlines()[1:] for n in ("vreason512", name)]
+                keys[f"levers_{name}_letters_same_as_vreason512_{call}"] = \
+                    f"{sum(a == b for a, b in zip(*letters))} of {len(letters[0])}"
     return keys
 
 

@@ -36,6 +36,7 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
     import contextlib
 
     import torch
+    import transformers.generation.continuous_batching.requests  # noqa: F401  (gives BATCHING_LOGGER its handler)
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
@@ -64,8 +65,6 @@ def continuous_replies(model, tokenizer, prompts: list[list[int]], budget: int, 
                                         max_batch_tokens=PREFILL_TOKENS, max_requests_per_batch=held,
                                         use_cuda_graph=cuda, seed=seed or 0, allow_block_sharing=False,
                                         use_async_batching=async_batching, cpu_offload_space=0)
-    import transformers.generation.continuous_batching.requests  # noqa: F401  (gives its logger a console handler)
-
     quiet = logging.getLogger(BATCHING_LOGGER)
     level, handlers, held = quiet.level, quiet.handlers[:], HeldRecords()
     quiet.setLevel(logging.WARNING)

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 # options read in some modes only; a value other than the default in another mode is refused
-MIN_TEMPERATURE = 0.01  # logits over a smaller temperature can overflow float32 (1e-40 did), and it samples greedily
+MIN_TEMPERATURE = 0.01  # below it sampling is greedy in all but name, and logits over 1e-40 overflowed float32
 MODE_ONLY = {"max_new_tokens": ("generate",), "max_reasoning_tokens": ("reason",)}
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(InferArguments) if f.name in MODE_ONLY}
 

@@ -140,7 +140,7 @@ def qwen_bpe() -> tuple[dict, list]:
 
 def read_bpe_ranks(path: str | Path) -> dict[bytes, int]:
     """A ``.tiktoken`` file's ranks, one ``<base64 token> <rank>`` line each. Read here rather than by tiktoken:
-    its releases before 0.12 read even a local file through the optional ``blobfile`` package."""
+    its release 0.11 (the GPU machine's) opens even a local file through the optional ``blobfile`` package."""
     ranks = {}
     for line in Path(path).read_bytes().splitlines():
         if line.strip():

@@ -13,8 +13,8 @@ def test_reference_encodings(qwen_tokenizer):
 
 
 def test_the_ranks_are_read_without_tiktokens_file_loader(monkeypatch):
-    """tiktoken before 0.12 opens even a local file through the optional blobfile package (the GPU machine's
-    tiktoken 0.11 failed so): the ranks are read here, equal to tiktoken's own reading where it works."""
+    """tiktoken 0.11 opens even a local file through the optional blobfile package (the GPU machine's tests failed
+    so): the ranks are read here, equal to tiktoken's own reading where it works."""
     import sys
 
     from tiktoken.load import load_tiktoken_bpe

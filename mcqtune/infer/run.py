@@ -45,7 +45,7 @@ from mcqtune.runs.provenance import models_by_content
 from mcqtune.infer.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
                            set_aside_earlier_outputs, write_outputs)
 from mcqtune.infer.setup import (adopt_training_prompt, check_answer_slot, check_args, check_engine,
-                                    check_device_options, expand_fold_run, load_request,
+                                    check_device_options, check_reply_room, expand_fold_run, load_request,
                                     resolve_paged_attention, run_identity_of, varlen_only_set)
 from mcqtune.infer.options import InferArguments
 from mcqtune.data.questions import load_mcq_csv
@@ -164,6 +164,7 @@ def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | N
     slot = find_answer_slot(tokenizer, args.prompt_style).describe(tokenizer, args.prompt_style)  # or refuse
     logger.info(slot)
     prompts, shortened = encode_prompts_checked(tokenizer, frame, args.prompt_style, args.max_prompt_tokens)
+    check_reply_room(model.config, max(map(len, prompts), default=0), args)
     if shortened:  # once, every mode; counted in report.json
         logger.warning("%d of %d questions were longer than max_prompt_tokens %d and were shortened (their template "
                        "and options are kept whole)", shortened, len(frame), args.max_prompt_tokens)

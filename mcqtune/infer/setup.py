@@ -122,6 +122,17 @@ def varlen_only_problems(args: InferArguments) -> list[str]:
     return problems
 
 
+def check_reply_room(config, longest_prompt: int, args: InferArguments) -> None:
+    """In reason mode the longest prompt and its reply budget must fit the model's context
+    (``max_position_embeddings``): positions past it are ones the model never saw, and a cache sized for them can
+    exceed the machine's memory. Checked after the prompts are encoded, before any reply."""
+    context = getattr(config.get_text_config(), "max_position_embeddings", None)
+    if args.mode == "reason" and context and longest_prompt + args.max_reasoning_tokens > context:
+        raise ConfigError(f"max_reasoning_tokens {args.max_reasoning_tokens} after the longest prompt "
+                          f"({longest_prompt} tokens) exceeds the model's context of {context} tokens "
+                          f"(max_position_embeddings): use --max_reasoning_tokens {context - longest_prompt} or less")
+
+
 def check_device_options(kv_cache_dtype: str, async_batching: bool = False) -> None:
     """An FP8 cache is read by a Triton kernel that needs FP8 support on the GPU (compute capability 8.9+); on a
     CPU the same arithmetic runs in torch. Async batching overlaps GPU steps: a CPU has none to overlap. Checked

@@ -113,3 +113,24 @@ def test_the_parser_identity_covers_its_rules_and_its_grammar(tmp_path, monkeypa
         with monkeypatch.context() as patch:
             patch.setattr(module, "__file__", str(copy))
             assert parser_identity() != before
+
+
+def test_a_reply_budget_past_the_models_context_is_refused_before_any_reply(tiny_model_dir, sample_dir, tmp_path,
+                                                                           monkeypatch):
+    """The tiny model's context is its config's max_position_embeddings: a budget past it is refused in one line
+    naming the budget that fits, before a reply is generated (a cache sized for it exceeded the CPU's memory)."""
+    import json
+
+    from mcqtune.infer import modes
+    from mcqtune.infer import run as infer
+
+    context = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
+    monkeypatch.setattr(modes, "reasoner_of", lambda *a, **k: pytest.fail("answered before refusing"))
+    monkeypatch.setattr(infer, "reasoner_of", lambda *a, **k: pytest.fail("answered before refusing"))
+    args = InferArguments(test_file=str(sample_dir / "test.csv"), model_path=str(tiny_model_dir), mode="reason",
+                          max_reasoning_tokens=context, output_file=str(tmp_path / "s.csv"))
+    with pytest.raises(ConfigError, match=f"max_reasoning_tokens {context} after the longest prompt \\(\\d+ tokens\\) "
+                                          f"exceeds the model's context of {context} tokens \\(max_position_embeddings"
+                                          f"\\): use --max_reasoning_tokens \\d+ or less$"):
+        infer.run(args)
+    assert not (tmp_path / "s.csv").exists()

@@ -127,6 +127,10 @@ def check_reply_room(config, longest_prompt: int, args: InferArguments) -> None:
     (``max_position_embeddings``): positions past it are ones the model never saw, and a cache sized for them can
     exceed the machine's memory. Checked after the prompts are encoded, before any reply."""
     context = getattr(config.get_text_config(), "max_position_embeddings", None)
+    if args.mode == "reason" and context and longest_prompt >= context:
+        raise ConfigError(f"the longest prompt ({longest_prompt} tokens) leaves no room for a reply in the model's "
+                          f"context of {context} tokens (max_position_embeddings): use --max_prompt_tokens "
+                          f"{context // 2} or less")
     if args.mode == "reason" and context and longest_prompt + args.max_reasoning_tokens > context:
         raise ConfigError(f"max_reasoning_tokens {args.max_reasoning_tokens} after the longest prompt "
                           f"({longest_prompt} tokens) exceeds the model's context of {context} tokens "

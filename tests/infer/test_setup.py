@@ -134,3 +134,19 @@ def test_a_reply_budget_past_the_models_context_is_refused_before_any_reply(tiny
                                           f"\\): use --max_reasoning_tokens \\d+ or less$"):
         infer.run(args)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_prompt_that_fills_the_context_is_refused_for_its_length_not_the_budget():
+    from transformers import Qwen2Config
+
+    from mcqtune.infer.setup import check_reply_room
+
+    args = InferArguments(test_file="t.csv", model_path="m", mode="reason", max_reasoning_tokens=8)
+    config = Qwen2Config(max_position_embeddings=100)
+    check_reply_room(config, 92, args)  # 92 + 8 fits exactly
+    with pytest.raises(ConfigError, match="max_reasoning_tokens 8 after the longest prompt \\(93 tokens\\) exceeds "
+                                          "the model's context of 100 tokens .*use --max_reasoning_tokens 7 or less$"):
+        check_reply_room(config, 93, args)
+    with pytest.raises(ConfigError, match="longest prompt \\(100 tokens\\) leaves no room for a reply .*use "
+                                          "--max_prompt_tokens 50 or less$"):
+        check_reply_room(config, 100, args)

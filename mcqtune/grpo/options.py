@@ -97,6 +97,9 @@ def check_grpo_config(args: GRPOArguments, training_args) -> None:
     if args.enable_thinking and not args.reasoning:
         problems.append("enable_thinking makes the model reason in its thinking block before the letter: add "
                         "--reasoning true, or leave thinking off for direct replies")
+    if not training_args.temperature > 0:
+        problems.append(f"temperature must be > 0, got {training_args.temperature}: GRPO compares sampled replies "
+                        "of each question (greedy ones would all be alike)")
     if training_args.max_completion_length < 1:
         problems.append(f"max_completion_length must be >= 1, got {training_args.max_completion_length}")
     elif not args.reasoning and training_args.max_completion_length > 64:

@@ -102,6 +102,7 @@ def test_reasoning_replies_train_and_are_validated_by_reasoning(tiny_model_dir, 
     (("--adapter", "somewhere", "--beta", "0.04"), "the KL term's reference would be the base model"),
     (("--rollout_engine", "nf4", "--load_in_4bit", "false"), "rollout_engine nf4 reads NF4 weights"),
     (("--max_completion_length", "0"), "max_completion_length must be >= 1, got 0"),
+    (("--temperature", "0"), "temperature must be > 0, got 0.0: GRPO compares sampled replies"),
 ])
 def test_impossible_settings_stop_before_loading(tiny_model_dir, sample_dir, tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):

@@ -10,6 +10,7 @@ sets the earlier outputs aside; nothing written here ever overwrites an input.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -53,7 +54,24 @@ def output_problems(args: InferArguments) -> list[str]:
     if out.is_dir() or any(lies_within(out, source) for source in overwritten):
         return problems  # who wrote an input is beside the point
     owner = ownership_problem(out, args.run_dir / "report.json", "output_file")
-    return problems + ([owner] if owner else [])
+    return problems + ([owner] if owner else []) + shared_folder_problems(args)
+
+
+def shared_folder_problems(args: InferArguments) -> list[str]:
+    """A run folder describes one output file: a run for another one (submission.csv and submission.txt share
+    submission_run/; so do two output files given one --output_dir) would set aside the record of a submission
+    that stays, which then has none. Refused while that submission is still there."""
+    record = args.run_dir / "report.json"
+    try:
+        other = json.loads(record.read_text(encoding="utf-8")).get("output_file")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(other, str) or not other or Path(other).resolve() == Path(args.output_file).resolve() \
+            or not Path(other).is_file():
+        return []
+    return [f"the run folder {args.run_dir} holds the record of another output file, {other}; this run would set "
+            "that record aside and leave the file without one: give this run its own --output_dir (or an "
+            "output_file of another name), or move that file away first"]
 
 
 def adapter_bases(args: InferArguments) -> list[str]:

@@ -50,3 +50,25 @@ def test_a_submission_of_another_run_or_a_hand_made_one_is_never_replaced(tmp_pa
     assert not [p for p in output_problems(mine) if "already exists" in p]  # its own earlier submission
     (problem,) = [p for p in output_problems(other) if "already exists" in p]  # s_run's submission
     assert "other_run" in problem
+
+
+def test_a_run_folder_holding_another_submissions_record_is_refused_while_that_submission_stays(tmp_path):
+    """s.csv and s.txt share s_run/ (so do two output files given one --output_dir): the second run would set s.csv's
+    record aside and leave s.csv without one."""
+    import json
+
+    from mcqtune.infer.outputs import output_problems
+
+    test_file = tmp_path / "test.csv"
+    test_file.write_text("ID,question\n")
+    first = InferArguments(output_file=str(tmp_path / "s.csv"), test_file=str(test_file))
+    second = InferArguments(output_file=str(tmp_path / "s.txt"), test_file=str(test_file))
+    assert first.run_dir == second.run_dir
+    first.run_dir.mkdir()
+    (first.run_dir / "report.json").write_text(json.dumps({"output_file": str((tmp_path / "s.csv").resolve())}))
+    assert not output_problems(second)  # s.csv is gone: its record describes nothing, and may be set aside
+    (tmp_path / "s.csv").write_text("ID,answer\n1,A\n")
+    (problem,) = output_problems(second)
+    assert problem.startswith(f"the run folder {first.run_dir} holds the record of another output file") \
+        and "its own --output_dir" in problem
+    assert not output_problems(first)  # its own folder

@@ -245,7 +245,7 @@ def check_safetensors(path: str | Path, allow_pickle: bool = False) -> None:
     folder = Path(path)
     if not folder.is_dir() or allow_pickle:
         return
-    weights = [p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES]
+    weights = [p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and not is_trainer_state(p.name)]
     if weights and not any(p.suffix == ".safetensors" for p in weights):
         names = ", ".join(sorted(p.name for p in weights)[:3])
         raise ModelLoadError(
@@ -254,6 +254,12 @@ def check_safetensors(path: str | Path, allow_pickle: bool = False) -> None:
             f"use_safetensors=False).save_pretrained('{folder}-safetensors')\" (for an adapter: PeftModel + "
             "save_pretrained); or, for infer.py only, pass --allow_pickle true if you trust the file (training and "
             "export load safetensors only)")
+
+
+def is_trainer_state(name: str) -> bool:
+    """A Trainer checkpoint's own state (optimizer, scheduler, random generators, its arguments), never weights."""
+    return name in ("optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin") or \
+        (name.startswith("rng_state") and name.endswith(".pth"))
 
 
 def safetensors_rule(allow_pickle: bool) -> bool | None:

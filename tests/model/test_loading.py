@@ -108,3 +108,18 @@ def test_unsloths_cpu_banner_stays_out_of_a_commands_output():
     if result.stdout.split()[-1] == "True":
         pytest.skip("a GPU is present: Unsloth's banner is its own")
     assert result.stdout.strip() == "backend unsloth False", result.stdout
+
+
+def test_a_checkpoints_trainer_state_is_not_taken_for_pickle_weights(tmp_path):
+    """A checkpoint that lost its adapter weights still holds the Trainer's pickles (optimizer, scheduler, random
+    state): they are not weights, so loading says the weights are missing instead of offering --allow_pickle."""
+    import pytest
+
+    from mcqtune.model.loading import ModelLoadError, check_safetensors
+
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "rng_state_1.pth", "training_args.bin"):
+        (tmp_path / name).write_bytes(b"pickle")
+    check_safetensors(tmp_path)  # nothing here to refuse: the missing weights are named where they are loaded
+    (tmp_path / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ModelLoadError, match=r"only pickle weights \(adapter_model.bin\)"):
+        check_safetensors(tmp_path)

@@ -7,7 +7,8 @@ r"""Export a trained adapter: merged 16-bit weights, GGUF for llama.cpp / Ollama
     ollama create mcq-qwen -f exports/gguf/Modelfile          # then: ollama run mcq-qwen
     python export.py --adapter_path outputs/qwen2.5-14b-lora/adapter --format adapter \
         --output_dir exports/adapter
-    python export.py --lm_eval_task test.csv --output_dir exports/lm_eval
+    python export.py --lm_eval_task test.csv --adapter_path outputs/qwen2.5-14b-lora/adapter \
+        --output_dir exports/lm_eval  # the adapter's training prompt; without --adapter_path, the default one
     # then lm_eval ... --include_path exports/lm_eval
     python export.py --format 4bit --model /models/Qwen2.5-14B-Instruct-1M \
         --output_dir /models/qwen14b-nf4  # faster starts
@@ -114,7 +115,7 @@ JOB_OPTIONS = {
     "gguf": ("adapter_path", "base_model_id", "gguf_type", "trust_remote_code"),
     "adapter": ("adapter_path", "base_model_id"),
     "4bit": ("model", "max_shard_size", "trust_remote_code"),
-    "lm_eval": ("lm_eval_task",),
+    "lm_eval": ("lm_eval_task", "adapter_path"),
 }
 JOB_SPECIFIC_OPTIONS = ("adapter_path", "model", "base_model_id", "dtype", "max_shard_size", "gguf_type",
                         "lm_eval_task", "trust_remote_code")
@@ -123,7 +124,9 @@ JOB_SPECIFIC_OPTIONS = ("adapter_path", "model", "base_model_id", "dtype", "max_
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--adapter_path", help="adapter/ or checkpoint-* folder written by train_sft.py")
+    parser.add_argument("--adapter_path", help="adapter/ or checkpoint-* folder written by train_sft.py (with "
+                                               "--lm_eval_task: the task takes the prompt it was trained with; a "
+                                               "merged export's folder serves too)")
     parser.add_argument("--model", help="--format 4bit: the 16-bit base model to quantise once and save")
     parser.add_argument("--format", choices=FORMATS, help=f"what to export from --adapter_path (default "
                                                            f"{DEFAULT_FORMAT}; not with --lm_eval_task)")
@@ -173,7 +176,7 @@ def run_job(args: argparse.Namespace, job: str) -> None:
     shard = args.max_shard_size or MAX_SHARD_SIZE
     if job == "lm_eval":
         try:
-            write_lm_eval_task(args.lm_eval_task, args.output_dir)
+            write_lm_eval_task(args.lm_eval_task, args.output_dir, **trained_prompt(args.adapter_path))
         except DataError as err:
             raise ExportError(str(err)) from None
     elif job == "4bit":
@@ -185,6 +188,24 @@ def run_job(args: argparse.Namespace, job: str) -> None:
     else:
         export_gguf(args.adapter_path, args.output_dir, args.gguf_type or DEFAULT_GGUF_TYPE, args.base_model_id,
                     trust_remote_code=args.trust_remote_code)
+
+
+def trained_prompt(adapter_path: str | None) -> dict:
+    """The system prompt and question template an adapter (or a merged export of one) was trained with, from its
+    training record; none given: the defaults."""
+    from mcqtune.runs.provenance import ADAPTER_RECORD, adapter_prompt
+
+    if not adapter_path:
+        return {}
+    prompt = adapter_prompt(adapter_path)
+    if prompt is None:
+        raise ExportError(f"{adapter_path} holds no {ADAPTER_RECORD} (training writes it), so the prompt it was "
+                          "trained with is unknown; leave --adapter_path out to write the task with the default "
+                          "prompt")
+    if prompt.get("reasoning"):
+        raise ExportError(f"{adapter_path} was trained to reason before its letter; an lm-eval multiple-choice "
+                          "task scores the letter at once (use infer.py --mode reason)")
+    return {name: prompt[name] for name in ("system_prompt", "user_template") if name in prompt}
 
 
 def refuse_used_output_dir(output_dir: str | Path) -> None:

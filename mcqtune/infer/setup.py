@@ -282,9 +282,10 @@ def adopt_training_prompt(args: InferArguments) -> tuple[InferArguments, dict | 
     ``--prompt_mismatch_ok true``. What was adopted or allowed, for report.json (None: no record)."""
     import dataclasses
 
-    from mcqtune.runs.provenance import PROMPT_FIELDS, ProvenanceError, training_prompt
+    from mcqtune.runs.provenance import ADAPTER_RECORD, PROMPT_FIELDS, ProvenanceError, training_prompt
 
-    adapters = [a for a in [args.model_path, *args.ensemble] if a and Path(a, "adapter_config.json").is_file()]
+    adapters = [a for a in [args.model_path, *args.ensemble]  # a merged model carries its adapter's record
+                if a and (Path(a, "adapter_config.json").is_file() or Path(a, ADAPTER_RECORD).is_file())]
     trained = training_prompt(adapters)
     if trained is None:
         return args, None
@@ -311,7 +312,7 @@ def adopt_training_prompt(args: InferArguments) -> tuple[InferArguments, dict | 
                               "pass --prompt_mismatch_ok true to answer with yours")
     if adopted:
         logger.info("using the training run's prompt settings for %s (recorded in %s)", ", ".join(adopted),
-                    Path(adapters[0]) / "mcq_provenance.json")
+                    Path(adapters[0]) / ADAPTER_RECORD)
     info = {"adopted_from_adapter": sorted(adopted), "differs_from_training": differ}
     return dataclasses.replace(args, **adopted), info
 

@@ -4,8 +4,9 @@
 
 The merge keeps the base's own dtype (``dtype`` / ``torch_dtype`` in its config.json) unless ``--dtype`` names
 another, so the merged model answers as base + adapter does. The output is sharded safetensors with an index,
-the tokenizer and its chat template, greedy generation_config.json and a model card. ``check_adapter`` is the
-check every export makes first: an adapter folder whose weights file is whole.
+the tokenizer and its chat template, greedy generation_config.json, a model card and the adapter's training record
+(its prompt settings, which infer.py adopts). ``check_adapter`` is the check every export makes first: an adapter
+folder whose weights file is whole.
 """
 
 from __future__ import annotations
@@ -128,5 +129,18 @@ def export_merged(adapter_path: str | Path, output_dir: str | Path, base_model_i
     card = model_card("merged", base, training_facts(adapter_dir), load_hint_merged(out_dir),
                       describe_dtype(dtype, base_dtype))
     write_atomic(out_dir / "README.md", card)
+    write_merged_record(adapter_dir, out_dir)
     logger.info("wrote %s", out_dir)
     return out_dir
+
+
+def write_merged_record(adapter_dir: Path, out_dir: Path) -> None:
+    """The adapter's training record (mcq_provenance.json: the prompt settings above all), beside the merged weights
+    with where they came from: infer.py answers a merged model with the prompt it was trained on, as it does the
+    adapter (infer/setup.py adopt_training_prompt)."""
+    from mcqtune.files import write_json_atomic
+    from mcqtune.runs.provenance import ADAPTER_RECORD, read_json
+
+    record = read_json(adapter_dir / ADAPTER_RECORD)
+    if record is not None:
+        write_json_atomic({**record, "merged_from": str(adapter_dir.resolve())}, out_dir / ADAPTER_RECORD)

@@ -90,3 +90,23 @@ def test_the_default_dtype_is_the_one_the_base_config_records(tmp_path, config, 
 def test_a_base_dtype_merged_weights_cannot_keep_asks_for_dtype(tmp_path):
     with pytest.raises(merged_export.ExportError, match="pass --dtype"):
         merged_export.choose_merged_dtype(None, "float8_e4m3fn", str(tmp_path))
+
+
+def test_a_merged_model_carries_its_adapters_prompt_and_infer_adopts_it(random_adapter, tmp_path):
+    """Trained with its own prompt, answered merged: infer.py uses that prompt, as it does with the adapter."""
+    import shutil
+
+    from mcqtune.infer.options import InferArguments
+    from mcqtune.infer.setup import adopt_training_prompt
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(random_adapter, adapter)
+    prompt = {"system_prompt": "", "user_template": "题目：{question}\nA:{A}\nB:{B}\nC:{C}\nD:{D}\n答：",
+              "max_prompt_tokens": 512, "reasoning": False}
+    (adapter / "mcq_provenance.json").write_text(json.dumps({"base_model": "b", "prompt": prompt}))
+    out = merged_export.export_merged(adapter, tmp_path / "merged", dtype="float32")
+    record = json.loads((out / "mcq_provenance.json").read_text())
+    assert record["prompt"] == prompt and record["merged_from"] == str(adapter.resolve())
+    adopted, info = adopt_training_prompt(InferArguments(model_path=str(out), test_file="t.csv"))
+    assert (adopted.system_prompt, adopted.user_template) == ("", prompt["user_template"])
+    assert info["adopted_from_adapter"] == ["system_prompt", "user_template"]

@@ -11,6 +11,7 @@ every exception through with its traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -147,6 +148,10 @@ def _run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | N
         result = main(argv)
     except UserError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing to say, and nothing more to print
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return EXIT_USER_ERROR
     except OSError as err:
         print(f"error: {one_line(describe_os_error(err))}", file=sys.stderr)

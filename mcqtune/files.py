@@ -21,6 +21,10 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a failed write or flush (a full disk) names no file: name the one being written
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

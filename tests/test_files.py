@@ -16,9 +16,10 @@ def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as caught:
         write_atomic(target, "ID,answer\n1,B\n")
     assert target.read_text() == "ID,answer\n1,A\n"
+    assert caught.value.errno == 28 and caught.value.filename == str(target)  # the one-line error names the file
     assert [p.name for p in tmp_path.iterdir()] == ["submission.csv"]  # no temporary file left behind
 
 

@@ -35,8 +35,9 @@ def decode_csv_bytes(path: str | Path, data: bytes, encoding: str | None = None)
         line = data[: err.start].count(b"\n") + 1
         fits = [name for name in ("gb18030", "big5") if _decodes(data, name)]
         advice = (f"it decodes without error only as {fits[0]}: pass --encoding {fits[0]}" if len(fits) == 1 else
-                  "it decodes as both gb18030 (Simplified) and big5 (Traditional), so only the text can tell: "
-                  "`python mcq_dataset.py validate FILE --encoding big5` prints its first question"
+                  "it decodes as both gb18030 (Simplified Chinese, GBK) and big5 (Traditional), so only the text can "
+                  f"tell: `mcq-tune validate {path} --encoding gb18030` prints its first question as GB18030 reads "
+                  "it; pass the --encoding that reads right"
                   if fits else "it is not GB18030 or Big5 either: convert it to UTF-8 first")
         raise DataError(path, f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); {advice} "
                         "(or convert it: iconv -f GB18030 -t UTF-8 in.csv > out.csv)", line=line) from None

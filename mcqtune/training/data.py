@@ -1,11 +1,15 @@
 """The validation split that SFT and GRPO share: stratified by answer letter, and refused before any model loads
-when a validating run would have no validation row."""
+when a validating run would have no validation row, or a validation file holds nothing but training questions."""
 
 from __future__ import annotations
+
+import logging
 
 import pandas as pd
 
 from mcqtune.data.questions import ANSWER_COLUMN
+
+logger = logging.getLogger(__name__)
 
 
 def split_train_val(frame: pd.DataFrame, val_fraction: float = 0.1,
@@ -36,3 +40,19 @@ def check_validation_rows(val: pd.DataFrame, training_args, script_args) -> None
                             "letter's rows rounds to none), but the run validates and keeps its best checkpoint by "
                             "validation accuracy: give more rows or a --val_file, raise --val_fraction, or pass "
                             "--eval_strategy no --load_best_model_at_end false")
+
+
+def check_held_out(train: pd.DataFrame, val: pd.DataFrame, val_file: str) -> None:
+    """A validation file whose every question the training file also holds (the same file, or a copy) would choose
+    the best checkpoint on training data: refused. Some shared questions are counted in the log."""
+    from mcqtune.data.overlap import describe_overlap, overlap
+    from mcqtune.data.questions import OPTION_COLUMNS
+    from mcqtune.errors import DataError
+
+    shared = overlap(train, val, OPTION_COLUMNS)
+    if shared["normalised"] == len(val):
+        raise DataError(val_file, f"every one of its {len(val)} questions also stands in the training file (the same "
+                                  "file?): the best checkpoint would be chosen on questions it trained on; give a "
+                                  "held-out --val_file, or leave it out to split one off (--val_fraction)")
+    if shared["normalised"]:
+        logger.warning("--val_file: %s", describe_overlap(shared).replace("test questions", "validation questions"))

@@ -64,3 +64,23 @@ def test_a_split_without_validation_rows_is_refused_before_loading(job, tmp_path
         run = grpo.run
     with pytest.raises(DataError, match=r"train\.csv: leaves no validation rows .* --val_file, raise --val_fraction"):
         run(script_args, training_args, "hf")
+
+
+def test_a_validation_file_the_training_file_holds_is_refused_and_a_partial_overlap_counted(tmp_path, caplog):
+    """--val_file equal to --train_file (or a copy) would choose the best checkpoint on training questions."""
+    import dataclasses
+
+    from mcqtune.errors import DataError
+    from mcqtune.train.data import load_splits
+
+    header = "ID,question,option_A,option_B,option_C,option_D,answer\n"
+    train = tmp_path / "train.csv"
+    train.write_text(header + "".join(f"{i},问题{i},a,b,c,d,{'ABCD'[i % 4]}\n" for i in range(12)), encoding="utf-8")
+    script_args, _ = train_args("no-model", train, tmp_path / "out")
+    with pytest.raises(DataError, match=r"train\.csv: every one of its 12 questions also stands in the training file"):
+        load_splits(dataclasses.replace(script_args, val_file=str(train)), seed=0)
+    val = tmp_path / "val.csv"
+    val.write_text(header + "100,问题3,a,b,c,d,D\n101,新问题,a,b,c,d,A\n", encoding="utf-8")
+    got_train, got_val = load_splits(dataclasses.replace(script_args, val_file=str(val)), seed=0)
+    assert len(got_train) == 12 and len(got_val) == 2
+    assert "1 of the 2 validation questions also stand in the training data" in caplog.text

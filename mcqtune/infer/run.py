@@ -39,7 +39,7 @@ import pandas as pd
 
 from mcqtune.infer.modes import (estimate_letter_prior_of, fill_unparsed, generator, reasoner_of,
                                     score_utilisation, scorer)
-from mcqtune.model.prompts import find_answer_slot
+from mcqtune.model.prompts import PromptTooLong, find_answer_slot
 from mcqtune.runs.distributed import agree_on, distributed_info, shard
 from mcqtune.runs.provenance import models_by_content
 from mcqtune.infer.outputs import (checkpoint_path, gather_answers, letter_distributions, lock_output_file,
@@ -130,8 +130,15 @@ def run(args: InferArguments, backend: str | None = None) -> dict:
         logger.info("rescore: answering the %d least confident of %d questions again", len(plan.ids), len(frame))
     with lock_run_folder(args.run_dir, rank, world), lock_output_file(args.output_file, rank), \
             HostMemoryWatch() as host:
-        return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan,
-                                {"kfold": kfold, "prompt_provenance": prompt})
+        try:
+            return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan,
+                                    {"kfold": kfold, "prompt_provenance": prompt})
+        except PromptTooLong as err:
+            if prompt and not args.prompt_mismatch_ok:  # a longer limit than training's is refused in turn
+                raise PromptTooLong(err.needed, err.limit, f" with --prompt_mismatch_ok true: the adapter was "
+                                    f"trained at --max_prompt_tokens {err.limit} and never saw longer prompts") \
+                    from None
+            raise
 
 
 def answer_test_file(args: InferArguments, frame: pd.DataFrame, backend: str | None, host, plan=None,

@@ -112,12 +112,12 @@ def to_prompt_completion(row: dict[str, Any] | pd.Series, style: PromptStyle = P
 class PromptTooLong(TooLong):
     """The template and the options of some rows do not fit in max_prompt_tokens, even with an empty question."""
 
-    def __init__(self, needed: list[tuple[str, int]], limit: int):
+    def __init__(self, needed: list[tuple[str, int]], limit: int, advice: str = ""):
         most = max(tokens for _, tokens in needed)
         super().__init__(needed, limit, f"{len(needed)} question(s) (first ID {needed[0][0]}) do not fit in "
                          f"--max_prompt_tokens {limit} even with the question text shortened away: their template and "
                          f"options take up to {most} tokens, and options are never cut; raise --max_prompt_tokens to "
-                         f"at least {most + 16}")
+                         f"at least {most + 16}{advice}")
 
 
 def encode_prompt(tokenizer, row, style: PromptStyle = PromptStyle(),

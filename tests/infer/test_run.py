@@ -272,3 +272,21 @@ def test_letter_bias_correction_divides_out_the_estimated_prior_and_reports_both
     assert again["answered_this_run"] == 0  # the same prior comes out again: the answers are reused
 
 
+
+
+@pytest.mark.slow
+def test_options_too_long_for_the_adapters_prompt_length_name_both_options_that_answer_them(trained_run, tmp_path):
+    """Raising --max_prompt_tokens alone would be refused in turn (the adapter was trained at another length)."""
+    from mcqtune.model.prompts import PromptTooLong
+
+    long_options = tmp_path / "long.csv"
+    option = "很长的选项" * 400
+    long_options.write_text("ID,question,option_A,option_B,option_C,option_D\n"
+                            f"7,问题,{option},b,c,d\n8,问题,a,b,c,d\n", encoding="utf-8")
+    with pytest.raises(PromptTooLong, match=r"raise --max_prompt_tokens to at least (\d+) with --prompt_mismatch_ok "
+                                            r"true: the adapter was trained at --max_prompt_tokens 512") as caught:
+        infer.run(infer_args(trained_run, tmp_path, test_file=str(long_options)))
+    enough = int(str(caught.value).split("at least ")[1].split()[0])
+    report = infer.run(infer_args(trained_run, tmp_path / "ok", test_file=str(long_options),
+                                  max_prompt_tokens=enough, prompt_mismatch_ok=True))
+    assert report["rows"] == 2

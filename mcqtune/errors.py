@@ -11,12 +11,12 @@ every exception through with its traceback instead.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import math
 import os
 import re
+import select
 import signal
 import sys
 import tempfile
@@ -149,10 +149,12 @@ def _run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | N
     except UserError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing to say, and nothing more to print
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
-        return EXIT_USER_ERROR
+    except BrokenPipeError as err:
+        if not stdout_reader_gone():  # another pipe broke (a child process's): an error like any other
+            print(f"error: {one_line(describe_os_error(err))}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would report it again at exit
+        return EXIT_READER_GONE
     except OSError as err:
         print(f"error: {one_line(describe_os_error(err))}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -170,6 +172,22 @@ def _run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | N
               f"traceback is in {_save_traceback()} (MCQ_DEBUG=1 shows it here)", file=sys.stderr)
         return EXIT_BUG
     return result if isinstance(result, int) else 0
+
+
+EXIT_READER_GONE = 141  # 128 + SIGPIPE, as a shell reports a command whose reader left
+
+
+def stdout_reader_gone() -> bool:
+    """stdout is a pipe whose reader stopped early (`mcq-tune --help | head -1`)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    if not hasattr(select, "poll"):
+        return False
+    poll = select.poll()
+    poll.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 def missing_package_advice(err: BaseException) -> str | None:

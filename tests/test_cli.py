@@ -33,18 +33,24 @@ def test_a_subcommands_usage_line_names_it(tmp_path):
 
 
 def test_output_into_a_reader_that_stopped_early_ends_without_a_traceback(tmp_path):
-    """`mcq-tune --help | head -1`: here the reader has gone before the help is written."""
+    """`mcq-tune --help | head -1`, `mcq-tune validate big.csv | head -1`: here the reader has gone before the
+    output is written; the subcommand's own error handling must not call it an error of the user's files."""
     import os
 
     exe = shutil.which("mcq-tune")
+    csv = tmp_path / "t.csv"
+    csv.write_text("ID,question,option_A,option_B,option_C,option_D\n" +
+                   "".join(f"{i},问题{i},a,b,c,d\n" for i in range(3)), encoding="utf-8")
     read, write = os.pipe()
     os.close(read)
     buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell has it
     with open(write, "wb") as stdout:
         for env in (buffered, {**buffered, "PYTHONUNBUFFERED": "1"}):
-            result = subprocess.run([*([exe] if exe else [sys.executable, "-m", "mcqtune"]), "--help"], stdout=stdout,
-                                    stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=300, env=env)
-            assert result.returncode == cli.EXIT_READER_GONE and result.stderr == ""
+            for argv in (["--help"], ["validate", str(csv), str(csv)]):
+                result = subprocess.run([*([exe] if exe else [sys.executable, "-m", "mcqtune"]), *argv],
+                                        stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=300,
+                                        env=env)
+                assert result.returncode == cli.EXIT_READER_GONE and result.stderr == "", (argv, result.stderr)
 
 
 def test_an_unknown_or_missing_subcommand_is_one_line(tmp_path, capsys):

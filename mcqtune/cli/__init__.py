@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import select
 import sys
 from typing import NamedTuple, Sequence
 
 from mcqtune import __version__
-from mcqtune.errors import EXIT_USER_ERROR, run_cli
+from mcqtune.errors import EXIT_READER_GONE, EXIT_USER_ERROR, run_cli, stdout_reader_gone
 
 
 class Command(NamedTuple):
@@ -62,9 +61,6 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-EXIT_READER_GONE = 141  # 128 + SIGPIPE, as a shell reports a command whose reader left
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = dispatch(list(sys.argv[1:] if argv is None else argv), console=argv is None)
@@ -75,19 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would report it again at exit
         return EXIT_READER_GONE
-
-
-def stdout_reader_gone() -> bool:
-    """stdout is a pipe whose reader stopped early (`mcq-tune --help | head -1`)."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        return True
-    if not hasattr(select, "poll"):
-        return False
-    poll = select.poll()
-    poll.register(sys.stdout.fileno(), select.POLLOUT)
-    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 def dispatch(argv: list[str], console: bool = False) -> int:

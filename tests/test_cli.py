@@ -94,3 +94,35 @@ def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch
     assert resolve_config("demo-cpu.yaml") == "demo-cpu.yaml"  # a file of the user's own wins
     assert resolve_config("elsewhere/missing.yaml") == "elsewhere/missing.yaml"  # left for the parser to name
     assert resolve_config_argv(["--config=demo-cpu", "--x", "1"]) == [f"--config={shipped}", "--x", "1"]
+
+
+def test_every_option_of_every_command_says_what_it_does(monkeypatch):
+    """`mcq-tune <command> --help` explains each option (transformers' and TRL's own options come with theirs)."""
+    import argparse
+
+    class Parsed(Exception):
+        pass
+
+    seen, parse = [], argparse.ArgumentParser.parse_known_args
+
+    def capture(parser, args=None, namespace=None):
+        if not parser.add_help:  # the backend's quiet first look at the command line
+            return parse(parser, args, namespace)
+        seen.append(parser)
+        raise Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
+    unexplained = {}
+    for name, command in cli.COMMANDS.items():
+        seen.clear()
+        try:
+            __import__(command.module, fromlist=["main"]).main(["--help"])
+        except Parsed:
+            pass
+        parsers = seen
+        assert parsers, name
+        unexplained.update({f"{name} {action.option_strings[0] if action.option_strings else action.dest}": 1
+                            for action in parsers[-1]._actions
+                            if not isinstance(action, argparse._HelpAction) and not action.help})
+        assert parsers[-1].description or name in ("train", "grpo", "infer", "traces", "template"), name
+    assert not unexplained, sorted(unexplained)

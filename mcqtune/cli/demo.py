@@ -1,4 +1,4 @@
-"""`mcq-tune demo`: the command line of mcqtune.demo."""
+"""Train and answer with a tiny random model on the CPU, before and after fine-tuning: no GPU, no download."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`mcq-tune sample`: the command line of mcqtune.data.sample."""
+"""Write the project's sample questions (train.csv, test.csv, test_no_answer.csv), or the hard testbed."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from mcqtune.data.sample import EASY_ROWS, HARD_ROWS, HardSettings, write_sample
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir")
+    parser.add_argument("out_dir", help="the folder the CSV files go to")
     parser.add_argument("--train", type=int, default=None, help=f"training rows (default {EASY_ROWS[0]}; "
                                                                  f"--hard: {HARD_ROWS[0]})")
     parser.add_argument("--test", type=int, default=None, help=f"test rows (default {EASY_ROWS[1]}; --hard: "
                                                                 f"{HARD_ROWS[1]})")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7, help="which questions are drawn, and in what order")
     parser.add_argument("--hard", action="store_true", help="the testbed where a tiny model stays below 100%%")
     parser.add_argument("--noise", type=float, default=HardSettings.noise, help="--hard: share of training "
                         "answers replaced by another letter")

@@ -34,7 +34,7 @@ def make_parser() -> argparse.ArgumentParser:
     validate = argparse.ArgumentParser(prog="mcq-tune validate", description="Check competition CSVs and summarise "
                                        "them; with a labelled and an unlabelled file, the test questions the training "
                                        "file also holds.")
-    validate.add_argument("path", nargs="+")
+    validate.add_argument("path", nargs="+", help="competition CSV files (training, validation, test)")
     validate.add_argument("--require-answer", action="store_true", help="every row must have an answer A-D")
     validate.add_argument("--encoding", default=None, help="decode with this encoding (e.g. gb18030, big5)")
     validate.add_argument("--number-rows", action="store_true",

@@ -123,9 +123,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser = EnsembleParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("members", nargs="+", metavar="MEMBER", help="infer.py run folder or predictions.csv")
     parser.add_argument("--output_file", required=True, help="where the submission ID,answer goes")
-    parser.add_argument("--method", default="mean", choices=METHODS)
+    parser.add_argument("--method", default="mean", choices=METHODS,
+                        help="how the members' probabilities combine: mean (the default), logmean (their geometric "
+                             "mean, renormalised), max (each question from its most confident member), fitted (a "
+                             "weighted mean, the weights fitted on --validation)")
     parser.add_argument("--validation", nargs="+", default=[], metavar="VMEMBER",
-                        help="validation runs (with true_answer), one per member in the same order")
+                        help="validation runs (with true_answer), one per member in the same order: each "
+                             "member's and the ensemble's accuracy on them goes in the report, and --method fitted "
+                             "fits its weights on them")
     parser.add_argument("--report_dir", default=None, help="default: <output_file stem>_ensemble/")
     parser.add_argument("--allow_bare_predictions", type=lambda v: v.lower() in ("1", "true", "yes"), default=False,
                         metavar="BOOL", help="accept a member predictions.csv without its run's report.json (what it "

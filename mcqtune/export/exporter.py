@@ -130,7 +130,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="--format 4bit: the 16-bit base model to quantise once and save")
     parser.add_argument("--format", choices=FORMATS, help=f"what to export from --adapter_path (default "
                                                            f"{DEFAULT_FORMAT}; not with --lm_eval_task)")
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir", required=True, help="a new (or empty) folder for the export: exports never "
+                                                           "overwrite")
     parser.add_argument("--base_model_id", help="the original 16-bit base (default: from adapter_config.json)")
     parser.add_argument("--dtype", choices=DTYPES, help="--format merged: the weights' dtype (default: the base "
                                                         "model's own, from its config.json)")
@@ -140,7 +141,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help=f"--format gguf: the GGUF file type (default {DEFAULT_GGUF_TYPE})")
     parser.add_argument("--lm_eval_task", metavar="CSV", help="write an lm-eval task for this labelled CSV (no "
                                                               "model is exported: takes no --format)")
-    parser.add_argument("--trust_remote_code", action="store_true")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="run code shipped with the model (config.json auto_map); off unless you trust its "
+                             "source")
     return parser
 
 

@@ -234,8 +234,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--circular", type=lambda v: v.lower() in ("1", "true", "yes"), default=False,
                         help="true: also CircularEval (four rotations of the options)")
     parser.add_argument("--output_dir", default=None, help="default: <test file stem>_benchmark/ beside it")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--backend", default="auto", choices=["auto", "unsloth", "hf"])
-    parser.add_argument("--load_in_4bit", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
+    parser.add_argument("--batch_size", type=int, default=8, help="questions scored at once")
+    parser.add_argument("--backend", default="auto", choices=["auto", "unsloth", "hf"],
+                        help="auto: Unsloth where it is installed and a GPU is there, else transformers (hf)")
+    parser.add_argument("--load_in_4bit", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                        help="true (the default): the weights in 4-bit NF4, as training and infer.py load them")
     parser.error = refuse_usage
     return parser

@@ -86,6 +86,7 @@ def refuse_usage(message: str):
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="infer.py run folders (predictions.csv and report.json inside)")
-    parser.add_argument("--output_file", default="compare.md")
+    parser.add_argument("--output_file", default="compare.md", help="the table, in Markdown (default compare.md); "
+                                                                    "its JSON goes beside it (compare.json)")
     parser.error = refuse_usage
     return parser

@@ -132,11 +132,12 @@ def split_test_like(frame: pd.DataFrame, likeness: pd.Series, val_fraction: floa
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcq-tune shift", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train_file", required=True)
-    parser.add_argument("--test_file", required=True)
+    parser.add_argument("--train_file", required=True, help="the training CSV (competition layout)")
+    parser.add_argument("--test_file", required=True, help="the test CSV (answers not needed)")
     parser.add_argument("--out_dir", default=None, help="default: <test file stem>_shift/ beside the test file")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds of the classifier")
     parser.add_argument("--top", type=int, default=20, help="how many of the most test-like rows the report lists")
-    parser.add_argument("--encoding", default=None)
+    parser.add_argument("--encoding", default=None, help="decode both files with this encoding (e.g. gb18030; "
+                                                          "default: UTF-8, or what a byte-order mark says)")
     parser.error = refuse_usage
     return parser

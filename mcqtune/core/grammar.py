@@ -19,8 +19,8 @@ LETTERS = ("A", "B", "C", "D")
 # (only the parser's own words must match) and would break the standard-library-only rule. Characters
 # outside the grammar are left as they are: ``維生素C`` and ``C語言`` stay names because 素 and 語 are not grammar.
 # Both columns are checked against OpenCC's s2t / s2tw / s2hk in tests/core/test_grammar.py.
-TRADITIONAL = "與兩個爲為於會內準則別併僅敘敍嗎學實對並應開當擇斷無顯沒點確種約絕觀覺計認許該誤說説這過還選錯難項"
-SIMPLIFIED = "与两个为为于会内准则别并仅叙叙吗学实对并应开当择断无显没点确种约绝观觉计认许该误说说这过还选错难项"
+TRADITIONAL = "與兩個爲為於會內準則別併僅敘敍嗎學實對並應開當擇斷無顯沒點確種約絕觀覺計認許該誤說説這過還選錯難項擾幹"
+SIMPLIFIED = "与两个为为于会内准则别并仅叙叙吗学实对并应开当择断无显没点确种约绝观觉计认许该误说说这过还选错难项扰干"
 TO_SIMPLIFIED = str.maketrans(TRADITIONAL, SIMPLIFIED)
 
 # --- what may stand next to an answer letter -------------------------------------------------------------
@@ -73,7 +73,7 @@ NEARBY = 80  # characters searched around a letter for its denial or judgement: 
 # A judgement after the letter: A错误, A、B项说法均不正确, A是错的, A is wrong, A and B are incorrect.
 WRONG = (
     r"错误|错的|错了|错|[✗✘×❌]|不对|不正确|不准确|不恰当|不符合?|有误|有错|不成立|不合理|不科学|不选|不是(?:正确)?答案|"
-    r"不是正确的?|不是(?=\s*(?:[，,;；。.!！]|\Z))|(?:可以|应该|应|被)?排除|"
+    r"不是正确的?|不是(?=\s*(?:[，,;；。.!！]|\Z))|(?:可以|应该|应|被)?排除|干扰(?:选)?项|"
     r"(?i:(?:is|are|was|were|seems?|looks?)\s+(?:also\s+|clearly\s+|definitely\s+|obviously\s+|simply\s+)?"
     r"(?:wrong|incorrect|false|invalid|not\s+(?:correct|right|true|valid|the\s+(?:correct\s+|right\s+)?answer)|"
     r"eliminated|ruled\s+out|out)(?![A-Za-z])|"
@@ -118,7 +118,7 @@ JUDGED_LETTERS_UP_TO = re.compile(r"(?<![A-Za-z])[A-D](?:" + JUDGED_WRONG.patter
 # Optional words carry their own trailing spaces ("\s*(?:X\s*)?", never "\s*X?\s*"): two "\s*" in a row make a
 # failing match retry every split of a long run of spaces, which took seconds on "答案是" + 300 newlines.
 L = r"([A-Da-d])"
-OPEN = r"(?:[(\[（【]\s*)?"
+OPEN = r"(?:[(\[（【\"“「『'‘《]\s*)?"  # a bracket or a quotation mark before the letter: 答案是（C）, 答案是“C”
 BOXED = re.compile(r"\\boxed\s*\{\s*(?:\\text(?:bf)?\s*\{\s*)?\(?([A-Da-d])\)?\s*(?:\}\s*)?\}")
 NEGATION = re.compile(
     r"(?:不是|并非|不选|而非|(?i:not))\s*(?:选项\s*)?\(?[A-Da-d]\)?\s*(?:(?:选项|项)\s*)?(?:[，,;；、]\s*)?"

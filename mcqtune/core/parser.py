@@ -112,6 +112,8 @@ def _standalone(text: str, start: int, end: int) -> bool:
         return False
     if after in "'’" and text[end + 1:end + 2].isalpha():  # "C's", "A's"
         return False
+    if text[start:end] == "C" and text.startswith("++", end):  # the language C++
+        return False
     if text[start:end].islower() and SPACE_THEN_WORD.match(text, end):  # "is a tricky one"
         return False
     return not _after_naming_word(text, start)

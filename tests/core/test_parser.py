@@ -69,6 +69,10 @@ CASES = [
     ("C选项。", "C"), ("正确的是：B", "B"), ("The correct option is B.", "B"), ("B is the answer.", "B"),
     ("选项B正确。", "B"), ("正确答案为D项。", "D"), ("The right choice is (A).", "A"), ("b) Paris", "B"),
     ("C) Vitamin C", "C"),
+    # the letter in quotation marks, and a distractor named as such
+    ('答案是"C"', "C"), ("答案是“C”。", "C"), ("答案是「C」", "C"), ("答案是『B』", "B"), ("答案是'D'", "D"),
+    ('The answer is "B".', "B"), ("故选“A”。", "A"), ("答案是B，C是干扰项。", "B"), ("选C，A、B、D都是干扰项。", "C"),
+    ("C++ is fast here, so the answer is B.", "B"),
 ]
 
 UNPARSEABLE = [
@@ -77,7 +81,7 @@ UNPARSEABLE = [
     # --- a letter inside a word or a name is no answer ---
     "这题考查维生素C的作用，我无法确定。", "This question is about Vitamin C.", "C语言是一种编程语言。",
     "A股市场今天上涨了。", "B超检查没有辐射。", "DNA的双螺旋结构由沃森和克里克提出。", "乙型肝炎即Hepatitis B。",
-    "Type A personalities are competitive.",
+    "Type A personalities are competitive.", "The answer is C++.", "答案是“C语言”",
     # --- a question back ---
     "答案是A还是B？", "是C吗？", "The answer is C?", "你是想问C选项的含义吗？", "Is it B?",
     # --- several letters without a commitment ---

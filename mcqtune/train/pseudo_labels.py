@@ -3,8 +3,10 @@ that a run -- better, several runs averaged, an ensemble by the mean -- answered
 ``--pseudo_label_threshold`` probability join the training rows with that letter.
 
 Each run must carry the record of what it answered (its ``report.json``), and that must be the given file's
-bytes. The pseudo-labelled rows are training rows only: validation stays on labelled data, and a test question
-whose ID is also a training or validation ID is refused (the same ID need not be the same question).
+bytes. The pseudo-labelled rows are training rows only: validation stays on labelled data. Their IDs are the
+test file's behind ``pseudo-labels:`` (test and training IDs are often both 0..N-1: the same ID is not the same
+question); a test question that is also a validation question is left out and counted (it would leak), and a file
+whose every question is a labelled one is refused (a labelled file given where the test file belongs).
 """
 
 from __future__ import annotations
@@ -23,16 +25,16 @@ logger = logging.getLogger("train_sft")
 PSEUDO_SOURCE = "pseudo-labels"
 
 
-def pseudo_labelled_rows(script_args, labelled_ids: set[str]) -> tuple[pd.DataFrame, dict]:
+def pseudo_labelled_rows(script_args, train: pd.DataFrame, val: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """The confident test rows with their letters, and what training_summary.json records of them."""
     from mcqtune.runs.identity import csv_identity
 
     test_file, threshold = script_args.pseudo_label_file, script_args.pseudo_label_threshold
     test = load_mcq_csv(test_file, encoding=script_args.encoding)
-    shared = sorted(set(test["ID"]) & labelled_ids)
-    if shared:
-        raise DataError(test_file, f"{len(shared)} of its IDs are also training or validation IDs (first "
-                                   f"{shared[0]}); give the test file the runs answered, not a labelled one")
+    labelled = set(train["question"].str.strip()) | set(val["question"].str.strip())
+    if set(test["question"].str.strip()) <= labelled:
+        raise DataError(test_file, f"every one of its {len(test)} questions is a training or validation question: "
+                                   "give the test file the runs answered, not a labelled one")
     probs = load_teachers(script_args.pseudo_label_from, test_file,
                           csv_identity(test_file, script_args.encoding)["bytes_sha256"],
                           consumer="--pseudo_label_from", scored_by_all=True)
@@ -40,17 +42,23 @@ def pseudo_labelled_rows(script_args, labelled_ids: set[str]) -> tuple[pd.DataFr
         raise DataError(test_file, "the --pseudo_label_from runs share no scored row of it (score mode gives the "
                                    "letter probabilities pseudo-labels need)")
     scored = test[test["ID"].isin(probs)]
-    best = np.array([probs[id_] for id_ in scored["ID"]])
-    keep = best.max(axis=1) >= threshold
+    best = np.array([probs[id_] for id_ in scored["ID"]]).reshape(-1, len(LETTERS))
+    validating = scored["question"].str.strip().isin(set(val["question"].str.strip())).to_numpy()
+    keep = (best.max(axis=1) >= threshold) & ~validating
     rows = scored[keep].assign(**{ANSWER_COLUMN: [LETTERS[i] for i in best[keep].argmax(axis=1)],
                                   "source": PSEUDO_SOURCE})
+    rows = rows.assign(ID=PSEUDO_SOURCE + ":" + rows["ID"])
     letters = rows[ANSWER_COLUMN].value_counts()
     summary = {"file": test_file, "threshold": threshold,  # the runs by content are in run_identity
                "runs": [str(Path(r).resolve()) for r in script_args.pseudo_label_from],
                "test_rows": len(test), "scored_rows": len(scored), "rows": len(rows),
+               "left_out_as_validation_questions": int(validating.sum()),
                "letters": {x: int(letters.get(x, 0)) for x in LETTERS}}
     logger.info("--pseudo_label_from: %d of %d test questions at probability >= %g join training (A-D: %s)",
                 len(rows), len(test), threshold, ", ".join(str(summary["letters"][x]) for x in LETTERS))
+    if validating.any():
+        logger.warning("--pseudo_label_from: %d test questions are also validation questions; left out of training",
+                       int(validating.sum()))
     return rows, summary
 
 
@@ -58,7 +66,7 @@ def add_pseudo_labels(train: pd.DataFrame, val: pd.DataFrame, script_args) -> tu
     """``train`` with the pseudo-labelled test rows after it (validation untouched)."""
     if not script_args.pseudo_label_from:
         return train, None
-    rows, summary = pseudo_labelled_rows(script_args, set(train["ID"]) | set(val["ID"]))
+    rows, summary = pseudo_labelled_rows(script_args, train, val)
     if not len(rows):
         logger.warning("--pseudo_label_from: no test question reaches probability %g; training on the labelled "
                        "rows only", script_args.pseudo_label_threshold)

@@ -1,6 +1,6 @@
 """Pseudo-labels: the test questions that runs of that very file answered confidently join the training rows (never
-validation) with the letter they chose; runs of another file, a labelled file's IDs and options without their
-partner are refused in one line."""
+validation) with the letter they chose, under IDs of their own; runs of another file, a labelled file and options
+without their partner are refused in one line."""
 
 import json
 
@@ -45,10 +45,11 @@ def test_confident_test_rows_join_training_with_the_averaged_letter_and_never_va
     plain_train, plain_val = load_splits(train_args("m", sample_dir / "train.csv", tmp_path / "o2")[0], 42)
     train, val = load_splits(script_args, 42)
     mean = np.mean([pd.read_csv(r / "predictions.csv")[[f"p_{x}" for x in LETTERS]].to_numpy() for r in runs], 0)
-    confident = mean.max(1) >= 0.6
+    questions = pd.read_csv(test_file, dtype=str)["question"].str.strip()
+    confident = (mean.max(1) >= 0.6) & ~questions.isin(set(plain_val["question"].str.strip())).to_numpy()
     assert 0 < confident.sum() < len(ids)
     pseudo = train[train["source"] == PSEUDO_SOURCE]
-    assert list(pseudo["ID"]) == list(ids[confident])
+    assert list(pseudo["ID"]) == [f"{PSEUDO_SOURCE}:{id_}" for id_ in ids[confident]]  # apart from training IDs
     assert list(pseudo["answer"]) == [LETTERS[i] for i in mean[confident].argmax(1)]
     assert len(train) == len(plain_train) + confident.sum() and val.equals(plain_val)  # validation untouched
     counts = {}
@@ -79,7 +80,7 @@ def test_a_run_of_another_file_and_a_labelled_file_are_refused(two_runs, sample_
         load_splits(other, 42)
     labelled, _ = train_args("m", sample_dir / "train.csv", tmp_path / "out", "--pseudo_label_from", *runs,
                              "--pseudo_label_file", sample_dir / "train.csv")
-    with pytest.raises(DataError, match="also training or validation IDs"):
+    with pytest.raises(DataError, match="every one of its .* questions is a training or validation question"):
         load_splits(labelled, 42)
 
 
@@ -91,3 +92,25 @@ def test_a_run_of_another_file_and_a_labelled_file_are_refused(two_runs, sample_
 def test_pseudo_label_options_without_their_partner_are_one_line(sample_dir, tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         check_config(*train_args("m", sample_dir / "train.csv", tmp_path / "out", *extra))
+
+
+def test_test_ids_that_are_also_training_ids_join_under_their_own_and_validation_questions_stay_out(
+        sample_dir, tmp_path):
+    """CMMLU's files both number their rows 0..N-1: the same ID is not the same question. A test question that is
+    also a validation question would leak into training: left out, and counted."""
+    train_file = tmp_path / "train.csv"
+    header = "ID,question,option_A,option_B,option_C,option_D,answer\n"
+    train_file.write_text(header + "".join(f"{i},训练{i},a,b,c,d,{'ABCD'[i % 4]}\n" for i in range(40)),
+                          encoding="utf-8")
+    test_file = tmp_path / "test.csv"
+    test_file.write_text(header.replace(",answer", "") + "".join(f"{i},测试{i},a,b,c,d\n" for i in range(5)),
+                         encoding="utf-8")
+    val_file = tmp_path / "val.csv"
+    val_file.write_text(header + "100,测试0,a,b,c,d,A\n101,验证,a,b,c,d,B\n", encoding="utf-8")
+    run = fake_run(tmp_path / "run", test_file, np.tile([0.97, 0.01, 0.01, 0.01], (5, 1)), [str(i) for i in range(5)])
+    script_args, _ = train_args("m", train_file, tmp_path / "out", "--pseudo_label_from", run,
+                                "--pseudo_label_file", test_file, "--val_file", val_file)
+    train, val = load_splits(script_args, 42)
+    pseudo = train[train["source"] == PSEUDO_SOURCE]
+    assert list(pseudo["ID"]) == [f"{PSEUDO_SOURCE}:{i}" for i in range(1, 5)]  # 测试0 is a validation question
+    assert train["ID"].is_unique and len(val) == 2

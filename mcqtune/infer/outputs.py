@@ -147,6 +147,8 @@ def write_outputs(args: InferArguments, frame, records: dict[str, dict], run: di
     write_csv_atomic(predictions, args.run_dir / "predictions.csv")
     write_inference_report(report, predictions, frame, args.run_dir)
     write_csv_atomic(predictions[["ID", "answer"]], Path(args.output_file))  # last: it exists only when all is done
+    part = report.get("accuracy_on_labelled_rows")
     logger.info("wrote %s (%d answers, %s)%s", args.output_file, len(predictions), run["precision"],
-                f"; accuracy {report['accuracy']:.2%}" if "accuracy" in report else "")
+                f"; accuracy {report['accuracy']:.2%}" if "accuracy" in report else
+                f"; accuracy {part['accuracy']:.2%} on the {part['rows']} labelled rows" if part else "")
     return report

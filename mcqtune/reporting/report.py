@@ -306,6 +306,10 @@ def inference_report(frame, predictions, run: dict[str, Any], seconds: float, an
             report["accuracy_by_subject"] = per_subject
         report["confusion_matrix"] = confusion_matrix(list(predictions["answer"]),
                                                       list(frame[ANSWER_COLUMN])).tolist()
+    elif ANSWER_COLUMN in frame and frame[ANSWER_COLUMN].isin(LETTERS).any():  # a partly labelled file
+        labelled = frame[ANSWER_COLUMN].isin(LETTERS).to_numpy()
+        correct = predictions["answer"].values[labelled] == frame[ANSWER_COLUMN].values[labelled]
+        report["accuracy_on_labelled_rows"] = {"rows": int(labelled.sum()), "accuracy": round(float(correct.mean()), 4)}
     return report
 
 
@@ -357,6 +361,10 @@ def render_markdown(report: dict, subject_labels: SubjectLabels | None = None) -
                      f"{', '.join(report['restarted']['changed'])}")
     if "accuracy" in report:
         lines.append(f"- **accuracy: {report['accuracy']:.2%}**")
+    if "accuracy_on_labelled_rows" in report:
+        part = report["accuracy_on_labelled_rows"]
+        lines.append(f"- **accuracy on the {part['rows']} labelled rows: {part['accuracy']:.2%}** (the others have no "
+                     "answer)")
     if "votes" in report.get("reasoning", {}):
         v = report["reasoning"]["votes"]
         lines.append(f"- self-consistency: {v['replies']} sampled replies for {v['questions']} questions "

@@ -182,3 +182,13 @@ def test_a_votes_fallback_share_is_its_share_of_closed_replies():
     voted = pd.DataFrame({"source": ["vote", "vote"]})
     assert fallback_share(voted, {"replies": 8, "closed_and_scored_replies": 2}) == 0.25
     assert fallback_share(pd.DataFrame({"source": ["reason", "reason_closed"]}), None) == 0.5
+
+
+def test_a_partly_labelled_file_reports_accuracy_on_its_labelled_rows_only():
+    frame, predictions = labelled_frame()
+    frame.loc[[1, 2], "answer"] = ""  # labelled: row 0 (answered right) and row 3 (answered wrong)
+    result = report.inference_report(frame, predictions, RUN, seconds=1.0, answered_now=4)
+    assert "accuracy" not in result and result["accuracy_on_labelled_rows"] == {"rows": 2, "accuracy": 0.5}
+    assert "- **accuracy on the 2 labelled rows: 50.00%** (the others have no answer)" in report.render_markdown(result)
+    frame["answer"] = ""
+    assert "accuracy_on_labelled_rows" not in report.inference_report(frame, predictions, RUN, 1.0, 4)

@@ -118,7 +118,7 @@ JUDGED_LETTERS_UP_TO = re.compile(r"(?<![A-Za-z])[A-D](?:" + JUDGED_WRONG.patter
 # Optional words carry their own trailing spaces ("\s*(?:X\s*)?", never "\s*X?\s*"): two "\s*" in a row make a
 # failing match retry every split of a long run of spaces, which took seconds on "答案是" + 300 newlines.
 L = r"([A-Da-d])"
-OPEN = r"(?:[(\[（【\"“「『'‘《]\s*)?"  # a bracket or a quotation mark before the letter: 答案是（C）, 答案是“C”
+OPEN = r"(?:[(\[（【]\s*)?"
 BOXED = re.compile(r"\\boxed\s*\{\s*(?:\\text(?:bf)?\s*\{\s*)?\(?([A-Da-d])\)?\s*(?:\}\s*)?\}")
 NEGATION = re.compile(
     r"(?:不是|并非|不选|而非|(?i:not))\s*(?:选项\s*)?\(?[A-Da-d]\)?\s*(?:(?:选项|项)\s*)?(?:[，,;；、]\s*)?"
@@ -186,6 +186,12 @@ MARKDOWN = re.compile(r"[*_`#>]+")
 ANY_LETTER = re.compile(r"[A-D]")
 
 
+# A letter alone in quotation marks ("C", “C”, 「C」, 'C', 《C》) is read as one in brackets, (C), which every rule
+# knows: a commitment, a rejection, a list or a correction reads the same either way.
+QUOTED_LETTER = re.compile(r"[\"“「『'‘《]([A-Da-d])[\"”」』'’》]")
+
+
 def normalise_script(text: str) -> str:
-    """Fold full-width forms (NFKC) and read the grammar's Traditional characters as Simplified."""
-    return unicodedata.normalize("NFKC", text).translate(TO_SIMPLIFIED)
+    """Fold full-width forms (NFKC), read the grammar's Traditional characters as Simplified and a quoted letter as
+    a bracketed one."""
+    return QUOTED_LETTER.sub(r"(\1)", unicodedata.normalize("NFKC", text).translate(TO_SIMPLIFIED))

@@ -73,6 +73,9 @@ CASES = [
     ('答案是"C"', "C"), ("答案是“C”。", "C"), ("答案是「C」", "C"), ("答案是『B』", "B"), ("答案是'D'", "D"),
     ('The answer is "B".', "B"), ("故选“A”。", "A"), ("答案是B，C是干扰项。", "B"), ("选C，A、B、D都是干扰项。", "C"),
     ("C++ is fast here, so the answer is B.", "B"),
+    # a quoted letter is read as a bracketed one by every rule: rejected, listed, corrected
+    ("故选“A”，不选“B”。", "A"), ('The answer is "A", which is wrong; it is C.', "C"), ("答案是“A”。等等，是“C”", "C"),
+    ("“A”", "A"),
 ]
 
 UNPARSEABLE = [
@@ -82,6 +85,9 @@ UNPARSEABLE = [
     "这题考查维生素C的作用，我无法确定。", "This question is about Vitamin C.", "C语言是一种编程语言。",
     "A股市场今天上涨了。", "B超检查没有辐射。", "DNA的双螺旋结构由沃森和克里克提出。", "乙型肝炎即Hepatitis B。",
     "Type A personalities are competitive.", "The answer is C++.", "答案是“C语言”",
+    # --- quoted letters rejected, listed or refuted, as bracketed ones are ---
+    "我不选“A”。", "答案是“A”或“B”", 'The answer is "A" or "B".', "答案应该是「B」、「D」中的一个",
+    "有人说答案是“A”，这是错的", "答案是“A”以外的选项", "答案：“A”项错误",
     # --- a question back ---
     "答案是A还是B？", "是C吗？", "The answer is C?", "你是想问C选项的含义吗？", "Is it B?",
     # --- several letters without a commitment ---

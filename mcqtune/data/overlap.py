@@ -30,6 +30,12 @@ def normalised_key(row, options: Sequence[str]) -> tuple:
     return (normalised(row["question"]), *sorted(normalised(row[c]) for c in options))
 
 
+def question_keys(frame: pd.DataFrame, options: Sequence[str]) -> list[tuple]:
+    """Each row's question as this module tells questions apart (after normalising): what training compares to
+    keep validation questions out of extra and pseudo-labelled rows."""
+    return [normalised_key(row, options) for _, row in frame.fillna("").iterrows()]
+
+
 def overlap(train: pd.DataFrame, test: pd.DataFrame, options: Sequence[str]) -> dict:
     """How many test questions also stand in ``train`` (questions with their ``options`` columns), exactly and after
     normalising (the exact ones included), and the first pairs (test ID, training ID, how they match)."""

@@ -12,7 +12,8 @@ import pandas as pd
 
 from mcqtune.model.prompts import PromptTooLong
 from mcqtune.model.prompts import ReplyTooLong, encode_training_example
-from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, REASONING_COLUMN, describe, load_mcq_csv
+from mcqtune.data.overlap import question_keys
+from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, OPTION_COLUMNS, REASONING_COLUMN, describe, load_mcq_csv
 from mcqtune.errors import DataError
 from mcqtune.data.option_orders import augment_with_permutations
 from mcqtune.train.distill import TEACHER_COLUMN
@@ -72,16 +73,18 @@ def load_splits(script_args, seed: int, frame=None, val=None):
 
 def add_extra_sources(train, val, script_args, seed: int):
     """train_file's training rows plus each extra file's rows at its weight, with a ``source`` column; questions
-    that also appear in the validation rows are dropped from the extra rows (they would leak), and counted."""
+    that also appear in the validation rows (as data/overlap.py tells questions apart) are dropped from the extra
+    rows (they would leak), and counted."""
     if not script_args.extra_train_files:
         return train
-    seen = set(val["question"].str.strip())
+    validating, training = (set(question_keys(frame, OPTION_COLUMNS)) for frame in (val, train))
     parts = [train.assign(source=script_args.train_file)]
     for number, path in enumerate(script_args.extra_train_files):
         weight = script_args.extra_train_weights[number] if number < len(script_args.extra_train_weights) else 1.0
         extra = load_training_file(script_args, path)
-        leaking = extra["question"].str.strip().isin(seen)
-        repeated = extra["question"].str.strip().isin(set(train["question"].str.strip()))
+        keys = question_keys(extra, OPTION_COLUMNS)
+        leaking = pd.Series([key in validating for key in keys], index=extra.index)
+        repeated = pd.Series([key in training for key in keys], index=extra.index)
         logger.info("%s: %d rows, weight %g; %d of its questions are also in train_file's training rows; %d in the "
                     "validation rows are left out", path, len(extra), weight, int(repeated.sum()), int(leaking.sum()))
         extra = sample_rows(extra[~leaking], weight, seed + number)

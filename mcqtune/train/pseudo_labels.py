@@ -5,8 +5,9 @@ that a run -- better, several runs averaged, an ensemble by the mean -- answered
 Each run must carry the record of what it answered (its ``report.json``), and that must be the given file's
 bytes. The pseudo-labelled rows are training rows only: validation stays on labelled data. Their IDs are the
 test file's behind ``pseudo-labels:`` (test and training IDs are often both 0..N-1: the same ID is not the same
-question); a test question that is also a validation question is left out and counted (it would leak), and a file
-whose every question is a labelled one is refused (a labelled file given where the test file belongs).
+question); a test question that is also a validation or training question (as data/overlap.py tells questions
+apart) is left out and counted (it would leak, or its letter could contradict the label), and a file whose every
+question is a labelled one is refused (a labelled file given where the test file belongs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, load_mcq_csv
+from mcqtune.data.overlap import question_keys
+from mcqtune.data.questions import ANSWER_COLUMN, LETTERS, OPTION_COLUMNS, load_mcq_csv
 from mcqtune.errors import DataError
 from mcqtune.train.distill import load_teachers
 
@@ -31,8 +33,9 @@ def pseudo_labelled_rows(script_args, train: pd.DataFrame, val: pd.DataFrame) ->
 
     test_file, threshold = script_args.pseudo_label_file, script_args.pseudo_label_threshold
     test = load_mcq_csv(test_file, encoding=script_args.encoding)
-    labelled = set(train["question"].str.strip()) | set(val["question"].str.strip())
-    if set(test["question"].str.strip()) <= labelled:
+    validating, training = (set(question_keys(frame, OPTION_COLUMNS)) for frame in (val, train))
+    keys = dict(zip(test["ID"], question_keys(test, OPTION_COLUMNS)))
+    if all(key in validating or key in training for key in keys.values()):
         raise DataError(test_file, f"every one of its {len(test)} questions is a training or validation question: "
                                    "give the test file the runs answered, not a labelled one")
     probs = load_teachers(script_args.pseudo_label_from, test_file,
@@ -43,8 +46,10 @@ def pseudo_labelled_rows(script_args, train: pd.DataFrame, val: pd.DataFrame) ->
                                    "letter probabilities pseudo-labels need)")
     scored = test[test["ID"].isin(probs)]
     best = np.array([probs[id_] for id_ in scored["ID"]]).reshape(-1, len(LETTERS))
-    validating = scored["question"].str.strip().isin(set(val["question"].str.strip())).to_numpy()
-    keep = (best.max(axis=1) >= threshold) & ~validating
+    # a labelled question stays out: in validation it would leak, in training its letter could contradict the label
+    in_val = np.array([keys[id_] in validating for id_ in scored["ID"]], dtype=bool)
+    in_train = np.array([keys[id_] in training for id_ in scored["ID"]], dtype=bool) & ~in_val
+    keep = (best.max(axis=1) >= threshold) & ~in_val & ~in_train
     rows = scored[keep].assign(**{ANSWER_COLUMN: [LETTERS[i] for i in best[keep].argmax(axis=1)],
                                   "source": PSEUDO_SOURCE})
     rows = rows.assign(ID=PSEUDO_SOURCE + ":" + rows["ID"])
@@ -52,13 +57,13 @@ def pseudo_labelled_rows(script_args, train: pd.DataFrame, val: pd.DataFrame) ->
     summary = {"file": test_file, "threshold": threshold,  # the runs by content are in run_identity
                "runs": [str(Path(r).resolve()) for r in script_args.pseudo_label_from],
                "test_rows": len(test), "scored_rows": len(scored), "rows": len(rows),
-               "left_out_as_validation_questions": int(validating.sum()),
+               "left_out_as_labelled": {"validation": int(in_val.sum()), "training": int(in_train.sum())},
                "letters": {x: int(letters.get(x, 0)) for x in LETTERS}}
     logger.info("--pseudo_label_from: %d of %d test questions at probability >= %g join training (A-D: %s)",
                 len(rows), len(test), threshold, ", ".join(str(summary["letters"][x]) for x in LETTERS))
-    if validating.any():
-        logger.warning("--pseudo_label_from: %d test questions are also validation questions; left out of training",
-                       int(validating.sum()))
+    if in_val.any() or in_train.any():
+        logger.warning("--pseudo_label_from: %d test questions are also validation questions and %d training "
+                       "questions; left out", int(in_val.sum()), int(in_train.sum()))
     return rows, summary
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mcqtune.data.questions import LETTERS
+from mcqtune.data.overlap import question_keys
+from mcqtune.data.questions import LETTERS, OPTION_COLUMNS
 from mcqtune.errors import ConfigError, DataError
 from mcqtune.runs.identity import csv_identity
 from mcqtune.runs.provenance import ProvenanceError
@@ -45,8 +46,10 @@ def test_confident_test_rows_join_training_with_the_averaged_letter_and_never_va
     plain_train, plain_val = load_splits(train_args("m", sample_dir / "train.csv", tmp_path / "o2")[0], 42)
     train, val = load_splits(script_args, 42)
     mean = np.mean([pd.read_csv(r / "predictions.csv")[[f"p_{x}" for x in LETTERS]].to_numpy() for r in runs], 0)
-    questions = pd.read_csv(test_file, dtype=str)["question"].str.strip()
-    confident = (mean.max(1) >= 0.6) & ~questions.isin(set(plain_val["question"].str.strip())).to_numpy()
+    labelled = set(question_keys(plain_val, OPTION_COLUMNS)) | set(question_keys(plain_train, OPTION_COLUMNS))
+    unlabelled = np.array([key not in labelled for key in question_keys(pd.read_csv(test_file, dtype=str),
+                                                                          OPTION_COLUMNS)])
+    confident = (mean.max(1) >= 0.6) & unlabelled
     assert 0 < confident.sum() < len(ids)
     pseudo = train[train["source"] == PSEUDO_SOURCE]
     assert list(pseudo["ID"]) == [f"{PSEUDO_SOURCE}:{id_}" for id_ in ids[confident]]  # apart from training IDs
@@ -94,23 +97,27 @@ def test_pseudo_label_options_without_their_partner_are_one_line(sample_dir, tmp
         check_config(*train_args("m", sample_dir / "train.csv", tmp_path / "out", *extra))
 
 
-def test_test_ids_that_are_also_training_ids_join_under_their_own_and_validation_questions_stay_out(
-        sample_dir, tmp_path):
+def test_test_ids_that_are_also_training_ids_join_under_their_own_and_labelled_questions_stay_out(tmp_path):
     """CMMLU's files both number their rows 0..N-1: the same ID is not the same question. A test question that is
-    also a validation question would leak into training: left out, and counted."""
+    also a validation question would leak into training, one that is a training question could contradict its
+    label: both left out, and counted."""
+    from mcqtune.train.pseudo_labels import add_pseudo_labels
+
     train_file = tmp_path / "train.csv"
     header = "ID,question,option_A,option_B,option_C,option_D,answer\n"
     train_file.write_text(header + "".join(f"{i},训练{i},a,b,c,d,{'ABCD'[i % 4]}\n" for i in range(40)),
                           encoding="utf-8")
     test_file = tmp_path / "test.csv"
-    test_file.write_text(header.replace(",answer", "") + "".join(f"{i},测试{i},a,b,c,d\n" for i in range(5)),
-                         encoding="utf-8")
-    val_file = tmp_path / "val.csv"
+    test_file.write_text(header.replace(",answer", "") + "0,测试 0,b,a,c,d\n1,训练7,a,b,c,d\n"
+                         + "".join(f"{i},测试{i},a,b,c,d\n" for i in range(2, 6)), encoding="utf-8")
+    val_file = tmp_path / "val.csv"  # 测试0 with its options in another order is the same question
     val_file.write_text(header + "100,测试0,a,b,c,d,A\n101,验证,a,b,c,d,B\n", encoding="utf-8")
-    run = fake_run(tmp_path / "run", test_file, np.tile([0.97, 0.01, 0.01, 0.01], (5, 1)), [str(i) for i in range(5)])
+    run = fake_run(tmp_path / "run", test_file, np.tile([0.97, 0.01, 0.01, 0.01], (6, 1)), [str(i) for i in range(6)])
     script_args, _ = train_args("m", train_file, tmp_path / "out", "--pseudo_label_from", run,
                                 "--pseudo_label_file", test_file, "--val_file", val_file)
     train, val = load_splits(script_args, 42)
     pseudo = train[train["source"] == PSEUDO_SOURCE]
-    assert list(pseudo["ID"]) == [f"{PSEUDO_SOURCE}:{i}" for i in range(1, 5)]  # 测试0 is a validation question
+    assert list(pseudo["ID"]) == [f"{PSEUDO_SOURCE}:{i}" for i in range(2, 6)]
     assert train["ID"].is_unique and len(val) == 2
+    _, summary = add_pseudo_labels(train[train["source"] != PSEUDO_SOURCE].drop(columns="source"), val, script_args)
+    assert summary["left_out_as_labelled"] == {"validation": 1, "training": 1} and summary["rows"] == 4

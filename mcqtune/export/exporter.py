@@ -195,11 +195,14 @@ def run_job(args: argparse.Namespace, job: str) -> None:
 
 def trained_prompt(adapter_path: str | None) -> dict:
     """The system prompt and question template an adapter (or a merged export of one) was trained with, from its
-    training record; none given: the defaults."""
+    training record; none given: the defaults. Its chat template travels with the model's tokenizer (the adapter's,
+    which a merged export keeps)."""
     from mcqtune.runs.provenance import ADAPTER_RECORD, adapter_prompt
 
     if not adapter_path:
         return {}
+    if not Path(adapter_path).is_dir():
+        raise ExportError(f"--adapter_path {adapter_path}: no such folder")
     prompt = adapter_prompt(adapter_path)
     if prompt is None:
         raise ExportError(f"{adapter_path} holds no {ADAPTER_RECORD} (training writes it), so the prompt it was "
@@ -208,6 +211,9 @@ def trained_prompt(adapter_path: str | None) -> dict:
     if prompt.get("reasoning"):
         raise ExportError(f"{adapter_path} was trained to reason before its letter; an lm-eval multiple-choice "
                           "task scores the letter at once (use infer.py --mode reason)")
+    if prompt.get("enable_thinking"):  # lm-eval renders the template without the switch
+        raise ExportError(f"{adapter_path} was trained with the template's thinking switch on, which an lm-eval task "
+                          "cannot pass to the template; score it with infer.py")
     return {name: prompt[name] for name in ("system_prompt", "user_template") if name in prompt}
 
 

@@ -76,6 +76,7 @@ def make_parser():
     from mcqtune.infer.options import InferArguments
 
     parser = TrlParser((InferArguments,))
+    parser.set_defaults(mode="reason")  # so that any other mode, on the command line or in --config, was asked for
     parser.description = ("Reason over a labelled training CSV and keep the traces that reach its labels. The "
                           "options are infer.py's: --train_file (the CSV reasoned over) stands for --test_file, "
                           "--output_file is the training CSV written (with a reasoning column), and --mode is always "
@@ -110,11 +111,8 @@ def parse_args(argv: Sequence[str] | None):
     (args,) = parse_with(make_parser(), argv, ConfigError)
     if args.output_file == InferArguments.output_file:
         raise ConfigError("traces needs --output_file: the training CSV (with a reasoning column) to write")
-    given = [item.split("=", 1)[1] if "=" in item else next(iter(argv[k + 1:k + 2]), "")
-             for k, item in enumerate(argv) if item == "--mode" or item.startswith("--mode=")]
-    if args.mode == "generate" or any(mode != "reason" for mode in given):
-        raise ConfigError(f"traces are reasoning replies: leave out --mode {given[-1] if given else args.mode} (it "
-                          "is always reason here)")
+    if args.mode != "reason":
+        raise ConfigError(f"traces are reasoning replies: leave out --mode {args.mode} (it is always reason here)")
     if args.samples < 1 or (args.samples > 1 and args.temperature <= 0):
         raise ConfigError(f"--samples {args.samples}: give 1, or more than 1 with --temperature above 0 (greedy "
                           "replies would all be the same)")

@@ -102,8 +102,7 @@ def test_a_whole_adapter_exports_and_its_copy_is_verified(random_adapter, tmp_pa
     (["--format", "gguf"], "--lm_eval_task writes an lm-eval task and exports no model"),
     (["--format", "merged"], "--lm_eval_task writes an lm-eval task and exports no model"),
     (["--dtype", "float16"], "--dtype does not apply to --lm_eval_task"),
-    (["--adapter_path", "x"], "x holds no mcq_provenance.json (training writes it), so the prompt it was trained "
-                              "with is unknown"),
+    (["--adapter_path", "x"], "--adapter_path x: no such folder"),
 ])
 def test_lm_eval_task_refuses_model_options(sample_dir, tmp_path, capsys, extra, message):
     status = run_cli(export_cli.main, ["--lm_eval_task", str(sample_dir / "test.csv"), *extra,
@@ -151,7 +150,7 @@ def test_an_export_never_writes_into_a_used_folder(random_adapter, tmp_path, cap
     assert {p.name: p.read_bytes() for p in random_adapter.iterdir() if p.is_file()} == before
 
 
-def test_an_lm_eval_task_for_an_adapter_has_the_prompt_it_was_trained_with(sample_dir, tmp_path):
+def test_an_lm_eval_task_for_an_adapter_has_the_prompt_it_was_trained_with(sample_dir, tmp_path, capsys):
     import json
 
     import yaml
@@ -168,6 +167,12 @@ def test_an_lm_eval_task_for_an_adapter_has_the_prompt_it_was_trained_with(sampl
     task = yaml.safe_load((tmp_path / "task" / "mcq_test.yaml").read_text(encoding="utf-8"))
     assert task["doc_to_text"] == to_jinja(prompt["user_template"])
     assert (tmp_path / "task" / "system_prompt.txt").read_text(encoding="utf-8") == ""
-    (adapter / "mcq_provenance.json").write_text(json.dumps({"prompt": {**prompt, "reasoning": True}}))
-    assert run_cli(export_cli.main, ["--lm_eval_task", str(sample_dir / "test.csv"), "--adapter_path", str(adapter),
-                                     "--output_dir", str(tmp_path / "task2")]) == 1
+    for change, message in (({"reasoning": True}, "was trained to reason before its letter"),
+                            ({"enable_thinking": True}, "thinking switch on"), (None, "holds no mcq_provenance.json")):
+        if change is None:
+            (adapter / "mcq_provenance.json").unlink()
+        else:
+            (adapter / "mcq_provenance.json").write_text(json.dumps({"prompt": {**prompt, **change}}))
+        assert run_cli(export_cli.main, ["--lm_eval_task", str(sample_dir / "test.csv"), "--adapter_path",
+                                         str(adapter), "--output_dir", str(tmp_path / "task2")]) == 1
+        assert message in capsys.readouterr().err

@@ -134,9 +134,10 @@ def run(args: InferArguments, backend: str | None = None) -> dict:
             return answer_test_file(args, plan.rows() if plan else frame, backend, host, plan,
                                     {"kfold": kfold, "prompt_provenance": prompt})
         except PromptTooLong as err:
-            if prompt and not args.prompt_mismatch_ok:  # a longer limit than training's is refused in turn
+            trained = (prompt or {}).get("trained_max_prompt_tokens")
+            if trained is not None and not args.prompt_mismatch_ok:  # a longer limit than training's is refused
                 raise PromptTooLong(err.needed, err.limit, f" with --prompt_mismatch_ok true: the adapter was "
-                                    f"trained at --max_prompt_tokens {err.limit} and never saw longer prompts") \
+                                    f"trained at --max_prompt_tokens {trained} and never saw longer prompts") \
                     from None
             raise
 

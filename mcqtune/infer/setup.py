@@ -313,7 +313,8 @@ def adopt_training_prompt(args: InferArguments) -> tuple[InferArguments, dict | 
     if adopted:
         logger.info("using the training run's prompt settings for %s (recorded in %s)", ", ".join(adopted),
                     Path(adapters[0]) / ADAPTER_RECORD)
-    info = {"adopted_from_adapter": sorted(adopted), "differs_from_training": differ}
+    info = {"adopted_from_adapter": sorted(adopted), "differs_from_training": differ,
+            "trained_max_prompt_tokens": trained.get("max_prompt_tokens")}
     return dataclasses.replace(args, **adopted), info
 
 

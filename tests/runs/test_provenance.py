@@ -110,7 +110,8 @@ def test_an_adapter_answers_with_its_training_prompt_unless_told_otherwise(tmp_p
     adapter = fake_adapter(tmp_path / "adapter", system_prompt="", max_prompt_tokens=384)
     args, info = adopt_training_prompt(InferArguments(model_path=str(adapter)))
     assert args.system_prompt == "" and args.max_prompt_tokens == 384  # the defaults give way to training's
-    assert info == {"adopted_from_adapter": ["max_prompt_tokens", "system_prompt"], "differs_from_training": []}
+    assert info == {"adopted_from_adapter": ["max_prompt_tokens", "system_prompt"], "differs_from_training": [],
+                    "trained_max_prompt_tokens": 384}
     with pytest.raises(ProvenanceError) as caught:  # an explicit other value is refused
         adopt_training_prompt(InferArguments(model_path=str(adapter), user_template="{question} {A}{B}{C}{D}"))
     assert "--user_template" in str(caught.value) and "--prompt_mismatch_ok true" in str(caught.value)

@@ -153,8 +153,7 @@ def _run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | N
         if not stdout_reader_gone():  # another pipe broke (a child process's): an error like any other
             print(f"error: {one_line(describe_os_error(err))}", file=sys.stderr)
             return EXIT_USER_ERROR
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would report it again at exit
-        return EXIT_READER_GONE
+        return quiet_stdout()
     except OSError as err:
         print(f"error: {one_line(describe_os_error(err))}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -183,11 +182,23 @@ def stdout_reader_gone() -> bool:
         sys.stdout.flush()
     except BrokenPipeError:
         return True
+    except (OSError, ValueError):  # a stdout with no descriptor (captured): no pipe of ours
+        return False
     if not hasattr(select, "poll"):
         return False
-    poll = select.poll()
-    poll.register(sys.stdout.fileno(), select.POLLOUT)
-    return any(events & select.POLLERR for _, events in poll.poll(0))
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def quiet_stdout() -> int:
+    """After the reader of stdout left: stdout to the null device (Python would report the pipe again at exit);
+    the exit status a shell gives such a command."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_READER_GONE
 
 
 def missing_package_advice(err: BaseException) -> str | None:

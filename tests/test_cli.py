@@ -9,6 +9,7 @@ import pytest
 
 from mcqtune import cli
 from mcqtune.config_files import config_dir, resolve_config, resolve_config_argv, shipped_configs
+from mcqtune.errors import EXIT_READER_GONE
 from tests.helpers import ROOT
 
 
@@ -50,7 +51,7 @@ def test_output_into_a_reader_that_stopped_early_ends_without_a_traceback(tmp_pa
                 result = subprocess.run([*([exe] if exe else [sys.executable, "-m", "mcqtune"]), *argv],
                                         stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=300,
                                         env=env)
-                assert result.returncode == cli.EXIT_READER_GONE and result.stderr == "", (argv, result.stderr)
+                assert result.returncode == EXIT_READER_GONE and result.stderr == "", (argv, result.stderr)
 
 
 def test_an_unknown_or_missing_subcommand_is_one_line(tmp_path, capsys):

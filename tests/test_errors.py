@@ -375,3 +375,14 @@ def test_an_interrupted_training_says_how_to_continue_by_its_own_options(monkeyp
     assert run_cli(cli.main, [*argv, "--resume", "true"]) == EXIT_INTERRUPTED
     assert capsys.readouterr().err.strip().endswith("; run the same command again to continue")
 
+
+def test_a_broken_pipe_that_is_not_stdouts_reader_stays_a_one_line_error(capsys):
+    """A child process's pipe breaking is an error, said in one line, even where stdout has no descriptor."""
+    from mcqtune.errors import run_cli
+
+    def main(argv):
+        raise BrokenPipeError(32, "Broken pipe", "llama child")
+
+    assert run_cli(main, []) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: llama child: Broken pipe; check the path and the disk"]

@@ -12,12 +12,11 @@ ends the same way: its result, or one line on stderr and a non-zero exit status 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from typing import NamedTuple, Sequence
 
 from mcqtune import __version__
-from mcqtune.errors import EXIT_READER_GONE, EXIT_USER_ERROR, run_cli, stdout_reader_gone
+from mcqtune.errors import EXIT_USER_ERROR, quiet_stdout, run_cli, stdout_reader_gone
 
 
 class Command(NamedTuple):
@@ -69,8 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         if not stdout_reader_gone():  # another pipe broke: not this case
             raise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would report it again at exit
-        return EXIT_READER_GONE
+        return quiet_stdout()
 
 
 def dispatch(argv: list[str], console: bool = False) -> int:

@@ -14,7 +14,6 @@ from tests.helpers import infer_args, run_script
 from mcqtune.data.questions import load_mcq_csv
 
 
-
 def check_submission(path, test_file):
     submission = pd.read_csv(path, dtype=str)
     expected_ids = list(load_mcq_csv(test_file)["ID"])
@@ -270,8 +269,6 @@ def test_letter_bias_correction_divides_out_the_estimated_prior_and_reports_both
     again = infer.run(infer_args(trained_run, tmp_path / "b", output_dir=str(tmp_path / "b"), test_file=test_file,
                                   debias_letters=True, debias_sample=32))
     assert again["answered_this_run"] == 0  # the same prior comes out again: the answers are reused
-
-
 
 
 @pytest.mark.slow

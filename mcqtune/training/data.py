@@ -7,7 +7,9 @@ import logging
 
 import pandas as pd
 
-from mcqtune.data.questions import ANSWER_COLUMN
+from mcqtune.data.overlap import overlap
+from mcqtune.data.questions import ANSWER_COLUMN, OPTION_COLUMNS
+from mcqtune.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +31,6 @@ def split_train_val(frame: pd.DataFrame, val_fraction: float = 0.1,
 def check_validation_rows(val: pd.DataFrame, training_args, script_args) -> None:
     """Refused before any model loads: a run that validates (evaluation on, or the best checkpoint kept) with no
     validation row would train and then fail when it looks for its validation accuracy."""
-    from mcqtune.errors import DataError
-
     validates = str(getattr(training_args, "eval_strategy", "no")) not in ("no", "IntervalStrategy.NO") \
         or getattr(training_args, "load_best_model_at_end", False)
     if len(val) or not validates:
@@ -45,14 +45,13 @@ def check_validation_rows(val: pd.DataFrame, training_args, script_args) -> None
 def check_held_out(train: pd.DataFrame, val: pd.DataFrame, val_file: str) -> None:
     """A validation file whose every question the training file also holds (the same file, or a copy) would choose
     the best checkpoint on training data: refused. Some shared questions are counted in the log."""
-    from mcqtune.data.overlap import describe_overlap, overlap
-    from mcqtune.data.questions import OPTION_COLUMNS
-    from mcqtune.errors import DataError
-
     shared = overlap(train, val, OPTION_COLUMNS)
     if shared["normalised"] == len(val):
         raise DataError(val_file, f"every one of its {len(val)} questions also stands in the training file (the same "
                                   "file?): the best checkpoint would be chosen on questions it trained on; give a "
                                   "held-out --val_file, or leave it out to split one off (--val_fraction)")
     if shared["normalised"]:
-        logger.warning("--val_file: %s", describe_overlap(shared).replace("test questions", "validation questions"))
+        logger.warning("--val_file: %d of its %d questions also stand in the training file (%d exactly): validation "
+                       "accuracy on them overstates what held-out questions get (first: validation ID %s = training "
+                       "ID %s)", shared["normalised"], len(val), shared["exact"], shared["pairs"][0]["test_ID"],
+                       shared["pairs"][0]["train_ID"])

@@ -83,4 +83,4 @@ def test_a_validation_file_the_training_file_holds_is_refused_and_a_partial_over
     val.write_text(header + "100,问题3,a,b,c,d,D\n101,新问题,a,b,c,d,A\n", encoding="utf-8")
     got_train, got_val = load_splits(dataclasses.replace(script_args, val_file=str(val)), seed=0)
     assert len(got_train) == 12 and len(got_val) == 2
-    assert "1 of the 2 validation questions also stand in the training data" in caplog.text
+    assert "--val_file: 1 of its 2 questions also stand in the training file (1 exactly)" in caplog.text

@@ -27,6 +27,9 @@ FALLBACK_SOURCES = ("reason_closed", "score_fallback")
 def describe_run(folder: Path) -> dict:
     """One run's row of the comparison."""
     report = predictions_record(folder / "predictions.csv") or {}
+    if "accuracy_on_labelled_rows" in report:
+        raise UserError(f"{folder}: its test file is labelled on {report['accuracy_on_labelled_rows']['rows']} of "
+                        f"{report.get('rows')} rows; compare runs of a file with an answer on every row")
     if "accuracy" not in report:
         raise UserError(f"{folder}: its report.json has no accuracy; compare runs of a labelled file (with an "
                         "answer column)")

@@ -192,3 +192,16 @@ def test_a_partly_labelled_file_reports_accuracy_on_its_labelled_rows_only():
     assert "- **accuracy on the 2 labelled rows: 50.00%** (the others have no answer)" in report.render_markdown(result)
     frame["answer"] = ""
     assert "accuracy_on_labelled_rows" not in report.inference_report(frame, predictions, RUN, 1.0, 4)
+
+
+def test_compare_refuses_a_run_of_a_partly_labelled_file_naming_how_much_was_labelled(tmp_path):
+    import json
+
+    from mcqtune.errors import UserError
+    from mcqtune.reporting.compare import describe_run
+
+    (tmp_path / "predictions.csv").write_text("ID,answer\n1,A\n2,B\n")
+    (tmp_path / "report.json").write_text(json.dumps({"rows": 2, "accuracy_on_labelled_rows": {"rows": 1,
+                                                                                               "accuracy": 1.0}}))
+    with pytest.raises(UserError, match="labelled on 1 of 2 rows; compare runs of a file with an answer on every row"):
+        describe_run(tmp_path)

@@ -21,8 +21,9 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as err:  # a failed write or flush (a full disk) names no file: name the one being written
-        if err.filename is None:
+    except OSError as err:  # a failed write or flush (a full disk) names no file, a failed rename the temporary
+        # one, which is gone next: name the file being written
+        if err.filename is None or err.filename == str(tmp):
             raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     finally:

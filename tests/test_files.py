@@ -12,14 +12,23 @@ def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     target = tmp_path / "submission.csv"
     target.write_text("ID,answer\n1,A\n")
 
-    def fail(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def fail(source, target):  # as os.replace fails: naming the temporary file and the target
+        raise OSError(28, "No space left on device", str(source), None, str(target))
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError) as caught:
         write_atomic(target, "ID,answer\n1,B\n")
     assert target.read_text() == "ID,answer\n1,A\n"
     assert caught.value.errno == 28 and caught.value.filename == str(target)  # the one-line error names the file
+    monkeypatch.undo()
+
+    def full(descriptor):  # as a full disk fails a flush: naming no file
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as caught:
+        write_atomic(target, "ID,answer\n1,B\n")
+    assert caught.value.filename == str(target) and target.read_text() == "ID,answer\n1,A\n"
     assert [p.name for p in tmp_path.iterdir()] == ["submission.csv"]  # no temporary file left behind
 
 

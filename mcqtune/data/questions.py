@@ -276,20 +276,23 @@ def describe(frame: pd.DataFrame) -> str:
             summary += f"; {len(frame) - len(labelled)} without answer"
     repeated = repeated_options(frame)
     if repeated:  # accepted (real files have them), but the model cannot tell such options apart
-        first_id, letters = repeated[0]
+        first_id, groups = repeated[0]
         summary += (f"; {len(repeated)} with two options of the same text (first: ID {first_id}, options "
-                    f"{' = '.join(letters)})")
+                    f"{', '.join(' = '.join(group) for group in groups)})")
     return summary
 
 
-def repeated_options(frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    """(ID, letters) of each question where some options have the same text (NFKC, stripped), in file order."""
+def repeated_options(frame: pd.DataFrame) -> list[tuple[str, list[list[str]]]]:
+    """(ID, groups of letters whose options have the same text, NFKC and stripped) of each such question, in file
+    order: [["A", "C"], ["B", "D"]] for A = C and B = D."""
     found = []
     for id_, *options in frame[[ID_COLUMN, *OPTION_COLUMNS]].itertuples(index=False):
-        texts = [unicodedata.normalize("NFKC", option).strip() for option in options]
-        alike = [letter for letter, text in zip(LETTERS, texts) if texts.count(text) > 1]
-        if alike:
-            found.append((id_, alike))
+        by_text: dict[str, list[str]] = {}
+        for letter, option in zip(LETTERS, options):
+            by_text.setdefault(unicodedata.normalize("NFKC", option).strip(), []).append(letter)
+        groups = [letters for letters in by_text.values() if len(letters) > 1]
+        if groups:
+            found.append((id_, groups))
     return found
 
 

@@ -42,6 +42,7 @@ def test_options_of_the_same_text_are_accepted_and_named_in_the_summary(tmp_path
     frame = load_mcq_csv(write(tmp_path, HEADER + "1,q,a,b,c,d,A,x\n2,q,1/16,3/16, 1/16,1/8,B,x\n"
                                                   "3,q,Ａ,x,A,x,C,x\n"))
     assert describe(frame).endswith("; 2 with two options of the same text (first: ID 2, options A = C)")
+    assert describe(frame.iloc[[2]]).endswith("(first: ID 3, options A = C, B = D)")  # Ａ is A once folded
     assert "same text" not in describe(load_mcq_csv(write(tmp_path, HEADER + GOOD_ROWS)))
 
 def test_a_folder_or_a_missing_file_is_named_as_such(tmp_path):

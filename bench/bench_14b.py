@@ -429,9 +429,9 @@ LEVER_CALLS = ("levers_h100",)  # session 21, one H100 (24 GiB cap): see levers_
 def levers_keys(raw: Path) -> dict:
     """Session 21's levers on the README's reasoning command (continuous engine, varlen attention, 64-token cache
     blocks, 128 questions x 512 tokens), each beside the command without it in the same call: ``--async_batching
-    true`` (levers_h100); ``--kv_cache_dtype fp8``, without and with overlapped steps (later calls). Generated tokens per second over the answering seconds, peak reserved memory, and how
-    many of the 128 letters the two runs share (random weights: nearly tied scores, so any change of kernel
-    order can change a reply)."""
+    true`` (levers_h100); ``--kv_cache_dtype fp8``, without and with overlapped steps (later calls). Generated
+    tokens per second over the answering seconds, peak reserved memory, and how many of the 128 letters the two
+    runs share (random weights: nearly tied scores, so any change of kernel order can change a reply)."""
     keys = {}
     for call in LEVER_CALLS:
         folder = raw / call

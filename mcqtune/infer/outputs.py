@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 from mcqtune.runs.distributed import gather_to_first
 from mcqtune.data.questions import LETTERS
+from mcqtune.runs.identity import sha256_file
 from mcqtune.runs.predictions import assemble_predictions
+from mcqtune.runs.provenance import PREDICTIONS_HASH
 from mcqtune.runs.folder import RunLock, lies_within, set_aside, ownership_problem
 from mcqtune.files import write_csv_atomic
 
@@ -145,6 +147,7 @@ def write_outputs(args: InferArguments, frame, records: dict[str, dict], run: di
     report = inference_report(frame, predictions, {**run, **cascade_info, **host.summary()}, seconds, answered)
     report["total_seconds"] = round(time.time() - started, 1)
     write_csv_atomic(predictions, args.run_dir / "predictions.csv")
+    report[PREDICTIONS_HASH] = sha256_file(args.run_dir / "predictions.csv")  # an edit later is refused where read
     write_inference_report(report, predictions, frame, args.run_dir)
     write_csv_atomic(predictions[["ID", "answer"]], Path(args.output_file))  # last: it exists only when all is done
     part = report.get("accuracy_on_labelled_rows")

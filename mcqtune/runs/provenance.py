@@ -1,7 +1,8 @@
 """Provenance: what one run hands another carries the identity it was made with, and every consumer that combines
 runs checks it here, in one place, refusing in one line that names both sides.
 
-    run folder / predictions.csv   report.json beside it: the test file's bytes (sha256), mode, models
+    run folder / predictions.csv   report.json beside it: the test file's bytes (sha256), mode, models, and
+                                   the predictions.csv bytes (sha256: an edited file is refused)
     k-fold folder                  fold_plan.json: the folds, their seed, the training file, each fold's identity
     adapter/                       mcq_provenance.json: the base model (and its config), the prompt settings it was
                                    trained with
@@ -21,6 +22,7 @@ from mcqtune.errors import DataError, UserError
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_RECORD = "report.json"  # written by infer.py beside predictions.csv
+PREDICTIONS_HASH = "predictions_sha256"  # report.json's record of the predictions.csv bytes beside it
 OOF_PREDICTIONS, OOF_RECORD = "oof_predictions.csv", "cv_summary.json"  # written by the k-fold driver
 FOLD_PLAN = "fold_plan.json"  # written by the k-fold driver at the k-fold folder's root
 ADAPTER_RECORD = "mcq_provenance.json"  # written by training into adapter/
@@ -44,9 +46,19 @@ def read_json(path: Path) -> dict | None:
 
 def predictions_record(predictions: str | Path) -> dict | None:
     """The provenance of a predictions.csv: its run's report.json, or for a k-fold run's oof_predictions.csv its
-    cv_summary.json (None for a bare file)."""
+    cv_summary.json (None for a bare file). A predictions.csv changed since its run wrote it (its bytes no longer
+    hash to what report.json records) is refused: the record would vouch for answers it never saw."""
+    from mcqtune.runs.identity import sha256_file
+
     path = Path(predictions)
-    return read_json(path.with_name(OOF_RECORD if path.name == OOF_PREDICTIONS else PREDICTIONS_RECORD))
+    record = read_json(path.with_name(OOF_RECORD if path.name == OOF_PREDICTIONS else PREDICTIONS_RECORD))
+    recorded = (record or {}).get(PREDICTIONS_HASH)
+    if isinstance(recorded, str) and path.is_file() and sha256_file(path) != recorded:
+        raise ProvenanceError(f"{path} was changed after its run wrote it (its bytes no longer match the sha256 in "
+                              f"{path.with_name(PREDICTIONS_RECORD)}); answer again with infer.py, or copy it out "
+                              f"of its run folder, where a command that takes a bare file ({ALLOW_BARE_HINT}) "
+                              "takes it as one")
+    return record
 
 
 def predictions_file(source: str | Path, consumer: str) -> Path:

@@ -220,3 +220,23 @@ def test_an_adapter_is_used_only_on_the_model_it_was_trained_on(tmp_path, caplog
     assert resolve_base(adapter, None) == trained_on
     (adapter / ADAPTER_RECORD).write_text(json.dumps({"base_model": trained_on}))  # an older record: shape only
     check_base_of_adapter(adapter, same_shape_other, consumer="export")
+
+
+def test_a_predictions_file_edited_after_its_run_is_refused_wherever_its_record_is_read(tmp_path):
+    """report.json records the sha256 of the predictions.csv beside it: a hand-edited file (its probabilities may
+    still sum to 1) would otherwise be vouched for by a record of other answers."""
+    import json
+
+    from mcqtune.runs.identity import sha256_file
+    from mcqtune.runs.provenance import PREDICTIONS_HASH, check_same_answered, predictions_record
+
+    predictions = tmp_path / "predictions.csv"
+    predictions.write_text("ID,answer,p_A,p_B,p_C,p_D\n1,A,0.7,0.1,0.1,0.1\n")
+    record = {"test_file_sha256": "ab" * 32, PREDICTIONS_HASH: sha256_file(predictions)}
+    (tmp_path / "report.json").write_text(json.dumps(record))
+    assert predictions_record(predictions) == record
+    predictions.write_text("ID,answer,p_A,p_B,p_C,p_D\n1,B,0.1,0.7,0.1,0.1\n")
+    with pytest.raises(ProvenanceError, match=r"predictions.csv was changed after its run wrote it"):
+        check_same_answered([predictions], consumer="ensemble")
+    (tmp_path / "report.json").write_text(json.dumps({"test_file_sha256": "ab" * 32}))  # a run from before the hash
+    assert predictions_record(predictions) == {"test_file_sha256": "ab" * 32}

@@ -72,12 +72,24 @@ def test_a_distilled_run_counts_its_rows_and_a_missing_teacher_row_trains_on_the
     partial.mkdir()
     predictions = pd.read_csv(teacher_run / "predictions.csv", dtype=str)
     predictions.iloc[5:].to_csv(partial / "predictions.csv", index=False)  # the teacher skipped 5 rows
-    (partial / "report.json").write_text((teacher_run / "report.json").read_text())
+    record_beside(teacher_run, partial)
     summary = train_sft.run(*distilled(trained_run, tmp_path / "out", "--distill_from", partial, "--max_steps", 2,
                                         "--eval_steps", 2, "--save_steps", 2))
     counts = summary["rows"]["train"]
     skipped = set(predictions["ID"].iloc[:5])
     assert counts["distilled_rows"] == counts["rows"] - sum(i in skipped for i in summary_ids(trained_run, summary))
+
+
+def record_beside(run, folder):
+    """``run``'s report.json beside the predictions.csv written into ``folder``, as if that run had written it (its
+    record of the predictions' bytes updated: an edited file is refused)."""
+    import json
+
+    from mcqtune.runs.identity import sha256_file
+
+    record = json.loads((run / "report.json").read_text())
+    (folder / "report.json").write_text(json.dumps({**record,
+                                                    "predictions_sha256": sha256_file(folder / "predictions.csv")}))
 
 
 def summary_ids(trained_run, summary):
@@ -102,7 +114,7 @@ def test_only_teachers_of_this_train_file_are_accepted(trained_run, teacher_run,
     frame = pd.read_csv(teacher_run / "predictions.csv", dtype=str)
     frame.loc[3, "p_B"] = "abc"
     frame.to_csv(broken / "predictions.csv", index=False)
-    (broken / "report.json").write_text((teacher_run / "report.json").read_text())
+    record_beside(teacher_run, broken)
     with pytest.raises(DataError, match="not a number"):
         train_sft.run(*distilled(trained_run, tmp_path / "e", "--distill_from", broken))
     with pytest.raises(DataError, match="no such file"):

@@ -10,7 +10,6 @@ sets the earlier outputs aside; nothing written here ever overwrites an input.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from mcqtune.runs.distributed import gather_to_first
 from mcqtune.data.questions import LETTERS
 from mcqtune.runs.identity import sha256_file
 from mcqtune.runs.predictions import assemble_predictions
-from mcqtune.runs.provenance import PREDICTIONS_HASH
+from mcqtune.runs.provenance import PREDICTIONS_HASH, PREDICTIONS_RECORD, read_json
 from mcqtune.runs.folder import RunLock, lies_within, set_aside, ownership_problem
 from mcqtune.files import write_csv_atomic
 
@@ -63,11 +62,7 @@ def shared_folder_problems(args: InferArguments) -> list[str]:
     """A run folder describes one output file: a run for another one (submission.csv and submission.txt share
     submission_run/; so do two output files given one --output_dir) would set aside the record of a submission
     that stays, which then has none. Refused while that submission is still there."""
-    record = args.run_dir / "report.json"
-    try:
-        other = json.loads(record.read_text(encoding="utf-8")).get("output_file")
-    except (OSError, ValueError, AttributeError):
-        return []
+    other = (read_json(args.run_dir / PREDICTIONS_RECORD) or {}).get("output_file")
     if not isinstance(other, str) or not other or Path(other).resolve() == Path(args.output_file).resolve() \
             or not Path(other).is_file():
         return []
